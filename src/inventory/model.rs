@@ -1,0 +1,358 @@
+//! The inventory's records, serialised exactly as upstream SMD emits them.
+//!
+//! One representation serves both the wire and the store: the JSON a client
+//! reads is the JSON kept in SQLite, so there is no second mapping to drift.
+//! The single exception is the BMC password, which is stored encrypted and
+//! blanked by [`RedfishEndpoint::public`] before it leaves the appliance.
+
+use serde::{Deserialize, Serialize};
+
+/// An HMS component (`State/Components`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Component {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(rename = "State")]
+    pub state: String,
+    #[serde(rename = "Flag")]
+    pub flag: String,
+    #[serde(rename = "Enabled", default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(
+        rename = "SoftwareStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub software_status: Option<String>,
+    #[serde(rename = "Role", default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(rename = "SubRole", default, skip_serializing_if = "Option::is_none")]
+    pub sub_role: Option<String>,
+    #[serde(rename = "NID", default, skip_serializing_if = "Option::is_none")]
+    pub nid: Option<i64>,
+    #[serde(rename = "Subtype", default, skip_serializing_if = "Option::is_none")]
+    pub subtype: Option<String>,
+    #[serde(rename = "NetType", default, skip_serializing_if = "Option::is_none")]
+    pub net_type: Option<String>,
+    #[serde(rename = "Arch", default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    #[serde(rename = "Class", default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    #[serde(
+        rename = "ReservationDisabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reservation_disabled: Option<bool>,
+    #[serde(rename = "Locked", default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
+}
+
+impl Component {
+    /// A component with upstream's defaults for a new row.
+    pub fn new(id: String, kind: String) -> Self {
+        Component {
+            id,
+            kind,
+            state: "Unknown".into(),
+            flag: "OK".into(),
+            enabled: Some(true),
+            software_status: None,
+            role: None,
+            sub_role: None,
+            nid: None,
+            subtype: None,
+            net_type: None,
+            arch: None,
+            class: None,
+            reservation_disabled: None,
+            locked: None,
+        }
+    }
+
+    pub fn is_node(&self) -> bool {
+        self.kind == "Node" || self.kind == "VirtualNode"
+    }
+}
+
+/// One IP address bound to an Ethernet interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpAddressMapping {
+    #[serde(rename = "IPAddress")]
+    pub ip_address: String,
+    #[serde(rename = "Network", default, skip_serializing_if = "String::is_empty")]
+    pub network: String,
+}
+
+/// `Inventory/EthernetInterfaces`: a MAC, what it belongs to and its addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EthernetInterface {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Description", default)]
+    pub description: String,
+    #[serde(rename = "MACAddress")]
+    pub mac_address: String,
+    #[serde(rename = "LastUpdate", default)]
+    pub last_update: String,
+    #[serde(rename = "ComponentID", default)]
+    pub component_id: String,
+    #[serde(rename = "Type", default)]
+    pub kind: String,
+    #[serde(rename = "IPAddresses", default)]
+    pub ip_addresses: Vec<IpAddressMapping>,
+}
+
+/// Discovery bookkeeping kept on a RedfishEndpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveryInfo {
+    #[serde(
+        rename = "LastDiscoveryAttempt",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub last_discovery_attempt: String,
+    #[serde(
+        rename = "LastDiscoveryStatus",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub last_discovery_status: String,
+    #[serde(
+        rename = "RedfishVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub redfish_version: String,
+}
+
+/// `Inventory/RedfishEndpoints`: a BMC or other Redfish controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RedfishEndpoint {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    #[serde(rename = "Hostname", default)]
+    pub hostname: String,
+    #[serde(rename = "Domain", default)]
+    pub domain: String,
+    #[serde(rename = "FQDN", default)]
+    pub fqdn: String,
+    #[serde(rename = "Enabled", default)]
+    pub enabled: bool,
+    #[serde(rename = "UUID", default)]
+    pub uuid: String,
+    #[serde(rename = "User", default)]
+    pub user: String,
+    /// Encrypted at rest; [`RedfishEndpoint::public`] blanks it.
+    #[serde(rename = "Password", default)]
+    pub password: String,
+    #[serde(rename = "UseSSDP", default)]
+    pub use_ssdp: bool,
+    #[serde(rename = "MACRequired", default)]
+    pub mac_required: bool,
+    #[serde(rename = "MACAddr", default)]
+    pub mac_addr: String,
+    #[serde(rename = "IPAddress", default)]
+    pub ip_address: String,
+    #[serde(rename = "RediscoverOnUpdate", default)]
+    pub rediscover_on_update: bool,
+    #[serde(rename = "TemplateID", default)]
+    pub template_id: String,
+    #[serde(rename = "DiscoveryInfo", default)]
+    pub discovery_info: DiscoveryInfo,
+    /// Inventory details a V2 payload carried beyond the standard fields
+    /// (manufacturer, model, serial, firmware, ...), kept for operators.
+    #[serde(
+        rename = "Details",
+        default,
+        skip_serializing_if = "serde_json::Map::is_empty"
+    )]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl RedfishEndpoint {
+    /// The record as clients may see it: the password never leaves.
+    pub fn public(&self) -> RedfishEndpoint {
+        RedfishEndpoint {
+            password: String::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Where power and crawl connect: the IP address if set, else the FQDN.
+    pub fn address(&self) -> &str {
+        if self.ip_address.is_empty() {
+            &self.fqdn
+        } else {
+            &self.ip_address
+        }
+    }
+}
+
+/// The `#ComputerSystem.Reset` / `#Manager.Reset` action of an endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetAction {
+    #[serde(rename = "target")]
+    pub target: String,
+    #[serde(
+        rename = "ResetType@Redfish.AllowableValues",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub allowable_values: Vec<String>,
+}
+
+/// Actions as Redfish names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actions {
+    #[serde(
+        rename = "#ComputerSystem.Reset",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub computer_system_reset: Option<ResetAction>,
+    #[serde(
+        rename = "#Manager.Reset",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub manager_reset: Option<ResetAction>,
+}
+
+/// A NIC as the Redfish crawl saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EthernetNicInfo {
+    #[serde(rename = "RedfishId", default, skip_serializing_if = "String::is_empty")]
+    pub redfish_id: String,
+    #[serde(rename = "@odata.id", default, skip_serializing_if = "String::is_empty")]
+    pub odata_id: String,
+    #[serde(
+        rename = "Description",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub description: String,
+    #[serde(rename = "MACAddress", default)]
+    pub mac_address: String,
+}
+
+/// Facts about the Redfish resource behind a ComponentEndpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedfishResourceInfo {
+    #[serde(rename = "Name", default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(rename = "Actions", default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Actions>,
+    #[serde(rename = "EthernetNICInfo", default, skip_serializing_if = "Vec::is_empty")]
+    pub ethernet_nic_info: Vec<EthernetNicInfo>,
+    #[serde(rename = "PowerURL", default, skip_serializing_if = "String::is_empty")]
+    pub power_url: String,
+}
+
+/// `Inventory/ComponentEndpoints`: how to reach a component through its BMC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentEndpoint {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(rename = "Domain", default)]
+    pub domain: String,
+    #[serde(rename = "FQDN", default)]
+    pub fqdn: String,
+    #[serde(rename = "RedfishType")]
+    pub redfish_type: String,
+    #[serde(rename = "RedfishSubtype", default)]
+    pub redfish_subtype: String,
+    #[serde(rename = "UUID", default, skip_serializing_if = "String::is_empty")]
+    pub uuid: String,
+    #[serde(rename = "OdataID")]
+    pub odata_id: String,
+    #[serde(rename = "RedfishEndpointID")]
+    pub redfish_endpoint_id: String,
+    #[serde(rename = "RedfishEndpointFQDN", default)]
+    pub redfish_endpoint_fqdn: String,
+    #[serde(rename = "RedfishURL")]
+    pub redfish_url: String,
+    #[serde(rename = "Enabled")]
+    pub enabled: bool,
+    #[serde(rename = "ComponentEndpointType")]
+    pub component_endpoint_type: String,
+    #[serde(
+        rename = "RedfishSystemInfo",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub redfish_system_info: Option<RedfishResourceInfo>,
+    #[serde(
+        rename = "RedfishManagerInfo",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub redfish_manager_info: Option<RedfishResourceInfo>,
+}
+
+/// Group or partition membership list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Members {
+    pub ids: Vec<String>,
+}
+
+/// `groups/{label}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub label: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(
+        rename = "exclusiveGroup",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub exclusive_group: String,
+    #[serde(default)]
+    pub members: Members,
+}
+
+/// `partitions/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub members: Members,
+}
+
+/// `Defaults/NodeMaps/{xname}`: the NID and role a node gets when created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMap {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "NID")]
+    pub nid: i64,
+    #[serde(rename = "Role", default, skip_serializing_if = "String::is_empty")]
+    pub role: String,
+    #[serde(rename = "SubRole", default, skip_serializing_if = "String::is_empty")]
+    pub sub_role: String,
+}
+
+/// `memberships/{xname}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub id: String,
+    #[serde(rename = "groupLabels")]
+    pub group_labels: Vec<String>,
+    #[serde(rename = "partitionName")]
+    pub partition_name: String,
+}
