@@ -228,9 +228,17 @@ pub struct Actions {
 /// A NIC as the Redfish crawl saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EthernetNicInfo {
-    #[serde(rename = "RedfishId", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "RedfishId",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub redfish_id: String,
-    #[serde(rename = "@odata.id", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "@odata.id",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub odata_id: String,
     #[serde(
         rename = "Description",
@@ -249,7 +257,11 @@ pub struct RedfishResourceInfo {
     pub name: String,
     #[serde(rename = "Actions", default, skip_serializing_if = "Option::is_none")]
     pub actions: Option<Actions>,
-    #[serde(rename = "EthernetNICInfo", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "EthernetNICInfo",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub ethernet_nic_info: Vec<EthernetNicInfo>,
     #[serde(rename = "PowerURL", default, skip_serializing_if = "String::is_empty")]
     pub power_url: String,

@@ -1,0 +1,645 @@
+//! Reads from memory, writes through SQLite.
+//!
+//! Every hot path (DHCP, TFTP, boot scripts, metadata, anonymous SMD reads)
+//! reads an immutable [`Snapshot`] without taking a lock. Writes are closures
+//! run one at a time on a dedicated writer thread against a copy of the model
+//! (persistent maps make that copy O(1)); the changes they record are committed
+//! to SQLite in one transaction, and only then is the new snapshot published.
+//! A write that fails, in the domain or in SQLite, leaves memory untouched.
+//!
+//! Writes queued while a commit is in progress are committed together (group
+//! commit), so a burst of small writes costs one fsync, not one each; each
+//! write still sees the effects of the ones before it and fails on its own.
+
+use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use imbl::{OrdMap, OrdSet};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
+
+use super::DomainError;
+use super::model::{
+    Component, ComponentEndpoint, EthernetInterface, Group, NodeMap, Partition, RedfishEndpoint,
+};
+use super::sqlite::Db;
+
+/// The kinds of record the store persists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Components,
+    EthernetInterfaces,
+    RedfishEndpoints,
+    ComponentEndpoints,
+    Groups,
+    Partitions,
+    NodeMaps,
+}
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Components => "components",
+            Table::EthernetInterfaces => "ethernet_interfaces",
+            Table::RedfishEndpoints => "redfish_endpoints",
+            Table::ComponentEndpoints => "component_endpoints",
+            Table::Groups => "groups",
+            Table::Partitions => "partitions",
+            Table::NodeMaps => "node_maps",
+        }
+    }
+}
+
+/// One row to write (`doc: Some`) or delete (`doc: None`).
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub table: Table,
+    pub key: String,
+    pub doc: Option<String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {0}: {1}")]
+    Open(String, String),
+    #[error("database schema: {0}")]
+    Schema(String),
+    #[error("database error: {0}")]
+    Sql(String),
+    #[error("stored record {0}/{1} is unreadable: {2}")]
+    Corrupt(&'static str, String, String),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("internal error while applying a write")]
+    Panicked,
+}
+
+/// Why a write did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Everything the appliance knows, as persistent maps plus derived indexes.
+#[derive(Debug, Clone, Default)]
+pub struct Model {
+    pub components: OrdMap<String, Component>,
+    pub interfaces: OrdMap<String, EthernetInterface>,
+    pub redfish_endpoints: OrdMap<String, RedfishEndpoint>,
+    pub component_endpoints: OrdMap<String, ComponentEndpoint>,
+    pub groups: OrdMap<String, Group>,
+    pub partitions: OrdMap<String, Partition>,
+    pub node_maps: OrdMap<String, NodeMap>,
+    /// NID → node xname (NIDs are unique).
+    pub nids: OrdMap<i64, String>,
+    /// IP address → interface IDs bound to it.
+    pub interfaces_by_ip: OrdMap<IpAddr, OrdSet<String>>,
+    /// Component xname → interface IDs bound to it.
+    pub interfaces_by_component: OrdMap<String, OrdSet<String>>,
+}
+
+impl Model {
+    pub fn component_by_nid(&self, nid: i64) -> Option<&Component> {
+        self.nids.get(&nid).and_then(|id| self.components.get(id))
+    }
+
+    /// Groups the component belongs to, in label order.
+    pub fn groups_of(&self, xname: &str) -> Vec<&Group> {
+        self.groups
+            .values()
+            .filter(|g| g.members.ids.iter().any(|m| m == xname))
+            .collect()
+    }
+
+    pub fn partition_of(&self, xname: &str) -> Option<&Partition> {
+        self.partitions
+            .values()
+            .find(|p| p.members.ids.iter().any(|m| m == xname))
+    }
+
+    /// Interfaces bound to a component, in ID order.
+    pub fn interfaces_of(&self, xname: &str) -> Vec<&EthernetInterface> {
+        self.interfaces_by_component
+            .get(xname)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| self.interfaces.get(id))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Interfaces carrying an IP address.
+    pub fn interfaces_with_ip(&self, ip: IpAddr) -> Vec<&EthernetInterface> {
+        self.interfaces_by_ip
+            .get(&ip)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| self.interfaces.get(id))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn index_interface(&mut self, i: &EthernetInterface) {
+        for ip in i
+            .ip_addresses
+            .iter()
+            .filter_map(|a| a.ip_address.parse().ok())
+        {
+            self.interfaces_by_ip
+                .entry(ip)
+                .or_default()
+                .insert(i.id.clone());
+        }
+        if !i.component_id.is_empty() {
+            self.interfaces_by_component
+                .entry(i.component_id.clone())
+                .or_default()
+                .insert(i.id.clone());
+        }
+    }
+
+    fn unindex_interface(&mut self, i: &EthernetInterface) {
+        for ip in i
+            .ip_addresses
+            .iter()
+            .filter_map(|a| a.ip_address.parse::<IpAddr>().ok())
+        {
+            if let Some(set) = self.interfaces_by_ip.get_mut(&ip) {
+                set.remove(&i.id);
+                if set.is_empty() {
+                    self.interfaces_by_ip.remove(&ip);
+                }
+            }
+        }
+        if let Some(set) = self.interfaces_by_component.get_mut(&i.component_id) {
+            set.remove(&i.id);
+            if set.is_empty() {
+                self.interfaces_by_component.remove(&i.component_id);
+            }
+        }
+    }
+}
+
+/// An immutable, numbered view of the model.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases by one with every committed write batch.
+    pub generation: u64,
+    pub model: Model,
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = Model;
+    fn deref(&self) -> &Model {
+        &self.model
+    }
+}
+
+/// A write in progress: changes the model copy and records what to persist.
+pub struct Txn<'a> {
+    model: &'a mut Model,
+    changes: Vec<Change>,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+impl<'a> Txn<'a> {
+    pub fn model(&self) -> &Model {
+        self.model
+    }
+
+    /// The time the write started; domain code reads the clock only here.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.now
+    }
+
+    /// True if anything has been changed so far.
+    pub fn is_dirty(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    fn record<T: Serialize>(&mut self, table: Table, key: &str, value: Option<&T>) {
+        // Serialising our own model types cannot fail (string keys, no
+        // non-finite floats); an empty document would be caught on load.
+        let doc = value.map(|v| serde_json::to_string(v).unwrap_or_default());
+        self.changes.push(Change {
+            table,
+            key: key.to_string(),
+            doc,
+        });
+    }
+
+    pub fn put_component(&mut self, c: Component) {
+        if let Some(old) = self.model.components.get(&c.id) {
+            if let Some(nid) = old.nid {
+                if self.model.nids.get(&nid) == Some(&c.id) {
+                    self.model.nids.remove(&nid);
+                }
+            }
+        }
+        if let Some(nid) = c.nid {
+            self.model.nids.insert(nid, c.id.clone());
+        }
+        self.record(Table::Components, &c.id, Some(&c));
+        self.model.components.insert(c.id.clone(), c);
+    }
+
+    pub fn delete_component(&mut self, id: &str) -> Option<Component> {
+        let old = self.model.components.remove(id)?;
+        if let Some(nid) = old.nid {
+            if self.model.nids.get(&nid).map(String::as_str) == Some(id) {
+                self.model.nids.remove(&nid);
+            }
+        }
+        self.record::<Component>(Table::Components, id, None);
+        Some(old)
+    }
+
+    pub fn put_interface(&mut self, i: EthernetInterface) {
+        if let Some(old) = self.model.interfaces.get(&i.id).cloned() {
+            self.model.unindex_interface(&old);
+        }
+        self.model.index_interface(&i);
+        self.record(Table::EthernetInterfaces, &i.id, Some(&i));
+        self.model.interfaces.insert(i.id.clone(), i);
+    }
+
+    pub fn delete_interface(&mut self, id: &str) -> Option<EthernetInterface> {
+        let old = self.model.interfaces.remove(id)?;
+        self.model.unindex_interface(&old);
+        self.record::<EthernetInterface>(Table::EthernetInterfaces, id, None);
+        Some(old)
+    }
+
+    pub fn put_redfish_endpoint(&mut self, e: RedfishEndpoint) {
+        self.record(Table::RedfishEndpoints, &e.id, Some(&e));
+        self.model.redfish_endpoints.insert(e.id.clone(), e);
+    }
+
+    pub fn delete_redfish_endpoint(&mut self, id: &str) -> Option<RedfishEndpoint> {
+        let old = self.model.redfish_endpoints.remove(id)?;
+        self.record::<RedfishEndpoint>(Table::RedfishEndpoints, id, None);
+        Some(old)
+    }
+
+    pub fn put_component_endpoint(&mut self, e: ComponentEndpoint) {
+        self.record(Table::ComponentEndpoints, &e.id, Some(&e));
+        self.model.component_endpoints.insert(e.id.clone(), e);
+    }
+
+    pub fn delete_component_endpoint(&mut self, id: &str) -> Option<ComponentEndpoint> {
+        let old = self.model.component_endpoints.remove(id)?;
+        self.record::<ComponentEndpoint>(Table::ComponentEndpoints, id, None);
+        Some(old)
+    }
+
+    pub fn put_group(&mut self, g: Group) {
+        self.record(Table::Groups, &g.label, Some(&g));
+        self.model.groups.insert(g.label.clone(), g);
+    }
+
+    pub fn delete_group(&mut self, label: &str) -> Option<Group> {
+        let old = self.model.groups.remove(label)?;
+        self.record::<Group>(Table::Groups, label, None);
+        Some(old)
+    }
+
+    pub fn put_partition(&mut self, p: Partition) {
+        self.record(Table::Partitions, &p.name, Some(&p));
+        self.model.partitions.insert(p.name.clone(), p);
+    }
+
+    pub fn delete_partition(&mut self, name: &str) -> Option<Partition> {
+        let old = self.model.partitions.remove(name)?;
+        self.record::<Partition>(Table::Partitions, name, None);
+        Some(old)
+    }
+
+    pub fn put_node_map(&mut self, m: NodeMap) {
+        self.record(Table::NodeMaps, &m.id, Some(&m));
+        self.model.node_maps.insert(m.id.clone(), m);
+    }
+
+    pub fn delete_node_map(&mut self, id: &str) -> Option<NodeMap> {
+        let old = self.model.node_maps.remove(id)?;
+        self.record::<NodeMap>(Table::NodeMaps, id, None);
+        Some(old)
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Model, chrono::DateTime<chrono::Utc>) -> Pending + Send>;
+
+/// A write whose domain part has run; it is answered after the commit.
+struct Pending {
+    changes: Vec<Change>,
+    reply: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+}
+
+enum Request {
+    Write(Job),
+    Ping(oneshot::Sender<Result<(), StoreError>>),
+}
+
+struct Inner {
+    current: ArcSwap<Snapshot>,
+}
+
+/// Handle to the inventory store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+    requests: mpsc::Sender<Request>,
+}
+
+/// Writes that may be waiting for the writer at once; more wait for room.
+const QUEUE_DEPTH: usize = 1024;
+/// At most this many queued writes share one commit.
+const GROUP_COMMIT_MAX: usize = 256;
+
+impl Store {
+    /// Opens the database at `path`, loads the model and starts the writer.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::start(Db::open(path)?)
+    }
+
+    /// A store that lives only in memory, for tests and benchmarks.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Self::start(Db::open_in_memory()?)
+    }
+
+    fn start(db: Db) -> Result<Store, StoreError> {
+        let model = load_model(&db)?;
+        let inner = Arc::new(Inner {
+            current: ArcSwap::from_pointee(Snapshot {
+                generation: 0,
+                model,
+            }),
+        });
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let writer_inner = inner.clone();
+        std::thread::Builder::new()
+            .name("inventory-writer".into())
+            .spawn(move || writer_loop(db, writer_inner, rx))
+            .map_err(|e| StoreError::Open("writer thread".into(), e.to_string()))?;
+        Ok(Store {
+            inner,
+            requests: tx,
+        })
+    }
+
+    /// The current snapshot. Holding it keeps that view alive, nothing more.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.current.load_full()
+    }
+
+    /// Runs `f` as one atomic write. `f` sees the model as left by every
+    /// earlier write; what it changes is durable once this returns `Ok`.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, WriteError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<T, DomainError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, WriteError>>();
+        let job: Job = Box::new(move |model: &mut Model, now| {
+            let mut copy = model.clone();
+            let mut txn = Txn {
+                model: &mut copy,
+                changes: Vec::new(),
+                now,
+            };
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut txn)));
+            let changes = std::mem::take(&mut txn.changes);
+            match outcome {
+                Ok(Ok(value)) => {
+                    *model = copy;
+                    Pending {
+                        changes,
+                        reply: Box::new(move |r| {
+                            let _ = tx.send(r.map(|()| value).map_err(WriteError::Store));
+                        }),
+                    }
+                }
+                Ok(Err(e)) => Pending {
+                    changes: Vec::new(),
+                    reply: Box::new(move |_| {
+                        let _ = tx.send(Err(WriteError::Domain(e)));
+                    }),
+                },
+                Err(_) => Pending {
+                    changes: Vec::new(),
+                    reply: Box::new(move |_| {
+                        let _ = tx.send(Err(WriteError::Store(StoreError::Panicked)));
+                    }),
+                },
+            }
+        });
+        self.requests
+            .send(Request::Write(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Round trip through the writer and SQLite: is the store usable?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Ping(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn load_table<T: DeserializeOwned>(db: &Db, table: Table) -> Result<Vec<T>, StoreError> {
+    db.load(table)?
+        .into_iter()
+        .map(|(id, doc)| {
+            serde_json::from_str(&doc)
+                .map_err(|e| StoreError::Corrupt(table.name(), id, e.to_string()))
+        })
+        .collect()
+}
+
+fn load_model(db: &Db) -> Result<Model, StoreError> {
+    let mut model = Model::default();
+    let mut txn = Txn {
+        model: &mut model,
+        changes: Vec::new(),
+        now: chrono::Utc::now(),
+    };
+    for c in load_table::<Component>(db, Table::Components)? {
+        txn.put_component(c);
+    }
+    for i in load_table::<EthernetInterface>(db, Table::EthernetInterfaces)? {
+        txn.put_interface(i);
+    }
+    for e in load_table::<RedfishEndpoint>(db, Table::RedfishEndpoints)? {
+        txn.put_redfish_endpoint(e);
+    }
+    for e in load_table::<ComponentEndpoint>(db, Table::ComponentEndpoints)? {
+        txn.put_component_endpoint(e);
+    }
+    for g in load_table::<Group>(db, Table::Groups)? {
+        txn.put_group(g);
+    }
+    for p in load_table::<Partition>(db, Table::Partitions)? {
+        txn.put_partition(p);
+    }
+    for m in load_table::<NodeMap>(db, Table::NodeMaps)? {
+        txn.put_node_map(m);
+    }
+    Ok(model)
+}
+
+fn writer_loop(mut db: Db, inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT_MAX {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let current = inner.current.load_full();
+        let mut model = current.model.clone();
+        let now = chrono::Utc::now();
+        let mut changes = Vec::new();
+        let mut replies = Vec::new();
+        for req in batch {
+            match req {
+                Request::Ping(tx) => {
+                    let _ = tx.send(db.ping());
+                }
+                Request::Write(job) => {
+                    let pending = job(&mut model, now);
+                    changes.extend(pending.changes);
+                    replies.push(pending.reply);
+                }
+            }
+        }
+        let result = if changes.is_empty() {
+            Ok(())
+        } else {
+            match db.apply(&changes) {
+                Ok(()) => {
+                    inner.current.store(Arc::new(Snapshot {
+                        generation: current.generation + 1,
+                        model,
+                    }));
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "inventory write failed; nothing was changed");
+                    Err(e)
+                }
+            }
+        };
+        for reply in replies {
+            reply(result.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, nid: i64) -> Component {
+        let mut c = Component::new(id.into(), "Node".into());
+        c.nid = Some(nid);
+        c
+    }
+
+    #[tokio::test]
+    async fn write_publishes_a_new_snapshot() {
+        let store = Store::open_in_memory().unwrap();
+        let before = store.snapshot();
+        store
+            .write(|t| {
+                t.put_component(node("x0c0s0b0n0", 1));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let after = store.snapshot();
+        assert_eq!(before.components.len(), 0, "old snapshots never change");
+        assert_eq!(after.generation, before.generation + 1);
+        assert_eq!(after.component_by_nid(1).unwrap().id, "x0c0s0b0n0");
+    }
+
+    #[tokio::test]
+    async fn failed_write_changes_nothing() {
+        let store = Store::open_in_memory().unwrap();
+        let r = store
+            .write(|t| {
+                t.put_component(node("x0c0s0b0n0", 1));
+                Err::<(), _>(DomainError::Conflict("no".into()))
+            })
+            .await;
+        assert!(matches!(r, Err(WriteError::Domain(_))));
+        let s = store.snapshot();
+        assert_eq!(s.generation, 0);
+        assert!(s.components.is_empty());
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_each_see_the_previous() {
+        let store = Store::open_in_memory().unwrap();
+        let mut handles = Vec::new();
+        for i in 0..200 {
+            let s = store.clone();
+            handles.push(tokio::spawn(async move {
+                s.write(move |t| {
+                    let next = t.model().components.len() as i64 + 1;
+                    t.put_component(node(&format!("x0c0s{i}b0n0"), next));
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        let s = store.snapshot();
+        assert_eq!(s.components.len(), 200);
+        assert_eq!(s.nids.len(), 200, "every write saw the ones before it");
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inv.db");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .write(|t| {
+                    t.put_component(node("x0c0s0b0n0", 7));
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.snapshot().component_by_nid(7).unwrap().id,
+            "x0c0s0b0n0"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_is_contained() {
+        let store = Store::open_in_memory().unwrap();
+        let r: Result<(), _> = store.write(|_| panic!("boom")).await;
+        assert!(matches!(r, Err(WriteError::Store(StoreError::Panicked))));
+        store.ping().await.unwrap();
+    }
+}
