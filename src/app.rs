@@ -1,1 +1,212 @@
-//! placeholder
+//! Starting and stopping the appliance.
+//!
+//! The one place that opens the store, bootstraps the CA and binds listeners,
+//! so that `openchami serve`, the test harness and the benchmarks run exactly
+//! the same start-up. Every task it spawns is tracked and watches one
+//! cancellation token; stopping is cancelling that token and waiting.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ca::authority::{Authority, CertNames};
+use crate::ca::secret::SecretBox;
+use crate::ca::token::TokenKeys;
+use crate::config::{self, Config};
+use crate::http::{self, AppState, Listener, Shared};
+use crate::inventory::Store;
+use crate::metrics::Metrics;
+
+/// The database file inside the state directory.
+pub const DB_FILE: &str = "openchami.db";
+
+/// A running appliance.
+pub struct App {
+    pub state: AppState,
+    /// Where the API listener is bound, if enabled.
+    pub api_addr: Option<SocketAddr>,
+    /// Where the node listeners are bound, the main one first.
+    pub node_addrs: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl App {
+    /// Opens state, binds every enabled listener and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<App> {
+        let started = Instant::now();
+        let state_dir = config.state_dir.clone();
+        std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        restrict_dir(&state_dir);
+
+        let db_path = state_dir.join(DB_FILE);
+        let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
+            .await
+            .context("store start-up task failed")??;
+
+        let api_listener = if config.api.enabled {
+            Some(bind(config.api.listen).await?)
+        } else {
+            None
+        };
+        let mut node_listeners = Vec::new();
+        if config.node.enabled {
+            node_listeners.push(bind(config.node.listen).await?);
+            for addr in &config.node.extra_listen {
+                node_listeners.push(bind(*addr).await?);
+            }
+        }
+        let api_addr = api_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let node_addrs = node_listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let names = cert_names(&config, api_addr);
+        let dir = state_dir.clone();
+        let (authority, tokens, secrets) = tokio::task::spawn_blocking(move || {
+            anyhow::Ok((
+                Authority::bootstrap(&dir, &names)?,
+                TokenKeys::load_or_create(&dir)?,
+                SecretBox::load_or_create(&dir)?,
+            ))
+        })
+        .await
+        .context("CA start-up task failed")??;
+
+        let node_base = node_base(&config, node_addrs.first().copied());
+        let issuer = config.issuer();
+        let state = AppState(Arc::new(Shared {
+            store,
+            root_pem: authority.root_pem().to_string(),
+            root_fingerprint: authority.root_fingerprint(),
+            tokens,
+            secrets,
+            issuer,
+            node_base,
+            metrics: Metrics::default(),
+            started,
+            config,
+        }));
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
+        if let Some(l) = api_listener {
+            let tls = authority.server_config()?;
+            let router = http::router(state.clone(), Listener::Api);
+            tracing::info!("listening for api (https) on {}", l.local_addr()?);
+            tasks.spawn(http::serve(
+                l,
+                Some(tls),
+                router,
+                shutdown.child_token(),
+                grace,
+            ));
+        }
+        for l in node_listeners {
+            let router = http::router(state.clone(), Listener::Node);
+            tracing::info!("listening for node (http) on {}", l.local_addr()?);
+            tasks.spawn(http::serve(l, None, router, shutdown.child_token(), grace));
+        }
+        tasks.close();
+        tracing::info!(
+            state_dir = %state_dir.display(),
+            root_fingerprint = %state.root_fingerprint,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "appliance ready"
+        );
+        Ok(App {
+            state,
+            api_addr,
+            node_addrs,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Asks every task to stop; [`App::wait`] returns when they have.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A token that, when cancelled, stops the appliance.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits for every task to finish (after [`App::shutdown`]).
+    pub async fn wait(&self) {
+        self.tasks.wait().await;
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.state.config.state_dir.clone()
+    }
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// The state directory holds keys: only the service user may enter it.
+fn restrict_dir(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot restrict state directory permissions");
+    }
+}
+
+/// Names the API certificate must cover: configured names, the host name,
+/// and the listener address when it is a specific one.
+fn cert_names(config: &Config, api_addr: Option<SocketAddr>) -> CertNames {
+    let mut names = CertNames {
+        dns: Vec::new(),
+        ips: Vec::new(),
+    };
+    for n in &config.api.names {
+        match n.parse::<IpAddr>() {
+            Ok(ip) => names.ips.push(ip),
+            Err(_) => names.dns.push(n.clone()),
+        }
+    }
+    let host = config::host_name();
+    if let Some(short) = host.split('.').next()
+        && short != host
+    {
+        names.dns.push(short.to_string());
+    }
+    names.dns.push(host);
+    if let Some(addr) = api_addr
+        && !addr.ip().is_unspecified()
+    {
+        names.ips.push(addr.ip());
+    }
+    names.dns.sort();
+    names.dns.dedup();
+    names.ips.sort();
+    names.ips.dedup();
+    names
+}
+
+/// The URL nodes use for the node listener.
+fn node_base(config: &Config, node_addr: Option<SocketAddr>) -> String {
+    if !config.node.advertise.is_empty() {
+        return config.node.advertise.trim_end_matches('/').to_string();
+    }
+    let addr = node_addr.unwrap_or(config.node.listen);
+    if addr.ip().is_unspecified() {
+        format!("http://{}:{}", config::host_name(), addr.port())
+    } else {
+        format!("http://{addr}")
+    }
+}

@@ -1,1 +1,287 @@
-//! placeholder
+//! One TOML file, every key optional.
+//!
+//! The appliance must start with no file at all (`systemctl start` on a fresh
+//! head node), so every section has embedded defaults. Unknown keys are
+//! rejected by name: a misspelt `dhcp.enable` silently ignored is how a
+//! cluster ends up without DHCP, or with it where it must not be.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The file read when present and no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/openchami/config.toml";
+/// Where state lives when neither the file nor `--state-dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/openchami";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Database, CA and keys live here.
+    pub state_dir: PathBuf,
+    /// Cluster name: cloud-init `cluster-name`, token files, CLI environment.
+    pub cluster_name: String,
+    pub api: ApiConfig,
+    pub node: NodeConfig,
+    pub auth: AuthConfig,
+    pub http: HttpConfig,
+    pub metrics: MetricsConfig,
+    pub dhcp: DhcpConfig,
+    pub tftp: TftpConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            cluster_name: "openchami".into(),
+            api: ApiConfig::default(),
+            node: NodeConfig::default(),
+            auth: AuthConfig::default(),
+            http: HttpConfig::default(),
+            metrics: MetricsConfig::default(),
+            dhcp: DhcpConfig::default(),
+            tftp: TftpConfig::default(),
+        }
+    }
+}
+
+/// The HTTPS listener serving every API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Extra DNS names and IP addresses for the server certificate.
+    pub names: Vec<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            names: Vec::new(),
+        }
+    }
+}
+
+/// The plain-HTTP listener for firmware and booting nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// More node ports, e.g. 8081, so stored kernel command lines keep working.
+    pub extra_listen: Vec<SocketAddr>,
+    /// The base URL nodes use to reach this listener, e.g.
+    /// `http://172.16.0.254:27778`. Empty: derived from the listen address,
+    /// or the first non-loopback address of the host if that is a wildcard.
+    pub advertise: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 27778)),
+            extra_listen: Vec::new(),
+            advertise: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Token issuer; empty means the API base, `https://<host name>:<port>`.
+    pub issuer: String,
+    pub audience: String,
+    /// Lifetime of tokens minted by `openchami token issue`, in seconds.
+    pub token_ttl_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: String::new(),
+            audience: "openchami".into(),
+            token_ttl_secs: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Larger request bodies are refused with 413.
+    pub max_body_bytes: usize,
+    /// Every request gets at most this long.
+    pub request_timeout_secs: u64,
+    /// On SIGTERM, in-flight requests get this long to finish.
+    pub shutdown_grace_secs: u64,
+    /// Requests served at once per listener; more wait.
+    pub max_in_flight: usize,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 16 * 1024 * 1024,
+            request_timeout_secs: 60,
+            shutdown_grace_secs: 10,
+            max_in_flight: 1024,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` without a token (for a Prometheus without one).
+    pub anonymous: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DhcpConfig {
+    /// Off until subnets are configured: a stray DHCP server takes down a
+    /// site network.
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TftpConfig {
+    pub enabled: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(String, String),
+    #[error("{0}: {1}")]
+    Invalid(String, String),
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse(origin.into(), flatten(&e.to_string())))?;
+        cfg.validate()
+            .map_err(|m| ConfigError::Invalid(origin.into(), m))?;
+        Ok(cfg)
+    }
+
+    /// Reads `path` if given (it must exist), else the default file if it
+    /// exists, else the embedded defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&text, &path.display().to_string()),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Config::default())
+            }
+            Err(e) => Err(ConfigError::Read(path.display().to_string(), e)),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.cluster_name.trim().is_empty() {
+            return Err("cluster_name must not be empty".into());
+        }
+        if self.http.max_body_bytes == 0 {
+            return Err("http.max_body_bytes must be positive".into());
+        }
+        if self.http.max_in_flight == 0 {
+            return Err("http.max_in_flight must be positive".into());
+        }
+        let adv = &self.node.advertise;
+        if !(adv.is_empty() || adv.starts_with("http://") || adv.starts_with("https://")) {
+            return Err(format!(
+                "node.advertise must be an http:// URL, got {:?}",
+                self.node.advertise
+            ));
+        }
+        Ok(())
+    }
+
+    /// The token issuer, as configured or derived from the host name.
+    pub fn issuer(&self) -> String {
+        if self.auth.issuer.is_empty() {
+            format!("https://{}:{}", host_name(), self.api.listen.port())
+        } else {
+            self.auth.issuer.clone()
+        }
+    }
+}
+
+/// TOML errors span several lines with a source excerpt; operators get one.
+fn flatten(msg: &str) -> String {
+    let lines: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let head = lines.first().copied().unwrap_or("invalid TOML");
+    let tail = lines.last().copied().unwrap_or("");
+    if lines.len() > 1 {
+        format!("{head} {tail}")
+    } else {
+        head.to_string()
+    }
+}
+
+/// The host's name without glibc (the binary is static; NSS is not there).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::parse("", "t").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[dhcp]\nenable = true\n", "cfg.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("enable"), "{err}");
+        assert!(err.starts_with("cfg.toml"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        let err = Config::parse("colour = 1\n", "t").unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn listeners_can_be_switched_off() {
+        let c = Config::parse("[api]\nenabled = false\n[node]\nenabled = false\n", "t").unwrap();
+        assert!(!c.api.enabled && !c.node.enabled);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Config::parse("[api]\nlisten = \"nope\"\n", "t").is_err());
+        assert!(Config::parse("[node]\nadvertise = \"ftp://x\"\n", "t").is_err());
+        assert!(Config::parse("cluster_name = \"\"\n", "t").is_err());
+    }
+}

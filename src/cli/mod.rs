@@ -1,4 +1,273 @@
-//! placeholder
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The command line: `serve` runs the appliance; everything else is a REST
+//! client of a running one.
+//!
+//! Keeping the client on the public API (rather than opening the database)
+//! means the CLI works from any host, exercises the same code paths as
+//! `ochami`, and can never bypass the appliance's validation.
+
+mod client;
+mod commands;
+mod output;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+pub use client::Client;
+pub use output::Format;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "openchami",
+    version,
+    about = "A single-binary HPC cluster manager",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every client command shares.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Appliance API base URL [default: from the config file, else https://localhost:8443]
+    #[arg(long, global = true, env = "OPENCHAMI_URL")]
+    pub url: Option<String>,
+    /// CA certificate to trust [default: <state-dir>/ca/root.crt when readable]
+    #[arg(long, global = true, env = "OPENCHAMI_CACERT")]
+    pub cacert: Option<PathBuf>,
+    /// Bearer token [default: $OPENCHAMI_ACCESS_TOKEN, $<CLUSTER>_ACCESS_TOKEN, or minted from the state dir on the head node]
+    #[arg(long, global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Configuration file [default: /etc/openchami/config.toml when present]
+    #[arg(long, global = true, env = "OPENCHAMI_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// State directory (database, CA, keys) [default: /var/lib/openchami]
+    #[arg(long, global = true, env = "OPENCHAMI_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Output format
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the appliance
+    Serve(ServeArgs),
+    /// Bearer tokens
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// The appliance certificate authority
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// Nodes in the inventory
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Groups of components
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Load a cluster description (ochami static-discovery format)
+    Import(ImportArgs),
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Validate the configuration and exit
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Mint a token with the appliance's signing key (needs the state dir)
+    Issue {
+        /// Lifetime, e.g. 3600, 90m, 12h, 7d [default: auth.token_ttl_secs]
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Subject
+        #[arg(long, default_value = "admin")]
+        sub: String,
+        /// Roles (viewer, operator, admin); none means full access
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCmd {
+    /// Print the root certificate's SHA-256 fingerprint
+    Fingerprint {
+        /// Read the root from this PEM file instead of the state dir
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Print the root certificate (PEM)
+    Show,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// List nodes
+    List {
+        /// Only members of this group
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Show one node with its interfaces and groups
+    Show { xname: String },
+    /// Add a node
+    Add(NodeAddArgs),
+    /// Delete nodes
+    Delete {
+        #[arg(required = true, value_delimiter = ',')]
+        xnames: Vec<String>,
+    },
+    /// Change fields of a node
+    Set(NodeSetArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NodeAddArgs {
+    pub xname: String,
+    #[arg(long)]
+    pub nid: Option<i64>,
+    /// Boot MAC address (repeat for more interfaces)
+    #[arg(long = "mac")]
+    pub macs: Vec<String>,
+    /// IP address for the first MAC
+    #[arg(long)]
+    pub ip: Option<String>,
+    #[arg(long)]
+    pub role: Option<String>,
+    #[arg(long)]
+    pub subrole: Option<String>,
+    /// Add to these groups (created if missing)
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    #[arg(long, default_value = "Ready")]
+    pub state: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NodeSetArgs {
+    pub xname: String,
+    #[arg(long)]
+    pub nid: Option<i64>,
+    #[arg(long)]
+    pub role: Option<String>,
+    #[arg(long)]
+    pub subrole: Option<String>,
+    #[arg(long)]
+    pub enabled: Option<bool>,
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Allow any state change
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCmd {
+    /// List groups
+    List,
+    /// Show one group
+    Show { label: String },
+    /// Create a group
+    Add {
+        label: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Initial members
+        #[arg(long = "member", value_delimiter = ',')]
+        members: Vec<String>,
+        #[arg(long)]
+        exclusive: Option<String>,
+    },
+    /// Delete a group
+    Delete { label: String },
+    /// Add members
+    AddMember {
+        label: String,
+        #[arg(required = true, value_delimiter = ',')]
+        xnames: Vec<String>,
+    },
+    /// Remove members
+    RemoveMember {
+        label: String,
+        #[arg(required = true, value_delimiter = ',')]
+        xnames: Vec<String>,
+    },
+    /// Replace the member set
+    SetMembers {
+        label: String,
+        #[arg(value_delimiter = ',')]
+        xnames: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The cluster file (YAML or JSON); - for standard input
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    // One crypto provider for every TLS user in the process (API listener,
+    // CLI client); ring keeps the static build free of C toolchains' quirks.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(&cli.global, &args),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "openchami", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        command => match commands::run(&cli.global, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("openchami: {}", one_line(&e));
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Errors are one line: the message and its causes, joined.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string().replace('\n', " ");
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+/// The clap command, for man pages and completions.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

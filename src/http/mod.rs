@@ -1,1 +1,20 @@
-//! placeholder
+//! The HTTPS API listener and the plain-HTTP node listener.
+//!
+//! Adapters only: handlers decode a request, ask the domain (inventory, boot,
+//! metadata, power) and encode the answer. Which routes exist, which listener
+//! serves them and whether they need a token is decided in one table
+//! ([`routes`]), from which the routers and the OpenAPI document are built, so
+//! an anonymous route is a visible decision rather than an accident.
+
+pub mod common;
+pub mod json;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+pub mod server;
+pub mod smd;
+pub mod state;
+
+pub use routes::{Listener, router};
+pub use server::serve;
+pub use state::{AppState, Shared};

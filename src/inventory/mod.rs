@@ -3,9 +3,15 @@
 //! A leaf of the crate: it imports nothing else from it, so every other
 //! module can depend on it and it can be tested on its own.
 
+pub mod components;
+pub mod enums;
+pub mod groups;
+pub mod import;
+pub mod mac;
 pub mod model;
 pub mod sqlite;
 pub mod store;
+pub mod xname;
 
 pub use store::{Model, Snapshot, Store, StoreError, Txn, WriteError};
 

@@ -238,12 +238,11 @@ impl<'a> Txn<'a> {
     }
 
     pub fn put_component(&mut self, c: Component) {
-        if let Some(old) = self.model.components.get(&c.id) {
-            if let Some(nid) = old.nid {
-                if self.model.nids.get(&nid) == Some(&c.id) {
-                    self.model.nids.remove(&nid);
-                }
-            }
+        if let Some(old) = self.model.components.get(&c.id)
+            && let Some(nid) = old.nid
+            && self.model.nids.get(&nid) == Some(&c.id)
+        {
+            self.model.nids.remove(&nid);
         }
         if let Some(nid) = c.nid {
             self.model.nids.insert(nid, c.id.clone());
@@ -254,10 +253,10 @@ impl<'a> Txn<'a> {
 
     pub fn delete_component(&mut self, id: &str) -> Option<Component> {
         let old = self.model.components.remove(id)?;
-        if let Some(nid) = old.nid {
-            if self.model.nids.get(&nid).map(String::as_str) == Some(id) {
-                self.model.nids.remove(&nid);
-            }
+        if let Some(nid) = old.nid
+            && self.model.nids.get(&nid).map(String::as_str) == Some(id)
+        {
+            self.model.nids.remove(&nid);
         }
         self.record::<Component>(Table::Components, id, None);
         Some(old)

@@ -1,0 +1,203 @@
+//! A small REST client of the appliance API.
+//!
+//! It trusts only the appliance CA (from `--cacert` or the state dir), sends a
+//! bearer token, and turns problem+json answers into one-line errors.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use super::Global;
+use crate::ca::token::TokenKeys;
+use crate::config::Config;
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// Builds a client from flags, environment and the config file.
+    pub fn from_global(g: &Global, config: &Config) -> anyhow::Result<Client> {
+        let base = match &g.url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("https://localhost:{}", config.api.listen.port()),
+        };
+        let ca_path = g
+            .cacert
+            .clone()
+            .unwrap_or_else(|| config.state_dir.join("ca").join("root.crt"));
+        let http = build_http(&base, &ca_path)?;
+        let token = resolve_token(g, config);
+        Ok(Client { http, base, token })
+    }
+
+    /// A client for tests and tools that already hold the pieces.
+    pub fn new(
+        base: &str,
+        root_pem: Option<&str>,
+        token: Option<String>,
+    ) -> anyhow::Result<Client> {
+        let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+        if let Some(pem) = root_pem {
+            b = b.use_preconfigured_tls(tls_config(pem.as_bytes())?);
+        }
+        Ok(Client {
+            http: b.build()?,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request; 2xx gives the JSON body (Null when empty).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let (status, v) = self.send_raw(method.clone(), path, body).await?;
+        if status.is_success() {
+            return Ok(v);
+        }
+        let detail = v
+            .get("detail")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string());
+        let mut msg = format!("{method} {path}: {} ({detail})", status.as_u16());
+        if status == StatusCode::UNAUTHORIZED {
+            msg.push_str("; set OPENCHAMI_ACCESS_TOKEN, e.g. export OPENCHAMI_ACCESS_TOKEN=$(openchami token issue)");
+        }
+        Err(anyhow!(msg))
+    }
+
+    /// Sends a request and returns the status with the JSON body, whatever it is.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach {}: {}", self.base, root_cause(&e)))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading the response")?;
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok((status, v))
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(Method::GET, path, None).await
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    let mut last = e.to_string();
+    while let Some(next) = cur.source() {
+        last = next.to_string();
+        cur = next;
+    }
+    last
+}
+
+fn tls_config(pem: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert.context("invalid PEM certificate")?)?;
+    }
+    if roots.is_empty() {
+        bail!("no certificate in the CA file");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+fn build_http(base: &str, ca_path: &Path) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+    if base.starts_with("https://") {
+        let pem = std::fs::read(ca_path).with_context(|| {
+            format!(
+                "cannot read the appliance CA {} (pass --cacert, or fetch /ca/root.pem and check its fingerprint)",
+                ca_path.display()
+            )
+        })?;
+        b = b.use_preconfigured_tls(tls_config(&pem)?);
+    }
+    Ok(b.build()?)
+}
+
+/// `--token`, `$OPENCHAMI_ACCESS_TOKEN`, `$<CLUSTER>_ACCESS_TOKEN`, else a
+/// short-lived token minted from the signing key when this user can read it
+/// (root on the head node).
+fn resolve_token(g: &Global, config: &Config) -> Option<String> {
+    if let Some(t) = &g.token {
+        return Some(t.clone());
+    }
+    let cluster_var = format!("{}_ACCESS_TOKEN", env_name(&config.cluster_name));
+    for var in ["OPENCHAMI_ACCESS_TOKEN", cluster_var.as_str()] {
+        if let Ok(t) = std::env::var(var)
+            && !t.trim().is_empty()
+        {
+            return Some(t.trim().to_string());
+        }
+    }
+    let key: PathBuf = config.state_dir.join("ca").join("token.key");
+    if std::fs::File::open(&key).is_ok() {
+        let keys = TokenKeys::load_or_create(&config.state_dir).ok()?;
+        let now = chrono::Utc::now().timestamp();
+        return keys
+            .issue(
+                "cli",
+                &config.issuer(),
+                &config.auth.audience,
+                std::time::Duration::from_secs(300),
+                &[],
+                now,
+            )
+            .ok();
+    }
+    None
+}
+
+/// `demo-cluster` → `DEMO_CLUSTER`, as ochami names its token variable.
+pub fn env_name(cluster: &str) -> String {
+    cluster
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,581 @@
+//! Client commands: each one a few REST calls and a rendering.
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::client::Client;
+use super::output::{Format, render, table};
+use super::serve::load_config;
+use super::{
+    CaCmd, Command, Global, GroupCmd, ImportArgs, NodeAddArgs, NodeCmd, NodeSetArgs, TokenCmd,
+};
+use crate::ca::authority::fingerprint_pem;
+use crate::ca::token::TokenKeys;
+use crate::config::Config;
+
+pub fn run(global: &Global, command: Command) -> anyhow::Result<()> {
+    let config = load_config(global)?;
+    match command {
+        Command::Token(TokenCmd::Issue { ttl, sub, roles }) => {
+            token_issue(&config, ttl.as_deref(), &sub, &roles)
+        }
+        Command::Ca(cmd) => ca(&config, cmd),
+        other => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let client = Client::from_global(global, &config)?;
+            let out = rt.block_on(dispatch(&client, global.output, other))?;
+            print!("{out}");
+            Ok(())
+        }
+    }
+}
+
+/// Runs a client command and returns what it prints (tests call this).
+pub async fn dispatch(client: &Client, format: Format, command: Command) -> anyhow::Result<String> {
+    match command {
+        Command::Node(cmd) => node(client, format, cmd).await,
+        Command::Group(cmd) => group(client, format, cmd).await,
+        Command::Import(args) => import(client, format, &args).await,
+        Command::Serve(_) | Command::Token(_) | Command::Ca(_) | Command::Completions { .. } => {
+            Err(anyhow!("not a client command"))
+        }
+    }
+}
+
+/// `90`, `90s`, `15m`, `12h`, `7d`.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| anyhow!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => bail!("invalid duration {s:?}: use a number with s, m, h or d"),
+    };
+    if secs == 0 {
+        bail!("duration must be positive");
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn token_issue(
+    config: &Config,
+    ttl: Option<&str>,
+    sub: &str,
+    roles: &[String],
+) -> anyhow::Result<()> {
+    let ttl = match ttl {
+        Some(t) => parse_duration(t)?,
+        None => Duration::from_secs(config.auth.token_ttl_secs),
+    };
+    let key = config.state_dir.join("ca").join("token.key");
+    if !key.exists() {
+        bail!(
+            "no signing key at {} (run this on the head node, as a user that can read the state dir, after the first `openchami serve`)",
+            key.display()
+        );
+    }
+    let keys = TokenKeys::load_or_create(&config.state_dir)?;
+    let now = chrono::Utc::now().timestamp();
+    let token = keys.issue(
+        sub,
+        &config.issuer(),
+        &config.auth.audience,
+        ttl,
+        roles,
+        now,
+    )?;
+    println!("{token}");
+    Ok(())
+}
+
+fn ca(config: &Config, cmd: CaCmd) -> anyhow::Result<()> {
+    let default = config.state_dir.join("ca").join("root.crt");
+    match cmd {
+        CaCmd::Fingerprint { file } => {
+            let path = file.unwrap_or(default);
+            let pem = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            println!("SHA256 Fingerprint={}", fingerprint_pem(&pem)?);
+        }
+        CaCmd::Show => {
+            let pem = std::fs::read_to_string(&default)
+                .with_context(|| format!("cannot read {}", default.display()))?;
+            print!("{pem}");
+        }
+    }
+    Ok(())
+}
+
+fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+const NODE_COLUMNS: &[(&str, &str)] = &[
+    ("XNAME", "/ID"),
+    ("NID", "/NID"),
+    ("STATE", "/State"),
+    ("ROLE", "/Role"),
+    ("ENABLED", "/Enabled"),
+    ("MAC", "/MAC"),
+    ("IP", "/IP"),
+    ("GROUPS", "/Groups"),
+];
+
+/// Nodes joined with their interfaces and groups, as the table shows them.
+async fn node_rows(client: &Client, group: Option<&str>) -> anyhow::Result<Vec<Value>> {
+    let mut path = "/hsm/v2/State/Components?type=Node&type=VirtualNode".to_string();
+    if let Some(g) = group {
+        path.push_str(&format!("&group={}", enc(g)));
+    }
+    let comps = client.get(&path).await?;
+    let ifaces = client.get("/hsm/v2/Inventory/EthernetInterfaces").await?;
+    let members = client.get("/hsm/v2/memberships").await?;
+    let mut rows = Vec::new();
+    for c in comps["Components"].as_array().cloned().unwrap_or_default() {
+        let id = c["ID"].as_str().unwrap_or("").to_string();
+        let mine: Vec<&Value> = ifaces
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|i| i["ComponentID"] == id.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let macs: Vec<Value> = mine.iter().map(|i| i["MACAddress"].clone()).collect();
+        let ips: Vec<Value> = mine
+            .iter()
+            .flat_map(|i| i["IPAddresses"].as_array().cloned().unwrap_or_default())
+            .map(|a| a["IPAddress"].clone())
+            .collect();
+        let groups = members
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["id"] == id.as_str()))
+            .map(|m| m["groupLabels"].clone())
+            .unwrap_or(json!([]));
+        let mut row = c.clone();
+        row["MAC"] = Value::Array(macs);
+        row["IP"] = Value::Array(ips);
+        row["Groups"] = groups;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+async fn node(client: &Client, format: Format, cmd: NodeCmd) -> anyhow::Result<String> {
+    match cmd {
+        NodeCmd::List { group } => {
+            let rows = node_rows(client, group.as_deref()).await?;
+            Ok(render(
+                format,
+                NODE_COLUMNS,
+                &rows,
+                &Value::Array(rows.clone()),
+            ))
+        }
+        NodeCmd::Show { xname } => {
+            let c = client
+                .get(&format!("/hsm/v2/State/Components/{}", enc(&xname)))
+                .await?;
+            let id = c["ID"].as_str().unwrap_or(&xname).to_string();
+            let ifaces = client
+                .get(&format!(
+                    "/hsm/v2/Inventory/EthernetInterfaces?ComponentID={}",
+                    enc(&id)
+                ))
+                .await?;
+            let m = client
+                .get(&format!("/hsm/v2/memberships/{}", enc(&id)))
+                .await?;
+            let raw = json!({"Component": c, "EthernetInterfaces": ifaces, "Groups": m["groupLabels"], "Partition": m["partitionName"]});
+            if format != Format::Table {
+                return Ok(render(format, &[], &[], &raw));
+            }
+            let mut rows = Vec::new();
+            if let Some(obj) = c.as_object() {
+                for (k, v) in obj {
+                    rows.push(json!({"k": k, "v": v}));
+                }
+            }
+            rows.push(json!({"k": "Groups", "v": m["groupLabels"]}));
+            let mut out = table(&[("FIELD", "/k"), ("VALUE", "/v")], &rows);
+            let ifrows: Vec<Value> = ifaces.as_array().cloned().unwrap_or_default();
+            if !ifrows.is_empty() {
+                let ifrows: Vec<Value> = ifrows
+                    .into_iter()
+                    .map(|mut i| {
+                        let ips: Vec<Value> = i["IPAddresses"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|a| a["IPAddress"].clone())
+                            .collect();
+                        i["IP"] = Value::Array(ips);
+                        i
+                    })
+                    .collect();
+                out.push_str(&table(
+                    &[
+                        ("MAC", "/MACAddress"),
+                        ("IP", "/IP"),
+                        ("DESCRIPTION", "/Description"),
+                    ],
+                    &ifrows,
+                ));
+            }
+            Ok(out)
+        }
+        NodeCmd::Add(args) => node_add(client, &args).await,
+        NodeCmd::Delete { xnames } => {
+            let ifaces = client.get("/hsm/v2/Inventory/EthernetInterfaces").await?;
+            let mut out = String::new();
+            for x in xnames {
+                let c = client
+                    .get(&format!("/hsm/v2/State/Components/{}", enc(&x)))
+                    .await?;
+                let id = c["ID"].as_str().unwrap_or(&x).to_string();
+                for i in ifaces
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|i| i["ComponentID"] == id.as_str())
+                {
+                    let iid = i["ID"].as_str().unwrap_or("");
+                    client
+                        .send(
+                            Method::DELETE,
+                            &format!("/hsm/v2/Inventory/EthernetInterfaces/{iid}"),
+                            None,
+                        )
+                        .await?;
+                }
+                client
+                    .send(
+                        Method::DELETE,
+                        &format!("/hsm/v2/State/Components/{}", enc(&id)),
+                        None,
+                    )
+                    .await?;
+                out.push_str(&format!("deleted {id}\n"));
+            }
+            Ok(out)
+        }
+        NodeCmd::Set(args) => node_set(client, &args).await,
+    }
+}
+
+async fn ensure_group(client: &Client, label: &str) -> anyhow::Result<()> {
+    let (status, _) = client
+        .send_raw(Method::GET, &format!("/hsm/v2/groups/{}", enc(label)), None)
+        .await?;
+    if status == StatusCode::NOT_FOUND {
+        client
+            .send(
+                Method::POST,
+                "/hsm/v2/groups",
+                Some(&json!({"label": label, "description": ""})),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn node_add(client: &Client, a: &NodeAddArgs) -> anyhow::Result<String> {
+    let mut comp = json!({"ID": a.xname, "Type": "Node", "State": a.state, "Enabled": true});
+    if let Some(n) = a.nid {
+        comp["NID"] = json!(n);
+    }
+    if let Some(r) = &a.role {
+        comp["Role"] = json!(r);
+    }
+    if let Some(r) = &a.subrole {
+        comp["SubRole"] = json!(r);
+    }
+    let (status, _) = client
+        .send_raw(
+            Method::GET,
+            &format!("/hsm/v2/State/Components/{}", enc(&a.xname)),
+            None,
+        )
+        .await?;
+    if status.is_success() {
+        bail!("{} already exists (use `openchami node set`)", a.xname);
+    }
+    client
+        .send(
+            Method::POST,
+            "/hsm/v2/State/Components",
+            Some(&json!({"Components": [comp]})),
+        )
+        .await?;
+    let c = client
+        .get(&format!("/hsm/v2/State/Components/{}", enc(&a.xname)))
+        .await?;
+    let id = c["ID"].as_str().unwrap_or(&a.xname).to_string();
+    for (i, mac) in a.macs.iter().enumerate() {
+        let mut body = json!({"MACAddress": mac, "ComponentID": id, "Description": format!("{id} interface {i}")});
+        if i == 0
+            && let Some(ip) = &a.ip
+        {
+            body["IPAddresses"] = json!([{"IPAddress": ip}]);
+        }
+        client
+            .send(
+                Method::POST,
+                "/hsm/v2/Inventory/EthernetInterfaces",
+                Some(&body),
+            )
+            .await?;
+    }
+    for g in &a.groups {
+        ensure_group(client, g).await?;
+        client
+            .send(
+                Method::POST,
+                &format!("/hsm/v2/groups/{}/members", enc(g)),
+                Some(&json!({"id": id})),
+            )
+            .await?;
+    }
+    Ok(format!("added {id} (NID {})\n", c["NID"]))
+}
+
+async fn node_set(client: &Client, a: &NodeSetArgs) -> anyhow::Result<String> {
+    let base = format!("/hsm/v2/State/Components/{}", enc(&a.xname));
+    let mut changed = Vec::new();
+    if let Some(n) = a.nid {
+        client
+            .send(
+                Method::PATCH,
+                &format!("{base}/NID"),
+                Some(&json!({"NID": n})),
+            )
+            .await?;
+        changed.push("NID");
+    }
+    if a.role.is_some() || a.subrole.is_some() {
+        let c = client.get(&base).await?;
+        let role = a
+            .role
+            .clone()
+            .or_else(|| c["Role"].as_str().map(String::from))
+            .unwrap_or_default();
+        let mut body = json!({"Role": role});
+        if let Some(s) = &a.subrole {
+            body["SubRole"] = json!(s);
+        }
+        client
+            .send(Method::PATCH, &format!("{base}/Role"), Some(&body))
+            .await?;
+        changed.push("Role");
+    }
+    if let Some(e) = a.enabled {
+        client
+            .send(
+                Method::PATCH,
+                &format!("{base}/Enabled"),
+                Some(&json!({"Enabled": e})),
+            )
+            .await?;
+        changed.push("Enabled");
+    }
+    if let Some(s) = &a.state {
+        client
+            .send(
+                Method::PATCH,
+                &format!("{base}/StateData"),
+                Some(&json!({"State": s, "Force": a.force})),
+            )
+            .await?;
+        changed.push("State");
+    }
+    if changed.is_empty() {
+        bail!("nothing to change: give --nid, --role, --subrole, --enabled or --state");
+    }
+    Ok(format!("updated {} of {}\n", changed.join(", "), a.xname))
+}
+
+async fn group(client: &Client, format: Format, cmd: GroupCmd) -> anyhow::Result<String> {
+    match cmd {
+        GroupCmd::List => {
+            let groups = client.get("/hsm/v2/groups").await?;
+            let rows: Vec<Value> = groups
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|mut g| {
+                    g["count"] = json!(g["members"]["ids"].as_array().map_or(0, Vec::len));
+                    g
+                })
+                .collect();
+            Ok(render(
+                format,
+                &[
+                    ("LABEL", "/label"),
+                    ("DESCRIPTION", "/description"),
+                    ("MEMBERS", "/count"),
+                    ("TAGS", "/tags"),
+                ],
+                &rows,
+                &groups,
+            ))
+        }
+        GroupCmd::Show { label } => {
+            let g = client
+                .get(&format!("/hsm/v2/groups/{}", enc(&label)))
+                .await?;
+            let rows: Vec<Value> = g["members"]["ids"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|id| json!({"id": id}))
+                .collect();
+            if format != Format::Table {
+                return Ok(render(format, &[], &[], &g));
+            }
+            let mut out = format!(
+                "group {} ({})\n",
+                g["label"].as_str().unwrap_or(""),
+                g["description"].as_str().unwrap_or("")
+            );
+            out.push_str(&table(&[("MEMBER", "/id")], &rows));
+            Ok(out)
+        }
+        GroupCmd::Add {
+            label,
+            description,
+            members,
+            exclusive,
+        } => {
+            let mut body =
+                json!({"label": label, "description": description, "members": {"ids": members}});
+            if let Some(e) = exclusive {
+                body["exclusiveGroup"] = json!(e);
+            }
+            client
+                .send(Method::POST, "/hsm/v2/groups", Some(&body))
+                .await?;
+            Ok(format!("created group {}\n", label.to_lowercase()))
+        }
+        GroupCmd::Delete { label } => {
+            client
+                .send(
+                    Method::DELETE,
+                    &format!("/hsm/v2/groups/{}", enc(&label)),
+                    None,
+                )
+                .await?;
+            Ok(format!("deleted group {label}\n"))
+        }
+        GroupCmd::AddMember { label, xnames } => {
+            for x in &xnames {
+                client
+                    .send(
+                        Method::POST,
+                        &format!("/hsm/v2/groups/{}/members", enc(&label)),
+                        Some(&json!({"id": x})),
+                    )
+                    .await?;
+            }
+            Ok(format!("added {} to {label}\n", xnames.join(",")))
+        }
+        GroupCmd::RemoveMember { label, xnames } => {
+            for x in &xnames {
+                client
+                    .send(
+                        Method::DELETE,
+                        &format!("/hsm/v2/groups/{}/members/{}", enc(&label), enc(x)),
+                        None,
+                    )
+                    .await?;
+            }
+            Ok(format!("removed {} from {label}\n", xnames.join(",")))
+        }
+        GroupCmd::SetMembers { label, xnames } => {
+            client
+                .send(
+                    Method::PUT,
+                    &format!("/hsm/v2/groups/{}/members", enc(&label)),
+                    Some(&json!({"group": label, "ids": xnames})),
+                )
+                .await?;
+            Ok(format!("{label} now has {} members\n", xnames.len()))
+        }
+    }
+}
+
+/// Reads a cluster file (YAML, of which JSON is a subset) as JSON.
+pub fn read_cluster_file(path: &std::path::Path) -> anyhow::Result<Value> {
+    let text = if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    let v: Value = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{} is not valid YAML", path.display()))?;
+    if !v.is_object() {
+        bail!(
+            "{} must hold a mapping with `nodes` (and optionally `bmcs`)",
+            path.display()
+        );
+    }
+    Ok(v)
+}
+
+async fn import(client: &Client, format: Format, args: &ImportArgs) -> anyhow::Result<String> {
+    let body = read_cluster_file(&args.file)?;
+    let summary = client
+        .send(Method::POST, "/inventory/v1/import", Some(&body))
+        .await?;
+    if format != Format::Table {
+        return Ok(render(format, &[], &[], &summary));
+    }
+    let changed = summary["changed"].as_u64().unwrap_or(0);
+    if changed == 0 {
+        return Ok(format!(
+            "nothing to change: {} nodes already match {}\n",
+            summary["nodes"],
+            args.file.display()
+        ));
+    }
+    let rows: Vec<Value> = ["components", "interfaces", "endpoints", "groups"]
+        .iter()
+        .map(|k| json!({"kind": k, "created": summary["created"][k], "updated": summary["updated"][k]}))
+        .collect();
+    Ok(table(
+        &[
+            ("KIND", "/kind"),
+            ("CREATED", "/created"),
+            ("UPDATED", "/updated"),
+        ],
+        &rows,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("15m").unwrap().as_secs(), 900);
+        assert_eq!(parse_duration("2d").unwrap().as_secs(), 172800);
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("3w").is_err());
+    }
+}

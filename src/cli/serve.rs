@@ -1,0 +1,104 @@
+//! `openchami serve`: configuration, logging, signals, systemd.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{Global, ServeArgs};
+use crate::app::App;
+use crate::config::Config;
+
+/// Loads the configuration with command-line overrides applied.
+pub fn load_config(global: &Global) -> anyhow::Result<Config> {
+    let mut config = Config::load(global.config.as_deref())?;
+    if let Some(dir) = &global.state_dir {
+        config.state_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+pub fn run(global: &Global, args: &ServeArgs) -> ExitCode {
+    let config = match load_config(global) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("openchami: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("openchami: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("openchami: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let first_start = !config.state_dir.join("ca").join("root.crt").exists();
+    let app = App::start(config).await?;
+    if first_start {
+        tracing::info!(
+            root = %app.state_dir().join("ca/root.crt").display(),
+            fingerprint = %app.state.root_fingerprint,
+            "created the appliance CA; clients trust it with --cacert, and `openchami token issue` mints an access token"
+        );
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let watchdog = watchdog_interval();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick() => {
+                if watchdog.is_some() {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    app.shutdown();
+    app.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Half of systemd's `WatchdogSec`, if the unit sets one.
+fn watchdog_interval() -> Option<Duration> {
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Some(Duration::from_micros(usec / 2))
+    } else {
+        None
+    }
+}

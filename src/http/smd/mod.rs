@@ -1,0 +1,142 @@
+//! SMD (`/hsm/v2`) adapters: decode, call `inventory`, encode as upstream.
+
+mod components;
+mod groups;
+mod import;
+
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::routes::{Access, Listeners, Route, route};
+use crate::inventory::enums;
+
+pub fn routes() -> Vec<Route> {
+    use Access::*;
+    use Listeners::*;
+    let mut t = vec![
+        route(
+            Method::GET,
+            "/hsm/v2/service/ready",
+            "smd",
+            Anonymous,
+            Api,
+            "SMD readiness",
+            ready,
+        ),
+        route(
+            Method::GET,
+            "/hsm/v2/service/liveness",
+            "smd",
+            Anonymous,
+            Api,
+            "SMD liveness",
+            liveness,
+        ),
+        route(
+            Method::GET,
+            "/hsm/v2/service/values",
+            "smd",
+            Anonymous,
+            Api,
+            "All enumeration values",
+            values,
+        ),
+        route(
+            Method::GET,
+            "/hsm/v2/service/values/{key}",
+            "smd",
+            Anonymous,
+            Api,
+            "One enumeration's values",
+            value,
+        ),
+    ];
+    t.extend(components::routes());
+    t.extend(groups::routes());
+    t.extend(import::routes());
+    t
+}
+
+async fn ready(axum::extract::State(st): axum::extract::State<super::AppState>) -> Response {
+    match st.store.ping().await {
+        Ok(()) => axum::Json(json!({"code": 0, "message": "HSM is healthy"})).into_response(),
+        Err(e) => {
+            super::problem::ApiError::unavailable(format!("store unavailable: {e}")).into_response()
+        }
+    }
+}
+
+async fn liveness() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+fn all_values() -> serde_json::Value {
+    let types: Vec<&str> = enums::HmsType::all().iter().map(|t| t.as_str()).collect();
+    json!({
+        "Arch": enums::ARCHES,
+        "Class": enums::CLASSES,
+        "Flag": enums::FLAGS,
+        "NetType": enums::NET_TYPES,
+        "Role": enums::ROLES,
+        "SubRole": enums::SUB_ROLES,
+        "State": enums::STATES,
+        "Type": types,
+    })
+}
+
+async fn values() -> Response {
+    axum::Json(all_values()).into_response()
+}
+
+async fn value(
+    axum::extract::Path(key): axum::extract::Path<String>,
+) -> Result<Response, super::problem::ApiError> {
+    let all = all_values();
+    let obj = all.as_object().cloned().unwrap_or_default();
+    let (k, v) = obj
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(&key))
+        .ok_or_else(|| super::problem::ApiError::not_found(format!("no enumeration {key}")))?;
+    Ok(axum::Json(json!({ k: v })).into_response())
+}
+
+/// 201 with upstream's `[{"URI": …}]` array and a `Location`.
+pub fn created(uris: &[String], collection: &str) -> Response {
+    if uris.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let body: Vec<_> = uris.iter().map(|u| json!({ "URI": u })).collect();
+    let location = if uris.len() == 1 {
+        uris[0].as_str()
+    } else {
+        collection
+    };
+    let mut r = (StatusCode::CREATED, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// 201 with a single `{"URI": …}` object and a `Location`.
+pub fn created_one(uri: &str) -> Response {
+    let mut r = (StatusCode::CREATED, axum::Json(json!({ "URI": uri }))).into_response();
+    if let Ok(v) = HeaderValue::from_str(uri) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// SMD's `{"code":0,"message":…}` reply.
+pub fn message(msg: impl Into<String>) -> Response {
+    axum::Json(json!({"code": 0, "message": msg.into()})).into_response()
+}
+
+/// "deleted 1 entry" / "deleted 3 entries".
+pub fn deleted(n: usize) -> Response {
+    message(format!(
+        "deleted {n} {}",
+        if n == 1 { "entry" } else { "entries" }
+    ))
+}

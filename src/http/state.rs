@@ -1,0 +1,36 @@
+//! What every handler can reach, shared by both listeners.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::ca::secret::SecretBox;
+use crate::ca::token::TokenKeys;
+use crate::config::Config;
+use crate::inventory::Store;
+use crate::metrics::Metrics;
+
+pub struct Shared {
+    pub store: Store,
+    pub config: Config,
+    pub root_pem: String,
+    pub root_fingerprint: String,
+    pub tokens: TokenKeys,
+    pub secrets: SecretBox,
+    /// Token issuer every request is checked against.
+    pub issuer: String,
+    /// Base URL of the node listener, as nodes reach it.
+    pub node_base: String,
+    pub metrics: Metrics,
+    pub started: Instant,
+}
+
+/// Cheap to clone; handlers take it as `State<AppState>`.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}

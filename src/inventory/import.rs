@@ -1,0 +1,463 @@
+//! Loading a whole cluster description in one transaction.
+//!
+//! The file format is `ochami discover static`'s (`nodes:` with NIDs, BMC
+//! addresses, interfaces and a group; an optional `bmcs:` list), so sites
+//! migrate their files as they are. Where ochami makes hundreds of requests,
+//! each of which can fail half-way, this applies the file atomically and
+//! idempotently: records already as described are left alone, so a second
+//! run reports that nothing changed.
+
+use serde::{Deserialize, Serialize};
+
+use super::components::parse_xname;
+use super::enums::{self, HmsType};
+use super::groups::parse_label;
+use super::model::{
+    Component, EthernetInterface, Group, IpAddressMapping, Members, RedfishEndpoint,
+};
+use super::store::Txn;
+use super::{DomainError, mac, xname};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ClusterIn {
+    pub bmcs: Vec<BmcIn>,
+    pub nodes: Vec<NodeIn>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct BmcIn {
+    pub xname: String,
+    pub name: Option<String>,
+    pub mac: Option<String>,
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NodeIn {
+    pub name: Option<String>,
+    pub nid: Option<i64>,
+    pub xname: String,
+    pub bmc_mac: Option<String>,
+    pub bmc_ip: Option<String>,
+    pub group: Option<String>,
+    pub groups: Vec<String>,
+    pub role: Option<String>,
+    pub subrole: Option<String>,
+    pub interfaces: Vec<InterfaceIn>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct InterfaceIn {
+    pub mac_addr: String,
+    pub description: Option<String>,
+    pub ip_addrs: Vec<IpIn>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct IpIn {
+    pub name: Option<String>,
+    pub ip_addr: String,
+}
+
+/// What an import did, per kind of record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub components: usize,
+    pub interfaces: usize,
+    pub endpoints: usize,
+    pub groups: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub nodes: usize,
+    pub created: Counts,
+    pub updated: Counts,
+    /// Records created or updated; 0 means the inventory already matched.
+    pub changed: usize,
+}
+
+fn ip(s: &str, what: &str) -> Result<String, DomainError> {
+    s.trim()
+        .parse::<std::net::IpAddr>()
+        .map(|a| a.to_string())
+        .map_err(|_| DomainError::Invalid(format!("{what}: invalid IP address {s:?}")))
+}
+
+fn mac_of(s: &str, what: &str) -> Result<String, DomainError> {
+    mac::normalize(s).map_err(|e| DomainError::Invalid(format!("{what}: {e}")))
+}
+
+enum Outcome {
+    Created,
+    Updated,
+    Same,
+}
+
+fn tally(o: Outcome, created: &mut usize, updated: &mut usize) {
+    match o {
+        Outcome::Created => *created += 1,
+        Outcome::Updated => *updated += 1,
+        Outcome::Same => {}
+    }
+}
+
+/// Puts an interface unless an equal one (ignoring `LastUpdate`) exists.
+fn put_interface(txn: &mut Txn<'_>, mut want: EthernetInterface) -> Outcome {
+    let old = txn.model().interfaces.get(&want.id).cloned();
+    if let Some(old) = &old {
+        let mut cmp = want.clone();
+        cmp.last_update = old.last_update.clone();
+        if &cmp == old {
+            return Outcome::Same;
+        }
+    }
+    want.last_update = txn.now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    txn.put_interface(want);
+    if old.is_some() {
+        Outcome::Updated
+    } else {
+        Outcome::Created
+    }
+}
+
+/// Applies a cluster description; all of it or, on any error, nothing.
+#[allow(clippy::type_complexity)]
+pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainError> {
+    let mut s = Summary {
+        nodes: input.nodes.len(),
+        ..Default::default()
+    };
+    // BMCs: the explicit list, then those implied by nodes.
+    let mut bmcs: Vec<(String, Option<String>, Option<String>, Option<String>)> = Vec::new(); // (xname, name, mac, ip)
+    for b in &input.bmcs {
+        let (id, kind) = parse_xname(&b.xname)?;
+        if !kind.is_controller() {
+            return Err(DomainError::Invalid(format!(
+                "bmc {id} is a {}, not a controller",
+                kind.as_str()
+            )));
+        }
+        bmcs.push((id, b.name.clone(), b.mac.clone(), b.ip.clone()));
+    }
+    let mut nodes = Vec::with_capacity(input.nodes.len());
+    for n in &input.nodes {
+        let (id, kind) = parse_xname(&n.xname)?;
+        if !kind.is_node() {
+            return Err(DomainError::Invalid(format!(
+                "node {id} is a {}, not a node",
+                kind.as_str()
+            )));
+        }
+        if n.bmc_mac.is_some() || n.bmc_ip.is_some() {
+            let bmc = xname::parent(&id)
+                .ok_or_else(|| DomainError::Invalid(format!("node {id} has no BMC xname")))?;
+            if !bmcs.iter().any(|(b, ..)| *b == bmc) {
+                bmcs.push((bmc, n.name.clone(), n.bmc_mac.clone(), n.bmc_ip.clone()));
+            }
+        }
+        nodes.push((id, n));
+    }
+
+    let mut comps = Vec::new();
+    for (id, name, bmac, bip) in &bmcs {
+        let kind = xname::type_of(id).unwrap_or(HmsType::NodeBMC);
+        let comp = match txn.model().components.get(id) {
+            Some(c) if c.enabled == Some(true) => None,
+            Some(c) => Some((
+                Component {
+                    enabled: Some(true),
+                    ..c.clone()
+                },
+                false,
+            )),
+            None => {
+                let mut c = Component::new(id.clone(), kind.as_str().into());
+                c.state = "Ready".into();
+                Some((c, true))
+            }
+        };
+        if let Some((c, new)) = comp {
+            tally(
+                if new {
+                    Outcome::Created
+                } else {
+                    Outcome::Updated
+                },
+                &mut s.created.components,
+                &mut s.updated.components,
+            );
+            comps.push(c);
+        }
+        let bip = bip.as_deref().map(|a| ip(a, id)).transpose()?;
+        let bmac = bmac.as_deref().map(|m| mac_of(m, id)).transpose()?;
+        let old = txn.model().redfish_endpoints.get(id).cloned();
+        let mut ep = old.clone().unwrap_or_else(|| RedfishEndpoint {
+            id: id.clone(),
+            kind: kind.as_str().into(),
+            name: String::new(),
+            hostname: String::new(),
+            domain: String::new(),
+            fqdn: String::new(),
+            enabled: true,
+            uuid: String::new(),
+            user: String::new(),
+            password: String::new(),
+            use_ssdp: false,
+            mac_required: false,
+            mac_addr: String::new(),
+            ip_address: String::new(),
+            rediscover_on_update: false,
+            template_id: String::new(),
+            discovery_info: Default::default(),
+            details: Default::default(),
+        });
+        if let Some(n) = name {
+            ep.name = n.clone();
+        }
+        if let Some(a) = &bip {
+            ep.fqdn = a.clone();
+            ep.hostname = a.clone();
+            ep.ip_address = a.clone();
+        }
+        if let Some(m) = &bmac {
+            ep.mac_addr = m.clone();
+        }
+        if ep.fqdn.is_empty() {
+            ep.fqdn = id.clone();
+            ep.hostname = id.clone();
+        }
+        if let Some(clash) = txn
+            .model()
+            .redfish_endpoints
+            .values()
+            .find(|e| e.id != ep.id && e.fqdn.eq_ignore_ascii_case(&ep.fqdn))
+        {
+            return Err(DomainError::Conflict(format!(
+                "{}: FQDN {} is already used by {}",
+                ep.id, ep.fqdn, clash.id
+            )));
+        }
+        if old.as_ref() != Some(&ep) {
+            tally(
+                if old.is_some() {
+                    Outcome::Updated
+                } else {
+                    Outcome::Created
+                },
+                &mut s.created.endpoints,
+                &mut s.updated.endpoints,
+            );
+            txn.put_redfish_endpoint(ep);
+        }
+        if let Some(m) = bmac {
+            let want = EthernetInterface {
+                id: mac::id_of(&m).map_err(|e| DomainError::Invalid(e.to_string()))?,
+                description: format!("{id} BMC"),
+                mac_address: m,
+                last_update: String::new(),
+                component_id: id.clone(),
+                kind: kind.as_str().into(),
+                ip_addresses: bip
+                    .iter()
+                    .map(|a| IpAddressMapping {
+                        ip_address: a.clone(),
+                        network: String::new(),
+                    })
+                    .collect(),
+            };
+            let o = put_interface(txn, want);
+            tally(o, &mut s.created.interfaces, &mut s.updated.interfaces);
+        }
+    }
+
+    for (id, n) in &nodes {
+        let role = match n.role.as_deref().filter(|r| !r.is_empty()) {
+            Some(r) => Some(
+                enums::canonical_role(r)
+                    .ok_or_else(|| DomainError::Invalid(format!("{id}: invalid role {r:?}")))?,
+            ),
+            None => None,
+        };
+        let sub_role = match n.subrole.as_deref().filter(|r| !r.is_empty()) {
+            Some(r) => Some(
+                enums::canonical_sub_role(r)
+                    .ok_or_else(|| DomainError::Invalid(format!("{id}: invalid subrole {r:?}")))?,
+            ),
+            None => None,
+        };
+        if let Some(nid) = n.nid
+            && nid < 0
+        {
+            return Err(DomainError::Invalid(format!("{id}: NID {nid} is negative")));
+        }
+        match txn.model().components.get(id).cloned() {
+            Some(old) => {
+                let mut c = old.clone();
+                if n.nid.is_some() {
+                    c.nid = n.nid;
+                }
+                if role.is_some() {
+                    c.role = role;
+                }
+                if sub_role.is_some() {
+                    c.sub_role = sub_role;
+                }
+                if c != old {
+                    s.updated.components += 1;
+                    comps.push(c);
+                }
+            }
+            None => {
+                let mut c = Component::new(id.clone(), HmsType::Node.as_str().into());
+                c.state = "Ready".into();
+                c.nid = n.nid;
+                c.role = role.or_else(|| Some("Compute".into()));
+                c.sub_role = sub_role;
+                c.net_type = Some("Sling".into());
+                c.arch = Some("X86".into());
+                c.class = Some("River".into());
+                s.created.components += 1;
+                comps.push(c);
+            }
+        }
+    }
+    super::components::put_all(txn, comps)?;
+
+    for (id, n) in &nodes {
+        for (k, i) in n.interfaces.iter().enumerate() {
+            let m = mac_of(&i.mac_addr, id)?;
+            let ips = i
+                .ip_addrs
+                .iter()
+                .map(|a| {
+                    Ok(IpAddressMapping {
+                        ip_address: ip(&a.ip_addr, id)?,
+                        network: a.name.clone().unwrap_or_default(),
+                    })
+                })
+                .collect::<Result<Vec<_>, DomainError>>()?;
+            let description = i.description.clone().unwrap_or_else(|| match &n.name {
+                Some(name) => format!("{name} interface {k}"),
+                None => format!("{id} interface {k}"),
+            });
+            let want = EthernetInterface {
+                id: mac::id_of(&m).map_err(|e| DomainError::Invalid(e.to_string()))?,
+                description,
+                mac_address: m,
+                last_update: String::new(),
+                component_id: id.clone(),
+                kind: HmsType::Node.as_str().into(),
+                ip_addresses: ips,
+            };
+            let o = put_interface(txn, want);
+            tally(o, &mut s.created.interfaces, &mut s.updated.interfaces);
+        }
+        let labels = n
+            .group
+            .iter()
+            .chain(n.groups.iter())
+            .filter(|g| !g.trim().is_empty());
+        for label in labels {
+            let label = parse_label(label)?;
+            match txn.model().groups.get(&label).cloned() {
+                Some(mut g) => {
+                    if !g.members.ids.contains(id) {
+                        g.members.ids.push(id.clone());
+                        g.members.ids.sort();
+                        s.updated.groups += 1;
+                        txn.put_group(g);
+                    }
+                }
+                None => {
+                    s.created.groups += 1;
+                    txn.put_group(Group {
+                        label,
+                        description: String::new(),
+                        tags: Vec::new(),
+                        exclusive_group: String::new(),
+                        members: Members {
+                            ids: vec![id.clone()],
+                        },
+                    });
+                }
+            }
+        }
+    }
+    let c = &s.created;
+    let u = &s.updated;
+    s.changed = c.components
+        + c.interfaces
+        + c.endpoints
+        + c.groups
+        + u.components
+        + u.interfaces
+        + u.endpoints
+        + u.groups;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Store;
+
+    fn cluster() -> ClusterIn {
+        serde_json::from_value(serde_json::json!({
+            "nodes": [
+                {"name": "node01", "nid": 1, "xname": "x1000c1s7b0n0", "bmc_mac": "de:ca:fc:0f:ee:ee",
+                 "bmc_ip": "172.16.0.101", "group": "compute",
+                 "interfaces": [{"mac_addr": "de:ad:be:ee:ee:f1", "ip_addrs": [{"name": "internal", "ip_addr": "172.16.0.1"}]}]},
+                {"name": "node02", "nid": 2, "xname": "x1000c1s7b1n0", "bmc_mac": "de:ca:fc:0f:ee:ef",
+                 "bmc_ip": "172.16.0.102", "group": "compute",
+                 "interfaces": [{"mac_addr": "de:ad:be:ee:ee:f2", "ip_addrs": [{"name": "internal", "ip_addr": "172.16.0.2"}]}]}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn import_is_idempotent() {
+        let store = Store::open_in_memory().unwrap();
+        let first = store.write(|t| apply(t, &cluster())).await.unwrap();
+        assert_eq!(first.created.components, 4, "two nodes and two BMCs");
+        assert_eq!(first.created.interfaces, 4);
+        assert_eq!(first.created.endpoints, 2);
+        assert_eq!(first.created.groups, 1);
+        let generation = store.snapshot().generation;
+        let second = store.write(|t| apply(t, &cluster())).await.unwrap();
+        assert_eq!(second.changed, 0, "{second:?}");
+        assert_eq!(
+            store.snapshot().generation,
+            generation,
+            "nothing was written"
+        );
+        let s = store.snapshot();
+        assert_eq!(
+            s.groups["compute"].members.ids,
+            vec!["x1000c1s7b0n0", "x1000c1s7b1n0"]
+        );
+        assert_eq!(s.interfaces["deadbeeeeef1"].component_id, "x1000c1s7b0n0");
+    }
+
+    #[tokio::test]
+    async fn a_bad_record_changes_nothing() {
+        let store = Store::open_in_memory().unwrap();
+        let mut c = cluster();
+        c.nodes[1].interfaces[0].mac_addr = "not-a-mac".into();
+        assert!(store.write(move |t| apply(t, &c)).await.is_err());
+        assert!(store.snapshot().components.is_empty());
+        let mut c = cluster();
+        c.nodes[1].nid = Some(1);
+        assert!(
+            store.write(move |t| apply(t, &c)).await.is_err(),
+            "duplicate NID"
+        );
+        assert!(store.snapshot().components.is_empty());
+    }
+}
