@@ -279,6 +279,30 @@ mod tests {
     }
 
     #[test]
+    fn every_example_config_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                Config::parse(&text, &path.display().to_string()).unwrap();
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1, "no example configs found in {}", dir.display());
+    }
+
+    #[test]
+    fn the_documented_example_is_the_defaults() {
+        let text = include_str!("../examples/config.toml");
+        assert_eq!(
+            Config::parse(text, "examples/config.toml").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         assert!(Config::parse("[api]\nlisten = \"nope\"\n", "t").is_err());
         assert!(Config::parse("[node]\nadvertise = \"ftp://x\"\n", "t").is_err());

@@ -39,7 +39,7 @@ pub fn run(global: &Global, args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, global.config.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -60,7 +60,7 @@ fn init_logging() {
         .try_init();
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let first_start = !config.state_dir.join("ca").join("root.crt").exists();
     let app = App::start(config).await?;
     if first_start {
@@ -73,11 +73,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let watchdog = watchdog_interval();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => {
+                // Validate the file now so a bad edit is reported before the
+                // next restart would trip over it.
+                match Config::load(config_path.as_deref()) {
+                    Ok(new) if new == app.state.config => tracing::info!("reload: configuration unchanged"),
+                    Ok(_) => tracing::warn!("reload: configuration changed and is valid; it takes effect on restart"),
+                    Err(e) => tracing::error!("reload: {e}"),
+                }
+            }
             _ = tick.tick() => {
                 if watchdog.is_some() {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
