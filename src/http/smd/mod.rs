@@ -52,6 +52,29 @@ pub fn routes() -> Vec<Route> {
             value,
         ),
     ];
+    // Upstream routes not implemented yet answer 501 rather than 404, so a
+    // client can tell "not here yet" from "no such thing".
+    for path in [
+        "/hsm/v2/Inventory/Hardware",
+        "/hsm/v2/Inventory/Hardware/{xname}",
+        "/hsm/v2/Inventory/HardwareByFRU",
+        "/hsm/v2/Inventory/HardwareByFRU/{fruid}",
+        "/hsm/v2/Inventory/Discover",
+        "/hsm/v2/Inventory/DiscoveryStatus",
+        "/hsm/v2/Subscriptions/SCN",
+        "/hsm/v2/locks/status",
+        "/hsm/v2/sysinfo/powermaps",
+    ] {
+        t.push(route(
+            Method::GET,
+            path,
+            "smd",
+            Token,
+            Api,
+            "Not implemented (501)",
+            not_implemented,
+        ));
+    }
     t.extend(components::routes());
     t.extend(groups::routes());
     t.extend(import::routes());
@@ -65,6 +88,13 @@ async fn ready(axum::extract::State(st): axum::extract::State<super::AppState>) 
             super::problem::ApiError::unavailable(format!("store unavailable: {e}")).into_response()
         }
     }
+}
+
+async fn not_implemented(uri: axum::http::Uri) -> super::problem::ApiError {
+    super::problem::ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        format!("{} is not implemented by this appliance", uri.path()),
+    )
 }
 
 async fn liveness() -> StatusCode {
