@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::ca::authority::{Authority, CertNames};
+use crate::ca::authority::{self, Authority, CertNames, HotCert};
 use crate::ca::secret::SecretBox;
 use crate::ca::token::TokenKeys;
 use crate::config::{self, Config};
@@ -70,6 +70,7 @@ impl App {
             .collect::<Result<Vec<_>, _>>()?;
 
         let names = cert_names(&config, api_addr);
+        let renew_names = names.clone();
         let dir = state_dir.clone();
         let (authority, tokens, secrets) = tokio::task::spawn_blocking(move || {
             anyhow::Ok((
@@ -100,7 +101,15 @@ impl App {
         let tasks = TaskTracker::new();
         let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
         if let Some(l) = api_listener {
-            let tls = authority.server_config()?;
+            let cert = Arc::new(HotCert::new(authority.certified_key()?));
+            let tls = authority::server_config_with(cert.clone())?;
+            tasks.spawn(renew_certificate(
+                state_dir.clone(),
+                renew_names,
+                authority.leaf_not_after(),
+                cert,
+                shutdown.child_token(),
+            ));
             let router = http::router(state.clone(), Listener::Api);
             tracing::info!("listening for api (https) on {}", l.local_addr()?);
             tasks.spawn(http::serve(
@@ -149,6 +158,40 @@ impl App {
 
     pub fn state_dir(&self) -> PathBuf {
         self.state.config.state_dir.clone()
+    }
+}
+
+/// How often the listener certificate is checked for renewal.
+const RENEW_CHECK: Duration = Duration::from_secs(6 * 3600);
+
+/// Re-runs the CA bootstrap now and then: it reissues the listener
+/// certificate at 2/3 of its life, and the new one is served at once.
+async fn renew_certificate(
+    dir: PathBuf,
+    names: CertNames,
+    mut not_after: i64,
+    cert: Arc<HotCert>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RENEW_CHECK) => {}
+        }
+        let (d, n) = (dir.clone(), names.clone());
+        match tokio::task::spawn_blocking(move || Authority::bootstrap(&d, &n)).await {
+            Ok(Ok(a)) if a.leaf_not_after() != not_after => match a.certified_key() {
+                Ok(k) => {
+                    cert.replace(k);
+                    not_after = a.leaf_not_after();
+                    tracing::info!(not_after, "renewed the API certificate");
+                }
+                Err(e) => tracing::error!(error = %e, "cannot load the renewed API certificate"),
+            },
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "API certificate renewal failed; will retry"),
+            Err(e) => tracing::error!(error = %e, "API certificate renewal task failed"),
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{
     CertificateDer, DnsName, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime,
@@ -160,14 +161,15 @@ impl Authority {
     /// depend on which crypto provider some other part of the process
     /// installed as the default.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, CaError> {
+        server_config_with(Arc::new(HotCert::new(self.certified_key()?)))
+    }
+
+    /// The server certificate chain with its signing key, as rustls uses it.
+    pub fn certified_key(&self) -> Result<Arc<CertifiedKey>, CaError> {
         let chain = vec![self.leaf_der.clone(), self.root_der.clone()];
         let key = PrivateKeyDer::Pkcs8(self.leaf_key.clone_key());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        let signing = provider().key_provider.load_private_key(key)?;
+        Ok(Arc::new(CertifiedKey::new(chain, signing)))
     }
 
     /// Seconds since the Unix epoch at which the server certificate expires.
@@ -849,6 +851,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_replaced_certificate_is_served_without_a_new_config() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = Authority::bootstrap(d1.path(), &names(&[], &[])).unwrap();
+        let b = Authority::bootstrap(d2.path(), &names(&[], &[])).unwrap();
+        let hot = Arc::new(HotCert::new(a.certified_key().unwrap()));
+        let config = server_config_with(hot.clone()).unwrap();
+        handshake(config.clone(), a.root_pem(), "localhost")
+            .await
+            .unwrap();
+        hot.replace(b.certified_key().unwrap());
+        handshake(config.clone(), b.root_pem(), "localhost")
+            .await
+            .unwrap();
+        assert!(handshake(config, a.root_pem(), "localhost").await.is_err());
+    }
+
+    #[tokio::test]
     async fn client_trusting_only_root_completes_handshake() {
         let dir = tempfile::tempdir().unwrap();
         let a = Authority::bootstrap(dir.path(), &names(&["head.cluster"], &["10.0.0.1"])).unwrap();
@@ -890,4 +909,39 @@ mod tests {
         );
         assert!(format!("{a:?}").contains("root_fingerprint"));
     }
+}
+
+/// A server certificate that can be replaced while the listener runs, so a
+/// renewed certificate is served without a restart.
+#[derive(Debug)]
+pub struct HotCert(arc_swap::ArcSwap<CertifiedKey>);
+
+impl HotCert {
+    pub fn new(key: Arc<CertifiedKey>) -> HotCert {
+        HotCert(arc_swap::ArcSwap::new(key))
+    }
+
+    /// Serves `key` to every handshake from now on.
+    pub fn replace(&self, key: Arc<CertifiedKey>) {
+        self.0.store(key);
+    }
+}
+
+impl rustls::server::ResolvesServerCert for HotCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+/// rustls configuration for the API listener, offering HTTP/2 and HTTP/1.1,
+/// with the certificate taken from `cert` at each handshake. The ring
+/// provider is named explicitly so the result does not depend on which
+/// crypto provider another part of the process installed as the default.
+pub fn server_config_with(cert: Arc<HotCert>) -> Result<Arc<rustls::ServerConfig>, CaError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
