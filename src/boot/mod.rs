@@ -1,3 +1,5 @@
 //! Boot service: BSS-compatible boot parameters, iPXE script rendering, the
 //! kexec contract and TFTP. Rendering stays pure so every case can be a golden
 //! file; the HTTP and TFTP adapters only decode, ask and encode.
+
+pub mod script;
