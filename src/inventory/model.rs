@@ -368,3 +368,48 @@ pub struct Membership {
     #[serde(rename = "partitionName")]
     pub partition_name: String,
 }
+
+/// A BSS boot configuration and the targets bound to it. A target (xname or
+/// tag, MAC, NID) is bound to at most one configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootConfig {
+    /// Internal key; not part of the BSS wire shape.
+    pub id: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub macs: Vec<String>,
+    #[serde(default)]
+    pub nids: Vec<i64>,
+    #[serde(default)]
+    pub kernel: String,
+    #[serde(default)]
+    pub initrd: String,
+    #[serde(default)]
+    pub params: String,
+    /// Stored and returned, never served to nodes (BSS keeps it likewise).
+    #[serde(rename = "cloud-init", default)]
+    pub cloud_init: serde_json::Value,
+}
+
+/// Something a boot configuration can be bound to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BootTarget {
+    /// A node xname or a tag (`Default`, a Role, `Unknown-<arch>`, `Global`).
+    Host(String),
+    /// Lower-case, colon-separated.
+    Mac(String),
+    Nid(i64),
+}
+
+impl BootConfig {
+    pub fn targets(&self) -> Vec<BootTarget> {
+        self.hosts
+            .iter()
+            .cloned()
+            .map(BootTarget::Host)
+            .chain(self.macs.iter().cloned().map(BootTarget::Mac))
+            .chain(self.nids.iter().copied().map(BootTarget::Nid))
+            .collect()
+    }
+}

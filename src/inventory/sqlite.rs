@@ -12,7 +12,10 @@ use rusqlite::{Connection, OpenFlags, params};
 use super::store::{Change, StoreError, Table};
 
 /// Embedded migrations; entry `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_inventory.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_inventory.sql"),
+    include_str!("migrations/0002_boot.sql"),
+];
 
 pub struct Db {
     conn: Connection,

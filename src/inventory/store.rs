@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::DomainError;
 use super::model::{
-    Component, ComponentEndpoint, EthernetInterface, Group, NodeMap, Partition, RedfishEndpoint,
+    BootConfig, BootTarget, Component, ComponentEndpoint, EthernetInterface, Group, NodeMap,
+    Partition, RedfishEndpoint,
 };
 use super::sqlite::Db;
 
@@ -38,6 +39,7 @@ pub enum Table {
     Groups,
     Partitions,
     NodeMaps,
+    BootConfigs,
 }
 
 impl Table {
@@ -50,6 +52,7 @@ impl Table {
             Table::Groups => "groups",
             Table::Partitions => "partitions",
             Table::NodeMaps => "node_maps",
+            Table::BootConfigs => "boot_configs",
         }
     }
 }
@@ -97,6 +100,9 @@ pub struct Model {
     pub groups: OrdMap<String, Group>,
     pub partitions: OrdMap<String, Partition>,
     pub node_maps: OrdMap<String, NodeMap>,
+    pub boot_configs: OrdMap<String, BootConfig>,
+    /// Boot target → the configuration bound to it.
+    pub boot_targets: OrdMap<BootTarget, String>,
     /// NID → node xname (NIDs are unique).
     pub nids: OrdMap<i64, String>,
     /// IP address → interface IDs bound to it.
@@ -327,6 +333,32 @@ impl<'a> Txn<'a> {
         self.model.node_maps.insert(m.id.clone(), m);
     }
 
+    pub fn put_boot_config(&mut self, b: BootConfig) {
+        if let Some(old) = self.model.boot_configs.get(&b.id).cloned() {
+            for t in old.targets() {
+                if self.model.boot_targets.get(&t) == Some(&old.id) {
+                    self.model.boot_targets.remove(&t);
+                }
+            }
+        }
+        for t in b.targets() {
+            self.model.boot_targets.insert(t, b.id.clone());
+        }
+        self.record(Table::BootConfigs, &b.id, Some(&b));
+        self.model.boot_configs.insert(b.id.clone(), b);
+    }
+
+    pub fn delete_boot_config(&mut self, id: &str) -> Option<BootConfig> {
+        let old = self.model.boot_configs.remove(id)?;
+        for t in old.targets() {
+            if self.model.boot_targets.get(&t).map(String::as_str) == Some(id) {
+                self.model.boot_targets.remove(&t);
+            }
+        }
+        self.record::<BootConfig>(Table::BootConfigs, id, None);
+        Some(old)
+    }
+
     pub fn delete_node_map(&mut self, id: &str) -> Option<NodeMap> {
         let old = self.model.node_maps.remove(id)?;
         self.record::<NodeMap>(Table::NodeMaps, id, None);
@@ -495,6 +527,9 @@ fn load_model(db: &Db) -> Result<Model, StoreError> {
     }
     for m in load_table::<NodeMap>(db, Table::NodeMaps)? {
         txn.put_node_map(m);
+    }
+    for b in load_table::<BootConfig>(db, Table::BootConfigs)? {
+        txn.put_boot_config(b);
     }
     Ok(model)
 }
