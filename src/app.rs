@@ -93,6 +93,7 @@ impl App {
             issuer,
             node_base,
             metrics: Metrics::default(),
+            boot_history: Default::default(),
             started,
             config,
         }));

@@ -27,6 +27,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub http: HttpConfig,
     pub metrics: MetricsConfig,
+    pub boot: BootServiceConfig,
     pub dhcp: DhcpConfig,
     pub tftp: TftpConfig,
 }
@@ -41,6 +42,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
             metrics: MetricsConfig::default(),
+            boot: BootServiceConfig::default(),
             dhcp: DhcpConfig::default(),
             tftp: TftpConfig::default(),
         }
@@ -144,6 +146,15 @@ impl Default for HttpConfig {
 pub struct MetricsConfig {
     /// Serve `/metrics` without a token (for a Prometheus without one).
     pub anonymous: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootServiceConfig {
+    /// A directory served read-only under `/artifacts/` on both listeners
+    /// (kernels, initrds, images), so a lab needs no other web server.
+    /// Empty: not served.
+    pub artifacts_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

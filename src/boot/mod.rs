@@ -2,5 +2,7 @@
 //! kexec contract and TFTP. Rendering stays pure so every case can be a golden
 //! file; the HTTP and TFTP adapters only decode, ask and encode.
 
+pub mod answer;
+pub mod history;
 pub mod params;
 pub mod script;

@@ -6,9 +6,11 @@
 //! ([`routes`]), from which the routers and the OpenAPI document are built, so
 //! an anonymous route is a visible decision rather than an accident.
 
+pub mod boot;
 pub mod common;
 pub mod json;
 pub mod openapi;
+pub mod peer;
 pub mod problem;
 pub mod routes;
 pub mod server;

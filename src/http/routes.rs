@@ -92,6 +92,7 @@ pub fn table() -> Vec<Route> {
     let mut t = Vec::new();
     t.extend(super::common::routes());
     t.extend(super::smd::routes());
+    t.extend(super::boot::routes());
     t
 }
 

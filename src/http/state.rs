@@ -21,6 +21,8 @@ pub struct Shared {
     /// Base URL of the node listener, as nodes reach it.
     pub node_base: String,
     pub metrics: Metrics,
+    /// When each node last fetched its boot script.
+    pub boot_history: crate::boot::history::History,
     pub started: Instant,
 }
 

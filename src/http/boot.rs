@@ -1,0 +1,490 @@
+//! BSS (`/boot/v1`) adapters and boot artifacts.
+
+use std::net::IpAddr;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::AppState;
+use super::json::{QueryPairs, decode_folded};
+use super::peer::caller_ip;
+use super::problem::ApiError;
+use super::routes::{Access, Listeners, Route, route};
+use super::server::Peer;
+use crate::boot::answer::{self, Answer, ScriptRequest};
+use crate::boot::params::{self, BootParamsIn};
+use crate::inventory::model::{BootConfig, Component};
+use crate::inventory::{Model, mac, xname};
+
+pub fn routes() -> Vec<Route> {
+    use Access::*;
+    use Listeners::*;
+    const P: &str = "/boot/v1/bootparameters";
+    vec![
+        route(
+            Method::GET,
+            P,
+            "bss",
+            Token,
+            Api,
+            "Boot configurations (mac, name, nid filters)",
+            get_params,
+        ),
+        route(
+            Method::POST,
+            P,
+            "bss",
+            Token,
+            Api,
+            "Bind a configuration to unbound targets",
+            post_params,
+        ),
+        route(
+            Method::PUT,
+            P,
+            "bss",
+            Token,
+            Api,
+            "Rebind targets to a new configuration",
+            put_params,
+        ),
+        route(
+            Method::PATCH,
+            P,
+            "bss",
+            Token,
+            Api,
+            "Change the targets' configuration",
+            patch_params,
+        ),
+        route(
+            Method::DELETE,
+            P,
+            "bss",
+            Token,
+            Api,
+            "Unbind targets",
+            delete_params,
+        ),
+        route(
+            Method::GET,
+            "/boot/v1/bootscript",
+            "bss",
+            Anonymous,
+            Both,
+            "The iPXE script a node boots",
+            bootscript,
+        ),
+        route(
+            Method::GET,
+            "/boot/v1/bootparams",
+            "bss",
+            Anonymous,
+            Both,
+            "What a kexec helper loads next (caller by address)",
+            kexec,
+        ),
+        route(
+            Method::GET,
+            "/boot/v1/hosts",
+            "bss",
+            Anonymous,
+            Api,
+            "Nodes as BSS sees them",
+            hosts,
+        ),
+        route(
+            Method::POST,
+            "/boot/v1/hosts",
+            "bss",
+            Token,
+            Api,
+            "No-op (the inventory is live)",
+            hosts_post,
+        ),
+        route(
+            Method::GET,
+            "/boot/v1/dumpstate",
+            "bss",
+            Anonymous,
+            Api,
+            "Nodes and configurations",
+            dumpstate,
+        ),
+        route(
+            Method::GET,
+            "/boot/v1/endpoint-history",
+            "bss",
+            Anonymous,
+            Api,
+            "Last boot script fetch per node",
+            history,
+        ),
+        route(
+            Method::GET,
+            "/boot/v1/service/status",
+            "bss",
+            Anonymous,
+            Api,
+            "BSS status",
+            svc_status,
+        ),
+        route(
+            Method::GET,
+            "/boot/v1/service/version",
+            "bss",
+            Anonymous,
+            Api,
+            "BSS version",
+            svc_version,
+        ),
+        route(
+            Method::GET,
+            "/boot/v1/service/hsm",
+            "bss",
+            Anonymous,
+            Api,
+            "Inventory connection",
+            svc_hsm,
+        ),
+        route(
+            Method::GET,
+            "/boot/v1/service/storage/status",
+            "bss",
+            Anonymous,
+            Api,
+            "Storage status",
+            svc_storage,
+        ),
+        route(
+            Method::GET,
+            "/boot/v1/service/status/all",
+            "bss",
+            Anonymous,
+            Api,
+            "All statuses",
+            svc_all,
+        ),
+        route(
+            Method::GET,
+            "/artifacts/{*path}",
+            "bss",
+            Anonymous,
+            Both,
+            "Boot artifacts (HEAD, Range)",
+            artifacts,
+        ),
+    ]
+}
+
+/// A configuration in BSS's wire shape (no internal ID, empty fields omitted).
+pub fn wire(b: &BootConfig) -> Value {
+    let mut v = serde_json::Map::new();
+    if !b.hosts.is_empty() {
+        v.insert("hosts".into(), json!(b.hosts));
+    }
+    if !b.macs.is_empty() {
+        v.insert("macs".into(), json!(b.macs));
+    }
+    if !b.nids.is_empty() {
+        v.insert("nids".into(), json!(b.nids));
+    }
+    v.insert("kernel".into(), json!(b.kernel));
+    if !b.initrd.is_empty() {
+        v.insert("initrd".into(), json!(b.initrd));
+    }
+    v.insert("params".into(), json!(b.params));
+    if !b.cloud_init.is_null() {
+        v.insert("cloud-init".into(), b.cloud_init.clone());
+    }
+    Value::Object(v)
+}
+
+fn body_or_default(bytes: &Bytes) -> Result<BootParamsIn, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(BootParamsIn::default())
+    } else {
+        decode_folded(bytes)
+    }
+}
+
+async fn get_params(
+    State(st): State<AppState>,
+    q: QueryPairs,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut b = body_or_default(&body)?;
+    b.macs.extend(q.all("mac"));
+    b.hosts.extend(q.all("name"));
+    for n in q.all("nid") {
+        b.nids.push(
+            n.parse()
+                .map_err(|_| ApiError::bad_request(format!("nid must be a number, got {n:?}")))?,
+        );
+    }
+    let snap = st.store.snapshot();
+    let named = params::targets(&snap, &b)?;
+    let found = params::query(&snap, &named)?;
+    Ok(axum::Json(found.into_iter().map(wire).collect::<Vec<_>>()).into_response())
+}
+
+async fn post_params(State(st): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let b: BootParamsIn = decode_folded(&body)?;
+    st.store.write(move |t| params::post(t, &b)).await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn put_params(State(st): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let b: BootParamsIn = decode_folded(&body)?;
+    st.store.write(move |t| params::put(t, &b)).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn patch_params(State(st): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let b: BootParamsIn = decode_folded(&body)?;
+    st.store.write(move |t| params::patch(t, &b)).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn delete_params(State(st): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let b: BootParamsIn = decode_folded(&body)?;
+    st.store.write(move |t| params::delete(t, &b)).await?;
+    Ok(StatusCode::OK)
+}
+
+fn text(body: String) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    r
+}
+
+fn encode(a: Answer) -> Response {
+    match a {
+        Answer::Script(s) => text(s),
+        Answer::Json(v) => axum::Json(v).into_response(),
+        Answer::NotFound(m) => ApiError::not_found(m).into_response(),
+    }
+}
+
+/// A cheap jitter source: retries need spread, not secrecy.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (nanos % 1_000_000) as f64 / 1_000_000.0
+}
+
+async fn bootscript(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+    let req = ScriptRequest::parse(
+        q.first("mac"),
+        q.first("name"),
+        q.first("nid"),
+        q.first("arch"),
+        q.first("retry"),
+        q.first("json"),
+    )
+    .map_err(ApiError::bad_request)?;
+    let now = chrono::Utc::now().timestamp();
+    let snap = st.store.snapshot();
+    let out = answer::bootscript(&snap, &req, &st.node_base, now, jitter());
+    st.boot_history.record(&out.who, "bootscript", now);
+    Ok(encode(out.answer))
+}
+
+/// The component the caller is: `?mac=`, `?name=`, else by its address.
+fn caller_component<'m>(
+    model: &'m Model,
+    q: &QueryPairs,
+    ip: IpAddr,
+) -> Result<(&'m Component, Option<String>), ApiError> {
+    if let Some(m) = q.first("mac") {
+        let m = mac::normalize(m).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let c = params::component_of_mac(model, &m)
+            .ok_or_else(|| ApiError::not_found(format!("{m} is not in the inventory")))?;
+        return Ok((c, Some(m)));
+    }
+    if let Some(n) = q.first("name") {
+        let x = xname::normalize(n).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let c = model
+            .components
+            .get(&x)
+            .ok_or_else(|| ApiError::not_found(format!("{x} is not in the inventory")))?;
+        return Ok((c, None));
+    }
+    for iface in model.interfaces_with_ip(ip) {
+        if let Some(c) = model
+            .components
+            .get(&iface.component_id)
+            .filter(|c| c.is_node())
+        {
+            return Ok((c, Some(iface.mac_address.clone())));
+        }
+    }
+    Err(ApiError::not_found(format!("no node has address {ip}")))
+}
+
+async fn kexec(
+    State(st): State<AppState>,
+    q: QueryPairs,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let peer_ip = peer
+        .map(|p| p.0.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let ip = caller_ip(peer_ip, &headers, &st.config.http.trusted_proxies);
+    let snap = st.store.snapshot();
+    let (c, m) = caller_component(&snap, &q, ip)?;
+    Ok(encode(answer::kexec(&snap, c, m.as_deref(), &st.node_base)))
+}
+
+fn host_entry(model: &Model, c: &Component) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or_default();
+    let ep = model.component_endpoints.get(&c.id);
+    v["FQDN"] = json!(ep.map(|e| e.fqdn.clone()).unwrap_or_default());
+    v["MAC"] = json!(
+        model
+            .interfaces_of(&c.id)
+            .iter()
+            .map(|i| i.mac_address.clone())
+            .collect::<Vec<_>>()
+    );
+    v["EndpointEnabled"] = json!(ep.is_none_or(|e| e.enabled));
+    v
+}
+
+async fn hosts(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+    let snap = st.store.snapshot();
+    let mut out: Vec<Value> = Vec::new();
+    let filtered = q.has("mac") || q.has("name") || q.has("nid");
+    if !filtered {
+        out = snap
+            .components
+            .values()
+            .filter(|c| c.is_node())
+            .map(|c| host_entry(&snap, c))
+            .collect();
+    }
+    for m in q.all("mac") {
+        let m = mac::normalize(&m).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let c = params::component_of_mac(&snap, &m)
+            .ok_or_else(|| ApiError::not_found(format!("no host with MAC {m}")))?;
+        out.push(host_entry(&snap, c));
+    }
+    for n in q.all("name") {
+        let x = xname::normalize(&n).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let c = snap
+            .components
+            .get(&x)
+            .ok_or_else(|| ApiError::not_found(format!("no host {x}")))?;
+        out.push(host_entry(&snap, c));
+    }
+    for n in q.all("nid") {
+        let nid: i64 = n
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("nid must be a number, got {n:?}")))?;
+        let c = snap
+            .component_by_nid(nid)
+            .ok_or_else(|| ApiError::not_found(format!("no host with NID {nid}")))?;
+        out.push(host_entry(&snap, c));
+    }
+    Ok(axum::Json(out).into_response())
+}
+
+async fn hosts_post() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+async fn dumpstate(State(st): State<AppState>) -> Response {
+    let snap = st.store.snapshot();
+    let comps: Vec<Value> = snap
+        .components
+        .values()
+        .filter(|c| c.is_node())
+        .map(|c| host_entry(&snap, c))
+        .collect();
+    let params: Vec<Value> = snap.boot_configs.values().map(wire).collect();
+    axum::Json(json!({"Components": comps, "Params": params})).into_response()
+}
+
+async fn history(State(st): State<AppState>, q: QueryPairs) -> Response {
+    axum::Json(st.boot_history.query(q.first("name"), q.first("endpoint"))).into_response()
+}
+
+fn status() -> Value {
+    json!({"bss-status": "running"})
+}
+
+async fn svc_status() -> Response {
+    axum::Json(status()).into_response()
+}
+
+async fn svc_version() -> Response {
+    axum::Json(json!({"bss-version": env!("CARGO_PKG_VERSION")})).into_response()
+}
+
+async fn svc_hsm() -> Response {
+    axum::Json(json!({"bss-status-hsm": "connected"})).into_response()
+}
+
+async fn svc_storage(State(st): State<AppState>) -> Response {
+    let status = if st.store.ping().await.is_ok() {
+        "connected"
+    } else {
+        "error"
+    };
+    axum::Json(json!({"bss-storage-backend": {"name": "sqlite", "status": status}})).into_response()
+}
+
+async fn svc_all(State(st): State<AppState>) -> Response {
+    let storage = if st.store.ping().await.is_ok() {
+        "connected"
+    } else {
+        "error"
+    };
+    axum::Json(json!({
+        "bss-status": "running",
+        "bss-version": env!("CARGO_PKG_VERSION"),
+        "bss-status-hsm": "connected",
+        "bss-storage-backend": {"name": "sqlite", "status": storage},
+    }))
+    .into_response()
+}
+
+/// Files under `boot.artifacts_dir`; `ServeDir` handles HEAD, Range,
+/// Content-Length and refuses paths that leave the directory.
+async fn artifacts(State(st): State<AppState>, req: Request) -> Response {
+    let dir = &st.config.boot.artifacts_dir;
+    if dir.as_os_str().is_empty() {
+        return ApiError::not_found("no artifacts directory is configured (boot.artifacts_dir)")
+            .into_response();
+    }
+    let (mut parts, body) = req.into_parts();
+    let rest = parts
+        .uri
+        .path()
+        .strip_prefix("/artifacts")
+        .unwrap_or("/")
+        .to_string();
+    if rest.split('/').any(|seg| seg == "..") {
+        return ApiError::bad_request("path escapes the artifacts directory").into_response();
+    }
+    match rest.parse::<axum::http::Uri>() {
+        Ok(u) => parts.uri = u,
+        Err(_) => return ApiError::bad_request("invalid path").into_response(),
+    }
+    let req = Request::from_parts(parts, body);
+    match tower_http::services::ServeDir::new(dir).oneshot(req).await {
+        Ok(r) => r.map(Body::new),
+        Err(e) => ApiError::internal(format!("cannot read artifact: {e}")).into_response(),
+    }
+}
