@@ -42,6 +42,7 @@ pub async fn dispatch(client: &Client, format: Format, command: Command) -> anyh
         Command::Node(cmd) => node(client, format, cmd).await,
         Command::Group(cmd) => group(client, format, cmd).await,
         Command::Import(args) => import(client, format, &args).await,
+        Command::Boot(cmd) => super::boot::run(client, format, cmd).await,
         Command::Serve(_) | Command::Token(_) | Command::Ca(_) | Command::Completions { .. } => {
             Err(anyhow!("not a client command"))
         }
@@ -115,7 +116,7 @@ fn ca(config: &Config, cmd: CaCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn enc(s: &str) -> String {
+pub(super) fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 

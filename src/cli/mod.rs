@@ -5,6 +5,7 @@
 //! means the CLI works from any host, exercises the same code paths as
 //! `ochami`, and can never bypass the appliance's validation.
 
+mod boot;
 mod client;
 mod commands;
 mod output;
@@ -71,6 +72,9 @@ pub enum Command {
     /// Groups of components
     #[command(subcommand)]
     Group(GroupCmd),
+    /// Boot parameters and boot scripts
+    #[command(subcommand)]
+    Boot(boot::BootCmd),
     /// Load a cluster description (ochami static-discovery format)
     Import(ImportArgs),
     /// Print shell completions

@@ -176,7 +176,9 @@ fn create(v: &ValidComponent) -> Component {
     c.flag = v.flag.clone().unwrap_or_else(|| "OK".into());
     c.enabled = Some(v.enabled.unwrap_or(true));
     c.software_status = v.software_status.clone();
-    c.role = v.role.clone();
+    // Nodes default to Compute, as upstream's discovery does, so Role tags
+    // in boot parameters apply to them.
+    c.role = v.role.clone().or_else(|| (v.kind == HmsType::Node).then(|| "Compute".to_string()));
     c.sub_role = v.sub_role.clone();
     c.nid = v.nid;
     c.subtype = v.subtype.clone();
