@@ -33,6 +33,8 @@ pub struct App {
     pub api_addr: Option<SocketAddr>,
     /// Where the node listeners are bound, the main one first.
     pub node_addrs: Vec<SocketAddr>,
+    /// Where TFTP is bound, if enabled.
+    pub tftp_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -101,6 +103,7 @@ impl App {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
+        let mut tftp_addr = None;
         if let Some(l) = api_listener {
             let cert = Arc::new(HotCert::new(authority.certified_key()?));
             let tls = authority::server_config_with(cert.clone())?;
@@ -121,6 +124,37 @@ impl App {
                 grace,
             ));
         }
+        if state.config.tftp.enabled {
+            let cfg = &state.config;
+            let socket = crate::boot::tftp::bind(cfg.tftp.listen)
+                .with_context(|| format!("cannot listen for tftp on {}", cfg.tftp.listen))?;
+            tracing::info!("listening for tftp on {}", socket.local_addr()?);
+            tftp_addr = Some(socket.local_addr()?);
+            let settings = crate::boot::tftp::TftpSettings {
+                root: cfg.tftp_root(),
+                node_base: state.node_base.clone(),
+                max_transfers: cfg.tftp.max_transfers,
+                max_block_size: cfg.tftp.max_block_size,
+                max_window_size: cfg.tftp.max_window_size,
+                timeout: Duration::from_secs(cfg.tftp.timeout_secs),
+                retries: cfg.tftp.retries,
+            };
+            if let Err(e) = std::fs::create_dir_all(&settings.root) {
+                tracing::warn!(root = %settings.root.display(), error = %e, "tftp: cannot create the root");
+            }
+            let store = state.store.clone();
+            let stop = shutdown.child_token();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    r = crate::boot::tftp::serve(socket, settings, store) => {
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "tftp server stopped");
+                        }
+                    }
+                }
+            });
+        }
         for l in node_listeners {
             let router = http::router(state.clone(), Listener::Node);
             tracing::info!("listening for node (http) on {}", l.local_addr()?);
@@ -137,6 +171,7 @@ impl App {
             state,
             api_addr,
             node_addrs,
+            tftp_addr,
             shutdown,
             tasks,
         })

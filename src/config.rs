@@ -165,10 +165,50 @@ pub struct DhcpConfig {
     pub enabled: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TftpConfig {
     pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Files served; empty means `<state_dir>/tftp`. Missing iPXE binaries
+    /// are taken from the distribution's iPXE package.
+    pub root: PathBuf,
+    /// Transfers running at once; more are refused with an error packet.
+    pub max_transfers: usize,
+    /// Largest `blksize` granted (RFC 2348); 1468 fits an Ethernet frame.
+    pub max_block_size: u16,
+    /// Largest `windowsize` granted (RFC 7440).
+    pub max_window_size: u16,
+    /// Seconds to wait for an ACK before resending.
+    pub timeout_secs: u64,
+    /// Resends before a transfer is abandoned with an error packet.
+    pub retries: u32,
+}
+
+impl Default for TftpConfig {
+    fn default() -> Self {
+        TftpConfig {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 69)),
+            root: PathBuf::new(),
+            max_transfers: 1000,
+            max_block_size: 1468,
+            max_window_size: 64,
+            timeout_secs: 3,
+            retries: 5,
+        }
+    }
+}
+
+impl Config {
+    /// The TFTP root, as configured or under the state directory.
+    pub fn tftp_root(&self) -> PathBuf {
+        if self.tftp.root.as_os_str().is_empty() {
+            self.state_dir.join("tftp")
+        } else {
+            self.tftp.root.clone()
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +253,15 @@ impl Config {
         }
         if self.http.max_body_bytes == 0 {
             return Err("http.max_body_bytes must be positive".into());
+        }
+        if !(8..=65464).contains(&self.tftp.max_block_size) {
+            return Err("tftp.max_block_size must be between 8 and 65464".into());
+        }
+        if !(1..=64).contains(&self.tftp.max_window_size) {
+            return Err("tftp.max_window_size must be between 1 and 64".into());
+        }
+        if !(1..=255).contains(&self.tftp.timeout_secs) {
+            return Err("tftp.timeout_secs must be between 1 and 255".into());
         }
         if self.http.max_in_flight == 0 {
             return Err("http.max_in_flight must be positive".into());

@@ -6,3 +6,4 @@ pub mod answer;
 pub mod history;
 pub mod params;
 pub mod script;
+pub mod tftp;

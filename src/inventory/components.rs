@@ -178,7 +178,10 @@ fn create(v: &ValidComponent) -> Component {
     c.software_status = v.software_status.clone();
     // Nodes default to Compute, as upstream's discovery does, so Role tags
     // in boot parameters apply to them.
-    c.role = v.role.clone().or_else(|| (v.kind == HmsType::Node).then(|| "Compute".to_string()));
+    c.role = v
+        .role
+        .clone()
+        .or_else(|| (v.kind == HmsType::Node).then(|| "Compute".to_string()));
     c.sub_role = v.sub_role.clone();
     c.nid = v.nid;
     c.subtype = v.subtype.clone();
