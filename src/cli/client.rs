@@ -64,6 +64,16 @@ impl Client {
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
         let (status, v) = self.send_raw(method.clone(), path, body).await?;
+        Self::result(&method, path, status, v)
+    }
+
+    /// A 2xx answer's body, or a one-line error naming the request.
+    pub fn result(
+        method: &Method,
+        path: &str,
+        status: StatusCode,
+        v: Value,
+    ) -> anyhow::Result<Value> {
         if status.is_success() {
             return Ok(v);
         }

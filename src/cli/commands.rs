@@ -138,7 +138,7 @@ async fn node_rows(client: &Client, group: Option<&str>) -> anyhow::Result<Vec<V
         path.push_str(&format!("&group={}", enc(g)));
     }
     let comps = client.get(&path).await?;
-    let ifaces = client.get("/hsm/v2/Inventory/EthernetInterfaces").await?;
+    let ifaces = interfaces(client, "").await?;
     let members = client.get("/hsm/v2/memberships").await?;
     let mut rows = Vec::new();
     for c in comps["Components"].as_array().cloned().unwrap_or_default() {
@@ -187,12 +187,7 @@ async fn node(client: &Client, format: Format, cmd: NodeCmd) -> anyhow::Result<S
                 .get(&format!("/hsm/v2/State/Components/{}", enc(&xname)))
                 .await?;
             let id = c["ID"].as_str().unwrap_or(&xname).to_string();
-            let ifaces = client
-                .get(&format!(
-                    "/hsm/v2/Inventory/EthernetInterfaces?ComponentID={}",
-                    enc(&id)
-                ))
-                .await?;
+            let ifaces = interfaces(client, &format!("?ComponentID={}", enc(&id))).await?;
             let m = client
                 .get(&format!("/hsm/v2/memberships/{}", enc(&id)))
                 .await?;
@@ -237,7 +232,7 @@ async fn node(client: &Client, format: Format, cmd: NodeCmd) -> anyhow::Result<S
         }
         NodeCmd::Add(args) => node_add(client, &args).await,
         NodeCmd::Delete { xnames } => {
-            let ifaces = client.get("/hsm/v2/Inventory/EthernetInterfaces").await?;
+            let ifaces = interfaces(client, "").await?;
             let mut out = String::new();
             for x in xnames {
                 let c = client
@@ -274,6 +269,17 @@ async fn node(client: &Client, format: Format, cmd: NodeCmd) -> anyhow::Result<S
     }
 }
 
+/// `Inventory/EthernetInterfaces` (with `query`), or `[]` from an appliance
+/// or SMD that does not serve the route, so node listings still work there.
+async fn interfaces(client: &Client, query: &str) -> anyhow::Result<Value> {
+    let path = format!("/hsm/v2/Inventory/EthernetInterfaces{query}");
+    let (status, v) = client.send_raw(Method::GET, &path, None).await?;
+    if status == StatusCode::NOT_FOUND {
+        return Ok(json!([]));
+    }
+    Client::result(&Method::GET, &path, status, v)
+}
+
 async fn ensure_group(client: &Client, label: &str) -> anyhow::Result<()> {
     let (status, _) = client
         .send_raw(Method::GET, &format!("/hsm/v2/groups/{}", enc(label)), None)
@@ -291,6 +297,20 @@ async fn ensure_group(client: &Client, label: &str) -> anyhow::Result<()> {
 }
 
 async fn node_add(client: &Client, a: &NodeAddArgs) -> anyhow::Result<String> {
+    // Check what can be checked here before writing anything, so a typo in
+    // a MAC or address does not leave a node without its interfaces.
+    let macs = a
+        .macs
+        .iter()
+        .map(|m| crate::inventory::mac::normalize(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(ip) = &a.ip {
+        if macs.is_empty() {
+            bail!("--ip needs a --mac to bind it to");
+        }
+        ip.parse::<std::net::IpAddr>()
+            .map_err(|_| anyhow!("invalid IP address {ip:?}"))?;
+    }
     let mut comp = json!({"ID": a.xname, "Type": "Node", "State": a.state, "Enabled": true});
     if let Some(n) = a.nid {
         comp["NID"] = json!(n);
@@ -322,7 +342,7 @@ async fn node_add(client: &Client, a: &NodeAddArgs) -> anyhow::Result<String> {
         .get(&format!("/hsm/v2/State/Components/{}", enc(&a.xname)))
         .await?;
     let id = c["ID"].as_str().unwrap_or(&a.xname).to_string();
-    for (i, mac) in a.macs.iter().enumerate() {
+    for (i, mac) in macs.iter().enumerate() {
         let mut body = json!({"MACAddress": mac, "ComponentID": id, "Description": format!("{id} interface {i}")});
         if i == 0
             && let Some(ip) = &a.ip

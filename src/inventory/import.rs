@@ -329,6 +329,9 @@ pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainErro
     }
     super::components::put_all(txn, comps)?;
 
+    // Groups this import creates: adding more members to them is part of
+    // creating them, not an update.
+    let mut new_groups = std::collections::HashSet::new();
     for (id, n) in &nodes {
         for (k, i) in n.interfaces.iter().enumerate() {
             let m = mac_of(&i.mac_addr, id)?;
@@ -370,12 +373,15 @@ pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainErro
                     if !g.members.ids.contains(id) {
                         g.members.ids.push(id.clone());
                         g.members.ids.sort();
-                        s.updated.groups += 1;
+                        if !new_groups.contains(&label) {
+                            s.updated.groups += 1;
+                        }
                         txn.put_group(g);
                     }
                 }
                 None => {
                     s.created.groups += 1;
+                    new_groups.insert(label.clone());
                     txn.put_group(Group {
                         label,
                         description: String::new(),
@@ -429,6 +435,8 @@ mod tests {
         assert_eq!(first.created.interfaces, 4);
         assert_eq!(first.created.endpoints, 2);
         assert_eq!(first.created.groups, 1);
+        assert_eq!(first.updated, Counts::default(), "nothing existed before");
+        assert_eq!(first.changed, 11);
         let generation = store.snapshot().generation;
         let second = store.write(|t| apply(t, &cluster())).await.unwrap();
         assert_eq!(second.changed, 0, "{second:?}");

@@ -1,0 +1,1555 @@
+//! The HTTP API against a whole appliance: bad input is refused with
+//! problem+json and changes nothing; the SMD behaviours clients rely on work.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, four_nodes};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const COMPONENTS: &str = "/hsm/v2/State/Components";
+
+/// IDs of a `{"Components":[…]}` answer, in order.
+fn ids(v: &Value) -> Vec<String> {
+    v["Components"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no Components array: {v}"))
+        .iter()
+        .map(|c| c["ID"].as_str().expect("ID").to_string())
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+async fn with_nodes() -> Harness {
+    let h = Harness::start().await;
+    h.api.post(COMPONENTS, &four_nodes()).await.status(204);
+    h
+}
+
+async fn component(h: &Harness, id: &str) -> Value {
+    h.api.get_json(&format!("{COMPONENTS}/{id}")).await
+}
+
+// ---------------------------------------------------------------- bad input
+
+/// Sends a write that must be refused with `status` and asserts that the
+/// inventory did not change.
+async fn refused(h: &Harness, method: Method, path: &str, body: &str, status: u16) -> Value {
+    let before = h.generation();
+    let p = h
+        .api
+        .call_raw(method, path, body.as_bytes().to_vec())
+        .await
+        .problem(status);
+    assert_eq!(h.generation(), before, "a refused write changed the store");
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_is_400() {
+    let h = with_nodes().await;
+    let p = refused(
+        &h,
+        Method::POST,
+        COMPONENTS,
+        r#"{"Components":[{"ID":"#,
+        400,
+    )
+    .await;
+    assert_eq!(p["instance"], COMPONENTS);
+    refused(&h, Method::POST, COMPONENTS, "", 400).await;
+    refused(&h, Method::POST, "/hsm/v2/groups", "not json", 400).await;
+    refused(&h, Method::POST, "/inventory/v1/import", "{", 400).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_types_are_400() {
+    let h = with_nodes().await;
+    let p = refused(
+        &h,
+        Method::POST,
+        COMPONENTS,
+        r#"{"Components":[{"ID":"x1000c0s9b0n0","State":"Ready","NID":"one"}]}"#,
+        400,
+    )
+    .await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("invalid"),
+        "detail names the problem: {p}"
+    );
+    refused(&h, Method::POST, COMPONENTS, r#"{"Components":{}}"#, 400).await;
+    refused(
+        &h,
+        Method::PATCH,
+        &format!("{COMPONENTS}/x1000c0s0b0n0/Enabled"),
+        r#"{"Enabled":"yes"}"#,
+        400,
+    )
+    .await;
+    refused(
+        &h,
+        Method::POST,
+        "/hsm/v2/groups",
+        r#"{"label":"g","members":{"ids":"x1000c0s0b0n0"}}"#,
+        400,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_xnames_are_400() {
+    let h = with_nodes().await;
+    let p = refused(
+        &h,
+        Method::POST,
+        COMPONENTS,
+        r#"{"Components":[{"ID":"x1000q0","State":"Ready"}]}"#,
+        400,
+    )
+    .await;
+    assert!(p["detail"].as_str().unwrap().contains("x1000q0"), "{p}");
+    // A Type that does not fit the xname.
+    refused(
+        &h,
+        Method::POST,
+        COMPONENTS,
+        r#"{"Components":[{"ID":"x1000c0s0b0","Type":"Node","State":"Ready"}]}"#,
+        400,
+    )
+    .await;
+    refused(
+        &h,
+        Method::PUT,
+        &format!("{COMPONENTS}/nonsense"),
+        r#"{"Component":{"State":"Ready"}}"#,
+        400,
+    )
+    .await;
+    h.api
+        .get(&format!("{COMPONENTS}/not-an-xname"))
+        .await
+        .problem(400);
+    h.api
+        .get(&format!("{COMPONENTS}?id=bogus"))
+        .await
+        .problem(400);
+    // Members must be valid xnames too.
+    refused(
+        &h,
+        Method::POST,
+        "/hsm/v2/groups",
+        r#"{"label":"g","members":{"ids":["zzz"]}}"#,
+        400,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_enumerations_are_400() {
+    let h = with_nodes().await;
+    let p = refused(
+        &h,
+        Method::POST,
+        COMPONENTS,
+        r#"{"Components":[{"ID":"x1000c0s9b0n0","State":"Bogus"}]}"#,
+        400,
+    )
+    .await;
+    assert!(p["detail"].as_str().unwrap().contains("Bogus"), "{p}");
+    for body in [
+        r#"{"Components":[{"ID":"x1000c0s9b0n0","State":"Ready","Flag":"Bogus"}]}"#,
+        r#"{"Components":[{"ID":"x1000c0s9b0n0","State":"Ready","Arch":"Bogus"}]}"#,
+        r#"{"Components":[{"ID":"x1000c0s9b0n0","State":"Ready","Class":"Bogus"}]}"#,
+        r#"{"Components":[{"ID":"x1000c0s9b0n0","State":"Ready","NetType":"Bogus"}]}"#,
+        r#"{"Components":[{"ID":"x1000c0s9b0n0","State":"Ready","Type":"Bogus"}]}"#,
+        r#"{"Components":[{"ID":"x1000c0s9b0n0"}]}"#,
+    ] {
+        refused(&h, Method::POST, COMPONENTS, body, 400).await;
+    }
+    refused(
+        &h,
+        Method::PATCH,
+        &format!("{COMPONENTS}/x1000c0s0b0n0/StateData"),
+        r#"{"State":"Bogus","Force":true}"#,
+        400,
+    )
+    .await;
+    // Input is case-insensitive: `ready` is Ready.
+    h.api
+        .post(
+            COMPONENTS,
+            &json!({"Components":[{"ID":"x1000c0s9b0n0","State":"ready","Role":"compute"}]}),
+        )
+        .await
+        .status(204);
+    let c = component(&h, "x1000c0s9b0n0").await;
+    assert_eq!(
+        (c["State"].as_str(), c["Role"].as_str()),
+        (Some("Ready"), Some("Compute"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_nid_is_409() {
+    let h = with_nodes().await;
+    let p = refused(
+        &h,
+        Method::POST,
+        COMPONENTS,
+        r#"{"Components":[{"ID":"x1000c0s9b0n0","State":"Ready","NID":1}]}"#,
+        409,
+    )
+    .await;
+    assert!(p["detail"].as_str().unwrap().contains("NID 1"), "{p}");
+    refused(
+        &h,
+        Method::PATCH,
+        &format!("{COMPONENTS}/x1000c0s1b0n0/NID"),
+        r#"{"NID":1}"#,
+        409,
+    )
+    .await;
+    refused(
+        &h,
+        Method::PATCH,
+        &format!("{COMPONENTS}/BulkNID"),
+        r#"{"Components":[{"ID":"x1000c0s1b0n0","NID":3}]}"#,
+        409,
+    )
+    .await;
+    // Two new components with the same NID in one batch.
+    refused(
+        &h,
+        Method::POST,
+        COMPONENTS,
+        r#"{"Components":[{"ID":"x1000c0s8b0n0","State":"Ready","NID":70},{"ID":"x1000c0s9b0n0","State":"Ready","NID":70}]}"#,
+        409,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_group_label_is_409() {
+    let h = with_nodes().await;
+    h.api
+        .post("/hsm/v2/groups", &json!({"label": "compute"}))
+        .await
+        .status(201);
+    refused(
+        &h,
+        Method::POST,
+        "/hsm/v2/groups",
+        r#"{"label":"compute"}"#,
+        409,
+    )
+    .await;
+    // Labels are case-insensitive.
+    refused(
+        &h,
+        Method::POST,
+        "/hsm/v2/groups",
+        r#"{"label":"COMPUTE"}"#,
+        409,
+    )
+    .await;
+    refused(
+        &h,
+        Method::POST,
+        "/hsm/v2/groups",
+        r#"{"label":"bad label!"}"#,
+        400,
+    )
+    .await;
+    // Adding a member twice.
+    h.api
+        .post(
+            "/hsm/v2/groups/compute/members",
+            &json!({"id": "x1000c0s0b0n0"}),
+        )
+        .await
+        .status(201);
+    refused(
+        &h,
+        Method::POST,
+        "/hsm/v2/groups/compute/members",
+        r#"{"id":"x1000c0s0b0n0"}"#,
+        409,
+    )
+    .await;
+    // Members must exist.
+    refused(
+        &h,
+        Method::POST,
+        "/hsm/v2/groups/compute/members",
+        r#"{"id":"x1000c0s9b0n0"}"#,
+        400,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_the_limit_is_413() {
+    let h = Harness::start_with(|c| c.http.max_body_bytes = 256).await;
+    let before = h.generation();
+    let comps: Vec<Value> = (0..50)
+        .map(|i| json!({"ID": format!("x1000c0s{i}b0n0"), "State": "Ready"}))
+        .collect();
+    let body = json!({ "Components": comps });
+    assert!(body.to_string().len() > 256);
+    let p = h.api.post(COMPONENTS, &body).await.problem(413);
+    assert_eq!(p["instance"], COMPONENTS);
+    assert_eq!(h.generation(), before);
+    assert_eq!(h.api.get_json(COMPONENTS).await, json!({"Components": []}));
+    // Small bodies still pass.
+    h.api
+        .post(
+            COMPONENTS,
+            &json!({"Components":[{"ID":"x1000c0s0b0n0","State":"Ready"}]}),
+        )
+        .await
+        .status(204);
+}
+
+// ------------------------------------------------------------------- tokens
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_token_is_401_with_a_challenge() {
+    let h = with_nodes().await;
+    let before = h.generation();
+    for (method, path) in [
+        (Method::GET, "/hsm/v2/groups"),
+        (Method::POST, COMPONENTS),
+        (Method::DELETE, COMPONENTS),
+        (Method::GET, "/metrics"),
+    ] {
+        let r = h
+            .anon
+            .call(method, path, Some(&json!({"Components": []})))
+            .await;
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"), "{}", r.what);
+        r.problem(401);
+    }
+    // A scheme other than Bearer, or an empty token, is no token.
+    let r = h
+        .anon
+        .send(
+            h.anon
+                .request(Method::GET, "/hsm/v2/groups")
+                .header("authorization", format!("Basic {}", h.token)),
+        )
+        .await;
+    r.problem(401);
+    let r = h
+        .anon
+        .send(
+            h.anon
+                .request(Method::GET, "/hsm/v2/groups")
+                .header("authorization", "Bearer "),
+        )
+        .await;
+    r.problem(401);
+    // Garbage is refused, not a 500.
+    h.anon
+        .with_token(Some("a.b.c"))
+        .get("/hsm/v2/groups")
+        .await
+        .problem(401);
+    // Upstream SMD's `jwt` cookie is accepted.
+    let r = h
+        .anon
+        .send(
+            h.anon
+                .request(Method::GET, "/hsm/v2/groups")
+                .header("cookie", format!("other=1; jwt={}", h.token)),
+        )
+        .await;
+    r.ok();
+    assert_eq!(h.generation(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_is_401() {
+    let h = with_nodes().await;
+    let before = h.generation();
+    let two_hours_ago = common::now() - 7200;
+    let old = h.token_at("old", Duration::from_secs(600), &[], two_hours_ago);
+    let c = h.api_with(Some(&old));
+    let p = c.get("/hsm/v2/groups").await.problem(401);
+    assert!(p["detail"].as_str().unwrap().contains("expired"), "{p}");
+    c.post(COMPONENTS, &four_nodes()).await.problem(401);
+    // Not valid yet (issued an hour from now).
+    let future = h.token_at(
+        "future",
+        Duration::from_secs(600),
+        &[],
+        common::now() + 3600,
+    );
+    h.api_with(Some(&future))
+        .get("/hsm/v2/groups")
+        .await
+        .problem(401);
+    assert_eq!(h.generation(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_from_a_foreign_key_is_401() {
+    let h = with_nodes().await;
+    let before = h.generation();
+    let other = tempfile::tempdir().unwrap();
+    let foreign = openchami::ca::token::TokenKeys::load_or_create(other.path()).unwrap();
+    let st = &h.app().state;
+    let token = foreign
+        .issue(
+            "mallory",
+            &st.issuer,
+            &st.config.auth.audience,
+            Duration::from_secs(600),
+            &[],
+            common::now(),
+        )
+        .unwrap();
+    let c = h.api_with(Some(&token));
+    c.get("/hsm/v2/groups").await.problem(401);
+    c.delete(COMPONENTS).await.problem(401);
+    // Our header and claims with a foreign signature.
+    let ours = h.token.clone();
+    let (head_payload, _) = ours.rsplit_once('.').unwrap();
+    let (_, foreign_sig) = token.rsplit_once('.').unwrap();
+    let forged = format!("{head_payload}.{foreign_sig}");
+    h.api_with(Some(&forged))
+        .delete(COMPONENTS)
+        .await
+        .problem(401);
+    assert_eq!(h.generation(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_audience_or_issuer_is_401() {
+    let h = with_nodes().await;
+    let before = h.generation();
+    let st = &h.app().state;
+    let wrong_aud = st
+        .tokens
+        .issue(
+            "svc",
+            &st.issuer,
+            "someone-else",
+            Duration::from_secs(600),
+            &[],
+            common::now(),
+        )
+        .unwrap();
+    let p = h
+        .api_with(Some(&wrong_aud))
+        .get("/hsm/v2/groups")
+        .await
+        .problem(401);
+    assert!(p["detail"].as_str().unwrap().contains("audience"), "{p}");
+    let wrong_iss = st
+        .tokens
+        .issue(
+            "svc",
+            "https://elsewhere.example:8443",
+            &st.config.auth.audience,
+            Duration::from_secs(600),
+            &[],
+            common::now(),
+        )
+        .unwrap();
+    h.api_with(Some(&wrong_iss))
+        .post(COMPONENTS, &four_nodes())
+        .await
+        .problem(401);
+    assert_eq!(h.generation(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_may_read_but_not_write() {
+    let h = with_nodes().await;
+    let before = h.generation();
+    let viewer = h.api_with(Some(&h.token_with(
+        "viewer",
+        Duration::from_secs(600),
+        &["viewer"],
+    )));
+    viewer.get("/hsm/v2/groups").await.ok();
+    viewer
+        .get(&format!("{COMPONENTS}/x1000c0s0b0n0"))
+        .await
+        .ok();
+    let p = viewer
+        .post("/hsm/v2/groups", &json!({"label": "g"}))
+        .await
+        .problem(403);
+    assert!(p["detail"].as_str().unwrap().contains("viewer"), "{p}");
+    viewer.delete(COMPONENTS).await.problem(403);
+    viewer
+        .patch(
+            &format!("{COMPONENTS}/x1000c0s0b0n0/Enabled"),
+            &json!({"Enabled": false}),
+        )
+        .await
+        .problem(403);
+    assert_eq!(h.generation(), before);
+
+    let operator = h.api_with(Some(&h.token_with(
+        "op",
+        Duration::from_secs(600),
+        &["viewer", "operator"],
+    )));
+    operator
+        .post("/hsm/v2/groups", &json!({"label": "g"}))
+        .await
+        .status(201);
+    assert_eq!(h.generation(), before + 1);
+}
+
+// -------------------------------------------------------- routing and errors
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_path_is_a_404_problem() {
+    let h = Harness::start().await;
+    let p = h.api.get("/hsm/v2/NoSuchThing").await.problem(404);
+    assert_eq!(p["instance"], "/hsm/v2/NoSuchThing");
+    h.anon.get("/nowhere").await.problem(404);
+    h.node.get("/hsm/v2/groups").await.problem(404);
+    h.node.get("/nowhere").await.problem(404);
+    // An unknown PATCH kind under a component.
+    h.api
+        .patch(&format!("{COMPONENTS}/x1000c0s0b0n0/Nonsense"), &json!({}))
+        .await
+        .problem(404);
+    // A component that does not exist.
+    let p = h
+        .api
+        .get(&format!("{COMPONENTS}/x1000c0s0b0n9"))
+        .await
+        .problem(404);
+    assert!(
+        p["detail"].as_str().unwrap().contains("x1000c0s0b0n9"),
+        "{p}"
+    );
+    h.api.get("/hsm/v2/groups/nope").await.problem(404);
+    h.api.get("/hsm/v2/service/values/nope").await.problem(404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_method_is_405_with_allow() {
+    let h = Harness::start().await;
+    let before = h.generation();
+    let r = h
+        .api
+        .put("/hsm/v2/groups", &json!({"label": "compute"}))
+        .await;
+    let allow = r.header("allow").unwrap_or("").to_string();
+    let p = r.problem(405);
+    assert_eq!(p["instance"], "/hsm/v2/groups");
+    let mut methods: Vec<&str> = allow.split(',').map(str::trim).collect();
+    methods.sort();
+    assert_eq!(methods, ["GET", "HEAD", "POST"], "Allow: {allow}");
+    let r = h.anon.delete("/healthz").await;
+    assert!(r.header("allow").is_some_and(|a| a.contains("GET")));
+    r.problem(405);
+    let r = h.node.post("/ca/root.pem", &json!({})).await;
+    assert!(r.header("allow").is_some_and(|a| a.contains("GET")));
+    r.problem(405);
+    assert_eq!(h.generation(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailing_slash_and_alias_prefix() {
+    let h = with_nodes().await;
+    let plain = h.api.get_json(COMPONENTS).await;
+    assert_eq!(h.api.get_json(&format!("{COMPONENTS}/")).await, plain);
+    assert_eq!(
+        h.api.get_json("/apis/smd/hsm/v2/State/Components").await,
+        plain
+    );
+    assert_eq!(
+        h.api
+            .get_json("/apis/smd/hsm/v2/State/Components/?type=Node")
+            .await,
+        h.api.get_json(&format!("{COMPONENTS}?type=Node")).await
+    );
+    assert_eq!(
+        h.api
+            .get_json("/apis/smd/hsm/v2/State/Components/x1000c0s0b0n0/")
+            .await["NID"],
+        1
+    );
+    // Writes through the alias work too.
+    h.api
+        .post(
+            "/apis/smd/hsm/v2/groups/",
+            &json!({"label": "aliased", "members": {"ids": ["x1000c0s0b0n0"]}}),
+        )
+        .await
+        .status(201);
+    assert_eq!(
+        h.api.get_json("/hsm/v2/groups/aliased/members").await,
+        json!({"ids": ["x1000c0s0b0n0"]})
+    );
+    // A prefix that merely starts the same is not the alias.
+    h.api
+        .get("/apis/smd/hsm/v2x/State/Components")
+        .await
+        .problem(404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_collections_are_empty_arrays() {
+    let h = Harness::start().await;
+    let stateonly = format!("{COMPONENTS}?type=Node&stateonly=true");
+    for (path, want) in [
+        (COMPONENTS, json!({"Components": []})),
+        (stateonly.as_str(), json!({"Components": []})),
+        ("/hsm/v2/groups", json!([])),
+        ("/hsm/v2/groups/labels", json!([])),
+        ("/hsm/v2/partitions", json!([])),
+        ("/hsm/v2/partitions/names", json!([])),
+        ("/hsm/v2/memberships", json!([])),
+        ("/hsm/v2/Defaults/NodeMaps", json!({"NodeMaps": []})),
+    ] {
+        let r = h.api.get(path).await.ok();
+        assert!(
+            r.content_type().starts_with("application/json"),
+            "{}: {}",
+            r.what,
+            r.content_type()
+        );
+        assert_eq!(r.json(), want, "{}", r.what);
+    }
+    // A group without members has an empty list, and a description.
+    h.api
+        .post("/hsm/v2/groups", &json!({"label": "empty"}))
+        .await
+        .status(201);
+    assert_eq!(
+        h.api.get_json("/hsm/v2/groups/empty").await,
+        json!({"label": "empty", "description": "", "members": {"ids": []}})
+    );
+    assert_eq!(
+        h.api.get_json("/hsm/v2/groups/empty/members").await,
+        json!({"ids": []})
+    );
+}
+
+// ----------------------------------------------------------------- components
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_round_trip_with_defaults() {
+    let h = with_nodes().await;
+    let c = component(&h, "x1000c0s2b0n0").await;
+    assert_eq!(
+        c,
+        json!({"ID": "x1000c0s2b0n0", "Type": "Node", "State": "Off", "Flag": "OK", "Enabled": true,
+               "Role": "Service", "SubRole": "Worker", "NID": 3, "NetType": "Sling", "Arch": "X86",
+               "Class": "River"})
+    );
+    // xnames are normalised on the way in and in paths.
+    h.api
+        .post(
+            COMPONENTS,
+            &json!({"Components": [{"ID": " X1000C0S05B0N0 ", "State": "Ready"}]}),
+        )
+        .await
+        .status(204);
+    let c = component(&h, "X1000C0S5B0N0").await;
+    assert_eq!(c["ID"], "x1000c0s5b0n0");
+    assert_eq!(c["NID"], 5, "a new node without a NID gets highest + 1");
+    // Keys are matched case-insensitively; unknown keys are ignored.
+    h.api
+        .post(
+            COMPONENTS,
+            &json!({"components": [{"id": "x1000c0s6b0n0", "state": "Ready", "nid": 60, "Colour": "blue"}]}),
+        )
+        .await
+        .status(204);
+    assert_eq!(component(&h, "x1000c0s6b0n0").await["NID"], 60);
+
+    let all = h.api.get_json(COMPONENTS).await;
+    assert_eq!(ids(&all).len(), 7);
+    // The anonymous read gives the same.
+    assert_eq!(h.anon.get_json(COMPONENTS).await, all);
+
+    // Delete one, then all.
+    let m = h
+        .api
+        .delete(&format!("{COMPONENTS}/x1000c0s6b0n0"))
+        .await
+        .ok()
+        .json();
+    assert_eq!(m, json!({"code": 0, "message": "deleted 1 entry"}));
+    h.api
+        .delete(&format!("{COMPONENTS}/x1000c0s6b0n0"))
+        .await
+        .problem(404);
+    let m = h.api.delete(COMPONENTS).await.ok().json();
+    assert_eq!(m, json!({"code": 0, "message": "deleted 6 entries"}));
+    assert_eq!(h.api.get_json(COMPONENTS).await, json!({"Components": []}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_filters() {
+    let h = with_nodes().await;
+    let q = |query: &'static str| {
+        let api = h.api.clone();
+        async move { sorted(ids(&api.get_json(&format!("{COMPONENTS}?{query}")).await)) }
+    };
+    let nodes = [
+        "x1000c0s0b0n0",
+        "x1000c0s1b0n0",
+        "x1000c0s2b0n0",
+        "x1000c0s3b0n0",
+    ];
+    assert_eq!(q("type=Node").await, nodes);
+    // Case-insensitive keys and values.
+    assert_eq!(q("TYPE=node").await, nodes);
+    // Repeated keys are OR-ed, as are comma lists.
+    assert_eq!(
+        q("type=NodeBMC&type=Node").await.len(),
+        5,
+        "repeat keys OR-ed"
+    );
+    assert_eq!(q("type=NodeBMC,Node").await.len(), 5);
+    assert_eq!(
+        q("state=Off&state=On").await,
+        ["x1000c0s2b0n0", "x1000c0s3b0n0"]
+    );
+    // Negation.
+    assert_eq!(
+        q("type=Node&state=!Ready").await,
+        ["x1000c0s2b0n0", "x1000c0s3b0n0"]
+    );
+    assert_eq!(q("type=!Node").await, ["x1000c0s0b0"]);
+    assert_eq!(
+        q("role=compute&enabled=true").await,
+        ["x1000c0s0b0n0", "x1000c0s1b0n0"]
+    );
+    assert_eq!(q("subrole=worker").await, ["x1000c0s2b0n0"]);
+    // NID ranges and NIDs.
+    assert_eq!(
+        q("nid_start=2&nid_end=3").await,
+        ["x1000c0s1b0n0", "x1000c0s2b0n0"]
+    );
+    assert_eq!(q("nid_start=4").await, ["x1000c0s3b0n0"]);
+    assert_eq!(q("nid=1&nid=4").await, ["x1000c0s0b0n0", "x1000c0s3b0n0"]);
+    // IDs, normalised.
+    assert_eq!(q("id=X1000C0S1B0N0").await, ["x1000c0s1b0n0"]);
+    assert_eq!(q("id=!x1000c0s1b0n0&type=node").await.len(), 3);
+    // Several keys are AND-ed.
+    assert_eq!(
+        q("type=Node&role=Service&state=Off").await,
+        ["x1000c0s2b0n0"]
+    );
+    assert!(q("type=Node&role=Storage").await.is_empty());
+    // Bad numbers are a 400.
+    h.api
+        .get(&format!("{COMPONENTS}?nid_start=one"))
+        .await
+        .problem(400);
+
+    // stateonly and friends restrict fields.
+    let v = h
+        .api
+        .get_json(&format!("{COMPONENTS}?id=x1000c0s2b0n0&stateonly=true"))
+        .await;
+    assert_eq!(
+        v,
+        json!({"Components": [{"ID": "x1000c0s2b0n0", "Type": "Node", "State": "Off", "Flag": "OK"}]})
+    );
+    let v = h
+        .api
+        .get_json(&format!("{COMPONENTS}?id=x1000c0s2b0n0&nidonly=true"))
+        .await;
+    assert_eq!(
+        v,
+        json!({"Components": [{"ID": "x1000c0s2b0n0", "Type": "Node", "NID": 3}]})
+    );
+    let v = h
+        .api
+        .get_json(&format!("{COMPONENTS}?id=x1000c0s2b0n0&roleonly"))
+        .await;
+    assert_eq!(
+        v,
+        json!({"Components": [{"ID": "x1000c0s2b0n0", "Type": "Node", "Role": "Service", "SubRole": "Worker"}]})
+    );
+
+    // Group and partition filters.
+    h.api
+        .post(
+            "/hsm/v2/groups",
+            &json!({"label": "blue", "members": {"ids": ["x1000c0s0b0n0", "x1000c0s3b0n0"]}}),
+        )
+        .await
+        .status(201);
+    h.api
+        .post(
+            "/hsm/v2/partitions",
+            &json!({"name": "p1", "members": {"ids": ["x1000c0s1b0n0"]}}),
+        )
+        .await
+        .status(201);
+    assert_eq!(q("group=BLUE").await, ["x1000c0s0b0n0", "x1000c0s3b0n0"]);
+    assert_eq!(
+        q("group=!blue&type=node").await,
+        ["x1000c0s1b0n0", "x1000c0s2b0n0"]
+    );
+    assert_eq!(q("partition=p1").await, ["x1000c0s1b0n0"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_creates_and_keeps_an_existing_nid() {
+    let h = with_nodes().await;
+    let path = format!("{COMPONENTS}/x1000c0s0b0n0");
+    h.api
+        .put(
+            &path,
+            &json!({"Component": {"ID": "x1000c0s0b0n0", "State": "Ready", "NID": 99, "Role": "Service"}}),
+        )
+        .await
+        .status(204);
+    let c = component(&h, "x1000c0s0b0n0").await;
+    assert_eq!(c["NID"], 1, "PUT keeps an existing NID");
+    assert_eq!(c["Role"], "Service", "other fields change");
+    // PUT of an absent component creates it, with the NID given.
+    h.api
+        .put(
+            &format!("{COMPONENTS}/x1000c0s7b0n0"),
+            &json!({"Component": {"State": "Ready", "NID": 77}}),
+        )
+        .await
+        .status(204);
+    assert_eq!(component(&h, "x1000c0s7b0n0").await["NID"], 77);
+    // The body's ID must match the path.
+    refused(
+        &h,
+        Method::PUT,
+        &path,
+        r#"{"Component":{"ID":"x1000c0s1b0n0","State":"Ready"}}"#,
+        400,
+    )
+    .await;
+    // State changes on existing rows need Force.
+    h.api
+        .put(&path, &json!({"Component": {"State": "Off"}}))
+        .await
+        .status(204);
+    assert_eq!(component(&h, "x1000c0s0b0n0").await["State"], "Ready");
+    h.api
+        .put(
+            &path,
+            &json!({"Component": {"State": "Off"}, "Force": true}),
+        )
+        .await
+        .status(204);
+    assert_eq!(component(&h, "x1000c0s0b0n0").await["State"], "Off");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_state_data_needs_force_for_some_transitions() {
+    let h = with_nodes().await;
+    let path = format!("{COMPONENTS}/x1000c0s0b0n0/StateData");
+    // Ready → Empty is not allowed without Force.
+    let p = refused(&h, Method::PATCH, &path, r#"{"State":"Empty"}"#, 400).await;
+    assert!(p["detail"].as_str().unwrap().contains("Force"), "{p}");
+    assert_eq!(component(&h, "x1000c0s0b0n0").await["State"], "Ready");
+    h.api
+        .patch(&path, &json!({"State": "Empty", "Force": true}))
+        .await
+        .status(204);
+    assert_eq!(component(&h, "x1000c0s0b0n0").await["State"], "Empty");
+    // Ready → Off is allowed, and Flag comes along.
+    let path1 = format!("{COMPONENTS}/x1000c0s1b0n0/StateData");
+    h.api
+        .patch(&path1, &json!({"State": "off", "Flag": "warn"}))
+        .await
+        .status(204);
+    let c = component(&h, "x1000c0s1b0n0").await;
+    assert_eq!(
+        (c["State"].as_str(), c["Flag"].as_str()),
+        (Some("Off"), Some("Warning"))
+    );
+    // Other single-field PATCHes.
+    let base = format!("{COMPONENTS}/x1000c0s1b0n0");
+    h.api
+        .patch(&format!("{base}/Enabled"), &json!({"Enabled": false}))
+        .await
+        .status(204);
+    h.api
+        .patch(
+            &format!("{base}/Role"),
+            &json!({"Role": "Storage", "SubRole": "Master"}),
+        )
+        .await
+        .status(204);
+    h.api
+        .patch(
+            &format!("{base}/SoftwareStatus"),
+            &json!({"SoftwareStatus": "AdminDown"}),
+        )
+        .await
+        .status(204);
+    h.api
+        .patch(&format!("{base}/FlagOnly"), &json!({"Flag": "Alert"}))
+        .await
+        .status(204);
+    h.api
+        .patch(&format!("{base}/NID"), &json!({"NID": 20}))
+        .await
+        .status(204);
+    let c = component(&h, "x1000c0s1b0n0").await;
+    assert_eq!(c["Enabled"], false);
+    assert_eq!(c["Role"], "Storage");
+    assert_eq!(c["SubRole"], "Master");
+    assert_eq!(c["SoftwareStatus"], "AdminDown");
+    assert_eq!(c["Flag"], "Alert");
+    assert_eq!(c["NID"], 20);
+    // PATCH of an absent component.
+    refused(
+        &h,
+        Method::PATCH,
+        &format!("{COMPONENTS}/x1000c0s9b0n0/Enabled"),
+        r#"{"Enabled":true}"#,
+        404,
+    )
+    .await;
+    // Bulk PATCH skips refused transitions instead of failing.
+    h.api
+        .patch(
+            &format!("{COMPONENTS}/BulkStateData"),
+            &json!({"ComponentIDs": ["x1000c0s2b0n0", "x1000c0s3b0n0"], "State": "Standby"}),
+        )
+        .await
+        .status(204);
+    assert_eq!(
+        component(&h, "x1000c0s2b0n0").await["State"],
+        "Off",
+        "Off → Standby refused"
+    );
+    assert_eq!(
+        component(&h, "x1000c0s3b0n0").await["State"],
+        "On",
+        "On → Standby refused"
+    );
+    h.api
+        .patch(
+            &format!("{COMPONENTS}/BulkEnabled"),
+            &json!({"ComponentIDs": ["x1000c0s2b0n0", "x1000c0s3b0n0"], "Enabled": true}),
+        )
+        .await
+        .status(204);
+    assert_eq!(component(&h, "x1000c0s3b0n0").await["Enabled"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_nid_swaps_and_by_nid() {
+    let h = with_nodes().await;
+    h.api
+        .patch(
+            &format!("{COMPONENTS}/BulkNID"),
+            &json!({"Components": [{"ID": "x1000c0s0b0n0", "NID": 2}, {"ID": "x1000c0s1b0n0", "NID": 1}]}),
+        )
+        .await
+        .status(204);
+    assert_eq!(component(&h, "x1000c0s0b0n0").await["NID"], 2);
+    assert_eq!(component(&h, "x1000c0s1b0n0").await["NID"], 1);
+    let c = h.api.get_json(&format!("{COMPONENTS}/ByNID/2")).await;
+    assert_eq!(c["ID"], "x1000c0s0b0n0");
+    h.api
+        .get(&format!("{COMPONENTS}/ByNID/999"))
+        .await
+        .problem(404);
+    h.api
+        .get(&format!("{COMPONENTS}/ByNID/two"))
+        .await
+        .problem(400);
+    // A swap inside one POST succeeds too.
+    h.api
+        .post(
+            COMPONENTS,
+            &json!({"Components": [{"ID": "x1000c0s2b0n0", "State": "Off", "NID": 4},
+                                   {"ID": "x1000c0s3b0n0", "State": "On", "NID": 3}]}),
+        )
+        .await
+        .status(204);
+    assert_eq!(component(&h, "x1000c0s2b0n0").await["NID"], 4);
+    // Query routes.
+    let v = h
+        .api
+        .post(
+            &format!("{COMPONENTS}/ByNID/Query"),
+            &json!({"NIDRanges": ["1-2", "4"]}),
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        sorted(ids(&v)),
+        ["x1000c0s0b0n0", "x1000c0s1b0n0", "x1000c0s2b0n0"]
+    );
+    let v = h
+        .api
+        .post(
+            &format!("{COMPONENTS}/Query"),
+            &json!({"ComponentIDs": ["x1000c0s3b0n0", "x1000c0s9b0n0"]}),
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(ids(&v), ["x1000c0s3b0n0"]);
+    let v = h
+        .api
+        .get_json(&format!("{COMPONENTS}/Query/x1000c0s0b0"))
+        .await;
+    assert_eq!(sorted(ids(&v)), ["x1000c0s0b0", "x1000c0s0b0n0"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_maps_give_new_nodes_their_nid() {
+    let h = Harness::start().await;
+    let m = h
+        .api
+        .post(
+            "/hsm/v2/Defaults/NodeMaps",
+            &json!({"NodeMaps": [{"ID": "x1000c0s5b0n0", "NID": 50, "Role": "service"}]}),
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(m["code"], 0);
+    assert_eq!(
+        h.api
+            .get_json("/hsm/v2/Defaults/NodeMaps/x1000c0s5b0n0")
+            .await,
+        json!({"ID": "x1000c0s5b0n0", "NID": 50, "Role": "Service"})
+    );
+    h.api
+        .post(
+            COMPONENTS,
+            &json!({"Components": [{"ID": "x1000c0s5b0n0", "State": "Ready"}]}),
+        )
+        .await
+        .status(204);
+    let c = component(&h, "x1000c0s5b0n0").await;
+    assert_eq!(
+        (c["NID"].as_i64(), c["Role"].as_str()),
+        (Some(50), Some("Service"))
+    );
+    refused(
+        &h,
+        Method::POST,
+        "/hsm/v2/Defaults/NodeMaps",
+        r#"{"NodeMaps":[{"ID":"x1000c0s6b0n0","NID":50}]}"#,
+        409,
+    )
+    .await;
+    refused(
+        &h,
+        Method::PUT,
+        "/hsm/v2/Defaults/NodeMaps/x1000c0s6b0",
+        r#"{"NID":51}"#,
+        400,
+    )
+    .await;
+    h.api
+        .delete("/hsm/v2/Defaults/NodeMaps/x1000c0s5b0n0")
+        .await
+        .ok();
+    assert_eq!(
+        h.api.get_json("/hsm/v2/Defaults/NodeMaps").await,
+        json!({"NodeMaps": []})
+    );
+}
+
+// --------------------------------------------------------------------- groups
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_members_and_memberships() {
+    let h = with_nodes().await;
+    let r = h
+        .api
+        .post(
+            "/hsm/v2/groups",
+            &json!({"label": "Compute", "description": "compute nodes", "tags": ["a"],
+                    "members": {"ids": ["x1000c0s1b0n0", "X1000C0S0B0N0"]}}),
+        )
+        .await
+        .status(201);
+    assert_eq!(r.header("location"), Some("/hsm/v2/groups/compute"));
+    assert_eq!(r.json(), json!([{"URI": "/hsm/v2/groups/compute"}]));
+    let g = json!({"label": "compute", "description": "compute nodes", "tags": ["a"],
+                   "members": {"ids": ["x1000c0s0b0n0", "x1000c0s1b0n0"]}});
+    assert_eq!(h.api.get_json("/hsm/v2/groups/compute").await, g);
+    assert_eq!(h.api.get_json("/hsm/v2/groups/COMPUTE").await, g);
+    assert_eq!(h.api.get_json("/hsm/v2/groups").await, json!([g]));
+    assert_eq!(h.api.get_json("/hsm/v2/groups?tag=A").await, json!([g]));
+    assert_eq!(
+        h.api.get_json("/hsm/v2/groups?group=other").await,
+        json!([])
+    );
+    assert_eq!(
+        h.api.get_json("/hsm/v2/groups/labels").await,
+        json!(["compute"])
+    );
+
+    // PATCH changes description and tags; members in the body are ignored.
+    h.api
+        .patch(
+            "/hsm/v2/groups/compute",
+            &json!({"description": "all compute", "tags": [], "members": {"ids": []}, "label": "renamed"}),
+        )
+        .await
+        .status(204);
+    let after = h.api.get_json("/hsm/v2/groups/compute").await;
+    assert_eq!(after["description"], "all compute");
+    assert_eq!(
+        after["members"]["ids"],
+        json!(["x1000c0s0b0n0", "x1000c0s1b0n0"])
+    );
+    assert!(
+        after.get("tags").is_none(),
+        "empty tags are omitted: {after}"
+    );
+
+    // PUT members replaces the set.
+    let r = h
+        .api
+        .put(
+            "/hsm/v2/groups/compute/members",
+            &json!({"group": "compute", "ids": ["x1000c0s2b0n0", "x1000c0s3b0n0"]}),
+        )
+        .await
+        .status(201);
+    assert_eq!(r.json(), json!([{"URI": "/hsm/v2/groups/compute/members"}]));
+    assert_eq!(
+        h.api.get_json("/hsm/v2/groups/compute/members").await,
+        json!({"ids": ["x1000c0s2b0n0", "x1000c0s3b0n0"]})
+    );
+    // ... but not into another group's name.
+    refused(
+        &h,
+        Method::PUT,
+        "/hsm/v2/groups/compute/members",
+        r#"{"group":"other","ids":[]}"#,
+        400,
+    )
+    .await;
+
+    // POST and DELETE one member.
+    let r = h
+        .api
+        .post(
+            "/hsm/v2/groups/compute/members",
+            &json!({"id": "x1000c0s0b0n0"}),
+        )
+        .await
+        .status(201);
+    assert_eq!(
+        r.header("location"),
+        Some("/hsm/v2/groups/compute/members/x1000c0s0b0n0")
+    );
+    h.api
+        .delete("/hsm/v2/groups/compute/members/x1000c0s2b0n0")
+        .await
+        .ok();
+    h.api
+        .delete("/hsm/v2/groups/compute/members/x1000c0s2b0n0")
+        .await
+        .problem(404);
+    assert_eq!(
+        h.api.get_json("/hsm/v2/groups/compute/members").await,
+        json!({"ids": ["x1000c0s0b0n0", "x1000c0s3b0n0"]})
+    );
+
+    // Memberships.
+    h.api
+        .post(
+            "/hsm/v2/partitions",
+            &json!({"name": "p1", "description": "first", "members": {"ids": ["x1000c0s0b0n0"]}}),
+        )
+        .await
+        .status(201);
+    assert_eq!(
+        h.api.get_json("/hsm/v2/memberships/x1000c0s0b0n0").await,
+        json!({"id": "x1000c0s0b0n0", "groupLabels": ["compute"], "partitionName": "p1"})
+    );
+    assert_eq!(
+        h.api.get_json("/hsm/v2/memberships/x1000c0s1b0n0").await,
+        json!({"id": "x1000c0s1b0n0", "groupLabels": [], "partitionName": ""})
+    );
+    let all = h.api.get_json("/hsm/v2/memberships").await;
+    assert_eq!(all.as_array().unwrap().len(), 5, "one per component: {all}");
+    h.api
+        .get("/hsm/v2/memberships/x1000c0s9b0n0")
+        .await
+        .problem(404);
+
+    // Deleting a component drops it from its groups and partition.
+    h.api
+        .delete(&format!("{COMPONENTS}/x1000c0s0b0n0"))
+        .await
+        .ok();
+    assert_eq!(
+        h.api.get_json("/hsm/v2/groups/compute/members").await,
+        json!({"ids": ["x1000c0s3b0n0"]})
+    );
+    assert_eq!(
+        h.api.get_json("/hsm/v2/partitions/p1/members").await,
+        json!({"ids": []})
+    );
+
+    // Deleting the group.
+    h.api.delete("/hsm/v2/groups/compute").await.ok();
+    h.api.get("/hsm/v2/groups/compute").await.problem(404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_groups_and_partitions_conflict() {
+    let h = with_nodes().await;
+    h.api
+        .post(
+            "/hsm/v2/groups",
+            &json!({"label": "rack1", "exclusiveGroup": "racks", "members": {"ids": ["x1000c0s0b0n0"]}}),
+        )
+        .await
+        .status(201);
+    assert_eq!(
+        h.api.get_json("/hsm/v2/groups/rack1").await["exclusiveGroup"],
+        "racks"
+    );
+    let p = refused(
+        &h,
+        Method::POST,
+        "/hsm/v2/groups",
+        r#"{"label":"rack2","exclusiveGroup":"racks","members":{"ids":["x1000c0s0b0n0"]}}"#,
+        409,
+    )
+    .await;
+    assert!(p["detail"].as_str().unwrap().contains("rack1"), "{p}");
+    h.api
+        .post(
+            "/hsm/v2/groups",
+            &json!({"label": "rack2", "exclusiveGroup": "racks", "members": {"ids": ["x1000c0s1b0n0"]}}),
+        )
+        .await
+        .status(201);
+    refused(
+        &h,
+        Method::POST,
+        "/hsm/v2/groups/rack2/members",
+        r#"{"id":"x1000c0s0b0n0"}"#,
+        409,
+    )
+    .await;
+    refused(
+        &h,
+        Method::PUT,
+        "/hsm/v2/groups/rack2/members",
+        r#"{"ids":["x1000c0s0b0n0","x1000c0s1b0n0"]}"#,
+        409,
+    )
+    .await;
+    // A group outside the set may hold it.
+    h.api
+        .post(
+            "/hsm/v2/groups",
+            &json!({"label": "other", "members": {"ids": ["x1000c0s0b0n0"]}}),
+        )
+        .await
+        .status(201);
+
+    // One partition per component.
+    h.api
+        .post(
+            "/hsm/v2/partitions",
+            &json!({"name": "p1", "members": {"ids": ["x1000c0s0b0n0"]}}),
+        )
+        .await
+        .status(201);
+    refused(
+        &h,
+        Method::POST,
+        "/hsm/v2/partitions",
+        r#"{"name":"p2","members":{"ids":["x1000c0s0b0n0"]}}"#,
+        409,
+    )
+    .await;
+    refused(
+        &h,
+        Method::POST,
+        "/hsm/v2/partitions",
+        r#"{"name":"p1"}"#,
+        409,
+    )
+    .await;
+    refused(
+        &h,
+        Method::POST,
+        "/hsm/v2/partitions",
+        r#"{"name":"compute"}"#,
+        400,
+    )
+    .await;
+    assert_eq!(
+        h.api.get_json("/hsm/v2/partitions/names").await,
+        json!(["p1"])
+    );
+    assert_eq!(
+        h.api.get_json("/hsm/v2/partitions/p1").await,
+        json!({"name": "p1", "description": "", "members": {"ids": ["x1000c0s0b0n0"]}})
+    );
+}
+
+// --------------------------------------------------------------------- import
+
+fn example_cluster() -> Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/cluster.yaml"
+    ))
+    .expect("examples/cluster.yaml");
+    serde_yaml_ng::from_str(&text).expect("cluster.yaml is YAML")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_is_atomic_and_idempotent() {
+    let h = Harness::start().await;
+    let cluster = example_cluster();
+    let first = h
+        .api
+        .post("/inventory/v1/import", &cluster)
+        .await
+        .ok()
+        .json();
+    assert_eq!(first["nodes"], 4);
+    assert_eq!(
+        first["created"],
+        json!({"components": 8, "interfaces": 9, "endpoints": 4, "groups": 2})
+    );
+    assert_eq!(
+        first["updated"],
+        json!({"components": 0, "interfaces": 0, "endpoints": 0, "groups": 0}),
+        "nothing existed before"
+    );
+    assert_eq!(first["changed"], 23);
+    let generation = h.generation();
+
+    let second = h
+        .api
+        .post("/inventory/v1/import", &cluster)
+        .await
+        .ok()
+        .json();
+    assert_eq!(second["changed"], 0, "{second}");
+    assert_eq!(
+        h.generation(),
+        generation,
+        "a repeated import writes nothing"
+    );
+
+    let nodes = h.api.get_json(&format!("{COMPONENTS}?type=Node")).await;
+    assert_eq!(
+        ids(&nodes),
+        [
+            "x1000c1s7b0n0",
+            "x1000c1s7b1n0",
+            "x1000c1s7b2n0",
+            "x1000c1s7b3n0"
+        ]
+    );
+    assert_eq!(
+        h.api.get_json("/hsm/v2/groups/compute/members").await,
+        json!({"ids": ["x1000c1s7b0n0", "x1000c1s7b1n0", "x1000c1s7b2n0"]})
+    );
+    assert_eq!(
+        h.api.get_json(&format!("{COMPONENTS}/ByNID/4")).await["ID"],
+        "x1000c1s7b3n0"
+    );
+
+    // A bad record anywhere refuses the whole file.
+    let mut bad = cluster.clone();
+    bad["nodes"][3]["interfaces"][0]["mac_addr"] = json!("not-a-mac");
+    bad["nodes"][0]["nid"] = json!(100);
+    let p = h.api.post("/inventory/v1/import", &bad).await.problem(400);
+    assert!(p["detail"].as_str().unwrap().contains("not-a-mac"), "{p}");
+    let mut clash = cluster.clone();
+    clash["nodes"][1]["nid"] = json!(1);
+    h.api
+        .post("/inventory/v1/import", &clash)
+        .await
+        .problem(409);
+    assert_eq!(h.generation(), generation);
+    assert_eq!(
+        h.api.get_json(&format!("{COMPONENTS}/x1000c1s7b0n0")).await["NID"],
+        1
+    );
+}
+
+// ------------------------------------------------------------------ appliance
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_service_routes() {
+    let h = Harness::start().await;
+    for c in [&h.anon, &h.node] {
+        let r = c.get("/healthz").await.ok();
+        assert_eq!(r.text(), "ok");
+    }
+    assert_eq!(
+        h.anon.get_json("/readyz").await,
+        json!({"status": "ready", "checks": {"db": "ok"}})
+    );
+    h.node.get("/readyz").await.problem(404);
+    assert_eq!(
+        h.anon.get_json("/hsm/v2/service/ready").await,
+        json!({"code": 0, "message": "HSM is healthy"})
+    );
+    h.anon.get("/hsm/v2/service/liveness").await.status(204);
+    let values = h.anon.get_json("/hsm/v2/service/values").await;
+    for key in [
+        "Arch", "Class", "Flag", "NetType", "Role", "SubRole", "State", "Type",
+    ] {
+        assert!(
+            values[key].as_array().is_some_and(|a| !a.is_empty()),
+            "{key}: {values}"
+        );
+    }
+    assert_eq!(
+        h.anon.get_json("/hsm/v2/service/values/state").await,
+        json!({"State": values["State"]})
+    );
+    // HEAD is answered where GET is.
+    let r = h
+        .anon
+        .send(h.anon.request(Method::HEAD, "/healthz"))
+        .await
+        .ok();
+    assert!(r.body.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_certificate_on_both_listeners() {
+    let h = Harness::start().await;
+    let root = h.root_pem();
+    assert!(root.starts_with("-----BEGIN CERTIFICATE-----"), "{root}");
+    let on_disk = std::fs::read_to_string(h.state_dir().join("ca/root.crt")).unwrap();
+    assert_eq!(on_disk, root);
+    for (c, path) in [
+        (&h.anon, "/ca/root.pem"),
+        (&h.node, "/ca/root.pem"),
+        (&h.anon, "/roots.pem"),
+    ] {
+        let r = c.get(path).await.ok();
+        assert_eq!(r.content_type(), "application/x-pem-file", "{}", r.what);
+        assert_eq!(r.text(), root, "{}", r.what);
+    }
+    h.node.get("/roots.pem").await.problem(404);
+    // The certificate the API presents chains to that root (the client
+    // trusts nothing else) and names 127.0.0.1.
+    let r = h.anon.get("/healthz").await.ok();
+    let leaf = r.peer_cert.expect("TLS peer certificate");
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    let text = format!("{:?}", san.value);
+    assert!(
+        text.contains("127.0.0.1") || text.contains("[127, 0, 0, 1]"),
+        "{text}"
+    );
+    // The fingerprint printed by the CLI is that of the served root.
+    assert_eq!(
+        openchami::ca::authority::fingerprint_pem(&root).unwrap(),
+        h.app().state.root_fingerprint
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_verifies_issued_tokens() {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+    let h = Harness::start().await;
+    let jwks = h.anon.get_json("/.well-known/jwks.json").await;
+    let keys = jwks["keys"].as_array().expect("keys");
+    assert!(!keys.is_empty());
+    let kid = decode_header(&h.token)
+        .unwrap()
+        .kid
+        .expect("token has a kid");
+    let key = keys
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap_or_else(|| panic!("no JWK with kid {kid}: {jwks}"));
+    assert_eq!(key["kty"], "EC");
+    assert_eq!(key["crv"], "P-256");
+    assert_eq!(key["alg"], "ES256");
+    assert_eq!(key["use"], "sig");
+    let dk =
+        DecodingKey::from_ec_components(key["x"].as_str().unwrap(), key["y"].as_str().unwrap())
+            .unwrap();
+    let st = &h.app().state;
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_audience(&[&st.config.auth.audience]);
+    v.set_issuer(&[&st.issuer]);
+    let data = decode::<Value>(&h.token, &dk, &v).expect("the published key verifies our token");
+    assert_eq!(data.claims["sub"], "test");
+    // A token from another key does not verify with it.
+    let other = tempfile::tempdir().unwrap();
+    let foreign = openchami::ca::token::TokenKeys::load_or_create(other.path())
+        .unwrap()
+        .issue(
+            "x",
+            &st.issuer,
+            &st.config.auth.audience,
+            Duration::from_secs(60),
+            &[],
+            common::now(),
+        )
+        .unwrap();
+    assert!(decode::<Value>(&foreign, &dk, &v).is_err());
+
+    let oidc = h.anon.get_json("/.well-known/openid-configuration").await;
+    assert_eq!(oidc["issuer"], st.issuer.as_str());
+    assert_eq!(
+        oidc["jwks_uri"],
+        format!("{}/.well-known/jwks.json", st.issuer)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_a_token() {
+    let h = with_nodes().await;
+    h.anon.get("/metrics").await.problem(401);
+    h.node.get("/metrics").await.problem(404);
+    let r = h.api.get("/metrics").await.ok();
+    assert!(
+        r.content_type().starts_with("text/plain"),
+        "{}",
+        r.content_type()
+    );
+    let text = r.text();
+    assert!(text.contains("openchami_inventory_components 5"), "{text}");
+    assert!(
+        text.contains("# TYPE openchami_http_requests_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/hsm/v2/State/Components",method="POST",status="204""#),
+        "{text}"
+    );
+
+    let open = Harness::start_with(|c| c.metrics.anonymous = true).await;
+    open.anon.get("/metrics").await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_is_served_anonymously() {
+    let h = Harness::start().await;
+    let r = h.anon.get("/openapi.json").await.ok();
+    assert!(r.content_type().starts_with("application/json"));
+    assert_eq!(r.text(), openchami::http::openapi::document_text());
+    h.node.get("/openapi.json").await.problem(404);
+}

@@ -1,0 +1,280 @@
+//! The client commands of the built binary against an in-process appliance,
+//! their output compared with golden files in `tests/golden/`.
+//!
+//! After an intended change of output, regenerate the files with
+//! `UPDATE_GOLDEN=1 cargo test --test cli` and review the diff.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::Harness;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_openchami");
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn golden_dir() -> PathBuf {
+    manifest_dir().join("tests/golden")
+}
+
+fn update() -> bool {
+    std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1")
+}
+
+/// Compares `actual` with `tests/golden/<name>`, or rewrites the file when
+/// `UPDATE_GOLDEN=1`.
+#[track_caller]
+fn golden(name: &str, actual: &str) {
+    let path = golden_dir().join(name);
+    if update() {
+        std::fs::create_dir_all(golden_dir()).expect("create tests/golden");
+        std::fs::write(&path, actual).expect("write golden file");
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run `UPDATE_GOLDEN=1 cargo test --test cli` to create it.\nactual:\n{actual}",
+            path.display()
+        )
+    });
+    assert!(
+        want == actual,
+        "{} differs (UPDATE_GOLDEN=1 rewrites it after an intended change)\n--- want\n{want}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+/// Runs the CLI as a client of `h`.
+struct Cli<'a> {
+    h: &'a Harness,
+    token: String,
+    empty_config: PathBuf,
+}
+
+impl<'a> Cli<'a> {
+    fn new(h: &'a Harness) -> Cli<'a> {
+        let empty_config = h.state_dir().join("client.toml");
+        std::fs::write(&empty_config, "").expect("write client config");
+        Cli {
+            h,
+            token: h.token.clone(),
+            empty_config,
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut c = tokio::process::Command::new(BIN);
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().to_string();
+            if k.starts_with("OPENCHAMI_") || k.ends_with("_ACCESS_TOKEN") {
+                c.env_remove(&k);
+            }
+        }
+        c.current_dir(manifest_dir())
+            .arg("--url")
+            .arg(self.h.api_base())
+            .arg("--cacert")
+            .arg(self.h.state_dir().join("ca/root.crt"))
+            .arg("--token")
+            .arg(&self.token)
+            .arg("--config")
+            .arg(&self.empty_config)
+            .args(args)
+            .kill_on_drop(true);
+        tokio::time::timeout(common::TIMEOUT * 2, c.output())
+            .await
+            .unwrap_or_else(|_| panic!("openchami {args:?} timed out"))
+            .unwrap_or_else(|e| panic!("openchami {args:?}: {e}"))
+    }
+
+    /// Runs a command that must succeed with nothing on stderr; its stdout.
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "openchami {args:?} failed: {:?}\n{stderr}",
+            out.status
+        );
+        assert!(
+            stderr.is_empty(),
+            "openchami {args:?} wrote to stderr: {stderr}"
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
+    /// Runs a command that must fail with one line on stderr; that line.
+    async fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        let stderr = String::from_utf8(out.stderr).expect("UTF-8 output");
+        assert!(
+            !out.status.success(),
+            "openchami {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "openchami {args:?}: one line on stderr, got:\n{stderr}"
+        );
+        assert!(stderr.starts_with("openchami: "), "{stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "openchami {args:?}: output on failure"
+        );
+        stderr
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_match_golden_output() {
+    let h = Harness::start().await;
+    let cli = Cli::new(&h);
+
+    let first = cli.ok(&["import", "-f", "examples/cluster.yaml"]).await;
+    golden("import-first.txt", &first);
+    let generation = h.generation();
+    let second = cli.ok(&["import", "-f", "examples/cluster.yaml"]).await;
+    golden("import-second.txt", &second);
+    assert!(second.starts_with("nothing to change"), "{second}");
+    assert_eq!(
+        h.generation(),
+        generation,
+        "the second import wrote nothing"
+    );
+    let json = cli
+        .ok(&["import", "-f", "examples/cluster.yaml", "-o", "json"])
+        .await;
+    let summary: Value = serde_json::from_str(&json).expect("-o json is JSON");
+    assert_eq!(summary["changed"], 0);
+    assert_eq!(summary["nodes"], 4);
+
+    golden("node-list.txt", &cli.ok(&["node", "list"]).await);
+    golden(
+        "node-list-io.txt",
+        &cli.ok(&["node", "list", "--group", "io"]).await,
+    );
+    let json = cli.ok(&["-o", "json", "node", "list"]).await;
+    let rows: Value = serde_json::from_str(&json).expect("-o json is JSON");
+    assert_eq!(rows.as_array().map(Vec::len), Some(4));
+    golden("node-list.json", &json);
+
+    golden(
+        "node-show.txt",
+        &cli.ok(&["node", "show", "x1000c1s7b3n0"]).await,
+    );
+    golden(
+        "node-show.json",
+        &cli.ok(&["node", "show", "X1000C1S7B3N0", "-o", "json"])
+            .await,
+    );
+    golden("group-list.txt", &cli.ok(&["group", "list"]).await);
+    golden(
+        "group-show.txt",
+        &cli.ok(&["group", "show", "compute"]).await,
+    );
+    golden(
+        "group-show.yaml",
+        &cli.ok(&["group", "show", "compute", "-o", "yaml"]).await,
+    );
+
+    // A bad MAC is refused before anything is written.
+    let before = h.generation();
+    let err = cli
+        .fails(&[
+            "node",
+            "add",
+            "x1000c2s0b0n0",
+            "--nid",
+            "10",
+            "--mac",
+            "nonsense",
+        ])
+        .await;
+    golden("node-add-bad-mac.stderr", &err);
+    assert_eq!(h.generation(), before, "nothing was written");
+    h.api
+        .get("/hsm/v2/State/Components/x1000c2s0b0n0")
+        .await
+        .problem(404);
+
+    // Adding and changing nodes and groups.
+    golden(
+        "node-add.txt",
+        &cli.ok(&[
+            "node",
+            "add",
+            "x1000c2s0b0n0",
+            "--nid",
+            "10",
+            "--role",
+            "service",
+            "--group",
+            "io",
+        ])
+        .await,
+    );
+    let err = cli.fails(&["node", "add", "x1000c2s0b0n0"]).await;
+    assert!(err.contains("already exists"), "{err}");
+    cli.ok(&[
+        "node",
+        "set",
+        "x1000c2s0b0n0",
+        "--state",
+        "off",
+        "--enabled",
+        "false",
+    ])
+    .await;
+    cli.ok(&[
+        "group",
+        "add",
+        "login",
+        "--description",
+        "login nodes",
+        "--member",
+        "x1000c2s0b0n0",
+    ])
+    .await;
+    cli.ok(&["group", "add-member", "login", "x1000c1s7b0n0"])
+        .await;
+    golden("node-list-after.txt", &cli.ok(&["node", "list"]).await);
+    golden("group-list-after.txt", &cli.ok(&["group", "list"]).await);
+    let err = cli
+        .fails(&["group", "add", "login", "--description", "again"])
+        .await;
+    golden("group-add-duplicate.stderr", &err);
+    let err = cli.fails(&["node", "show", "x1000c1s0b0n9"]).await;
+    golden("node-show-missing.stderr", &err);
+    let err = cli.fails(&["node", "show", "x1000c9s0b0n0"]).await;
+    golden("node-show-invalid.stderr", &err);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_are_one_line() {
+    let h = Harness::start().await;
+    let mut cli = Cli::new(&h);
+    cli.token = "not-a-token".into();
+    let err = cli.fails(&["node", "list"]).await;
+    assert!(err.contains("401"), "{err}");
+    assert!(err.contains("OPENCHAMI_ACCESS_TOKEN"), "{err}");
+
+    let cli = Cli::new(&h);
+    let missing = h.state_dir().join("missing.yaml");
+    let err = cli
+        .fails(&["import", "-f", missing.to_str().unwrap()])
+        .await;
+    assert!(err.contains("cannot read"), "{err}");
+    let bad = h.state_dir().join("bad.yaml");
+    std::fs::write(&bad, "nodes: [\n").unwrap();
+    let err = cli.fails(&["import", "-f", bad.to_str().unwrap()]).await;
+    assert!(err.contains("not valid YAML"), "{err}");
+    std::fs::write(&bad, "nodes:\n  - xname: x1000c0s0b0\n").unwrap();
+    let err = cli.fails(&["import", "-f", bad.to_str().unwrap()]).await;
+    assert!(err.contains("400") && err.contains("not a node"), "{err}");
+}
