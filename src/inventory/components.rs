@@ -170,17 +170,23 @@ pub fn validate(input: &ComponentIn, require_state: bool) -> Result<ValidCompone
 }
 
 /// A new component from validated input, with upstream's defaults.
-fn create(v: &ValidComponent) -> Component {
+fn create(v: &ValidComponent, model: &Model) -> Component {
     let mut c = Component::new(v.id.clone(), v.kind.as_str().to_string());
     c.state = v.state.clone().unwrap_or_else(|| "Unknown".into());
     c.flag = v.flag.clone().unwrap_or_else(|| "OK".into());
     c.enabled = Some(v.enabled.unwrap_or(true));
     c.software_status = v.software_status.clone();
-    // Nodes default to Compute, as upstream's discovery does, so Role tags
-    // in boot parameters apply to them.
+    // Nodes take their NodeMap's role, else Compute as upstream's discovery
+    // does, so Role tags in boot parameters apply to them.
+    let mapped_role = model
+        .node_maps
+        .get(&v.id)
+        .map(|m| m.role.clone())
+        .filter(|r| !r.is_empty());
     c.role = v
         .role
         .clone()
+        .or(mapped_role)
         .or_else(|| (v.kind == HmsType::Node).then(|| "Compute".to_string()));
     c.sub_role = v.sub_role.clone();
     c.nid = v.nid;
@@ -317,7 +323,7 @@ pub fn post(txn: &mut Txn<'_>, input: &ComponentArrayIn) -> Result<Vec<String>, 
         let v = validate(ci, true)?;
         let c = match txn.model().components.get(&v.id) {
             Some(old) => merge(old, &v, input.force, false),
-            None => create(&v),
+            None => create(&v, txn.model()),
         };
         batch.push(c);
     }
@@ -349,7 +355,7 @@ pub fn put_one(
             let v = validate(&ci, false)?;
             merge(old, &v, input.force, true)
         }
-        None => create(&validate(&ci, true)?),
+        None => create(&validate(&ci, true)?, txn.model()),
     };
     put_all(txn, vec![c]).map(|_| ())
 }
