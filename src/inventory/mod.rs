@@ -4,9 +4,11 @@
 //! module can depend on it and it can be tested on its own.
 
 pub mod components;
+pub mod endpoints;
 pub mod enums;
 pub mod groups;
 pub mod import;
+pub mod interfaces;
 pub mod mac;
 pub mod model;
 pub mod sqlite;

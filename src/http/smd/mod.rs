@@ -1,8 +1,10 @@
 //! SMD (`/hsm/v2`) adapters: decode, call `inventory`, encode as upstream.
 
 mod components;
+mod endpoints;
 mod groups;
 mod import;
+mod interfaces;
 
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -76,6 +78,8 @@ pub fn routes() -> Vec<Route> {
         ));
     }
     t.extend(components::routes());
+    t.extend(interfaces::routes());
+    t.extend(endpoints::routes());
     t.extend(groups::routes());
     t.extend(import::routes());
     t
