@@ -310,6 +310,7 @@ pub(super) mod tests {
                 issuer,
                 node_base: "http://127.0.0.1:27778".into(),
                 metrics: Metrics::default(),
+                boot_history: Default::default(),
                 started: Instant::now(),
                 config,
             }));
