@@ -30,6 +30,8 @@ fn update() -> bool {
 /// `UPDATE_GOLDEN=1`.
 #[track_caller]
 fn golden(name: &str, actual: &str) {
+    let masked = mask_times(actual);
+    let actual = masked.as_str();
     let path = golden_dir().join(name);
     if update() {
         std::fs::create_dir_all(golden_dir()).expect("create tests/golden");
@@ -47,6 +49,37 @@ fn golden(name: &str, actual: &str) {
         "{} differs (UPDATE_GOLDEN=1 rewrites it after an intended change)\n--- want\n{want}\n--- actual\n{actual}",
         path.display()
     );
+}
+
+/// Replaces RFC 3339 timestamps (e.g. `LastUpdate`) with a fixed marker so
+/// golden files do not depend on when the test ran.
+fn mask_times(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let is_date = bytes.len() >= i + 20
+            && bytes[i..i + 4].iter().all(u8::is_ascii_digit)
+            && bytes[i + 4] == b'-'
+            && bytes[i + 7] == b'-'
+            && bytes[i + 10] == b'T'
+            && bytes[i + 13] == b':';
+        if is_date {
+            let end = text[i..]
+                .find(|c: char| c == 'Z' || c == '"')
+                .map_or(text.len(), |e| i + e + 1);
+            out.push_str("<TIME>");
+            i = end;
+            if text.as_bytes().get(end - 1) == Some(&b'"') {
+                out.push('"');
+            }
+        } else {
+            let ch = text[i..].chars().next().unwrap_or(' ');
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    out
 }
 
 /// Runs the CLI as a client of `h`.
