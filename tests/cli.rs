@@ -65,9 +65,7 @@ fn mask_times(text: &str) -> String {
             && bytes[i + 10] == b'T'
             && bytes[i + 13] == b':';
         if is_date {
-            let end = text[i..]
-                .find(|c: char| c == 'Z' || c == '"')
-                .map_or(text.len(), |e| i + e + 1);
+            let end = text[i..].find(['Z', '"']).map_or(text.len(), |e| i + e + 1);
             out.push_str("<TIME>");
             i = end;
             if text.as_bytes().get(end - 1) == Some(&b'"') {
