@@ -593,6 +593,20 @@ impl Matcher {
     }
 }
 
+/// Applies `f` (a normaliser) to filter values, keeping a leading `!`.
+pub fn normalize_each(
+    values: Vec<String>,
+    f: impl Fn(&str) -> Result<String, DomainError>,
+) -> Result<Vec<String>, DomainError> {
+    values
+        .into_iter()
+        .map(|v| match v.strip_prefix('!') {
+            Some(n) => f(n).map(|x| format!("!{x}")),
+            None => f(&v),
+        })
+        .collect()
+}
+
 /// Filters of `GET State/Components`.
 #[derive(Debug, Clone, Default)]
 pub struct ComponentFilter {
@@ -617,13 +631,7 @@ pub struct ComponentFilter {
 impl ComponentFilter {
     /// Builds the filter; IDs are normalised so `X1000C0...` finds `x1000c0...`.
     pub fn from_query(get: impl Fn(&str) -> Vec<String>) -> Result<ComponentFilter, DomainError> {
-        let ids = get("id")
-            .into_iter()
-            .map(|v| match v.strip_prefix('!') {
-                Some(n) => parse_xname(n).map(|(x, _)| format!("!{x}")),
-                None => parse_xname(&v).map(|(x, _)| x),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let ids = normalize_each(get("id"), |v| parse_xname(v).map(|(x, _)| x))?;
         let num = |k: &str| -> Result<Option<i64>, DomainError> {
             match get(k).first() {
                 None => Ok(None),

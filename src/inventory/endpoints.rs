@@ -22,7 +22,7 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use super::components::{self, Matcher, parse_xname};
+use super::components::{self, Matcher, normalize_each, parse_xname};
 use super::enums::HmsType;
 use super::interfaces;
 use super::model::{
@@ -954,20 +954,6 @@ fn apply_inventory(
     Ok(())
 }
 
-/// Applies `f` to a filter value, keeping a leading `!`.
-fn each(
-    values: Vec<String>,
-    f: impl Fn(&str) -> Result<String, DomainError>,
-) -> Result<Vec<String>, DomainError> {
-    values
-        .into_iter()
-        .map(|v| match v.strip_prefix('!') {
-            Some(n) => f(n).map(|x| format!("!{x}")),
-            None => f(&v),
-        })
-        .collect()
-}
-
 fn xname_value(v: &str) -> Result<String, DomainError> {
     parse_xname(v).map(|(x, _)| x)
 }
@@ -992,12 +978,12 @@ impl EndpointFilter {
     /// From lower-cased query keys; IDs, MACs and IPs are normalised.
     pub fn from_query(get: impl Fn(&str) -> Vec<String>) -> Result<EndpointFilter, DomainError> {
         Ok(EndpointFilter {
-            id: Matcher::new(each(get("id"), xname_value)?),
+            id: Matcher::new(normalize_each(get("id"), xname_value)?),
             fqdn: Matcher::new(get("fqdn")),
             kind: Matcher::new(get("type")),
             uuid: Matcher::new(get("uuid")),
-            mac: Matcher::new(each(get("macaddr"), |v| Ok(mac_value(v)))?),
-            ip: Matcher::new(each(get("ipaddress"), |v| {
+            mac: Matcher::new(normalize_each(get("macaddr"), |v| Ok(mac_value(v)))?),
+            ip: Matcher::new(normalize_each(get("ipaddress"), |v| {
                 Ok(as_ip(v).unwrap_or_else(|| v.to_string()))
             })?),
             status: Matcher::new(get("laststatus")),
@@ -1031,8 +1017,8 @@ impl ComponentEndpointFilter {
         get: impl Fn(&str) -> Vec<String>,
     ) -> Result<ComponentEndpointFilter, DomainError> {
         Ok(ComponentEndpointFilter {
-            id: Matcher::new(each(get("id"), xname_value)?),
-            redfish_ep: Matcher::new(each(get("redfish_ep"), xname_value)?),
+            id: Matcher::new(normalize_each(get("id"), xname_value)?),
+            redfish_ep: Matcher::new(normalize_each(get("redfish_ep"), xname_value)?),
             kind: Matcher::new(get("type")),
             redfish_type: Matcher::new(get("redfish_type")),
         })

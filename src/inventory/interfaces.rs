@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use super::components::{Matcher, parse_xname};
+use super::components::{Matcher, normalize_each, parse_xname};
 use super::model::{EthernetInterface, IpAddressMapping};
 use super::store::{Model, Txn};
 use super::{DomainError, mac, xname};
@@ -354,20 +354,6 @@ pub struct InterfaceFilter {
     pub newer_than: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Applies `f` to a filter value, keeping a leading `!`.
-fn each(
-    values: Vec<String>,
-    f: impl Fn(&str) -> Result<String, DomainError>,
-) -> Result<Vec<String>, DomainError> {
-    values
-        .into_iter()
-        .map(|v| match v.strip_prefix('!') {
-            Some(n) => f(n).map(|x| format!("!{x}")),
-            None => f(&v),
-        })
-        .collect()
-}
-
 fn parse_time(
     key: &str,
     v: Option<&String>,
@@ -395,23 +381,23 @@ impl InterfaceFilter {
     /// are normalised, so any spelling finds the record; a value that is
     /// none of them is a 400, as upstream.
     pub fn from_query(get: impl Fn(&str) -> Vec<String>) -> Result<InterfaceFilter, DomainError> {
-        let kinds = each(get("type"), |t| {
+        let kinds = normalize_each(get("type"), |t| {
             super::enums::HmsType::parse(t.trim())
                 .map(|k| k.as_str().to_string())
                 .ok_or_else(|| DomainError::Invalid(format!("invalid HMS type {t:?}")))
         })?;
         Ok(InterfaceFilter {
-            id: Matcher::new(each(get("id"), |v| {
+            id: Matcher::new(normalize_each(get("id"), |v| {
                 Ok(mac::id_of(v).unwrap_or_else(|_| v.to_lowercase()))
             })?),
-            mac: Matcher::new(each(get("macaddress"), |v| {
+            mac: Matcher::new(normalize_each(get("macaddress"), |v| {
                 Ok(mac::normalize(v).unwrap_or_else(|_| v.to_lowercase()))
             })?),
-            ip: Matcher::new(each(get("ipaddress"), |v| {
+            ip: Matcher::new(normalize_each(get("ipaddress"), |v| {
                 Ok(parse_ip(v).unwrap_or_else(|_| v.to_string()))
             })?),
             network: Matcher::new(get("network")),
-            component: Matcher::new(each(get("componentid"), parse_component)?),
+            component: Matcher::new(normalize_each(get("componentid"), parse_component)?),
             kind: Matcher::new(kinds),
             older_than: parse_time("OlderThan", get("olderthan").first())?,
             newer_than: parse_time("NewerThan", get("newerthan").first())?,
