@@ -41,7 +41,7 @@ impl Client {
         root_pem: Option<&str>,
         token: Option<String>,
     ) -> anyhow::Result<Client> {
-        let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+        let mut b = http_builder();
         if let Some(pem) = root_pem {
             b = b.use_preconfigured_tls(tls_config(pem.as_bytes())?);
         }
@@ -151,8 +151,18 @@ fn tls_config(pem: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
         .with_no_client_auth())
 }
 
+/// Every HTTP client starts here. Host names are resolved by hickory, in
+/// Rust, from `/etc/hosts` and `/etc/resolv.conf` (`localhost` never leaves
+/// the process): the binary is statically linked, and glibc's resolver would
+/// dlopen NSS modules that may not match the host's glibc.
+fn http_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .hickory_dns(true)
+}
+
 fn build_http(base: &str, ca_path: &Path) -> anyhow::Result<reqwest::Client> {
-    let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+    let mut b = http_builder();
     if base.starts_with("https://") {
         let pem = std::fs::read(ca_path).with_context(|| {
             format!(

@@ -43,9 +43,11 @@ pub async fn dispatch(client: &Client, format: Format, command: Command) -> anyh
         Command::Group(cmd) => group(client, format, cmd).await,
         Command::Import(args) => import(client, format, &args).await,
         Command::Boot(cmd) => super::boot::run(client, format, cmd).await,
-        Command::Serve(_) | Command::Token(_) | Command::Ca(_) | Command::Completions { .. } => {
-            Err(anyhow!("not a client command"))
-        }
+        Command::Serve(_)
+        | Command::Token(_)
+        | Command::Ca(_)
+        | Command::Completions { .. }
+        | Command::Generate(_) => Err(anyhow!("not a client command")),
     }
 }
 

@@ -82,6 +82,17 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Write man pages or shell completions into a directory (for packagers)
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenerateCmd {
+    /// openchami.1 and one page per subcommand (openchami-node-list.1, ...)
+    Man { dir: PathBuf },
+    /// openchami.bash, _openchami (zsh) and openchami.fish
+    Completions { dir: PathBuf },
 }
 
 #[derive(Args, Debug)]
@@ -239,6 +250,13 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "openchami", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
+        Command::Generate(what) => match generate(&what) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("openchami: {}", one_line(&e));
+                ExitCode::FAILURE
+            }
+        },
         command => match commands::run(&cli.global, command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -266,6 +284,30 @@ pub fn command() -> clap::Command {
     Cli::command()
 }
 
+/// Writes the man pages or the completion scripts into `dir` (created if
+/// missing). Hidden subcommands, like this one, get no page.
+pub fn generate(what: &GenerateCmd) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let dir = match what {
+        GenerateCmd::Man { dir } | GenerateCmd::Completions { dir } => dir,
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    match what {
+        GenerateCmd::Man { .. } => clap_mangen::generate_to(command(), dir)
+            .with_context(|| format!("cannot write man pages to {}", dir.display()))?,
+        GenerateCmd::Completions { .. } => {
+            use clap_complete::Shell;
+            let mut cmd = command();
+            for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+                clap_complete::generate_to(shell, &mut cmd, "openchami", dir).with_context(
+                    || format!("cannot write {shell} completions to {}", dir.display()),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +315,28 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn generates_man_pages_and_completions() {
+        let tmp = tempfile::tempdir().unwrap();
+        let man = tmp.path().join("man");
+        generate(&GenerateCmd::Man { dir: man.clone() }).unwrap();
+        let page = std::fs::read_to_string(man.join("openchami.1")).unwrap();
+        assert!(page.starts_with(".ie"), "{page}");
+        assert!(page.contains("serve"));
+        assert!(man.join("openchami-serve.1").exists());
+        assert!(man.join("openchami-node-list.1").exists());
+        // Packaging tooling stays out of the user's manual.
+        assert!(!man.join("openchami-generate.1").exists());
+        assert!(!page.contains("generate"));
+
+        let comp = tmp.path().join("completions");
+        generate(&GenerateCmd::Completions { dir: comp.clone() }).unwrap();
+        for f in ["openchami.bash", "_openchami", "openchami.fish"] {
+            let text = std::fs::read_to_string(comp.join(f)).unwrap();
+            assert!(text.contains("openchami"), "{f}");
+            assert!(text.contains("import"), "{f}");
+        }
     }
 }
