@@ -588,8 +588,12 @@ impl Matcher {
 
     /// Case-insensitive; an absent value matches only an empty include list.
     pub fn matches(&self, value: Option<&str>) -> bool {
-        let v = value.unwrap_or("").to_lowercase();
-        (self.include.is_empty() || self.include.contains(&v)) && !self.exclude.contains(&v)
+        if self.is_empty() {
+            return true;
+        }
+        let v = value.unwrap_or("");
+        (self.include.is_empty() || self.include.iter().any(|i| i.eq_ignore_ascii_case(v)))
+            && !self.exclude.iter().any(|e| e.eq_ignore_ascii_case(v))
     }
 }
 
@@ -661,9 +665,37 @@ impl ComponentFilter {
         })
     }
 
+    /// True when no filter is set: everything matches.
+    pub fn is_empty(&self) -> bool {
+        [
+            &self.id,
+            &self.kind,
+            &self.state,
+            &self.flag,
+            &self.role,
+            &self.sub_role,
+            &self.enabled,
+            &self.software_status,
+            &self.subtype,
+            &self.arch,
+            &self.class,
+            &self.nid,
+            &self.partition,
+            &self.group,
+        ]
+        .iter()
+        .all(|m| m.is_empty())
+            && self.nid_start.is_none()
+            && self.nid_end.is_none()
+    }
+
     pub fn matches(&self, m: &Model, c: &Component) -> bool {
-        let nid = c.nid.map(|n| n.to_string());
-        let enabled = c.enabled.map(|e| e.to_string());
+        let nid = (!self.nid.is_empty())
+            .then(|| c.nid.map(|n| n.to_string()))
+            .flatten();
+        let enabled = (!self.enabled.is_empty())
+            .then(|| c.enabled.map(|e| e.to_string()))
+            .flatten();
         self.id.matches(Some(&c.id))
             && self.kind.matches(Some(&c.kind))
             && self.state.matches(Some(&c.state))

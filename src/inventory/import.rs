@@ -145,6 +145,7 @@ pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainErro
         }
         bmcs.push((id, b.name.clone(), b.mac.clone(), b.ip.clone()));
     }
+    let mut bmc_ids: std::collections::HashSet<String> = bmcs.iter().map(|b| b.0.clone()).collect();
     let mut nodes = Vec::with_capacity(input.nodes.len());
     for n in &input.nodes {
         let (id, kind) = parse_xname(&n.xname)?;
@@ -157,13 +158,20 @@ pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainErro
         if n.bmc_mac.is_some() || n.bmc_ip.is_some() {
             let bmc = xname::parent(&id)
                 .ok_or_else(|| DomainError::Invalid(format!("node {id} has no BMC xname")))?;
-            if !bmcs.iter().any(|(b, ..)| *b == bmc) {
+            if bmc_ids.insert(bmc.clone()) {
                 bmcs.push((bmc, n.name.clone(), n.bmc_mac.clone(), n.bmc_ip.clone()));
             }
         }
         nodes.push((id, n));
     }
 
+    // FQDN (lower case) → endpoint, to refuse clashes without a scan per BMC.
+    let mut fqdns: std::collections::HashMap<String, String> = txn
+        .model()
+        .redfish_endpoints
+        .values()
+        .map(|e| (e.fqdn.to_lowercase(), e.id.clone()))
+        .collect();
     let mut comps = Vec::new();
     for (id, name, bmac, bip) in &bmcs {
         let kind = xname::type_of(id).unwrap_or(HmsType::NodeBMC);
@@ -232,17 +240,17 @@ pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainErro
             ep.fqdn = id.clone();
             ep.hostname = id.clone();
         }
-        if let Some(clash) = txn
-            .model()
-            .redfish_endpoints
-            .values()
-            .find(|e| e.id != ep.id && e.fqdn.eq_ignore_ascii_case(&ep.fqdn))
-        {
+        let fqdn_key = ep.fqdn.to_lowercase();
+        if let Some(other) = fqdns.get(&fqdn_key).filter(|other| **other != ep.id) {
             return Err(DomainError::Conflict(format!(
-                "{}: FQDN {} is already used by {}",
-                ep.id, ep.fqdn, clash.id
+                "{}: FQDN {} is already used by {other}",
+                ep.id, ep.fqdn
             )));
         }
+        if let Some(old) = &old {
+            fqdns.remove(&old.fqdn.to_lowercase());
+        }
+        fqdns.insert(fqdn_key, ep.id.clone());
         if old.as_ref() != Some(&ep) {
             tally(
                 if old.is_some() {
@@ -329,9 +337,8 @@ pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainErro
     }
     super::components::put_all(txn, comps)?;
 
-    // Groups this import creates: adding more members to them is part of
-    // creating them, not an update.
-    let mut new_groups = std::collections::HashSet::new();
+    // Group label → nodes this file puts in it.
+    let mut wanted: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for (id, n) in &nodes {
         for (k, i) in n.interfaces.iter().enumerate() {
             let m = mac_of(&i.mac_addr, id)?;
@@ -361,37 +368,43 @@ pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainErro
             let o = put_interface(txn, want);
             tally(o, &mut s.created.interfaces, &mut s.updated.interfaces);
         }
-        let labels = n
+        for label in n
             .group
             .iter()
             .chain(n.groups.iter())
-            .filter(|g| !g.trim().is_empty());
-        for label in labels {
-            let label = parse_label(label)?;
-            match txn.model().groups.get(&label).cloned() {
-                Some(mut g) => {
-                    if !g.members.ids.contains(id) {
-                        g.members.ids.push(id.clone());
-                        g.members.ids.sort();
-                        if !new_groups.contains(&label) {
-                            s.updated.groups += 1;
-                        }
-                        txn.put_group(g);
-                    }
+            .filter(|g| !g.trim().is_empty())
+        {
+            wanted
+                .entry(parse_label(label)?)
+                .or_default()
+                .push(id.clone());
+        }
+    }
+    // Each group is merged once, however many nodes join it.
+    for (label, ids) in wanted {
+        match txn.model().groups.get(&label).cloned() {
+            Some(mut g) => {
+                let before = g.members.ids.len();
+                g.members.ids.extend(ids);
+                g.members.ids.sort();
+                g.members.ids.dedup();
+                if g.members.ids.len() != before {
+                    s.updated.groups += 1;
+                    txn.put_group(g);
                 }
-                None => {
-                    s.created.groups += 1;
-                    new_groups.insert(label.clone());
-                    txn.put_group(Group {
-                        label,
-                        description: String::new(),
-                        tags: Vec::new(),
-                        exclusive_group: String::new(),
-                        members: Members {
-                            ids: vec![id.clone()],
-                        },
-                    });
-                }
+            }
+            None => {
+                let mut ids = ids;
+                ids.sort();
+                ids.dedup();
+                s.created.groups += 1;
+                txn.put_group(Group {
+                    label,
+                    description: String::new(),
+                    tags: Vec::new(),
+                    exclusive_group: String::new(),
+                    members: Members { ids },
+                });
             }
         }
     }

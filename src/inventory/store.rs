@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use imbl::{OrdMap, OrdSet};
+use imbl::OrdMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
@@ -30,7 +30,7 @@ use super::model::{
 use super::sqlite::Db;
 
 /// The kinds of record the store persists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
     Components,
     EthernetInterfaces,
@@ -90,6 +90,16 @@ pub enum WriteError {
     Store(#[from] StoreError),
 }
 
+/// Interface IDs under one index key: almost always one, so a small sorted
+/// vector rather than a tree set (whose smallest node is ~1.6 KB).
+pub type IdList = Vec<String>;
+
+fn add_id(list: &mut IdList, id: &str) {
+    if let Err(pos) = list.binary_search_by(|x| x.as_str().cmp(id)) {
+        list.insert(pos, id.to_string());
+    }
+}
+
 /// Everything the appliance knows, as persistent maps plus derived indexes.
 #[derive(Debug, Clone, Default)]
 pub struct Model {
@@ -106,9 +116,9 @@ pub struct Model {
     /// NID → node xname (NIDs are unique).
     pub nids: OrdMap<i64, String>,
     /// IP address → interface IDs bound to it.
-    pub interfaces_by_ip: OrdMap<IpAddr, OrdSet<String>>,
+    pub interfaces_by_ip: OrdMap<IpAddr, IdList>,
     /// Component xname → interface IDs bound to it.
-    pub interfaces_by_component: OrdMap<String, OrdSet<String>>,
+    pub interfaces_by_component: OrdMap<String, IdList>,
 }
 
 impl Model {
@@ -160,16 +170,15 @@ impl Model {
             .iter()
             .filter_map(|a| a.ip_address.parse().ok())
         {
-            self.interfaces_by_ip
-                .entry(ip)
-                .or_default()
-                .insert(i.id.clone());
+            add_id(self.interfaces_by_ip.entry(ip).or_default(), &i.id);
         }
         if !i.component_id.is_empty() {
-            self.interfaces_by_component
-                .entry(i.component_id.clone())
-                .or_default()
-                .insert(i.id.clone());
+            add_id(
+                self.interfaces_by_component
+                    .entry(i.component_id.clone())
+                    .or_default(),
+                &i.id,
+            );
         }
     }
 
@@ -180,14 +189,14 @@ impl Model {
             .filter_map(|a| a.ip_address.parse::<IpAddr>().ok())
         {
             if let Some(set) = self.interfaces_by_ip.get_mut(&ip) {
-                set.remove(&i.id);
+                set.retain(|x| *x != i.id);
                 if set.is_empty() {
                     self.interfaces_by_ip.remove(&ip);
                 }
             }
         }
         if let Some(set) = self.interfaces_by_component.get_mut(&i.component_id) {
-            set.remove(&i.id);
+            set.retain(|x| *x != i.id);
             if set.is_empty() {
                 self.interfaces_by_component.remove(&i.component_id);
             }
@@ -210,10 +219,13 @@ impl std::ops::Deref for Snapshot {
     }
 }
 
-/// A write in progress: changes the model copy and records what to persist.
+/// A write in progress: changes the model copy and records which rows it
+/// touched. Rows are serialised once, from their final state, when the write
+/// ends, so a record changed many times in one write costs one document.
 pub struct Txn<'a> {
     model: &'a mut Model,
-    changes: Vec<Change>,
+    touched: Vec<(Table, String)>,
+    seen: std::collections::HashSet<(Table, String)>,
     now: chrono::DateTime<chrono::Utc>,
 }
 
@@ -227,20 +239,38 @@ impl<'a> Txn<'a> {
         self.now
     }
 
-    /// True if anything has been changed so far.
-    pub fn is_dirty(&self) -> bool {
-        !self.changes.is_empty()
+    fn new(model: &'a mut Model, now: chrono::DateTime<chrono::Utc>) -> Txn<'a> {
+        Txn {
+            model,
+            touched: Vec::new(),
+            seen: Default::default(),
+            now,
+        }
     }
 
-    fn record<T: Serialize>(&mut self, table: Table, key: &str, value: Option<&T>) {
-        // Serialising our own model types cannot fail (string keys, no
-        // non-finite floats); an empty document would be caught on load.
-        let doc = value.map(|v| serde_json::to_string(v).unwrap_or_default());
-        self.changes.push(Change {
-            table,
-            key: key.to_string(),
-            doc,
-        });
+    /// True if anything has been changed so far.
+    pub fn is_dirty(&self) -> bool {
+        !self.touched.is_empty()
+    }
+
+    fn record<T>(&mut self, table: Table, key: &str, _value: Option<&T>) {
+        let k = (table, key.to_string());
+        if self.seen.insert(k.clone()) {
+            self.touched.push(k);
+        }
+    }
+
+    /// The rows to write: each touched row as it stands now, or a delete.
+    fn take_changes(&mut self) -> Vec<Change> {
+        let touched = std::mem::take(&mut self.touched);
+        self.seen.clear();
+        touched
+            .into_iter()
+            .map(|(table, key)| {
+                let doc = doc_of(self.model, table, &key);
+                Change { table, key, doc }
+            })
+            .collect()
     }
 
     pub fn put_component(&mut self, c: Component) {
@@ -366,6 +396,25 @@ impl<'a> Txn<'a> {
     }
 }
 
+/// The stored document of a row, if the row exists. Serialising our own
+/// model types cannot fail (string keys, no non-finite floats); an empty
+/// document would be caught on load.
+fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
+    fn ser<T: Serialize>(v: Option<&T>) -> Option<String> {
+        v.map(|v| serde_json::to_string(v).unwrap_or_default())
+    }
+    match table {
+        Table::Components => ser(m.components.get(key)),
+        Table::EthernetInterfaces => ser(m.interfaces.get(key)),
+        Table::RedfishEndpoints => ser(m.redfish_endpoints.get(key)),
+        Table::ComponentEndpoints => ser(m.component_endpoints.get(key)),
+        Table::Groups => ser(m.groups.get(key)),
+        Table::Partitions => ser(m.partitions.get(key)),
+        Table::NodeMaps => ser(m.node_maps.get(key)),
+        Table::BootConfigs => ser(m.boot_configs.get(key)),
+    }
+}
+
 type Job = Box<dyn FnOnce(&mut Model, chrono::DateTime<chrono::Utc>) -> Pending + Send>;
 
 /// A write whose domain part has run; it is answered after the commit.
@@ -441,13 +490,12 @@ impl Store {
         let (tx, rx) = oneshot::channel::<Result<T, WriteError>>();
         let job: Job = Box::new(move |model: &mut Model, now| {
             let mut copy = model.clone();
-            let mut txn = Txn {
-                model: &mut copy,
-                changes: Vec::new(),
-                now,
-            };
+            let mut txn = Txn::new(&mut copy, now);
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut txn)));
-            let changes = std::mem::take(&mut txn.changes);
+            let changes = match outcome {
+                Ok(Ok(_)) => txn.take_changes(),
+                _ => Vec::new(),
+            };
             match outcome {
                 Ok(Ok(value)) => {
                     *model = copy;
@@ -502,11 +550,7 @@ fn load_table<T: DeserializeOwned>(db: &Db, table: Table) -> Result<Vec<T>, Stor
 
 fn load_model(db: &Db) -> Result<Model, StoreError> {
     let mut model = Model::default();
-    let mut txn = Txn {
-        model: &mut model,
-        changes: Vec::new(),
-        now: chrono::Utc::now(),
-    };
+    let mut txn = Txn::new(&mut model, chrono::Utc::now());
     for c in load_table::<Component>(db, Table::Components)? {
         txn.put_component(c);
     }

@@ -208,13 +208,32 @@ fn shape(c: &Component, q: &QueryPairs) -> Value {
 }
 
 fn wrap<'a>(items: impl Iterator<Item = &'a Component>, q: &QueryPairs) -> Response {
-    let list: Vec<Value> = items.map(|c| shape(c, q)).collect();
-    axum::Json(json!({ "Components": list })).into_response()
+    let restricted = ["stateonly", "flagonly", "roleonly", "nidonly"]
+        .iter()
+        .any(|k| q.flag(k));
+    if restricted {
+        let list: Vec<Value> = items.map(|c| shape(c, q)).collect();
+        return axum::Json(json!({ "Components": list })).into_response();
+    }
+    // Whole records serialise straight from the snapshot, with no
+    // intermediate JSON tree: this list is what DHCP/DNS plugins poll.
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        #[serde(rename = "Components")]
+        components: Vec<&'a Component>,
+    }
+    axum::Json(Out {
+        components: items.collect(),
+    })
+    .into_response()
 }
 
 async fn list(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let filter = ComponentFilter::from_query(|k| q.all(k))?;
     let snap = st.store.snapshot();
+    if filter.is_empty() {
+        return Ok(wrap(snap.components.values(), &q));
+    }
     Ok(wrap(
         snap.components
             .values()
