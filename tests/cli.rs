@@ -309,3 +309,146 @@ async fn client_errors_are_one_line() {
     let err = cli.fails(&["import", "-f", bad.to_str().unwrap()]).await;
     assert!(err.contains("400") && err.contains("not a node"), "{err}");
 }
+
+/// The script with its jittered `sleep` value masked.
+fn mask_sleep(script: &str) -> String {
+    script
+        .lines()
+        .map(|l| {
+            if l.starts_with("sleep ") {
+                "sleep <DELAY>"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_commands_match_golden_output() {
+    const BASE: &str = "http://172.16.0.254:27778";
+    let h = Harness::start_with(|c| c.node.advertise = BASE.into()).await;
+    let cli = Cli::new(&h);
+    cli.ok(&["import", "-f", "examples/cluster.yaml"]).await;
+    let kernel = format!("{BASE}/artifacts/vmlinuz");
+    let initrd = format!("{BASE}/artifacts/initrd.img");
+
+    golden(
+        "boot-params-set.txt",
+        &cli.ok(&[
+            "boot",
+            "params",
+            "set",
+            "-x",
+            "x1000c1s7b3n0",
+            "--kernel",
+            &kernel,
+            "--initrd",
+            &initrd,
+            "--params",
+            "console=ttyS0,115200 ip=dhcp",
+        ])
+        .await,
+    );
+    cli.ok(&[
+        "boot",
+        "params",
+        "set",
+        "--group",
+        "compute",
+        "--kernel",
+        &format!("{BASE}/artifacts/compute/vmlinuz"),
+        "--initrd",
+        &format!("{BASE}/artifacts/compute/initrd.img"),
+        "--params",
+        "console=ttyS0,115200 ip=dhcp quiet",
+    ])
+    .await;
+    cli.ok(&[
+        "boot",
+        "params",
+        "set",
+        "--tag",
+        "Default",
+        "--kernel",
+        &kernel,
+        "--params",
+        "-- single",
+    ])
+    .await;
+    golden(
+        "boot-params-show.txt",
+        &cli.ok(&["boot", "params", "show"]).await,
+    );
+    let json = cli
+        .ok(&["boot", "params", "show", "--group", "compute", "-o", "json"])
+        .await;
+    let rows: Value = serde_json::from_str(&json).expect("-o json is JSON");
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    golden("boot-params-show-compute.json", &json);
+
+    // `boot script` prints exactly what the node gets (the API listener's
+    // body; the node listener's is the same), sleep jitter aside.
+    let script = cli.ok(&["boot", "script", "x1000c1s7b3n0"]).await;
+    let served = h
+        .node
+        .get("/boot/v1/bootscript?name=x1000c1s7b3n0")
+        .await
+        .ok()
+        .text();
+    assert_eq!(mask_sleep(&script), mask_sleep(&served));
+    assert!(
+        script.ends_with('\n') && !script.ends_with("\n\n"),
+        "{script:?}"
+    );
+    golden("boot-script.ipxe", &mask_sleep(&script));
+    let json = cli
+        .ok(&["boot", "script", "de:ad:be:ee:ee:f1", "--json"])
+        .await;
+    let served = h
+        .node
+        .get_json("/boot/v1/bootscript?mac=de:ad:be:ee:ee:f1&json=1")
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&json).expect("--json is JSON"),
+        served
+    );
+    golden("boot-script-mac.json", &json);
+
+    golden(
+        "boot-params-delete.txt",
+        &cli.ok(&["boot", "params", "delete", "-x", "x1000c1s7b3n0"])
+            .await,
+    );
+    let err = cli
+        .fails(&["boot", "params", "show", "-x", "x1000c1s7b3n0"])
+        .await;
+    assert!(err.contains("404"), "{err}");
+    // x1000c1s7b3n0 falls back to Default.
+    let script = cli.ok(&["boot", "script", "x1000c1s7b3n0"]).await;
+    assert!(script.contains(" -- single "), "{script}");
+
+    // No targets: refused before anything is sent.
+    let before = h.generation();
+    let err = cli
+        .fails(&["boot", "params", "set", "--kernel", &kernel])
+        .await;
+    golden("boot-params-set-no-targets.stderr", &err);
+    let err = cli.fails(&["boot", "params", "delete"]).await;
+    assert!(err.contains("name targets"), "{err}");
+    let err = cli
+        .fails(&[
+            "boot",
+            "params",
+            "set",
+            "-x",
+            "x1000c1s7b0",
+            "--kernel",
+            &kernel,
+        ])
+        .await;
+    assert!(err.contains("400") && err.contains("not a node"), "{err}");
+    assert_eq!(h.generation(), before, "nothing was written");
+}

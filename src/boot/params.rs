@@ -289,7 +289,7 @@ pub fn query<'m>(
     named: &[BootTarget],
 ) -> Result<Vec<&'m BootConfig>, DomainError> {
     if named.is_empty() {
-        return Ok(model.boot_configs.values().collect());
+        return Ok(all(model));
     }
     let mut out: Vec<&BootConfig> = Vec::new();
     for t in named {
@@ -305,6 +305,26 @@ pub fn query<'m>(
         }
     }
     Ok(out)
+}
+
+/// Every configuration, each once, in the order of its first target
+/// (hosts and tags, then MACs, then NIDs), so listings are stable; the
+/// internal IDs are random.
+pub fn all(model: &Model) -> Vec<&BootConfig> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<&BootConfig> = model
+        .boot_targets
+        .values()
+        .filter(|id| seen.insert(id.as_str()))
+        .filter_map(|id| model.boot_configs.get(id))
+        .collect();
+    out.extend(
+        model
+            .boot_configs
+            .values()
+            .filter(|c| !seen.contains(c.id.as_str())),
+    );
+    out
 }
 
 fn bound(model: &Model, t: BootTarget) -> Option<&BootConfig> {

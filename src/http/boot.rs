@@ -412,7 +412,7 @@ async fn dumpstate(State(st): State<AppState>) -> Response {
         .filter(|c| c.is_node())
         .map(|c| host_entry(&snap, c))
         .collect();
-    let params: Vec<Value> = snap.boot_configs.values().map(wire).collect();
+    let params: Vec<Value> = params::all(&snap).into_iter().map(wire).collect();
     axum::Json(json!({"Components": comps, "Params": params})).into_response()
 }
 
@@ -461,7 +461,9 @@ async fn svc_all(State(st): State<AppState>) -> Response {
 }
 
 /// Files under `boot.artifacts_dir`; `ServeDir` handles HEAD, Range,
-/// Content-Length and refuses paths that leave the directory.
+/// Content-Length and refuses paths that leave the directory. Directories
+/// are 404: neither listed nor redirected (`ServeDir` would redirect to the
+/// path without the `/artifacts` prefix).
 async fn artifacts(State(st): State<AppState>, req: Request) -> Response {
     let dir = &st.config.boot.artifacts_dir;
     if dir.as_os_str().is_empty() {
@@ -483,7 +485,11 @@ async fn artifacts(State(st): State<AppState>, req: Request) -> Response {
         Err(_) => return ApiError::bad_request("invalid path").into_response(),
     }
     let req = Request::from_parts(parts, body);
-    match tower_http::services::ServeDir::new(dir).oneshot(req).await {
+    match tower_http::services::ServeDir::new(dir)
+        .append_index_html_on_directories(false)
+        .oneshot(req)
+        .await
+    {
         Ok(r) => r.map(Body::new),
         Err(e) => ApiError::internal(format!("cannot read artifact: {e}")).into_response(),
     }
