@@ -122,6 +122,27 @@ impl Client {
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.send(Method::GET, path, None).await
     }
+
+    /// GET of a document that is not JSON (YAML, cloud-config): its text.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.get(&url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach {}: {}", self.base, root_cause(&e)))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading the response")?;
+        if status.is_success() {
+            return Ok(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Self::result(&Method::GET, path, status, v).map(|_| String::new())
+    }
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -8,6 +8,7 @@
 mod boot;
 mod client;
 mod commands;
+mod metadata;
 mod output;
 mod serve;
 
@@ -75,6 +76,9 @@ pub enum Command {
     /// Boot parameters and boot scripts
     #[command(subcommand)]
     Boot(boot::BootCmd),
+    /// cloud-init metadata: defaults, groups, instance info, previews
+    #[command(subcommand)]
+    Metadata(metadata::MetadataCmd),
     /// Load a cluster description (ochami static-discovery format)
     Import(ImportArgs),
     /// Print shell completions

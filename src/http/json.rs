@@ -76,6 +76,13 @@ pub fn decode_folded<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
+/// Parses JSON as sent (no key folding) and decodes into `T`.
+pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let v = parse(bytes)?;
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
 /// Lower-cases object keys recursively. On a clash the later key wins, as in
 /// Go's decoder.
 pub fn fold_keys(v: &mut Value) {

@@ -58,6 +58,7 @@ impl From<DomainError> for ApiError {
             DomainError::Invalid(m) => ApiError::bad_request(m),
             DomainError::NotFound(m) => ApiError::not_found(m),
             DomainError::Conflict(m) => ApiError::conflict(m),
+            DomainError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, m),
         }
     }
 }

@@ -29,4 +29,7 @@ pub enum DomainError {
     /// 409: the write would duplicate an ID, MAC, NID, label or FQDN.
     #[error("{0}")]
     Conflict(String),
+    /// 413: a document inside the request is over its size limit.
+    #[error("{0}")]
+    TooLarge(String),
 }

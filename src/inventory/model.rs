@@ -413,3 +413,138 @@ impl BootConfig {
             .collect()
     }
 }
+
+/// cloud-init `admin/cluster-defaults`: values every node's meta-data falls
+/// back to. Key names are upstream's, hyphens and one underscore included.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterDefaults {
+    #[serde(
+        rename = "cloud_provider",
+        alias = "cloud-provider",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub cloud_provider: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub region: String,
+    #[serde(rename = "availability-zone", skip_serializing_if = "String::is_empty")]
+    pub availability_zone: String,
+    #[serde(rename = "cluster-name", skip_serializing_if = "String::is_empty")]
+    pub cluster_name: String,
+    #[serde(rename = "public-keys", skip_serializing_if = "Vec::is_empty")]
+    pub public_keys: Vec<String>,
+    /// No trailing `/`.
+    #[serde(rename = "base-url", skip_serializing_if = "String::is_empty")]
+    pub base_url: String,
+    #[serde(rename = "boot-subnet", skip_serializing_if = "String::is_empty")]
+    pub boot_subnet: String,
+    #[serde(rename = "wg-subnet", skip_serializing_if = "String::is_empty")]
+    pub wg_subnet: String,
+    #[serde(rename = "short-name", skip_serializing_if = "String::is_empty")]
+    pub short_name: String,
+    /// 0 = unset (the rule's default applies).
+    #[serde(rename = "nid-length", skip_serializing_if = "is_zero")]
+    pub nid_length: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// The cloud-config file of a cloud-init group, kept in the encoding it was
+/// given in (`content` is base64 text when `encoding` is `base64`), so it
+/// reads back as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudInitFile {
+    #[serde(default)]
+    pub content: String,
+    #[serde(default)]
+    pub filename: String,
+    /// `plain` or `base64`.
+    #[serde(default)]
+    pub encoding: String,
+}
+
+/// A cloud-init group (`admin/groups/{name}`): meta-data merged into its
+/// members' `vendor_data.groups.<name>` and the file served as
+/// `<name>.yaml`. Membership is the SMD group of the same label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudInitGroup {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Free-form; key order is kept as given.
+    #[serde(
+        rename = "meta-data",
+        default,
+        skip_serializing_if = "serde_json::Map::is_empty"
+    )]
+    pub meta_data: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<CloudInitFile>,
+}
+
+/// cloud-init `admin/instance-info/{id}`: per-node overrides, and the node's
+/// stable instance ID (assigned once, never changed by an override).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstanceInfo {
+    /// The node xname.
+    pub id: String,
+    #[serde(rename = "instance-id")]
+    pub instance_id: String,
+    #[serde(rename = "local-hostname", skip_serializing_if = "String::is_empty")]
+    pub local_hostname: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    #[serde(rename = "cluster-name", skip_serializing_if = "String::is_empty")]
+    pub cluster_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub region: String,
+    #[serde(rename = "availability-zone", skip_serializing_if = "String::is_empty")]
+    pub availability_zone: String,
+    #[serde(rename = "cloud-provider", skip_serializing_if = "String::is_empty")]
+    pub cloud_provider: String,
+    #[serde(rename = "instance-type", skip_serializing_if = "String::is_empty")]
+    pub instance_type: String,
+    #[serde(
+        rename = "cloud-init-base-url",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub cloud_init_base_url: String,
+    #[serde(rename = "public-keys", skip_serializing_if = "Vec::is_empty")]
+    pub public_keys: Vec<String>,
+}
+
+/// The last cloud-init phone-home of a node (`POST phone-home/{id}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PhoneHome {
+    /// The node xname, as identified by the caller's address.
+    pub node: String,
+    /// The `{id}` of the request path (cloud-init sends its instance ID).
+    pub id: String,
+    /// The caller's address.
+    pub address: String,
+    /// RFC 3339, UTC.
+    pub received: String,
+    pub instance_id: String,
+    pub hostname: String,
+    pub fqdn: String,
+    pub pub_key_rsa: String,
+    pub pub_key_ecdsa: String,
+    pub pub_key_ed25519: String,
+}
+
+/// A DHCP lease: which MAC holds an address. The DHCP service writes these;
+/// cloud-init identifies callers whose address is not in the inventory by
+/// them (address → MAC → interface → node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub ip: std::net::IpAddr,
+    /// Lower-case, colon-separated.
+    pub mac: String,
+    /// When the lease ends (RFC 3339); absent = until replaced or deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+}

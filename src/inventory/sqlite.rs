@@ -15,6 +15,8 @@ use super::store::{Change, StoreError, Table};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_inventory.sql"),
     include_str!("migrations/0002_boot.sql"),
+    include_str!("migrations/0003_cloud_init.sql"),
+    include_str!("migrations/0004_dhcp_leases.sql"),
 ];
 
 pub struct Db {

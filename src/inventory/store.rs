@@ -17,15 +17,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use imbl::OrdMap;
+use imbl::{OrdMap, OrdSet};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 use super::DomainError;
 use super::model::{
-    BootConfig, BootTarget, Component, ComponentEndpoint, EthernetInterface, Group, NodeMap,
-    Partition, RedfishEndpoint,
+    BootConfig, BootTarget, CloudInitGroup, ClusterDefaults, Component, ComponentEndpoint,
+    EthernetInterface, Group, InstanceInfo, Lease, NodeMap, Partition, PhoneHome, RedfishEndpoint,
 };
 use super::sqlite::Db;
 
@@ -40,6 +40,11 @@ pub enum Table {
     Partitions,
     NodeMaps,
     BootConfigs,
+    CloudInitDefaults,
+    CloudInitGroups,
+    InstanceInfo,
+    PhoneHome,
+    Leases,
 }
 
 impl Table {
@@ -53,6 +58,11 @@ impl Table {
             Table::Partitions => "partitions",
             Table::NodeMaps => "node_maps",
             Table::BootConfigs => "boot_configs",
+            Table::CloudInitDefaults => "cloud_init_defaults",
+            Table::CloudInitGroups => "cloud_init_groups",
+            Table::InstanceInfo => "cloud_init_instances",
+            Table::PhoneHome => "cloud_init_phone_home",
+            Table::Leases => "dhcp_leases",
         }
     }
 }
@@ -119,6 +129,20 @@ pub struct Model {
     pub interfaces_by_ip: OrdMap<IpAddr, IdList>,
     /// Component xname → interface IDs bound to it.
     pub interfaces_by_component: OrdMap<String, IdList>,
+    /// Component xname → labels of the groups it is a member of.
+    pub groups_by_member: OrdMap<String, OrdSet<String>>,
+    /// cloud-init cluster defaults (one record).
+    pub cloud_init_defaults: Arc<ClusterDefaults>,
+    /// cloud-init groups by name.
+    pub cloud_init_groups: OrdMap<String, CloudInitGroup>,
+    /// cloud-init instance info (overrides and instance ID) by node xname.
+    pub instance_info: OrdMap<String, InstanceInfo>,
+    /// Instance ID → node xname.
+    pub instance_ids: OrdMap<String, String>,
+    /// Last cloud-init phone-home by node xname.
+    pub phone_home: OrdMap<String, PhoneHome>,
+    /// DHCP leases by address.
+    pub leases: OrdMap<IpAddr, Lease>,
 }
 
 impl Model {
@@ -128,10 +152,35 @@ impl Model {
 
     /// Groups the component belongs to, in label order.
     pub fn groups_of(&self, xname: &str) -> Vec<&Group> {
-        self.groups
-            .values()
-            .filter(|g| g.members.ids.iter().any(|m| m == xname))
-            .collect()
+        self.groups_by_member
+            .get(xname)
+            .map(|labels| labels.iter().filter_map(|l| self.groups.get(l)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Labels of the groups the component belongs to, in order.
+    pub fn group_labels_of(&self, xname: &str) -> Option<&OrdSet<String>> {
+        self.groups_by_member.get(xname)
+    }
+
+    fn index_group(&mut self, g: &Group) {
+        for m in &g.members.ids {
+            self.groups_by_member
+                .entry(m.clone())
+                .or_default()
+                .insert(g.label.clone());
+        }
+    }
+
+    fn unindex_group(&mut self, g: &Group) {
+        for m in &g.members.ids {
+            if let Some(set) = self.groups_by_member.get_mut(m) {
+                set.remove(&g.label);
+                if set.is_empty() {
+                    self.groups_by_member.remove(m);
+                }
+            }
+        }
     }
 
     pub fn partition_of(&self, xname: &str) -> Option<&Partition> {
@@ -337,12 +386,17 @@ impl<'a> Txn<'a> {
     }
 
     pub fn put_group(&mut self, g: Group) {
+        if let Some(old) = self.model.groups.get(&g.label).cloned() {
+            self.model.unindex_group(&old);
+        }
+        self.model.index_group(&g);
         self.record(Table::Groups, &g.label, Some(&g));
         self.model.groups.insert(g.label.clone(), g);
     }
 
     pub fn delete_group(&mut self, label: &str) -> Option<Group> {
         let old = self.model.groups.remove(label)?;
+        self.model.unindex_group(&old);
         self.record::<Group>(Table::Groups, label, None);
         Some(old)
     }
@@ -394,6 +448,70 @@ impl<'a> Txn<'a> {
         self.record::<NodeMap>(Table::NodeMaps, id, None);
         Some(old)
     }
+
+    /// The one cluster-defaults record.
+    pub fn put_cloud_init_defaults(&mut self, d: ClusterDefaults) {
+        self.record(Table::CloudInitDefaults, CLUSTER_DEFAULTS_KEY, Some(&d));
+        self.model.cloud_init_defaults = Arc::new(d);
+    }
+
+    pub fn put_cloud_init_group(&mut self, g: CloudInitGroup) {
+        self.record(Table::CloudInitGroups, &g.name, Some(&g));
+        self.model.cloud_init_groups.insert(g.name.clone(), g);
+    }
+
+    pub fn delete_cloud_init_group(&mut self, name: &str) -> Option<CloudInitGroup> {
+        let old = self.model.cloud_init_groups.remove(name)?;
+        self.record::<CloudInitGroup>(Table::CloudInitGroups, name, None);
+        Some(old)
+    }
+
+    pub fn put_instance_info(&mut self, i: InstanceInfo) {
+        if let Some(old) = self.model.instance_info.get(&i.id)
+            && self.model.instance_ids.get(&old.instance_id) == Some(&i.id)
+        {
+            let old_iid = old.instance_id.clone();
+            self.model.instance_ids.remove(&old_iid);
+        }
+        if !i.instance_id.is_empty() {
+            self.model
+                .instance_ids
+                .insert(i.instance_id.clone(), i.id.clone());
+        }
+        self.record(Table::InstanceInfo, &i.id, Some(&i));
+        self.model.instance_info.insert(i.id.clone(), i);
+    }
+
+    pub fn delete_instance_info(&mut self, id: &str) -> Option<InstanceInfo> {
+        let old = self.model.instance_info.remove(id)?;
+        if self
+            .model
+            .instance_ids
+            .get(&old.instance_id)
+            .map(String::as_str)
+            == Some(id)
+        {
+            self.model.instance_ids.remove(&old.instance_id);
+        }
+        self.record::<InstanceInfo>(Table::InstanceInfo, id, None);
+        Some(old)
+    }
+
+    pub fn put_phone_home(&mut self, p: PhoneHome) {
+        self.record(Table::PhoneHome, &p.node, Some(&p));
+        self.model.phone_home.insert(p.node.clone(), p);
+    }
+
+    pub fn put_lease(&mut self, l: Lease) {
+        self.record(Table::Leases, &l.ip.to_string(), Some(&l));
+        self.model.leases.insert(l.ip, l);
+    }
+
+    pub fn delete_lease(&mut self, ip: IpAddr) -> Option<Lease> {
+        let old = self.model.leases.remove(&ip)?;
+        self.record::<Lease>(Table::Leases, &ip.to_string(), None);
+        Some(old)
+    }
 }
 
 /// The stored document of a row, if the row exists. Serialising our own
@@ -412,8 +530,19 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
         Table::Partitions => ser(m.partitions.get(key)),
         Table::NodeMaps => ser(m.node_maps.get(key)),
         Table::BootConfigs => ser(m.boot_configs.get(key)),
+        Table::CloudInitDefaults => ser(Some(&*m.cloud_init_defaults)),
+        Table::CloudInitGroups => ser(m.cloud_init_groups.get(key)),
+        Table::InstanceInfo => ser(m.instance_info.get(key)),
+        Table::PhoneHome => ser(m.phone_home.get(key)),
+        Table::Leases => key
+            .parse::<IpAddr>()
+            .ok()
+            .and_then(|ip| ser(m.leases.get(&ip))),
     }
 }
+
+/// The key of the single cluster-defaults row.
+const CLUSTER_DEFAULTS_KEY: &str = "cluster";
 
 type Job = Box<dyn FnOnce(&mut Model, chrono::DateTime<chrono::Utc>) -> Pending + Send>;
 
@@ -574,6 +703,21 @@ fn load_model(db: &Db) -> Result<Model, StoreError> {
     }
     for b in load_table::<BootConfig>(db, Table::BootConfigs)? {
         txn.put_boot_config(b);
+    }
+    for d in load_table::<ClusterDefaults>(db, Table::CloudInitDefaults)? {
+        txn.put_cloud_init_defaults(d);
+    }
+    for g in load_table::<CloudInitGroup>(db, Table::CloudInitGroups)? {
+        txn.put_cloud_init_group(g);
+    }
+    for i in load_table::<InstanceInfo>(db, Table::InstanceInfo)? {
+        txn.put_instance_info(i);
+    }
+    for p in load_table::<PhoneHome>(db, Table::PhoneHome)? {
+        txn.put_phone_home(p);
+    }
+    for l in load_table::<Lease>(db, Table::Leases)? {
+        txn.put_lease(l);
     }
     Ok(model)
 }

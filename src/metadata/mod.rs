@@ -1,2 +1,21 @@
 //! cloud-init metadata: documents rendered purely from the snapshot, callers
 //! identified by their TCP peer so one node cannot read another's data.
+//!
+//! - [`document`]: meta-data, vendor-data, user-data and group files as pure
+//!   functions of facts gathered from one snapshot (golden-tested), and the
+//!   host name rule DHCP option 12 shares;
+//! - [`identify`]: caller address → node (inventory interface, else DHCP
+//!   lease → MAC → interface);
+//! - [`rules`]: what the admin routes accept and how they change the store
+//!   (cluster defaults, groups, instance info, stable instance IDs,
+//!   phone-home records);
+//! - [`template`]: local Jinja rendering for previews (`group render`);
+//! - [`yaml`]: the YAML writer, safe for cloud-init's YAML 1.1 reader.
+
+pub mod document;
+pub mod identify;
+pub mod rules;
+pub mod template;
+pub mod yaml;
+
+pub use document::{default_hostname, hostname};

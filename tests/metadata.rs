@@ -1,0 +1,1153 @@
+//! cloud-init metadata through the real HTTP stack: the documents a node
+//! gets (golden files in `tests/golden/metadata/`), who is identified as
+//! whom, persistence across restarts, refused input, the CLI, and cloud-init's
+//! own schema checker on the served files.
+//!
+//! Requests of the harness come from 127.0.0.1, so the node under test has an
+//! interface with that address. After an intended change of output,
+//! regenerate the golden files with `UPDATE_GOLDEN=1 cargo test --test metadata`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use base64::Engine as _;
+use common::{Harness, Http, Resp};
+use openchami::inventory::model::Lease;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_openchami");
+const N0: &str = "x1000c0s0b0n0";
+const N1: &str = "x1000c0s1b0n0";
+const N2: &str = "x1000c0s2b0n0";
+const N2_MAC: &str = "02:00:00:00:00:03";
+
+const COMPUTE_FILE: &str = "#cloud-config
+write_files:
+  - path: /etc/rsyslog.d/remote.conf
+    content: |
+      *.* @172.16.0.254:514
+runcmd:
+  - systemctl restart rsyslog
+";
+
+const GPU_TEMPLATE: &str = "## template: jinja
+#cloud-config
+hostname: {{ ds.meta_data.local_hostname }}
+fqdn: {{ local_hostname }}.{{ ds.meta_data.cluster_name }}.cluster
+write_files:
+  - path: /etc/gpu-driver
+    content: \"{{ ds.meta_data.instance_data.v1.vendor_data.groups.gpu.driver }}\"
+{% if ds.meta_data.instance_data.v1.vendor_data.groups.compute is defined %}
+runcmd:
+  - echo \"compute node {{ v1.instance_id }} in {{ ds.meta_data.instance_data.v1.region }}\"
+{% endif %}
+";
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/metadata")
+}
+
+/// Compares `actual` with `tests/golden/metadata/<name>`, or rewrites it
+/// when `UPDATE_GOLDEN=1`.
+#[track_caller]
+fn golden(name: &str, actual: &str) {
+    let path = golden_dir().join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(golden_dir()).expect("create golden dir");
+        std::fs::write(&path, actual).expect("write golden file");
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run `UPDATE_GOLDEN=1 cargo test --test metadata` to create it.\nactual:\n{actual}",
+            path.display()
+        )
+    });
+    assert!(
+        want == actual,
+        "{} differs (UPDATE_GOLDEN=1 rewrites it after an intended change)\n--- want\n{want}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+/// Hides an instance ID (random by design) behind a fixed marker.
+fn mask(text: &str, instance_id: &str) -> String {
+    text.replace(instance_id, "i-XXXXXXXX")
+}
+
+async fn start(trusted_proxy: bool) -> Harness {
+    Harness::start_with(|c| {
+        c.cluster_name = "demo".into();
+        c.node.advertise = "http://172.16.0.254:27778".into();
+        if trusted_proxy {
+            c.http.trusted_proxies = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+        }
+    })
+    .await
+}
+
+/// Three nodes: N0 (the caller's address `n0_ip`) in compute and gpu, N1 in
+/// compute at 172.16.0.2, N2 in rack2 with a MAC but no address.
+async fn inventory(h: &Harness, n0_ip: &str) {
+    let cluster = json!({"nodes": [
+        {"xname": N0, "nid": 1, "groups": ["compute", "gpu"],
+         "interfaces": [{"mac_addr": "02:00:00:00:00:01", "ip_addrs": [{"name": "internal", "ip_addr": n0_ip}]}]},
+        {"xname": N1, "nid": 2, "groups": ["compute"],
+         "interfaces": [{"mac_addr": "02:00:00:00:00:02", "ip_addrs": [{"name": "internal", "ip_addr": "172.16.0.2"}]}]},
+        {"xname": N2, "nid": 3, "groups": ["rack2"],
+         "interfaces": [{"mac_addr": N2_MAC}]}
+    ]});
+    h.api.post("/inventory/v1/import", &cluster).await.ok();
+}
+
+/// Cluster defaults and two cloud-init groups (a plain file, a base64 Jinja template).
+async fn cloud_init(h: &Harness) {
+    h.api
+        .post(
+            "/cloud-init/admin/cluster-defaults",
+            &json!({"cluster-name": "demo", "short-name": "de", "nid-length": 2,
+                    "region": "r1", "availability-zone": "az1", "cloud_provider": "openchami",
+                    "public-keys": ["ssh-ed25519 AAAAC3NzaC1 admin@head"]}),
+        )
+        .await
+        .status(201);
+    let r = h
+        .api
+        .post(
+            "/cloud-init/admin/groups",
+            &json!({"name": "compute", "description": "compute nodes",
+                    "meta-data": {"syslog_server": "172.16.0.254", "ntp-servers": ["172.16.0.254"],
+                                  "mode": "0755", "on": "yes", "window": "12:30"},
+                    "file": {"content": COMPUTE_FILE, "filename": "compute.yaml", "encoding": "plain"}}),
+        )
+        .await
+        .status(201);
+    assert_eq!(r.header("location"), Some("/groups/compute"));
+    h.api
+        .put(
+            "/cloud-init/admin/groups/gpu",
+            &json!({"meta-data": {"driver": "550.54"},
+                    "file": {"content": b64(GPU_TEMPLATE), "filename": "gpu.yaml", "encoding": "base64"}}),
+        )
+        .await
+        .status(201);
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A POST with a form body, as cloud-init's phone_home module sends it.
+fn form(c: &Http, path: &str, pairs: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    c.raw
+        .post(c.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+}
+
+async fn get_with_xff(c: &Http, path: &str, xff: &str) -> Resp {
+    c.send(c.request(Method::GET, path).header("x-forwarded-for", xff))
+        .await
+}
+
+fn instance_id_of(meta: &str) -> String {
+    let v: Value = serde_yaml_ng::from_str(meta).expect("meta-data is YAML");
+    v["instance-id"].as_str().expect("instance-id").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_of_a_node_in_two_groups() {
+    let h = start(false).await;
+    inventory(&h, "127.0.0.1").await;
+    cloud_init(&h).await;
+
+    let r = h.node.get("/cloud-init/meta-data").await.ok();
+    assert!(r.content_type().starts_with("text/plain"), "{r:?}");
+    let meta = r.text();
+    let iid = instance_id_of(&meta);
+    assert!(
+        iid.len() == 10 && iid.starts_with("i-"),
+        "instance id {iid}"
+    );
+    golden("two-groups.meta-data.yaml", &mask(&meta, &iid));
+    let vendor = h.node.get("/cloud-init/vendor-data").await.ok().text();
+    golden("two-groups.vendor-data", &vendor);
+    assert_eq!(
+        h.node.get("/cloud-init/user-data").await.ok().text(),
+        "#cloud-config\n"
+    );
+    assert_eq!(
+        h.node.get("/cloud-init/compute.yaml").await.ok().text(),
+        COMPUTE_FILE
+    );
+    assert_eq!(
+        h.node.get("/cloud-init/gpu.yaml").await.ok().text(),
+        GPU_TEMPLATE,
+        "templates are served as stored, base64-decoded"
+    );
+    h.node.get("/cloud-init/rack2.yaml").await.problem(404);
+    h.node.get("/cloud-init/compute").await.problem(404);
+
+    // The same on the API listener, anonymously, and through impersonation.
+    assert_eq!(h.anon.get("/cloud-init/meta-data").await.ok().text(), meta);
+    assert_eq!(
+        h.api
+            .get(&format!("/cloud-init/admin/impersonation/{N0}/meta-data"))
+            .await
+            .ok()
+            .text(),
+        meta
+    );
+    assert_eq!(
+        h.api
+            .get(&format!("/cloud-init/admin/impersonation/{N0}/vendor-data"))
+            .await
+            .ok()
+            .text(),
+        vendor
+    );
+    assert_eq!(
+        h.api
+            .get(&format!("/cloud-init/admin/impersonation/{N0}/gpu.yaml"))
+            .await
+            .ok()
+            .text(),
+        GPU_TEMPLATE
+    );
+    h.anon
+        .get(&format!("/cloud-init/admin/impersonation/{N0}/meta-data"))
+        .await
+        .problem(401);
+
+    // With instance-info overrides; the instance ID stays.
+    h.api
+        .put(
+            &format!("/cloud-init/admin/instance-info/{N0}"),
+            &json!({"instance-id": "i-00000000", "local-hostname": "gpu01", "hostname": "gpu01.demo.cluster",
+                    "region": "r2", "instance-type": "gpu.large",
+                    "cloud-init-base-url": "http://10.1.0.1:8081/cloud-init/",
+                    "public-keys": ["ssh-ed25519 AAAAC3NzaC2 user@laptop"]}),
+        )
+        .await
+        .status(201);
+    let info = h
+        .api
+        .get_json(&format!("/cloud-init/admin/instance-info/{N0}"))
+        .await;
+    assert_eq!(info["instance-id"], iid.as_str(), "{info}");
+    assert_eq!(
+        info["cloud-init-base-url"],
+        "http://10.1.0.1:8081/cloud-init"
+    );
+    let meta2 = h.node.get("/cloud-init/meta-data").await.ok().text();
+    assert_eq!(instance_id_of(&meta2), iid);
+    golden("overrides.meta-data.yaml", &mask(&meta2, &iid));
+    golden(
+        "overrides.vendor-data",
+        &h.node.get("/cloud-init/vendor-data").await.ok().text(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_from_a_node_is_ignored() {
+    let h = start(false).await;
+    inventory(&h, "127.0.0.1").await;
+    cloud_init(&h).await;
+    let own = h.node.get("/cloud-init/meta-data").await.ok().text();
+    assert!(own.contains("local-hostname: de01"), "{own}");
+    for c in [&h.node, &h.anon] {
+        let r = get_with_xff(c, "/cloud-init/meta-data", "172.16.0.2")
+            .await
+            .ok();
+        assert_eq!(r.text(), own, "a node naming another gets its own data");
+        let r = get_with_xff(c, "/cloud-init/vendor-data", "172.16.0.2")
+            .await
+            .ok();
+        assert!(r.text().contains("gpu.yaml"), "still N0's groups");
+        get_with_xff(c, "/cloud-init/gpu.yaml", "172.16.0.2")
+            .await
+            .ok();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_from_a_trusted_proxy_names_the_node() {
+    let h = start(true).await;
+    // The proxy (127.0.0.1) is no node here; N0 is elsewhere.
+    inventory(&h, "172.16.0.1").await;
+    cloud_init(&h).await;
+    let r = get_with_xff(&h.node, "/cloud-init/meta-data", "172.16.0.2")
+        .await
+        .ok();
+    assert!(r.text().contains("local-hostname: de02"), "{}", r.text());
+    let r = get_with_xff(&h.node, "/cloud-init/meta-data", "6.6.6.6, 172.16.0.1")
+        .await
+        .ok();
+    assert!(
+        r.text().contains("local-hostname: de01"),
+        "read right to left: {}",
+        r.text()
+    );
+    get_with_xff(&h.node, "/cloud-init/gpu.yaml", "172.16.0.2")
+        .await
+        .problem(404);
+    get_with_xff(&h.node, "/cloud-init/meta-data", "172.16.0.99")
+        .await
+        .problem(422);
+    // Without the header, the proxy itself is the caller: no node.
+    h.node.get("/cloud-init/meta-data").await.problem(422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_callers_and_nodes() {
+    let h = start(false).await;
+    inventory(&h, "172.16.0.1").await;
+    for p in [
+        "/cloud-init/meta-data",
+        "/cloud-init/user-data",
+        "/cloud-init/vendor-data",
+        "/cloud-init/compute.yaml",
+    ] {
+        let v = h.node.get(p).await.problem(422);
+        assert!(v["detail"].as_str().unwrap().contains("127.0.0.1"), "{v}");
+    }
+    let form = form(
+        &h.node,
+        "/cloud-init/phone-home/i-12345678",
+        &[("instance_id", "i-12345678")],
+    );
+    h.node.send(form).await.problem(422);
+    for p in ["meta-data", "user-data", "vendor-data", "compute.yaml"] {
+        h.api
+            .get(&format!("/cloud-init/admin/impersonation/x9c0s0b0n0/{p}"))
+            .await
+            .problem(404);
+    }
+    h.api
+        .get("/cloud-init/admin/impersonation/not-an-xname/meta-data")
+        .await
+        .problem(404);
+    h.api
+        .get(&format!(
+            "/cloud-init/admin/impersonation/{N2}/compute.yaml"
+        ))
+        .await
+        .problem(404);
+    h.api
+        .get("/cloud-init/admin/instance-info/x9c0s0b0n0")
+        .await
+        .problem(404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identification_by_lease() {
+    let h = start(false).await;
+    inventory(&h, "172.16.0.1").await;
+    cloud_init(&h).await;
+    h.node.get("/cloud-init/meta-data").await.problem(422);
+    let store = h.app().state.store.clone();
+    let lease = |expires: Option<i64>| Lease {
+        ip: "127.0.0.1".parse().unwrap(),
+        mac: N2_MAC.into(),
+        expires: expires.and_then(|s| chrono::DateTime::from_timestamp(s, 0)),
+    };
+    let l = lease(None);
+    store
+        .write(move |t| {
+            t.put_lease(l);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let meta = h.node.get("/cloud-init/meta-data").await.ok().text();
+    assert!(meta.contains("local-hostname: de03"), "{meta}");
+    assert_eq!(
+        h.node.get("/cloud-init/vendor-data").await.ok().text(),
+        "#include\nhttp://172.16.0.254:27778/cloud-init/rack2.yaml\n"
+    );
+    assert_eq!(
+        h.node.get("/cloud-init/rack2.yaml").await.ok().text(),
+        "#cloud-config\n",
+        "a group without cloud-init data serves an empty cloud-config"
+    );
+    // An expired lease identifies nobody; a lookup never lags a write.
+    let l = lease(Some(common::now() - 10));
+    store
+        .write(move |t| {
+            t.put_lease(l);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    h.node.get("/cloud-init/meta-data").await.problem(422);
+    let l = lease(Some(common::now() + 3600));
+    store
+        .write(move |t| {
+            t.put_lease(l);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    h.node.get("/cloud-init/meta-data").await.ok();
+    // An inventory address wins over a lease.
+    h.api
+        .patch(
+            "/hsm/v2/Inventory/EthernetInterfaces/020000000002",
+            &json!({"IPAddresses": [{"IPAddress": "127.0.0.1"}]}),
+        )
+        .await
+        .ok();
+    let meta = h.node.get("/cloud-init/meta-data").await.ok().text();
+    assert!(meta.contains("local-hostname: de02"), "{meta}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_are_live() {
+    let h = start(false).await;
+    inventory(&h, "127.0.0.1").await;
+    cloud_init(&h).await;
+    h.node.get("/cloud-init/rack2.yaml").await.problem(404);
+    h.api
+        .post("/hsm/v2/groups/rack2/members", &json!({"id": N0}))
+        .await
+        .status(201);
+    assert!(
+        h.node
+            .get("/cloud-init/vendor-data")
+            .await
+            .ok()
+            .text()
+            .ends_with("/rack2.yaml\n")
+    );
+    h.node.get("/cloud-init/rack2.yaml").await.ok();
+    h.api
+        .post(
+            "/cloud-init/admin/cluster-defaults",
+            &json!({"short-name": "nid", "nid-length": 3}),
+        )
+        .await
+        .status(201);
+    let meta = h.node.get("/cloud-init/meta-data").await.ok().text();
+    assert!(meta.contains("local-hostname: nid001"), "{meta}");
+    assert!(
+        meta.contains("region: r1"),
+        "a merge keeps other fields: {meta}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_ids_are_assigned_once() {
+    let h = start(false).await;
+    inventory(&h, "127.0.0.1").await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let c = h.node.clone();
+        tasks.push(tokio::spawn(async move {
+            instance_id_of(&c.get("/cloud-init/meta-data").await.ok().text())
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "concurrent first requests agree: {ids:?}");
+    let before = h.generation();
+    h.node.get("/cloud-init/meta-data").await.ok();
+    h.api
+        .get(&format!("/cloud-init/admin/impersonation/{N0}/meta-data"))
+        .await
+        .ok();
+    assert_eq!(h.generation(), before, "no write once assigned");
+    let other = instance_id_of(
+        &h.api
+            .get(&format!("/cloud-init/admin/impersonation/{N1}/meta-data"))
+            .await
+            .ok()
+            .text(),
+    );
+    assert_ne!(other, ids[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_everything() {
+    let mut h = start(false).await;
+    inventory(&h, "127.0.0.1").await;
+    cloud_init(&h).await;
+    h.api
+        .put(
+            &format!("/cloud-init/admin/instance-info/{N1}"),
+            &json!({"hostname": "login01"}),
+        )
+        .await
+        .status(201);
+    let meta = h.node.get("/cloud-init/meta-data").await.ok().text();
+    let form = form(
+        &h.node,
+        "/cloud-init/phone-home/i-0000abcd",
+        &[
+            ("instance_id", "i-0000abcd"),
+            ("hostname", "de01"),
+            ("fqdn", "de01.demo"),
+            ("pub_key_ed25519", "ssh-ed25519 AAAAhost root@de01"),
+        ],
+    );
+    h.node.send(form).await.ok();
+    let paths = [
+        "/cloud-init/admin/cluster-defaults".to_string(),
+        "/cloud-init/admin/groups".to_string(),
+        format!("/cloud-init/admin/instance-info/{N0}"),
+        format!("/cloud-init/admin/instance-info/{N1}"),
+        "/cloud-init/admin/phone-home".to_string(),
+    ];
+    let mut before = Vec::new();
+    for p in &paths {
+        before.push(h.api.get_json(p).await);
+    }
+    h.restart().await;
+    for (p, want) in paths.iter().zip(&before) {
+        assert_eq!(&h.api.get_json(p).await, want, "{p}");
+    }
+    assert_eq!(
+        h.node.get("/cloud-init/meta-data").await.ok().text(),
+        meta,
+        "same documents, same instance ID"
+    );
+    assert_eq!(
+        h.node.get("/cloud-init/gpu.yaml").await.ok().text(),
+        GPU_TEMPLATE
+    );
+}
+
+/// A request that must be refused with `status` and change nothing.
+async fn refused(h: &Harness, method: Method, path: &str, body: impl Into<Vec<u8>>, status: u16) {
+    let before = h.generation();
+    let r = h.api.call_raw(method.clone(), path, body).await;
+    r.problem(status);
+    assert_eq!(h.generation(), before, "{method} {path} changed the store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let h = start(false).await;
+    inventory(&h, "127.0.0.1").await;
+    cloud_init(&h).await;
+    let groups = "/cloud-init/admin/groups";
+    let defaults = "/cloud-init/admin/cluster-defaults";
+    let group = |file: Value| json!({"name": "new", "file": file}).to_string();
+
+    refused(&h, Method::POST, defaults, "{", 400).await;
+    refused(&h, Method::POST, defaults, "[]", 400).await;
+    refused(
+        &h,
+        Method::POST,
+        defaults,
+        r#"{"base-url": "ftp://x"}"#,
+        400,
+    )
+    .await;
+    refused(&h, Method::POST, defaults, r#"{"nid-length": "two"}"#, 400).await;
+    refused(
+        &h,
+        Method::POST,
+        defaults,
+        r#"{"boot-subnet": "10.0.0.0/99"}"#,
+        400,
+    )
+    .await;
+    refused(&h, Method::POST, groups, "{\"name\": \"new\",", 400).await;
+    refused(
+        &h,
+        Method::POST,
+        groups,
+        r#"{"description": "no name"}"#,
+        400,
+    )
+    .await;
+    refused(&h, Method::POST, groups, r#"{"name": "bad name"}"#, 400).await;
+    refused(
+        &h,
+        Method::POST,
+        groups,
+        r#"{"name": "new", "meta-data": "x"}"#,
+        400,
+    )
+    .await;
+    refused(
+        &h,
+        Method::POST,
+        groups,
+        group(json!({"content": "this is not base64!", "encoding": "base64"})),
+        400,
+    )
+    .await;
+    refused(
+        &h,
+        Method::POST,
+        groups,
+        group(json!({"content": "eA=", "encoding": "base64"})),
+        400,
+    )
+    .await;
+    refused(
+        &h,
+        Method::POST,
+        groups,
+        group(json!({"content": "x", "encoding": "gzip"})),
+        400,
+    )
+    .await;
+    refused(
+        &h,
+        Method::POST,
+        groups,
+        group(json!({"content": "#cloud-config\nruncmd: [ls\n"})),
+        400,
+    )
+    .await;
+    refused(
+        &h,
+        Method::POST,
+        groups,
+        group(json!({"content": b64("#cloud-config\n  - a\n b: [\n"), "encoding": "base64"})),
+        400,
+    )
+    .await;
+    let big = format!("#cloud-config\n# {}\n", "x".repeat(1024 * 1024));
+    refused(
+        &h,
+        Method::POST,
+        groups,
+        group(json!({"content": big})),
+        413,
+    )
+    .await;
+    refused(
+        &h,
+        Method::POST,
+        groups,
+        group(json!({"content": b64(&big), "encoding": "base64"})),
+        413,
+    )
+    .await;
+    refused(
+        &h,
+        Method::POST,
+        groups,
+        json!({"name": "new", "meta-data": {"k": "v".repeat(70_000)}}).to_string(),
+        413,
+    )
+    .await;
+    refused(&h, Method::POST, groups, r#"{"name": "compute"}"#, 409).await;
+    refused(
+        &h,
+        Method::PUT,
+        "/cloud-init/admin/groups/compute",
+        r#"{"name": "gpu"}"#,
+        400,
+    )
+    .await;
+    refused(
+        &h,
+        Method::DELETE,
+        "/cloud-init/admin/groups/unknown",
+        "",
+        404,
+    )
+    .await;
+    refused(
+        &h,
+        Method::PUT,
+        "/cloud-init/admin/instance-info/x9c0s0b0n0",
+        "{}",
+        404,
+    )
+    .await;
+    refused(
+        &h,
+        Method::PUT,
+        &format!("/cloud-init/admin/instance-info/{N0}"),
+        r#"{"hostname": "no spaces allowed"}"#,
+        400,
+    )
+    .await;
+    refused(
+        &h,
+        Method::PUT,
+        &format!("/cloud-init/admin/instance-info/{N0}"),
+        r#"{"instance-id": "not-an-id"}"#,
+        400,
+    )
+    .await;
+    h.api
+        .get("/cloud-init/admin/groups/unknown")
+        .await
+        .problem(404);
+
+    // The CLI refuses what it cannot read before sending anything.
+    let cli = Cli::new(&h);
+    let before = h.generation();
+    let dir = h.state_dir();
+    let bad_yaml = dir.join("bad.yaml");
+    std::fs::write(&bad_yaml, "cluster-name: [demo\n").unwrap();
+    let bad_json = dir.join("bad.json");
+    std::fs::write(&bad_json, "{\"description\": \"x\",}").unwrap();
+    let e = cli
+        .fails(&[
+            "metadata",
+            "defaults",
+            "set",
+            "-f",
+            bad_yaml.to_str().unwrap(),
+        ])
+        .await;
+    assert!(e.contains("not valid YAML or JSON"), "{e}");
+    let e = cli
+        .fails(&[
+            "metadata",
+            "group",
+            "add",
+            "new",
+            "-f",
+            bad_json.to_str().unwrap(),
+        ])
+        .await;
+    assert!(e.contains("not valid JSON"), "{e}");
+    let e = cli
+        .fails_with_stdin(&["metadata", "defaults", "set", "-f", "-"], "- a list\n")
+        .await;
+    assert!(e.contains("mapping"), "{e}");
+    let e = cli
+        .fails(&["metadata", "group", "set", "unknown", "--description", "x"])
+        .await;
+    assert!(e.contains("no cloud-init group unknown"), "{e}");
+    let e = cli
+        .fails(&["metadata", "group", "render", "unknown", N0])
+        .await;
+    assert!(e.contains("404"), "{e}");
+    let e = cli.fails(&["metadata", "group", "delete", "unknown"]).await;
+    assert!(e.contains("404"), "{e}");
+    assert_eq!(h.generation(), before, "the CLI changed the store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_home_is_recorded() {
+    let h = start(false).await;
+    inventory(&h, "127.0.0.1").await;
+    let form = form(
+        &h.node,
+        "/cloud-init/phone-home/i-0000abcd",
+        &[
+            ("instance_id", "i-0000abcd"),
+            ("hostname", "de01"),
+            ("fqdn", "de01.demo.cluster"),
+            ("pub_key_rsa", "ssh-rsa AAAArsa root@de01"),
+            ("pub_key_ecdsa", "ecdsa-sha2-nistp256 AAAAec root@de01"),
+            ("pub_key_ed25519", "ssh-ed25519 AAAAed root@de01"),
+        ],
+    );
+    let r = h.node.send(form).await.ok();
+    assert!(r.body.is_empty());
+    let all = h.api.get_json("/cloud-init/admin/phone-home").await;
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    let p = &all[0];
+    assert_eq!(p["node"], N0);
+    assert_eq!(p["id"], "i-0000abcd");
+    assert_eq!(p["address"], "127.0.0.1");
+    assert_eq!(p["fqdn"], "de01.demo.cluster");
+    assert_eq!(p["pub_key_ed25519"], "ssh-ed25519 AAAAed root@de01");
+    assert!(p["received"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        h.api
+            .get_json(&format!("/cloud-init/admin/phone-home/{N0}"))
+            .await,
+        *p
+    );
+    h.api
+        .get(&format!("/cloud-init/admin/phone-home/{N1}"))
+        .await
+        .problem(404);
+    h.anon
+        .get("/cloud-init/admin/phone-home")
+        .await
+        .problem(401);
+
+    let cli = Cli::new(&h);
+    let out = cli.ok(&["metadata", "phone-home"]).await;
+    assert!(
+        out.contains(N0) && out.contains("de01.demo.cluster"),
+        "{out}"
+    );
+    let out = cli.ok(&["metadata", "phone-home", N0, "-o", "json"]).await;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v, *p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_manages_defaults_and_groups() {
+    let h = start(false).await;
+    inventory(&h, "127.0.0.1").await;
+    let cli = Cli::new(&h);
+    let dir = h.state_dir();
+
+    let out = cli
+        .ok_with_stdin(
+            &["metadata", "defaults", "set", "-f", "-"],
+            "cluster-name: demo\nshort-name: de\nnid-length: 2\nregion: r1\npublic-keys:\n  - ssh-ed25519 AAAAC3NzaC1 admin@head\n",
+        )
+        .await;
+    assert_eq!(out, "cluster defaults updated\n");
+    let d: Value = serde_json::from_str(
+        &cli.ok(&["metadata", "defaults", "show", "-o", "json"])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(d["short-name"], "de");
+    assert_eq!(d["nid-length"], 2);
+    let table = cli.ok(&["metadata", "defaults", "show"]).await;
+    assert!(
+        table.contains("cluster-name") && table.contains("demo"),
+        "{table}"
+    );
+
+    // A group from a JSON document plus a cloud-config file.
+    let doc = dir.join("compute.json");
+    std::fs::write(
+        &doc,
+        r#"{"name": "compute", "meta-data": {"syslog_server": "172.16.0.254"}}"#,
+    )
+    .unwrap();
+    let file = dir.join("compute.yaml");
+    std::fs::write(&file, COMPUTE_FILE).unwrap();
+    let out = cli
+        .ok(&[
+            "metadata",
+            "group",
+            "add",
+            "compute",
+            "-f",
+            doc.to_str().unwrap(),
+            "--description",
+            "compute nodes",
+            "--file-content",
+            file.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out, "created cloud-init group compute\n");
+    let g = h.api.get_json("/cloud-init/admin/groups/compute").await;
+    assert_eq!(g["description"], "compute nodes");
+    assert_eq!(g["file"]["content"], COMPUTE_FILE);
+    assert_eq!(g["file"]["filename"], "compute.yaml");
+    assert_eq!(g["meta-data"]["syslog_server"], "172.16.0.254");
+
+    // A Jinja template from standard input, sent base64; then a change of description only.
+    let tmpl_file = dir.join("gpu.j2");
+    std::fs::write(&tmpl_file, GPU_TEMPLATE).unwrap();
+    cli.ok_with_stdin(
+        &[
+            "metadata",
+            "group",
+            "add",
+            "gpu",
+            "-f",
+            "-",
+            "--file-content",
+            tmpl_file.to_str().unwrap(),
+            "--encoding",
+            "base64",
+        ],
+        "meta-data:\n  driver: \"550.54\"\n",
+    )
+    .await;
+    let out = cli
+        .ok(&[
+            "metadata",
+            "group",
+            "set",
+            "gpu",
+            "--description",
+            "GPU nodes",
+        ])
+        .await;
+    assert_eq!(out, "updated cloud-init group gpu\n");
+    let g = h.api.get_json("/cloud-init/admin/groups/gpu").await;
+    assert_eq!(g["description"], "GPU nodes");
+    assert_eq!(g["file"]["encoding"], "base64", "kept as it was");
+    assert_eq!(g["meta-data"]["driver"], "550.54", "kept as it was");
+    let shown = cli.ok(&["metadata", "group", "show", "gpu"]).await;
+    assert!(shown.contains("## template: jinja"), "decoded: {shown}");
+    let list = cli.ok(&["metadata", "group", "list"]).await;
+    assert!(list.contains("gpu.j2 (jinja"), "{list}");
+    assert!(list.contains("compute.yaml (static"), "{list}");
+
+    // What the node gets, the template rendered as cloud-init will.
+    let out = cli.ok(&["metadata", "group", "render", "gpu", N0]).await;
+    let iid = instance_id_of(
+        &h.api
+            .get(&format!("/cloud-init/admin/impersonation/{N0}/meta-data"))
+            .await
+            .ok()
+            .text(),
+    );
+    golden("render-gpu.txt", &mask(&out, &iid));
+    let out = cli
+        .ok(&["metadata", "group", "render", "compute", N0, "-o", "json"])
+        .await;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["file"]["template"], false);
+    assert_eq!(v["file"]["served"], COMPUTE_FILE);
+    assert_eq!(v["meta-data"]["local-hostname"], "de01");
+
+    // A template mistake shows up before a boot.
+    let broken = dir.join("broken.j2");
+    std::fs::write(
+        &broken,
+        "## template: jinja\n#cloud-config\nhostname: {{ ds.meta_data.local_hostnam }}\n",
+    )
+    .unwrap();
+    cli.ok(&[
+        "metadata",
+        "group",
+        "set",
+        "gpu",
+        "--file-content",
+        broken.to_str().unwrap(),
+    ])
+    .await;
+    let e = cli.fails(&["metadata", "group", "render", "gpu", N0]).await;
+    assert!(
+        e.contains("gpu.yaml does not render") && e.contains("line 3"),
+        "{e}"
+    );
+
+    let instance = dir.join("instance.yaml");
+    std::fs::write(&instance, "local-hostname: gpu01\ninstance-type: big\n").unwrap();
+    cli.ok(&[
+        "metadata",
+        "instance",
+        "set",
+        N0,
+        "-f",
+        instance.to_str().unwrap(),
+    ])
+    .await;
+    let shown: Value = serde_json::from_str(
+        &cli.ok(&["metadata", "instance", "show", N0, "-o", "json"])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(shown["local-hostname"], "gpu01");
+    assert_eq!(shown["instance-id"], iid.as_str());
+
+    assert_eq!(
+        cli.ok(&["metadata", "group", "delete", "gpu"]).await,
+        "deleted cloud-init group gpu\n"
+    );
+    h.api.get("/cloud-init/admin/groups/gpu").await.problem(404);
+}
+
+/// cloud-init's own tools on what is served: `cloud-init schema` on the group
+/// files (a Jinja template once rendered), and `cloud-init devel render` on
+/// the template giving what `openchami metadata group render` gives. The
+/// tool must be installed (`.ci/run` installs the Debian package).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_init_accepts_the_served_files() {
+    let tool = std::process::Command::new("cloud-init")
+        .arg("--version")
+        .output();
+    assert!(
+        tool.is_ok_and(|o| o.status.success()),
+        "cloud-init is not installed; install it (Debian: apt-get install cloud-init) or run .ci/run"
+    );
+    let h = start(false).await;
+    inventory(&h, "127.0.0.1").await;
+    cloud_init(&h).await;
+    let dir = h.state_dir();
+    let schema = |path: &Path| {
+        let out = std::process::Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(path)
+            .output()
+            .expect("cloud-init schema");
+        assert!(
+            out.status.success(),
+            "cloud-init schema refused {}: {}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    let compute = dir.join("compute.yaml");
+    std::fs::write(
+        &compute,
+        h.node.get("/cloud-init/compute.yaml").await.ok().body,
+    )
+    .unwrap();
+    schema(&compute);
+
+    // user-data is `#cloud-config` alone (the contract); cloud-init accepts
+    // it at boot, but its schema checker refuses any empty document.
+    assert_eq!(
+        h.node.get("/cloud-init/user-data").await.ok().text(),
+        "#cloud-config\n"
+    );
+
+    // PyYAML (cloud-init's YAML 1.1 reader) reads the meta-data as meant:
+    // "0755", "yes" and "12:30" stay strings.
+    let meta_text = h.node.get("/cloud-init/meta-data").await.ok().text();
+    let meta: Value = serde_yaml_ng::from_str(&meta_text).unwrap();
+    let mut py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin.read())))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 (a dependency of cloud-init)");
+    {
+        use std::io::Write as _;
+        py.stdin
+            .take()
+            .unwrap()
+            .write_all(meta_text.as_bytes())
+            .unwrap();
+    }
+    let out = py.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let py_meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(py_meta, meta, "PyYAML reads:\n{meta_text}");
+    let compute = &meta["instance_data"]["v1"]["vendor_data"]["groups"]["compute"];
+    assert_eq!(compute["mode"], "0755");
+    assert_eq!(compute["on"], "yes");
+    assert_eq!(compute["window"], "12:30");
+    let template = h.node.get("/cloud-init/gpu.yaml").await.ok().text();
+    let ours = openchami::metadata::template::render(&template, &meta).expect("renders");
+    let rendered = dir.join("gpu.rendered.yaml");
+    std::fs::write(&rendered, &ours).unwrap();
+    schema(&rendered);
+
+    let tmpl = dir.join("gpu.yaml");
+    std::fs::write(&tmpl, &template).unwrap();
+    let data = dir.join("instance-data.json");
+    std::fs::write(
+        &data,
+        openchami::metadata::template::instance_data(&meta).to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new("cloud-init")
+        .args(["devel", "render"])
+        .arg(&tmpl)
+        .arg("-i")
+        .arg(&data)
+        .output()
+        .expect("cloud-init devel render");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("WARNING"),
+        "{stderr}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        ours.trim_end(),
+        "cloud-init renders the template as openchami does"
+    );
+}
+
+/// Runs the CLI binary as a client of `h`.
+struct Cli<'a> {
+    h: &'a Harness,
+    config: PathBuf,
+}
+
+impl<'a> Cli<'a> {
+    fn new(h: &'a Harness) -> Cli<'a> {
+        let config = h.state_dir().join("client.toml");
+        std::fs::write(&config, "").expect("write client config");
+        Cli { h, config }
+    }
+
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = tokio::process::Command::new(BIN);
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().to_string();
+            if k.starts_with("OPENCHAMI_") || k.ends_with("_ACCESS_TOKEN") {
+                c.env_remove(&k);
+            }
+        }
+        c.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("--url")
+            .arg(self.h.api_base())
+            .arg("--cacert")
+            .arg(self.h.state_dir().join("ca/root.crt"))
+            .arg("--token")
+            .arg(&self.h.token)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = c.spawn().expect("spawn openchami");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(input.as_bytes()).await.expect("write stdin");
+            drop(pipe);
+        }
+        tokio::time::timeout(common::TIMEOUT * 2, child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("openchami {args:?} timed out"))
+            .unwrap_or_else(|e| panic!("openchami {args:?}: {e}"))
+    }
+
+    fn success(args: &[&str], out: Output) -> String {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "openchami {args:?}: {:?}\n{stderr}",
+            out.status
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
+    fn failure(args: &[&str], out: Output) -> String {
+        let stderr = String::from_utf8(out.stderr).expect("UTF-8 output");
+        assert!(
+            !out.status.success(),
+            "openchami {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(stderr.lines().count(), 1, "one line on stderr: {stderr}");
+        assert!(stderr.starts_with("openchami: "), "{stderr}");
+        stderr
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        Self::success(args, self.run(args, None).await)
+    }
+
+    async fn ok_with_stdin(&self, args: &[&str], input: &str) -> String {
+        Self::success(args, self.run(args, Some(input)).await)
+    }
+
+    async fn fails(&self, args: &[&str]) -> String {
+        Self::failure(args, self.run(args, None).await)
+    }
+
+    async fn fails_with_stdin(&self, args: &[&str], input: &str) -> String {
+        Self::failure(args, self.run(args, Some(input)).await)
+    }
+}
