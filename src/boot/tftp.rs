@@ -1,23 +1,31 @@
 //! TFTP for firmware: iPXE binaries and a per-client `autoexec.ipxe`.
 //!
-//! The protocol engine is `async-tftp` (RFC 1350/2347/2348/2349/7440, block
-//! numbers that wrap past 65535); this module decides what a request gets —
-//! a file from the root, an iPXE binary from the distribution's package, a
-//! generated script, or an error — and bounds how many transfers run at once.
-//! Only reads are served; a write or a path leaving the root is an access
-//! violation (TFTP error 2), a missing file error 1.
+//! Read-only. A write request or a path leaving the root is an access
+//! violation (TFTP error 2), a missing file error 1. This module decides what
+//! a request gets — a file from the root, an iPXE binary from the
+//! distribution's package, a generated script, or an error — and runs the
+//! transfers: RFC 1350 (octet and netascii), RFC 2347 option negotiation,
+//! RFC 2348 `blksize`, RFC 2349 `timeout` and `tsize`, RFC 7440
+//! `windowsize`; block numbers wrap past 65535 to 0.
+//!
+//! One receive loop on the listening socket; each transfer is a task with a
+//! socket of its own, connected to the client, so the kernel drops strays
+//! and reports a client that went away. A client's error packet ends its
+//! transfer at once (UEFI PXE asks for `tsize`, then aborts with error 8).
+//! Files up to [`MEMORY_LIMIT`] are read once and shared by every transfer
+//! of them; larger ones are read in chunks as the transfer goes.
 
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
-use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use async_tftp::packet;
-use async_tftp::server::{Handler, TftpServerBuilder};
-use futures_lite::AsyncRead;
+use tokio::net::UdpSocket;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 
 use crate::inventory::Store;
 
@@ -49,6 +57,16 @@ pub const PACKAGE_PATHS: &[(&str, &[&str])] = &[
 
 /// The name answered with a generated script.
 pub const AUTOEXEC: &str = "autoexec.ipxe";
+
+/// Files up to this size are held in memory, once, while in use; larger
+/// ones are read in chunks.
+pub const MEMORY_LIMIT: u64 = 16 << 20;
+
+/// Files up to this size stay in memory after their transfers end.
+const KEEP_LIMIT: u64 = 4 << 20;
+
+/// Bytes read at a time from a file larger than [`MEMORY_LIMIT`].
+const CHUNK: usize = 1 << 20;
 
 /// What a read request gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,168 +167,679 @@ pub struct TftpSettings {
     pub retries: u32,
 }
 
-/// Decrements the transfer count when a transfer ends, however it ends.
-struct Slot(Arc<AtomicUsize>);
+// ------------------------------------------------------------------ packets
 
-impl Drop for Slot {
+const RRQ: u16 = 1;
+const WRQ: u16 = 2;
+const DATA: u16 = 3;
+const ACK: u16 = 4;
+const ERROR: u16 = 5;
+const OACK: u16 = 6;
+
+/// TFTP error codes (RFC 1350, RFC 2347).
+pub mod code {
+    pub const UNDEFINED: u16 = 0;
+    pub const NOT_FOUND: u16 = 1;
+    pub const ACCESS: u16 = 2;
+    pub const ILLEGAL: u16 = 4;
+    pub const OPTIONS: u16 = 8;
+}
+
+/// Options of a read request that the server understands; the others are
+/// ignored, as are values out of range (RFC 2347: the server leaves out of
+/// its OACK what it does not grant).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// 8–65464 (RFC 2348).
+    pub blksize: Option<u16>,
+    /// Seconds, 1–255 (RFC 2349).
+    pub timeout: Option<u8>,
+    /// The client asks for the size (RFC 2349).
+    pub tsize: bool,
+    /// 1–65535 (RFC 7440).
+    pub windowsize: Option<u16>,
+}
+
+/// A read request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRequest {
+    pub file: String,
+    pub netascii: bool,
+    pub options: Options,
+}
+
+/// What arrived on the listening socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Read(ReadRequest),
+    Write(String),
+    /// A request that cannot be served: answered with this error.
+    Refused(u16, &'static str),
+    /// Not a request (data, ACK, error, OACK, unknown opcode, runt): ignored.
+    Ignored,
+}
+
+/// Parses a packet sent to the listening port.
+pub fn parse_request(b: &[u8]) -> Incoming {
+    if b.len() < 2 {
+        return Incoming::Ignored;
+    }
+    let op = u16::from_be_bytes([b[0], b[1]]);
+    if op != RRQ && op != WRQ {
+        return Incoming::Ignored;
+    }
+    let body = &b[2..];
+    if body.last() != Some(&0) {
+        return Incoming::Refused(code::ILLEGAL, "request not NUL-terminated");
+    }
+    let mut fields: Vec<&[u8]> = body[..body.len() - 1].split(|c| *c == 0).collect();
+    // Some PXE ROMs pad the request with NULs: an odd empty field at the
+    // end is padding (pairs of them read as an option with no name, which
+    // is ignored). An option may have an empty value (RFC 2090 multicast).
+    if fields.len() > 2
+        && !fields.len().is_multiple_of(2)
+        && fields.last().is_some_and(|f| f.is_empty())
+    {
+        fields.pop();
+    }
+    if fields.len() < 2 {
+        return Incoming::Refused(code::ILLEGAL, "request without a transfer mode");
+    }
+    if !fields.len().is_multiple_of(2) {
+        return Incoming::Refused(code::OPTIONS, "option without a value");
+    }
+    let Ok(file) = std::str::from_utf8(fields[0]) else {
+        return Incoming::Refused(code::NOT_FOUND, "file name is not UTF-8");
+    };
+    let mode = String::from_utf8_lossy(fields[1]).to_ascii_lowercase();
+    let netascii = match mode.as_str() {
+        "octet" => false,
+        "netascii" => true,
+        "mail" => return Incoming::Refused(code::ILLEGAL, "mail mode is not supported"),
+        _ => return Incoming::Refused(code::ILLEGAL, "unknown transfer mode"),
+    };
+    if op == WRQ {
+        return Incoming::Write(file.to_string());
+    }
+    let mut options = Options::default();
+    for kv in fields[2..].chunks(2) {
+        let name = String::from_utf8_lossy(kv[0]).to_ascii_lowercase();
+        let value = std::str::from_utf8(kv[1]).unwrap_or("").trim();
+        match name.as_str() {
+            "blksize" => {
+                options.blksize = options.blksize.or(value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|v| (8..=65464).contains(v)))
+            }
+            "timeout" => {
+                options.timeout = options
+                    .timeout
+                    .or(value.parse::<u8>().ok().filter(|v| *v >= 1))
+            }
+            "tsize" => options.tsize |= value.parse::<u64>().is_ok(),
+            "windowsize" => {
+                options.windowsize = options
+                    .windowsize
+                    .or(value.parse::<u16>().ok().filter(|v| *v >= 1))
+            }
+            _ => {}
+        }
+    }
+    Incoming::Read(ReadRequest {
+        file: file.to_string(),
+        netascii,
+        options,
+    })
+}
+
+fn error_packet(code: u16, msg: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(5 + msg.len());
+    p.extend_from_slice(&ERROR.to_be_bytes());
+    p.extend_from_slice(&code.to_be_bytes());
+    p.extend_from_slice(msg.as_bytes());
+    p.push(0);
+    p
+}
+
+/// What a client sends during a transfer.
+enum Reply {
+    Ack(u16),
+    Error(u16, String),
+    Other,
+}
+
+fn parse_reply(b: &[u8]) -> Reply {
+    if b.len() < 4 {
+        return Reply::Other;
+    }
+    let n = u16::from_be_bytes([b[2], b[3]]);
+    match u16::from_be_bytes([b[0], b[1]]) {
+        ACK => Reply::Ack(n),
+        ERROR => Reply::Error(
+            n,
+            String::from_utf8_lossy(&b[4..])
+                .trim_end_matches('\0')
+                .to_string(),
+        ),
+        _ => Reply::Other,
+    }
+}
+
+/// What the server grants for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    pub blksize: usize,
+    pub window: u16,
+    pub timeout: Duration,
+    /// The OACK to send first, if any option was granted.
+    pub oack: Option<Vec<u8>>,
+}
+
+/// Grants what the request asks within the settings' limits.
+pub fn negotiate(o: &Options, size: u64, s: &TftpSettings) -> Negotiated {
+    let mut oack = OACK.to_be_bytes().to_vec();
+    let mut put = |k: &str, v: String| {
+        oack.extend_from_slice(k.as_bytes());
+        oack.push(0);
+        oack.extend_from_slice(v.as_bytes());
+        oack.push(0);
+    };
+    let blksize = o.blksize.map(|b| b.min(s.max_block_size.max(8)));
+    if let Some(b) = blksize {
+        put("blksize", b.to_string());
+    }
+    if let Some(t) = o.timeout {
+        put("timeout", t.to_string());
+    }
+    if o.tsize {
+        put("tsize", size.to_string());
+    }
+    let window = o.windowsize.map(|w| w.min(s.max_window_size.max(1)));
+    if let Some(w) = window {
+        put("windowsize", w.to_string());
+    }
+    Negotiated {
+        blksize: usize::from(blksize.unwrap_or(512)),
+        window: window.unwrap_or(1),
+        timeout: o
+            .timeout
+            .map(|t| Duration::from_secs(u64::from(t)))
+            .unwrap_or(s.timeout),
+        oack: (oack.len() > 2).then_some(oack),
+    }
+}
+
+/// LF → CR LF, CR → CR NUL (RFC 1350 netascii).
+pub fn to_netascii(d: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(d.len() + d.len() / 16);
+    for &b in d {
+        match b {
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            b'\r' => out.extend_from_slice(b"\r\0"),
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------- server
+
+/// Runs the server on `socket` until it fails; the caller cancels it by
+/// dropping the future, which also ends every transfer.
+pub async fn serve(
+    socket: std::net::UdpSocket,
+    settings: TftpSettings,
+    store: Store,
+) -> io::Result<()> {
+    let local_ip = socket.local_addr()?.ip();
+    socket.set_nonblocking(true)?;
+    let socket = UdpSocket::from_std(socket)?;
+    let fallbacks = find_fallbacks(&settings.root);
+    let stop = CancellationToken::new();
+    let _stop_transfers = stop.clone().drop_guard();
+    let server = Arc::new(Server {
+        settings,
+        fallbacks,
+        store,
+        local_ip,
+        active: AtomicUsize::new(0),
+        peers: Mutex::new(HashSet::new()),
+        cache: Mutex::new(HashMap::new()),
+    });
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) if transient(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        match parse_request(&buf[..n]) {
+            Incoming::Read(req) => {
+                // A client resending its request while the first is being
+                // served must not start a second transfer.
+                if !lock(&server.peers).insert(peer) {
+                    continue;
+                }
+                let server = server.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let _peer = PeerGuard(&server, peer);
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = server.read(peer, req) => {}
+                    }
+                });
+            }
+            Incoming::Write(file) => {
+                tracing::info!(client = %peer, path = %file, "tftp: refused a write request");
+                let _ = socket
+                    .send_to(&error_packet(code::ACCESS, "read-only server"), peer)
+                    .await;
+            }
+            Incoming::Refused(code, msg) => {
+                tracing::debug!(client = %peer, msg, "tftp: refused a malformed request");
+                let _ = socket.send_to(&error_packet(code, msg), peer).await;
+            }
+            Incoming::Ignored => {}
+        }
+    }
+}
+
+/// Errors of a UDP receive that say nothing about the socket itself.
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Server {
+    settings: TftpSettings,
+    fallbacks: Vec<(String, PathBuf)>,
+    store: Store,
+    local_ip: IpAddr,
+    active: AtomicUsize,
+    /// Clients with a transfer in progress.
+    peers: Mutex<HashSet<SocketAddr>>,
+    /// Files held in memory, by path.
+    cache: Mutex<HashMap<PathBuf, Cached>>,
+}
+
+/// A file's content, read once by whichever transfer comes first.
+#[derive(Clone)]
+struct Cached {
+    len: u64,
+    modified: Option<SystemTime>,
+    data: Arc<OnceCell<Arc<[u8]>>>,
+}
+
+/// The inventory MAC of the interface holding the client's address.
+fn mac_of(store: &Store, ip: IpAddr) -> Option<String> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    let snap = store.snapshot();
+    snap.interfaces_with_ip(ip)
+        .first()
+        .map(|i| i.mac_address.clone())
+}
+
+impl Cached {
+    /// Being read, or held by a transfer.
+    fn in_use(&self) -> bool {
+        self.data.get().is_none_or(|d| Arc::strong_count(d) > 1)
+    }
+}
+
+/// Removes the client from the transfers in progress.
+struct PeerGuard<'a>(&'a Server, SocketAddr);
+
+impl Drop for PeerGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.peers).remove(&self.1);
+    }
+}
+
+/// Holds one of the `max_transfers` slots.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// A file or a generated document, holding its transfer slot.
-pub struct Reader {
-    inner: ReaderKind,
-    _slot: Slot,
+/// The bytes a transfer sends.
+enum Source {
+    Memory(Arc<[u8]>),
+    File {
+        file: Arc<std::fs::File>,
+        len: u64,
+        /// Bytes from `at`.
+        buf: Vec<u8>,
+        at: u64,
+    },
 }
 
-enum ReaderKind {
-    File(blocking::Unblock<std::fs::File>),
-    Memory(futures_lite::io::Cursor<Vec<u8>>),
-}
+impl Source {
+    fn len(&self) -> u64 {
+        match self {
+            Source::Memory(d) => d.len() as u64,
+            Source::File { len, .. } => *len,
+        }
+    }
 
-impl AsyncRead for Reader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match &mut self.inner {
-            ReaderKind::File(f) => Pin::new(f).poll_read(cx, buf),
-            ReaderKind::Memory(m) => Pin::new(m).poll_read(cx, buf),
+    /// Bytes `offset..offset + want`, cut at the end.
+    async fn range(&mut self, offset: u64, want: usize) -> io::Result<&[u8]> {
+        let end = (offset + want as u64).min(self.len());
+        let offset = offset.min(end);
+        match self {
+            Source::Memory(d) => Ok(&d[offset as usize..end as usize]),
+            Source::File { file, len, buf, at } => {
+                if offset < *at || end > *at + buf.len() as u64 {
+                    let file = file.clone();
+                    let n = (want.max(CHUNK) as u64).min(*len - offset) as usize;
+                    let fresh = tokio::task::spawn_blocking(move || {
+                        use std::os::unix::fs::FileExt;
+                        let mut b = vec![0u8; n];
+                        file.read_exact_at(&mut b, offset)?;
+                        Ok::<_, io::Error>(b)
+                    })
+                    .await
+                    .map_err(io::Error::other)??;
+                    *buf = fresh;
+                    *at = offset;
+                }
+                Ok(&buf[(offset - *at) as usize..(end - *at) as usize])
+            }
         }
     }
 }
 
-/// A writer that is never created: writes are refused before one exists.
-pub struct NoWriter;
-
-impl futures_lite::AsyncWrite for NoWriter {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        _: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(Err(std::io::Error::from(
-            std::io::ErrorKind::PermissionDenied,
-        )))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
+/// How a transfer ended, other than complete.
+#[derive(Debug)]
+enum End {
+    /// The client sent an error packet (e.g. 8 after a size probe).
+    ClientError(u16, String),
+    /// The client's port is closed.
+    ClientGone,
+    /// No ACK after every resend.
+    TimedOut,
+    Io(io::Error),
 }
 
-pub struct BootHandler {
-    settings: TftpSettings,
-    fallbacks: Vec<(String, PathBuf)>,
-    store: Store,
-    active: Arc<AtomicUsize>,
-}
-
-impl BootHandler {
-    pub fn new(settings: TftpSettings, store: Store) -> BootHandler {
-        let fallbacks = find_fallbacks(&settings.root);
-        BootHandler {
-            settings,
-            fallbacks,
-            store,
-            active: Arc::new(AtomicUsize::new(0)),
+impl From<io::Error> for End {
+    fn from(e: io::Error) -> End {
+        if e.kind() == io::ErrorKind::ConnectionRefused {
+            End::ClientGone
+        } else {
+            End::Io(e)
         }
     }
+}
 
-    /// The inventory MAC of the interface holding the client's address.
-    fn mac_of(&self, ip: IpAddr) -> Option<String> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
+impl Server {
+    /// Serves one read request, start to end.
+    async fn read(&self, peer: SocketAddr, req: ReadRequest) {
+        let sock = match self.transfer_socket(peer) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(client = %peer, error = %e, "tftp: cannot open a transfer socket");
+                return;
+            }
         };
-        let snap = self.store.snapshot();
-        snap.interfaces_with_ip(ip)
-            .first()
-            .map(|i| i.mac_address.clone())
-    }
-}
-
-impl Handler for BootHandler {
-    type Reader = Reader;
-    type Writer = NoWriter;
-
-    async fn read_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-    ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
-        let resolved = resolve(path, &self.settings.root, &self.fallbacks, || {
-            autoexec(
-                &self.settings.node_base,
-                self.mac_of(client.ip()).as_deref(),
-            )
-        });
+        // Errors are sent once and never acknowledged (RFC 1350).
+        let refuse = async |code: u16, msg: &str| {
+            let _ = sock.send(&error_packet(code, msg)).await;
+        };
+        let resolved = match self.resolve(peer, &req.file).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(client = %peer, error = %e, "tftp: cannot resolve a request");
+                return refuse(code::UNDEFINED, "server error").await;
+            }
+        };
         let slot = match resolved {
             Resolved::NotFound => {
-                tracing::debug!(%client, path = %path.display(), "tftp: no such file");
-                return Err(packet::Error::FileNotFound);
+                tracing::debug!(client = %peer, path = %req.file, "tftp: no such file");
+                return refuse(code::NOT_FOUND, "file not found").await;
             }
             Resolved::Denied => {
-                tracing::info!(%client, path = %path.display(), "tftp: refused a path outside the root");
-                return Err(packet::Error::PermissionDenied);
+                tracing::info!(client = %peer, path = %req.file, "tftp: refused a path outside the root");
+                return refuse(code::ACCESS, "access violation").await;
             }
-            _ => {
-                if self.active.fetch_add(1, Ordering::Relaxed) >= self.settings.max_transfers {
-                    self.active.fetch_sub(1, Ordering::Relaxed);
-                    tracing::warn!(%client, "tftp: too many transfers in progress; refusing");
-                    return Err(packet::Error::Msg("server busy, try again".into()));
+            _ => match self.slot() {
+                Some(s) => s,
+                None => {
+                    tracing::warn!(client = %peer, "tftp: too many transfers in progress; refusing");
+                    return refuse(code::UNDEFINED, "server busy, try again").await;
                 }
-                Slot(self.active.clone())
+            },
+        };
+        let mut source = match self.load(resolved, req.netascii).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(client = %peer, path = %req.file, error = %e, "tftp: cannot read file");
+                return refuse(code::NOT_FOUND, "cannot read file").await;
             }
         };
-        match resolved {
-            Resolved::Generated(bytes) => {
-                let len = bytes.len() as u64;
-                Ok((
-                    Reader {
-                        inner: ReaderKind::Memory(futures_lite::io::Cursor::new(bytes)),
-                        _slot: slot,
-                    },
-                    Some(len),
-                ))
+        let n = negotiate(&req.options, source.len(), &self.settings);
+        let r = self.send_file(&sock, &mut source, &n).await;
+        drop(slot);
+        match r {
+            Ok(()) => {
+                tracing::debug!(client = %peer, path = %req.file, bytes = source.len(), "tftp: sent")
             }
-            Resolved::File(p) => {
-                let opened = blocking::unblock(move || {
-                    let f = std::fs::File::open(&p)?;
-                    let len = f.metadata()?.len();
-                    Ok::<_, std::io::Error>((f, len))
-                })
-                .await;
-                match opened {
-                    Ok((f, len)) => Ok((
-                        Reader {
-                            inner: ReaderKind::File(blocking::Unblock::new(f)),
-                            _slot: slot,
-                        },
-                        Some(len),
-                    )),
-                    Err(e) => {
-                        tracing::warn!(%client, error = %e, "tftp: cannot open file");
-                        Err(packet::Error::FileNotFound)
-                    }
-                }
+            Err(End::ClientError(c, msg)) => {
+                tracing::debug!(client = %peer, path = %req.file, code = c, msg, "tftp: the client ended the transfer")
             }
-            Resolved::NotFound | Resolved::Denied => Err(packet::Error::UnknownError),
+            Err(End::ClientGone) => {
+                tracing::debug!(client = %peer, path = %req.file, "tftp: the client went away")
+            }
+            Err(End::TimedOut) => {
+                tracing::info!(client = %peer, path = %req.file, "tftp: no ACK after every resend; abandoned");
+                refuse(code::UNDEFINED, "timed out").await;
+            }
+            Err(End::Io(e)) => {
+                tracing::warn!(client = %peer, path = %req.file, error = %e, "tftp: transfer failed");
+                refuse(code::UNDEFINED, "server error").await;
+            }
         }
     }
 
-    async fn write_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-        _size: Option<u64>,
-    ) -> Result<Self::Writer, packet::Error> {
-        tracing::info!(%client, path = %path.display(), "tftp: refused a write request");
-        Err(packet::Error::PermissionDenied)
+    fn transfer_socket(&self, peer: SocketAddr) -> io::Result<UdpSocket> {
+        let s = std::net::UdpSocket::bind(SocketAddr::new(self.local_ip, 0))?;
+        s.connect(peer)?;
+        s.set_nonblocking(true)?;
+        UdpSocket::from_std(s)
+    }
+
+    fn slot(&self) -> Option<Slot<'_>> {
+        if self.active.fetch_add(1, Ordering::Relaxed) >= self.settings.max_transfers {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Slot(&self.active))
+    }
+
+    /// [`resolve`], off the event loop (it touches the file system).
+    async fn resolve(&self, peer: SocketAddr, file: &str) -> io::Result<Resolved> {
+        let file = PathBuf::from(file);
+        let root = self.settings.root.clone();
+        let fallbacks = self.fallbacks.clone();
+        let node_base = self.settings.node_base.clone();
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            resolve(&file, &root, &fallbacks, || {
+                autoexec(&node_base, mac_of(&store, peer.ip()).as_deref())
+            })
+        })
+        .await
+        .map_err(io::Error::other)
+    }
+
+    /// The bytes to send for a resolved request.
+    async fn load(&self, r: Resolved, netascii: bool) -> io::Result<Source> {
+        let source = match r {
+            Resolved::Generated(b) => Source::Memory(b.into()),
+            Resolved::File(path) => {
+                let p = path.clone();
+                let (file, len, modified) = tokio::task::spawn_blocking(move || {
+                    let f = std::fs::File::open(&p)?;
+                    let m = f.metadata()?;
+                    Ok::<_, io::Error>((f, m.len(), m.modified().ok()))
+                })
+                .await
+                .map_err(io::Error::other)??;
+                if len > MEMORY_LIMIT && !netascii {
+                    Source::File {
+                        file: Arc::new(file),
+                        len,
+                        buf: Vec::new(),
+                        at: 0,
+                    }
+                } else {
+                    Source::Memory(self.cached(path, file, len, modified).await?)
+                }
+            }
+            Resolved::NotFound | Resolved::Denied => {
+                return Err(io::Error::from(io::ErrorKind::NotFound));
+            }
+        };
+        Ok(match source {
+            Source::Memory(d) if netascii => Source::Memory(to_netascii(&d).into()),
+            s => s,
+        })
+    }
+
+    /// The file's content, read once while it is unchanged.
+    async fn cached(
+        &self,
+        path: PathBuf,
+        file: std::fs::File,
+        len: u64,
+        modified: Option<SystemTime>,
+    ) -> io::Result<Arc<[u8]>> {
+        let entry = {
+            let mut cache = lock(&self.cache);
+            let fresh = cache
+                .get(&path)
+                .is_some_and(|c| c.len == len && c.modified == modified);
+            if !fresh {
+                // Keep small files, and large ones only while in use.
+                cache.retain(|_, c| c.len <= KEEP_LIMIT || c.in_use());
+                cache.insert(
+                    path.clone(),
+                    Cached {
+                        len,
+                        modified,
+                        data: Arc::new(OnceCell::new()),
+                    },
+                );
+            }
+            cache[&path].clone()
+        };
+        let data = entry
+            .data
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    use std::io::Read;
+                    let mut b = Vec::with_capacity(len as usize);
+                    file.take(len).read_to_end(&mut b)?;
+                    Ok::<_, io::Error>(Arc::<[u8]>::from(b))
+                })
+                .await
+                .map_err(io::Error::other)?
+            })
+            .await?;
+        Ok(data.clone())
+    }
+
+    /// Sends the OACK (if any) and the data, window by window.
+    async fn send_file(
+        &self,
+        sock: &UdpSocket,
+        source: &mut Source,
+        n: &Negotiated,
+    ) -> Result<(), End> {
+        let mut window: VecDeque<Vec<u8>> = VecDeque::new();
+        if let Some(oack) = &n.oack {
+            window.push_back(oack.clone());
+            self.exchange(sock, &window, 0, n.timeout).await?;
+            window.clear();
+        }
+        let blksize = n.blksize as u64;
+        // Blocks 1..=last; the last is shorter than blksize, maybe empty.
+        let last = source.len() / blksize + 1;
+        let mut base = 1u64; // first block not yet acknowledged
+        let mut next = 1u64; // first block not yet in the window
+        while base <= last {
+            let end = (base + u64::from(n.window)).min(last + 1);
+            if next < end {
+                let bytes = source
+                    .range((next - 1) * blksize, ((end - next) * blksize) as usize)
+                    .await?;
+                let mut chunks = bytes.chunks(n.blksize);
+                for b in next..end {
+                    let data = chunks.next().unwrap_or(&[]);
+                    let mut p = Vec::with_capacity(4 + data.len());
+                    p.extend_from_slice(&DATA.to_be_bytes());
+                    p.extend_from_slice(&(b as u16).to_be_bytes());
+                    p.extend_from_slice(data);
+                    window.push_back(p);
+                }
+                next = end;
+            }
+            let acked = self.exchange(sock, &window, base as u16, n.timeout).await?;
+            window.drain(..acked);
+            base += acked as u64;
+        }
+        Ok(())
+    }
+
+    /// Sends `packets` (numbered from `first`) and waits for an ACK of one
+    /// of them, resending them all on timeout; returns how many it
+    /// acknowledges. Other ACKs (duplicates, stale ones) change nothing.
+    async fn exchange(
+        &self,
+        sock: &UdpSocket,
+        packets: &VecDeque<Vec<u8>>,
+        first: u16,
+        timeout: Duration,
+    ) -> Result<usize, End> {
+        let mut buf = [0u8; 1024];
+        for _ in 0..=self.settings.retries {
+            for p in packets {
+                sock.send(p).await?;
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+                    Err(_) => break,
+                    Ok(r) => r?,
+                };
+                match parse_reply(&buf[..n]) {
+                    Reply::Ack(a) => {
+                        let k = usize::from(a.wrapping_sub(first));
+                        if k < packets.len() {
+                            return Ok(k + 1);
+                        }
+                    }
+                    Reply::Error(code, msg) => return Err(End::ClientError(code, msg)),
+                    Reply::Other => {}
+                }
+            }
+        }
+        Err(End::TimedOut)
     }
 }
 
@@ -326,27 +855,6 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     s.bind(&addr.into())?;
     s.set_nonblocking(true)?;
     Ok(s.into())
-}
-
-/// Runs the server on `socket` until it fails; the caller cancels it by
-/// dropping the future.
-pub async fn serve(
-    socket: std::net::UdpSocket,
-    settings: TftpSettings,
-    store: Store,
-) -> std::io::Result<()> {
-    let handler = BootHandler::new(settings.clone(), store);
-    let server = TftpServerBuilder::with_handler(handler)
-        .std_socket(socket)
-        .map_err(std::io::Error::other)?
-        .block_size_limit(settings.max_block_size)
-        .window_size_limit(settings.max_window_size)
-        .timeout(settings.timeout)
-        .max_send_retries(settings.retries)
-        .build()
-        .await
-        .map_err(std::io::Error::other)?;
-    server.serve().await.map_err(std::io::Error::other)
 }
 
 #[cfg(test)]
@@ -416,5 +924,115 @@ mod tests {
             autoexec("http://h:27778", None),
             "#!ipxe\nchain http://h:27778/boot/v1/bootscript?mac=${netX/mac} || reboot\n"
         );
+    }
+
+    fn settings() -> TftpSettings {
+        TftpSettings {
+            root: PathBuf::from("/nonexistent"),
+            node_base: "http://h:27778".into(),
+            max_transfers: 10,
+            max_block_size: 1468,
+            max_window_size: 64,
+            timeout: Duration::from_secs(3),
+            retries: 5,
+        }
+    }
+
+    fn read(file: &str, options: Options) -> Incoming {
+        Incoming::Read(ReadRequest {
+            file: file.into(),
+            netascii: false,
+            options,
+        })
+    }
+
+    #[test]
+    fn requests() {
+        assert_eq!(
+            parse_request(b"\0\x01a.bin\0octet\0"),
+            read("a.bin", Options::default())
+        );
+        // Case-insensitive mode and option names; NUL padding after them.
+        assert_eq!(
+            parse_request(
+                b"\0\x01a.bin\0OCTET\0BlkSize\x001468\0tsize\x000\0windowsize\x0016\0timeout\x002\0\0\0"
+            ),
+            read(
+                "a.bin",
+                Options {
+                    blksize: Some(1468),
+                    timeout: Some(2),
+                    tsize: true,
+                    windowsize: Some(16),
+                }
+            )
+        );
+        assert!(matches!(
+            parse_request(b"\0\x01a\0netascii\0"),
+            Incoming::Read(ReadRequest { netascii: true, .. })
+        ));
+        // Values out of range and unknown options are left out.
+        assert_eq!(
+            parse_request(
+                b"\0\x01a\0octet\0blksize\x007\0windowsize\x000\0timeout\x00256\0tsize\0x\0multicast\0\0"
+            ),
+            read("a", Options::default())
+        );
+        assert_eq!(
+            parse_request(b"\0\x02a\0octet\0"),
+            Incoming::Write("a".into())
+        );
+        for ignored in [
+            &b""[..],
+            b"\0",
+            b"\0\x04\0\x01",
+            b"\0\x09a\0octet\0",
+            b"\0\x05\0\x08\0",
+        ] {
+            assert_eq!(parse_request(ignored), Incoming::Ignored, "{ignored:?}");
+        }
+        for (refused, code) in [
+            (&b"\0\x01a.bin"[..], code::ILLEGAL),
+            (b"\0\x01a.bin\0", code::ILLEGAL),
+            (b"\0\x01a.bin\0octet", code::ILLEGAL),
+            (b"\0\x01a.bin\0mail\0", code::ILLEGAL),
+            (b"\0\x01a.bin\0binary\0", code::ILLEGAL),
+            (b"\0\x01a.bin\0octet\0blksize\0", code::OPTIONS),
+            (b"\0\x01\xff\0octet\0", code::NOT_FOUND),
+        ] {
+            assert!(
+                matches!(parse_request(refused), Incoming::Refused(c, _) if c == code),
+                "{refused:?}: {:?}",
+                parse_request(refused)
+            );
+        }
+    }
+
+    #[test]
+    fn negotiation_stays_within_the_limits() {
+        let s = settings();
+        let n = negotiate(&Options::default(), 100, &s);
+        assert_eq!((n.blksize, n.window, n.oack), (512, 1, None));
+        let n = negotiate(
+            &Options {
+                blksize: Some(65464),
+                timeout: Some(1),
+                tsize: true,
+                windowsize: Some(65535),
+            },
+            850528,
+            &s,
+        );
+        assert_eq!((n.blksize, n.window), (1468, 64));
+        assert_eq!(n.timeout, Duration::from_secs(1));
+        assert_eq!(
+            n.oack.as_deref(),
+            Some(&b"\0\x06blksize\x001468\0timeout\x001\0tsize\x00850528\0windowsize\x0064\0"[..])
+        );
+    }
+
+    #[test]
+    fn netascii_conversion() {
+        assert_eq!(to_netascii(b"a\nb\r\nc\r"), b"a\r\nb\r\0\r\nc\r\0");
     }
 }
