@@ -96,6 +96,7 @@ impl App {
             node_base,
             metrics: Metrics::default(),
             boot_history: Default::default(),
+            meta_cache: Default::default(),
             started,
             config,
         }));

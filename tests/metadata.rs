@@ -427,6 +427,12 @@ async fn lookups_are_live() {
             .ends_with("/rack2.yaml\n")
     );
     h.node.get("/cloud-init/rack2.yaml").await.ok();
+    // Fetched twice (the second from memory), then changed: the next fetch
+    // reflects the change at once.
+    for _ in 0..2 {
+        let meta = h.node.get("/cloud-init/meta-data").await.ok().text();
+        assert!(meta.contains("local-hostname: de01"), "{meta}");
+    }
     h.api
         .post(
             "/cloud-init/admin/cluster-defaults",

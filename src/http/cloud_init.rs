@@ -271,6 +271,13 @@ fn peer_address(st: &AppState, peer: Option<axum::Extension<Peer>>, headers: &He
     caller_ip(peer_ip, headers, &st.config.http.trusted_proxies)
 }
 
+fn unknown_caller(ip: IpAddr) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("no node in the inventory has address {ip}"),
+    )
+}
+
 /// The calling node, by address; 422 when no node has it (as upstream).
 fn caller(
     st: &AppState,
@@ -279,17 +286,15 @@ fn caller(
 ) -> Result<(Arc<Snapshot>, String, IpAddr), ApiError> {
     let ip = peer_address(st, peer, headers);
     let snap = st.store.snapshot();
+    let (node, _) = identify_in(&snap, ip)?;
+    Ok((snap, node, ip))
+}
+
+fn identify_in(snap: &Snapshot, ip: IpAddr) -> Result<(String, identify::Via), ApiError> {
     let now = chrono::Utc::now().timestamp();
-    match identify::node_by_address(&snap, ip, now) {
-        Some((c, _)) => {
-            let x = c.id.clone();
-            Ok((snap, x, ip))
-        }
-        None => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("no node in the inventory has address {ip}"),
-        )),
-    }
+    identify::node_by_address(snap, ip, now)
+        .map(|(c, via)| (c.id.clone(), via))
+        .ok_or_else(|| unknown_caller(ip))
 }
 
 /// The node named by an admin route's `{id}`; 404 if the inventory has none.
@@ -320,13 +325,13 @@ async fn with_instance_id(
     Ok(st.store.snapshot())
 }
 
-fn render_meta_data(st: &AppState, snap: &Snapshot, node: &str) -> Result<Response, ApiError> {
+fn meta_data_doc(st: &AppState, snap: &Snapshot, node: &str) -> Result<Bytes, ApiError> {
     let c = snap
         .components
         .get(node)
         .ok_or_else(|| ApiError::not_found(format!("no node {node}")))?;
     let facts = document::gather(snap, c, settings(st));
-    Ok(text(document::meta_data(&facts)))
+    Ok(Bytes::from(document::meta_data(&facts)))
 }
 
 fn render_vendor_data(st: &AppState, snap: &Snapshot, node: &str) -> Result<Response, ApiError> {
@@ -359,14 +364,30 @@ fn render_group_file(snap: &Snapshot, node: &str, file: &str) -> Result<Response
     )))
 }
 
+/// The hot route: one snapshot read, and for a caller at an inventory
+/// address whose document this snapshot already rendered, a memoised copy.
 async fn meta_data(
     State(st): State<AppState>,
     peer: Option<axum::Extension<Peer>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (snap, node, _) = caller(&st, peer, &headers)?;
-    let snap = with_instance_id(&st, snap, &node).await?;
-    render_meta_data(&st, &snap, &node)
+    let ip = peer_address(&st, peer, &headers);
+    let mut snap = st.store.snapshot();
+    if let Some(doc) = st.meta_cache.get(snap.generation, ip) {
+        return Ok(text(doc));
+    }
+    let (mut node, mut via) = identify_in(&snap, ip)?;
+    if rules::needs_instance_id(&snap, &node) {
+        snap = with_instance_id(&st, snap, &node).await?;
+        // Identify again in the snapshot the document comes from.
+        (node, via) = identify_in(&snap, ip)?;
+        snap = with_instance_id(&st, snap, &node).await?;
+    }
+    let doc = meta_data_doc(&st, &snap, &node)?;
+    if via == identify::Via::Interface {
+        st.meta_cache.put(snap.generation, ip, doc.clone());
+    }
+    Ok(text(doc))
 }
 
 async fn user_data(
@@ -570,7 +591,7 @@ async fn imp_meta_data(
 ) -> Result<Response, ApiError> {
     let (snap, node) = named(&st, &id)?;
     let snap = with_instance_id(&st, snap, &node).await?;
-    render_meta_data(&st, &snap, &node)
+    Ok(text(meta_data_doc(&st, &snap, &node)?))
 }
 
 async fn imp_user_data(

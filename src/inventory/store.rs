@@ -163,26 +163,6 @@ impl Model {
         self.groups_by_member.get(xname)
     }
 
-    fn index_group(&mut self, g: &Group) {
-        for m in &g.members.ids {
-            self.groups_by_member
-                .entry(m.clone())
-                .or_default()
-                .insert(g.label.clone());
-        }
-    }
-
-    fn unindex_group(&mut self, g: &Group) {
-        for m in &g.members.ids {
-            if let Some(set) = self.groups_by_member.get_mut(m) {
-                set.remove(&g.label);
-                if set.is_empty() {
-                    self.groups_by_member.remove(m);
-                }
-            }
-        }
-    }
-
     pub fn partition_of(&self, xname: &str) -> Option<&Partition> {
         self.partitions
             .values()
@@ -251,6 +231,68 @@ impl Model {
             }
         }
     }
+}
+
+/// Moves the membership index from `old`'s members to `new`'s (same
+/// label), touching only members that changed: imports add members one
+/// at a time to groups of thousands.
+fn reindex_group(
+    index: &mut OrdMap<String, OrdSet<String>>,
+    label: &str,
+    old: &[String],
+    new: &[String],
+) {
+    let (removed, added) = member_diff(old, new);
+    for m in removed {
+        if let Some(set) = index.get_mut(m) {
+            set.remove(label);
+            if set.is_empty() {
+                index.remove(m);
+            }
+        }
+    }
+    for m in added {
+        index
+            .entry(m.clone())
+            .or_default()
+            .insert(label.to_string());
+    }
+}
+
+/// Members in `old` but not `new`, and in `new` but not `old`: a merge when
+/// both lists are sorted (as SMD keeps them), else through a hash set.
+fn member_diff<'a>(old: &'a [String], new: &'a [String]) -> (Vec<&'a String>, Vec<&'a String>) {
+    let (mut removed, mut added) = (Vec::new(), Vec::new());
+    if old.is_sorted() && new.is_sorted() {
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() || j < new.len() {
+            match (old.get(i), new.get(j)) {
+                (Some(a), Some(b)) if a == b => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(a), Some(b)) if a < b => {
+                    removed.push(a);
+                    i += 1;
+                }
+                (Some(_), Some(b)) | (None, Some(b)) => {
+                    added.push(b);
+                    j += 1;
+                }
+                (Some(a), None) => {
+                    removed.push(a);
+                    i += 1;
+                }
+                (None, None) => break,
+            }
+        }
+    } else {
+        let o: std::collections::HashSet<&String> = old.iter().collect();
+        let n: std::collections::HashSet<&String> = new.iter().collect();
+        removed = old.iter().filter(|m| !n.contains(m)).collect();
+        added = new.iter().filter(|m| !o.contains(m)).collect();
+    }
+    (removed, added)
 }
 
 /// An immutable, numbered view of the model.
@@ -386,17 +428,30 @@ impl<'a> Txn<'a> {
     }
 
     pub fn put_group(&mut self, g: Group) {
-        if let Some(old) = self.model.groups.get(&g.label).cloned() {
-            self.model.unindex_group(&old);
-        }
-        self.model.index_group(&g);
+        let old = self
+            .model
+            .groups
+            .get(&g.label)
+            .map(|o| o.members.ids.as_slice())
+            .unwrap_or(&[]);
+        reindex_group(
+            &mut self.model.groups_by_member,
+            &g.label,
+            old,
+            &g.members.ids,
+        );
         self.record(Table::Groups, &g.label, Some(&g));
         self.model.groups.insert(g.label.clone(), g);
     }
 
     pub fn delete_group(&mut self, label: &str) -> Option<Group> {
         let old = self.model.groups.remove(label)?;
-        self.model.unindex_group(&old);
+        reindex_group(
+            &mut self.model.groups_by_member,
+            label,
+            &old.members.ids,
+            &[],
+        );
         self.record::<Group>(Table::Groups, label, None);
         Some(old)
     }
@@ -855,6 +910,61 @@ mod tests {
             store.snapshot().component_by_nid(7).unwrap().id,
             "x0c0s0b0n0"
         );
+    }
+
+    #[test]
+    fn member_diffs() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (a, b) = (v(&["a", "c", "d"]), v(&["b", "c", "e"]));
+        let (r, ad) = member_diff(&a, &b);
+        assert_eq!((r, ad), (vec![&a[0], &a[2]], vec![&b[0], &b[2]]));
+        let (a, b) = (v(&["d", "a"]), v(&["a", "e"]));
+        let (r, ad) = member_diff(&a, &b);
+        assert_eq!((r, ad), (vec![&a[0]], vec![&b[1]]));
+    }
+
+    #[tokio::test]
+    async fn group_membership_index_follows_writes() {
+        let store = Store::open_in_memory().unwrap();
+        let group = |label: &str, ids: &[&str]| Group {
+            label: label.into(),
+            description: String::new(),
+            tags: Vec::new(),
+            exclusive_group: String::new(),
+            members: super::super::model::Members {
+                ids: ids.iter().map(|s| s.to_string()).collect(),
+            },
+        };
+        let (g1, g2, g3) = (
+            group("a", &["x1", "x2"]),
+            group("b", &["x2"]),
+            group("a", &["x3", "x2"]),
+        );
+        store
+            .write(move |t| {
+                t.put_group(g1);
+                t.put_group(g2);
+                t.put_group(g3);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let s = store.snapshot();
+        let labels =
+            |x: &str| -> Vec<String> { s.groups_of(x).iter().map(|g| g.label.clone()).collect() };
+        assert_eq!(labels("x1"), Vec::<String>::new());
+        assert_eq!(labels("x2"), vec!["a", "b"]);
+        assert_eq!(labels("x3"), vec!["a"]);
+        store
+            .write(|t| {
+                t.delete_group("a");
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let s = store.snapshot();
+        assert_eq!(s.groups_of("x2").len(), 1);
+        assert!(s.groups_of("x3").is_empty());
     }
 
     #[tokio::test]

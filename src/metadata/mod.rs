@@ -9,9 +9,12 @@
 //! - [`rules`]: what the admin routes accept and how they change the store
 //!   (cluster defaults, groups, instance info, stable instance IDs,
 //!   phone-home records);
+//! - [`cache`]: rendered meta-data per caller address, valid for one
+//!   snapshot generation (memoisation of the pure render);
 //! - [`template`]: local Jinja rendering for previews (`group render`);
 //! - [`yaml`]: the YAML writer, safe for cloud-init's YAML 1.1 reader.
 
+pub mod cache;
 pub mod document;
 pub mod identify;
 pub mod rules;
