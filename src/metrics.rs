@@ -10,34 +10,34 @@ use std::sync::Mutex;
 
 /// Counters keyed by metric name and rendered label set.
 #[derive(Default)]
-pub struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
-    help: Mutex<BTreeMap<&'static str, &'static str>>,
+pub struct Metrics(Mutex<Inner>);
+
+#[derive(Default, Clone)]
+struct Inner {
+    counters: BTreeMap<(&'static str, String), u64>,
+    help: BTreeMap<&'static str, &'static str>,
 }
 
 impl Metrics {
     /// Adds `by` to counter `name{labels}`; labels are (key, value) pairs.
     pub fn add(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)], by: u64) {
-        let mut rendered = String::new();
+        let mut rendered = String::with_capacity(96);
         for (i, (k, v)) in labels.iter().enumerate() {
             if i > 0 {
                 rendered.push(',');
             }
             let _ = write!(rendered, "{k}=\"{}\"", escape(v));
         }
-        if let Ok(mut h) = self.help.lock() {
-            h.entry(name).or_insert(help);
-        }
-        if let Ok(mut c) = self.counters.lock() {
-            *c.entry((name, rendered)).or_insert(0) += by;
+        if let Ok(mut m) = self.0.lock() {
+            m.help.entry(name).or_insert(help);
+            *m.counters.entry((name, rendered)).or_insert(0) += by;
         }
     }
 
     /// The counters, plus `gauges` computed by the caller at scrape time.
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
-        let help = self.help.lock().map(|h| h.clone()).unwrap_or_default();
-        let counters = self.counters.lock().map(|c| c.clone()).unwrap_or_default();
+        let Inner { help, counters } = self.0.lock().map(|m| m.clone()).unwrap_or_default();
         let mut last = "";
         for ((name, labels), value) in &counters {
             if *name != last {
@@ -65,10 +65,16 @@ impl Metrics {
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Label values rarely need escaping; only those that do are copied.
+fn escape(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    std::borrow::Cow::Owned(
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n"),
+    )
 }
 
 #[cfg(test)]
@@ -83,5 +89,8 @@ mod tests {
         let text = m.render(&[("g", "a gauge", 5.0)]);
         assert!(text.contains("x_total{code=\"200\"} 3"), "{text}");
         assert!(text.contains("# TYPE g gauge\ng 5"), "{text}");
+        m.add("y_total", "odd", &[("route", "a\"b\\c\nd")], 1);
+        let text = m.render(&[]);
+        assert!(text.contains(r#"y_total{route="a\"b\\c\nd"} 1"#), "{text}");
     }
 }

@@ -180,18 +180,21 @@ fn bearer(req: &Request) -> Option<String> {
 
 /// Counts requests by listener, route and status class.
 async fn count_requests(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    // Borrowed or reference-counted: this runs on every request.
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+        .cloned();
+    let method = req.method().clone();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
     st.metrics.add(
         "openchami_http_requests_total",
         "HTTP requests answered, by route, method and status.",
-        &[("route", &route), ("method", &method), ("status", &status)],
+        &[
+            ("route", route.as_ref().map_or("unmatched", |r| r.as_str())),
+            ("method", method.as_str()),
+            ("status", resp.status().as_str()),
+        ],
         1,
     );
     resp

@@ -36,7 +36,15 @@ pub async fn serve(
 ) {
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    if acceptor.is_none() {
+        // Plain HTTP is the node listener: firmware, curl and cloud-init
+        // speak HTTP/1.x and no route upgrades. Declaring it (and serving
+        // without upgrade support, below) saves the auto builder's extra
+        // read that sniffs for the HTTP/2 preface on every connection: one
+        // syscall per boot script request, which is one connection.
+        builder = builder.http1_only();
+    }
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -83,7 +91,7 @@ pub async fn serve(
                     }
                 }
                 None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }

@@ -95,8 +95,25 @@ pub fn normalize(s: &str) -> Result<String, MacError> {
     parse(s).map(|m| to_colon(&m))
 }
 
-/// Any accepted spelling → the EthernetInterface ID form.
+/// Any accepted spelling → the EthernetInterface ID form. The canonical
+/// colon form (what every lookup on the boot path holds) takes a short cut.
 pub fn id_of(s: &str) -> Result<String, MacError> {
+    let b = s.as_bytes();
+    let canonical = b.len() == 17
+        && b.iter().enumerate().all(|(i, c)| {
+            if i % 3 == 2 {
+                *c == b':'
+            } else {
+                c.is_ascii_digit() || (b'a'..=b'f').contains(c)
+            }
+        });
+    if canonical {
+        return Ok(b
+            .iter()
+            .filter(|c| **c != b':')
+            .map(|c| *c as char)
+            .collect());
+    }
     parse(s).map(|m| to_id(&m))
 }
 
@@ -183,6 +200,8 @@ mod tests {
             if let Ok(m) = parse(&s) {
                 prop_assert_eq!(parse(&to_colon(&m)), Ok(m));
             }
+            // The colon-form short cut agrees with the full parser.
+            prop_assert_eq!(id_of(&s).ok(), parse(&s).ok().map(|m| to_id(&m)));
         }
 
         #[test]
