@@ -9,6 +9,7 @@
 pub mod boot;
 pub mod cloud_init;
 pub mod common;
+pub mod deadline;
 pub mod json;
 pub mod openapi;
 pub mod peer;

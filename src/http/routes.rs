@@ -15,8 +15,8 @@ use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter};
 use tower::ServiceBuilder;
 use tower_http::normalize_path::NormalizePathLayer;
-use tower_http::timeout::TimeoutLayer;
 
+use super::deadline::DeadlineLayer;
 use super::problem::{self, ApiError};
 use super::state::AppState;
 
@@ -242,10 +242,7 @@ pub fn router(state: AppState, listener: Listener) -> Router {
         ServiceBuilder::new()
             .layer(middleware::from_fn(problem::render_problems))
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(in_flight))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                timeout,
-            ))
+            .layer(DeadlineLayer::new(timeout))
             .layer(middleware::from_fn(rewrite_aliases)),
     )
 }
