@@ -48,10 +48,14 @@ impl App {
             .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
         restrict_dir(&state_dir);
 
+        // The store, the CA and the key files are independent and each waits
+        // on a few fsyncs on first start: open them side by side.
         let db_path = state_dir.join(DB_FILE);
-        let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
-            .await
-            .context("store start-up task failed")??;
+        let store_task = tokio::task::spawn_blocking(move || Store::open(&db_path));
+        let dir = state_dir.clone();
+        let tokens_task = tokio::task::spawn_blocking(move || TokenKeys::load_or_create(&dir));
+        let dir = state_dir.clone();
+        let secrets_task = tokio::task::spawn_blocking(move || SecretBox::load_or_create(&dir));
 
         let api_listener = if config.api.enabled {
             Some(bind(config.api.listen).await?)
@@ -74,15 +78,12 @@ impl App {
         let names = cert_names(&config, api_addr);
         let renew_names = names.clone();
         let dir = state_dir.clone();
-        let (authority, tokens, secrets) = tokio::task::spawn_blocking(move || {
-            anyhow::Ok((
-                Authority::bootstrap(&dir, &names)?,
-                TokenKeys::load_or_create(&dir)?,
-                SecretBox::load_or_create(&dir)?,
-            ))
-        })
-        .await
-        .context("CA start-up task failed")??;
+        let authority = tokio::task::spawn_blocking(move || Authority::bootstrap(&dir, &names))
+            .await
+            .context("CA start-up task failed")??;
+        let tokens = tokens_task.await.context("token key task failed")??;
+        let secrets = secrets_task.await.context("secret key task failed")??;
+        let store = store_task.await.context("store start-up task failed")??;
 
         let node_base = node_base(&config, node_addrs.first().copied());
         let issuer = config.issuer();

@@ -391,7 +391,20 @@ impl Transfer {
 /// Fetches `file` completely.
 #[track_caller]
 fn fetch(server: SocketAddr, file: &str, opts: &[(&str, &str)], acking: &Acking) -> Got {
-    Transfer::start(server, file, opts)
+    // A transfer's slot is freed when its task has read the last ACK (or the
+    // client's error), which on a loaded machine can come after our next
+    // request: with a transfer cap, "busy" right after a transfer is retried.
+    let mut tries = 0;
+    let transfer = loop {
+        match Transfer::start(server, file, opts) {
+            Err(Pkt::Error(0, msg)) if msg.contains("busy") && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => break other,
+        }
+    };
+    transfer
         .unwrap_or_else(|e| panic!("{file}: refused: {e:?}"))
         .finish(acking)
         .unwrap_or_else(|e| panic!("{file}: failed: {e:?}"))

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use imbl::{OrdMap, OrdSet};
+use imbl::OrdMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
@@ -110,6 +110,12 @@ fn add_id(list: &mut IdList, id: &str) {
     }
 }
 
+fn remove_id(list: &mut IdList, id: &str) {
+    if let Ok(pos) = list.binary_search_by(|x| x.as_str().cmp(id)) {
+        list.remove(pos);
+    }
+}
+
 /// Everything the appliance knows, as persistent maps plus derived indexes.
 #[derive(Debug, Clone, Default)]
 pub struct Model {
@@ -129,8 +135,9 @@ pub struct Model {
     pub interfaces_by_ip: OrdMap<IpAddr, IdList>,
     /// Component xname → interface IDs bound to it.
     pub interfaces_by_component: OrdMap<String, IdList>,
-    /// Component xname → labels of the groups it is a member of.
-    pub groups_by_member: OrdMap<String, OrdSet<String>>,
+    /// Component xname → labels of the groups it is a member of (sorted; a
+    /// node is in a handful of groups, so a small vector, not a tree set).
+    pub groups_by_member: OrdMap<String, IdList>,
     /// cloud-init cluster defaults (one record).
     pub cloud_init_defaults: Arc<ClusterDefaults>,
     /// cloud-init groups by name.
@@ -159,7 +166,7 @@ impl Model {
     }
 
     /// Labels of the groups the component belongs to, in order.
-    pub fn group_labels_of(&self, xname: &str) -> Option<&OrdSet<String>> {
+    pub fn group_labels_of(&self, xname: &str) -> Option<&IdList> {
         self.groups_by_member.get(xname)
     }
 
@@ -236,26 +243,18 @@ impl Model {
 /// Moves the membership index from `old`'s members to `new`'s (same
 /// label), touching only members that changed: imports add members one
 /// at a time to groups of thousands.
-fn reindex_group(
-    index: &mut OrdMap<String, OrdSet<String>>,
-    label: &str,
-    old: &[String],
-    new: &[String],
-) {
+fn reindex_group(index: &mut OrdMap<String, IdList>, label: &str, old: &[String], new: &[String]) {
     let (removed, added) = member_diff(old, new);
     for m in removed {
-        if let Some(set) = index.get_mut(m) {
-            set.remove(label);
-            if set.is_empty() {
+        if let Some(list) = index.get_mut(m) {
+            remove_id(list, label);
+            if list.is_empty() {
                 index.remove(m);
             }
         }
     }
     for m in added {
-        index
-            .entry(m.clone())
-            .or_default()
-            .insert(label.to_string());
+        add_id(index.entry(m.clone()).or_default(), label);
     }
 }
 
@@ -318,6 +317,9 @@ pub struct Txn<'a> {
     touched: Vec<(Table, String)>,
     seen: std::collections::HashSet<(Table, String)>,
     now: chrono::DateTime<chrono::Utc>,
+    /// False while the model is loaded from the database at start: the rows
+    /// are already stored, and remembering 50,000 keys only raises the peak.
+    recording: bool,
 }
 
 impl<'a> Txn<'a> {
@@ -336,6 +338,7 @@ impl<'a> Txn<'a> {
             touched: Vec::new(),
             seen: Default::default(),
             now,
+            recording: true,
         }
     }
 
@@ -345,6 +348,9 @@ impl<'a> Txn<'a> {
     }
 
     fn record<T>(&mut self, table: Table, key: &str, _value: Option<&T>) {
+        if !self.recording {
+            return;
+        }
         let k = (table, key.to_string());
         if self.seen.insert(k.clone()) {
             self.touched.push(k);
@@ -735,6 +741,7 @@ fn load_table<T: DeserializeOwned>(db: &Db, table: Table) -> Result<Vec<T>, Stor
 fn load_model(db: &Db) -> Result<Model, StoreError> {
     let mut model = Model::default();
     let mut txn = Txn::new(&mut model, chrono::Utc::now());
+    txn.recording = false;
     for c in load_table::<Component>(db, Table::Components)? {
         txn.put_component(c);
     }
