@@ -210,6 +210,8 @@ pub struct Bmc {
     creds: Credentials,
     permits: Semaphore,
     auth: Mutex<Auth>,
+    /// The service root as read at login, so a crawl need not read it again.
+    root: Mutex<Option<Value>>,
 }
 
 impl fmt::Debug for Bmc {
@@ -234,6 +236,7 @@ impl Bmc {
             creds,
             permits: Semaphore::new(transport.opts.max_in_flight.max(1)),
             auth: Mutex::new(Auth::None),
+            root: Mutex::new(None),
         }
     }
 
@@ -251,6 +254,7 @@ impl Bmc {
     /// [`ErrorKind::Auth`] error; nothing is retried then.
     pub async fn login(&self) -> Result<(), Error> {
         let root = self.request(Method::GET, ROOT, None, false).await?;
+        *self.root.lock().await = Some(root.clone());
         let sessions = {
             let from_links = json::link(get(&root, "Links").unwrap_or(&Value::Null), "Sessions");
             if !from_links.is_empty() {
@@ -339,6 +343,11 @@ impl Bmc {
                 Err(e) => tracing::warn!(bmc = %self.addr, error = %e, "session delete failed"),
             }
         }
+    }
+
+    /// The service root read by the last [`Bmc::login`].
+    pub async fn cached_root(&self) -> Option<Value> {
+        self.root.lock().await.clone()
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, Error> {

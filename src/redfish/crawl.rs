@@ -98,55 +98,65 @@ async fn get_opt(bmc: &Bmc, path: &str) -> Result<Option<Value>, Error> {
     }
 }
 
-/// Crawls the BMC (logged in already).
+/// Crawls the BMC (logged in already). Chassis, Systems and Managers are
+/// read side by side: with a slow BMC the crawl takes as long as its deepest
+/// path (member, its NIC collection, a NIC), not the sum of all of them.
 pub async fn crawl(bmc: &Bmc) -> Result<Crawl, Error> {
-    let root = bmc.get(ROOT).await?;
+    // Some BMCs show a bare root to anonymous callers: reuse the login's
+    // copy only if it links the Systems.
+    let root = match bmc.cached_root().await {
+        Some(r) if !link(&r, "Systems").is_empty() => r,
+        _ => bmc.get(ROOT).await?,
+    };
     let (systems, managers, chassis) = futures_util::try_join!(
         get_opt(bmc, link(&root, "Systems")),
         get_opt(bmc, link(&root, "Managers")),
         get_opt(bmc, link(&root, "Chassis")),
     )?;
     let member_paths = |c: &Option<Value>| c.as_ref().map(members).unwrap_or_default();
-
-    let chassis: Vec<ChassisInfo> =
-        try_join_all(member_paths(&chassis).into_iter().map(|p| async move {
+    let listed: Vec<String> = {
+        let mut v: Vec<String> = Vec::new();
+        for p in member_paths(&systems) {
+            let p = clean(&p);
+            if !v.contains(&p) {
+                v.push(p);
+            }
+        }
+        v
+    };
+    let chassis_paths = member_paths(&chassis);
+    let manager_paths = member_paths(&managers);
+    let (chassis, fetched, managers) = futures_util::try_join!(
+        try_join_all(chassis_paths.into_iter().map(|p| async move {
             Ok::<_, Error>(get_opt(bmc, &p).await?.map(|v| chassis_info(&p, &v)))
-        }))
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
-
-    // Systems listed under /Systems first, then any only a Chassis names.
-    let mut paths: Vec<String> = Vec::new();
-    for p in member_paths(&systems)
-        .into_iter()
-        .chain(chassis.iter().flat_map(|c| c.systems.clone()))
-    {
-        let p = clean(&p);
-        if !paths.contains(&p) {
-            paths.push(p);
+        })),
+        try_join_all(listed.iter().map(|p| system(bmc, p))),
+        try_join_all(manager_paths.iter().map(|p| manager(bmc, p))),
+    )?;
+    let chassis: Vec<ChassisInfo> = chassis.into_iter().flatten().collect();
+    // Systems only a Chassis names come after those listed under /Systems,
+    // which win on a duplicate UUID.
+    let mut only_linked: Vec<String> = Vec::new();
+    for p in chassis.iter().flat_map(|c| c.systems.iter()) {
+        let p = clean(p);
+        if !listed.contains(&p) && !only_linked.contains(&p) {
+            only_linked.push(p);
         }
     }
-    let fetched = try_join_all(paths.iter().map(|p| system(bmc, p))).await?;
+    let linked = try_join_all(only_linked.iter().map(|p| system(bmc, p))).await?;
     let mut systems: Vec<SystemInfo> = Vec::new();
-    for s in fetched.into_iter().flatten() {
+    for s in fetched.into_iter().chain(linked).flatten() {
         let dup =
             !s.uuid.is_empty() && systems.iter().any(|o| o.uuid.eq_ignore_ascii_case(&s.uuid));
         if !dup {
             systems.push(s);
         }
     }
-    let managers = try_join_all(member_paths(&managers).iter().map(|p| manager(bmc, p)))
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
     Ok(Crawl {
         redfish_version: str_of(&root, "RedfishVersion").to_string(),
         uuid: str_of(&root, "UUID").to_string(),
         systems,
-        managers,
+        managers: managers.into_iter().flatten().collect(),
         chassis,
     })
 }

@@ -733,6 +733,90 @@ fn post(shared: &Shared, index: usize, bmc: &BmcState, path: &str, body: &Value)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redfish::{Bmc, ClientOptions, Credentials, Transport, crawl, system_state};
+
+    struct Recorder(Mutex<Vec<(usize, usize, String)>>);
+
+    impl PowerHook for Recorder {
+        fn reset(&self, bmc: usize, system: usize, reset_type: &str) -> Result<(), String> {
+            if reset_type == "ForceRestart" {
+                return Err("the VM would not restart".into());
+            }
+            if let Ok(mut v) = self.0.lock() {
+                v.push((bmc, system, reset_type.to_string()));
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_crawls_and_resets_through_the_hook() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let hook = Arc::new(Recorder(Mutex::new(Vec::new())));
+        let mut cfg = SimConfig::loopback(2);
+        cfg.systems_per_bmc = 2;
+        let sims = SimBmcs::start(cfg, Some(hook.clone())).await.unwrap();
+        let t = Transport::new(ClientOptions::default()).unwrap();
+        let creds = Credentials {
+            username: "admin".into(),
+            password: "password".into(),
+        };
+        let bmc = Bmc::new(&t, &sims.addrs()[1].to_string(), creds.clone());
+        bmc.login().await.unwrap();
+        assert_eq!(sims.open_sessions(1), 1);
+        let c = crawl(&bmc).await.unwrap();
+        assert_eq!(c.systems.len(), 2);
+        assert_eq!(c.systems[1].nics[0].mac, system_mac(1, 1));
+        assert_eq!(c.managers[0].nics[0].ipv4, vec!["127.0.0.1"]);
+        assert_eq!(c.chassis[0].systems.len(), 2);
+        let target = c.systems[1].reset.clone().unwrap().target;
+        bmc.post(&target, &json!({"ResetType": "On"}))
+            .await
+            .unwrap();
+        assert!(sims.power(1, 1) && !sims.power(1, 0));
+        let st = system_state(&bmc, &c.systems[1].path).await.unwrap();
+        assert_eq!(st.power_state, "On");
+        let refused = bmc
+            .post(&target, &json!({"ResetType": "ForceRestart"}))
+            .await;
+        assert!(
+            refused
+                .unwrap_err()
+                .to_string()
+                .contains("the VM would not restart")
+        );
+        assert_eq!(
+            hook.0.lock().unwrap().clone(),
+            vec![(1, 1, "On".to_string())]
+        );
+        bmc.logout().await;
+        assert_eq!(sims.open_sessions(1), 0);
+
+        // Wrong password: refused at login, no session.
+        let bad = Bmc::new(
+            &t,
+            &sims.addrs()[0].to_string(),
+            Credentials {
+                username: "admin".into(),
+                password: "nope".into(),
+            },
+        );
+        assert!(bad.login().await.unwrap_err().is_auth());
+        assert_eq!(sims.sessions_created(0), 0);
+
+        // A session left open by a dropped Bmc is deleted in the background.
+        let dropped = Bmc::new(&t, &sims.addrs()[0].to_string(), creds);
+        dropped.login().await.unwrap();
+        drop(dropped);
+        for _ in 0..100 {
+            if sims.open_sessions(0) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(sims.open_sessions(0), 0);
+        sims.shutdown().await;
+    }
 
     #[test]
     fn addresses_and_identities() {
