@@ -444,9 +444,14 @@ impl Discovery {
         drop(snap);
 
         let bmc = Bmc::new(&self.transport, &t.addr, creds.clone());
-        let crawled = tokio::select! {
-            r = async { bmc.login().await?; redfish::crawl(&bmc).await } => Some(r),
-            _ = job.cancel.cancelled() => None,
+        // The login is never cancelled half-way: a session the BMC opened
+        // but whose token never arrived could not be deleted.
+        let crawled = match bmc.login().await {
+            Err(e) => Some(Err(e)),
+            Ok(()) => tokio::select! {
+                r = redfish::crawl(&bmc) => Some(r),
+                _ = job.cancel.cancelled() => None,
+            },
         };
         bmc.logout().await;
         let crawl = match crawled {

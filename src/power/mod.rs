@@ -351,6 +351,11 @@ impl Power {
             && let Some(run) = r.get(id)
         {
             if let Ok(mut live) = run.live.lock() {
+                if matches!(live.status.as_str(), plan::COMPLETED | plan::ABORTED) {
+                    return Err(DomainError::Invalid(format!(
+                        "transition {id} is complete and cannot be aborted"
+                    )));
+                }
                 live.status = plan::ABORT_SIGNALED.into();
             }
             run.cancel.cancel();
@@ -441,21 +446,25 @@ impl Power {
             (stop, h)
         };
 
-        let work = futures_util::stream::iter(by_bmc.into_values())
-            .for_each_concurrent(self.config.concurrency, |(ep, nodes)| {
+        let work = futures_util::stream::iter(by_bmc.into_values()).for_each_concurrent(
+            self.config.concurrency,
+            |(ep, nodes)| {
                 let (me, snap, set, cancel) = (&self, &snap, &set, &cancel);
                 async move {
                     let Some(creds) = me.credentials(snap, &ep) else {
                         for n in &nodes {
-                            set(&n.xname, plan::FAILED, format!("no credentials for BMC {}", ep.id));
+                            set(
+                                &n.xname,
+                                plan::FAILED,
+                                format!("no credentials for BMC {}", ep.id),
+                            );
                         }
                         return;
                     };
                     let bmc = Bmc::new(&me.transport, ep.address(), creds);
-                    let login = tokio::select! {
-                        r = bmc.login() => r,
-                        _ = cancel.cancelled() => Err(redfish::Error::new(ep.address(), "login", redfish::ErrorKind::Cancelled)),
-                    };
+                    // Never cancelled half-way: a session the BMC opened but
+                    // whose token never arrived could not be deleted.
+                    let login = bmc.login().await;
                     if let Err(e) = login {
                         for n in &nodes {
                             set(&n.xname, plan::FAILED, e.to_string());
@@ -474,7 +483,8 @@ impl Power {
                     .await;
                     bmc.logout().await;
                 }
-            });
+            },
+        );
         work.await;
 
         flusher.0.cancel();

@@ -83,6 +83,14 @@ impl Transport {
 }
 
 fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    let mut cfg = tls_config_for(ca_pem)?;
+    // rustls keeps 256 sessions by default; a cluster has thousands of BMCs,
+    // and a resumed session saves the certificate exchange on reconnects.
+    cfg.resumption = rustls::client::Resumption::in_memory_sessions(16_384);
+    Ok(cfg)
+}
+
+fn tls_config_for(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
