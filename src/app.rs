@@ -96,6 +96,7 @@ impl App {
             node_base,
             metrics: Metrics::default(),
             boot_history: Default::default(),
+            boot_steps: Default::default(),
             meta_cache: Default::default(),
             started,
             config,
@@ -144,15 +145,29 @@ impl App {
                 tracing::warn!(root = %settings.root.display(), error = %e, "tftp: cannot create the root");
             }
             let store = state.store.clone();
+            let steps = state.boot_steps.clone();
             let stop = shutdown.child_token();
             tasks.spawn(async move {
                 tokio::select! {
                     _ = stop.cancelled() => {}
-                    r = crate::boot::tftp::serve(socket, settings, store) => {
+                    r = crate::boot::tftp::serve(socket, settings, store, steps) => {
                         if let Err(e) = r {
                             tracing::error!(error = %e, "tftp server stopped");
                         }
                     }
+                }
+            });
+        }
+        for iface in &state.config.boot.ipv6_ra_interfaces {
+            let (sock, index) = crate::boot::ra::bind(iface)
+                .with_context(|| format!("cannot send IPv6 router advertisements on {iface}"))?;
+            tracing::info!("sending IPv6 router advertisements (router lifetime 0) on {iface}");
+            let stop = shutdown.child_token();
+            let iface = iface.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = crate::boot::ra::serve(iface, sock, index) => {}
                 }
             });
         }

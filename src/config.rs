@@ -155,6 +155,9 @@ pub struct BootServiceConfig {
     /// (kernels, initrds, images), so a lab needs no other web server.
     /// Empty: not served.
     pub artifacts_dir: PathBuf,
+    /// Interfaces to send "no router here" IPv6 router advertisements on, so
+    /// iPXE does not wait for IPv6 autoconfiguration (see `boot::ra`).
+    pub ipv6_ra_interfaces: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
