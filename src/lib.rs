@@ -12,6 +12,7 @@ pub mod config;
 pub mod dhcp;
 pub mod http;
 pub mod inventory;
+pub mod lab;
 pub mod metadata;
 pub mod metrics;
 pub mod power;

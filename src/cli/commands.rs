@@ -48,6 +48,7 @@ pub async fn dispatch(client: &Client, format: Format, command: Command) -> anyh
         | Command::Token(_)
         | Command::Ca(_)
         | Command::Completions { .. }
+        | Command::Lab(_)
         | Command::Generate(_) => Err(anyhow!("not a client command")),
     }
 }
@@ -299,7 +300,7 @@ async fn ensure_group(client: &Client, label: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn node_add(client: &Client, a: &NodeAddArgs) -> anyhow::Result<String> {
+pub(super) async fn node_add(client: &Client, a: &NodeAddArgs) -> anyhow::Result<String> {
     // Check what can be checked here before writing anything, so a typo in
     // a MAC or address does not leave a node without its interfaces.
     let macs = a

@@ -8,6 +8,7 @@
 mod boot;
 mod client;
 mod commands;
+mod lab;
 mod metadata;
 mod output;
 mod serve;
@@ -81,6 +82,9 @@ pub enum Command {
     Metadata(metadata::MetadataCmd),
     /// Load a cluster description (ochami static-discovery format)
     Import(ImportArgs),
+    /// A lab of virtual nodes on this machine, booted by the appliance (root)
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -255,6 +259,13 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Generate(what) => match generate(&what) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("openchami: {}", one_line(&e));
+                ExitCode::FAILURE
+            }
+        },
+        Command::Lab(cmd) => match lab::run(&cli.global, cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("openchami: {}", one_line(&e));
