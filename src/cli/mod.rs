@@ -8,6 +8,7 @@
 mod boot;
 mod client;
 mod commands;
+mod dhcp;
 mod metadata;
 mod output;
 mod serve;
@@ -79,6 +80,9 @@ pub enum Command {
     /// cloud-init metadata: defaults, groups, instance info, previews
     #[command(subcommand)]
     Metadata(metadata::MetadataCmd),
+    /// DHCP leases
+    #[command(subcommand)]
+    Dhcp(dhcp::DhcpCmd),
     /// Load a cluster description (ochami static-discovery format)
     Import(ImportArgs),
     /// Print shell completions
