@@ -44,6 +44,7 @@ pub async fn dispatch(client: &Client, format: Format, command: Command) -> anyh
         Command::Import(args) => import(client, format, &args).await,
         Command::Boot(cmd) => super::boot::run(client, format, cmd).await,
         Command::Metadata(cmd) => super::metadata::run(client, format, cmd).await,
+        Command::Dhcp(cmd) => super::dhcp::run(client, format, cmd).await,
         Command::Serve(_)
         | Command::Token(_)
         | Command::Ca(_)

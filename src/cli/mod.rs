@@ -8,6 +8,7 @@
 mod boot;
 mod client;
 mod commands;
+mod dhcp;
 mod lab;
 mod metadata;
 mod output;
@@ -80,6 +81,9 @@ pub enum Command {
     /// cloud-init metadata: defaults, groups, instance info, previews
     #[command(subcommand)]
     Metadata(metadata::MetadataCmd),
+    /// DHCP leases
+    #[command(subcommand)]
+    Dhcp(dhcp::DhcpCmd),
     /// Load a cluster description (ochami static-discovery format)
     Import(ImportArgs),
     /// A lab of virtual nodes on this machine, booted by the appliance (root)
