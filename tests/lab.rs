@@ -40,7 +40,6 @@ fn missing_prerequisites() -> Vec<String> {
         ("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
         ("/usr/lib/ipxe/undionly.kpxe", "ipxe"),
         ("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu"),
-        ("/usr/sbin/dnsmasq", "dnsmasq"),
     ] {
         if !Path::new(path).exists() {
             m.push(pkg.into());
@@ -135,11 +134,7 @@ impl Lab {
                 lines[lines.len().saturating_sub(80)..].join("\n")
             ));
         }
-        for (f, n) in [
-            ("appliance.log", 120),
-            ("supervisor.log", 40),
-            ("dnsmasq.log", 40),
-        ] {
+        for (f, n) in [("appliance.log", 120), ("supervisor.log", 40)] {
             s.push_str(&format!(
                 "\n===== {f} (last {n} lines) =====\n{}\n",
                 self.log(f, n)
@@ -356,9 +351,14 @@ fn bios_and_uefi_nodes_boot_through_the_appliance_and_leave_nothing_behind() {
             .as_object()
             .cloned()
             .unwrap_or_default();
-        // LAB-INTERIM(dhcp): "dhcp" joins this list once the appliance's own
-        // DHCP server answers in the lab.
-        let mut want = vec!["script", "kernel", "initrd", "meta-data", "phone-home"];
+        let mut want = vec![
+            "dhcp",
+            "script",
+            "kernel",
+            "initrd",
+            "meta-data",
+            "phone-home",
+        ];
         if *firmware == "uefi" {
             // OVMF's PXE fetches iPXE by TFTP; the BIOS ROM is iPXE already.
             want.push("tftp");

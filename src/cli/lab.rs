@@ -155,7 +155,6 @@ fn check_tools(lab: &Lab) -> anyhow::Result<()> {
         ("ip", "iproute2"),
         ("timeout", "coreutils"),
         ("qemu-system-x86_64", "qemu-system-x86"),
-        ("dnsmasq", "dnsmasq"),
     ] {
         if which(tool).is_none() {
             missing.push(pkg);
@@ -211,8 +210,20 @@ ipv6_ra_interfaces = ["{br}"]
 enabled = true
 listen = "{server}:69"
 root = "{dir}/tftp"
+
+[dhcp]
+enabled = true
+interfaces = ["{br}"]
+
+[[dhcp.subnets]]
+cidr = "{net}/{prefix}"
+pool = "{lo}-{hi}"
 "#,
         br = plan::BRIDGE,
+        net = plan::addr(0),
+        prefix = plan::PREFIX,
+        lo = plan::addr(plan::POOL.0),
+        hi = plan::addr(plan::POOL.1),
     )
 }
 
@@ -269,12 +280,7 @@ fn clean_leftovers(dir: &Path, netns: Option<&str>, wipe: bool) -> anyhow::Resul
     }
     if wipe {
         let _ = std::fs::remove_dir_all(dir.join("nodes"));
-        for f in [
-            lab::APPLIANCE_LOG,
-            lab::SUPERVISOR_LOG,
-            "dnsmasq.log",
-            "dnsmasq.out",
-        ] {
+        for f in [lab::APPLIANCE_LOG, lab::SUPERVISOR_LOG] {
             let _ = std::fs::remove_file(dir.join(f));
         }
     }
@@ -802,7 +808,8 @@ mod tests {
             kvm: false,
         };
         let c = Config::parse(&appliance_config(&lab), "lab").unwrap();
-        assert!(c.tftp.enabled);
+        assert!(c.tftp.enabled && c.dhcp.enabled);
+        assert_eq!(c.dhcp.interfaces, vec!["br0".to_string()]);
         assert_eq!(c.node.advertise, "http://10.77.0.1:27778");
         assert_eq!(c.boot.ipv6_ra_interfaces, vec!["br0".to_string()]);
         assert_eq!(c.state_dir, PathBuf::from("/lab/state"));

@@ -24,6 +24,8 @@ use settings::Settings;
 /// A reply to send and the lease changes that go with it.
 #[derive(Debug, Clone)]
 pub struct Handled {
+    /// The decoded request (for the boot-step records).
+    pub query: policy::Query,
     pub reply: Option<(Vec<u8>, SocketAddrV4)>,
     pub outcome: policy::Outcome,
     pub kind: Option<policy::ReplyKind>,
@@ -55,6 +57,7 @@ pub fn handle(
     };
     let kind = outcome.reply.as_ref().map(|r| r.kind);
     Ok(Handled {
+        query: req.query,
         reply,
         outcome,
         kind,

@@ -238,6 +238,7 @@ pub async fn serve(
                             tracing::debug!(%peer, why, "dhcp: dropped a packet");
                         }
                         Ok(h) => {
+                            boot_step(&state, &snap, &h);
                             super::commit(&mut leases, &settings, &h.outcome.changes);
                             let wait = h.outcome.changes.iter().any(Change::must_persist);
                             for c in &h.outcome.changes {
@@ -300,6 +301,36 @@ pub async fn serve(
     }
     counters.publish(&state.metrics);
     Ok(())
+}
+
+/// Notes the request in the boot-step records ("where did node X stop?"):
+/// a PXE firmware's request (an architecture, not iPXE) starts a new boot.
+fn boot_step(state: &AppState, snap: &crate::inventory::Snapshot, h: &super::Handled) {
+    let q = &h.query;
+    let firmware = !q.ipxe && q.arch.is_some();
+    let reply = h.outcome.reply.as_ref();
+    let ip = reply
+        .map(|r| r.yiaddr)
+        .filter(|ip| !ip.is_unspecified())
+        .map(IpAddr::V4);
+    let detail = match reply {
+        Some(r) => format!(
+            "{:?} -> {:?} {}",
+            q.kind,
+            r.kind,
+            r.boot_file.as_deref().unwrap_or("")
+        ),
+        None => format!("{:?} -> no reply", q.kind),
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    state.boot_steps.dhcp(
+        snap,
+        &mac::to_colon(&q.mac),
+        ip,
+        firmware,
+        detail.trim_end(),
+        now_ms,
+    );
 }
 
 /// Adds what `c` means for the stored lease records to the batch.

@@ -77,7 +77,6 @@ async fn supervise(lab: Lab, fwd: std::net::TcpListener) -> anyhow::Result<()> {
     let deadline = chrono::Utc::now().timestamp() + lab.ttl_secs as i64;
     let mut appliance = start_appliance(&lab)?;
     let appliance_pid = appliance.id().unwrap_or(0);
-    let mut extra = start_interim_dhcp(&lab)?;
 
     let api = std::net::SocketAddr::from((plan::server_ip(), API_PORT));
     wait_port(api, &mut appliance).await?;
@@ -116,9 +115,6 @@ async fn supervise(lab: Lab, fwd: std::net::TcpListener) -> anyhow::Result<()> {
     tracing::info!(reason = ?end, "tearing the lab down");
     power.all_off().await;
     stop(&mut appliance, Duration::from_secs(10)).await;
-    for c in extra.iter_mut() {
-        stop(c, Duration::from_secs(3)).await;
-    }
     match end {
         End::ApplianceExited(s) => bail!("the appliance exited ({s}); see {APPLIANCE_LOG}"),
         _ => Ok(()),
@@ -160,54 +156,6 @@ fn start_appliance(lab: &Lab) -> anyhow::Result<Child> {
         .stdout(log.try_clone()?)
         .stderr(log);
     c.spawn().context("cannot start the appliance")
-}
-
-/// LAB-INTERIM(dhcp): until the appliance's own DHCP server is merged, a
-/// DHCP-only dnsmasq (`--port=0`, no DNS, no TFTP) answers on the lab bridge
-/// with the same decisions the appliance will make: the inventory address
-/// per MAC, `undionly.kpxe` / `ipxe-x86_64.efi` from the appliance's TFTP
-/// for firmware, the appliance's boot script URL for iPXE.
-fn start_interim_dhcp(lab: &Lab) -> anyhow::Result<Vec<Child>> {
-    let server = plan::server_ip();
-    let mut conf = format!(
-        "port=0\ninterface={br}\nbind-interfaces\nexcept-interface=lo\nuser=root\ngroup=root\n\
-         no-resolv\nno-hosts\nno-ping\nlog-dhcp\nlog-facility={dir}/dnsmasq.log\n\
-         dhcp-leasefile={dir}/dnsmasq.leases\n\
-         dhcp-range={lo},{hi},255.255.255.0,10m\n\
-         dhcp-userclass=set:ipxe,iPXE\ndhcp-match=set:ipxe,175\n\
-         dhcp-match=set:efi64,option:client-arch,7\ndhcp-match=set:efi64,option:client-arch,9\n\
-         dhcp-boot=tag:!ipxe,tag:efi64,ipxe-x86_64.efi,,{server}\n\
-         dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe,,{server}\n",
-        br = plan::BRIDGE,
-        dir = lab.dir.display(),
-        lo = plan::addr(plan::POOL.0),
-        hi = plan::addr(plan::POOL.1),
-    );
-    for (i, n) in lab.nodes.iter().enumerate() {
-        conf.push_str(&format!(
-            "dhcp-host={mac},set:n{i},{ip},{name}\n\
-             dhcp-boot=tag:ipxe,tag:n{i},http://{server}:{NODE_PORT}/boot/v1/bootscript?mac={mac}\n",
-            mac = n.mac,
-            ip = n.ip,
-            name = n.xname,
-        ));
-    }
-    let path = lab.dir.join("dnsmasq.conf");
-    std::fs::write(&path, conf)?;
-    let _ = std::fs::write(lab.dir.join("dnsmasq.leases"), "");
-    let log = log_file(&lab.dir.join("dnsmasq.out"))?;
-    let c = Command::new("timeout")
-        .args(["-k", "5"])
-        .arg((lab.ttl_secs + 30).to_string())
-        .arg("dnsmasq")
-        .arg("-k")
-        .arg(format!("--conf-file={}", path.display()))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("cannot start dnsmasq (interim DHCP)")?;
-    Ok(vec![c])
 }
 
 /// Waits until the appliance accepts connections on `addr`.
