@@ -88,12 +88,22 @@ impl App {
 
         let node_base = node_base(&config, node_addrs.first().copied());
         let issuer = config.issuer();
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let secrets = Arc::new(secrets);
+        let (discovery, power) = redfish_services(&store, &secrets, &config, &tasks, &shutdown)?;
+        power
+            .start()
+            .await
+            .context("cannot end power transitions left running")?;
         let state = AppState(Arc::new(Shared {
             store,
             root_pem: authority.root_pem().to_string(),
             root_fingerprint: authority.root_fingerprint(),
             tokens,
             secrets,
+            discovery,
+            power,
             issuer,
             node_base,
             metrics: Metrics::default(),
@@ -104,8 +114,6 @@ impl App {
             config,
         }));
 
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
         let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
         let mut tftp_addr = None;
         if let Some(l) = api_listener {
@@ -262,6 +270,51 @@ fn start_dhcp(
     Ok(names)
 }
 
+/// The Redfish services (discovery and power) over one BMC client
+/// configuration. Their tasks join `tasks` and stop with `shutdown`.
+pub fn redfish_services(
+    store: &Store,
+    secrets: &Arc<SecretBox>,
+    config: &Config,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Arc<crate::discover::Discovery>, Arc<crate::power::Power>)> {
+    let r = &config.redfish;
+    let ca_pem = if r.ca_file.as_os_str().is_empty() {
+        None
+    } else {
+        Some(
+            std::fs::read_to_string(&r.ca_file)
+                .with_context(|| format!("cannot read redfish.ca_file {}", r.ca_file.display()))?,
+        )
+    };
+    let transport = crate::redfish::Transport::new(crate::redfish::ClientOptions {
+        ca_pem,
+        request_timeout: Duration::from_secs(r.request_timeout_secs),
+        connect_timeout: Duration::from_secs(config.discovery.connect_timeout_secs),
+        retries: r.retries,
+        max_in_flight: r.max_requests_per_bmc,
+    })
+    .map_err(anyhow::Error::msg)?;
+    let discovery = Arc::new(crate::discover::Discovery::new(
+        store.clone(),
+        secrets.clone(),
+        transport.clone(),
+        config.discovery.clone(),
+        tasks.clone(),
+        shutdown.clone(),
+    ));
+    let power = Arc::new(crate::power::Power::new(
+        store.clone(),
+        secrets.clone(),
+        transport,
+        config.power.clone(),
+        tasks.clone(),
+        shutdown.clone(),
+    ));
+    Ok((discovery, power))
+}
+
 /// How often the listener certificate is checked for renewal.
 const RENEW_CHECK: Duration = Duration::from_secs(6 * 3600);
 
@@ -352,5 +405,23 @@ fn node_base(config: &Config, node_addr: Option<SocketAddr>) -> String {
         format!("http://{}:{}", config::host_name(), addr.port())
     } else {
         format!("http://{addr}")
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit. Discovery and
+/// power keep a few connections to each of thousands of BMCs at once; the
+/// usual soft limit of 1024 would turn a large crawl into EMFILE errors.
+pub fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        let want = rustix::process::Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        match setrlimit(Resource::Nofile, want) {
+            Ok(()) => tracing::debug!(limit = ?lim.maximum, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
     }
 }

@@ -30,6 +30,9 @@ pub struct Config {
     pub boot: BootServiceConfig,
     pub dhcp: DhcpConfig,
     pub tftp: TftpConfig,
+    pub redfish: RedfishConfig,
+    pub discovery: DiscoveryConfig,
+    pub power: PowerConfig,
 }
 
 impl Default for Config {
@@ -45,6 +48,9 @@ impl Default for Config {
             boot: BootServiceConfig::default(),
             dhcp: DhcpConfig::default(),
             tftp: TftpConfig::default(),
+            redfish: RedfishConfig::default(),
+            discovery: DiscoveryConfig::default(),
+            power: PowerConfig::default(),
         }
     }
 }
@@ -254,6 +260,82 @@ impl Default for TftpConfig {
     }
 }
 
+/// How the appliance talks to BMCs (discovery and power alike).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedfishConfig {
+    /// PEM file of the CAs BMC certificates must chain to. Empty: any
+    /// certificate is accepted, as BMCs ship self-signed ones.
+    pub ca_file: PathBuf,
+    /// Per request; BMCs can be slow (magellan's 5 s is too short).
+    pub request_timeout_secs: u64,
+    /// Extra attempts after a timeout or 5xx; 401/403 are never retried.
+    pub retries: u32,
+    /// Requests in flight per BMC; more overwhelm small BMCs.
+    pub max_requests_per_bmc: usize,
+}
+
+impl Default for RedfishConfig {
+    fn default() -> Self {
+        RedfishConfig {
+            ca_file: PathBuf::new(),
+            request_timeout_secs: 30,
+            retries: 2,
+            max_requests_per_bmc: 4,
+        }
+    }
+}
+
+/// `discover scan` and `discover collect`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// The port scanned when a target names none.
+    pub port: u16,
+    /// Addresses probed at once.
+    pub scan_concurrency: usize,
+    /// TCP connect timeout of a probe.
+    pub connect_timeout_secs: u64,
+    /// BMCs crawled at once.
+    pub collect_concurrency: usize,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            port: 443,
+            scan_concurrency: 256,
+            connect_timeout_secs: 5,
+            collect_concurrency: 1024,
+        }
+    }
+}
+
+/// PCS power transitions and the power-state sampler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PowerConfig {
+    /// How often a transition polls `PowerState` to confirm a change.
+    pub poll_interval_secs: u64,
+    /// How often every node's power state is read into the inventory; 0 = never.
+    pub sample_interval_secs: u64,
+    /// After the deadline, how long a ForceOff escalation gets to take effect.
+    pub escalation_secs: u64,
+    /// BMCs a transition or a sample talks to at once.
+    pub concurrency: usize,
+}
+
+impl Default for PowerConfig {
+    fn default() -> Self {
+        PowerConfig {
+            poll_interval_secs: 5,
+            sample_interval_secs: 30,
+            escalation_secs: 30,
+            concurrency: 1024,
+        }
+    }
+}
+
 impl Config {
     /// The TFTP root, as configured or under the state directory.
     pub fn tftp_root(&self) -> PathBuf {
@@ -316,6 +398,18 @@ impl Config {
         }
         if !(1..=255).contains(&self.tftp.timeout_secs) {
             return Err("tftp.timeout_secs must be between 1 and 255".into());
+        }
+        if self.redfish.max_requests_per_bmc == 0
+            || self.discovery.scan_concurrency == 0
+            || self.discovery.collect_concurrency == 0
+            || self.power.concurrency == 0
+        {
+            return Err("redfish, discovery and power concurrency limits must be positive".into());
+        }
+        if self.power.poll_interval_secs == 0 || self.redfish.request_timeout_secs == 0 {
+            return Err(
+                "power.poll_interval_secs and redfish.request_timeout_secs must be positive".into(),
+            );
         }
         if self.http.max_in_flight == 0 {
             return Err("http.max_in_flight must be positive".into());

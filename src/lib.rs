@@ -10,6 +10,7 @@ pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod discover;
 pub mod http;
 pub mod inventory;
 pub mod lab;

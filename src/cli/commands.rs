@@ -45,7 +45,10 @@ pub async fn dispatch(client: &Client, format: Format, command: Command) -> anyh
         Command::Boot(cmd) => super::boot::run(client, format, cmd).await,
         Command::Metadata(cmd) => super::metadata::run(client, format, cmd).await,
         Command::Dhcp(cmd) => super::dhcp::run(client, format, cmd).await,
+        Command::Discover(cmd) => super::discover::run(client, format, cmd).await,
+        Command::Power(cmd) => super::power::run(client, format, cmd).await,
         Command::Serve(_)
+        | Command::SimBmc(_)
         | Command::Token(_)
         | Command::Ca(_)
         | Command::Completions { .. }

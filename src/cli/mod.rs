@@ -9,10 +9,14 @@ mod boot;
 mod client;
 mod commands;
 mod dhcp;
+mod discover;
 mod lab;
 mod metadata;
 mod output;
+mod power;
+mod progress;
 mod serve;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -89,6 +93,14 @@ pub enum Command {
     /// A lab of virtual nodes on this machine, booted by the appliance (root)
     #[command(subcommand)]
     Lab(lab::LabCmd),
+    /// Find BMCs and crawl them into the inventory (Redfish)
+    #[command(subcommand)]
+    Discover(discover::DiscoverCmd),
+    /// Power nodes on, off, reset or cycle through their BMCs; power status
+    #[command(subcommand)]
+    Power(power::PowerCmd),
+    /// Run simulated Redfish BMCs (for scale tests and benchmarks)
+    SimBmc(sim::SimArgs),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -257,6 +269,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(&cli.global, &args),
+        Command::SimBmc(args) => sim::run(&args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "openchami", &mut std::io::stdout());
@@ -278,6 +291,14 @@ pub fn main() -> ExitCode {
         },
         command => match commands::run(&cli.global, command) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.is::<progress::Partial>() => {
+                // A result was printed, but not everything worked.
+                if let Some(p) = e.downcast_ref::<progress::Partial>() {
+                    print!("{}", p.output);
+                    eprintln!("openchami: {}", p.message);
+                }
+                ExitCode::FAILURE
+            }
             Err(e) => {
                 eprintln!("openchami: {}", one_line(&e));
                 ExitCode::FAILURE

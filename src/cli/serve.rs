@@ -29,6 +29,7 @@ pub fn run(global: &Global, args: &ServeArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging();
+    crate::app::raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

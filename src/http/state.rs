@@ -15,7 +15,7 @@ pub struct Shared {
     pub root_pem: String,
     pub root_fingerprint: String,
     pub tokens: TokenKeys,
-    pub secrets: SecretBox,
+    pub secrets: Arc<SecretBox>,
     /// Token issuer every request is checked against.
     pub issuer: String,
     /// Base URL of the node listener, as nodes reach it.
@@ -28,6 +28,10 @@ pub struct Shared {
     /// Rendered meta-data per caller address, for the current snapshot.
     pub meta_cache: crate::metadata::cache::DocCache,
     pub started: Instant,
+    /// Redfish discovery jobs.
+    pub discovery: Arc<crate::discover::Discovery>,
+    /// PCS power transitions and status.
+    pub power: Arc<crate::power::Power>,
 }
 
 /// Cheap to clone; handlers take it as `State<AppState>`.

@@ -548,3 +548,49 @@ pub struct Lease {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<chrono::DateTime<chrono::Utc>>,
 }
+
+/// A BMC credential (`discover credentials`): the `default` one, or one for a
+/// BMC named by xname, IP address or MAC. The password is sealed by the
+/// caller before it is stored; it never leaves the appliance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BmcCredential {
+    /// `default`, an xname, an IP address or a MAC (lower-case, colons).
+    pub key: String,
+    pub username: String,
+    /// Sealed.
+    #[serde(default)]
+    pub password: String,
+}
+
+/// One node's part of a power transition (PCS task).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerTask {
+    pub xname: String,
+    #[serde(rename = "taskStatus")]
+    pub status: String,
+    #[serde(rename = "taskStatusDescription", default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+/// A PCS power transition, stored as PCS shows it (`taskCounts` is derived
+/// from the tasks when served).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PowerTransition {
+    #[serde(rename = "transitionID")]
+    pub id: String,
+    /// As echoed: `On`, `Off`, `Soft-Off`, ...
+    pub operation: String,
+    /// Minutes; 0 = do not wait, negative = no deadline.
+    #[serde(rename = "taskDeadlineMinutes")]
+    pub deadline_minutes: f64,
+    #[serde(rename = "createTime")]
+    pub create_time: String,
+    #[serde(rename = "automaticExpirationTime")]
+    pub expiration_time: String,
+    #[serde(rename = "transitionStatus")]
+    pub status: String,
+    #[serde(default)]
+    pub tasks: Vec<PowerTask>,
+}

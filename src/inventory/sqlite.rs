@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_boot.sql"),
     include_str!("migrations/0003_cloud_init.sql"),
     include_str!("migrations/0004_dhcp_leases.sql"),
+    include_str!("migrations/0005_power.sql"),
 ];
 
 pub struct Db {

@@ -24,8 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::DomainError;
 use super::model::{
-    BootConfig, BootTarget, CloudInitGroup, ClusterDefaults, Component, ComponentEndpoint,
-    EthernetInterface, Group, InstanceInfo, Lease, NodeMap, Partition, PhoneHome, RedfishEndpoint,
+    BmcCredential, BootConfig, BootTarget, CloudInitGroup, ClusterDefaults, Component,
+    ComponentEndpoint, EthernetInterface, Group, InstanceInfo, Lease, NodeMap, Partition,
+    PhoneHome, PowerTransition, RedfishEndpoint,
 };
 use super::sqlite::Db;
 
@@ -45,6 +46,8 @@ pub enum Table {
     InstanceInfo,
     PhoneHome,
     Leases,
+    PowerTransitions,
+    BmcCredentials,
 }
 
 impl Table {
@@ -63,6 +66,8 @@ impl Table {
             Table::InstanceInfo => "cloud_init_instances",
             Table::PhoneHome => "cloud_init_phone_home",
             Table::Leases => "dhcp_leases",
+            Table::PowerTransitions => "power_transitions",
+            Table::BmcCredentials => "bmc_credentials",
         }
     }
 }
@@ -143,6 +148,10 @@ pub struct Model {
     pub phone_home: OrdMap<String, PhoneHome>,
     /// DHCP leases by address.
     pub leases: OrdMap<IpAddr, Lease>,
+    /// PCS power transitions by ID.
+    pub power_transitions: OrdMap<String, PowerTransition>,
+    /// BMC credentials by key (`default`, xname, IP or MAC).
+    pub bmc_credentials: OrdMap<String, BmcCredential>,
 }
 
 impl Model {
@@ -567,6 +576,28 @@ impl<'a> Txn<'a> {
         self.record::<Lease>(Table::Leases, &ip.to_string(), None);
         Some(old)
     }
+
+    pub fn put_power_transition(&mut self, t: PowerTransition) {
+        self.record(Table::PowerTransitions, &t.id, Some(&t));
+        self.model.power_transitions.insert(t.id.clone(), t);
+    }
+
+    pub fn delete_power_transition(&mut self, id: &str) -> Option<PowerTransition> {
+        let old = self.model.power_transitions.remove(id)?;
+        self.record::<PowerTransition>(Table::PowerTransitions, id, None);
+        Some(old)
+    }
+
+    pub fn put_bmc_credential(&mut self, c: BmcCredential) {
+        self.record(Table::BmcCredentials, &c.key, Some(&c));
+        self.model.bmc_credentials.insert(c.key.clone(), c);
+    }
+
+    pub fn delete_bmc_credential(&mut self, key: &str) -> Option<BmcCredential> {
+        let old = self.model.bmc_credentials.remove(key)?;
+        self.record::<BmcCredential>(Table::BmcCredentials, key, None);
+        Some(old)
+    }
 }
 
 /// The stored document of a row, if the row exists. Serialising our own
@@ -593,6 +624,8 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
             .parse::<IpAddr>()
             .ok()
             .and_then(|ip| ser(m.leases.get(&ip))),
+        Table::PowerTransitions => ser(m.power_transitions.get(key)),
+        Table::BmcCredentials => ser(m.bmc_credentials.get(key)),
     }
 }
 
@@ -773,6 +806,12 @@ fn load_model(db: &Db) -> Result<Model, StoreError> {
     }
     for l in load_table::<Lease>(db, Table::Leases)? {
         txn.put_lease(l);
+    }
+    for t in load_table::<PowerTransition>(db, Table::PowerTransitions)? {
+        txn.put_power_transition(t);
+    }
+    for c in load_table::<BmcCredential>(db, Table::BmcCredentials)? {
+        txn.put_bmc_credential(c);
     }
     Ok(model)
 }

@@ -1,2 +1,801 @@
-//! PCS-compatible power transitions: sequencing, deadlines and escalation over
-//! the Redfish client, with power state reconciled into the inventory.
+//! PCS-compatible power control: transitions, power status, and a sampler
+//! that keeps the inventory's power state current (replaces PCS).
+//!
+//! A transition is persisted when it is accepted and as its tasks progress
+//! (at most once a second, so a thousand-node transition is not a thousand
+//! rewrites of a thousand-task record), and once more when it ends. The
+//! appliance is the only writer, so after a restart any transition still
+//! marked running was cut short: it is ended `aborted`.
+//!
+//! Each BMC gets one session per transition or sample, shared by its nodes,
+//! and the session is deleted when that work ends, however it ends.
+
+pub mod plan;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ca::secret::SecretBox;
+use crate::config::PowerConfig;
+use crate::discover::{credentials, targets};
+use crate::inventory::components::parse_xname;
+use crate::inventory::model::{ComponentEndpoint, PowerTask, PowerTransition, RedfishEndpoint};
+use crate::inventory::{DomainError, Snapshot, Store, WriteError};
+use crate::redfish::{self, Bmc, Credentials, Transport};
+use plan::{Operation, Phase};
+
+/// How long finished transitions are kept.
+const KEEP: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// `POST transitions`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TransitionRequest {
+    pub operation: String,
+    /// Minutes; absent = 5, 0 = do not wait, -1 = no deadline. Fractions
+    /// are accepted (PCS takes whole minutes).
+    #[serde(rename = "taskdeadlineminutes", alias = "taskDeadlineMinutes", default)]
+    pub deadline_minutes: Option<f64>,
+    #[serde(default)]
+    pub location: Vec<Location>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Location {
+    pub xname: String,
+    #[serde(rename = "deputykey", alias = "deputyKey", default)]
+    pub deputy_key: Option<String>,
+}
+
+/// What the sampler (or a transition) last learnt about a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePower {
+    /// `on`, `off` or `undefined`.
+    pub power: String,
+    pub available: bool,
+    pub error: String,
+    pub supported: Vec<&'static str>,
+    /// RFC 3339.
+    pub last_updated: String,
+    at: Instant,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    live: Arc<Mutex<PowerTransition>>,
+}
+
+/// The power service.
+pub struct Power {
+    store: Store,
+    secrets: Arc<SecretBox>,
+    transport: Transport,
+    config: PowerConfig,
+    running: Mutex<HashMap<String, Running>>,
+    status: Mutex<HashMap<String, NodePower>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A node's reset target and where its BMC is.
+#[derive(Debug, Clone)]
+struct NodeRoute {
+    xname: String,
+    system: String,
+    target: String,
+    allowed: Vec<String>,
+}
+
+/// Nodes grouped by the endpoint that controls them.
+type ByBmc = BTreeMap<String, (RedfishEndpoint, Vec<NodeRoute>)>;
+
+fn route_of(snap: &Snapshot, xname: &str) -> Result<(RedfishEndpoint, NodeRoute), String> {
+    if !snap.components.contains_key(xname) {
+        return Err(format!("no component {xname}"));
+    }
+    let ce: &ComponentEndpoint = snap
+        .component_endpoints
+        .get(xname)
+        .filter(|c| c.redfish_type == "ComputerSystem")
+        .ok_or_else(|| {
+            format!("{xname} has no Redfish ComputerSystem endpoint (discover its BMC first)")
+        })?;
+    let ep = snap
+        .redfish_endpoints
+        .get(&ce.redfish_endpoint_id)
+        .ok_or_else(|| {
+            format!(
+                "the RedfishEndpoint {} of {xname} is gone",
+                ce.redfish_endpoint_id
+            )
+        })?;
+    let reset = ce
+        .redfish_system_info
+        .as_ref()
+        .and_then(|i| i.actions.as_ref())
+        .and_then(|a| a.computer_system_reset.clone())
+        .unwrap_or_default();
+    Ok((
+        ep.clone(),
+        NodeRoute {
+            xname: xname.to_string(),
+            system: ce.odata_id.clone(),
+            target: reset.target,
+            allowed: reset.allowable_values,
+        },
+    ))
+}
+
+impl Power {
+    pub fn new(
+        store: Store,
+        secrets: Arc<SecretBox>,
+        transport: Transport,
+        config: PowerConfig,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Power {
+        Power {
+            store,
+            secrets,
+            transport,
+            config,
+            running: Mutex::new(HashMap::new()),
+            status: Mutex::new(HashMap::new()),
+            tasks,
+            shutdown,
+        }
+    }
+
+    /// Ends transitions a previous run left running, and starts the sampler.
+    pub async fn start(self: &Arc<Self>) -> Result<(), WriteError> {
+        self.store
+            .write(|t| {
+                let stale: Vec<PowerTransition> = t
+                    .model()
+                    .power_transitions
+                    .values()
+                    .filter(|p| {
+                        matches!(
+                            p.status.as_str(),
+                            plan::NEW | plan::IN_PROGRESS | plan::ABORT_SIGNALED
+                        )
+                    })
+                    .cloned()
+                    .collect();
+                for mut p in stale {
+                    p.status = plan::ABORTED.into();
+                    for task in &mut p.tasks {
+                        if matches!(task.status.as_str(), plan::NEW | plan::IN_PROGRESS) {
+                            task.status = plan::FAILED.into();
+                            task.description =
+                                "the appliance restarted during the transition".into();
+                        }
+                    }
+                    t.put_power_transition(p);
+                }
+                Ok(())
+            })
+            .await?;
+        let me = self.clone();
+        self.tasks.spawn(async move { me.sampler().await });
+        Ok(())
+    }
+
+    /// Every `sample_interval_secs`: read every node's power state, and
+    /// delete expired transitions.
+    async fn sampler(self: Arc<Self>) {
+        let every = self.config.sample_interval_secs;
+        loop {
+            if every > 0 {
+                self.sample(None).await;
+            }
+            self.expire().await;
+            let pause = Duration::from_secs(if every > 0 { every } else { 3600 });
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn expire(&self) {
+        let cutoff = chrono::Utc::now();
+        let r = self
+            .store
+            .write(move |t| {
+                let old: Vec<String> = t
+                    .model()
+                    .power_transitions
+                    .values()
+                    .filter(|p| {
+                        chrono::DateTime::parse_from_rfc3339(&p.expiration_time)
+                            .is_ok_and(|e| e < cutoff)
+                            && matches!(p.status.as_str(), plan::COMPLETED | plan::ABORTED)
+                    })
+                    .map(|p| p.id.clone())
+                    .collect();
+                for id in old {
+                    t.delete_power_transition(&id);
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot delete expired power transitions");
+        }
+    }
+
+    fn credentials(&self, snap: &Snapshot, ep: &RedfishEndpoint) -> Option<Credentials> {
+        let mut names = vec![ep.id.clone(), ep.address().to_string()];
+        names.extend(targets::ip_of(ep.address()).map(|i| i.to_string()));
+        if !ep.mac_addr.is_empty() {
+            names.push(ep.mac_addr.clone());
+        }
+        credentials::resolve(snap, &self.secrets, &names, Some(ep), None)
+    }
+
+    // ------------------------------------------------------------ transitions
+
+    /// Accepts a transition and starts it.
+    pub async fn start_transition(
+        self: &Arc<Self>,
+        req: TransitionRequest,
+    ) -> Result<PowerTransition, WriteError> {
+        let op = Operation::parse(&req.operation).ok_or_else(|| {
+            DomainError::Invalid(format!(
+                "operation {:?} is not one of on, off, soft-off, soft-restart, hard-restart, init, force-off",
+                req.operation
+            ))
+        })?;
+        let deadline = req.deadline_minutes.unwrap_or(5.0);
+        if !deadline.is_finite() {
+            return Err(DomainError::Invalid("taskDeadlineMinutes must be a number".into()).into());
+        }
+        let mut xnames: Vec<String> = Vec::new();
+        for l in &req.location {
+            let (x, _) = parse_xname(&l.xname)?;
+            if !xnames.contains(&x) {
+                xnames.push(x);
+            }
+        }
+        if xnames.is_empty() {
+            return Err(DomainError::Invalid("location lists no xname".into()).into());
+        }
+        let now = chrono::Utc::now();
+        let fmt =
+            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let tr = PowerTransition {
+            id: uuid::Uuid::new_v4().to_string(),
+            operation: op.as_str().into(),
+            deadline_minutes: deadline,
+            create_time: fmt(now),
+            expiration_time: fmt(now + KEEP),
+            status: plan::NEW.into(),
+            tasks: xnames
+                .iter()
+                .map(|x| PowerTask {
+                    xname: x.clone(),
+                    status: plan::NEW.into(),
+                    description: String::new(),
+                    error: String::new(),
+                })
+                .collect(),
+        };
+        let stored = tr.clone();
+        self.store
+            .write(move |t| {
+                t.put_power_transition(stored);
+                Ok(())
+            })
+            .await?;
+        let cancel = self.shutdown.child_token();
+        let live = Arc::new(Mutex::new(tr.clone()));
+        if let Ok(mut r) = self.running.lock() {
+            r.insert(
+                tr.id.clone(),
+                Running {
+                    cancel: cancel.clone(),
+                    live: live.clone(),
+                },
+            );
+        }
+        let me = self.clone();
+        self.tasks
+            .spawn(async move { me.run(op, deadline, live, cancel).await });
+        Ok(tr)
+    }
+
+    /// The transition as stored, or as it stands now if it is running.
+    pub fn transition(&self, id: &str) -> Option<PowerTransition> {
+        if let Ok(r) = self.running.lock()
+            && let Some(run) = r.get(id)
+            && let Ok(live) = run.live.lock()
+        {
+            return Some(live.clone());
+        }
+        self.store.snapshot().power_transitions.get(id).cloned()
+    }
+
+    pub fn transitions(&self) -> Vec<PowerTransition> {
+        let snap = self.store.snapshot();
+        let mut out: Vec<PowerTransition> = snap.power_transitions.values().cloned().collect();
+        for t in &mut out {
+            if let Some(live) = self.transition_live(&t.id) {
+                *t = live;
+            }
+        }
+        out.sort_by(|a, b| a.create_time.cmp(&b.create_time).then(a.id.cmp(&b.id)));
+        out
+    }
+
+    fn transition_live(&self, id: &str) -> Option<PowerTransition> {
+        let r = self.running.lock().ok()?;
+        let live = r.get(id)?.live.lock().ok()?;
+        Some(live.clone())
+    }
+
+    /// `DELETE transitions/{id}`.
+    pub fn abort(&self, id: &str) -> Result<(), DomainError> {
+        if let Ok(r) = self.running.lock()
+            && let Some(run) = r.get(id)
+        {
+            if let Ok(mut live) = run.live.lock() {
+                live.status = plan::ABORT_SIGNALED.into();
+            }
+            run.cancel.cancel();
+            return Ok(());
+        }
+        match self.store.snapshot().power_transitions.get(id) {
+            None => Err(DomainError::NotFound(format!("no transition {id}"))),
+            Some(_) => Err(DomainError::Invalid(format!(
+                "transition {id} is complete and cannot be aborted"
+            ))),
+        }
+    }
+
+    async fn flush(&self, live: &Mutex<PowerTransition>) {
+        let Ok(doc) = live.lock().map(|t| t.clone()) else {
+            return;
+        };
+        if let Err(e) = self
+            .store
+            .write(move |t| {
+                t.put_power_transition(doc);
+                Ok(())
+            })
+            .await
+        {
+            tracing::warn!(error = %e, "cannot store power transition progress");
+        }
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        op: Operation,
+        deadline: f64,
+        live: Arc<Mutex<PowerTransition>>,
+        cancel: CancellationToken,
+    ) {
+        let (id, xnames) = match live.lock() {
+            Ok(mut t) => {
+                t.status = plan::IN_PROGRESS.into();
+                (
+                    t.id.clone(),
+                    t.tasks.iter().map(|k| k.xname.clone()).collect::<Vec<_>>(),
+                )
+            }
+            Err(_) => return,
+        };
+        let set = |xname: &str, status: &str, description: String| {
+            if let Ok(mut t) = live.lock()
+                && let Some(task) = t.tasks.iter_mut().find(|k| k.xname == xname)
+            {
+                task.status = status.into();
+                task.description = description;
+            }
+        };
+        let snap = self.store.snapshot();
+        let mut by_bmc: ByBmc = BTreeMap::new();
+        for x in &xnames {
+            match route_of(&snap, x) {
+                Ok((ep, route)) => by_bmc
+                    .entry(ep.id.clone())
+                    .or_insert_with(|| (ep, Vec::new()))
+                    .1
+                    .push(route),
+                Err(e) => set(x, plan::FAILED, e),
+            }
+        }
+        let deadline_at =
+            (deadline > 0.0).then(|| Instant::now() + Duration::from_secs_f64(deadline * 60.0));
+
+        // Progress reaches the store once a second while tasks run.
+        let flusher = {
+            let (me, live, stop) = (self.clone(), live.clone(), CancellationToken::new());
+            let s = stop.clone();
+            let h = tokio::spawn(async move {
+                let mut last = None;
+                loop {
+                    tokio::select! {
+                        _ = s.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    let now = live.lock().ok().map(|t| t.tasks.clone());
+                    if now != last {
+                        me.flush(&live).await;
+                        last = now;
+                    }
+                }
+            });
+            (stop, h)
+        };
+
+        let work = futures_util::stream::iter(by_bmc.into_values())
+            .for_each_concurrent(self.config.concurrency, |(ep, nodes)| {
+                let (me, snap, set, cancel) = (&self, &snap, &set, &cancel);
+                async move {
+                    let Some(creds) = me.credentials(snap, &ep) else {
+                        for n in &nodes {
+                            set(&n.xname, plan::FAILED, format!("no credentials for BMC {}", ep.id));
+                        }
+                        return;
+                    };
+                    let bmc = Bmc::new(&me.transport, ep.address(), creds);
+                    let login = tokio::select! {
+                        r = bmc.login() => r,
+                        _ = cancel.cancelled() => Err(redfish::Error::new(ep.address(), "login", redfish::ErrorKind::Cancelled)),
+                    };
+                    if let Err(e) = login {
+                        for n in &nodes {
+                            set(&n.xname, plan::FAILED, e.to_string());
+                        }
+                        bmc.logout().await;
+                        return;
+                    }
+                    futures_util::future::join_all(nodes.iter().map(|n| async {
+                        set(&n.xname, plan::IN_PROGRESS, String::new());
+                        let outcome = tokio::select! {
+                            r = me.run_task(&bmc, n, op, deadline, deadline_at) => r,
+                            _ = cancel.cancelled() => (plan::FAILED, "aborted".to_string()),
+                        };
+                        set(&n.xname, outcome.0, outcome.1);
+                    }))
+                    .await;
+                    bmc.logout().await;
+                }
+            });
+        work.await;
+
+        flusher.0.cancel();
+        let _ = flusher.1.await;
+        if let Ok(mut t) = live.lock() {
+            t.status = if cancel.is_cancelled() {
+                plan::ABORTED
+            } else {
+                plan::COMPLETED
+            }
+            .into();
+        }
+        self.flush(&live).await;
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&id);
+        }
+    }
+
+    /// One node: read its state, plan, reset, confirm. Returns the task
+    /// status and its description.
+    async fn run_task(
+        &self,
+        bmc: &Bmc,
+        n: &NodeRoute,
+        op: Operation,
+        deadline: f64,
+        deadline_at: Option<Instant>,
+    ) -> (&'static str, String) {
+        let state = match redfish::system_state(bmc, &n.system).await {
+            Ok(s) => s,
+            Err(e) => return (plan::FAILED, e.to_string()),
+        };
+        let (target, allowed) = match &state.reset {
+            Some(r) if !r.target.is_empty() => (
+                r.target.clone(),
+                if r.allowed.is_empty() {
+                    n.allowed.clone()
+                } else {
+                    r.allowed.clone()
+                },
+            ),
+            _ => (n.target.clone(), n.allowed.clone()),
+        };
+        let on = plan::is_on(&state.power_state);
+        let phases = match plan::plan(op, &allowed, on) {
+            Ok(p) => p,
+            Err(e) => return (plan::UNSUPPORTED, e),
+        };
+        if phases.is_empty() {
+            self.remember(&n.xname, on, &allowed, "");
+            return (
+                plan::SUCCEEDED,
+                format!(
+                    "power is already {}",
+                    if on == Some(true) { "on" } else { "off" }
+                ),
+            );
+        }
+        if target.is_empty() {
+            return (
+                plan::FAILED,
+                "no #ComputerSystem.Reset action known for this node".into(),
+            );
+        }
+        let last = phases.len() - 1;
+        for (k, phase) in phases.iter().enumerate() {
+            if let Err(e) = self.reset(bmc, &target, &phase.reset).await {
+                return (plan::FAILED, e.to_string());
+            }
+            if deadline == 0.0 && k == last {
+                return (
+                    plan::SUCCEEDED,
+                    format!(
+                        "{} accepted (not confirmed: no wait requested)",
+                        phase.reset
+                    ),
+                );
+            }
+            if let Err(e) = self.confirm(bmc, n, &target, phase, deadline_at).await {
+                self.remember(&n.xname, Some(!phase.want_on), &allowed, "");
+                return (plan::FAILED, e);
+            }
+        }
+        let want_on = phases[last].want_on;
+        self.remember(&n.xname, Some(want_on), &allowed, "");
+        (
+            plan::SUCCEEDED,
+            format!("power is {}", if want_on { "on" } else { "off" }),
+        )
+    }
+
+    async fn reset(&self, bmc: &Bmc, target: &str, reset: &str) -> Result<(), redfish::Error> {
+        bmc.post(target, &json!({ "ResetType": reset }))
+            .await
+            .map(|_| ())
+    }
+
+    /// Polls until the power is as the phase wants; at the deadline sends
+    /// the escalation (if any) and polls a little longer.
+    async fn confirm(
+        &self,
+        bmc: &Bmc,
+        n: &NodeRoute,
+        target: &str,
+        phase: &Phase,
+        deadline_at: Option<Instant>,
+    ) -> Result<(), String> {
+        let poll = Duration::from_secs(self.config.poll_interval_secs);
+        let mut escalated_until: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(poll).await;
+            match redfish::system_state(bmc, &n.system).await {
+                Ok(s)
+                    if plan::is_on(&s.power_state) == Some(phase.want_on)
+                        && !s.power_state.to_ascii_lowercase().starts_with("powering") =>
+                {
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) if e.is_auth() => return Err(e.to_string()),
+                Err(e) => tracing::debug!(node = %n.xname, error = %e, "power state poll failed"),
+            }
+            let now = Instant::now();
+            if let Some(until) = escalated_until {
+                if now >= until {
+                    return Err(format!(
+                        "still {} after {} at the deadline",
+                        if phase.want_on { "off" } else { "on" },
+                        phase.escalate.as_deref().unwrap_or("")
+                    ));
+                }
+                continue;
+            }
+            if deadline_at.is_some_and(|d| now >= d) {
+                match &phase.escalate {
+                    Some(force) => {
+                        tracing::info!(node = %n.xname, reset = %force, "deadline reached; escalating");
+                        if let Err(e) = bmc.post(target, &json!({"ResetType": force})).await {
+                            return Err(format!("deadline reached; {force} failed: {e}"));
+                        }
+                        escalated_until =
+                            Some(now + Duration::from_secs(self.config.escalation_secs));
+                    }
+                    None => {
+                        return Err(format!(
+                            "deadline reached; power is still {}",
+                            if phase.want_on { "off" } else { "on" }
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    fn remember(&self, xname: &str, on: Option<bool>, allowed: &[String], error: &str) {
+        if let Ok(mut s) = self.status.lock() {
+            s.insert(
+                xname.to_string(),
+                NodePower {
+                    power: match on {
+                        Some(true) => "on",
+                        Some(false) => "off",
+                        None => "undefined",
+                    }
+                    .into(),
+                    available: error.is_empty(),
+                    error: error.to_string(),
+                    supported: plan::supported(allowed),
+                    last_updated: now_rfc3339(),
+                    at: Instant::now(),
+                },
+            );
+        }
+    }
+
+    // ------------------------------------------------------------ status
+
+    /// Reads the power state of `only` (else every node with a Redfish
+    /// endpoint) and writes changed Component States.
+    pub async fn sample(&self, only: Option<&[String]>) {
+        let snap = self.store.snapshot();
+        let mut by_bmc: ByBmc = BTreeMap::new();
+        let nodes: Vec<String> = match only {
+            Some(list) => list.to_vec(),
+            None => snap
+                .component_endpoints
+                .values()
+                .filter(|c| c.redfish_type == "ComputerSystem")
+                .map(|c| c.id.clone())
+                .collect(),
+        };
+        for x in &nodes {
+            match route_of(&snap, x) {
+                Ok((ep, r)) => by_bmc
+                    .entry(ep.id.clone())
+                    .or_insert_with(|| (ep, Vec::new()))
+                    .1
+                    .push(r),
+                Err(e) => self.remember(x, None, &[], &e),
+            }
+        }
+        let seen: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
+        futures_util::stream::iter(by_bmc.into_values())
+            .for_each_concurrent(self.config.concurrency, |(ep, routes)| {
+                let (snap, seen) = (&snap, &seen);
+                async move {
+                    let Some(creds) = self.credentials(snap, &ep) else {
+                        for r in &routes {
+                            self.remember(&r.xname, None, &r.allowed, "no credentials for its BMC");
+                        }
+                        return;
+                    };
+                    let bmc = Bmc::new(&self.transport, ep.address(), creds);
+                    let login = bmc.login().await;
+                    for r in &routes {
+                        let st = match &login {
+                            Ok(()) => redfish::system_state(&bmc, &r.system).await,
+                            Err(e) => Err(e.clone()),
+                        };
+                        match st {
+                            Ok(s) => {
+                                let on = plan::is_on(&s.power_state);
+                                let allowed = s
+                                    .reset
+                                    .map(|x| x.allowed)
+                                    .filter(|a| !a.is_empty())
+                                    .unwrap_or_else(|| r.allowed.clone());
+                                self.remember(&r.xname, on, &allowed, "");
+                                if let (Some(on), Ok(mut v)) = (on, seen.lock()) {
+                                    v.push((r.xname.clone(), on));
+                                }
+                            }
+                            Err(e) => self.remember(&r.xname, None, &r.allowed, &e.to_string()),
+                        }
+                    }
+                    bmc.logout().await;
+                }
+            })
+            .await;
+        let seen = seen.into_inner().unwrap_or_default();
+        let r = self
+            .store
+            .write(move |t| {
+                for (x, on) in seen {
+                    if let Some(c) = t.model().components.get(&x)
+                        && let Some(new) = plan::component_state(&c.state, on)
+                    {
+                        let mut c = c.clone();
+                        c.state = new.into();
+                        t.put_component(c);
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot record sampled power states");
+        }
+    }
+
+    /// PCS `power-status` entries for `xnames` (all nodes with an endpoint if
+    /// empty). Entries older than two sample intervals are read live first.
+    pub async fn status(&self, xnames: &[String]) -> Vec<Value> {
+        let snap = self.store.snapshot();
+        let wanted: Vec<String> = if xnames.is_empty() {
+            snap.component_endpoints
+                .values()
+                .filter(|c| c.redfish_type == "ComputerSystem")
+                .map(|c| c.id.clone())
+                .collect()
+        } else {
+            xnames.to_vec()
+        };
+        let fresh = Duration::from_secs(2 * self.config.sample_interval_secs);
+        let stale: Vec<String> = {
+            let s = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+            wanted
+                .iter()
+                .filter(|x| {
+                    s.get(*x)
+                        .is_none_or(|p| fresh.is_zero() || p.at.elapsed() > fresh)
+                })
+                .cloned()
+                .collect()
+        };
+        if !stale.is_empty() {
+            self.sample(Some(&stale)).await;
+        }
+        let s = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        wanted
+            .iter()
+            .map(|x| match s.get(x) {
+                Some(p) => json!({
+                    "xname": x,
+                    "powerState": p.power,
+                    "managementState": if p.available { "available" } else { "unavailable" },
+                    "error": p.error,
+                    "supportedPowerTransitions": p.supported,
+                    "lastUpdated": p.last_updated,
+                }),
+                None => json!({
+                    "xname": x, "powerState": "undefined", "managementState": "unavailable",
+                    "error": "not sampled", "supportedPowerTransitions": [], "lastUpdated": "",
+                }),
+            })
+            .collect()
+    }
+}
+
+/// A transition as PCS shows it: with `taskCounts`, and with or without its
+/// tasks.
+pub fn transition_json(t: &PowerTransition, with_tasks: bool) -> Value {
+    let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "taskCounts".into(),
+            plan::task_counts(t.tasks.iter().map(|k| k.status.as_str())),
+        );
+        if !with_tasks {
+            o.remove("tasks");
+        }
+    }
+    v
+}

@@ -301,12 +301,24 @@ pub(super) mod tests {
                     now,
                 )
                 .unwrap();
+            let store = Store::open_in_memory().unwrap();
+            let secrets = Arc::new(SecretBox::load_or_create(dir.path()).unwrap());
+            let (discovery, power) = crate::app::redfish_services(
+                &store,
+                &secrets,
+                &config,
+                &Default::default(),
+                &Default::default(),
+            )
+            .unwrap();
             let state = AppState(Arc::new(Shared {
-                store: Store::open_in_memory().unwrap(),
+                store,
                 root_pem: String::new(),
                 root_fingerprint: String::new(),
                 tokens,
-                secrets: SecretBox::load_or_create(dir.path()).unwrap(),
+                secrets,
+                discovery,
+                power,
                 issuer,
                 node_base: "http://127.0.0.1:27778".into(),
                 metrics: Metrics::default(),

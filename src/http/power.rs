@@ -1,0 +1,283 @@
+//! PCS (`/power-control/v1`, and the same routes at the root, where ochami
+//! looks by default): transitions, power status and PCS's health probes.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::json::{ApiJson, QueryPairs};
+use super::problem::ApiError;
+use super::routes::{Access, Listeners, Route, route};
+use super::state::AppState;
+use crate::inventory::DomainError;
+use crate::inventory::components::parse_xname;
+use crate::power::{TransitionRequest, transition_json};
+
+/// Every PCS route under both prefixes.
+pub fn routes() -> Vec<Route> {
+    use Access::*;
+    use Listeners::*;
+    let mut out = Vec::new();
+    // (prefixed, root) pairs: the table needs static paths.
+    let paths: [(&'static str, &'static str); 6] = [
+        ("/power-control/v1/transitions", "/transitions"),
+        ("/power-control/v1/transitions/{id}", "/transitions/{id}"),
+        ("/power-control/v1/power-status", "/power-status"),
+        ("/power-control/v1/liveness", "/liveness"),
+        ("/power-control/v1/readiness", "/readiness"),
+        ("/power-control/v1/health", "/health"),
+    ];
+    for (k, (prefixed, root)) in paths.into_iter().enumerate() {
+        for p in [prefixed, root] {
+            match k {
+                0 => {
+                    out.push(route(
+                        Method::POST,
+                        p,
+                        "pcs",
+                        Token,
+                        Api,
+                        "Start a power transition",
+                        create,
+                    ));
+                    out.push(route(
+                        Method::GET,
+                        p,
+                        "pcs",
+                        Token,
+                        Api,
+                        "List power transitions (without tasks)",
+                        list,
+                    ));
+                }
+                1 => {
+                    out.push(route(
+                        Method::GET,
+                        p,
+                        "pcs",
+                        Token,
+                        Api,
+                        "One power transition with its tasks",
+                        get_one,
+                    ));
+                    out.push(route(
+                        Method::DELETE,
+                        p,
+                        "pcs",
+                        Token,
+                        Api,
+                        "Abort a power transition",
+                        abort,
+                    ));
+                }
+                2 => {
+                    out.push(route(
+                        Method::GET,
+                        p,
+                        "pcs",
+                        Token,
+                        Api,
+                        "Power state of nodes (xname repeatable)",
+                        status_get,
+                    ));
+                    out.push(route(
+                        Method::POST,
+                        p,
+                        "pcs",
+                        Token,
+                        Api,
+                        "Power state of nodes (xname list in the body)",
+                        status_post,
+                    ));
+                }
+                3 => out.push(route(
+                    Method::GET,
+                    p,
+                    "pcs",
+                    Anonymous,
+                    Api,
+                    "PCS liveness",
+                    liveness,
+                )),
+                4 => out.push(route(
+                    Method::GET,
+                    p,
+                    "pcs",
+                    Anonymous,
+                    Api,
+                    "PCS readiness: the store answers",
+                    readiness,
+                )),
+                _ => out.push(route(
+                    Method::GET,
+                    p,
+                    "pcs",
+                    Anonymous,
+                    Api,
+                    "PCS health of its parts",
+                    health,
+                )),
+            }
+        }
+    }
+    out
+}
+
+async fn create(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<TransitionRequest>,
+) -> Result<Response, ApiError> {
+    let t = st.power.start_transition(req).await?;
+    let mut r = axum::Json(json!({"transitionID": t.id, "operation": t.operation})).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/power-control/v1/transitions/{}", t.id)) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+async fn list(State(st): State<AppState>) -> Response {
+    let items: Vec<Value> = st
+        .power
+        .transitions()
+        .iter()
+        .map(|t| transition_json(t, false))
+        .collect();
+    axum::Json(json!({ "transitions": items })).into_response()
+}
+
+async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let t = st
+        .power
+        .transition(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no transition {id}")))?;
+    Ok(axum::Json(transition_json(&t, true)).into_response())
+}
+
+async fn abort(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    st.power.abort(&id)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"abortStatus": "Accepted - abort initiated"})),
+    )
+        .into_response())
+}
+
+/// `powerStateFilter` / `managementStateFilter` as PCS reads them.
+fn keep(entry: &Value, power: Option<&str>, mgmt: Option<&str>) -> bool {
+    let ps = entry["powerState"].as_str().unwrap_or("");
+    let power_ok = match power.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") => true,
+        // Nothing here is ever caught mid-change: a transition reports
+        // those as in-progress tasks, the sampler sees the settled state.
+        Some("poweringon") | Some("poweringoff") => false,
+        Some(p) => ps == p,
+    };
+    let mgmt_ok = match mgmt.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") => true,
+        Some(m) => entry["managementState"].as_str() == Some(m),
+    };
+    power_ok && mgmt_ok
+}
+
+fn check_filters(power: Option<&str>, mgmt: Option<&str>) -> Result<(), ApiError> {
+    if let Some(p) = power.filter(|p| !p.is_empty())
+        && !["on", "off", "undefined", "poweringon", "poweringoff"]
+            .contains(&p.to_ascii_lowercase().as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "powerStateFilter {p:?} is not on, off, undefined, poweringon or poweringoff"
+        )));
+    }
+    if let Some(m) = mgmt.filter(|m| !m.is_empty())
+        && !["available", "unavailable"].contains(&m.to_ascii_lowercase().as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "managementStateFilter {m:?} is not available or unavailable"
+        )));
+    }
+    Ok(())
+}
+
+async fn status(
+    st: &AppState,
+    raw: Vec<String>,
+    power: Option<&str>,
+    mgmt: Option<&str>,
+) -> Result<Response, ApiError> {
+    check_filters(power, mgmt)?;
+    let mut xnames = Vec::new();
+    for x in raw
+        .iter()
+        .flat_map(|x| x.split(','))
+        .filter(|x| !x.trim().is_empty())
+    {
+        let (x, _) = parse_xname(x).map_err(|e: DomainError| ApiError::from(e))?;
+        if !xnames.contains(&x) {
+            xnames.push(x);
+        }
+    }
+    let entries: Vec<Value> = st
+        .power
+        .status(&xnames)
+        .await
+        .into_iter()
+        .filter(|e| keep(e, power, mgmt))
+        .collect();
+    Ok(axum::Json(json!({ "status": entries })).into_response())
+}
+
+async fn status_get(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+    let power = q.first("powerstatefilter").map(str::to_string);
+    let mgmt = q.first("managementstatefilter").map(str::to_string);
+    status(&st, q.all("xname"), power.as_deref(), mgmt.as_deref()).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StatusBody {
+    xname: Vec<String>,
+    powerstatefilter: Option<String>,
+    managementstatefilter: Option<String>,
+}
+
+async fn status_post(
+    State(st): State<AppState>,
+    ApiJson(b): ApiJson<StatusBody>,
+) -> Result<Response, ApiError> {
+    status(
+        &st,
+        b.xname,
+        b.powerstatefilter.as_deref(),
+        b.managementstatefilter.as_deref(),
+    )
+    .await
+}
+
+async fn liveness() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+async fn readiness(State(st): State<AppState>) -> StatusCode {
+    match st.store.ping().await {
+        Ok(()) => StatusCode::NO_CONTENT,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+async fn health(State(st): State<AppState>) -> Response {
+    let store = if st.store.ping().await.is_ok() {
+        "connected, responsive"
+    } else {
+        "not responsive"
+    };
+    axum::Json(json!({
+        "KvStore": store,
+        "DistLocking": "in-process",
+        "StateManager": store,
+        "Vault": "sealed secrets in the store",
+        "TaskRunner": "in-process",
+    }))
+    .into_response()
+}

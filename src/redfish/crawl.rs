@@ -1,0 +1,293 @@
+//! Reading a BMC's inventory: Systems (and Systems linked from Chassis),
+//! Chassis, Managers and their Ethernet interfaces.
+//!
+//! A crawl is all or nothing: any request that fails (after its retries)
+//! fails the crawl, so a BMC that stops answering half-way never yields half
+//! an inventory. Only `404` on a member is read as "not there".
+
+use futures_util::future::try_join_all;
+use serde_json::Value;
+
+use super::client::{Bmc, ROOT};
+use super::error::{Error, ErrorKind};
+use super::json::{self, at, clean, get, link, members, number, str_of, strings};
+
+/// Everything a crawl learnt about one BMC.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Crawl {
+    pub redfish_version: String,
+    pub uuid: String,
+    pub systems: Vec<SystemInfo>,
+    pub managers: Vec<ManagerInfo>,
+    pub chassis: Vec<ChassisInfo>,
+}
+
+/// A reset action: where to POST and which `ResetType`s it takes (empty:
+/// the BMC did not say).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResetInfo {
+    pub target: String,
+    pub allowed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Nic {
+    pub path: String,
+    /// As the BMC wrote it.
+    pub mac: String,
+    pub ipv4: Vec<String>,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SystemInfo {
+    pub path: String,
+    pub uuid: String,
+    pub name: String,
+    pub system_type: String,
+    pub manufacturer: String,
+    pub model: String,
+    pub serial: String,
+    pub sku: String,
+    pub bios_version: String,
+    pub power_state: String,
+    pub processor_count: Option<f64>,
+    pub processor_model: String,
+    pub memory_gib: Option<f64>,
+    pub reset: Option<ResetInfo>,
+    pub chassis: Vec<String>,
+    pub managers: Vec<String>,
+    pub nics: Vec<Nic>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ManagerInfo {
+    pub path: String,
+    pub uuid: String,
+    pub name: String,
+    pub manager_type: String,
+    pub firmware_version: String,
+    pub model: String,
+    pub serial_console: Value,
+    pub command_shell: Value,
+    pub reset: Option<ResetInfo>,
+    pub nics: Vec<Nic>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChassisInfo {
+    pub path: String,
+    pub chassis_type: String,
+    pub manufacturer: String,
+    pub model: String,
+    pub serial: String,
+    pub sku: String,
+    pub asset_tag: String,
+    pub systems: Vec<String>,
+}
+
+/// A GET where `404` means "absent".
+async fn get_opt(bmc: &Bmc, path: &str) -> Result<Option<Value>, Error> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    match bmc.get(path).await {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if matches!(e.kind, ErrorKind::Status(404, _)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Crawls the BMC (logged in already).
+pub async fn crawl(bmc: &Bmc) -> Result<Crawl, Error> {
+    let root = bmc.get(ROOT).await?;
+    let (systems, managers, chassis) = futures_util::try_join!(
+        get_opt(bmc, link(&root, "Systems")),
+        get_opt(bmc, link(&root, "Managers")),
+        get_opt(bmc, link(&root, "Chassis")),
+    )?;
+    let member_paths = |c: &Option<Value>| c.as_ref().map(members).unwrap_or_default();
+
+    let chassis: Vec<ChassisInfo> =
+        try_join_all(member_paths(&chassis).into_iter().map(|p| async move {
+            Ok::<_, Error>(get_opt(bmc, &p).await?.map(|v| chassis_info(&p, &v)))
+        }))
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+
+    // Systems listed under /Systems first, then any only a Chassis names.
+    let mut paths: Vec<String> = Vec::new();
+    for p in member_paths(&systems)
+        .into_iter()
+        .chain(chassis.iter().flat_map(|c| c.systems.clone()))
+    {
+        let p = clean(&p);
+        if !paths.contains(&p) {
+            paths.push(p);
+        }
+    }
+    let fetched = try_join_all(paths.iter().map(|p| system(bmc, p))).await?;
+    let mut systems: Vec<SystemInfo> = Vec::new();
+    for s in fetched.into_iter().flatten() {
+        let dup =
+            !s.uuid.is_empty() && systems.iter().any(|o| o.uuid.eq_ignore_ascii_case(&s.uuid));
+        if !dup {
+            systems.push(s);
+        }
+    }
+    let managers = try_join_all(member_paths(&managers).iter().map(|p| manager(bmc, p)))
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(Crawl {
+        redfish_version: str_of(&root, "RedfishVersion").to_string(),
+        uuid: str_of(&root, "UUID").to_string(),
+        systems,
+        managers,
+        chassis,
+    })
+}
+
+fn chassis_info(path: &str, v: &Value) -> ChassisInfo {
+    ChassisInfo {
+        path: clean(path),
+        chassis_type: str_of(v, "ChassisType").into(),
+        manufacturer: str_of(v, "Manufacturer").into(),
+        model: str_of(v, "Model").into(),
+        serial: str_of(v, "SerialNumber").into(),
+        sku: str_of(v, "SKU").into(),
+        asset_tag: str_of(v, "AssetTag").into(),
+        systems: json::list(at(v, &["Links", "ComputerSystems"])),
+    }
+}
+
+/// The reset action of a resource, reading its ActionInfo when the
+/// allowable values are not inline.
+async fn reset_info(bmc: &Bmc, v: &Value, action: &str) -> Result<Option<ResetInfo>, Error> {
+    let Some(a) = at(v, &["Actions", action]) else {
+        return Ok(None);
+    };
+    let mut info = ResetInfo {
+        target: clean(str_of(a, "target")),
+        allowed: strings(a, "ResetType@Redfish.AllowableValues"),
+    };
+    let action_info = str_of(a, "@Redfish.ActionInfo");
+    if info.allowed.is_empty()
+        && !action_info.is_empty()
+        && let Some(ai) = get_opt(bmc, action_info).await?
+        && let Some(Value::Array(params)) = get(&ai, "Parameters")
+        && let Some(p) = params.iter().find(|p| str_of(p, "Name") == "ResetType")
+    {
+        info.allowed = strings(p, "AllowableValues");
+    }
+    Ok(Some(info))
+}
+
+async fn nics(bmc: &Bmc, owner: &Value) -> Result<Vec<Nic>, Error> {
+    let Some(col) = get_opt(bmc, link(owner, "EthernetInterfaces")).await? else {
+        return Ok(Vec::new());
+    };
+    let found = try_join_all(
+        members(&col)
+            .into_iter()
+            .map(|p| async move { Ok::<_, Error>(get_opt(bmc, &p).await?.map(|v| nic(&p, &v))) }),
+    )
+    .await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+fn nic(path: &str, v: &Value) -> Nic {
+    let mut mac = str_of(v, "MACAddress");
+    if mac.is_empty() {
+        mac = str_of(v, "PermanentMACAddress");
+    }
+    let ipv4 = match get(v, "IPv4Addresses") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| str_of(x, "Address"))
+            .filter(|s| !s.is_empty() && *s != "0.0.0.0")
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut description = str_of(v, "Description");
+    if description.is_empty() {
+        description = str_of(v, "Name");
+    }
+    Nic {
+        path: clean(path),
+        mac: mac.to_string(),
+        ipv4,
+        description: description.to_string(),
+    }
+}
+
+async fn system(bmc: &Bmc, path: &str) -> Result<Option<SystemInfo>, Error> {
+    let Some(v) = get_opt(bmc, path).await? else {
+        return Ok(None);
+    };
+    let (reset, nics) =
+        futures_util::try_join!(reset_info(bmc, &v, "#ComputerSystem.Reset"), nics(bmc, &v))?;
+    Ok(Some(SystemInfo {
+        path: clean(path),
+        uuid: str_of(&v, "UUID").into(),
+        name: str_of(&v, "Name").into(),
+        system_type: str_of(&v, "SystemType").into(),
+        manufacturer: str_of(&v, "Manufacturer").into(),
+        model: str_of(&v, "Model").into(),
+        serial: str_of(&v, "SerialNumber").into(),
+        sku: str_of(&v, "SKU").into(),
+        bios_version: str_of(&v, "BiosVersion").into(),
+        power_state: str_of(&v, "PowerState").into(),
+        processor_count: number(&v, &["ProcessorSummary", "Count"]),
+        processor_model: at(&v, &["ProcessorSummary", "Model"])
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into(),
+        memory_gib: number(&v, &["MemorySummary", "TotalSystemMemoryGiB"]),
+        reset,
+        chassis: json::list(at(&v, &["Links", "Chassis"])),
+        managers: json::list(at(&v, &["Links", "ManagedBy"])),
+        nics,
+    }))
+}
+
+async fn manager(bmc: &Bmc, path: &str) -> Result<Option<ManagerInfo>, Error> {
+    let Some(v) = get_opt(bmc, path).await? else {
+        return Ok(None);
+    };
+    let (reset, nics) =
+        futures_util::try_join!(reset_info(bmc, &v, "#Manager.Reset"), nics(bmc, &v))?;
+    Ok(Some(ManagerInfo {
+        path: clean(path),
+        uuid: str_of(&v, "UUID").into(),
+        name: str_of(&v, "Name").into(),
+        manager_type: str_of(&v, "ManagerType").into(),
+        firmware_version: str_of(&v, "FirmwareVersion").into(),
+        model: str_of(&v, "Model").into(),
+        serial_console: get(&v, "SerialConsole").cloned().unwrap_or(Value::Null),
+        command_shell: get(&v, "CommandShell").cloned().unwrap_or(Value::Null),
+        reset,
+        nics,
+    }))
+}
+
+/// A System's power state and reset action, read live.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SystemState {
+    /// `On`, `Off`, `PoweringOn`, `PoweringOff`, or `""` if not reported.
+    pub power_state: String,
+    pub reset: Option<ResetInfo>,
+}
+
+/// Reads one System's `PowerState` (and its reset action).
+pub async fn system_state(bmc: &Bmc, path: &str) -> Result<SystemState, Error> {
+    let v = bmc.get(path).await?;
+    Ok(SystemState {
+        power_state: str_of(&v, "PowerState").to_string(),
+        reset: reset_info(bmc, &v, "#ComputerSystem.Reset").await?,
+    })
+}

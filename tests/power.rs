@@ -1,0 +1,421 @@
+//! Power transitions, power status and discovery sessions against the
+//! simulated BMCs of `openchami::redfish::sim` (which, unlike the emulator
+//! of tests/redfish.rs, has a SessionService and counts open sessions, can
+//! ignore a graceful shutdown and can be slow on purpose). Everything runs on
+//! loopback in this process, plus the CLI binary for the user-facing commands.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Harness;
+use openchami::redfish::sim::{SimBmcs, SimConfig, system_mac};
+use serde_json::{Value, json};
+
+async fn harness() -> Harness {
+    Harness::start_with(|c| {
+        c.power.poll_interval_secs = 1;
+        c.power.escalation_secs = 5;
+        c.power.sample_interval_secs = 0;
+    })
+    .await
+}
+
+async fn sims(f: impl FnOnce(&mut SimConfig)) -> SimBmcs {
+    let mut c = SimConfig::loopback(2);
+    f(&mut c);
+    SimBmcs::start(c, None).await.expect("simulated BMCs")
+}
+
+fn addrs(s: &SimBmcs) -> Vec<String> {
+    s.addrs().iter().map(|a| a.to_string()).collect()
+}
+
+async fn wait_job(h: &Harness, job: &Value) -> Value {
+    let id = job["id"].as_str().expect("job id");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = h.api.get_json(&format!("/discovery/v1/jobs/{id}")).await;
+        if v["status"] != "running" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "job did not end: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Collects the sims with the default credential; two BMCs share
+/// 127.0.0.1, so a BMC ID map names them.
+async fn collect(h: &Harness, s: &SimBmcs) -> Value {
+    h.api
+        .put(
+            "/discovery/v1/credentials/default",
+            &json!({"username": "admin", "password": "password"}),
+        )
+        .await
+        .ok();
+    let map: serde_json::Map<String, Value> = addrs(s)
+        .iter()
+        .enumerate()
+        .map(|(k, a)| (a.clone(), json!(format!("x1000c0s{k}b0"))))
+        .collect();
+    let job = h
+        .api
+        .post(
+            "/discovery/v1/collect",
+            &json!({"targets": addrs(s), "bmc_id_map": {"map_key": "bmc-ip-addr", "id_map": map}}),
+        )
+        .await
+        .status(202)
+        .json();
+    wait_job(h, &job).await
+}
+
+async fn start_transition(h: &Harness, op: &str, deadline: f64, xnames: &[&str]) -> String {
+    let loc: Vec<Value> = xnames.iter().map(|x| json!({"xname": x})).collect();
+    let r = h
+        .api
+        .post(
+            "/transitions",
+            &json!({"operation": op, "taskDeadlineMinutes": deadline, "location": loc}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        r.header("location")
+            .map(|l| l.starts_with("/power-control/v1/transitions/")),
+        Some(true)
+    );
+    r.json()["transitionID"].as_str().expect("id").to_string()
+}
+
+async fn wait_transition(h: &Harness, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = h
+            .api
+            .get_json(&format!("/power-control/v1/transitions/{id}"))
+            .await;
+        if matches!(
+            v["transitionStatus"].as_str(),
+            Some("completed" | "aborted")
+        ) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "transition did not end: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_deleted_after_every_piece_of_work() {
+    let s = sims(|_| {}).await;
+    let h = harness().await;
+    let done = collect(&h, &s).await;
+    assert_eq!(done["collected"], 2, "{done}");
+    let check = |what: &str| {
+        for k in 0..2 {
+            assert!(s.sessions_created(k) > 0, "{what}: BMC {k} had a session");
+            assert_eq!(s.open_sessions(k), 0, "{what}: BMC {k} session left open");
+        }
+    };
+    check("collect");
+    // The node MACs came through the session-authenticated crawl.
+    let snap = h.app().state.store.snapshot();
+    assert_eq!(
+        snap.interfaces[&system_mac(1, 0).replace(':', "")].component_id,
+        "x1000c0s1b0n0"
+    );
+    drop(snap);
+
+    let id = start_transition(&h, "on", 1.0, &["x1000c0s0b0n0", "x1000c0s1b0n0"]).await;
+    let t = wait_transition(&h, &id).await;
+    assert_eq!(t["taskCounts"]["succeeded"], 2, "{t}");
+    assert!(s.power(0, 0) && s.power(1, 0));
+    check("power on");
+
+    let st = h
+        .api
+        .post(
+            "/power-control/v1/power-status",
+            &json!({"xname": ["x1000c0s0b0n0"]}),
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(st["status"][0]["powerState"], "on", "{st}");
+    check("power status");
+
+    // A crawl cancelled half-way still logs out.
+    let slow = sims(|c| c.latency = Duration::from_millis(700)).await;
+    let job = h
+        .api
+        .post("/discovery/v1/collect", &json!({"targets": addrs(&slow)}))
+        .await
+        .status(202)
+        .json();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slow.sessions_created(0) == 0 || slow.sessions_created(1) == 0 {
+        assert!(Instant::now() < deadline, "no login on the slow BMCs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.api
+        .delete(&format!(
+            "/discovery/v1/jobs/{}",
+            job["id"].as_str().unwrap()
+        ))
+        .await
+        .status(202);
+    let done = wait_job(&h, &job).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    for k in 0..2 {
+        assert_eq!(
+            slow.open_sessions(k),
+            0,
+            "cancelled crawl left a session open"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_escalates_to_force_off_at_the_deadline() {
+    let s = sims(|c| {
+        c.ignore_graceful_shutdown = true;
+        c.power_on = true;
+    })
+    .await;
+    let h = harness().await;
+    assert_eq!(collect(&h, &s).await["collected"], 2);
+    // soft-off never escalates: the deadline passes and the task fails.
+    let id = start_transition(&h, "soft-off", 0.05, &["x1000c0s1b0n0"]).await;
+    let t = wait_transition(&h, &id).await;
+    assert_eq!(t["tasks"][0]["taskStatus"], "failed", "{t}");
+    assert!(
+        t["tasks"][0]["taskStatusDescription"]
+            .as_str()
+            .unwrap()
+            .contains("deadline reached"),
+        "{t}"
+    );
+    assert!(s.power(1, 0));
+    // off sends ForceOff at the deadline.
+    let id = start_transition(&h, "off", 0.05, &["x1000c0s0b0n0"]).await;
+    let t = wait_transition(&h, &id).await;
+    assert_eq!(t["tasks"][0]["taskStatus"], "succeeded", "{t}");
+    assert_eq!(s.resets(0), vec!["GracefulShutdown", "ForceOff"]);
+    assert!(!s.power(0, 0));
+    // Unknown xnames fail their task; bad ones and bad operations are 400s.
+    let id = start_transition(&h, "on", 1.0, &["x9c0s0b0n0"]).await;
+    let t = wait_transition(&h, &id).await;
+    assert_eq!(t["tasks"][0]["taskStatus"], "failed");
+    assert_eq!(t["taskCounts"]["failed"], 1);
+    h.api
+        .post(
+            "/transitions",
+            &json!({"operation": "reboot", "location": [{"xname": "x1000c0s0b0n0"}]}),
+        )
+        .await
+        .problem(400);
+    h.api
+        .post(
+            "/transitions",
+            &json!({"operation": "on", "location": [{"xname": "bogus"}]}),
+        )
+        .await
+        .problem(400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_abort_and_a_restart_ends_them() {
+    let s = sims(|c| c.ignore_graceful_shutdown = true).await;
+    let mut h = harness().await;
+    assert_eq!(collect(&h, &s).await["collected"], 2);
+    s.set_power(0, 0, true);
+    // No deadline: waits for a shutdown that never comes, until aborted.
+    let id = start_transition(&h, "soft-off", -1.0, &["x1000c0s0b0n0"]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.resets(0).is_empty() {
+        assert!(Instant::now() < deadline, "no reset sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = h
+        .api
+        .delete(&format!("/power-control/v1/transitions/{id}"))
+        .await
+        .status(202)
+        .json();
+    assert_eq!(r["abortStatus"], "Accepted - abort initiated");
+    let t = wait_transition(&h, &id).await;
+    assert_eq!(t["transitionStatus"], "aborted", "{t}");
+    assert_eq!(t["tasks"][0]["taskStatusDescription"], "aborted");
+    h.api
+        .delete(&format!("/power-control/v1/transitions/{id}"))
+        .await
+        .problem(400);
+    h.api
+        .delete("/power-control/v1/transitions/00000000-0000-4000-8000-000000000000")
+        .await
+        .problem(404);
+    for k in 0..2 {
+        assert_eq!(s.open_sessions(k), 0);
+    }
+
+    // A transition running when the appliance stops is aborted, and stays
+    // so (persisted) after the restart.
+    s.set_power(1, 0, true);
+    let id = start_transition(&h, "soft-off", -1.0, &["x1000c0s1b0n0"]).await;
+    while s.resets(1).is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.restart().await;
+    let t = h
+        .api
+        .get_json(&format!("/power-control/v1/transitions/{id}"))
+        .await;
+    assert_eq!(t["transitionStatus"], "aborted", "{t}");
+    assert_eq!(t["tasks"][0]["taskStatus"], "failed", "{t}");
+    let list = h.api.get_json("/power-control/v1/transitions").await;
+    assert_eq!(list["transitions"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sampler_keeps_component_state_current() {
+    let s = sims(|_| {}).await;
+    let h = Harness::start_with(|c| {
+        c.power.poll_interval_secs = 1;
+        c.power.sample_interval_secs = 1;
+    })
+    .await;
+    assert_eq!(collect(&h, &s).await["collected"], 2);
+    let state = |h: &Harness| {
+        h.app().state.store.snapshot().components["x1000c0s0b0n0"]
+            .state
+            .clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state(&h) != "Off" {
+        assert!(Instant::now() < deadline, "state stays {}", state(&h));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.set_power(0, 0, true);
+    while state(&h) != "On" {
+        assert!(Instant::now() < deadline, "state stays {}", state(&h));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = h
+        .api
+        .get_json("/power-status?powerStateFilter=off&managementStateFilter=available")
+        .await;
+    let xs: Vec<&str> = st["status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["xname"].as_str().unwrap())
+        .collect();
+    assert_eq!(xs, vec!["x1000c0s1b0n0"], "{st}");
+    h.api
+        .get("/power-status?powerStateFilter=sideways")
+        .await
+        .problem(400);
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_openchami");
+
+async fn cli(h: &Harness, args: &[&str]) -> std::process::Output {
+    let cfg = h.state_dir().join("client.toml");
+    std::fs::write(&cfg, "").expect("client config");
+    let mut c = tokio::process::Command::new(BIN);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("OPENCHAMI_") || k.ends_with("_ACCESS_TOKEN") {
+            c.env_remove(&k);
+        }
+    }
+    c.arg("--url")
+        .arg(h.api_base())
+        .arg("--cacert")
+        .arg(h.state_dir().join("ca/root.crt"))
+        .arg("--token")
+        .arg(&h.token)
+        .arg("--config")
+        .arg(&cfg)
+        .args(args)
+        .env("SIM_PW", "password")
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(120), c.output())
+        .await
+        .expect("CLI in time")
+        .expect("CLI runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_discovers_and_powers() {
+    let s = sims(|c| c.addrs.truncate(1)).await;
+    let h = harness().await;
+    let a = addrs(&s)[0].clone();
+    let out = cli(
+        &h,
+        &[
+            "discover",
+            "credentials",
+            "set",
+            "default",
+            "--username",
+            "admin",
+            "--password-env",
+            "SIM_PW",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("password"), "{stdout}");
+    let out = cli(&h, &["discover", "collect", &a]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "no bar off a terminal: {out:?}");
+    assert!(
+        stdout.contains("x4064c0s0b1") && stdout.contains("collected"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("found 1, collected 1, failed 0, skipped 0"),
+        "{stdout}"
+    );
+
+    let out = cli(&h, &["power", "on", "x4064c0s0b1n0"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("succeeded") && stdout.contains("power is on"),
+        "{stdout}"
+    );
+    assert!(s.power(0, 0));
+
+    let out = cli(&h, &["power", "status", "x4064c0s0b1n0", "-o", "json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["status"][0]["powerState"], "on");
+
+    let out = cli(
+        &h,
+        &["power", "off", "--force", "--no-wait", "x4064c0s0b1n0"],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let t = wait_transition(&h, &id).await;
+    assert_eq!(t["operation"], "Force-Off");
+    assert_eq!(t["tasks"][0]["taskStatus"], "succeeded");
+
+    // A node without a BMC: the table is printed, the exit code says failed.
+    let out = cli(&h, &["power", "on", "x9c0s0b0n0"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim(), "openchami: 1 of 1 nodes failed");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no component x9c0s0b0n0"));
+    let out = cli(&h, &["power", "on"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "openchami: name nodes (xnames) or --group"
+    );
+}
