@@ -1,5 +1,8 @@
 //! The end-to-end test: `openchami lab` with one BIOS and one UEFI node.
 //!
+//! The lab enrolls the nodes and the appliance discovers their virtual BMCs
+//! over Redfish; the test powers the nodes on with `openchami power on`
+//! through the appliance.
 //! Real firmware (SeaBIOS + iPXE ROM, OVMF's own UEFI PXE) boots a Debian
 //! kernel and a busybox initramfs through the appliance: DHCP, TFTP, boot
 //! script, kernel and initrd from `/artifacts/`, cloud-init meta-data,
@@ -242,9 +245,8 @@ fn bios_and_uefi_nodes_boot_through_the_appliance_and_leave_nothing_behind() {
     ];
     let xnames: Vec<&str> = nodes.iter().map(|n| n.0).collect();
 
-    // LAB-INTERIM(redfish): `lab up` powers the nodes on itself; with the
-    // virtual BMCs merged this becomes `--no-power-on`, `openchami discover`
-    // of both BMCs and `openchami power on` through the appliance.
+    // Up, with the nodes enrolled and their virtual BMCs discovered by the
+    // appliance (a Redfish crawl), but left off.
     let up = openchami(
         &[
             "lab",
@@ -252,6 +254,7 @@ fn bios_and_uefi_nodes_boot_through_the_appliance_and_leave_nothing_behind() {
             "--nodes",
             "2",
             "--mixed",
+            "--no-power-on",
             "--dir",
             &lab.dir_arg(),
             "--name",
@@ -270,6 +273,42 @@ fn bios_and_uefi_nodes_boot_through_the_appliance_and_leave_nothing_behind() {
         up.status.success(),
         "lab up failed:\n{}{}",
         text(&up),
+        lab.report(&xnames)
+    );
+    let up_text = text(&up);
+    for bmc in ["x1000c0s0b0", "x1000c0s1b0"] {
+        assert!(
+            up_text
+                .lines()
+                .any(|l| l.contains(bmc) && l.contains("collected")),
+            "{bmc} not discovered:\n{up_text}"
+        );
+    }
+
+    // The CLI pointed at the lab's appliance, as an operator would use it.
+    let env_out = openchami(
+        &["lab", "env", "--dir", &lab.dir_arg()],
+        &[],
+        Duration::from_secs(10),
+    );
+    let env: Vec<(String, String)> = String::from_utf8_lossy(&env_out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(env.len(), 3, "{}", text(&env_out));
+
+    // Power on through the appliance: PCS, Redfish Reset, the node's qemu.
+    let on = openchami(
+        &["power", "on", "x1000c0s0b0n0,x1000c0s1b0n0"],
+        &env,
+        Duration::from_secs(120),
+    );
+    assert!(
+        on.status.success(),
+        "power on failed:\n{}{}",
+        text(&on),
         lab.report(&xnames)
     );
 
@@ -312,18 +351,6 @@ fn bios_and_uefi_nodes_boot_through_the_appliance_and_leave_nothing_behind() {
 
     // The appliance's own records: phone-home with the node's hostname, and
     // every step of the chain in the boot-step records.
-    let env_out = openchami(
-        &["lab", "env", "--dir", &lab.dir_arg()],
-        &[],
-        Duration::from_secs(10),
-    );
-    let env: Vec<(String, String)> = String::from_utf8_lossy(&env_out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    assert_eq!(env.len(), 3, "{}", text(&env_out));
     let status = openchami(
         &["lab", "status", "--dir", &lab.dir_arg(), "-o", "json"],
         &[],

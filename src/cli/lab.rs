@@ -21,7 +21,7 @@ use super::output::{Format, table};
 use super::{Global, NodeAddArgs};
 use crate::config::Config;
 use crate::lab::plan::{self, Firmware, FirmwareMix, Lab};
-use crate::lab::supervise::{API_PORT, NODE_PORT, OVMF_CODE, OVMF_VARS};
+use crate::lab::supervise::{API_PORT, BMC_PORT, BMC_USER, NODE_PORT, OVMF_CODE, OVMF_VARS};
 use crate::lab::{self, SupervisorInfo, image, net};
 
 /// Where labs live unless `--dir` says otherwise.
@@ -316,6 +316,7 @@ fn up(global: &Global, a: &UpArgs) -> anyhow::Result<()> {
         memory_mb: a.memory.clamp(128, 4096),
         qemu,
         kvm: kvm_usable(),
+        bmc_password: uuid::Uuid::new_v4().simple().to_string(),
     };
     check_tools(&lab)?;
     for line in clean_leftovers(&dir, Some(&lab.netns), true)? {
@@ -462,14 +463,27 @@ fn start_and_enroll(
     );
     let (client, _) = lab_client(global, &lab.dir)?;
     let rt = runtime()?;
+    rt.block_on(async {
+        let t = Instant::now();
+        loop {
+            match client.get("/readyz").await {
+                Ok(_) => return Ok(()),
+                Err(e) if t.elapsed() > Duration::from_secs(60) => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })?;
     rt.block_on(enroll(&client, lab))?;
     println!(
         "enrolled {} node(s) in group compute; boot parameters set for role Compute",
         lab.nodes.len()
     );
+    let found = rt.block_on(discover_bmcs(&client, lab))?;
+    print!("discovered the virtual BMCs:\n{found}");
     if !a.no_power_on {
-        rt.block_on(power_on(&client, lab))?;
-        println!("powered on: {}", names(lab));
+        let out = rt.block_on(power_on(&client, lab))?;
+        print!("{out}");
+        println!("powered on through the appliance: {}", names(lab));
     }
     println!(
         "watch:   openchami lab status --dir {d}\n         openchami lab console {x} --dir {d}\n\
@@ -530,14 +544,61 @@ async fn enroll(client: &Client, lab: &Lab) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// LAB-INTERIM(redfish): powers nodes on through the supervisor's control
-/// socket until the virtual BMCs (the Redfish simulator with a power hook)
-/// and `openchami power` are merged; then this goes through the appliance.
-async fn power_on(_client: &Client, lab: &Lab) -> anyhow::Result<()> {
-    for n in &lab.nodes {
-        control(&lab.dir, &format!("on {}", n.xname))?;
-    }
-    Ok(())
+/// Discovery of the virtual BMCs, as on a new cluster: the BMC credential,
+/// then a Redfish crawl of their addresses with magellan's BMC ID map (so the
+/// BMCs get the xnames the nodes were enrolled under).
+async fn discover_bmcs(client: &Client, lab: &Lab) -> anyhow::Result<String> {
+    client
+        .send(
+            Method::PUT,
+            "/discovery/v1/credentials/default",
+            Some(&json!({"username": BMC_USER, "password": lab.bmc_password})),
+        )
+        .await?;
+    let map: serde_json::Map<String, Value> = lab
+        .nodes
+        .iter()
+        .map(|n| (n.bmc_ip.to_string(), json!(n.bmc)))
+        .collect();
+    let map_path = lab.dir.join("bmc-id-map.json");
+    std::fs::write(
+        &map_path,
+        serde_json::to_vec_pretty(&json!({"map_key": "bmc-ip-addr", "id_map": map}))?,
+    )?;
+    super::discover::run(
+        client,
+        Format::Table,
+        super::discover::DiscoverCmd::Collect {
+            targets: lab
+                .nodes
+                .iter()
+                .map(|n| format!("{}:{BMC_PORT}", n.bmc_ip))
+                .collect(),
+            opts: Default::default(),
+            bmc_id_map: Some(map_path),
+            username: None,
+            password_env: None,
+        },
+    )
+    .await
+}
+
+/// Power on through the appliance (PCS → Redfish → the virtual BMCs).
+async fn power_on(client: &Client, lab: &Lab) -> anyhow::Result<String> {
+    super::power::run(
+        client,
+        Format::Table,
+        super::power::PowerCmd::On(super::power::Transition {
+            nodes: super::power::Nodes {
+                xnames: lab.nodes.iter().map(|n| n.xname.clone()).collect(),
+                group: None,
+            },
+            force: false,
+            no_wait: false,
+            deadline: 5.0,
+        }),
+    )
+    .await
 }
 
 /// One request to the supervisor's control socket.
@@ -806,6 +867,7 @@ mod tests {
             memory_mb: 384,
             qemu: "q".into(),
             kvm: false,
+            bmc_password: "p".into(),
         };
         let c = Config::parse(&appliance_config(&lab), "lab").unwrap();
         assert!(c.tftp.enabled && c.dhcp.enabled);

@@ -75,6 +75,8 @@ pub struct Lab {
     pub qemu: PathBuf,
     /// Use KVM (else TCG).
     pub kvm: bool,
+    /// The virtual BMCs' password (user `admin`), random per lab.
+    pub bmc_password: String,
 }
 
 pub fn addr(host: u8) -> Ipv4Addr {
@@ -98,13 +100,15 @@ pub fn nodes(n: usize, mix: FirmwareMix) -> Vec<LabNode> {
             LabNode {
                 xname: format!("x1000c0s{i}b0n0"),
                 nid: i as i64 + 1,
-                mac: format!("52:54:00:6c:00:{:02x}", i + 1),
+                // The virtual BMC reports these MACs (redfish::sim), so
+                // discovery and the VM's NIC agree, as on hardware.
+                mac: crate::redfish::sim::system_mac(i, 0),
                 ip: addr(NODE_BASE + i as u8),
                 tap: format!("tap{i}"),
                 firmware,
                 bmc: format!("x1000c0s{i}b0"),
                 bmc_ip: addr(BMC_BASE + i as u8),
-                bmc_mac: format!("52:54:00:6c:01:{:02x}", i + 1),
+                bmc_mac: crate::redfish::sim::bmc_mac(i),
             }
         })
         .collect()

@@ -26,10 +26,14 @@ use tokio::process::{Child, Command};
 
 use super::plan::{self, Firmware, Lab, LabNode};
 use super::{APPLIANCE_CONFIG, APPLIANCE_LOG, CONTROL_SOCKET, SUPERVISOR_FILE, SupervisorInfo};
+use crate::redfish::sim::{PowerHook, SimBmcs, SimConfig};
 
 /// API port of the appliance inside the lab.
 pub const API_PORT: u16 = 8443;
 pub const NODE_PORT: u16 = 27778;
+/// The virtual BMCs: Redfish over HTTPS, as real ones.
+pub const BMC_PORT: u16 = 443;
+pub const BMC_USER: &str = "admin";
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
@@ -80,7 +84,16 @@ async fn supervise(lab: Lab, fwd: std::net::TcpListener) -> anyhow::Result<()> {
 
     let api = std::net::SocketAddr::from((plan::server_ip(), API_PORT));
     wait_port(api, &mut appliance).await?;
+    // Listeners are bound before the CA exists on a first start.
+    let root = lab.state_dir().join("ca").join("root.crt");
+    for _ in 0..600 {
+        if root.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let power = Arc::new(Power::new(lab.clone()));
+    let bmcs = start_bmcs(&lab, power.clone()).await?;
     let control = UnixListener::bind(lab.dir.join(CONTROL_SOCKET))?;
     let info = SupervisorInfo {
         pid: std::process::id(),
@@ -113,6 +126,7 @@ async fn supervise(lab: Lab, fwd: std::net::TcpListener) -> anyhow::Result<()> {
         }
     };
     tracing::info!(reason = ?end, "tearing the lab down");
+    bmcs.shutdown().await;
     power.all_off().await;
     stop(&mut appliance, Duration::from_secs(10)).await;
     match end {
@@ -185,7 +199,7 @@ async fn serve_control(conn: tokio::net::UnixStream, power: Arc<Power>) {
     while let Ok(Some(line)) = lines.next_line().await {
         let mut it = line.split_whitespace();
         let answer = match (it.next(), it.next()) {
-            (Some("on"), Some(x)) => power.on(x).await.map(|_| "ok".to_string()),
+            (Some("on"), Some(x)) => power.on(x).map(|_| "ok".to_string()),
             (Some("off"), Some(x)) => power.off(x).await.map(|_| "ok".to_string()),
             (Some("state"), None) => {
                 serde_json::to_string(&power.states()).map_err(anyhow::Error::from)
@@ -250,7 +264,7 @@ impl Power {
     }
 
     /// Starts the node's qemu unless it runs.
-    pub async fn on(self: &Arc<Self>, xname: &str) -> anyhow::Result<()> {
+    pub fn on(self: &Arc<Self>, xname: &str) -> anyhow::Result<()> {
         let node = self.node(xname)?.clone();
         if self.is_on(xname) {
             return Ok(());
@@ -301,7 +315,16 @@ impl Power {
         Ok(())
     }
 
-    /// Stops the node's qemu (a forced power-off).
+    /// Asks the node's qemu to stop; returns at once.
+    pub fn stop(&self, xname: &str) -> anyhow::Result<()> {
+        self.node(xname)?;
+        if let Some(pid) = self.running().get(xname).copied() {
+            super::signal(pid, rustix::process::Signal::TERM);
+        }
+        Ok(())
+    }
+
+    /// Stops the node's qemu (a forced power-off) and waits for it.
     pub async fn off(&self, xname: &str) -> anyhow::Result<()> {
         self.node(xname)?;
         let pid = self.running().get(xname).copied();
@@ -323,6 +346,72 @@ impl Power {
             let _ = self.off(&x).await;
         }
     }
+}
+
+/// What a virtual BMC's `ComputerSystem.Reset` does: BMC `i` is node `i`'s.
+struct LabHook {
+    power: Arc<Power>,
+}
+
+impl LabHook {
+    fn xname(&self, bmc: usize) -> Result<String, String> {
+        self.power
+            .lab
+            .nodes
+            .get(bmc)
+            .map(|n| n.xname.clone())
+            .ok_or_else(|| format!("no node behind BMC {bmc}"))
+    }
+}
+
+impl PowerHook for LabHook {
+    fn reset(&self, bmc: usize, _system: usize, reset_type: &str) -> Result<(), String> {
+        let x = self.xname(bmc)?;
+        let p = &self.power;
+        match reset_type {
+            "On" => p.on(&x).map_err(|e| format!("{e:#}")),
+            "ForceOff" | "GracefulShutdown" => p.stop(&x).map_err(|e| format!("{e:#}")),
+            _ => {
+                // A restart: off, then on once the VM has gone.
+                p.stop(&x).map_err(|e| format!("{e:#}"))?;
+                let p = p.clone();
+                tokio::spawn(async move {
+                    for _ in 0..100 {
+                        if !p.is_on(&x) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    if let Err(e) = p.on(&x) {
+                        tracing::warn!(xname = %x, error = %e, "restart: cannot power on");
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// The VM is the truth: a node that powered itself off is off.
+    fn power_state(&self, bmc: usize, _system: usize) -> Option<bool> {
+        self.xname(bmc).ok().map(|x| self.power.is_on(&x))
+    }
+}
+
+/// One simulated BMC per node on its BMC address (port 443, TLS, sessions),
+/// its Reset wired to the node's qemu.
+async fn start_bmcs(lab: &Lab, power: Arc<Power>) -> anyhow::Result<SimBmcs> {
+    let mut cfg = SimConfig::loopback(0);
+    cfg.addrs = lab
+        .nodes
+        .iter()
+        .map(|n| std::net::SocketAddr::from((n.bmc_ip, BMC_PORT)))
+        .collect();
+    cfg.username = BMC_USER.into();
+    cfg.password = lab.bmc_password.clone();
+    let hook: Arc<dyn PowerHook> = Arc::new(LabHook { power });
+    SimBmcs::start(cfg, Some(hook))
+        .await
+        .context("cannot start the virtual BMCs")
 }
 
 /// The qemu command line of a node: no disks, PXE from a virtio NIC on its
@@ -389,6 +478,7 @@ mod tests {
             memory_mb: 384,
             qemu: "qemu-system-x86_64".into(),
             kvm: false,
+            bmc_password: "p".into(),
         };
         let bios = qemu_args(
             &lab,
@@ -399,7 +489,7 @@ mod tests {
         .join(" ");
         assert!(bios.contains("-accel tcg"));
         assert!(bios.contains("ifname=tap0"));
-        assert!(bios.contains("mac=52:54:00:6c:00:01,bootindex=1 "));
+        assert!(bios.contains("mac=02:00:00:00:00:00,bootindex=1 "));
         assert!(!bios.contains("pflash") && !bios.contains("romfile"));
         assert!(!bios.contains("-hda") && !bios.contains("if=virtio"));
         let uefi = qemu_args(
