@@ -157,6 +157,10 @@ pub fn is_ipxe_user_class(u: &[u8]) -> bool {
     false
 }
 
+/// iPXE's encapsulated options (175) and its "no ProxyDHCP" flag (176).
+const IPXE_ENCAP: u8 = 175;
+const IPXE_NO_PXEDHCP: u8 = 176;
+
 /// Encodes `r` as the answer to `req`.
 pub fn encode(req: &Request, r: &Reply) -> Result<Vec<u8>, Drop> {
     let m = &req.msg;
@@ -219,6 +223,15 @@ pub fn encode(req: &Request, r: &Reply) -> Result<Vec<u8>, Drop> {
             opts.insert(DhcpOption::BootfileName(f.as_bytes().to_vec()));
             if let Some(ns) = r.next_server {
                 opts.insert(DhcpOption::TFTPServerName(ns.to_string().into_bytes()));
+            }
+            if req.query.ipxe {
+                // iPXE's encapsulated option 175.176 "no-pxedhcp": this offer
+                // carries everything, so iPXE requests at once instead of
+                // waiting 2-3 s for ProxyDHCP offers on every boot.
+                opts.insert(DhcpOption::Unknown(dhcproto::v4::UnknownOption::new(
+                    OptionCode::Unknown(IPXE_ENCAP),
+                    vec![IPXE_NO_PXEDHCP, 1, 1],
+                )));
             }
         }
     }
