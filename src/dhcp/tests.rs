@@ -599,3 +599,34 @@ fn random_bytes_never_panic_and_valid_packets_round_trip() {
     }
     assert!(answered > 0, "some mutated packets are still valid");
 }
+
+#[test]
+fn ipxe_is_told_not_to_wait_for_proxy_dhcp_and_firmware_is_not() {
+    let snap = inventory(|_| {});
+    let s = settings(|_| {});
+    let l = Leases::default();
+    let reply_opts = |opts: Vec<DhcpOption>| {
+        let p = packet(MessageType::Discover, m(1), opts);
+        let (bytes, _) = handle(&p, &snap, &s, &l, &[SERVER], 0)
+            .unwrap()
+            .reply
+            .unwrap();
+        let msg =
+            <Message as dhcproto::Decodable>::decode(&mut dhcproto::Decoder::new(&bytes)).unwrap();
+        msg.opts()
+            .get(dhcproto::v4::OptionCode::Unknown(175))
+            .map(|o| {
+                let mut b = Vec::new();
+                o.encode(&mut Encoder::new(&mut b)).unwrap();
+                b
+            })
+    };
+    let ipxe = reply_opts(vec![
+        DhcpOption::ClientSystemArchitecture(0u16.into()),
+        DhcpOption::UserClass(b"iPXE".to_vec()),
+    ]);
+    // Option 175, length 3, encapsulated 176 = 1.
+    assert_eq!(ipxe, Some(vec![175, 3, 176, 1, 1]));
+    let firmware = reply_opts(vec![DhcpOption::ClientSystemArchitecture(0u16.into())]);
+    assert_eq!(firmware, None);
+}
