@@ -35,6 +35,8 @@ pub struct App {
     pub node_addrs: Vec<SocketAddr>,
     /// Where TFTP is bound, if enabled.
     pub tftp_addr: Option<SocketAddr>,
+    /// The interfaces DHCP serves (none when off).
+    pub dhcp_interfaces: Vec<String>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -107,6 +109,7 @@ impl App {
             node_base,
             metrics: Metrics::default(),
             boot_history: Default::default(),
+            boot_steps: Default::default(),
             meta_cache: Default::default(),
             started,
             config,
@@ -153,11 +156,12 @@ impl App {
                 tracing::warn!(root = %settings.root.display(), error = %e, "tftp: cannot create the root");
             }
             let store = state.store.clone();
+            let steps = state.boot_steps.clone();
             let stop = shutdown.child_token();
             tasks.spawn(async move {
                 tokio::select! {
                     _ = stop.cancelled() => {}
-                    r = crate::boot::tftp::serve(socket, settings, store) => {
+                    r = crate::boot::tftp::serve(socket, settings, store, steps) => {
                         if let Err(e) = r {
                             tracing::error!(error = %e, "tftp server stopped");
                         }
@@ -165,6 +169,20 @@ impl App {
                 }
             });
         }
+        for iface in &state.config.boot.ipv6_ra_interfaces {
+            let (sock, index) = crate::boot::ra::bind(iface)
+                .with_context(|| format!("cannot send IPv6 router advertisements on {iface}"))?;
+            tracing::info!("sending IPv6 router advertisements (router lifetime 0) on {iface}");
+            let stop = shutdown.child_token();
+            let iface = iface.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = crate::boot::ra::serve(iface, sock, index) => {}
+                }
+            });
+        }
+        let dhcp_interfaces = start_dhcp(&state, &tasks, &shutdown)?;
         for l in node_listeners {
             let router = http::router(state.clone(), Listener::Node);
             tracing::info!("listening for node (http) on {}", l.local_addr()?);
@@ -182,6 +200,7 @@ impl App {
             api_addr,
             node_addrs,
             tftp_addr,
+            dhcp_interfaces,
             shutdown,
             tasks,
         })
@@ -205,6 +224,51 @@ impl App {
     pub fn state_dir(&self) -> PathBuf {
         self.state.config.state_dir.clone()
     }
+}
+
+/// Binds DHCP on the interfaces it may serve and spawns the server.
+/// Enabled without a subnet, it serves nothing (and says so); enabled with
+/// subnets but no interface to serve them on, start-up fails, since a DHCP
+/// server that silently answers nobody is as bad as one answering everyone.
+fn start_dhcp(
+    state: &AppState,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Vec<String>> {
+    use crate::dhcp::{server, settings::Settings};
+    let cfg = &state.config;
+    if !cfg.dhcp.enabled {
+        return Ok(Vec::new());
+    }
+    let settings = Settings::from_config(&cfg.dhcp, &state.node_base, &cfg.cluster_name)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if settings.subnets.is_empty() {
+        tracing::warn!("dhcp is enabled but no subnet is configured: serving nothing");
+        return Ok(Vec::new());
+    }
+    let names = server::choose_interfaces(&settings, &server::interface_addresses());
+    if names.is_empty() {
+        anyhow::bail!(
+            "dhcp: no interface has an address in a configured subnet; name one in dhcp.interfaces"
+        );
+    }
+    let bound = server::bind(&names, cfg.dhcp.port)
+        .with_context(|| format!("cannot listen for dhcp on port {}", cfg.dhcp.port))?;
+    for b in &bound {
+        tracing::info!(
+            "listening for dhcp on {} (0.0.0.0:{})",
+            b.interface,
+            cfg.dhcp.port
+        );
+    }
+    let st = state.clone();
+    let stop = shutdown.child_token();
+    tasks.spawn(async move {
+        if let Err(e) = server::serve(bound, settings, st, stop).await {
+            tracing::error!(error = %e, "dhcp server stopped");
+        }
+    });
+    Ok(names)
 }
 
 /// The Redfish services (discovery and power) over one BMC client

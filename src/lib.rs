@@ -13,6 +13,7 @@ pub mod dhcp;
 pub mod discover;
 pub mod http;
 pub mod inventory;
+pub mod lab;
 pub mod metadata;
 pub mod metrics;
 pub mod power;

@@ -1399,3 +1399,67 @@ async fn artifacts_are_404_without_a_directory() {
             .status(404);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_steps_record_where_each_node_got_to() {
+    let root = tempfile::tempdir().expect("temp dir");
+    artifacts_tree(root.path());
+    let dir = root.path().join("artifacts");
+    // Node 0 is the caller's own address, so it is recognised by address.
+    let h = cluster_with(move |c| c.boot.artifacts_dir = dir, &[(0, "127.0.0.1")]).await;
+    h.api
+        .post(
+            "/boot/v1/bootparameters",
+            &json!({"hosts": [xname(0)], "kernel": format!("{BASE}/artifacts/vmlinuz"),
+                    "initrd": format!("{BASE}/artifacts/images/initrd.img"), "params": PARAMS}),
+        )
+        .await
+        .status(201);
+    assert_eq!(h.api.get_json("/boot/v1/boot-steps").await, json!([]));
+    h.node
+        .get(&format!("/boot/v1/bootscript?mac={}", mac(0)))
+        .await
+        .ok();
+    h.node.get("/artifacts/vmlinuz").await.ok();
+    h.node.get("/artifacts/images/initrd.img").await.ok();
+    h.node.get("/cloud-init/meta-data").await.ok();
+    h.node
+        .call_raw(Method::POST, "/cloud-init/phone-home/i-1", "hostname=n0")
+        .await
+        .ok();
+    // An unknown MAC asking for a script is recorded under its MAC.
+    h.node
+        .get("/boot/v1/bootscript?mac=02:00:00:00:00:99")
+        .await
+        .ok();
+
+    let all = h.api.get_json("/boot/v1/boot-steps").await;
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all:#}");
+    let rec = &h
+        .api
+        .get_json(&format!("/boot/v1/boot-steps?name={}", xname(0)))
+        .await[0];
+    assert_eq!(rec["name"], xname(0).as_str());
+    assert_eq!(rec["mac"], mac(0).as_str());
+    assert_eq!(rec["ip"], "127.0.0.1");
+    assert_eq!(rec["last_step"], "phone-home");
+    let steps = rec["steps"].as_object().expect("steps");
+    let names: Vec<&str> = steps.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["script", "kernel", "initrd", "meta-data", "phone-home"],
+        "{rec:#}"
+    );
+    assert_eq!(steps["initrd"]["detail"], "/artifacts/images/initrd.img");
+    assert_eq!(steps["phone-home"]["detail"], "i-1");
+    let t = |s: &str| steps[s]["first_ms"].as_i64().expect("time");
+    assert!(t("script") <= t("kernel") && t("kernel") <= t("phone-home"));
+    let unknown = h
+        .api
+        .get_json("/boot/v1/boot-steps?name=02:00:00:00:00:99")
+        .await;
+    assert_eq!(unknown[0]["name"], "");
+    assert_eq!(unknown[0]["last_step"], "script");
+    // Names, MACs and addresses of nodes: a token is needed.
+    h.anon.get("/boot/v1/boot-steps").await.problem(401);
+}

@@ -452,3 +452,46 @@ async fn boot_commands_match_golden_output() {
     assert!(err.contains("400") && err.contains("not a node"), "{err}");
     assert_eq!(h.generation(), before, "nothing was written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dhcp_leases_match_golden_output() {
+    use openchami::inventory::model::Lease;
+    let h = Harness::start().await;
+    let cli = Cli::new(&h);
+    cli.ok(&["import", "-f", "examples/cluster.yaml"]).await;
+    let at = |s: i64| chrono::DateTime::from_timestamp(s, 0);
+    h.app()
+        .state
+        .store
+        .write(move |t| {
+            t.put_lease(Lease {
+                ip: "172.16.0.1".parse().expect("ip"),
+                mac: "de:ad:be:ee:ee:f1".into(),
+                expires: at(4_102_444_800),
+            });
+            t.put_lease(Lease {
+                ip: "172.16.0.200".parse().expect("ip"),
+                mac: "02:00:00:00:00:99".into(),
+                expires: at(4_102_444_800),
+            });
+            t.put_lease(Lease {
+                ip: "172.16.0.201".parse().expect("ip"),
+                mac: "02:00:00:00:00:98".into(),
+                expires: at(1_000),
+            });
+            Ok(())
+        })
+        .await
+        .expect("write leases");
+    golden("dhcp-leases.txt", &cli.ok(&["dhcp", "leases"]).await);
+    golden(
+        "dhcp-leases-pool.txt",
+        &cli.ok(&["dhcp", "leases", "--kind", "pool"]).await,
+    );
+    golden(
+        "dhcp-leases-all.json",
+        &cli.ok(&["-o", "json", "dhcp", "leases", "--all"]).await,
+    );
+    let no_token = cli.run(&["--token", "x", "dhcp", "leases"]).await;
+    assert!(!no_token.status.success(), "a bad token is refused");
+}

@@ -5,5 +5,7 @@
 pub mod answer;
 pub mod history;
 pub mod params;
+pub mod ra;
 pub mod script;
+pub mod steps;
 pub mod tftp;

@@ -27,6 +27,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
+use super::steps::{self, BootSteps, Step};
 use crate::inventory::Store;
 
 /// Boot file names and where distributions install them (RHEL family first,
@@ -391,6 +392,7 @@ pub async fn serve(
     socket: std::net::UdpSocket,
     settings: TftpSettings,
     store: Store,
+    steps: Arc<BootSteps>,
 ) -> io::Result<()> {
     let local_ip = socket.local_addr()?.ip();
     socket.set_nonblocking(true)?;
@@ -402,6 +404,7 @@ pub async fn serve(
         settings,
         fallbacks,
         store,
+        steps,
         local_ip,
         active: AtomicUsize::new(0),
         peers: Mutex::new(HashSet::new()),
@@ -416,6 +419,10 @@ pub async fn serve(
         };
         match parse_request(&buf[..n]) {
             Incoming::Read(req) => {
+                let snap = server.store.snapshot();
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                let who = steps::caller(&snap, None, Some(peer.ip()), now_ms / 1000);
+                server.steps.record(&who, Step::Tftp, &req.file, now_ms);
                 // A client resending its request while the first is being
                 // served must not start a second transfer.
                 if !lock(&server.peers).insert(peer) {
@@ -465,6 +472,8 @@ struct Server {
     settings: TftpSettings,
     fallbacks: Vec<(String, PathBuf)>,
     store: Store,
+    /// Where each node got to in its boot; every read request is a step.
+    steps: Arc<BootSteps>,
     local_ip: IpAddr,
     active: AtomicUsize,
     /// Clients with a transfer in progress.

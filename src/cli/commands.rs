@@ -44,6 +44,7 @@ pub async fn dispatch(client: &Client, format: Format, command: Command) -> anyh
         Command::Import(args) => import(client, format, &args).await,
         Command::Boot(cmd) => super::boot::run(client, format, cmd).await,
         Command::Metadata(cmd) => super::metadata::run(client, format, cmd).await,
+        Command::Dhcp(cmd) => super::dhcp::run(client, format, cmd).await,
         Command::Discover(cmd) => super::discover::run(client, format, cmd).await,
         Command::Power(cmd) => super::power::run(client, format, cmd).await,
         Command::Serve(_)
@@ -51,6 +52,7 @@ pub async fn dispatch(client: &Client, format: Format, command: Command) -> anyh
         | Command::Token(_)
         | Command::Ca(_)
         | Command::Completions { .. }
+        | Command::Lab(_)
         | Command::Generate(_) => Err(anyhow!("not a client command")),
     }
 }
@@ -302,7 +304,7 @@ async fn ensure_group(client: &Client, label: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn node_add(client: &Client, a: &NodeAddArgs) -> anyhow::Result<String> {
+pub(super) async fn node_add(client: &Client, a: &NodeAddArgs) -> anyhow::Result<String> {
     // Check what can be checked here before writing anything, so a typo in
     // a MAC or address does not leave a node without its interfaces.
     let macs = a

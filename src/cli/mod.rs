@@ -8,7 +8,9 @@
 mod boot;
 mod client;
 mod commands;
+mod dhcp;
 mod discover;
+mod lab;
 mod metadata;
 mod output;
 mod power;
@@ -83,8 +85,14 @@ pub enum Command {
     /// cloud-init metadata: defaults, groups, instance info, previews
     #[command(subcommand)]
     Metadata(metadata::MetadataCmd),
+    /// DHCP leases
+    #[command(subcommand)]
+    Dhcp(dhcp::DhcpCmd),
     /// Load a cluster description (ochami static-discovery format)
     Import(ImportArgs),
+    /// A lab of virtual nodes on this machine, booted by the appliance (root)
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
     /// Find BMCs and crawl them into the inventory (Redfish)
     #[command(subcommand)]
     Discover(discover::DiscoverCmd),
@@ -268,6 +276,13 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Generate(what) => match generate(&what) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("openchami: {}", one_line(&e));
+                ExitCode::FAILURE
+            }
+        },
+        Command::Lab(cmd) => match lab::run(&cli.global, cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("openchami: {}", one_line(&e));

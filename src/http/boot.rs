@@ -16,8 +16,9 @@ use super::peer::caller_ip;
 use super::problem::ApiError;
 use super::routes::{Access, Listeners, Route, route};
 use super::server::Peer;
-use crate::boot::answer::{self, Answer, ScriptRequest};
+use crate::boot::answer::{self, Answer, ScriptRequest, Selector};
 use crate::boot::params::{self, BootParamsIn};
+use crate::boot::steps::{self, Step};
 use crate::inventory::model::{BootConfig, Component};
 use crate::inventory::{Model, mac, xname};
 
@@ -124,6 +125,15 @@ pub fn routes() -> Vec<Route> {
             Api,
             "Last boot script fetch per node",
             history,
+        ),
+        route(
+            Method::GET,
+            "/boot/v1/boot-steps",
+            "bss",
+            Token,
+            Api,
+            "Where each node got to in its boot: last time each step was seen (name = xname, MAC or address)",
+            boot_steps,
         ),
         route(
             Method::GET,
@@ -283,7 +293,12 @@ fn jitter() -> f64 {
     (nanos % 1_000_000) as f64 / 1_000_000.0
 }
 
-async fn bootscript(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+async fn bootscript(
+    State(st): State<AppState>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
     let req = ScriptRequest::parse(
         q.first("mac"),
         q.first("name"),
@@ -293,10 +308,19 @@ async fn bootscript(State(st): State<AppState>, q: QueryPairs) -> Result<Respons
         q.first("json"),
     )
     .map_err(ApiError::bad_request)?;
-    let now = chrono::Utc::now().timestamp();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now = now_ms.div_euclid(1000);
     let snap = st.store.snapshot();
     let out = answer::bootscript(&snap, &req, &st.node_base, now, jitter());
     st.boot_history.record(&out.who, "bootscript", now);
+    let mac = match &req.selector {
+        Selector::Mac(m) => Some(m.as_str()),
+        _ => None,
+    };
+    let ip = peer.map(|p| caller_ip(p.0.0.ip(), &headers, &st.config.http.trusted_proxies));
+    let who = steps::caller(&snap, mac, ip, now);
+    st.boot_steps
+        .record(&who, Step::Script, "bootscript", now_ms);
     Ok(encode(out.answer))
 }
 
@@ -416,6 +440,10 @@ async fn dumpstate(State(st): State<AppState>) -> Response {
     axum::Json(json!({"Components": comps, "Params": params})).into_response()
 }
 
+async fn boot_steps(State(st): State<AppState>, q: QueryPairs) -> Response {
+    axum::Json(st.boot_steps.query(q.first("name"))).into_response()
+}
+
 async fn history(State(st): State<AppState>, q: QueryPairs) -> Response {
     axum::Json(st.boot_history.query(q.first("name"), q.first("endpoint"))).into_response()
 }
@@ -469,6 +497,17 @@ async fn artifacts(State(st): State<AppState>, req: Request) -> Response {
     if dir.as_os_str().is_empty() {
         return ApiError::not_found("no artifacts directory is configured (boot.artifacts_dir)")
             .into_response();
+    }
+    if req.method() == Method::GET
+        && let Some(peer) = req.extensions().get::<Peer>()
+    {
+        let ip = caller_ip(peer.0.ip(), req.headers(), &st.config.http.trusted_proxies);
+        let snap = st.store.snapshot();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let who = steps::caller(&snap, None, Some(ip), now_ms / 1000);
+        let path = req.uri().path();
+        let step = steps::artifact_step(&snap, &who, path);
+        st.boot_steps.record(&who, step, path, now_ms);
     }
     let (mut parts, body) = req.into_parts();
     let rest = parts

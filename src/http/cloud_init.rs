@@ -17,6 +17,7 @@ use super::peer::caller_ip;
 use super::problem::ApiError;
 use super::routes::{Access, Listeners, Route, route};
 use super::server::Peer;
+use crate::boot::steps::{self, Step};
 use crate::inventory::model::{ClusterDefaults, InstanceInfo, PhoneHome};
 use crate::inventory::{Snapshot, groups::parse_label};
 use crate::metadata::document::{self, Settings};
@@ -290,6 +291,14 @@ fn caller(
     Ok((snap, node, ip))
 }
 
+/// Notes a boot step of the caller at `ip` (known or not: an unknown
+/// caller's attempt is worth seeing too).
+fn step(st: &AppState, snap: &Snapshot, ip: IpAddr, step: Step, detail: &str) {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let who = steps::caller(snap, None, Some(ip), now_ms / 1000);
+    st.boot_steps.record(&who, step, detail, now_ms);
+}
+
 fn identify_in(snap: &Snapshot, ip: IpAddr) -> Result<(String, identify::Via), ApiError> {
     let now = chrono::Utc::now().timestamp();
     identify::node_by_address(snap, ip, now)
@@ -373,6 +382,7 @@ async fn meta_data(
 ) -> Result<Response, ApiError> {
     let ip = peer_address(&st, peer, &headers);
     let mut snap = st.store.snapshot();
+    step(&st, &snap, ip, Step::MetaData, "meta-data");
     if let Some(doc) = st.meta_cache.get(snap.generation, ip) {
         return Ok(text(doc));
     }
@@ -430,7 +440,8 @@ async fn phone_home(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let (_, node, ip) = caller(&st, peer, &headers)?;
+    let (snap, node, ip) = caller(&st, peer, &headers)?;
+    step(&st, &snap, ip, Step::PhoneHome, &id);
     let mut p = PhoneHome {
         node,
         id,

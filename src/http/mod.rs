@@ -10,6 +10,7 @@ pub mod boot;
 pub mod cloud_init;
 pub mod common;
 pub mod deadline;
+pub mod dhcp;
 pub mod discover;
 pub mod json;
 pub mod openapi;

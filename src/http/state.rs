@@ -23,6 +23,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// When each node last fetched its boot script.
     pub boot_history: crate::boot::history::History,
+    /// Where each node got to in its boot (shared with TFTP and DHCP).
+    pub boot_steps: Arc<crate::boot::steps::BootSteps>,
     /// Rendered meta-data per caller address, for the current snapshot.
     pub meta_cache: crate::metadata::cache::DocCache,
     pub started: Instant,

@@ -323,6 +323,7 @@ pub(super) mod tests {
                 node_base: "http://127.0.0.1:27778".into(),
                 metrics: Metrics::default(),
                 boot_history: Default::default(),
+                boot_steps: Default::default(),
                 meta_cache: Default::default(),
                 started: Instant::now(),
                 config,

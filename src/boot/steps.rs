@@ -1,0 +1,436 @@
+//! Where each node got to in its boot: the last time each step of the netboot
+//! chain (DHCP, TFTP, boot script, kernel, initrd, cloud-init meta-data,
+//! phone-home) was seen for it.
+//!
+//! A node that stops booting leaves no error behind: it just never asks for
+//! the next thing. The only place that sees the whole chain is the appliance,
+//! since it serves every step, so it keeps this small record and answers
+//! "where did node X stop?" on a real cluster as well as timing the lab. It
+//! is in memory on purpose, as `history` is: a diagnostic written on the hot
+//! boot paths, which a restart may forget.
+//!
+//! Each protocol adapter calls one method with what it knows (a MAC, an
+//! address); the record is keyed by the node's xname when the inventory knows
+//! the caller, else by MAC, else by address, so unknown machines show up too.
+//! Times are Unix milliseconds passed in by the caller; nothing here reads a
+//! clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use super::params::component_of_mac;
+use crate::inventory::{Model, mac};
+
+/// Nodes (or unknown callers) kept at most, so a scan of unknown MACs cannot
+/// grow the record without bound.
+const MAX_NODES: usize = 200_000;
+
+/// One step of the netboot chain, in boot order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    Dhcp,
+    Tftp,
+    Script,
+    Kernel,
+    Initrd,
+    MetaData,
+    PhoneHome,
+}
+
+impl Step {
+    pub const ALL: [Step; 7] = [
+        Step::Dhcp,
+        Step::Tftp,
+        Step::Script,
+        Step::Kernel,
+        Step::Initrd,
+        Step::MetaData,
+        Step::PhoneHome,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Dhcp => "dhcp",
+            Step::Tftp => "tftp",
+            Step::Script => "script",
+            Step::Kernel => "kernel",
+            Step::Initrd => "initrd",
+            Step::MetaData => "meta-data",
+            Step::PhoneHome => "phone-home",
+        }
+    }
+}
+
+/// When a step was seen during the current boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Seen {
+    /// First time in this boot (Unix ms).
+    pub first_ms: i64,
+    /// Latest time (Unix ms).
+    pub last_ms: i64,
+    /// How often in this boot (DHCP runs several times per boot).
+    pub count: u32,
+    /// What was asked for: a file name, a DHCP message, a path.
+    pub detail: String,
+}
+
+/// Everything seen for one node (or one unknown caller).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeSteps {
+    /// The node's xname; empty for a caller the inventory does not know.
+    pub name: String,
+    pub mac: String,
+    pub ip: String,
+    /// When this boot began (the first step recorded since the last reset).
+    pub boot_started_ms: i64,
+    /// The latest step seen, by time.
+    pub last_step: Option<Step>,
+    pub last_seen_ms: i64,
+    pub steps: BTreeMap<Step, Seen>,
+}
+
+/// Who a caller is, as far as the inventory tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: Option<String>,
+    pub mac: Option<String>,
+    pub ip: Option<IpAddr>,
+}
+
+impl Caller {
+    /// The record key: xname, else MAC, else address.
+    fn key(&self) -> Option<String> {
+        self.name
+            .clone()
+            .or_else(|| self.mac.clone())
+            .or_else(|| self.ip.map(|i| i.to_string()))
+    }
+}
+
+/// Resolves a caller from a MAC and/or an address: the MAC's inventory
+/// interface, else the address (inventory interface, else DHCP lease).
+pub fn caller(model: &Model, mac_in: Option<&str>, ip: Option<IpAddr>, now_secs: i64) -> Caller {
+    let mac_n = mac_in.and_then(|m| mac::normalize(m).ok());
+    let ip = ip.map(|ip| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    });
+    if let Some(m) = &mac_n
+        && let Some(c) = component_of_mac(model, m)
+    {
+        return Caller {
+            name: Some(c.id.clone()),
+            mac: mac_n,
+            ip,
+        };
+    }
+    // A MAC the inventory does not know is its own caller, even if the
+    // address it uses belongs to a node (a pool address reused, a NAT).
+    if let Some(addr) = ip.filter(|_| mac_n.is_none())
+        && let Some((c, _)) = crate::metadata::identify::node_by_address(model, addr, now_secs)
+    {
+        let mac = super::params::first_mac(model, &c.id);
+        return Caller {
+            name: Some(c.id.clone()),
+            mac,
+            ip,
+        };
+    }
+    Caller {
+        name: None,
+        mac: mac_n,
+        ip,
+    }
+}
+
+/// Which step an `/artifacts/` fetch is: the node's configured kernel or
+/// initrd when the path matches one, else guessed from the file name.
+pub fn artifact_step(model: &Model, caller: &Caller, path: &str) -> Step {
+    let config = caller
+        .name
+        .as_ref()
+        .and_then(|n| model.components.get(n))
+        .and_then(|c| super::params::config_for(model, c, caller.mac.as_deref()));
+    let ends = |url: &str| !url.is_empty() && url_path(url) == path;
+    if let Some(b) = config {
+        if ends(&b.kernel) {
+            return Step::Kernel;
+        }
+        if ends(&b.initrd) {
+            return Step::Initrd;
+        }
+    }
+    let file = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
+    if file.contains("initrd") || file.contains("initramfs") || file.contains(".cpio") {
+        Step::Initrd
+    } else {
+        Step::Kernel
+    }
+}
+
+/// The path part of a URL (`http://h:1/a/b?q` → `/a/b`).
+fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    path.split(['?', '#']).next().unwrap_or(path)
+}
+
+#[derive(Default)]
+struct Inner {
+    by_key: HashMap<String, NodeSteps>,
+}
+
+/// The record; shared by every adapter (`Arc` in the app state).
+#[derive(Default)]
+pub struct BootSteps(Mutex<Inner>);
+
+impl BootSteps {
+    /// Records that `caller` reached `step` at `at_ms`.
+    pub fn record(&self, caller: &Caller, step: Step, detail: &str, at_ms: i64) {
+        self.record_inner(caller, step, detail, at_ms, false);
+    }
+
+    /// The hook the DHCP server calls for every request it answers.
+    /// `firmware` is true when the client is a PXE firmware's first stage
+    /// (not iPXE, not an OS): that starts a new boot when the node's last one
+    /// got past its boot script, so the record always shows one boot.
+    pub fn dhcp(
+        &self,
+        model: &Model,
+        mac: &str,
+        ip: Option<IpAddr>,
+        firmware: bool,
+        detail: &str,
+        at_ms: i64,
+    ) {
+        let c = caller(model, Some(mac), ip, at_ms / 1000);
+        self.record_inner(&c, Step::Dhcp, detail, at_ms, firmware);
+    }
+
+    fn record_inner(&self, caller: &Caller, step: Step, detail: &str, at_ms: i64, new_boot: bool) {
+        let Some(key) = caller.key() else {
+            return;
+        };
+        let Ok(mut inner) = self.0.lock() else {
+            return;
+        };
+        if !inner.by_key.contains_key(&key) && inner.by_key.len() >= MAX_NODES {
+            return;
+        }
+        let rec = inner.by_key.entry(key).or_insert_with(|| NodeSteps {
+            name: caller.name.clone().unwrap_or_default(),
+            mac: String::new(),
+            ip: String::new(),
+            boot_started_ms: at_ms,
+            last_step: None,
+            last_seen_ms: at_ms,
+            steps: BTreeMap::new(),
+        });
+        if new_boot && rec.steps.keys().any(|s| *s >= Step::Script) {
+            rec.steps.clear();
+            rec.boot_started_ms = at_ms;
+        }
+        if rec.steps.is_empty() {
+            rec.boot_started_ms = at_ms;
+        }
+        if let Some(m) = &caller.mac {
+            rec.mac.clone_from(m);
+        }
+        if let Some(ip) = caller.ip {
+            rec.ip = ip.to_string();
+        }
+        let seen = rec.steps.entry(step).or_insert_with(|| Seen {
+            first_ms: at_ms,
+            last_ms: at_ms,
+            count: 0,
+            detail: String::new(),
+        });
+        seen.last_ms = seen.last_ms.max(at_ms);
+        seen.count = seen.count.saturating_add(1);
+        if seen.detail != detail {
+            seen.detail = detail.to_string();
+        }
+        if at_ms >= rec.last_seen_ms || rec.last_step.is_none() {
+            rec.last_seen_ms = at_ms;
+            rec.last_step = Some(step);
+        }
+    }
+
+    /// Every record (or the one named `name`: xname, MAC or address), in key
+    /// order.
+    pub fn query(&self, name: Option<&str>) -> Vec<NodeSteps> {
+        let Ok(inner) = self.0.lock() else {
+            return Vec::new();
+        };
+        let mut v: Vec<(&String, &NodeSteps)> = inner
+            .by_key
+            .iter()
+            .filter(|(k, r)| {
+                name.is_none_or(|n| k.as_str() == n || r.mac.eq_ignore_ascii_case(n) || r.ip == n)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.into_iter().map(|(_, r)| r.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Store;
+    use crate::inventory::model::{BootConfig, Component, EthernetInterface};
+    use crate::inventory::model::{IpAddressMapping, Lease};
+
+    async fn model() -> Store {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .write(|t| {
+                let mut n = Component::new("x0c0s0b0n0".into(), "Node".into());
+                n.nid = Some(1);
+                n.state = "Ready".into();
+                t.put_component(n);
+                t.put_component(Component::new("x0c0s1b0n0".into(), "Node".into()));
+                t.put_interface(EthernetInterface {
+                    id: mac::id_of("52:54:00:00:00:01").unwrap(),
+                    description: String::new(),
+                    mac_address: "52:54:00:00:00:01".into(),
+                    last_update: String::new(),
+                    component_id: "x0c0s0b0n0".into(),
+                    kind: String::new(),
+                    ip_addresses: vec![IpAddressMapping {
+                        ip_address: "10.0.0.1".into(),
+                        network: String::new(),
+                    }],
+                });
+                t.put_interface(EthernetInterface {
+                    id: mac::id_of("52:54:00:00:00:02").unwrap(),
+                    description: String::new(),
+                    mac_address: "52:54:00:00:00:02".into(),
+                    last_update: String::new(),
+                    component_id: "x0c0s1b0n0".into(),
+                    kind: String::new(),
+                    ip_addresses: Vec::new(),
+                });
+                t.put_lease(Lease {
+                    ip: "10.0.9.2".parse().unwrap(),
+                    mac: "52:54:00:00:00:02".into(),
+                    expires: None,
+                });
+                t.put_boot_config(BootConfig {
+                    id: "b1".into(),
+                    hosts: vec!["x0c0s0b0n0".into()],
+                    macs: Vec::new(),
+                    nids: Vec::new(),
+                    kernel: "http://10.0.0.254:27778/artifacts/lab/vmlinuz".into(),
+                    initrd: "http://10.0.0.254:27778/artifacts/lab/boot.img?v=1".into(),
+                    params: String::new(),
+                    cloud_init: serde_json::Value::Null,
+                });
+                Ok(())
+            })
+            .await
+            .unwrap();
+        store
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn callers_resolve_by_mac_then_address() {
+        let store = model().await;
+        let m = store.snapshot();
+        let c = caller(&m, Some("52-54-00-00-00-01"), None, 0);
+        assert_eq!(c.name.as_deref(), Some("x0c0s0b0n0"));
+        assert_eq!(c.mac.as_deref(), Some("52:54:00:00:00:01"));
+        let c = caller(&m, None, ip("10.0.0.1"), 0);
+        assert_eq!(c.name.as_deref(), Some("x0c0s0b0n0"));
+        assert_eq!(c.mac.as_deref(), Some("52:54:00:00:00:01"));
+        let c = caller(&m, None, ip("::ffff:10.0.9.2"), 0);
+        assert_eq!(c.name.as_deref(), Some("x0c0s1b0n0"), "by lease");
+        assert_eq!(c.ip, ip("10.0.9.2"));
+        let c = caller(&m, Some("02:00:00:00:00:99"), ip("10.0.0.77"), 0);
+        assert_eq!(c.name, None);
+        assert_eq!(c.key().as_deref(), Some("02:00:00:00:00:99"));
+        assert_eq!(
+            caller(&m, None, ip("10.0.0.77"), 0).key().as_deref(),
+            Some("10.0.0.77")
+        );
+    }
+
+    #[tokio::test]
+    async fn artifacts_are_told_apart_by_the_boot_configuration() {
+        let store = model().await;
+        let m = store.snapshot();
+        let c = caller(&m, None, ip("10.0.0.1"), 0);
+        assert_eq!(
+            artifact_step(&m, &c, "/artifacts/lab/vmlinuz"),
+            Step::Kernel
+        );
+        assert_eq!(
+            artifact_step(&m, &c, "/artifacts/lab/boot.img"),
+            Step::Initrd
+        );
+        let unknown = caller(&m, None, ip("10.0.0.77"), 0);
+        assert_eq!(
+            artifact_step(&m, &unknown, "/artifacts/x/initramfs.gz"),
+            Step::Initrd
+        );
+        assert_eq!(
+            artifact_step(&m, &unknown, "/artifacts/x/bzImage"),
+            Step::Kernel
+        );
+        assert_eq!(url_path("http://h:1/a/b?q=1#f"), "/a/b");
+        assert_eq!(url_path("http://h:1"), "");
+    }
+
+    #[tokio::test]
+    async fn one_boot_at_a_time() {
+        let store = model().await;
+        let m = store.snapshot();
+        let s = BootSteps::default();
+        let mac = "52:54:00:00:00:01";
+        s.dhcp(&m, mac, None, true, "DISCOVER", 1_000);
+        s.dhcp(&m, mac, ip("10.0.0.1"), true, "REQUEST", 1_100);
+        let c = caller(&m, Some(mac), None, 1);
+        s.record(&c, Step::Tftp, "undionly.kpxe", 1_500);
+        s.dhcp(&m, mac, ip("10.0.0.1"), false, "REQUEST", 2_000);
+        s.record(&c, Step::Script, "bootscript", 2_100);
+        s.record(
+            &caller(&m, None, ip("10.0.0.1"), 2),
+            Step::Kernel,
+            "k",
+            2_500,
+        );
+        let r = &s.query(Some("x0c0s0b0n0"))[0];
+        assert_eq!(r.boot_started_ms, 1_000);
+        assert_eq!(r.last_step, Some(Step::Kernel));
+        assert_eq!(r.ip, "10.0.0.1");
+        let d = &r.steps[&Step::Dhcp];
+        assert_eq!((d.first_ms, d.last_ms, d.count), (1_000, 2_000, 3));
+        // Found by MAC and by address as well as by name.
+        assert_eq!(s.query(Some("52:54:00:00:00:01")).len(), 1);
+        assert_eq!(s.query(Some("10.0.0.1")).len(), 1);
+        // The next firmware DHCP starts a new boot: the old steps go.
+        s.dhcp(&m, mac, None, true, "DISCOVER", 9_000);
+        let r = &s.query(Some("x0c0s0b0n0"))[0];
+        assert_eq!(r.boot_started_ms, 9_000);
+        assert_eq!(
+            r.steps.keys().copied().collect::<Vec<_>>(),
+            vec![Step::Dhcp]
+        );
+        // A firmware retry before the script keeps the boot.
+        s.record(&c, Step::Tftp, "undionly.kpxe", 9_500);
+        s.dhcp(&m, mac, None, true, "DISCOVER", 9_800);
+        assert_eq!(s.query(None)[0].steps.len(), 2);
+        // Unknown callers are kept by MAC.
+        s.dhcp(&m, "02:00:00:00:00:09", None, true, "DISCOVER", 10);
+        assert_eq!(s.query(None).len(), 2);
+        assert_eq!(s.query(Some("02:00:00:00:00:09"))[0].name, "");
+    }
+}

@@ -1,0 +1,473 @@
+//! The DHCP server: sockets, the lease table in memory, and persistence.
+//!
+//! One UDP socket per served interface, bound to `0.0.0.0:67` and to the
+//! device (`SO_BINDTODEVICE`), so broadcasts are received, replies to
+//! 255.255.255.255 leave by the interface the request came in on, and the
+//! interface's own addresses say which subnet a direct client is on. An
+//! interface is served only when named in `dhcp.interfaces` or when one of
+//! its addresses lies in a configured subnet: never every interface.
+//!
+//! One task owns the lease table. Each packet is decoded, decided by the
+//! pure policy, and the decision's lease changes are applied in memory at
+//! once, so the next packet sees them. Durability follows RFC 2131 §3.1
+//! ("the server commits the binding to persistent storage and responds with
+//! DHCPACK") for pool addresses, batched: ACKs of new pool bindings wait in
+//! a batch that is written through the store in one write (one SQLite
+//! transaction, one fsync), and are sent when it has committed. While one
+//! batch commits the next one fills, so under load many ACKs share an
+//! fsync and the packet loop never waits for the disk. Offers are held in
+//! memory only. Reservations are already durable in the inventory, so their
+//! ACKs go out at once and their lease records (last seen, for
+//! `openchami dhcp leases`) are written behind, only when the stored record
+//! would otherwise be stale by more than half a lease.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures_util::future::OptionFuture;
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::leases::{Change, Leases};
+use super::policy::ReplyKind;
+use super::settings::Settings;
+use crate::http::AppState;
+use crate::inventory::model::Lease;
+use crate::inventory::{Store, mac};
+use crate::metrics::Metrics;
+
+/// Packets handled per wake-up before other work (flushes, timers) runs.
+const BURST: usize = 256;
+/// How often expired leases are swept, addresses re-read, metrics published.
+const TICK: Duration = Duration::from_secs(2);
+
+/// IPv4 addresses per interface name, from the kernel.
+pub fn interface_addresses() -> HashMap<String, Vec<Ipv4Addr>> {
+    let mut out: HashMap<String, Vec<Ipv4Addr>> = HashMap::new();
+    match if_addrs::get_if_addrs() {
+        Ok(list) => {
+            for i in list {
+                if let if_addrs::IfAddr::V4(a) = i.addr {
+                    out.entry(i.name).or_default().push(a.ip);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "dhcp: cannot list interface addresses"),
+    }
+    out
+}
+
+/// The interfaces to serve: those named, else every non-loopback one with
+/// an address in a configured subnet.
+pub fn choose_interfaces(
+    settings: &Settings,
+    addrs: &HashMap<String, Vec<Ipv4Addr>>,
+) -> Vec<String> {
+    if !settings.interfaces.is_empty() {
+        return settings.interfaces.clone();
+    }
+    let mut names: Vec<String> = addrs
+        .iter()
+        .filter(|(_, ips)| {
+            ips.iter()
+                .any(|ip| !ip.is_loopback() && settings.subnet_of(*ip).is_some())
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A bound socket for one interface.
+pub struct Bound {
+    pub interface: String,
+    pub socket: std::net::UdpSocket,
+}
+
+/// Binds `0.0.0.0:port` on each interface.
+pub fn bind(interfaces: &[String], port: u16) -> io::Result<Vec<Bound>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out = Vec::new();
+    for name in interfaces {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_address(true)?;
+        s.set_broadcast(true)?;
+        s.bind_device(Some(name.as_bytes())).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot bind to interface {name}: {e}"))
+        })?;
+        if let Err(e) = s.set_recv_buffer_size(4 << 20) {
+            tracing::debug!(error = %e, "dhcp: cannot enlarge the receive buffer");
+        }
+        let _ = s.set_send_buffer_size(4 << 20);
+        s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+        s.set_nonblocking(true)?;
+        out.push(Bound {
+            interface: name.clone(),
+            socket: s.into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Counters kept locally and published to the metrics every tick.
+#[derive(Default)]
+struct Counters {
+    offers: u64,
+    acks: u64,
+    naks: u64,
+    malformed: u64,
+    silent: u64,
+    send_failed: u64,
+    unpersisted: u64,
+}
+
+impl Counters {
+    fn publish(&mut self, m: &Metrics) {
+        const REPLIES: &str = "openchami_dhcp_replies_total";
+        const REPLIES_HELP: &str = "DHCP replies sent, by type.";
+        const DROPS: &str = "openchami_dhcp_dropped_total";
+        const DROPS_HELP: &str = "DHCP packets answered with silence, by reason.";
+        for (n, label) in [
+            (self.offers, "offer"),
+            (self.acks, "ack"),
+            (self.naks, "nak"),
+        ] {
+            if n > 0 {
+                m.add(REPLIES, REPLIES_HELP, &[("type", label)], n);
+            }
+        }
+        for (n, label) in [
+            (self.malformed, "malformed"),
+            (self.silent, "policy"),
+            (self.send_failed, "send_failed"),
+            (self.unpersisted, "not_persisted"),
+        ] {
+            if n > 0 {
+                m.add(DROPS, DROPS_HELP, &[("reason", label)], n);
+            }
+        }
+        *self = Counters::default();
+    }
+}
+
+/// Lease records to write and replies that wait for them.
+#[derive(Default)]
+struct Batch {
+    /// Address → record to store, or `None` to delete.
+    records: HashMap<Ipv4Addr, Option<Lease>>,
+    replies: Vec<(usize, Vec<u8>, SocketAddrV4)>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.replies.is_empty()
+    }
+}
+
+fn lease_record(ip: Ipv4Addr, m: &[u8; 6], expires: i64) -> Lease {
+    Lease {
+        ip: IpAddr::V4(ip),
+        mac: mac::to_colon(m),
+        expires: chrono::DateTime::from_timestamp(expires, 0),
+    }
+}
+
+/// Serves on `bound` until `stop` is cancelled.
+pub async fn serve(
+    bound: Vec<Bound>,
+    settings: Settings,
+    state: AppState,
+    stop: CancellationToken,
+) -> io::Result<()> {
+    let names: Vec<String> = bound.iter().map(|b| b.interface.clone()).collect();
+    let socks: Vec<Arc<UdpSocket>> = bound
+        .into_iter()
+        .map(|b| UdpSocket::from_std(b.socket).map(Arc::new))
+        .collect::<io::Result<_>>()?;
+    let store = state.store.clone();
+    let snap = store.snapshot();
+    let mut leases = Leases::load(snap.leases.values(), |ip, m| {
+        !snap.interfaces.get(&mac::to_id(m)).is_some_and(|i| {
+            i.ip_addresses
+                .iter()
+                .any(|a| a.ip_address == ip.to_string())
+        })
+    });
+    drop(snap);
+    tracing::info!(leases = leases.len(), "dhcp: lease table loaded");
+    let addrs_of = |names: &[String]| -> Vec<Vec<Ipv4Addr>> {
+        let all = interface_addresses();
+        names
+            .iter()
+            .map(|n| all.get(n).cloned().unwrap_or_default())
+            .collect()
+    };
+    let mut local = addrs_of(&names);
+    let mut counters = Counters::default();
+    let mut batch = Batch::default();
+    let mut flushing: Option<tokio::task::JoinHandle<u64>> = None;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = vec![0u8; 4096];
+    let mut next = 0usize;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            Some(r) = OptionFuture::from(flushing.as_mut()), if flushing.is_some() => {
+                flushing = None;
+                counters.unpersisted += r.unwrap_or(0);
+            }
+            r = recv_any(&socks, &mut buf, &mut next) => {
+                let (n, peer, i) = match r {
+                    Ok(x) => x,
+                    Err(e) if transient(&e) => continue,
+                    Err(e) => return Err(e),
+                };
+                let now = chrono::Utc::now().timestamp();
+                let snap = store.snapshot();
+                let mut step = |len: usize, peer: SocketAddr, buf: &[u8]| {
+                    match super::handle(&buf[..len], &snap, &settings, &leases, &local[i], now) {
+                        Err(why) => {
+                            counters.malformed += 1;
+                            tracing::debug!(%peer, why, "dhcp: dropped a packet");
+                        }
+                        Ok(h) => {
+                            boot_step(&state, &snap, &h);
+                            super::commit(&mut leases, &settings, &h.outcome.changes);
+                            let wait = h.outcome.changes.iter().any(Change::must_persist);
+                            for c in &h.outcome.changes {
+                                record(&mut batch, &snap, c, now);
+                            }
+                            match (h.reply, h.kind) {
+                                (Some((bytes, dest)), Some(kind)) => {
+                                    match kind {
+                                        ReplyKind::Offer => counters.offers += 1,
+                                        ReplyKind::Ack => counters.acks += 1,
+                                        ReplyKind::Nak => counters.naks += 1,
+                                    }
+                                    tracing::debug!(%peer, %dest, reason = h.outcome.reason, "dhcp: reply");
+                                    if wait {
+                                        batch.replies.push((i, bytes, dest));
+                                    } else if socks[i].try_send_to(&bytes, dest.into()).is_err() {
+                                        counters.send_failed += 1;
+                                    }
+                                }
+                                _ => {
+                                    counters.silent += 1;
+                                    tracing::debug!(%peer, reason = h.outcome.reason, "dhcp: no reply");
+                                }
+                            }
+                        }
+                    }
+                };
+                step(n, peer, &buf);
+                for _ in 1..BURST {
+                    match socks[i].try_recv_from(&mut buf) {
+                        Ok((n, peer)) => step(n, peer, &buf),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = chrono::Utc::now().timestamp();
+                let snap = store.snapshot();
+                let expired = leases.expired(now);
+                for ip in expired {
+                    leases.apply(&Change::Free { ip });
+                    if snap.leases.contains_key(&IpAddr::V4(ip)) {
+                        batch.records.insert(ip, None);
+                    }
+                }
+                local = addrs_of(&names);
+                counters.publish(&state.metrics);
+            }
+        }
+        if flushing.is_none() && !batch.is_empty() {
+            let b = std::mem::take(&mut batch);
+            flushing = Some(tokio::spawn(flush(b, store.clone(), socks.clone())));
+        }
+    }
+    if let Some(h) = flushing {
+        let _ = h.await;
+    }
+    if !batch.is_empty() {
+        flush(batch, store, socks).await;
+    }
+    counters.publish(&state.metrics);
+    Ok(())
+}
+
+/// Notes the request in the boot-step records ("where did node X stop?"):
+/// a PXE firmware's request (an architecture, not iPXE) starts a new boot.
+fn boot_step(state: &AppState, snap: &crate::inventory::Snapshot, h: &super::Handled) {
+    let q = &h.query;
+    let firmware = !q.ipxe && q.arch.is_some();
+    let reply = h.outcome.reply.as_ref();
+    let ip = reply
+        .map(|r| r.yiaddr)
+        .filter(|ip| !ip.is_unspecified())
+        .map(IpAddr::V4);
+    let detail = match reply {
+        Some(r) => format!(
+            "{:?} -> {:?} {}",
+            q.kind,
+            r.kind,
+            r.boot_file.as_deref().unwrap_or("")
+        ),
+        None => format!("{:?} -> no reply", q.kind),
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    state.boot_steps.dhcp(
+        snap,
+        &mac::to_colon(&q.mac),
+        ip,
+        firmware,
+        detail.trim_end(),
+        now_ms,
+    );
+}
+
+/// Adds what `c` means for the stored lease records to the batch.
+fn record(batch: &mut Batch, snap: &crate::inventory::Snapshot, c: &Change, now: i64) {
+    match *c {
+        Change::Hold { .. } => {}
+        Change::Bind {
+            ip,
+            mac: m,
+            expires,
+            pool,
+        } => {
+            if !pool {
+                // Written behind, and only when the stored one is stale.
+                let half = (expires - now) / 2;
+                let fresh = snap.leases.get(&IpAddr::V4(ip)).is_some_and(|l| {
+                    mac::parse(&l.mac).is_ok_and(|x| x == m)
+                        && l.expires.is_some_and(|e| e.timestamp() >= expires - half)
+                });
+                if fresh && !batch.records.contains_key(&ip) {
+                    return;
+                }
+            }
+            batch
+                .records
+                .insert(ip, Some(lease_record(ip, &m, expires)));
+        }
+        Change::Free { ip } | Change::Decline { ip, .. } => {
+            batch.records.insert(ip, None);
+        }
+    }
+}
+
+/// Writes the batch in one store write, then sends the replies that
+/// waited for it. Returns how many replies were withheld on failure.
+async fn flush(batch: Batch, store: Store, socks: Vec<Arc<UdpSocket>>) -> u64 {
+    let Batch { records, replies } = batch;
+    let r = if records.is_empty() {
+        Ok(())
+    } else {
+        store
+            .write(move |t| {
+                for (ip, rec) in records {
+                    match rec {
+                        Some(l) => t.put_lease(l),
+                        None => {
+                            t.delete_lease(IpAddr::V4(ip));
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await
+    };
+    match r {
+        Ok(()) => {
+            let mut failed = 0;
+            for (i, bytes, dest) in replies {
+                if socks[i].try_send_to(&bytes, dest.into()).is_err() {
+                    failed += 1;
+                }
+            }
+            failed
+        }
+        Err(e) => {
+            tracing::error!(error = %e, withheld = replies.len(), "dhcp: cannot persist leases; their ACKs are not sent");
+            replies.len() as u64
+        }
+    }
+}
+
+/// Receives from whichever socket is ready first, taking turns.
+async fn recv_any(
+    socks: &[Arc<UdpSocket>],
+    buf: &mut [u8],
+    next: &mut usize,
+) -> io::Result<(usize, SocketAddr, usize)> {
+    std::future::poll_fn(|cx| {
+        let n = socks.len();
+        for k in 0..n {
+            let i = (*next + k) % n;
+            let mut rb = ReadBuf::new(buf);
+            match socks[i].poll_recv_from(cx, &mut rb) {
+                Poll::Ready(Ok(peer)) => {
+                    *next = i + 1;
+                    return Poll::Ready(Ok((rb.filled().len(), peer, i)));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DhcpConfig, DhcpSubnet};
+
+    #[test]
+    fn only_interfaces_in_a_subnet_or_named() {
+        let c = DhcpConfig {
+            subnets: vec![DhcpSubnet {
+                cidr: "10.1.0.0/16".into(),
+                ..DhcpSubnet::default()
+            }],
+            ..DhcpConfig::default()
+        };
+        let s = Settings::from_config(&c, "", "x").unwrap();
+        let addrs: HashMap<String, Vec<Ipv4Addr>> = [
+            ("lo", vec![Ipv4Addr::LOCALHOST]),
+            ("eth0", vec![Ipv4Addr::new(192, 168, 1, 5)]),
+            ("eth1", vec![Ipv4Addr::new(10, 1, 0, 1)]),
+            ("br0", vec![]),
+        ]
+        .into_iter()
+        .map(|(n, a)| (n.to_string(), a))
+        .collect();
+        assert_eq!(choose_interfaces(&s, &addrs), vec!["eth1".to_string()]);
+        let mut named = s.clone();
+        named.interfaces = vec!["br0".into()];
+        assert_eq!(choose_interfaces(&named, &addrs), vec!["br0".to_string()]);
+        let none = Settings::from_config(&DhcpConfig::default(), "", "x").unwrap();
+        assert!(choose_interfaces(&none, &addrs).is_empty());
+    }
+}
