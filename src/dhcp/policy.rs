@@ -160,7 +160,7 @@ fn identify(ctx: &Context<'_>, subnet: &Subnet, m: &Mac) -> Client {
     };
     if model
         .group_labels_of(&comp.id)
-        .is_some_and(|g| g.contains(IGNORE_GROUP))
+        .is_some_and(|g| g.iter().any(|l| l == IGNORE_GROUP))
     {
         return Client::Ignored;
     }
