@@ -618,15 +618,32 @@ async fn a_bmc_that_stops_answering_fails_and_leaves_nothing() {
         return;
     };
     let emu = Emulator::start(&bin).await;
-    // First a whole crawl through the proxy, to learn how much it reads.
-    let full = {
+    // First a scan and a whole crawl through the proxy, to learn how much
+    // each reads. How many connections (and so TLS handshakes) a crawl opens
+    // depends on timing, so the cut is placed a third of the way into the
+    // crawl, well past the scan and well before the end.
+    let (scan, full) = {
         let h = harness().await;
         set_default_credentials(&h, PASSWORD).await;
         let proxy = CutProxy::start(emu.addr(), usize::MAX).await;
+        let job = h
+            .api
+            .post(
+                "/discovery/v1/scan",
+                &json!({"targets": [proxy.addr.to_string()]}),
+            )
+            .await
+            .status(202)
+            .json();
+        let done = wait_job(&h, &job).await;
+        assert_eq!(done["found"], 1, "{done}");
+        let scan = proxy.from_server.load(Ordering::SeqCst);
+        let proxy = CutProxy::start(emu.addr(), usize::MAX).await;
         let done = collect(&h, &[proxy.addr.to_string()]).await;
         assert_eq!(done["collected"], 1, "{done}");
-        proxy.from_server.load(Ordering::SeqCst)
+        (scan, proxy.from_server.load(Ordering::SeqCst))
     };
+    assert!(full > 2 * scan, "scan {scan} bytes, crawl {full} bytes");
     // Then the same crawl, cut off half-way.
     let h = Harness::start_with(|c| {
         c.redfish.request_timeout_secs = 2;
@@ -634,7 +651,7 @@ async fn a_bmc_that_stops_answering_fails_and_leaves_nothing() {
     })
     .await;
     set_default_credentials(&h, PASSWORD).await;
-    let proxy = CutProxy::start(emu.addr(), full / 2).await;
+    let proxy = CutProxy::start(emu.addr(), scan + (full - scan) / 3).await;
     let done = collect(&h, &[proxy.addr.to_string()]).await;
     assert_eq!(done["found"], 1, "the scan got through: {done}");
     assert_eq!(done["failed"], 1, "{done}");
