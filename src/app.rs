@@ -228,13 +228,13 @@ fn start_dhcp(
             "dhcp: no interface has an address in a configured subnet; name one in dhcp.interfaces"
         );
     }
-    let bound = server::bind(&names, cfg.dhcp.port)
+    let bound = server::bind(&names, cfg.dhcp.port, settings.proxy)
         .with_context(|| format!("cannot listen for dhcp on port {}", cfg.dhcp.port))?;
     for b in &bound {
         tracing::info!(
-            "listening for dhcp on {} (0.0.0.0:{})",
+            "listening for dhcp on {} ({})",
             b.interface,
-            cfg.dhcp.port
+            b.socket.local_addr()?
         );
     }
     let st = state.clone();

@@ -44,6 +44,8 @@ pub struct Query {
     pub arch: Option<u16>,
     /// iPXE is asking (user class `iPXE`, or option 175 present).
     pub ipxe: bool,
+    /// A PXE client (option 60 starts with `PXEClient`).
+    pub pxe: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,9 @@ pub struct Reply {
     pub next_server: Option<Ipv4Addr>,
     /// Option 56, for NAKs.
     pub message: Option<&'static str>,
+    /// A proxyDHCP answer: option 60 `PXEClient` and option 43 telling
+    /// the PXE client to use the boot file given, without discovery.
+    pub proxy: bool,
 }
 
 /// What to do with a packet.
@@ -271,6 +276,7 @@ impl Reply {
             boot_file: None,
             next_server: None,
             message: None,
+            proxy: false,
         }
     }
 }
@@ -302,6 +308,11 @@ fn fill(
     r.dns = subnet.dns.clone();
     r.domain = subnet.domain.clone();
     r.hostname = known.and_then(|k| k.hostname.clone());
+    set_boot_file(r, ctx, q);
+}
+
+/// Stage 2 (iPXE): the boot script URL; stage 1: the binary for option 93.
+fn set_boot_file(r: &mut Reply, ctx: &Context<'_>, q: &Query) {
     r.boot_file = if q.ipxe {
         Some(format!(
             "{}/boot/v1/bootscript?mac={}",
@@ -313,6 +324,31 @@ fn fill(
     };
     if r.boot_file.is_some() {
         r.next_server = Some(ctx.settings.next_server.unwrap_or(r.server_id));
+    }
+}
+
+/// proxyDHCP: another server gives addresses; PXE and iPXE clients get
+/// their boot file from us, offered (DISCOVER) and acknowledged (REQUEST,
+/// on port 4011 or broadcast) without an address or lease.
+fn proxy(ctx: &Context<'_>, q: &Query, server_id: Ipv4Addr) -> Outcome {
+    if !(q.pxe || q.ipxe) {
+        return Outcome::silent("proxy mode: not a PXE client");
+    }
+    let kind = match q.kind {
+        Kind::Discover => ReplyKind::Offer,
+        Kind::Request if q.server_id.is_none_or(|s| s == server_id) => ReplyKind::Ack,
+        _ => return Outcome::silent("proxy mode: nothing to answer"),
+    };
+    let mut r = Reply::new(kind, Ipv4Addr::UNSPECIFIED, server_id);
+    set_boot_file(&mut r, ctx, q);
+    if r.boot_file.is_none() {
+        return Outcome::silent("proxy mode: no boot file for this architecture");
+    }
+    r.proxy = true;
+    Outcome {
+        reply: Some(r),
+        changes: Vec::new(),
+        reason: "proxy boot options",
     }
 }
 
@@ -330,6 +366,9 @@ pub fn decide(ctx: &Context<'_>, q: &Query) -> Outcome {
         Client::Known(k) => Some(k),
         Client::Unknown => None,
     };
+    if ctx.settings.proxy {
+        return proxy(ctx, q, server_id);
+    }
     let now = ctx.now;
     // A pool address this MAC holds in this subnet, once it is known.
     let stale_pool = || -> Vec<Change> {

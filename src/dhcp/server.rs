@@ -87,13 +87,22 @@ pub fn choose_interfaces(
 pub struct Bound {
     pub interface: String,
     pub socket: std::net::UdpSocket,
+    /// The PXE port: replies go back to the sender.
+    pub pxe_port: bool,
 }
 
-/// Binds `0.0.0.0:port` on each interface.
-pub fn bind(interfaces: &[String], port: u16) -> io::Result<Vec<Bound>> {
+/// The proxyDHCP port PXE clients send their REQUEST to.
+pub const PXE_PORT: u16 = 4011;
+
+/// Binds `0.0.0.0:port` on each interface, and the PXE port with `proxy`.
+pub fn bind(interfaces: &[String], port: u16, proxy: bool) -> io::Result<Vec<Bound>> {
     use socket2::{Domain, Protocol, Socket, Type};
     let mut out = Vec::new();
-    for name in interfaces {
+    let ports: &[u16] = if proxy { &[port, PXE_PORT] } else { &[port] };
+    for (name, &port) in interfaces
+        .iter()
+        .flat_map(|n| ports.iter().map(move |p| (n, p)))
+    {
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         s.set_reuse_address(true)?;
         s.set_broadcast(true)?;
@@ -109,6 +118,7 @@ pub fn bind(interfaces: &[String], port: u16) -> io::Result<Vec<Bound>> {
         out.push(Bound {
             interface: name.clone(),
             socket: s.into(),
+            pxe_port: port == PXE_PORT,
         });
     }
     Ok(out)
@@ -185,6 +195,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> io::Result<()> {
     let names: Vec<String> = bound.iter().map(|b| b.interface.clone()).collect();
+    let pxe_port: Vec<bool> = bound.iter().map(|b| b.pxe_port).collect();
     let socks: Vec<Arc<UdpSocket>> = bound
         .into_iter()
         .map(|b| UdpSocket::from_std(b.socket).map(Arc::new))
@@ -245,6 +256,10 @@ pub async fn serve(
                             }
                             match (h.reply, h.kind) {
                                 (Some((bytes, dest)), Some(kind)) => {
+                                    let dest = match peer {
+                                        SocketAddr::V4(p) if pxe_port[i] => p,
+                                        _ => dest,
+                                    };
                                     match kind {
                                         ReplyKind::Offer => counters.offers += 1,
                                         ReplyKind::Ack => counters.acks += 1,

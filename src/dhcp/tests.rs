@@ -124,6 +124,7 @@ fn q(kind: Kind, mac: Mac) -> Query {
         server_id: None,
         arch: None,
         ipxe: false,
+        pxe: false,
     }
 }
 
@@ -380,6 +381,36 @@ fn pool_exhaustion_is_silence_and_release_frees() {
             .yiaddr,
         got[0]
     );
+}
+
+#[test]
+fn proxy_mode_gives_boot_options_only_to_pxe_clients() {
+    let snap = inventory(|_| {});
+    let s = settings(|c| c.proxy = true);
+    let l = Leases::default();
+    assert!(
+        ask(&snap, &s, &l, 0, &q(Kind::Discover, unknown(1)))
+            .reply
+            .is_none(),
+        "not PXE"
+    );
+    let mut d = q(Kind::Discover, unknown(1));
+    d.pxe = true;
+    d.arch = Some(7);
+    let o = ask(&snap, &s, &l, 0, &d);
+    let r = o.reply.unwrap();
+    assert_eq!(
+        (r.kind, r.yiaddr),
+        (ReplyKind::Offer, Ipv4Addr::UNSPECIFIED)
+    );
+    assert_eq!(r.boot_file.as_deref(), Some("ipxe-x86_64.efi"));
+    assert!(r.proxy && r.lease_secs.is_none() && r.hostname.is_none());
+    assert!(o.changes.is_empty(), "no lease is made");
+    d.kind = Kind::Request;
+    d.ipxe = true;
+    let r = ask(&snap, &s, &l, 0, &d).reply.unwrap();
+    assert_eq!(r.kind, ReplyKind::Ack);
+    assert!(r.boot_file.unwrap().contains("/boot/v1/bootscript?mac="));
 }
 
 // ------------------------------------------------------------- properties
