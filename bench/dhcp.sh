@@ -64,7 +64,7 @@ cleanup() {
       ip netns del "$ns"
     fi
   done
-  rm -rf "$WORK"
+  [ -n "${KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -145,7 +145,8 @@ start_server() {
       ;;
     kea)
       rm -f "$WORK"/kea-leases4.csv*
-      ip netns exec "$NS_S" taskset -c "$SERVER_CPU" kea-dhcp4 -c "$WORK/kea.json" >"$WORK/kea.out" 2>&1 &
+      KEA_PIDFILE_DIR=$WORK KEA_LOCKFILE_DIR=$WORK \
+        ip netns exec "$NS_S" taskset -c "$SERVER_CPU" kea-dhcp4 -c "$WORK/kea.json" >"$WORK/kea.out" 2>&1 &
       SERVER_PID=$!
       sleep 3
       kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/kea.out" "$WORK/kea.log" >&2; exit 1; }
@@ -162,20 +163,21 @@ stop_server() {
 TICK=$(getconf CLK_TCK)
 server_cpu() { awk -v t="$TICK" '{ printf "%.3f\n", ($14 + $15) / t }' "/proc/$SERVER_PID/stat"; }
 
-# One perfdhcp run: "achieved_rate drop_pct exchanges".
+# One perfdhcp run: "completed_per_second drop_pct exchanges".
 perf() { # base-mac rate seconds
   local out
   out=$(ip netns exec "$NS_C" taskset -c "$CLIENT_CPU" perfdhcp -4 -l "$IF_C" -b "mac=$1" -R "$N" \
     -r "$2" -p "$3" -W 500000 2>&1 || true)
   echo "$out" > "$WORK/perf-last.txt"
+  [ -n "${VERBOSE:-}" ] && echo "$out" | grep -E 'Rate:|Statistics for|sent packets|received packets|avg delay|max delay' >&2
   # Drops: exchanges started (DISCOVERs sent) that did not end in an ACK.
-  echo "$out" | awk '
+  echo "$out" | awk -v secs="$3" '
     /Statistics for: DISCOVER-OFFER/ { ph = "do" }
     /Statistics for: REQUEST-ACK/ { ph = "ra" }
     /^sent packets:/ { sent[ph] = $3 }
     /^received packets:/ { recv[ph] = $3 }
-    /^Rate:/ { rate = $2 }
     END {
+      rate = recv["ra"] / secs
       drop = sent["do"] > 0 ? 100 * (sent["do"] - recv["ra"]) / sent["do"] : 100
       if (drop < 0) drop = 0
       printf "%.0f %.2f %d\n", rate, drop, recv["ra"]
@@ -205,7 +207,7 @@ for server in $SERVERS; do
     c0=$(server_cpu)
     read -r got drop done < <(perf "$base" "$COMMON" "$STEP_SECS")
     c1=$(server_cpu)
-    CPU[$server,$set]=$(awk -v a="$c0" -v b="$c1" -v n="$done" 'BEGIN { printf "%.3f", n > 0 ? (b - a) * 1000 / n : 0 }')
+    CPU[$server,$set]=$(awk -v a="$c0" -v b="$c1" -v n="$done" 'BEGIN { printf "%.3f", (n > 0 ? (b - a) * 1000 / n : 0) }')
     printf '   %-8s at %s/s: %s DORA/s, %s%% dropped, %s CPU s per 1,000\n' "$set" "$COMMON" "$got" "$drop" "${CPU[$server,$set]}"
   done
   stop_server
@@ -219,7 +221,7 @@ for server in $SERVERS; do
     "${CPU[$server,random]}" "${CPU[$server,reserved]}"
 done
 if [[ " $SERVERS " == *" openchami "* && " $SERVERS " == *" kea "* ]]; then
-  ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }'; }
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
   printf '%-10s %14s %14s %16s %16s\n' "oc/kea" \
     "$(ratio "${BEST[openchami,random]}" "${BEST[kea,random]}")" \
     "$(ratio "${BEST[openchami,reserved]}" "${BEST[kea,reserved]}")" \

@@ -234,6 +234,19 @@ fn pool_free_for(ctx: &Context<'_>, subnet: &Subnet, ip: Ipv4Addr, m: &Mac) -> b
             .is_none_or(|b| b.mac == *m && b.state != State::Declined)
 }
 
+/// Lease caching: the seconds left on `m`'s acknowledged binding of `ip`,
+/// if at least half a lease. Such a binding is answered as it stands (its
+/// remaining time, no new write), so the client never holds the address
+/// longer than the stored record says, and a client renewing early costs
+/// no disk write. Kea's `cache-threshold` does the same.
+fn cached(ctx: &Context<'_>, ip: Ipv4Addr, m: &Mac, lease_secs: u32) -> Option<u32> {
+    let b = ctx.leases.live(ip, ctx.now)?;
+    let left = b.expires - ctx.now;
+    let reusable = b.state == State::Bound && b.durable && b.pool && b.mac == *m;
+    (reusable && left >= i64::from(lease_secs) / 2)
+        .then(|| u32::try_from(left).unwrap_or(lease_secs))
+}
+
 /// The pool address to offer `m`: the one it holds or held, else the one
 /// it asks for, else the next free one after the cursor.
 fn pick(
@@ -403,7 +416,15 @@ pub fn decide(ctx: &Context<'_>, q: &Query) -> Outcome {
                 });
             };
             let mut r = Reply::new(ReplyKind::Offer, ip, server_id);
-            fill(&mut r, ctx, subnet, q, None, Some(subnet.pool_lease_secs));
+            let secs = cached(ctx, ip, &q.mac, subnet.pool_lease_secs);
+            fill(
+                &mut r,
+                ctx,
+                subnet,
+                q,
+                None,
+                Some(secs.unwrap_or(subnet.pool_lease_secs)),
+            );
             let bound = ctx
                 .leases
                 .live(ip, now)
@@ -479,6 +500,14 @@ pub fn decide(ctx: &Context<'_>, q: &Query) -> Outcome {
                 return nak(server_id, "address not available", Vec::new());
             }
             let mut r = Reply::new(ReplyKind::Ack, target, server_id);
+            if let Some(left) = cached(ctx, target, &q.mac, subnet.pool_lease_secs) {
+                fill(&mut r, ctx, subnet, q, None, Some(left));
+                return Outcome {
+                    reply: Some(r),
+                    changes: Vec::new(),
+                    reason: "ack pool address (stored binding reused)",
+                };
+            }
             fill(&mut r, ctx, subnet, q, None, Some(subnet.pool_lease_secs));
             Outcome {
                 reply: Some(r),

@@ -221,7 +221,7 @@ pub async fn serve(
     let mut local = addrs_of(&names);
     let mut counters = Counters::default();
     let mut batch = Batch::default();
-    let mut flushing: Option<tokio::task::JoinHandle<u64>> = None;
+    let mut flushing: Option<tokio::task::JoinHandle<Flushed>> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 4096];
@@ -232,7 +232,13 @@ pub async fn serve(
             _ = stop.cancelled() => break,
             Some(r) = OptionFuture::from(flushing.as_mut()), if flushing.is_some() => {
                 flushing = None;
-                counters.unpersisted += r.unwrap_or(0);
+                if let Ok(done) = r {
+                    counters.unpersisted += done.withheld;
+                    counters.send_failed += done.send_failed;
+                    for (ip, m, expires) in done.committed {
+                        leases.mark_durable(ip, &m, expires);
+                    }
+                }
             }
             r = recv_any(&socks, &mut buf, &mut next) => {
                 let (n, peer, i) = match r {
@@ -311,7 +317,7 @@ pub async fn serve(
         let _ = h.await;
     }
     if !batch.is_empty() {
-        flush(batch, store, socks).await;
+        let _ = flush(batch, store, socks).await;
     }
     counters.publish(&state.metrics);
     Ok(())
@@ -348,10 +354,27 @@ fn record(batch: &mut Batch, snap: &crate::inventory::Snapshot, c: &Change, now:
     }
 }
 
+/// What a flush did.
+#[derive(Default)]
+struct Flushed {
+    /// Replies not sent because the write failed.
+    withheld: u64,
+    send_failed: u64,
+    /// Bindings now on disk.
+    committed: Vec<(Ipv4Addr, [u8; 6], i64)>,
+}
+
 /// Writes the batch in one store write, then sends the replies that
-/// waited for it. Returns how many replies were withheld on failure.
-async fn flush(batch: Batch, store: Store, socks: Vec<Arc<UdpSocket>>) -> u64 {
+/// waited for it.
+async fn flush(batch: Batch, store: Store, socks: Vec<Arc<UdpSocket>>) -> Flushed {
     let Batch { records, replies } = batch;
+    let committed: Vec<(Ipv4Addr, [u8; 6], i64)> = records
+        .iter()
+        .filter_map(|(ip, rec)| {
+            let l = rec.as_ref()?;
+            Some((*ip, mac::parse(&l.mac).ok()?, l.expires?.timestamp()))
+        })
+        .collect();
     let r = if records.is_empty() {
         Ok(())
     } else {
@@ -371,17 +394,24 @@ async fn flush(batch: Batch, store: Store, socks: Vec<Arc<UdpSocket>>) -> u64 {
     };
     match r {
         Ok(()) => {
-            let mut failed = 0;
+            let mut send_failed = 0;
             for (i, bytes, dest) in replies {
                 if socks[i].try_send_to(&bytes, dest.into()).is_err() {
-                    failed += 1;
+                    send_failed += 1;
                 }
             }
-            failed
+            Flushed {
+                withheld: 0,
+                send_failed,
+                committed,
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, withheld = replies.len(), "dhcp: cannot persist leases; their ACKs are not sent");
-            replies.len() as u64
+            Flushed {
+                withheld: replies.len() as u64,
+                ..Flushed::default()
+            }
         }
     }
 }

@@ -285,13 +285,27 @@ fn unknown_mac_gets_a_pool_address_and_is_naked_once_enrolled() {
     let o = ask(&snap, &s, &l, 20, &q(Kind::Discover, unknown(1)));
     assert_eq!(o.reply.unwrap().yiaddr, ip(101));
 
-    // Renewing while still unknown: ACK, same address.
+    // Renewing while still unknown: ACK, same address. Early in the lease
+    // the stored binding is reused as it stands (no write, its time left).
     let mut renew = q(Kind::Request, unknown(1));
     renew.ciaddr = ip(101);
-    assert_eq!(
-        ask(&snap, &s, &l, 30, &renew).reply.unwrap().kind,
-        ReplyKind::Ack
+    let o = ask(&snap, &s, &l, 30, &renew);
+    assert!(
+        o.changes.iter().any(Change::must_persist),
+        "not reused before its write has committed"
     );
+    l.mark_durable(ip(101), &unknown(1), 310);
+    let o = ask(&snap, &s, &l, 30, &renew);
+    assert!(o.changes.is_empty(), "{o:?}");
+    let r = o.reply.unwrap();
+    assert_eq!((r.kind, r.lease_secs), (ReplyKind::Ack, Some(280)));
+    let o = ask(&snap, &s, &l, 200, &renew);
+    assert_eq!(
+        o.reply.unwrap().lease_secs,
+        Some(300),
+        "past half the lease: renewed"
+    );
+    assert!(o.changes.iter().any(Change::must_persist));
 
     // Enrolled with .15: the next REQUEST is NAKed and the pool address freed.
     let enrolled = inventory(|t| {
@@ -425,6 +439,8 @@ enum Op {
     Release(usize),
     Decline(usize),
     Wait(i64),
+    /// The pending batch commits.
+    Flush,
 }
 
 /// Known MACs 1–5 (node 5's address lies in the pool), BMC 6, ignored 7,
@@ -447,6 +463,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..MACS).prop_map(Op::Release),
         1 => (0..MACS).prop_map(Op::Decline),
         1 => (1i64..400).prop_map(Op::Wait),
+        2 => Just(Op::Flush),
     ]
 }
 
@@ -469,6 +486,13 @@ proptest! {
         for op in ops {
             let (i, query) = match op {
                 Op::Wait(d) => { now += d; continue; }
+                Op::Flush => {
+                    let bound: Vec<_> = l.iter().map(|(ip, b)| (*ip, b.mac, b.expires)).collect();
+                    for (ip, mac, exp) in bound {
+                        l.mark_durable(ip, &mac, exp);
+                    }
+                    continue;
+                }
                 Op::Discover(i) => (i, q(Kind::Discover, mac_at(i))),
                 Op::Select(i, ours) => {
                     let mut r = q(Kind::Request, mac_at(i));
