@@ -19,7 +19,10 @@
 //! memory only. Reservations are already durable in the inventory, so their
 //! ACKs go out at once and their lease records (last seen, for
 //! `openchami dhcp leases`) are written behind, only when the stored record
-//! would otherwise be stale by more than half a lease.
+//! would otherwise be stale by more than half a lease. A pool binding whose
+//! batch has committed is marked durable; until half its lease has passed
+//! the policy answers renewals with it as it stands (see `policy::cached`),
+//! so steady-state renewals cost no write at all.
 
 use std::collections::HashMap;
 use std::io;
