@@ -9,7 +9,8 @@
 # clients (the 10,000 inventory MACs). For each server and set it prints the
 # highest DORA rate perfdhcp completed with < 1 % drops (stepping the asked
 # rate), and the server's CPU seconds per 1,000 exchanges at one common rate
-# (COMMON, default 10000/s), then the ratios openchami / kea.
+# (COMMON; default: the lowest of the rates found, so every server sustains
+# it), then the ratios openchami / kea.
 #
 # Topology: two network namespaces joined by a veth pair; the server in one
 # (pinned to CPU 0), perfdhcp in the other (pinned to CPU 1). Needs root.
@@ -21,9 +22,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${N:-10000}
-COMMON=${COMMON:-10000}
+COMMON=${COMMON:-}
 STEP_SECS=${STEP_SECS:-6}
-RATES=${RATES:-"2000 4000 6000 8000 10000 12000 14000 16000 18000 20000 22000 24000 28000"}
+RATES=${RATES:-"1000 2000 3000 4000 5000 6000 7000 8000 10000 12000 14000 16000 18000 20000 24000 28000"}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 SERVERS=${SERVERS:-openchami kea}
@@ -185,12 +186,14 @@ perf() { # base-mac rate seconds
 }
 
 declare -A BEST CPU
+base_of() { [ "$1" = reserved ] && echo 02:ad:00:00:00:00 || echo 04:00:00:00:00:00; }
+
+# Pass 1: the highest rate each server completes with < 1 % drops.
 for server in $SERVERS; do
-  echo "== $server"
+  echo "== $server: stepping the rate"
   start_server "$server"
   for set in random reserved; do
-    base=04:00:00:00:00:00
-    [ "$set" = reserved ] && base=02:ad:00:00:00:00
+    base=$(base_of "$set")
     # Warm-up: every client once, so both servers run with their leases.
     perf "$base" 4000 3 >/dev/null
     best=0
@@ -204,17 +207,38 @@ for server in $SERVERS; do
       fi
     done
     BEST[$server,$set]=$best
+  done
+  stop_server
+done
+
+# Pass 2: CPU per exchange at one rate every server sustains (COMMON, else
+# the lowest of the rates found above, per client set).
+declare -A AT
+for set in random reserved; do
+  if [ -n "$COMMON" ]; then
+    AT[$set]=$COMMON
+  else
+    AT[$set]=$(for server in $SERVERS; do echo "${BEST[$server,$set]}"; done | sort -n | head -1)
+    [ "${AT[$set]}" -gt 0 ] || AT[$set]=1000
+  fi
+done
+for server in $SERVERS; do
+  echo "== $server: CPU at a common rate"
+  start_server "$server"
+  for set in random reserved; do
+    base=$(base_of "$set")
+    perf "$base" 4000 3 >/dev/null
     c0=$(server_cpu)
-    read -r got drop done < <(perf "$base" "$COMMON" "$STEP_SECS")
+    read -r got drop done < <(perf "$base" "${AT[$set]}" "$STEP_SECS")
     c1=$(server_cpu)
     CPU[$server,$set]=$(awk -v a="$c0" -v b="$c1" -v n="$done" 'BEGIN { printf "%.3f", (n > 0 ? (b - a) * 1000 / n : 0) }')
-    printf '   %-8s at %s/s: %s DORA/s, %s%% dropped, %s CPU s per 1,000\n' "$set" "$COMMON" "$got" "$drop" "${CPU[$server,$set]}"
+    printf '   %-8s at %s/s: %s DORA/s, %s%% dropped, %s CPU s per 1,000\n' "$set" "${AT[$set]}" "$got" "$drop" "${CPU[$server,$set]}"
   done
   stop_server
 done
 
 echo
-echo "== results (max DORA/s with < 1 % drops; server CPU seconds per 1,000 exchanges at $COMMON/s)"
+echo "== results (max DORA/s with < 1 % drops; server CPU seconds per 1,000 exchanges at ${AT[random]}/s random, ${AT[reserved]}/s reserved)"
 printf '%-10s %14s %14s %16s %16s\n' server random reserved cpu-random cpu-reserved
 for server in $SERVERS; do
   printf '%-10s %14s %14s %16s %16s\n' "$server" "${BEST[$server,random]}" "${BEST[$server,reserved]}" \

@@ -237,11 +237,26 @@ fn start_dhcp(
             b.socket.local_addr()?
         );
     }
+    // A thread with a runtime of its own: the packet loop never waits
+    // behind HTTP work, and a packet costs no wake-up of another worker.
     let st = state.clone();
     let stop = shutdown.child_token();
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("dhcp".into())
+        .spawn(move || {
+            let r = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|rt| rt.block_on(server::serve(bound, settings, st, stop)));
+            let _ = done.send(r);
+        })
+        .context("cannot start the dhcp thread")?;
     tasks.spawn(async move {
-        if let Err(e) = server::serve(bound, settings, st, stop).await {
-            tracing::error!(error = %e, "dhcp server stopped");
+        match finished.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "dhcp server stopped"),
+            Err(_) => tracing::error!("dhcp server thread ended abnormally"),
+            Ok(Ok(())) => {}
         }
     });
     Ok(names)
