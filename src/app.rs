@@ -252,20 +252,35 @@ fn start_dhcp(
             "dhcp: no interface has an address in a configured subnet; name one in dhcp.interfaces"
         );
     }
-    let bound = server::bind(&names, cfg.dhcp.port)
+    let bound = server::bind(&names, cfg.dhcp.port, settings.proxy)
         .with_context(|| format!("cannot listen for dhcp on port {}", cfg.dhcp.port))?;
     for b in &bound {
         tracing::info!(
-            "listening for dhcp on {} (0.0.0.0:{})",
+            "listening for dhcp on {} ({})",
             b.interface,
-            cfg.dhcp.port
+            b.socket.local_addr()?
         );
     }
+    // A thread with a runtime of its own: the packet loop never waits
+    // behind HTTP work, and a packet costs no wake-up of another worker.
     let st = state.clone();
     let stop = shutdown.child_token();
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("dhcp".into())
+        .spawn(move || {
+            let r = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|rt| rt.block_on(server::serve(bound, settings, st, stop)));
+            let _ = done.send(r);
+        })
+        .context("cannot start the dhcp thread")?;
     tasks.spawn(async move {
-        if let Err(e) = server::serve(bound, settings, st, stop).await {
-            tracing::error!(error = %e, "dhcp server stopped");
+        match finished.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "dhcp server stopped"),
+            Err(_) => tracing::error!("dhcp server thread ended abnormally"),
+            Ok(Ok(())) => {}
         }
     });
     Ok(names)

@@ -179,6 +179,9 @@ pub struct DhcpConfig {
     pub port: u16,
     /// Answer only MACs in the inventory; unknown ones get silence.
     pub known_only: bool,
+    /// proxyDHCP: boot options only (no addresses), for sites that keep
+    /// their own DHCP server; also answers on UDP 4011.
+    pub proxy: bool,
     /// Lease of an inventory (reserved) address, in seconds.
     pub lease_secs: u32,
     /// Lease of a pool address given to an unknown MAC, in seconds.
@@ -197,6 +200,7 @@ impl Default for DhcpConfig {
             interfaces: Vec::new(),
             port: 67,
             known_only: false,
+            proxy: false,
             lease_secs: 3600,
             pool_lease_secs: 300,
             next_server: String::new(),

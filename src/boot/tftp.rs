@@ -490,7 +490,8 @@ struct Cached {
     data: Arc<OnceCell<Arc<[u8]>>>,
 }
 
-/// The inventory MAC of the interface holding the client's address.
+/// The inventory MAC of the interface holding the client's address, else
+/// the MAC of its DHCP lease (a pool address).
 fn mac_of(store: &Store, ip: IpAddr) -> Option<String> {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
@@ -500,6 +501,7 @@ fn mac_of(store: &Store, ip: IpAddr) -> Option<String> {
     snap.interfaces_with_ip(ip)
         .first()
         .map(|i| i.mac_address.clone())
+        .or_else(|| snap.leases.get(&ip).map(|l| l.mac.clone()))
 }
 
 impl Cached {

@@ -31,6 +31,9 @@ pub struct Binding {
     pub state: State,
     /// A pool address (else an inventory reservation).
     pub pool: bool,
+    /// The binding is on disk as it stands (a fresh pool binding is not
+    /// until its batch has committed).
+    pub durable: bool,
 }
 
 /// A change the policy asks for.
@@ -89,6 +92,7 @@ impl Leases {
                 expires,
                 pool: pool(ip, &mac),
             });
+            t.mark_durable(ip, &mac, expires);
         }
         t
     }
@@ -140,6 +144,7 @@ impl Leases {
                         expires: until,
                         state: State::Offered,
                         pool: true,
+                        durable: false,
                     },
                 );
             }
@@ -156,6 +161,7 @@ impl Leases {
                         expires,
                         state: State::Bound,
                         pool,
+                        durable: !pool,
                     },
                 );
             }
@@ -175,6 +181,7 @@ impl Leases {
                         expires: until,
                         state: State::Declined,
                         pool: true,
+                        durable: false,
                     },
                 );
             }
@@ -196,6 +203,16 @@ impl Leases {
             {
                 self.by_ip.remove(&prev);
             }
+        }
+    }
+
+    /// Records that the binding of `ip` to `mac` until `expires` is on disk.
+    pub fn mark_durable(&mut self, ip: Ipv4Addr, mac: &Mac, expires: i64) {
+        if let Some(b) = self.by_ip.get_mut(&ip)
+            && b.mac == *mac
+            && b.expires == expires
+        {
+            b.durable = true;
         }
     }
 

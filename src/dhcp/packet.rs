@@ -79,6 +79,10 @@ pub fn decode(b: &[u8]) -> Result<Request, Drop> {
         Some(DhcpOption::UserClass(u)) => is_ipxe_user_class(u),
         _ => false,
     } || opts.contains(OptionCode::Unknown(175));
+    let pxe = match opts.get(OptionCode::ClassIdentifier) {
+        Some(DhcpOption::ClassIdentifier(c)) => c.starts_with(b"PXEClient"),
+        _ => false,
+    };
     let query = Query {
         kind,
         mac,
@@ -88,6 +92,7 @@ pub fn decode(b: &[u8]) -> Result<Request, Drop> {
         server_id,
         arch,
         ipxe,
+        pxe,
     };
     Ok(Request { query, msg })
 }
@@ -119,7 +124,7 @@ fn sanitize(b: &[u8]) -> Result<Vec<u8>, Drop> {
             50 | 54 => (len == 4).then_some(len),
             // A list of architectures; the first one counts.
             93 => (len >= 2 && len.is_multiple_of(2)).then_some(2),
-            77 | 175 | 82 | 61 => Some(len),
+            60 | 77 | 175 | 82 | 61 => Some(len),
             _ => None,
         };
         match (code, keep) {
@@ -234,6 +239,11 @@ pub fn encode(req: &Request, r: &Reply) -> Result<Vec<u8>, Drop> {
                 )));
             }
         }
+    }
+    if r.proxy {
+        opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+        // PXE_DISCOVERY_CONTROL (6) = 8: boot the file named here, no discovery.
+        opts.insert(DhcpOption::VendorExtensions(vec![6, 1, 8, 255]));
     }
     if let Some(o82) = m.opts().get(OptionCode::RelayAgentInformation) {
         opts.insert(o82.clone());

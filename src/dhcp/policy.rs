@@ -44,6 +44,8 @@ pub struct Query {
     pub arch: Option<u16>,
     /// iPXE is asking (user class `iPXE`, or option 175 present).
     pub ipxe: bool,
+    /// A PXE client (option 60 starts with `PXEClient`).
+    pub pxe: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,9 @@ pub struct Reply {
     pub next_server: Option<Ipv4Addr>,
     /// Option 56, for NAKs.
     pub message: Option<&'static str>,
+    /// A proxyDHCP answer: option 60 `PXEClient` and option 43 telling
+    /// the PXE client to use the boot file given, without discovery.
+    pub proxy: bool,
 }
 
 /// What to do with a packet.
@@ -229,6 +234,19 @@ fn pool_free_for(ctx: &Context<'_>, subnet: &Subnet, ip: Ipv4Addr, m: &Mac) -> b
             .is_none_or(|b| b.mac == *m && b.state != State::Declined)
 }
 
+/// Lease caching: the seconds left on `m`'s acknowledged binding of `ip`,
+/// if at least half a lease. Such a binding is answered as it stands (its
+/// remaining time, no new write), so the client never holds the address
+/// longer than the stored record says, and a client renewing early costs
+/// no disk write. Kea's `cache-threshold` does the same.
+fn cached(ctx: &Context<'_>, ip: Ipv4Addr, m: &Mac, lease_secs: u32) -> Option<u32> {
+    let b = ctx.leases.live(ip, ctx.now)?;
+    let left = b.expires - ctx.now;
+    let reusable = b.state == State::Bound && b.durable && b.pool && b.mac == *m;
+    (reusable && left >= i64::from(lease_secs) / 2)
+        .then(|| u32::try_from(left).unwrap_or(lease_secs))
+}
+
 /// The pool address to offer `m`: the one it holds or held, else the one
 /// it asks for, else the next free one after the cursor.
 fn pick(
@@ -271,6 +289,7 @@ impl Reply {
             boot_file: None,
             next_server: None,
             message: None,
+            proxy: false,
         }
     }
 }
@@ -302,6 +321,11 @@ fn fill(
     r.dns = subnet.dns.clone();
     r.domain = subnet.domain.clone();
     r.hostname = known.and_then(|k| k.hostname.clone());
+    set_boot_file(r, ctx, q);
+}
+
+/// Stage 2 (iPXE): the boot script URL; stage 1: the binary for option 93.
+fn set_boot_file(r: &mut Reply, ctx: &Context<'_>, q: &Query) {
     r.boot_file = if q.ipxe {
         Some(format!(
             "{}/boot/v1/bootscript?mac={}",
@@ -313,6 +337,31 @@ fn fill(
     };
     if r.boot_file.is_some() {
         r.next_server = Some(ctx.settings.next_server.unwrap_or(r.server_id));
+    }
+}
+
+/// proxyDHCP: another server gives addresses; PXE and iPXE clients get
+/// their boot file from us, offered (DISCOVER) and acknowledged (REQUEST,
+/// on port 4011 or broadcast) without an address or lease.
+fn proxy(ctx: &Context<'_>, q: &Query, server_id: Ipv4Addr) -> Outcome {
+    if !(q.pxe || q.ipxe) {
+        return Outcome::silent("proxy mode: not a PXE client");
+    }
+    let kind = match q.kind {
+        Kind::Discover => ReplyKind::Offer,
+        Kind::Request if q.server_id.is_none_or(|s| s == server_id) => ReplyKind::Ack,
+        _ => return Outcome::silent("proxy mode: nothing to answer"),
+    };
+    let mut r = Reply::new(kind, Ipv4Addr::UNSPECIFIED, server_id);
+    set_boot_file(&mut r, ctx, q);
+    if r.boot_file.is_none() {
+        return Outcome::silent("proxy mode: no boot file for this architecture");
+    }
+    r.proxy = true;
+    Outcome {
+        reply: Some(r),
+        changes: Vec::new(),
+        reason: "proxy boot options",
     }
 }
 
@@ -330,6 +379,9 @@ pub fn decide(ctx: &Context<'_>, q: &Query) -> Outcome {
         Client::Known(k) => Some(k),
         Client::Unknown => None,
     };
+    if ctx.settings.proxy {
+        return proxy(ctx, q, server_id);
+    }
     let now = ctx.now;
     // A pool address this MAC holds in this subnet, once it is known.
     let stale_pool = || -> Vec<Change> {
@@ -364,7 +416,15 @@ pub fn decide(ctx: &Context<'_>, q: &Query) -> Outcome {
                 });
             };
             let mut r = Reply::new(ReplyKind::Offer, ip, server_id);
-            fill(&mut r, ctx, subnet, q, None, Some(subnet.pool_lease_secs));
+            let secs = cached(ctx, ip, &q.mac, subnet.pool_lease_secs);
+            fill(
+                &mut r,
+                ctx,
+                subnet,
+                q,
+                None,
+                Some(secs.unwrap_or(subnet.pool_lease_secs)),
+            );
             let bound = ctx
                 .leases
                 .live(ip, now)
@@ -440,6 +500,14 @@ pub fn decide(ctx: &Context<'_>, q: &Query) -> Outcome {
                 return nak(server_id, "address not available", Vec::new());
             }
             let mut r = Reply::new(ReplyKind::Ack, target, server_id);
+            if let Some(left) = cached(ctx, target, &q.mac, subnet.pool_lease_secs) {
+                fill(&mut r, ctx, subnet, q, None, Some(left));
+                return Outcome {
+                    reply: Some(r),
+                    changes: Vec::new(),
+                    reason: "ack pool address (stored binding reused)",
+                };
+            }
             fill(&mut r, ctx, subnet, q, None, Some(subnet.pool_lease_secs));
             Outcome {
                 reply: Some(r),

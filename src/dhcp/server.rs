@@ -19,7 +19,10 @@
 //! memory only. Reservations are already durable in the inventory, so their
 //! ACKs go out at once and their lease records (last seen, for
 //! `openchami dhcp leases`) are written behind, only when the stored record
-//! would otherwise be stale by more than half a lease.
+//! would otherwise be stale by more than half a lease. A pool binding whose
+//! batch has committed is marked durable; until half its lease has passed
+//! the policy answers renewals with it as it stands (see `policy::cached`),
+//! so steady-state renewals cost no write at all.
 
 use std::collections::HashMap;
 use std::io;
@@ -87,13 +90,22 @@ pub fn choose_interfaces(
 pub struct Bound {
     pub interface: String,
     pub socket: std::net::UdpSocket,
+    /// The PXE port: replies go back to the sender.
+    pub pxe_port: bool,
 }
 
-/// Binds `0.0.0.0:port` on each interface.
-pub fn bind(interfaces: &[String], port: u16) -> io::Result<Vec<Bound>> {
+/// The proxyDHCP port PXE clients send their REQUEST to.
+pub const PXE_PORT: u16 = 4011;
+
+/// Binds `0.0.0.0:port` on each interface, and the PXE port with `proxy`.
+pub fn bind(interfaces: &[String], port: u16, proxy: bool) -> io::Result<Vec<Bound>> {
     use socket2::{Domain, Protocol, Socket, Type};
     let mut out = Vec::new();
-    for name in interfaces {
+    let ports: &[u16] = if proxy { &[port, PXE_PORT] } else { &[port] };
+    for (name, &port) in interfaces
+        .iter()
+        .flat_map(|n| ports.iter().map(move |p| (n, p)))
+    {
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         s.set_reuse_address(true)?;
         s.set_broadcast(true)?;
@@ -109,6 +121,7 @@ pub fn bind(interfaces: &[String], port: u16) -> io::Result<Vec<Bound>> {
         out.push(Bound {
             interface: name.clone(),
             socket: s.into(),
+            pxe_port: port == PXE_PORT,
         });
     }
     Ok(out)
@@ -185,6 +198,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> io::Result<()> {
     let names: Vec<String> = bound.iter().map(|b| b.interface.clone()).collect();
+    let pxe_port: Vec<bool> = bound.iter().map(|b| b.pxe_port).collect();
     let socks: Vec<Arc<UdpSocket>> = bound
         .into_iter()
         .map(|b| UdpSocket::from_std(b.socket).map(Arc::new))
@@ -210,7 +224,7 @@ pub async fn serve(
     let mut local = addrs_of(&names);
     let mut counters = Counters::default();
     let mut batch = Batch::default();
-    let mut flushing: Option<tokio::task::JoinHandle<u64>> = None;
+    let mut flushing: Option<tokio::task::JoinHandle<Flushed>> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 4096];
@@ -221,7 +235,13 @@ pub async fn serve(
             _ = stop.cancelled() => break,
             Some(r) = OptionFuture::from(flushing.as_mut()), if flushing.is_some() => {
                 flushing = None;
-                counters.unpersisted += r.unwrap_or(0);
+                if let Ok(done) = r {
+                    counters.unpersisted += done.withheld;
+                    counters.send_failed += done.send_failed;
+                    for (ip, m, expires) in done.committed {
+                        leases.mark_durable(ip, &m, expires);
+                    }
+                }
             }
             r = recv_any(&socks, &mut buf, &mut next) => {
                 let (n, peer, i) = match r {
@@ -246,6 +266,10 @@ pub async fn serve(
                             }
                             match (h.reply, h.kind) {
                                 (Some((bytes, dest)), Some(kind)) => {
+                                    let dest = match peer {
+                                        SocketAddr::V4(p) if pxe_port[i] => p,
+                                        _ => dest,
+                                    };
                                     match kind {
                                         ReplyKind::Offer => counters.offers += 1,
                                         ReplyKind::Ack => counters.acks += 1,
@@ -297,7 +321,7 @@ pub async fn serve(
         let _ = h.await;
     }
     if !batch.is_empty() {
-        flush(batch, store, socks).await;
+        let _ = flush(batch, store, socks).await;
     }
     counters.publish(&state.metrics);
     Ok(())
@@ -364,10 +388,27 @@ fn record(batch: &mut Batch, snap: &crate::inventory::Snapshot, c: &Change, now:
     }
 }
 
+/// What a flush did.
+#[derive(Default)]
+struct Flushed {
+    /// Replies not sent because the write failed.
+    withheld: u64,
+    send_failed: u64,
+    /// Bindings now on disk.
+    committed: Vec<(Ipv4Addr, [u8; 6], i64)>,
+}
+
 /// Writes the batch in one store write, then sends the replies that
-/// waited for it. Returns how many replies were withheld on failure.
-async fn flush(batch: Batch, store: Store, socks: Vec<Arc<UdpSocket>>) -> u64 {
+/// waited for it.
+async fn flush(batch: Batch, store: Store, socks: Vec<Arc<UdpSocket>>) -> Flushed {
     let Batch { records, replies } = batch;
+    let committed: Vec<(Ipv4Addr, [u8; 6], i64)> = records
+        .iter()
+        .filter_map(|(ip, rec)| {
+            let l = rec.as_ref()?;
+            Some((*ip, mac::parse(&l.mac).ok()?, l.expires?.timestamp()))
+        })
+        .collect();
     let r = if records.is_empty() {
         Ok(())
     } else {
@@ -387,17 +428,24 @@ async fn flush(batch: Batch, store: Store, socks: Vec<Arc<UdpSocket>>) -> u64 {
     };
     match r {
         Ok(()) => {
-            let mut failed = 0;
+            let mut send_failed = 0;
             for (i, bytes, dest) in replies {
                 if socks[i].try_send_to(&bytes, dest.into()).is_err() {
-                    failed += 1;
+                    send_failed += 1;
                 }
             }
-            failed
+            Flushed {
+                withheld: 0,
+                send_failed,
+                committed,
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, withheld = replies.len(), "dhcp: cannot persist leases; their ACKs are not sent");
-            replies.len() as u64
+            Flushed {
+                withheld: replies.len() as u64,
+                ..Flushed::default()
+            }
         }
     }
 }

@@ -97,6 +97,8 @@ pub struct Settings {
     pub subnets: Vec<Subnet>,
     pub interfaces: Vec<String>,
     pub known_only: bool,
+    /// proxyDHCP: boot options only.
+    pub proxy: bool,
     pub next_server: Option<Ipv4Addr>,
     pub rules: Vec<Rule>,
     /// The node listener's base URL, for iPXE's boot script URL.
@@ -180,6 +182,7 @@ impl Settings {
             subnets,
             interfaces: c.interfaces.clone(),
             known_only: c.known_only,
+            proxy: c.proxy,
             next_server,
             rules,
             node_base: node_base.trim_end_matches('/').to_string(),

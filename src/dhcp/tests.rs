@@ -124,6 +124,7 @@ fn q(kind: Kind, mac: Mac) -> Query {
         server_id: None,
         arch: None,
         ipxe: false,
+        pxe: false,
     }
 }
 
@@ -284,13 +285,27 @@ fn unknown_mac_gets_a_pool_address_and_is_naked_once_enrolled() {
     let o = ask(&snap, &s, &l, 20, &q(Kind::Discover, unknown(1)));
     assert_eq!(o.reply.unwrap().yiaddr, ip(101));
 
-    // Renewing while still unknown: ACK, same address.
+    // Renewing while still unknown: ACK, same address. Early in the lease
+    // the stored binding is reused as it stands (no write, its time left).
     let mut renew = q(Kind::Request, unknown(1));
     renew.ciaddr = ip(101);
-    assert_eq!(
-        ask(&snap, &s, &l, 30, &renew).reply.unwrap().kind,
-        ReplyKind::Ack
+    let o = ask(&snap, &s, &l, 30, &renew);
+    assert!(
+        o.changes.iter().any(Change::must_persist),
+        "not reused before its write has committed"
     );
+    l.mark_durable(ip(101), &unknown(1), 310);
+    let o = ask(&snap, &s, &l, 30, &renew);
+    assert!(o.changes.is_empty(), "{o:?}");
+    let r = o.reply.unwrap();
+    assert_eq!((r.kind, r.lease_secs), (ReplyKind::Ack, Some(280)));
+    let o = ask(&snap, &s, &l, 200, &renew);
+    assert_eq!(
+        o.reply.unwrap().lease_secs,
+        Some(300),
+        "past half the lease: renewed"
+    );
+    assert!(o.changes.iter().any(Change::must_persist));
 
     // Enrolled with .15: the next REQUEST is NAKed and the pool address freed.
     let enrolled = inventory(|t| {
@@ -382,6 +397,36 @@ fn pool_exhaustion_is_silence_and_release_frees() {
     );
 }
 
+#[test]
+fn proxy_mode_gives_boot_options_only_to_pxe_clients() {
+    let snap = inventory(|_| {});
+    let s = settings(|c| c.proxy = true);
+    let l = Leases::default();
+    assert!(
+        ask(&snap, &s, &l, 0, &q(Kind::Discover, unknown(1)))
+            .reply
+            .is_none(),
+        "not PXE"
+    );
+    let mut d = q(Kind::Discover, unknown(1));
+    d.pxe = true;
+    d.arch = Some(7);
+    let o = ask(&snap, &s, &l, 0, &d);
+    let r = o.reply.unwrap();
+    assert_eq!(
+        (r.kind, r.yiaddr),
+        (ReplyKind::Offer, Ipv4Addr::UNSPECIFIED)
+    );
+    assert_eq!(r.boot_file.as_deref(), Some("ipxe-x86_64.efi"));
+    assert!(r.proxy && r.lease_secs.is_none() && r.hostname.is_none());
+    assert!(o.changes.is_empty(), "no lease is made");
+    d.kind = Kind::Request;
+    d.ipxe = true;
+    let r = ask(&snap, &s, &l, 0, &d).reply.unwrap();
+    assert_eq!(r.kind, ReplyKind::Ack);
+    assert!(r.boot_file.unwrap().contains("/boot/v1/bootscript?mac="));
+}
+
 // ------------------------------------------------------------- properties
 
 #[derive(Debug, Clone)]
@@ -394,6 +439,8 @@ enum Op {
     Release(usize),
     Decline(usize),
     Wait(i64),
+    /// The pending batch commits.
+    Flush,
 }
 
 /// Known MACs 1–5 (node 5's address lies in the pool), BMC 6, ignored 7,
@@ -416,6 +463,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..MACS).prop_map(Op::Release),
         1 => (0..MACS).prop_map(Op::Decline),
         1 => (1i64..400).prop_map(Op::Wait),
+        2 => Just(Op::Flush),
     ]
 }
 
@@ -438,6 +486,13 @@ proptest! {
         for op in ops {
             let (i, query) = match op {
                 Op::Wait(d) => { now += d; continue; }
+                Op::Flush => {
+                    let bound: Vec<_> = l.iter().map(|(ip, b)| (*ip, b.mac, b.expires)).collect();
+                    for (ip, mac, exp) in bound {
+                        l.mark_durable(ip, &mac, exp);
+                    }
+                    continue;
+                }
                 Op::Discover(i) => (i, q(Kind::Discover, mac_at(i))),
                 Op::Select(i, ours) => {
                     let mut r = q(Kind::Request, mac_at(i));
