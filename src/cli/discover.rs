@@ -232,16 +232,22 @@ async fn follow(
         });
     }
     let path = format!("/discovery/v1/jobs/{id}");
+    // Polls read the counts only; the BMC list is fetched once at the end.
+    let poll = format!("{path}?bmcs=false");
     let scan_bar = bar(0, "scanning");
     let mut collect_bar = None;
-    let done = loop {
-        let v = client.get(&path).await?;
+    loop {
+        let v = client.get(&poll).await?;
         let phase = v["phase"].as_str().unwrap_or("");
         let n = |k: &str| v[k].as_u64().unwrap_or(0);
         if phase == "scan" {
             scan_bar.set_length(n("addresses"));
             scan_bar.set_position(n("scanned"));
-            scan_bar.set_message(format!("{} found", n("found")));
+            scan_bar.set_message(if n("done") > 0 {
+                format!("{} found, {} collected", n("found"), n("collected"))
+            } else {
+                format!("{} found", n("found"))
+            });
         } else if phase == "collect" {
             if !scan_bar.is_finished() {
                 scan_bar.finish_and_clear();
@@ -256,10 +262,11 @@ async fn follow(
             ));
         }
         if v["status"] != "running" {
-            break v;
+            break;
         }
         tokio::time::sleep(POLL).await;
-    };
+    }
+    let done = client.get(&path).await?;
     scan_bar.finish_and_clear();
     if let Some(b) = collect_bar {
         b.finish_and_clear();

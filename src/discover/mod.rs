@@ -6,9 +6,14 @@
 //! terminal going away, and writes through the inventory's own V2 code. An
 //! API call starts a job; the job reports progress that the CLI polls.
 //!
-//! A BMC is written only after its whole crawl succeeded, in one inventory
-//! write: a BMC that fails half-way leaves nothing behind. Re-running is
-//! idempotent: known BMCs keep their xnames and are re-applied with PUT.
+//! A BMC is written only after its whole crawl succeeded, all or nothing: a
+//! BMC that fails half-way leaves nothing behind. Re-running is idempotent:
+//! known BMCs keep their xnames and are re-applied with PUT.
+//!
+//! At scale the work is CPU, not waiting: a BMC is crawled as soon as the
+//! scan finds it (the scan's waves overlap the crawls), and BMCs that finish
+//! together share one store write (see [`write_groups`]), because a write
+//! copies every part of the inventory it touches.
 
 pub mod credentials;
 pub mod naming;
@@ -16,17 +21,20 @@ pub mod payload;
 pub mod targets;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ca::secret::SecretBox;
 use crate::config::DiscoveryConfig;
-use crate::inventory::{DomainError, Store, WriteError, endpoints};
+use crate::inventory::endpoints::EndpointIn;
+use crate::inventory::{DomainError, Store, StoreError, Txn, WriteError, endpoints};
 use crate::redfish::{self, Bmc, Credentials, Transport};
 
 /// Jobs kept for `GET jobs` after they end.
@@ -86,6 +94,22 @@ struct Progress {
     done: usize,
     finished: String,
     bmcs: Vec<BmcReport>,
+    /// Address → position in `bmcs`.
+    #[serde(skip)]
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl Progress {
+    /// Adds a BMC's report or replaces the one for the same address.
+    fn put(&mut self, report: BmcReport) {
+        match self.index.get(&report.address) {
+            Some(&k) if k < self.bmcs.len() => self.bmcs[k] = report,
+            _ => {
+                self.index.insert(report.address.clone(), self.bmcs.len());
+                self.bmcs.push(report);
+            }
+        }
+    }
 }
 
 /// A discovery run.
@@ -106,10 +130,25 @@ impl Job {
 
     /// The job as the API shows it.
     pub fn to_json(&self) -> Value {
-        let p = self.progress.lock().map(|p| p.clone()).unwrap_or_default();
-        let count = |s: &str| p.bmcs.iter().filter(|b| b.status == s).count();
-        let found = p.bmcs.len();
-        serde_json::json!({
+        self.json(true)
+    }
+
+    /// The job with its BMC list (`bmcs`) or only the counts: a client
+    /// following a run of thousands of BMCs polls the counts.
+    pub fn json(&self, bmcs: bool) -> Value {
+        let Ok(p) = self.progress.lock() else {
+            return Value::Null;
+        };
+        let (mut collected, mut failed, mut skipped) = (0, 0, 0);
+        for b in &p.bmcs {
+            match b.status.as_str() {
+                "collected" => collected += 1,
+                "failed" => failed += 1,
+                "skipped" => skipped += 1,
+                _ => {}
+            }
+        }
+        let mut v = serde_json::json!({
             "id": self.id,
             "kind": self.kind,
             "status": match p.phase.as_str() {
@@ -124,12 +163,22 @@ impl Job {
             "scanned": p.scanned,
             "total": p.total,
             "done": p.done,
-            "found": found,
-            "collected": count("collected"),
-            "failed": count("failed"),
-            "skipped": count("skipped"),
-            "bmcs": p.bmcs,
-        })
+            "found": p.bmcs.len(),
+            "collected": collected,
+            "failed": failed,
+            "skipped": skipped,
+        });
+        if bmcs && let Some(o) = v.as_object_mut() {
+            o.insert("bmcs".into(), serde_json::json!(p.bmcs));
+        }
+        v
+    }
+
+    fn running(&self) -> bool {
+        self.progress
+            .lock()
+            .map(|p| !matches!(p.phase.as_str(), "done" | "cancelled"))
+            .unwrap_or(false)
     }
 
     pub fn cancel(&self) {
@@ -201,9 +250,8 @@ impl Discovery {
         });
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.push(job.clone());
-            let running = |j: &Arc<Job>| j.to_json()["status"] == "running";
             while jobs.len() > KEEP_JOBS {
-                match jobs.iter().position(|j| !running(j)) {
+                match jobs.iter().position(|j| !j.running()) {
                     Some(k) => {
                         jobs.remove(k);
                     }
@@ -252,7 +300,7 @@ impl Discovery {
         let job = self.new_job("scan");
         let (me, j) = (self.clone(), job.clone());
         self.tasks.spawn(async move {
-            let found = me.scan(&j, addrs).await;
+            let found = me.scan(&j, addrs, |_| {}).await;
             if let Ok(mut last) = me.last_scan.lock() {
                 *last = found;
             }
@@ -288,14 +336,30 @@ impl Discovery {
         let job = self.new_job("collect");
         let (me, j) = (self.clone(), job.clone());
         self.tasks.spawn(async move {
-            let targets = if scan {
-                me.scan(&j, addrs).await
-            } else {
-                me.previous_targets()
+            // A BMC is crawled as soon as the scan finds it: the scan's last
+            // wave and the first crawls overlap instead of adding up.
+            let (tx, rx) = mpsc::unbounded_channel::<Target>();
+            let feed = async {
+                if scan {
+                    me.scan(&j, addrs, |t| {
+                        j.update(|p| p.total += 1);
+                        let _ = tx.send(t);
+                    })
+                    .await;
+                } else {
+                    let targets = me.previous_targets();
+                    j.update(|p| p.total = targets.len());
+                    for t in targets {
+                        let _ = tx.send(t);
+                    }
+                }
+                j.update(|p| p.phase = "collect".into());
+                drop(tx);
             };
-            if !j.cancel.is_cancelled() {
-                me.collect(&j, targets, map, run_default).await;
-            }
+            let targets = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|t| (t, rx))
+            });
+            futures_util::join!(feed, me.collect(&j, targets, map, run_default));
             me.finish(&j);
         });
         Ok(job)
@@ -328,11 +392,18 @@ impl Discovery {
         });
     }
 
-    async fn scan(&self, job: &Job, addrs: Vec<(SocketAddr, Option<String>)>) -> Vec<Target> {
+    /// Probes every address; `on_found` sees each BMC as soon as it answers.
+    async fn scan(
+        &self,
+        job: &Job,
+        addrs: Vec<(SocketAddr, Option<String>)>,
+        on_found: impl Fn(Target),
+    ) -> Vec<Target> {
         job.update(|p| {
             p.phase = "scan".into();
             p.addresses = addrs.len();
         });
+        let on_found = &on_found;
         let found: Vec<Target> = futures_util::stream::iter(addrs)
             .map(|(a, lease_mac)| async move {
                 let r = tokio::select! {
@@ -344,18 +415,20 @@ impl Discovery {
                     Some(Ok(root)) => {
                         let addr = targets::address_string(a);
                         job.update(|p| {
-                            p.bmcs.push(BmcReport {
+                            p.put(BmcReport {
                                 address: addr.clone(),
                                 status: "found".into(),
                                 redfish_version: root.redfish_version.clone(),
                                 ..Default::default()
                             })
                         });
-                        Some(Target {
+                        let t = Target {
                             addr,
                             ip: Some(a.ip()),
                             lease_mac,
-                        })
+                        };
+                        on_found(t.clone());
+                        Some(t)
                     }
                     Some(Err(e)) => {
                         tracing::debug!(address = %a, error = %e, "not a BMC");
@@ -371,35 +444,34 @@ impl Discovery {
         found
     }
 
+    /// Crawls and writes each BMC as `targets` yields it.
     async fn collect(
         &self,
         job: &Job,
-        targets: Vec<Target>,
+        targets: impl futures_util::Stream<Item = Target>,
         map: Option<naming::IdMap>,
         run_default: Option<Credentials>,
     ) {
-        job.update(|p| {
-            p.phase = "collect".into();
-            p.total = targets.len();
-        });
         let map = map.as_ref();
         let run_default = run_default.as_ref();
-        futures_util::stream::iter(targets)
-            .for_each_concurrent(self.config.collect_concurrency, |t| async move {
-                let report = self.collect_one(job, &t, map, run_default).await;
-                tracing::info!(
-                    address = %report.address, xname = %report.xname, status = %report.status,
-                    reason = %report.reason, "discovery"
-                );
-                job.update(|p| {
-                    p.done += 1;
-                    match p.bmcs.iter_mut().find(|b| b.address == report.address) {
-                        Some(b) => *b = report,
-                        None => p.bmcs.push(report),
-                    }
-                });
-            })
-            .await;
+        let (writes, queue) = mpsc::unbounded_channel::<Write>();
+        let crawls = async move {
+            let writes = &writes;
+            targets
+                .for_each_concurrent(self.config.collect_concurrency, |t| async move {
+                    let report = self.collect_one(job, &t, map, run_default, writes).await;
+                    tracing::info!(
+                        address = %report.address, xname = %report.xname, status = %report.status,
+                        reason = %report.reason, "discovery"
+                    );
+                    job.update(|p| {
+                        p.done += 1;
+                        p.put(report);
+                    });
+                })
+                .await;
+        };
+        futures_util::join!(crawls, write_groups(&self.store, queue));
     }
 
     async fn collect_one(
@@ -408,6 +480,7 @@ impl Discovery {
         t: &Target,
         map: Option<&naming::IdMap>,
         run_default: Option<&Credentials>,
+        writes: &mpsc::UnboundedSender<Write>,
     ) -> BmcReport {
         let mut report = BmcReport {
             address: t.addr.clone(),
@@ -493,7 +566,7 @@ impl Discovery {
             mac.as_deref().unwrap_or(""),
             &crawl,
         );
-        match self.write(&xname, &doc, &creds.password).await {
+        match self.write(writes, &xname, &doc, &creds.password).await {
             Ok(()) => {
                 report.status = "collected".into();
                 report
@@ -504,22 +577,224 @@ impl Discovery {
 
     /// Writes one V2 payload exactly as `POST` (new BMC) or `PUT` (known
     /// BMC) on `/hsm/v2/Inventory/RedfishEndpoints` would, storing the
-    /// working password sealed.
-    async fn write(&self, xname: &str, doc: &Value, password: &str) -> Result<(), WriteError> {
+    /// working password sealed. Decoding and sealing happen here, on the
+    /// crawl's task; only applying waits for the writer.
+    async fn write(
+        &self,
+        writes: &mpsc::UnboundedSender<Write>,
+        xname: &str,
+        doc: &Value,
+        password: &str,
+    ) -> Result<(), WriteError> {
         let mut e = endpoints::decode(doc)?;
         let sealed = self.secrets.seal(password).map_err(|err| {
             DomainError::Invalid(format!("the BMC password cannot be sealed: {err}"))
         })?;
         e.password = Some(sealed);
-        let id = xname.to_string();
-        self.store
+        let (reply, answer) = oneshot::channel();
+        writes
+            .send(Write {
+                id: xname.to_string(),
+                endpoint: e,
+                reply,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// One crawled BMC waiting to be written.
+struct Write {
+    id: String,
+    endpoint: EndpointIn,
+    reply: oneshot::Sender<Result<(), WriteError>>,
+}
+
+/// Crawled BMCs written per store write, at most.
+const WRITE_GROUP_MAX: usize = 128;
+
+/// Applies finished crawls in groups: whatever queued while the previous
+/// group was written goes into one store write. A write copies the parts of
+/// the inventory it changes (persistent maps share the rest), so neighbours
+/// written together are copied once instead of once per BMC.
+async fn write_groups(store: &Store, mut queue: mpsc::UnboundedReceiver<Write>) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < WRITE_GROUP_MAX {
+            match queue.try_recv() {
+                Ok(w) => group.push(w),
+                Err(_) => break,
+            }
+        }
+        write_group(store, group).await;
+    }
+}
+
+/// Writes a group all-or-nothing. A BMC the inventory refuses is answered
+/// with its error and the rest are written again without it, so each BMC
+/// ends exactly as if it had been written alone, in queue order.
+async fn write_group(store: &Store, group: Vec<Write>) {
+    let (mut items, mut replies): (Vec<(String, EndpointIn)>, Vec<_>) = group
+        .into_iter()
+        .map(|w| ((w.id, w.endpoint), w.reply))
+        .unzip();
+    while !items.is_empty() {
+        let shared = Arc::new(std::mem::take(&mut items));
+        let failed_at = Arc::new(AtomicUsize::new(usize::MAX));
+        let (group, at) = (shared.clone(), failed_at.clone());
+        let r = store
             .write(move |t| {
-                if t.model().redfish_endpoints.contains_key(&id) {
-                    endpoints::put(t, &id, &e).map(|_| ())
-                } else {
-                    endpoints::post(t, std::slice::from_ref(&e)).map(|_| ())
+                for (k, (id, e)) in group.iter().enumerate() {
+                    apply(t, id, e).inspect_err(|_| at.store(k, Ordering::Relaxed))?;
                 }
+                Ok(())
+            })
+            .await;
+        items = Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
+        let k = failed_at.load(Ordering::Relaxed);
+        match r {
+            Ok(()) => {
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Ok(()));
+                }
+                return;
+            }
+            Err(WriteError::Domain(e)) if k < items.len() => {
+                items.remove(k);
+                let _ = replies.remove(k).send(Err(WriteError::Domain(e)));
+            }
+            // Not one BMC's fault (storage, or a failure no BMC claimed):
+            // each BMC is written alone and gets its own answer.
+            Err(_) => {
+                for ((id, e), reply) in items.drain(..).zip(replies.drain(..)) {
+                    let r = store.write(move |t| apply(t, &id, &e)).await;
+                    let _ = reply.send(r);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// `PUT` for a known BMC, `POST` for a new one.
+fn apply(t: &mut Txn<'_>, id: &str, e: &EndpointIn) -> Result<(), DomainError> {
+    if t.model().redfish_endpoints.contains_key(id) {
+        endpoints::put(t, id, e).map(|_| ())
+    } else {
+        endpoints::post(t, std::slice::from_ref(e)).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redfish::{ManagerInfo, Nic, SystemInfo};
+
+    /// The V2 write of BMC `k` (xname `x1c0s{k}b0`), whose node has MAC
+    /// `02:00:00:00:00:0k`.
+    fn crawled(k: usize) -> (Write, oneshot::Receiver<Result<(), WriteError>>) {
+        let crawl = redfish::Crawl {
+            redfish_version: "1.6.0".into(),
+            systems: vec![SystemInfo {
+                path: "/redfish/v1/Systems/1".into(),
+                uuid: format!("uuid-{k}"),
+                power_state: "On".into(),
+                nics: vec![Nic {
+                    path: "/redfish/v1/Systems/1/EthernetInterfaces/1".into(),
+                    mac: format!("02:00:00:00:00:0{k}"),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            managers: vec![ManagerInfo {
+                path: "/redfish/v1/Managers/BMC".into(),
+                manager_type: "BMC".into(),
+                nics: vec![Nic {
+                    path: "/redfish/v1/Managers/BMC/EthernetInterfaces/1".into(),
+                    mac: format!("02:01:00:00:00:0{k}"),
+                    ipv4: vec![format!("10.0.0.{k}")],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let id = format!("x1c0s{k}b0");
+        let addr = format!("10.0.0.{k}");
+        let doc = payload::v2(&id, &addr, "root", "", &crawl);
+        let (reply, answer) = oneshot::channel();
+        let endpoint = endpoints::decode(&doc).unwrap();
+        (
+            Write {
+                id,
+                endpoint,
+                reply,
+            },
+            answer,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_refused_bmc_leaves_nothing_and_the_rest_of_its_group_is_written() {
+        let store = Store::open_in_memory().unwrap();
+        // BMC 2's node MAC already belongs to another node: its POST fails
+        // after the endpoint and components were put.
+        store
+            .write(|t| {
+                crate::inventory::interfaces::bind(
+                    t,
+                    "02:00:00:00:00:02",
+                    "x9c0s0b0n0",
+                    None,
+                    "",
+                    true,
+                )
             })
             .await
+            .unwrap();
+        let (writes, answers): (Vec<_>, Vec<_>) = (1..=4).map(crawled).unzip();
+        write_group(&store, writes).await;
+        let mut verdicts = Vec::new();
+        for a in answers {
+            verdicts.push(a.await.unwrap());
+        }
+        assert!(verdicts[0].is_ok() && verdicts[2].is_ok() && verdicts[3].is_ok());
+        assert!(
+            matches!(&verdicts[1], Err(WriteError::Domain(DomainError::Conflict(m))) if m.contains("x9c0s0b0n0")),
+            "{:?}",
+            verdicts[1]
+        );
+        let s = store.snapshot();
+        for k in [1, 3, 4] {
+            assert!(s.redfish_endpoints.contains_key(&format!("x1c0s{k}b0")));
+            assert!(s.components.contains_key(&format!("x1c0s{k}b0n0")));
+        }
+        assert!(!s.redfish_endpoints.contains_key("x1c0s2b0"));
+        assert!(!s.components.contains_key("x1c0s2b0"));
+        assert!(!s.components.contains_key("x1c0s2b0n0"));
+        assert!(!s.interfaces.contains_key("020100000002"));
+        assert_eq!(s.interfaces["020000000002"].component_id, "x9c0s0b0n0");
+        // Each BMC's node got its own NID, as if written one by one.
+        let mut nids: Vec<i64> = [1, 3, 4]
+            .iter()
+            .filter_map(|k| s.components[&format!("x1c0s{k}b0n0")].nid)
+            .collect();
+        nids.dedup();
+        assert_eq!(nids.len(), 3);
+    }
+
+    #[test]
+    fn progress_keeps_one_report_per_address() {
+        let mut p = Progress::default();
+        let r = |a: &str, s: &str| BmcReport {
+            address: a.into(),
+            status: s.into(),
+            ..Default::default()
+        };
+        p.put(r("a", "found"));
+        p.put(r("b", "found"));
+        p.put(r("a", "collected"));
+        assert_eq!(p.bmcs.len(), 2);
+        assert_eq!(p.bmcs[0].status, "collected");
     }
 }

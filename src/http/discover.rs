@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::json::ApiJson;
+use super::json::{ApiJson, QueryPairs};
 use super::problem::ApiError;
 use super::routes::{Access, Listeners, Route, route};
 use super::state::AppState;
@@ -125,27 +125,24 @@ async fn collect(
 }
 
 async fn jobs(State(st): State<AppState>) -> Response {
-    let list: Vec<Value> = st
-        .discovery
-        .jobs()
-        .iter()
-        .map(|j| {
-            let mut v = j.to_json();
-            if let Some(o) = v.as_object_mut() {
-                o.remove("bmcs");
-            }
-            v
-        })
-        .collect();
+    let list: Vec<Value> = st.discovery.jobs().iter().map(|j| j.json(false)).collect();
     axum::Json(json!({ "jobs": list })).into_response()
 }
 
-async fn job(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// `?bmcs=false` leaves out the per-BMC list (progress polling).
+async fn job(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
     let j = st
         .discovery
         .job(&id)
         .ok_or_else(|| ApiError::not_found(format!("no discovery job {id}")))?;
-    Ok(axum::Json(j.to_json()).into_response())
+    let bmcs = !q
+        .first("bmcs")
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "false" | "0" | "no"));
+    Ok(axum::Json(j.json(bmcs)).into_response())
 }
 
 async fn cancel(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -265,29 +265,47 @@ pub fn put_all(txn: &mut Txn<'_>, batch: Vec<Component>) -> Result<Vec<String>, 
         .filter_map(|id| by_id.remove(&id))
         .collect();
 
+    // NIDs are checked against the inventory's NID index one lookup at a
+    // time (a discovery writes a node or two per BMC into inventories of
+    // thousands; copying the index would make each write O(inventory)).
+    // A NID counts as taken when a component outside the batch holds it, or
+    // when a batch member has claimed it.
     let in_batch: std::collections::HashSet<String> = batch.iter().map(|c| c.id.clone()).collect();
-    let mut taken: std::collections::HashMap<i64, String> = txn
-        .model()
-        .nids
-        .iter()
-        .filter(|(_, id)| !in_batch.contains(*id))
-        .map(|(n, id)| (*n, id.clone()))
-        .collect();
+    let nids = &txn.model().nids;
+    let held_outside = |nid: i64| nids.get(&nid).filter(|id| !in_batch.contains(*id));
+    let mut claimed: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
     for c in &batch {
-        if let Some(nid) = c.nid
-            && let Some(other) = taken.insert(nid, c.id.clone())
-        {
-            return Err(DomainError::Conflict(format!(
-                "NID {nid} is already used by {other}; cannot give it to {}",
-                c.id
-            )));
+        if let Some(nid) = c.nid {
+            let other = claimed.get(&nid).or_else(|| held_outside(nid)).cloned();
+            if let Some(other) = other {
+                return Err(DomainError::Conflict(format!(
+                    "NID {nid} is already used by {other}; cannot give it to {}",
+                    c.id
+                )));
+            }
+            claimed.insert(nid, c.id.clone());
         }
     }
-    let mut next = taken.keys().copied().max().unwrap_or(0) + 1;
+    // One past the highest NID taken: scanning down from the top skips at
+    // most the batch's own old NIDs.
+    let top_outside = nids
+        .iter()
+        .rev()
+        .find(|(_, id)| !in_batch.contains(*id))
+        .map(|(n, _)| *n);
+    let mut next = top_outside
+        .into_iter()
+        .chain(claimed.keys().copied())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let taken = |n: i64, claimed: &std::collections::HashMap<i64, String>| {
+        claimed.contains_key(&n) || held_outside(n).is_some()
+    };
+    let node_maps = &txn.model().node_maps;
     for c in batch.iter_mut() {
         if c.nid.is_none() && c.is_node() {
-            let mapped = txn.model().node_maps.get(&c.id).cloned();
-            match mapped.filter(|m| !taken.contains_key(&m.nid)) {
+            match node_maps.get(&c.id).filter(|m| !taken(m.nid, &claimed)) {
                 Some(m) => {
                     c.nid = Some(m.nid);
                     if c.role.is_none() && !m.role.is_empty() {
@@ -298,14 +316,14 @@ pub fn put_all(txn: &mut Txn<'_>, batch: Vec<Component>) -> Result<Vec<String>, 
                     }
                 }
                 None => {
-                    while taken.contains_key(&next) {
+                    while taken(next, &claimed) {
                         next += 1;
                     }
                     c.nid = Some(next);
                 }
             }
             if let Some(nid) = c.nid {
-                taken.insert(nid, c.id.clone());
+                claimed.insert(nid, c.id.clone());
             }
         }
     }
@@ -752,6 +770,130 @@ pub fn parse_nid_ranges(ranges: &[String]) -> Result<Vec<(i64, i64)>, DomainErro
 mod tests {
     use super::*;
     use crate::inventory::Store;
+
+    /// `put_all`'s NID rules as first written, over a copy of the whole NID
+    /// index: what the indexed version must still decide.
+    fn put_all_by_copy(
+        m: &crate::inventory::Model,
+        batch: Vec<Component>,
+    ) -> Result<Vec<Component>, String> {
+        let mut order = Vec::new();
+        let mut by_id = std::collections::HashMap::new();
+        for c in batch {
+            if !by_id.contains_key(&c.id) {
+                order.push(c.id.clone());
+            }
+            by_id.insert(c.id.clone(), c);
+        }
+        let mut batch: Vec<Component> = order
+            .into_iter()
+            .filter_map(|id| by_id.remove(&id))
+            .collect();
+        let in_batch: std::collections::HashSet<String> =
+            batch.iter().map(|c| c.id.clone()).collect();
+        let mut taken: std::collections::HashMap<i64, String> = m
+            .nids
+            .iter()
+            .filter(|(_, id)| !in_batch.contains(*id))
+            .map(|(n, id)| (*n, id.clone()))
+            .collect();
+        for c in &batch {
+            if let Some(nid) = c.nid
+                && let Some(other) = taken.insert(nid, c.id.clone())
+            {
+                return Err(format!(
+                    "NID {nid} is already used by {other}; cannot give it to {}",
+                    c.id
+                ));
+            }
+        }
+        let mut next = taken.keys().copied().max().unwrap_or(0) + 1;
+        for c in batch.iter_mut() {
+            if c.nid.is_none() && c.is_node() {
+                match m
+                    .node_maps
+                    .get(&c.id)
+                    .filter(|x| !taken.contains_key(&x.nid))
+                {
+                    Some(x) => {
+                        c.nid = Some(x.nid);
+                        if c.role.is_none() && !x.role.is_empty() {
+                            c.role = Some(x.role.clone());
+                        }
+                    }
+                    None => {
+                        while taken.contains_key(&next) {
+                            next += 1;
+                        }
+                        c.nid = Some(next);
+                    }
+                }
+                if let Some(nid) = c.nid {
+                    taken.insert(nid, c.id.clone());
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn nid_rules_match_the_copying_version(
+            existing in proptest::collection::vec((0usize..10, proptest::option::of(1i64..12)), 0..8),
+            maps in proptest::collection::vec((0usize..10, 1i64..12), 0..4),
+            batch in proptest::collection::vec(
+                (0usize..10, proptest::option::of(1i64..12), proptest::bool::ANY), 0..6),
+        ) {
+            let node = |k: usize, nid: Option<i64>, bmc: bool| {
+                let (id, kind) = if bmc {
+                    (format!("x0c0s{k}b0"), "NodeBMC")
+                } else {
+                    (format!("x0c0s{k}b0n0"), "Node")
+                };
+                let mut c = Component::new(id, kind.into());
+                c.nid = if bmc { None } else { nid };
+                c
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let store = Store::open_in_memory().unwrap();
+                store
+                    .write(move |t| {
+                        for (k, nid) in existing {
+                            // NIDs stay unique in a valid inventory.
+                            let nid = nid.filter(|n| !t.model().nids.contains_key(n));
+                            t.put_component(node(k, nid, false));
+                        }
+                        for (k, nid) in maps {
+                            t.put_node_map(crate::inventory::model::NodeMap {
+                                id: format!("x0c0s{k}b0n0"),
+                                nid,
+                                role: "Service".into(),
+                                sub_role: String::new(),
+                            });
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+                let batch: Vec<Component> =
+                    batch.into_iter().map(|(k, nid, bmc)| node(k, nid, bmc)).collect();
+                let want = put_all_by_copy(&store.snapshot(), batch.clone());
+                let got = store
+                    .write(move |t| {
+                        let ids = put_all(t, batch)?;
+                        Ok(ids
+                            .iter()
+                            .filter_map(|id| t.model().components.get(id).cloned())
+                            .collect::<Vec<_>>())
+                    })
+                    .await
+                    .map_err(|e| e.to_string());
+                assert_eq!(got, want);
+            });
+        }
+    }
 
     fn comp(id: &str, nid: Option<i64>) -> ComponentIn {
         ComponentIn {

@@ -309,12 +309,17 @@ fn server_tls(addrs: &[SocketAddr]) -> std::io::Result<Arc<rustls::ServerConfig>
     let der =
         rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| err(&e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| err(&e))?
         .with_no_client_auth()
         .with_single_cert(vec![cert.der().clone()], der)
         .map_err(|e| err(&e))?;
+    // Every simulated BMC shares this configuration, but a real BMC keeps
+    // its own session cache: with rustls' shared 256-entry cache a
+    // thousand BMCs would refuse nearly every resumption a real one grants.
+    // Session tickets (the default of OpenSSL-based BMCs) need no cache.
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| err(&e))?;
     Ok(Arc::new(cfg))
 }
 
