@@ -122,6 +122,34 @@ pub fn routes() -> Vec<Route> {
             }
         }
     }
+    // Power capping is not built yet: its upstream routes answer 501, not
+    // 404, so a client can tell "not here yet" from "no such thing".
+    for (method, prefixed, root) in [
+        (Method::GET, "/power-control/v1/power-cap", "/power-cap"),
+        (Method::PATCH, "/power-control/v1/power-cap", "/power-cap"),
+        (
+            Method::POST,
+            "/power-control/v1/power-cap/snapshot",
+            "/power-cap/snapshot",
+        ),
+        (
+            Method::GET,
+            "/power-control/v1/power-cap/{id}",
+            "/power-cap/{id}",
+        ),
+    ] {
+        for p in [prefixed, root] {
+            out.push(route(
+                method.clone(),
+                p,
+                "pcs",
+                Token,
+                Api,
+                "Power capping: not implemented (501)",
+                power_cap_not_implemented,
+            ));
+        }
+    }
     out
 }
 
@@ -280,4 +308,14 @@ async fn health(State(st): State<AppState>) -> Response {
         "TaskRunner": "in-process",
     }))
     .into_response()
+}
+
+async fn power_cap_not_implemented(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        format!(
+            "{} (power capping) is not implemented by this appliance",
+            uri.path()
+        ),
+    )
 }
