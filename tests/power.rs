@@ -32,16 +32,7 @@ fn addrs(s: &SimBmcs) -> Vec<String> {
 }
 
 async fn wait_job(h: &Harness, job: &Value) -> Value {
-    let id = job["id"].as_str().expect("job id");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let v = h.api.get_json(&format!("/discovery/v1/jobs/{id}")).await;
-        if v["status"] != "running" {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "job did not end: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    h.wait_job(job, Duration::from_secs(120)).await
 }
 
 /// Collects the sims with the default credential; two BMCs share
@@ -90,21 +81,7 @@ async fn start_transition(h: &Harness, op: &str, deadline: f64, xnames: &[&str])
 }
 
 async fn wait_transition(h: &Harness, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let v = h
-            .api
-            .get_json(&format!("/power-control/v1/transitions/{id}"))
-            .await;
-        if matches!(
-            v["transitionStatus"].as_str(),
-            Some("completed" | "aborted")
-        ) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "transition did not end: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    h.wait_transition(id, Duration::from_secs(120)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

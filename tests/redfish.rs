@@ -249,16 +249,7 @@ async fn set_default_credentials(h: &Harness, password: &str) {
 
 /// Polls a discovery job until it ends.
 async fn wait_job(h: &Harness, job: &Value) -> Value {
-    let id = job["id"].as_str().expect("job id");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let v = h.api.get_json(&format!("/discovery/v1/jobs/{id}")).await;
-        if v["status"] != "running" {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "job did not end: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    h.wait_job(job, Duration::from_secs(180)).await
 }
 
 async fn collect(h: &Harness, targets: &[String]) -> Value {
@@ -287,21 +278,7 @@ async fn transition(h: &Harness, op: &str, xnames: &[&str]) -> Value {
         .as_str()
         .expect("transitionID")
         .to_string();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let v = h
-            .api
-            .get_json(&format!("/power-control/v1/transitions/{id}"))
-            .await;
-        if matches!(
-            v["transitionStatus"].as_str(),
-            Some("completed" | "aborted")
-        ) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "transition did not end: {v}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    h.wait_transition(&id, Duration::from_secs(240)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

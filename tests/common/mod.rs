@@ -43,6 +43,43 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// Polls a discovery job until it is no longer running; fails the test
+    /// after `within`.
+    pub async fn wait_job(&self, job: &Value, within: Duration) -> Value {
+        let id = job["id"].as_str().expect("job id");
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let v = self.api.get_json(&format!("/discovery/v1/jobs/{id}")).await;
+            if v["status"] != "running" {
+                return v;
+            }
+            assert!(std::time::Instant::now() < deadline, "job did not end: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls a power transition until it is completed or aborted; fails the
+    /// test after `within`.
+    pub async fn wait_transition(&self, id: &str, within: Duration) -> Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let v = self
+                .api
+                .get_json(&format!("/power-control/v1/transitions/{id}"))
+                .await;
+            if matches!(
+                v["transitionStatus"].as_str(),
+                Some("completed" | "aborted")
+            ) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "transition did not end: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     pub async fn start() -> Harness {
         Self::start_with(|_| {}).await
     }
