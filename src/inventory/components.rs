@@ -247,11 +247,9 @@ fn merge(old: &Component, v: &ValidComponent, force: bool, keep_nid: bool) -> Co
     c
 }
 
-/// Writes a batch of components whose NIDs must be unique over the final
-/// state (so swaps inside one batch succeed). Nodes without a NID get their
-/// NodeMap entry, else the next free number. Returns the IDs written.
-pub fn put_all(txn: &mut Txn<'_>, batch: Vec<Component>) -> Result<Vec<String>, DomainError> {
-    // One entry per ID: the last one wins, as if applied in order.
+/// One entry per ID, in first-seen order: the last one wins, as if the batch
+/// were applied in order.
+fn last_per_id(batch: Vec<Component>) -> Vec<Component> {
     let mut order = Vec::new();
     let mut by_id = std::collections::HashMap::new();
     for c in batch {
@@ -260,10 +258,17 @@ pub fn put_all(txn: &mut Txn<'_>, batch: Vec<Component>) -> Result<Vec<String>, 
         }
         by_id.insert(c.id.clone(), c);
     }
-    let mut batch: Vec<Component> = order
+    order
         .into_iter()
         .filter_map(|id| by_id.remove(&id))
-        .collect();
+        .collect()
+}
+
+/// Writes a batch of components whose NIDs must be unique over the final
+/// state (so swaps inside one batch succeed). Nodes without a NID get their
+/// NodeMap entry, else the next free number. Returns the IDs written.
+pub fn put_all(txn: &mut Txn<'_>, batch: Vec<Component>) -> Result<Vec<String>, DomainError> {
+    let mut batch = last_per_id(batch);
 
     // NIDs are checked against the inventory's NID index one lookup at a
     // time (a discovery writes a node or two per BMC into inventories of
@@ -777,18 +782,7 @@ mod tests {
         m: &crate::inventory::Model,
         batch: Vec<Component>,
     ) -> Result<Vec<Component>, String> {
-        let mut order = Vec::new();
-        let mut by_id = std::collections::HashMap::new();
-        for c in batch {
-            if !by_id.contains_key(&c.id) {
-                order.push(c.id.clone());
-            }
-            by_id.insert(c.id.clone(), c);
-        }
-        let mut batch: Vec<Component> = order
-            .into_iter()
-            .filter_map(|id| by_id.remove(&id))
-            .collect();
+        let mut batch = last_per_id(batch);
         let in_batch: std::collections::HashSet<String> =
             batch.iter().map(|c| c.id.clone()).collect();
         let mut taken: std::collections::HashMap<i64, String> = m
