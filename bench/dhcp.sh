@@ -110,9 +110,10 @@ dns = ["$SRV_IP"]
 domain = "bench.test"
 EOF
 
-python3 - "$WORK" "$IF_S" "$SRV_IP" > "$WORK/kea.json" <<'EOF'
+python3 - "$WORK" "$IF_S" "$SRV_IP" "${KEA_THREADS:-0}" > "$WORK/kea.json" <<'EOF'
 import json, sys
-work, iface, srv = sys.argv[1:4]
+work, iface, srv, threads = sys.argv[1:5]
+threads = int(threads)
 res = json.load(open(f"{work}/kea-reservations.json"))
 print(json.dumps({"Dhcp4": {
     "interfaces-config": {"interfaces": [iface], "dhcp-socket-type": "raw"},
@@ -124,6 +125,8 @@ print(json.dumps({"Dhcp4": {
                  "option-data": [{"name": "routers", "data": srv}, {"name": "domain-name-servers", "data": srv},
                                  {"name": "domain-name", "data": "bench.test"}],
                  "reservations": res}],
+    "multi-threading": {"enable-multi-threading": threads > 0, "thread-pool-size": max(threads, 1),
+                        "packet-queue-size": 64},
     "loggers": [{"name": "kea-dhcp4", "severity": "WARN", "output_options": [{"output": f"{work}/kea.log"}]}],
 }}))
 EOF

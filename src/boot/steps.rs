@@ -91,6 +91,9 @@ pub struct NodeSteps {
     pub last_step: Option<Step>,
     pub last_seen_ms: i64,
     pub steps: BTreeMap<Step, Seen>,
+    /// `ip` as an address, to see whether it changed without formatting.
+    #[serde(skip)]
+    pub last_ip: Option<IpAddr>,
 }
 
 /// Who a caller is, as far as the inventory tells.
@@ -182,6 +185,9 @@ fn url_path(url: &str) -> &str {
 #[derive(Default)]
 struct Inner {
     by_key: HashMap<String, NodeSteps>,
+    /// Where a step's detail is written before it is compared, so an
+    /// unchanged detail costs no allocation.
+    scratch: String,
 }
 
 /// The record; shared by every adapter (`Arc` in the app state).
@@ -198,38 +204,91 @@ impl BootSteps {
     /// `firmware` is true when the client is a PXE firmware's first stage
     /// (not iPXE, not an OS): that starts a new boot when the node's last one
     /// got past its boot script, so the record always shows one boot.
+    ///
+    /// It runs once per DHCP packet, so it resolves the MAC with one lookup
+    /// and, for a node already recorded, allocates nothing.
     pub fn dhcp(
         &self,
         model: &Model,
-        mac: &str,
+        mac: &[u8; 6],
         ip: Option<IpAddr>,
         firmware: bool,
-        detail: &str,
+        detail: impl std::fmt::Display,
         at_ms: i64,
     ) {
-        let c = caller(model, Some(mac), ip, at_ms / 1000);
-        self.record_inner(&c, Step::Dhcp, detail, at_ms, firmware);
+        let name = model
+            .interfaces
+            .get(&mac::to_id(mac))
+            .and_then(|i| model.components.get(&i.component_id))
+            .map(|c| c.id.as_str());
+        let colon = mac::to_colon(mac);
+        let key = name.unwrap_or(&colon);
+        self.update(
+            key,
+            name,
+            Some(&colon),
+            ip,
+            Step::Dhcp,
+            detail,
+            at_ms,
+            firmware,
+        );
     }
 
     fn record_inner(&self, caller: &Caller, step: Step, detail: &str, at_ms: i64, new_boot: bool) {
         let Some(key) = caller.key() else {
             return;
         };
-        let Ok(mut inner) = self.0.lock() else {
+        self.update(
+            &key,
+            caller.name.as_deref(),
+            caller.mac.as_deref(),
+            caller.ip,
+            step,
+            detail,
+            at_ms,
+            new_boot,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &self,
+        key: &str,
+        name: Option<&str>,
+        mac: Option<&str>,
+        ip: Option<IpAddr>,
+        step: Step,
+        detail: impl std::fmt::Display,
+        at_ms: i64,
+        new_boot: bool,
+    ) {
+        use std::fmt::Write as _;
+        let Ok(mut guard) = self.0.lock() else {
             return;
         };
-        if !inner.by_key.contains_key(&key) && inner.by_key.len() >= MAX_NODES {
-            return;
+        let inner = &mut *guard;
+        if !inner.by_key.contains_key(key) {
+            if inner.by_key.len() >= MAX_NODES {
+                return;
+            }
+            inner.by_key.insert(
+                key.to_string(),
+                NodeSteps {
+                    name: name.unwrap_or_default().to_string(),
+                    mac: String::new(),
+                    ip: String::new(),
+                    boot_started_ms: at_ms,
+                    last_step: None,
+                    last_seen_ms: at_ms,
+                    steps: BTreeMap::new(),
+                    last_ip: None,
+                },
+            );
         }
-        let rec = inner.by_key.entry(key).or_insert_with(|| NodeSteps {
-            name: caller.name.clone().unwrap_or_default(),
-            mac: String::new(),
-            ip: String::new(),
-            boot_started_ms: at_ms,
-            last_step: None,
-            last_seen_ms: at_ms,
-            steps: BTreeMap::new(),
-        });
+        let Some(rec) = inner.by_key.get_mut(key) else {
+            return;
+        };
         if new_boot && rec.steps.keys().any(|s| *s >= Step::Script) {
             rec.steps.clear();
             rec.boot_started_ms = at_ms;
@@ -237,10 +296,16 @@ impl BootSteps {
         if rec.steps.is_empty() {
             rec.boot_started_ms = at_ms;
         }
-        if let Some(m) = &caller.mac {
-            rec.mac.clone_from(m);
+        if let Some(m) = mac
+            && rec.mac != m
+        {
+            rec.mac.clear();
+            rec.mac.push_str(m);
         }
-        if let Some(ip) = caller.ip {
+        if let Some(ip) = ip
+            && rec.last_ip != Some(ip)
+        {
+            rec.last_ip = Some(ip);
             rec.ip = ip.to_string();
         }
         let seen = rec.steps.entry(step).or_insert_with(|| Seen {
@@ -251,8 +316,10 @@ impl BootSteps {
         });
         seen.last_ms = seen.last_ms.max(at_ms);
         seen.count = seen.count.saturating_add(1);
-        if seen.detail != detail {
-            seen.detail = detail.to_string();
+        inner.scratch.clear();
+        let _ = write!(inner.scratch, "{detail}");
+        if seen.detail != inner.scratch {
+            seen.detail.clone_from(&inner.scratch);
         }
         if at_ms >= rec.last_seen_ms || rec.last_step.is_none() {
             rec.last_seen_ms = at_ms;
@@ -394,10 +461,11 @@ mod tests {
         let store = model().await;
         let m = store.snapshot();
         let s = BootSteps::default();
-        let mac = "52:54:00:00:00:01";
+        let mac_s = "52:54:00:00:00:01";
+        let mac = &mac::parse(mac_s).unwrap();
         s.dhcp(&m, mac, None, true, "DISCOVER", 1_000);
         s.dhcp(&m, mac, ip("10.0.0.1"), true, "REQUEST", 1_100);
-        let c = caller(&m, Some(mac), None, 1);
+        let c = caller(&m, Some(mac_s), None, 1);
         s.record(&c, Step::Tftp, "undionly.kpxe", 1_500);
         s.dhcp(&m, mac, ip("10.0.0.1"), false, "REQUEST", 2_000);
         s.record(&c, Step::Script, "bootscript", 2_100);
@@ -429,7 +497,7 @@ mod tests {
         s.dhcp(&m, mac, None, true, "DISCOVER", 9_800);
         assert_eq!(s.query(None)[0].steps.len(), 2);
         // Unknown callers are kept by MAC.
-        s.dhcp(&m, "02:00:00:00:00:09", None, true, "DISCOVER", 10);
+        s.dhcp(&m, &[2, 0, 0, 0, 0, 9], None, true, "DISCOVER", 10);
         assert_eq!(s.query(None).len(), 2);
         assert_eq!(s.query(Some("02:00:00:00:00:09"))[0].name, "");
     }

@@ -337,24 +337,35 @@ fn boot_step(state: &AppState, snap: &crate::inventory::Snapshot, h: &super::Han
         .map(|r| r.yiaddr)
         .filter(|ip| !ip.is_unspecified())
         .map(IpAddr::V4);
-    let detail = match reply {
-        Some(r) => format!(
-            "{:?} -> {:?} {}",
-            q.kind,
-            r.kind,
-            r.boot_file.as_deref().unwrap_or("")
-        ),
-        None => format!("{:?} -> no reply", q.kind),
-    };
     let now_ms = chrono::Utc::now().timestamp_millis();
     state.boot_steps.dhcp(
         snap,
-        &mac::to_colon(&q.mac),
+        &q.mac,
         ip,
         firmware,
-        detail.trim_end(),
+        StepDetail {
+            kind: q.kind,
+            reply: reply.map(|r| (r.kind, r.boot_file.as_deref().unwrap_or(""))),
+        },
         now_ms,
     );
+}
+
+/// A DHCP boot step's detail, `DISCOVER -> Offer file`, written only when
+/// it differs from the one recorded.
+struct StepDetail<'a> {
+    kind: super::policy::Kind,
+    reply: Option<(super::policy::ReplyKind, &'a str)>,
+}
+
+impl std::fmt::Display for StepDetail<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.reply {
+            Some((kind, "")) => write!(f, "{:?} -> {kind:?}", self.kind),
+            Some((kind, file)) => write!(f, "{:?} -> {kind:?} {file}", self.kind),
+            None => write!(f, "{:?} -> no reply", self.kind),
+        }
+    }
 }
 
 /// Adds what `c` means for the stored lease records to the batch.

@@ -8,8 +8,6 @@
 //! the DHCP lookup by MAC reliable. Only 48-bit addresses are accepted:
 //! SMD's IDs, DHCP's `chaddr` matching and the boot scripts all assume them.
 
-use std::fmt::Write as _;
-
 /// A string that is not a 48-bit MAC address in any accepted spelling.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("invalid MAC address {0:?}")]
@@ -40,33 +38,42 @@ fn from_hex12(hex: &[u8]) -> Option<[u8; 6]> {
 }
 
 /// Splits on `sep`, requires `groups` groups of `width` characters each,
-/// and returns the concatenated digits.
-fn grouped(s: &str, sep: char, groups: usize, width: usize) -> Option<Vec<u8>> {
-    let parts: Vec<&str> = s.split(sep).collect();
-    if parts.len() != groups || parts.iter().any(|p| p.len() != width) {
-        return None;
+/// and collects the digits into `out` (twelve of them, or `None`).
+fn grouped(s: &[u8], sep: u8, groups: usize, width: usize) -> Option<[u8; 12]> {
+    let mut out = [0u8; 12];
+    let mut n = 0;
+    let mut parts = 0;
+    for part in s.split(|c| *c == sep) {
+        parts += 1;
+        if parts > groups || part.len() != width || n + width > out.len() {
+            return None;
+        }
+        out[n..n + width].copy_from_slice(part);
+        n += width;
     }
-    Some(parts.concat().into_bytes())
+    (parts == groups && n == out.len()).then_some(out)
 }
 
 /// Accepts `"52:54:00:BE:EF:01"`, `"52-54-00-be-ef-01"`, `"525400beef01"`
 /// and `"5254.00be.ef01"` (any case, surrounding whitespace ignored); six
 /// octets only, each written with two digits and one kind of separator.
 pub fn parse(s: &str) -> Result<[u8; 6], MacError> {
-    let t = s.trim();
-    let hex = if t.contains(':') {
-        grouped(t, ':', 6, 2)
-    } else if t.contains('-') {
-        grouped(t, '-', 6, 2)
-    } else if t.contains('.') {
-        grouped(t, '.', 3, 4)
+    let t = s.trim().as_bytes();
+    let hex = if t.contains(&b':') {
+        grouped(t, b':', 6, 2)
+    } else if t.contains(&b'-') {
+        grouped(t, b'-', 6, 2)
+    } else if t.contains(&b'.') {
+        grouped(t, b'.', 3, 4)
     } else {
-        Some(t.as_bytes().to_vec())
+        <[u8; 12]>::try_from(t).ok()
     };
-    hex.as_deref()
-        .and_then(from_hex12)
+    hex.as_ref()
+        .and_then(|h| from_hex12(h))
         .ok_or_else(|| MacError(s.to_string()))
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Lower case with colons, as SMD emits `MACAddress`: `"52:54:00:be:ef:01"`.
 pub fn to_colon(m: &[u8; 6]) -> String {
@@ -75,7 +82,8 @@ pub fn to_colon(m: &[u8; 6]) -> String {
         if i > 0 {
             out.push(':');
         }
-        let _ = write!(out, "{b:02x}");
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
 }
@@ -85,7 +93,8 @@ pub fn to_colon(m: &[u8; 6]) -> String {
 pub fn to_id(m: &[u8; 6]) -> String {
     let mut out = String::with_capacity(12);
     for b in m {
-        let _ = write!(out, "{b:02x}");
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
 }
