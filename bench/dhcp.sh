@@ -18,6 +18,7 @@
 #   bench/dhcp.sh
 #   STEP_SECS=5 RATES="4000 8000 12000 16000 20000" bench/dhcp.sh
 #   OPENCHAMI_BIN=/path/to/openchami SERVERS=openchami bench/dhcp.sh
+#   KEA_THREADS=2 SERVER_CPU=0,1 SERVERS=kea bench/dhcp.sh   (Kea multi-threaded)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
