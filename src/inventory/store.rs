@@ -124,10 +124,10 @@ fn remove_id(list: &mut IdList, id: &str) {
 /// Everything the appliance knows, as persistent maps plus derived indexes.
 #[derive(Debug, Clone, Default)]
 pub struct Model {
-    pub components: OrdMap<String, Component>,
-    pub interfaces: OrdMap<String, EthernetInterface>,
-    pub redfish_endpoints: OrdMap<String, RedfishEndpoint>,
-    pub component_endpoints: OrdMap<String, ComponentEndpoint>,
+    pub components: OrdMap<String, Arc<Component>>,
+    pub interfaces: OrdMap<String, Arc<EthernetInterface>>,
+    pub redfish_endpoints: OrdMap<String, Arc<RedfishEndpoint>>,
+    pub component_endpoints: OrdMap<String, Arc<ComponentEndpoint>>,
     pub groups: OrdMap<String, Group>,
     pub partitions: OrdMap<String, Partition>,
     pub node_maps: OrdMap<String, NodeMap>,
@@ -162,8 +162,25 @@ pub struct Model {
 }
 
 impl Model {
+    /// The component `id`, borrowed from the shared record.
+    pub fn component(&self, id: &str) -> Option<&Component> {
+        self.components.get(id).map(Arc::as_ref)
+    }
+
+    pub fn interface(&self, id: &str) -> Option<&EthernetInterface> {
+        self.interfaces.get(id).map(Arc::as_ref)
+    }
+
+    pub fn redfish_endpoint(&self, id: &str) -> Option<&RedfishEndpoint> {
+        self.redfish_endpoints.get(id).map(Arc::as_ref)
+    }
+
+    pub fn component_endpoint(&self, id: &str) -> Option<&ComponentEndpoint> {
+        self.component_endpoints.get(id).map(Arc::as_ref)
+    }
+
     pub fn component_by_nid(&self, nid: i64) -> Option<&Component> {
-        self.nids.get(&nid).and_then(|id| self.components.get(id))
+        self.nids.get(&nid).and_then(|id| self.component(id))
     }
 
     /// Groups the component belongs to, in label order.
@@ -189,11 +206,7 @@ impl Model {
     pub fn interfaces_of(&self, xname: &str) -> Vec<&EthernetInterface> {
         self.interfaces_by_component
             .get(xname)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|id| self.interfaces.get(id))
-                    .collect()
-            })
+            .map(|ids| ids.iter().filter_map(|id| self.interface(id)).collect())
             .unwrap_or_default()
     }
 
@@ -201,11 +214,7 @@ impl Model {
     pub fn interfaces_with_ip(&self, ip: IpAddr) -> Vec<&EthernetInterface> {
         self.interfaces_by_ip
             .get(&ip)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|id| self.interfaces.get(id))
-                    .collect()
-            })
+            .map(|ids| ids.iter().filter_map(|id| self.interface(id)).collect())
             .unwrap_or_default()
     }
 
@@ -379,7 +388,10 @@ impl<'a> Txn<'a> {
             .collect()
     }
 
-    pub fn put_component(&mut self, c: Component) {
+    /// Takes a new record or a shared one (`Arc`), so a caller that
+    /// changed nothing can put the very record it read.
+    pub fn put_component(&mut self, c: impl Into<Arc<Component>>) {
+        let c = c.into();
         if let Some(old) = self.model.components.get(&c.id)
             && let Some(nid) = old.nid
             && self.model.nids.get(&nid) == Some(&c.id)
@@ -393,7 +405,7 @@ impl<'a> Txn<'a> {
         self.model.components.insert(c.id.clone(), c);
     }
 
-    pub fn delete_component(&mut self, id: &str) -> Option<Component> {
+    pub fn delete_component(&mut self, id: &str) -> Option<Arc<Component>> {
         let old = self.model.components.remove(id)?;
         if let Some(nid) = old.nid
             && self.model.nids.get(&nid).map(String::as_str) == Some(id)
@@ -404,7 +416,8 @@ impl<'a> Txn<'a> {
         Some(old)
     }
 
-    pub fn put_interface(&mut self, i: EthernetInterface) {
+    pub fn put_interface(&mut self, i: impl Into<Arc<EthernetInterface>>) {
+        let i = i.into();
         if let Some(old) = self.model.interfaces.get(&i.id).cloned() {
             self.model.unindex_interface(&old);
         }
@@ -413,30 +426,32 @@ impl<'a> Txn<'a> {
         self.model.interfaces.insert(i.id.clone(), i);
     }
 
-    pub fn delete_interface(&mut self, id: &str) -> Option<EthernetInterface> {
+    pub fn delete_interface(&mut self, id: &str) -> Option<Arc<EthernetInterface>> {
         let old = self.model.interfaces.remove(id)?;
         self.model.unindex_interface(&old);
         self.record::<EthernetInterface>(Table::EthernetInterfaces, id, None);
         Some(old)
     }
 
-    pub fn put_redfish_endpoint(&mut self, e: RedfishEndpoint) {
+    pub fn put_redfish_endpoint(&mut self, e: impl Into<Arc<RedfishEndpoint>>) {
+        let e = e.into();
         self.record(Table::RedfishEndpoints, &e.id, Some(&e));
         self.model.redfish_endpoints.insert(e.id.clone(), e);
     }
 
-    pub fn delete_redfish_endpoint(&mut self, id: &str) -> Option<RedfishEndpoint> {
+    pub fn delete_redfish_endpoint(&mut self, id: &str) -> Option<Arc<RedfishEndpoint>> {
         let old = self.model.redfish_endpoints.remove(id)?;
         self.record::<RedfishEndpoint>(Table::RedfishEndpoints, id, None);
         Some(old)
     }
 
-    pub fn put_component_endpoint(&mut self, e: ComponentEndpoint) {
+    pub fn put_component_endpoint(&mut self, e: impl Into<Arc<ComponentEndpoint>>) {
+        let e = e.into();
         self.record(Table::ComponentEndpoints, &e.id, Some(&e));
         self.model.component_endpoints.insert(e.id.clone(), e);
     }
 
-    pub fn delete_component_endpoint(&mut self, id: &str) -> Option<ComponentEndpoint> {
+    pub fn delete_component_endpoint(&mut self, id: &str) -> Option<Arc<ComponentEndpoint>> {
         let old = self.model.component_endpoints.remove(id)?;
         self.record::<ComponentEndpoint>(Table::ComponentEndpoints, id, None);
         Some(old)
