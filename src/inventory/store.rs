@@ -873,6 +873,10 @@ fn writer_loop(mut db: Db, inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
                         generation: current.generation + 1,
                         model,
                     }));
+                    // The old model's replaced nodes go now, not after the
+                    // replies, so a trim the writer's callers ask for sees them.
+                    drop(current);
+                    crate::mem::large_write_committed(changes.len());
                     Ok(())
                 }
                 Err(e) => {
