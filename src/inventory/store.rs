@@ -17,9 +17,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use compact_str::CompactString;
 use imbl::OrdMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 
 use super::DomainError;
@@ -105,13 +107,15 @@ pub enum WriteError {
     Store(#[from] StoreError),
 }
 
-/// Interface IDs under one index key: almost always one, so a small sorted
-/// vector rather than a tree set (whose smallest node is ~1.6 KB).
-pub type IdList = Vec<String>;
+/// IDs under one index key: almost always one, so a sorted vector rather
+/// than a tree set (whose smallest node is ~1.6 KB), holding its first ID
+/// inline, and IDs (xnames, MAC-based IDs, short labels) inline too: an
+/// index entry of a 10,000-node inventory then costs no allocation at all.
+pub type IdList = SmallVec<[CompactString; 1]>;
 
 fn add_id(list: &mut IdList, id: &str) {
     if let Err(pos) = list.binary_search_by(|x| x.as_str().cmp(id)) {
-        list.insert(pos, id.to_string());
+        list.insert(pos, CompactString::from(id));
     }
 }
 
@@ -139,10 +143,10 @@ pub struct Model {
     /// IP address → interface IDs bound to it.
     pub interfaces_by_ip: OrdMap<IpAddr, IdList>,
     /// Component xname → interface IDs bound to it.
-    pub interfaces_by_component: OrdMap<String, IdList>,
+    pub interfaces_by_component: OrdMap<CompactString, IdList>,
     /// Component xname → labels of the groups it is a member of (sorted; a
     /// node is in a handful of groups, so a small vector, not a tree set).
-    pub groups_by_member: OrdMap<String, IdList>,
+    pub groups_by_member: OrdMap<CompactString, IdList>,
     /// cloud-init cluster defaults (one record).
     pub cloud_init_defaults: Arc<ClusterDefaults>,
     /// cloud-init groups by name.
@@ -187,7 +191,12 @@ impl Model {
     pub fn groups_of(&self, xname: &str) -> Vec<&Group> {
         self.groups_by_member
             .get(xname)
-            .map(|labels| labels.iter().filter_map(|l| self.groups.get(l)).collect())
+            .map(|labels| {
+                labels
+                    .iter()
+                    .filter_map(|l| self.groups.get(l.as_str()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -229,7 +238,7 @@ impl Model {
         if !i.component_id.is_empty() {
             add_id(
                 self.interfaces_by_component
-                    .entry(i.component_id.clone())
+                    .entry(CompactString::from(i.component_id.as_str()))
                     .or_default(),
                 &i.id,
             );
@@ -243,16 +252,19 @@ impl Model {
             .filter_map(|a| a.ip_address.parse::<IpAddr>().ok())
         {
             if let Some(set) = self.interfaces_by_ip.get_mut(&ip) {
-                set.retain(|x| *x != i.id);
+                set.retain(|x| x.as_str() != i.id);
                 if set.is_empty() {
                     self.interfaces_by_ip.remove(&ip);
                 }
             }
         }
-        if let Some(set) = self.interfaces_by_component.get_mut(&i.component_id) {
-            set.retain(|x| *x != i.id);
+        if let Some(set) = self
+            .interfaces_by_component
+            .get_mut(i.component_id.as_str())
+        {
+            set.retain(|x| x.as_str() != i.id);
             if set.is_empty() {
-                self.interfaces_by_component.remove(&i.component_id);
+                self.interfaces_by_component.remove(i.component_id.as_str());
             }
         }
     }
@@ -261,18 +273,26 @@ impl Model {
 /// Moves the membership index from `old`'s members to `new`'s (same
 /// label), touching only members that changed: imports add members one
 /// at a time to groups of thousands.
-fn reindex_group(index: &mut OrdMap<String, IdList>, label: &str, old: &[String], new: &[String]) {
+fn reindex_group(
+    index: &mut OrdMap<CompactString, IdList>,
+    label: &str,
+    old: &[String],
+    new: &[String],
+) {
     let (removed, added) = member_diff(old, new);
     for m in removed {
-        if let Some(list) = index.get_mut(m) {
+        if let Some(list) = index.get_mut(m.as_str()) {
             remove_id(list, label);
             if list.is_empty() {
-                index.remove(m);
+                index.remove(m.as_str());
             }
         }
     }
     for m in added {
-        add_id(index.entry(m.clone()).or_default(), label);
+        add_id(
+            index.entry(CompactString::from(m.as_str())).or_default(),
+            label,
+        );
     }
 }
 
@@ -332,8 +352,11 @@ impl std::ops::Deref for Snapshot {
 /// ends, so a record changed many times in one write costs one document.
 pub struct Txn<'a> {
     model: &'a mut Model,
-    touched: Vec<(Table, String)>,
-    seen: std::collections::HashSet<(Table, String)>,
+    /// Keys inline (`CompactString`): an import touches 50,000 rows, and
+    /// 100,000 short-lived key copies interleaved with the new records
+    /// would leave the heap too fragmented to give back afterwards.
+    touched: Vec<(Table, CompactString)>,
+    seen: std::collections::HashSet<(Table, CompactString)>,
     now: chrono::DateTime<chrono::Utc>,
     /// False while the model is loaded from the database at start: the rows
     /// are already stored, and remembering 50,000 keys only raises the peak.
@@ -369,7 +392,7 @@ impl<'a> Txn<'a> {
         if !self.recording {
             return;
         }
-        let k = (table, key.to_string());
+        let k = (table, CompactString::from(key));
         if self.seen.insert(k.clone()) {
             self.touched.push(k);
         }
@@ -383,7 +406,11 @@ impl<'a> Txn<'a> {
             .into_iter()
             .map(|(table, key)| {
                 let doc = doc_of(self.model, table, &key);
-                Change { table, key, doc }
+                Change {
+                    table,
+                    key: key.into_string(),
+                    doc,
+                }
             })
             .collect()
     }
