@@ -695,6 +695,8 @@ enum Request {
 
 struct Inner {
     current: ArcSwap<Snapshot>,
+    /// Told the row count of each committed batch (see `observe_commits`).
+    commit_observer: std::sync::OnceLock<fn(usize)>,
 }
 
 /// Handle to the inventory store; cheap to clone.
@@ -727,6 +729,7 @@ impl Store {
                 generation: 0,
                 model,
             }),
+            commit_observer: std::sync::OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer_inner = inner.clone();
@@ -738,6 +741,15 @@ impl Store {
             inner,
             requests: tx,
         })
+    }
+
+    /// Has `f` called, on the writer thread, with the number of rows of
+    /// every committed batch once the new snapshot is published and the
+    /// writer has let go of the old one (the server trims the heap after
+    /// large ones). One observer; later calls are ignored. `f` must be
+    /// quick: the batch's callers are answered after it returns.
+    pub fn observe_commits(&self, f: fn(usize)) {
+        let _ = self.inner.commit_observer.set(f);
     }
 
     /// The current snapshot. Holding it keeps that view alive, nothing more.
@@ -901,9 +913,11 @@ fn writer_loop(mut db: Db, inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
                         model,
                     }));
                     // The old model's replaced nodes go now, not after the
-                    // replies, so a trim the writer's callers ask for sees them.
+                    // replies, so what the observer triggers sees them gone.
                     drop(current);
-                    crate::mem::large_write_committed(changes.len());
+                    if let Some(observe) = inner.commit_observer.get() {
+                        observe(changes.len());
+                    }
                     Ok(())
                 }
                 Err(e) => {
