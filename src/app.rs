@@ -86,6 +86,7 @@ impl App {
         let tokens = tokens_task.await.context("token key task failed")??;
         let secrets = secrets_task.await.context("secret key task failed")??;
         let store = store_task.await.context("store start-up task failed")??;
+        store.observe_commits(crate::mem::large_write_committed);
 
         let node_base = node_base(&config, node_addrs.first().copied());
         let issuer = config.issuer();

@@ -14,6 +14,7 @@ pub mod discover;
 pub mod http;
 pub mod inventory;
 pub mod lab;
+pub mod mem;
 pub mod metadata;
 pub mod metrics;
 pub mod power;

@@ -105,7 +105,7 @@ fn spec(b: &BootConfig) -> BootSpec {
 fn find<'m>(model: &'m Model, sel: &Selector) -> Option<&'m Component> {
     match sel {
         Selector::Mac(m) => component_of_mac(model, m),
-        Selector::Name(x) => model.components.get(x),
+        Selector::Name(x) => model.component(x),
         Selector::Nid(n) => model.component_by_nid(*n),
     }
 }

@@ -373,7 +373,7 @@ pub fn bootable(model: &Model, c: &Component) -> bool {
 pub fn component_of_mac<'m>(model: &'m Model, mac_colon: &str) -> Option<&'m Component> {
     let id = mac::id_of(mac_colon).ok()?;
     let iface = model.interfaces.get(&id)?;
-    model.components.get(&iface.component_id)
+    model.component(&iface.component_id)
 }
 
 /// The first MAC the inventory has for a node (for `BOOTIF=` and retries).
@@ -508,7 +508,7 @@ mod tests {
         assert_eq!(k("x0c0s0b0n0", Some("52:54:00:00:00:03")), "mac");
         assert_eq!(k("x0c0s1b0n0", None), "nid");
         assert_eq!(k("x0c0s0b0n0", None), "role");
-        let mut c = s.components["x0c0s0b0n0"].clone();
+        let mut c = Component::clone(&s.components["x0c0s0b0n0"]);
         c.role = None;
         assert_eq!(config_for(&s, &c, None).unwrap().kernel, "default");
     }

@@ -28,7 +28,9 @@ pub fn run(global: &Global, args: &ServeArgs) -> ExitCode {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
+    crate::mem::tune();
     init_logging();
+    crate::mem::start_trimmer();
     crate::app::raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -64,6 +66,8 @@ fn init_logging() {
 async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let first_start = !config.state_dir.join("ca").join("root.crt").exists();
     let app = App::start(config).await?;
+    // Loading the inventory parsed every stored document; give that back.
+    tokio::task::spawn_blocking(crate::mem::trim);
     if first_start {
         tracing::info!(
             root = %app.state_dir().join("ca/root.crt").display(),

@@ -499,7 +499,7 @@ impl Discovery {
         }
         let endpoint = early
             .as_ref()
-            .and_then(|x| snap.redfish_endpoints.get(x))
+            .and_then(|x| snap.redfish_endpoint(x))
             .cloned();
         let mut names: Vec<String> = early.iter().cloned().collect();
         names.push(t.addr.clone());

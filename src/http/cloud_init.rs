@@ -362,7 +362,7 @@ fn render_group_file(snap: &Snapshot, node: &str, file: &str) -> Result<Response
         })?;
     let member = snap
         .group_labels_of(node)
-        .is_some_and(|l| l.contains(&label));
+        .is_some_and(|l| l.iter().any(|x| *x == label));
     if !member {
         return Err(ApiError::not_found(format!(
             "node {node} is not a member of group {label}"

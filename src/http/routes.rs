@@ -203,6 +203,13 @@ async fn count_requests(State(st): State<AppState>, req: Request, next: Next) ->
     resp
 }
 
+/// A large body leaves large free blocks behind once sent: ask for a trim.
+async fn note_large_body(resp: Response) -> Response {
+    use axum::body::HttpBody;
+    crate::mem::large_body_sent(resp.body().size_hint().lower());
+    resp
+}
+
 /// Which listener a router is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
@@ -243,6 +250,7 @@ pub fn router(state: AppState, listener: Listener) -> Router {
     );
     r.layer(
         ServiceBuilder::new()
+            .layer(middleware::map_response(note_large_body))
             .layer(middleware::from_fn(problem::render_problems))
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(in_flight))
             .layer(DeadlineLayer::new(timeout))

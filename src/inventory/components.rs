@@ -5,6 +5,8 @@
 //! them, and the CLI import reuses them, so every path that creates a
 //! component applies the same rules.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use super::enums::{self, HmsType};
@@ -384,7 +386,7 @@ pub fn put_one(
 }
 
 /// Removes a component and its group and partition memberships.
-pub fn delete(txn: &mut Txn<'_>, id: &str) -> Option<Component> {
+pub fn delete(txn: &mut Txn<'_>, id: &str) -> Option<Arc<Component>> {
     let old = txn.delete_component(id)?;
     for mut g in txn
         .model()
@@ -576,8 +578,7 @@ pub fn bulk_nid(txn: &mut Txn<'_>, input: &BulkNidIn) -> Result<(), DomainError>
         }
         let mut c = txn
             .model()
-            .components
-            .get(&id)
+            .component(&id)
             .cloned()
             .ok_or_else(|| DomainError::NotFound(format!("no component {id}")))?;
         c.nid = Some(nid);
@@ -879,7 +880,7 @@ mod tests {
                         let ids = put_all(t, batch)?;
                         Ok(ids
                             .iter()
-                            .filter_map(|id| t.model().components.get(id).cloned())
+                            .filter_map(|id| t.model().component(id).cloned())
                             .collect::<Vec<_>>())
                     })
                     .await

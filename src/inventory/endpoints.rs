@@ -582,7 +582,7 @@ pub fn put(
             )));
         }
     }
-    let old = txn.model().redfish_endpoints.get(&id).cloned();
+    let old = txn.model().redfish_endpoint(&id).cloned();
     let ep = build(txn, &id, kind, e, old.as_ref())?;
     check_fqdn(txn.model(), &ep)?;
     txn.put_redfish_endpoint(ep.clone());
@@ -606,7 +606,7 @@ pub fn patch(
         .get(&id)
         .cloned()
         .ok_or_else(|| DomainError::NotFound(format!("no RedfishEndpoint {id}")))?;
-    let mut ep = old.clone();
+    let mut ep = RedfishEndpoint::clone(&old);
     let set = |target: &mut String, v: &Option<String>| {
         if let Some(v) = v {
             *target = v.clone();
@@ -653,7 +653,7 @@ pub fn patch(
         ep.ip_address = a.ip_address;
         check_fqdn(txn.model(), &ep)?;
     }
-    if ep != old {
+    if ep != *old {
         txn.put_redfish_endpoint(ep.clone());
     }
     Ok(ep)
@@ -661,7 +661,7 @@ pub fn patch(
 
 /// A component that lost its endpoint: upstream marks it `Empty`.
 fn set_empty(txn: &mut Txn<'_>, id: &str) {
-    if let Some(c) = txn.model().components.get(id)
+    if let Some(c) = txn.model().component(id)
         && (c.state != "Empty" || c.flag != "OK")
     {
         let mut c = c.clone();
@@ -793,7 +793,7 @@ fn name_nodes<'a>(
 /// (NID, Role, SubRole, Flag, Enabled), but is marked present again if it
 /// was `Unknown`, `Empty` or `Populated`.
 fn present(m: &Model, id: &str, kind: HmsType, state: &str) -> Component {
-    match m.components.get(id) {
+    match m.component(id) {
         Some(c) => {
             let mut c = c.clone();
             if matches!(c.state.as_str(), "Unknown" | "Empty" | "Populated") {
@@ -1244,7 +1244,7 @@ mod tests {
         post_v(&store, v2()).await.unwrap();
         store
             .write(|t| {
-                let mut c = t.model().components["x1000c0s0b0n0"].clone();
+                let mut c = t.model().component("x1000c0s0b0n0").unwrap().clone();
                 c.nid = Some(42);
                 c.role = Some("Service".into());
                 c.sub_role = Some("Master".into());

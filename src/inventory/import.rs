@@ -113,7 +113,7 @@ fn put_interface(txn: &mut Txn<'_>, mut want: EthernetInterface) -> Outcome {
     if let Some(old) = &old {
         let mut cmp = want.clone();
         cmp.last_update = old.last_update.clone();
-        if &cmp == old {
+        if cmp == **old {
             return Outcome::Same;
         }
     }
@@ -175,7 +175,7 @@ pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainErro
     let mut comps = Vec::new();
     for (id, name, bmac, bip) in &bmcs {
         let kind = xname::type_of(id).unwrap_or(HmsType::NodeBMC);
-        let comp = match txn.model().components.get(id) {
+        let comp = match txn.model().component(id) {
             Some(c) if c.enabled == Some(true) => None,
             Some(c) => Some((
                 Component {
@@ -204,7 +204,7 @@ pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainErro
         }
         let bip = bip.as_deref().map(|a| ip(a, id)).transpose()?;
         let bmac = bmac.as_deref().map(|m| mac_of(m, id)).transpose()?;
-        let old = txn.model().redfish_endpoints.get(id).cloned();
+        let old = txn.model().redfish_endpoint(id).cloned();
         let mut ep = old.clone().unwrap_or_else(|| RedfishEndpoint {
             id: id.clone(),
             kind: kind.as_str().into(),
@@ -304,7 +304,7 @@ pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainErro
         {
             return Err(DomainError::Invalid(format!("{id}: NID {nid} is negative")));
         }
-        match txn.model().components.get(id).cloned() {
+        match txn.model().component(id) {
             Some(old) => {
                 let mut c = old.clone();
                 if n.nid.is_some() {
@@ -316,7 +316,7 @@ pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainErro
                 if sub_role.is_some() {
                     c.sub_role = sub_role;
                 }
-                if c != old {
+                if c != *old {
                     s.updated.components += 1;
                     comps.push(c);
                 }

@@ -8,6 +8,8 @@
 //! payloads of `Inventory/RedfishEndpoints` create interfaces through
 //! [`bind`], so they obey the same rules as a client's POST.
 
+use std::sync::Arc;
+
 use std::net::IpAddr;
 
 use serde::Deserialize;
@@ -161,8 +163,7 @@ pub fn create(txn: &mut Txn<'_>, input: &InterfaceIn) -> Result<String, DomainEr
 
 fn existing(txn: &Txn<'_>, id: &str) -> Result<EthernetInterface, DomainError> {
     txn.model()
-        .interfaces
-        .get(id)
+        .interface(id)
         .cloned()
         .ok_or_else(|| DomainError::NotFound(format!("no Ethernet interface {id}")))
 }
@@ -292,7 +293,7 @@ pub fn bind(
 ) -> Result<(), DomainError> {
     let id = parse_id(mac_address)?;
     let mac_address = parse_mac(mac_address)?;
-    let old = txn.model().interfaces.get(&id).cloned();
+    let old = txn.model().interface(&id).cloned();
     let mut want = match &old {
         Some(o) => {
             if !o.component_id.is_empty() && o.component_id != component_id && !allow_move {
@@ -430,7 +431,11 @@ impl InterfaceFilter {
 
     /// The matching interfaces, in ID order.
     pub fn select<'m>(&self, m: &'m Model) -> Vec<&'m EthernetInterface> {
-        m.interfaces.values().filter(|i| self.matches(i)).collect()
+        m.interfaces
+            .values()
+            .map(Arc::as_ref)
+            .filter(|i| self.matches(i))
+            .collect()
     }
 }
 

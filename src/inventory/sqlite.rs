@@ -53,6 +53,9 @@ impl Db {
             .map_err(sql)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql)?;
+        // Reads are served from memory; SQLite's cache only helps writes and
+        // the one load at start, and its 2 MiB default stays resident.
+        conn.pragma_update(None, "cache_size", -512).map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sql)?;
         let mut db = Db { conn };

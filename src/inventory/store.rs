@@ -17,9 +17,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use compact_str::CompactString;
 use imbl::OrdMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 
 use super::DomainError;
@@ -105,13 +107,15 @@ pub enum WriteError {
     Store(#[from] StoreError),
 }
 
-/// Interface IDs under one index key: almost always one, so a small sorted
-/// vector rather than a tree set (whose smallest node is ~1.6 KB).
-pub type IdList = Vec<String>;
+/// IDs under one index key: almost always one, so a sorted vector rather
+/// than a tree set (whose smallest node is ~1.6 KB), holding its first ID
+/// inline, and IDs (xnames, MAC-based IDs, short labels) inline too: an
+/// index entry of a 10,000-node inventory then costs no allocation at all.
+pub type IdList = SmallVec<[CompactString; 1]>;
 
 fn add_id(list: &mut IdList, id: &str) {
     if let Err(pos) = list.binary_search_by(|x| x.as_str().cmp(id)) {
-        list.insert(pos, id.to_string());
+        list.insert(pos, CompactString::from(id));
     }
 }
 
@@ -124,10 +128,10 @@ fn remove_id(list: &mut IdList, id: &str) {
 /// Everything the appliance knows, as persistent maps plus derived indexes.
 #[derive(Debug, Clone, Default)]
 pub struct Model {
-    pub components: OrdMap<String, Component>,
-    pub interfaces: OrdMap<String, EthernetInterface>,
-    pub redfish_endpoints: OrdMap<String, RedfishEndpoint>,
-    pub component_endpoints: OrdMap<String, ComponentEndpoint>,
+    pub components: OrdMap<String, Arc<Component>>,
+    pub interfaces: OrdMap<String, Arc<EthernetInterface>>,
+    pub redfish_endpoints: OrdMap<String, Arc<RedfishEndpoint>>,
+    pub component_endpoints: OrdMap<String, Arc<ComponentEndpoint>>,
     pub groups: OrdMap<String, Group>,
     pub partitions: OrdMap<String, Partition>,
     pub node_maps: OrdMap<String, NodeMap>,
@@ -139,10 +143,10 @@ pub struct Model {
     /// IP address → interface IDs bound to it.
     pub interfaces_by_ip: OrdMap<IpAddr, IdList>,
     /// Component xname → interface IDs bound to it.
-    pub interfaces_by_component: OrdMap<String, IdList>,
+    pub interfaces_by_component: OrdMap<CompactString, IdList>,
     /// Component xname → labels of the groups it is a member of (sorted; a
     /// node is in a handful of groups, so a small vector, not a tree set).
-    pub groups_by_member: OrdMap<String, IdList>,
+    pub groups_by_member: OrdMap<CompactString, IdList>,
     /// cloud-init cluster defaults (one record).
     pub cloud_init_defaults: Arc<ClusterDefaults>,
     /// cloud-init groups by name.
@@ -162,15 +166,37 @@ pub struct Model {
 }
 
 impl Model {
+    /// The component `id`, borrowed from the shared record.
+    pub fn component(&self, id: &str) -> Option<&Component> {
+        self.components.get(id).map(Arc::as_ref)
+    }
+
+    pub fn interface(&self, id: &str) -> Option<&EthernetInterface> {
+        self.interfaces.get(id).map(Arc::as_ref)
+    }
+
+    pub fn redfish_endpoint(&self, id: &str) -> Option<&RedfishEndpoint> {
+        self.redfish_endpoints.get(id).map(Arc::as_ref)
+    }
+
+    pub fn component_endpoint(&self, id: &str) -> Option<&ComponentEndpoint> {
+        self.component_endpoints.get(id).map(Arc::as_ref)
+    }
+
     pub fn component_by_nid(&self, nid: i64) -> Option<&Component> {
-        self.nids.get(&nid).and_then(|id| self.components.get(id))
+        self.nids.get(&nid).and_then(|id| self.component(id))
     }
 
     /// Groups the component belongs to, in label order.
     pub fn groups_of(&self, xname: &str) -> Vec<&Group> {
         self.groups_by_member
             .get(xname)
-            .map(|labels| labels.iter().filter_map(|l| self.groups.get(l)).collect())
+            .map(|labels| {
+                labels
+                    .iter()
+                    .filter_map(|l| self.groups.get(l.as_str()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -189,11 +215,7 @@ impl Model {
     pub fn interfaces_of(&self, xname: &str) -> Vec<&EthernetInterface> {
         self.interfaces_by_component
             .get(xname)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|id| self.interfaces.get(id))
-                    .collect()
-            })
+            .map(|ids| ids.iter().filter_map(|id| self.interface(id)).collect())
             .unwrap_or_default()
     }
 
@@ -201,11 +223,7 @@ impl Model {
     pub fn interfaces_with_ip(&self, ip: IpAddr) -> Vec<&EthernetInterface> {
         self.interfaces_by_ip
             .get(&ip)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|id| self.interfaces.get(id))
-                    .collect()
-            })
+            .map(|ids| ids.iter().filter_map(|id| self.interface(id)).collect())
             .unwrap_or_default()
     }
 
@@ -220,7 +238,7 @@ impl Model {
         if !i.component_id.is_empty() {
             add_id(
                 self.interfaces_by_component
-                    .entry(i.component_id.clone())
+                    .entry(CompactString::from(i.component_id.as_str()))
                     .or_default(),
                 &i.id,
             );
@@ -234,16 +252,19 @@ impl Model {
             .filter_map(|a| a.ip_address.parse::<IpAddr>().ok())
         {
             if let Some(set) = self.interfaces_by_ip.get_mut(&ip) {
-                set.retain(|x| *x != i.id);
+                set.retain(|x| x.as_str() != i.id);
                 if set.is_empty() {
                     self.interfaces_by_ip.remove(&ip);
                 }
             }
         }
-        if let Some(set) = self.interfaces_by_component.get_mut(&i.component_id) {
-            set.retain(|x| *x != i.id);
+        if let Some(set) = self
+            .interfaces_by_component
+            .get_mut(i.component_id.as_str())
+        {
+            set.retain(|x| x.as_str() != i.id);
             if set.is_empty() {
-                self.interfaces_by_component.remove(&i.component_id);
+                self.interfaces_by_component.remove(i.component_id.as_str());
             }
         }
     }
@@ -252,18 +273,26 @@ impl Model {
 /// Moves the membership index from `old`'s members to `new`'s (same
 /// label), touching only members that changed: imports add members one
 /// at a time to groups of thousands.
-fn reindex_group(index: &mut OrdMap<String, IdList>, label: &str, old: &[String], new: &[String]) {
+fn reindex_group(
+    index: &mut OrdMap<CompactString, IdList>,
+    label: &str,
+    old: &[String],
+    new: &[String],
+) {
     let (removed, added) = member_diff(old, new);
     for m in removed {
-        if let Some(list) = index.get_mut(m) {
+        if let Some(list) = index.get_mut(m.as_str()) {
             remove_id(list, label);
             if list.is_empty() {
-                index.remove(m);
+                index.remove(m.as_str());
             }
         }
     }
     for m in added {
-        add_id(index.entry(m.clone()).or_default(), label);
+        add_id(
+            index.entry(CompactString::from(m.as_str())).or_default(),
+            label,
+        );
     }
 }
 
@@ -323,8 +352,11 @@ impl std::ops::Deref for Snapshot {
 /// ends, so a record changed many times in one write costs one document.
 pub struct Txn<'a> {
     model: &'a mut Model,
-    touched: Vec<(Table, String)>,
-    seen: std::collections::HashSet<(Table, String)>,
+    /// Keys inline (`CompactString`): an import touches 50,000 rows, and
+    /// 100,000 short-lived key copies interleaved with the new records
+    /// would leave the heap too fragmented to give back afterwards.
+    touched: Vec<(Table, CompactString)>,
+    seen: std::collections::HashSet<(Table, CompactString)>,
     now: chrono::DateTime<chrono::Utc>,
     /// False while the model is loaded from the database at start: the rows
     /// are already stored, and remembering 50,000 keys only raises the peak.
@@ -360,7 +392,7 @@ impl<'a> Txn<'a> {
         if !self.recording {
             return;
         }
-        let k = (table, key.to_string());
+        let k = (table, CompactString::from(key));
         if self.seen.insert(k.clone()) {
             self.touched.push(k);
         }
@@ -374,12 +406,19 @@ impl<'a> Txn<'a> {
             .into_iter()
             .map(|(table, key)| {
                 let doc = doc_of(self.model, table, &key);
-                Change { table, key, doc }
+                Change {
+                    table,
+                    key: key.into_string(),
+                    doc,
+                }
             })
             .collect()
     }
 
-    pub fn put_component(&mut self, c: Component) {
+    /// Takes a new record or a shared one (`Arc`), so a caller that
+    /// changed nothing can put the very record it read.
+    pub fn put_component(&mut self, c: impl Into<Arc<Component>>) {
+        let c = c.into();
         if let Some(old) = self.model.components.get(&c.id)
             && let Some(nid) = old.nid
             && self.model.nids.get(&nid) == Some(&c.id)
@@ -393,7 +432,7 @@ impl<'a> Txn<'a> {
         self.model.components.insert(c.id.clone(), c);
     }
 
-    pub fn delete_component(&mut self, id: &str) -> Option<Component> {
+    pub fn delete_component(&mut self, id: &str) -> Option<Arc<Component>> {
         let old = self.model.components.remove(id)?;
         if let Some(nid) = old.nid
             && self.model.nids.get(&nid).map(String::as_str) == Some(id)
@@ -404,7 +443,8 @@ impl<'a> Txn<'a> {
         Some(old)
     }
 
-    pub fn put_interface(&mut self, i: EthernetInterface) {
+    pub fn put_interface(&mut self, i: impl Into<Arc<EthernetInterface>>) {
+        let i = i.into();
         if let Some(old) = self.model.interfaces.get(&i.id).cloned() {
             self.model.unindex_interface(&old);
         }
@@ -413,30 +453,32 @@ impl<'a> Txn<'a> {
         self.model.interfaces.insert(i.id.clone(), i);
     }
 
-    pub fn delete_interface(&mut self, id: &str) -> Option<EthernetInterface> {
+    pub fn delete_interface(&mut self, id: &str) -> Option<Arc<EthernetInterface>> {
         let old = self.model.interfaces.remove(id)?;
         self.model.unindex_interface(&old);
         self.record::<EthernetInterface>(Table::EthernetInterfaces, id, None);
         Some(old)
     }
 
-    pub fn put_redfish_endpoint(&mut self, e: RedfishEndpoint) {
+    pub fn put_redfish_endpoint(&mut self, e: impl Into<Arc<RedfishEndpoint>>) {
+        let e = e.into();
         self.record(Table::RedfishEndpoints, &e.id, Some(&e));
         self.model.redfish_endpoints.insert(e.id.clone(), e);
     }
 
-    pub fn delete_redfish_endpoint(&mut self, id: &str) -> Option<RedfishEndpoint> {
+    pub fn delete_redfish_endpoint(&mut self, id: &str) -> Option<Arc<RedfishEndpoint>> {
         let old = self.model.redfish_endpoints.remove(id)?;
         self.record::<RedfishEndpoint>(Table::RedfishEndpoints, id, None);
         Some(old)
     }
 
-    pub fn put_component_endpoint(&mut self, e: ComponentEndpoint) {
+    pub fn put_component_endpoint(&mut self, e: impl Into<Arc<ComponentEndpoint>>) {
+        let e = e.into();
         self.record(Table::ComponentEndpoints, &e.id, Some(&e));
         self.model.component_endpoints.insert(e.id.clone(), e);
     }
 
-    pub fn delete_component_endpoint(&mut self, id: &str) -> Option<ComponentEndpoint> {
+    pub fn delete_component_endpoint(&mut self, id: &str) -> Option<Arc<ComponentEndpoint>> {
         let old = self.model.component_endpoints.remove(id)?;
         self.record::<ComponentEndpoint>(Table::ComponentEndpoints, id, None);
         Some(old)
@@ -653,6 +695,8 @@ enum Request {
 
 struct Inner {
     current: ArcSwap<Snapshot>,
+    /// Told the row count of each committed batch (see `observe_commits`).
+    commit_observer: std::sync::OnceLock<fn(usize)>,
 }
 
 /// Handle to the inventory store; cheap to clone.
@@ -685,6 +729,7 @@ impl Store {
                 generation: 0,
                 model,
             }),
+            commit_observer: std::sync::OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer_inner = inner.clone();
@@ -696,6 +741,15 @@ impl Store {
             inner,
             requests: tx,
         })
+    }
+
+    /// Has `f` called, on the writer thread, with the number of rows of
+    /// every committed batch once the new snapshot is published and the
+    /// writer has let go of the old one (the server trims the heap after
+    /// large ones). One observer; later calls are ignored. `f` must be
+    /// quick: the batch's callers are answered after it returns.
+    pub fn observe_commits(&self, f: fn(usize)) {
+        let _ = self.inner.commit_observer.set(f);
     }
 
     /// The current snapshot. Holding it keeps that view alive, nothing more.
@@ -858,6 +912,12 @@ fn writer_loop(mut db: Db, inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
                         generation: current.generation + 1,
                         model,
                     }));
+                    // The old model's replaced nodes go now, not after the
+                    // replies, so what the observer triggers sees them gone.
+                    drop(current);
+                    if let Some(observe) = inner.commit_observer.get() {
+                        observe(changes.len());
+                    }
                     Ok(())
                 }
                 Err(e) => {

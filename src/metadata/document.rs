@@ -105,10 +105,10 @@ pub fn gather<'a>(model: &'a Model, node: &'a Component, settings: Settings<'a>)
                     label: l.as_str(),
                     smd_description: model
                         .groups
-                        .get(l)
+                        .get(l.as_str())
                         .map(|g| g.description.as_str())
                         .unwrap_or(""),
-                    cloud_init: model.cloud_init_groups.get(l),
+                    cloud_init: model.cloud_init_groups.get(l.as_str()),
                 })
                 .collect()
         })

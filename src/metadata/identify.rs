@@ -26,7 +26,7 @@ pub fn node_by_address(model: &Model, ip: IpAddr, now: i64) -> Option<(&Componen
     let by_interface = model
         .interfaces_with_ip(ip)
         .into_iter()
-        .filter_map(|i| model.components.get(&i.component_id))
+        .filter_map(|i| model.component(&i.component_id))
         .find(|c| c.is_node());
     if let Some(c) = by_interface {
         return Some((c, Via::Interface));
@@ -38,8 +38,7 @@ pub fn node_by_address(model: &Model, ip: IpAddr, now: i64) -> Option<(&Componen
     let id = mac::id_of(&lease.mac).ok()?;
     let iface = model.interfaces.get(&id)?;
     model
-        .components
-        .get(&iface.component_id)
+        .component(&iface.component_id)
         .filter(|c| c.is_node())
         .map(|c| (c, Via::Lease))
 }

@@ -26,7 +26,9 @@ use crate::ca::secret::SecretBox;
 use crate::config::PowerConfig;
 use crate::discover::{credentials, targets};
 use crate::inventory::components::parse_xname;
-use crate::inventory::model::{ComponentEndpoint, PowerTask, PowerTransition, RedfishEndpoint};
+use crate::inventory::model::{
+    Component, ComponentEndpoint, PowerTask, PowerTransition, RedfishEndpoint,
+};
 use crate::inventory::{DomainError, Snapshot, Store, WriteError};
 use crate::redfish::{self, Bmc, Credentials, Transport};
 use plan::{Operation, Phase};
@@ -126,7 +128,7 @@ fn route_of(snap: &Snapshot, xname: &str) -> Result<(RedfishEndpoint, NodeRoute)
         .and_then(|a| a.computer_system_reset.clone())
         .unwrap_or_default();
     Ok((
-        ep.clone(),
+        RedfishEndpoint::clone(ep),
         NodeRoute {
             xname: xname.to_string(),
             system: ce.odata_id.clone(),
@@ -732,7 +734,7 @@ impl Power {
                     if let Some(c) = t.model().components.get(&x)
                         && let Some(new) = plan::component_state(&c.state, on)
                     {
-                        let mut c = c.clone();
+                        let mut c = Component::clone(c);
                         c.state = new.into();
                         t.put_component(c);
                     }

@@ -1,5 +1,7 @@
 //! `State/Components`, NIDs and the SMD query routes.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -232,11 +234,12 @@ async fn list(State(st): State<AppState>, q: QueryPairs) -> Result<Response, Api
     let filter = ComponentFilter::from_query(|k| q.all(k))?;
     let snap = st.store.snapshot();
     if filter.is_empty() {
-        return Ok(wrap(snap.components.values(), &q));
+        return Ok(wrap(snap.components.values().map(Arc::as_ref), &q));
     }
     Ok(wrap(
         snap.components
             .values()
+            .map(Arc::as_ref)
             .filter(|c| filter.matches(&snap, c)),
         &q,
     ))
@@ -376,7 +379,7 @@ async fn by_nid_query(
         })
         .filter_map(|id| snap.components.get(&id).cloned())
         .collect::<Vec<_>>();
-    Ok(wrap(items.iter(), &q))
+    Ok(wrap(items.iter().map(Arc::as_ref), &q))
 }
 
 #[derive(Deserialize, Default)]
@@ -394,7 +397,7 @@ async fn query_post(
     let mut items = Vec::new();
     for raw in &body.componentids {
         let (id, _) = parse_xname(raw)?;
-        if let Some(c) = snap.components.get(&id) {
+        if let Some(c) = snap.component(&id) {
             items.push(c);
         }
     }
@@ -412,6 +415,7 @@ async fn query_get(
     let items: Vec<&Component> = snap
         .components
         .values()
+        .map(Arc::as_ref)
         .filter(|c| xname::is_descendant_or_self(&c.id, &id) && filter.matches(&snap, c))
         .collect();
     if items.is_empty() && !snap.components.contains_key(&id) {

@@ -156,7 +156,7 @@ async fn list(State(st): State<AppState>, q: QueryPairs) -> Result<Response, Api
         .redfish_endpoints
         .values()
         .filter(|e| filter.matches(e))
-        .map(RedfishEndpoint::public)
+        .map(|e| e.public())
         .collect();
     Ok(axum::Json(json!({ "RedfishEndpoints": items })).into_response())
 }

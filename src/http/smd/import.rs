@@ -27,5 +27,8 @@ async fn post(
     ApiJson(body): ApiJson<ClusterIn>,
 ) -> Result<Response, ApiError> {
     let summary = st.store.write(move |t| import::apply(t, &body)).await?;
+    // The parsed file and the previous model are gone by now: return their
+    // memory before answering (see crate::mem).
+    let _ = tokio::task::spawn_blocking(crate::mem::trim).await;
     Ok(axum::Json(summary).into_response())
 }
