@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::deleted;
+use super::{deleted, found};
 use crate::http::AppState;
 use crate::http::json::{ApiJson, QueryPairs};
 use crate::http::problem::ApiError;
@@ -269,12 +269,9 @@ async fn delete_all(State(st): State<AppState>) -> Result<Response, ApiError> {
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (id, _) = parse_xname(&id)?;
-    let snap = st.store.snapshot();
-    let c = snap
-        .components
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no component {id}")))?;
-    Ok(axum::Json(c).into_response())
+    found(st.store.snapshot().components.get(&id), || {
+        format!("no component {id}")
+    })
 }
 
 async fn put_one(

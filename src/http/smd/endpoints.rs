@@ -11,7 +11,7 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{created, deleted};
+use super::{created, deleted, found};
 use crate::http::AppState;
 use crate::http::json::{ExactJson, QueryPairs};
 use crate::http::problem::ApiError;
@@ -240,12 +240,9 @@ async fn delete_all_ces(State(st): State<AppState>) -> Result<Response, ApiError
 
 async fn get_ce(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (id, _) = parse_xname(&id)?;
-    let snap = st.store.snapshot();
-    let c = snap
-        .component_endpoints
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no ComponentEndpoint {id}")))?;
-    Ok(axum::Json(c).into_response())
+    found(st.store.snapshot().component_endpoints.get(&id), || {
+        format!("no ComponentEndpoint {id}")
+    })
 }
 
 async fn delete_ce(

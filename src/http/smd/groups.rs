@@ -5,7 +5,7 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{created, deleted, message};
+use super::{created, deleted, found, message};
 use crate::http::AppState;
 use crate::http::json::{ApiJson, QueryPairs};
 use crate::http::problem::ApiError;
@@ -564,12 +564,9 @@ async fn node_map(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (id, _) = parse_xname(&id)?;
-    let snap = st.store.snapshot();
-    let m = snap
-        .node_maps
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no node map for {id}")))?;
-    Ok(axum::Json(m).into_response())
+    found(st.store.snapshot().node_maps.get(&id), || {
+        format!("no node map for {id}")
+    })
 }
 
 async fn put_node_map(

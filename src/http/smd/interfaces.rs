@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 
-use super::{created_one, deleted};
+use super::{created_one, deleted, found};
 use crate::http::AppState;
 use crate::http::json::{ApiJson, QueryPairs};
 use crate::http::problem::ApiError;
@@ -141,12 +141,9 @@ async fn delete_all(State(st): State<AppState>) -> Result<Response, ApiError> {
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = interfaces::parse_id(&id)?;
-    let snap = st.store.snapshot();
-    let i = snap
-        .interfaces
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no Ethernet interface {id}")))?;
-    Ok(axum::Json(i).into_response())
+    found(st.store.snapshot().interfaces.get(&id), || {
+        format!("no Ethernet interface {id}")
+    })
 }
 
 async fn patch(

@@ -168,6 +168,16 @@ pub fn message(msg: impl Into<String>) -> Response {
 }
 
 /// "deleted 1 entry" / "deleted 3 entries".
+/// One record as JSON, or a 404 naming what is missing.
+pub fn found<T: serde::Serialize>(
+    record: Option<&T>,
+    missing: impl FnOnce() -> String,
+) -> Result<Response, super::problem::ApiError> {
+    record
+        .map(|r| axum::Json(r).into_response())
+        .ok_or_else(|| super::problem::ApiError::not_found(missing()))
+}
+
 pub fn deleted(n: usize) -> Response {
     message(format!(
         "deleted {n} {}",
