@@ -107,7 +107,7 @@ impl Client {
         let resp = req
             .send()
             .await
-            .map_err(|e| anyhow!("cannot reach {}: {}", self.base, root_cause(&e)))?;
+            .map_err(|e| anyhow!("cannot reach {}: {}", self.base, crate::root_cause(&e)))?;
         let status = resp.status();
         let bytes = resp.bytes().await.context("reading the response")?;
         let v = if bytes.is_empty() {
@@ -133,7 +133,7 @@ impl Client {
         let resp = req
             .send()
             .await
-            .map_err(|e| anyhow!("cannot reach {}: {}", self.base, root_cause(&e)))?;
+            .map_err(|e| anyhow!("cannot reach {}: {}", self.base, crate::root_cause(&e)))?;
         let status = resp.status();
         let bytes = resp.bytes().await.context("reading the response")?;
         if status.is_success() {
@@ -143,16 +143,6 @@ impl Client {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Self::result(&Method::GET, path, status, v).map(|_| String::new())
     }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    let mut last = e.to_string();
-    while let Some(next) = cur.source() {
-        last = next.to_string();
-        cur = next;
-    }
-    last
 }
 
 fn tls_config(pem: &[u8]) -> anyhow::Result<rustls::ClientConfig> {

@@ -443,7 +443,7 @@ impl Bmc {
         let kind = if e.is_timeout() {
             ErrorKind::Timeout(self.opts.request_timeout.as_secs())
         } else {
-            ErrorKind::Connect(root_cause(e))
+            ErrorKind::Connect(crate::root_cause(e))
         };
         Error::new(&self.addr, what, kind)
     }
@@ -513,16 +513,6 @@ fn path_of(url: &str) -> String {
     }
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    let mut last = e.to_string();
-    while let Some(next) = cur.source() {
-        last = next.to_string();
-        cur = next;
-    }
-    last
-}
-
 /// Why an address is not a BMC.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProbeError {
@@ -564,7 +554,7 @@ pub async fn probe(transport: &Transport, addr: SocketAddr) -> Result<RootInfo, 
         .timeout(transport.opts.request_timeout.min(Duration::from_secs(10)))
         .send()
         .await
-        .map_err(|e| ProbeError::NotRedfish(root_cause(&e)))?;
+        .map_err(|e| ProbeError::NotRedfish(crate::root_cause(&e)))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(ProbeError::NotRedfish(format!(
