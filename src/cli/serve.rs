@@ -32,15 +32,9 @@ pub fn run(global: &Global, args: &ServeArgs) -> ExitCode {
     init_logging();
     crate::mem::start_trimmer();
     crate::app::raise_open_file_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("openchami: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(serve(config, global.config.clone())) {
         Ok(()) => ExitCode::SUCCESS,
@@ -50,6 +44,18 @@ pub fn run(global: &Global, args: &ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The multi-threaded runtime of the long-running commands (`serve`,
+/// `sim-bmc`); a failure to start it is reported and becomes the exit code.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("openchami: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn init_logging() {

@@ -61,15 +61,9 @@ pub fn run(args: &SimArgs) -> ExitCode {
     cfg.tls = !args.no_tls;
     cfg.sessions = !args.no_sessions;
     cfg.power_on = args.power_on;
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::serve::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("openchami: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async {
         let sims = match SimBmcs::start(cfg, None).await {
