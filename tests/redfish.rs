@@ -252,6 +252,19 @@ async fn wait_job(h: &Harness, job: &Value) -> Value {
     h.wait_job(job, Duration::from_secs(180)).await
 }
 
+/// An emulator crawled into a fresh appliance with the right credentials
+/// (None when the emulator is missing outside CI): the emulator, the
+/// appliance and the finished collect job.
+async fn collected_emulator() -> Option<(Emulator, Harness, Value)> {
+    let bin = emulator_or_skip()?;
+    let emu = Emulator::start(&bin).await;
+    let h = harness().await;
+    set_default_credentials(&h, PASSWORD).await;
+    let done = collect(&h, &[emu.addr()]).await;
+    assert_eq!(done["collected"], 1, "{done}");
+    Some((emu, h, done))
+}
+
 async fn collect(h: &Harness, targets: &[String]) -> Value {
     let job = h
         .api
@@ -320,14 +333,9 @@ async fn scan_finds_the_emulator_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collect_writes_components_nids_macs_and_endpoints() {
-    let Some(bin) = emulator_or_skip() else {
+    let Some((emu, h, done)) = collected_emulator().await else {
         return;
     };
-    let emu = Emulator::start(&bin).await;
-    let h = harness().await;
-    set_default_credentials(&h, PASSWORD).await;
-    let done = collect(&h, &[emu.addr()]).await;
-    assert_eq!(done["collected"], 1, "{done}");
     let bmc = &done["bmcs"][0];
     assert_eq!(bmc["xname"], BMC, "{done}");
     assert_eq!(bmc["systems"], 2, "{done}");
@@ -423,14 +431,9 @@ async fn collect_writes_components_nids_macs_and_endpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_on_off_and_reset_change_the_emulator() {
-    let Some(bin) = emulator_or_skip() else {
+    let Some((emu, h, _)) = collected_emulator().await else {
         return;
     };
-    let emu = Emulator::start(&bin).await;
-    let h = harness().await;
-    set_default_credentials(&h, PASSWORD).await;
-    let done = collect(&h, &[emu.addr()]).await;
-    assert_eq!(done["collected"], 1, "{done}");
     let (n0, n1) = (format!("{BMC}n0"), format!("{BMC}n1"));
     let (off_uuid, on_uuid) = (SYSTEMS[0].0, SYSTEMS[1].0);
 
