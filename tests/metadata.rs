@@ -181,7 +181,7 @@ async fn documents_of_a_node_in_two_groups() {
     golden("two-groups.vendor-data", &vendor);
     assert_eq!(
         h.node.get("/cloud-init/user-data").await.ok().text(),
-        "#cloud-config\n"
+        "#cloud-config\n{}\n"
     );
     assert_eq!(
         h.node.get("/cloud-init/compute.yaml").await.ok().text(),
@@ -374,7 +374,7 @@ async fn identification_by_lease() {
     );
     assert_eq!(
         h.node.get("/cloud-init/rack2.yaml").await.ok().text(),
-        "#cloud-config\n",
+        "#cloud-config\n{}\n",
         "a group without cloud-init data serves an empty cloud-config"
     );
     // An expired lease identifies nobody; a lookup never lags a write.
@@ -999,12 +999,19 @@ async fn cloud_init_accepts_the_served_files() {
     .unwrap();
     schema(&compute);
 
-    // user-data is `#cloud-config` alone (the contract); cloud-init accepts
-    // it at boot, but its schema checker refuses any empty document.
-    assert_eq!(
-        h.node.get("/cloud-init/user-data").await.ok().text(),
-        "#cloud-config\n"
-    );
+    // The empty documents (user-data, a group without a file) are an empty
+    // mapping: `#cloud-config` alone is what upstream serves, but cloud-init
+    // warns about it on every boot and its schema checker refuses it.
+    let user = dir.join("user-data.yaml");
+    std::fs::write(&user, h.node.get("/cloud-init/user-data").await.ok().body).unwrap();
+    schema(&user);
+    h.api
+        .post("/hsm/v2/groups/rack2/members", &json!({"id": N0}))
+        .await
+        .status(201);
+    let bare = dir.join("rack2.yaml");
+    std::fs::write(&bare, h.node.get("/cloud-init/rack2.yaml").await.ok().body).unwrap();
+    schema(&bare);
 
     // PyYAML (cloud-init's YAML 1.1 reader) reads the meta-data as meant:
     // "0755", "yes" and "12:30" stay strings.

@@ -19,8 +19,10 @@ use crate::inventory::model::{CloudInitGroup, ClusterDefaults, Component, Instan
 pub const VENDOR_DATA_VERSION: &str = "1.0";
 /// A group's `Description` when neither cloud-init nor SMD has one (upstream's text).
 pub const NO_DESCRIPTION: &str = "No description Found";
-/// What `user-data`, and a group without a file, serve.
-pub const EMPTY_CLOUD_CONFIG: &str = "#cloud-config\n";
+/// What `user-data`, and a group without a file, serve: an empty mapping.
+/// Upstream serves `#cloud-config` alone, which cloud-init warns about on
+/// every boot and `cloud-init schema` refuses ("not a YAML dict").
+pub const EMPTY_CLOUD_CONFIG: &str = "#cloud-config\n{}\n";
 /// Default width of the NID in a default host name.
 pub const DEFAULT_NID_LENGTH: usize = 4;
 
@@ -315,7 +317,7 @@ pub fn vendor_data(f: &Facts<'_>) -> String {
     s
 }
 
-/// user-data: an empty cloud-config, as upstream (the work is in the groups).
+/// user-data: an empty cloud-config (the work is in the groups).
 pub fn user_data() -> &'static str {
     EMPTY_CLOUD_CONFIG
 }
@@ -550,7 +552,7 @@ mod tests {
 
     #[test]
     fn group_files() {
-        assert_eq!(group_file(None), b"#cloud-config\n");
+        assert_eq!(group_file(None), b"#cloud-config\n{}\n");
         let plain = group(
             "g",
             "",
