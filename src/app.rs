@@ -88,7 +88,10 @@ impl App {
         let store = store_task.await.context("store start-up task failed")??;
         store.observe_commits(crate::mem::large_write_committed);
 
-        let node_base = node_base(&config, node_addrs.first().copied());
+        let node_base = crate::boot::base::NodeBase::new(
+            &config.node.advertise,
+            node_addrs.first().copied().unwrap_or(config.node.listen),
+        );
         let issuer = config.issuer();
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -117,7 +120,6 @@ impl App {
         }));
 
         let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
-        let mut tftp_addr = None;
         if let Some(l) = api_listener {
             let cert = Arc::new(HotCert::new(authority.certified_key()?));
             let tls = authority::server_config_with(cert.clone())?;
@@ -138,38 +140,6 @@ impl App {
                 grace,
             ));
         }
-        if state.config.tftp.enabled {
-            let cfg = &state.config;
-            let socket = crate::boot::tftp::bind(cfg.tftp.listen)
-                .with_context(|| format!("cannot listen for tftp on {}", cfg.tftp.listen))?;
-            tracing::info!("listening for tftp on {}", socket.local_addr()?);
-            tftp_addr = Some(socket.local_addr()?);
-            let settings = crate::boot::tftp::TftpSettings {
-                root: cfg.tftp_root(),
-                node_base: state.node_base.clone(),
-                max_transfers: cfg.tftp.max_transfers,
-                max_block_size: cfg.tftp.max_block_size,
-                max_window_size: cfg.tftp.max_window_size,
-                timeout: Duration::from_secs(cfg.tftp.timeout_secs),
-                retries: cfg.tftp.retries,
-            };
-            if let Err(e) = std::fs::create_dir_all(&settings.root) {
-                tracing::warn!(root = %settings.root.display(), error = %e, "tftp: cannot create the root");
-            }
-            let store = state.store.clone();
-            let steps = state.boot_steps.clone();
-            let stop = shutdown.child_token();
-            tasks.spawn(async move {
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    r = crate::boot::tftp::serve(socket, settings, store, steps) => {
-                        if let Err(e) = r {
-                            tracing::error!(error = %e, "tftp server stopped");
-                        }
-                    }
-                }
-            });
-        }
         for iface in &state.config.boot.ipv6_ra_interfaces {
             let (sock, index) = crate::boot::ra::bind(iface)
                 .with_context(|| format!("cannot send IPv6 router advertisements on {iface}"))?;
@@ -184,6 +154,14 @@ impl App {
             });
         }
         let dhcp_interfaces = start_dhcp(&state, &tasks, &shutdown)?;
+        let tftp_addr = start_tftp(&state, &dhcp_interfaces, &tasks, &shutdown)?;
+        log_node_bases(&state, &dhcp_interfaces);
+        for problem in crate::boot::check::problems(
+            &state.config,
+            &crate::boot::check::Facts::of_host(&state.config),
+        ) {
+            tracing::warn!("configuration: {problem}");
+        }
         for l in node_listeners {
             let router = http::router(state.clone(), Listener::Node);
             tracing::info!("listening for node (http) on {}", l.local_addr()?);
@@ -241,7 +219,7 @@ fn start_dhcp(
     if !cfg.dhcp.enabled {
         return Ok(Vec::new());
     }
-    let settings = Settings::from_config(&cfg.dhcp, &state.node_base, &cfg.cluster_name)
+    let settings = Settings::from_config(&cfg.dhcp, state.node_base.clone(), &cfg.cluster_name)
         .map_err(|e| anyhow::anyhow!(e))?;
     if settings.subnets.is_empty() {
         tracing::warn!("dhcp is enabled but no subnet is configured: serving nothing");
@@ -285,6 +263,99 @@ fn start_dhcp(
         }
     });
     Ok(names)
+}
+
+/// Starts TFTP where [`Config::tftp_mode`] says: on `tftp.listen`, or on
+/// each interface DHCP serves (bound to the device, so TFTP answers only
+/// where DHCP sends firmware to it). Returns the first bound address.
+fn start_tftp(
+    state: &AppState,
+    dhcp_interfaces: &[String],
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<SocketAddr>> {
+    use crate::config::TftpMode;
+    let cfg = &state.config;
+    let sockets = match cfg.tftp_mode() {
+        TftpMode::Off => return Ok(None),
+        TftpMode::Listen => vec![(
+            crate::boot::tftp::bind(cfg.tftp.listen, None)
+                .with_context(|| format!("cannot listen for tftp on {}", cfg.tftp.listen))?,
+            String::new(),
+        )],
+        TftpMode::DhcpInterfaces => {
+            let addr = SocketAddr::from(([0, 0, 0, 0], cfg.tftp.listen.port()));
+            let mut v = Vec::new();
+            for name in dhcp_interfaces {
+                let s = crate::boot::tftp::bind(addr, Some(name)).with_context(|| {
+                    format!("cannot listen for tftp on {name} (dhcp hands out TFTP boot files; set tftp.enabled = false and dhcp.next_server to use another TFTP server)")
+                })?;
+                v.push((s, format!(" on {name}, for dhcp")));
+            }
+            v
+        }
+    };
+    let settings = crate::boot::tftp::TftpSettings {
+        root: cfg.tftp_root(),
+        node_base: state.node_base.clone(),
+        max_transfers: cfg.tftp.max_transfers,
+        max_block_size: cfg.tftp.max_block_size,
+        max_window_size: cfg.tftp.max_window_size,
+        timeout: Duration::from_secs(cfg.tftp.timeout_secs),
+        retries: cfg.tftp.retries,
+    };
+    if let Err(e) = std::fs::create_dir_all(&settings.root) {
+        tracing::warn!(root = %settings.root.display(), error = %e, "tftp: cannot create the root");
+    }
+    let mut first = None;
+    for (socket, on) in sockets {
+        let addr = socket.local_addr()?;
+        tracing::info!("listening for tftp on {addr}{on}");
+        first.get_or_insert(addr);
+        let (settings, store, steps) = (
+            settings.clone(),
+            state.store.clone(),
+            state.boot_steps.clone(),
+        );
+        let stop = shutdown.child_token();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                r = crate::boot::tftp::serve(socket, settings, store, steps) => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "tftp server stopped");
+                    }
+                }
+            }
+        });
+    }
+    Ok(first)
+}
+
+/// Says, per interface nodes boot on, which base URL they are sent: the
+/// interfaces DHCP serves, else every non-loopback interface with IPv4.
+fn log_node_bases(state: &AppState, dhcp_interfaces: &[String]) {
+    if !state.config.node.enabled {
+        return;
+    }
+    let all = crate::dhcp::server::interface_addresses();
+    let mut names: Vec<&String> = if dhcp_interfaces.is_empty() {
+        all.iter()
+            .filter(|(_, ips)| ips.iter().any(|ip| !ip.is_loopback()))
+            .map(|(n, _)| n)
+            .collect()
+    } else {
+        dhcp_interfaces.iter().collect()
+    };
+    names.sort();
+    for name in names {
+        for ip in all.get(name).into_iter().flatten() {
+            tracing::info!(
+                "nodes on {name} ({ip}) are sent {}",
+                state.node_base.for_local(IpAddr::V4(*ip))
+            );
+        }
+    }
 }
 
 /// The Redfish services (discovery and power) over one BMC client
@@ -410,19 +481,6 @@ fn cert_names(config: &Config, api_addr: Option<SocketAddr>) -> CertNames {
     names.ips.sort();
     names.ips.dedup();
     names
-}
-
-/// The URL nodes use for the node listener.
-fn node_base(config: &Config, node_addr: Option<SocketAddr>) -> String {
-    if !config.node.advertise.is_empty() {
-        return config.node.advertise.trim_end_matches('/').to_string();
-    }
-    let addr = node_addr.unwrap_or(config.node.listen);
-    if addr.ip().is_unspecified() {
-        format!("http://{}:{}", config::host_name(), addr.port())
-    } else {
-        format!("http://{addr}")
-    }
 }
 
 /// Raises the soft limit on open files to the hard limit. Discovery and

@@ -84,8 +84,9 @@ pub struct NodeConfig {
     /// More node ports, e.g. 8081, so stored kernel command lines keep working.
     pub extra_listen: Vec<SocketAddr>,
     /// The base URL nodes use to reach this listener, e.g.
-    /// `http://172.16.0.254:27778`. Empty: derived from the listen address,
-    /// or the first non-loopback address of the host if that is a wildcard.
+    /// `http://172.16.0.254:27778`. Empty: the listen address when it is a
+    /// specific one, else, per request, the address of our interface or
+    /// connection facing the node (see `boot::base`).
     pub advertise: String,
 }
 
@@ -232,7 +233,11 @@ pub struct DhcpSubnet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TftpConfig {
-    pub enabled: bool,
+    /// Unset: served on the interfaces DHCP serves whenever DHCP hands out
+    /// TFTP boot files (enabled, with a subnet, no `dhcp.next_server`).
+    /// `true`: served on `listen`. `false`: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
     pub listen: SocketAddr,
     /// Files served; empty means `<state_dir>/tftp`. Missing iPXE binaries
     /// are taken from the distribution's iPXE package.
@@ -252,7 +257,7 @@ pub struct TftpConfig {
 impl Default for TftpConfig {
     fn default() -> Self {
         TftpConfig {
-            enabled: false,
+            enabled: None,
             listen: SocketAddr::from(([0, 0, 0, 0], 69)),
             root: PathBuf::new(),
             max_transfers: 1000,
@@ -340,7 +345,35 @@ impl Default for PowerConfig {
     }
 }
 
+/// Where TFTP is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TftpMode {
+    Off,
+    /// On `tftp.listen`, as configured.
+    Listen,
+    /// On the interfaces DHCP serves, because DHCP hands out TFTP files.
+    DhcpInterfaces,
+}
+
 impl Config {
+    /// DHCP names TFTP boot files for PXE firmware and names no other
+    /// server for them: this appliance must serve them.
+    pub fn dhcp_hands_out_tftp_files(&self) -> bool {
+        self.dhcp.enabled
+            && !self.dhcp.subnets.is_empty()
+            && self.dhcp.next_server.trim().is_empty()
+    }
+
+    /// Where TFTP is served (see [`TftpConfig::enabled`]).
+    pub fn tftp_mode(&self) -> TftpMode {
+        match self.tftp.enabled {
+            Some(true) => TftpMode::Listen,
+            Some(false) => TftpMode::Off,
+            None if self.dhcp_hands_out_tftp_files() => TftpMode::DhcpInterfaces,
+            None => TftpMode::Off,
+        }
+    }
+
     /// The TFTP root, as configured or under the state directory.
     pub fn tftp_root(&self) -> PathBuf {
         if self.tftp.root.as_os_str().is_empty() {

@@ -330,4 +330,19 @@ fn check_config_names_an_unknown_key() {
 
     let out = check_config(&setup.dir.path().join("missing.toml"));
     assert!(!out.status.success(), "a missing --config file is an error");
+
+    // Valid keys whose combination cannot boot a node: each named.
+    let minimal = include_str!("../examples/config-dhcp.toml");
+    let combo = setup.dir.path().join("combo.toml");
+    std::fs::write(
+        &combo,
+        format!("{minimal}\n[node]\nadvertise = \"http://head:27778\"\n[tftp]\nenabled = false\n"),
+    )
+    .unwrap();
+    let out = check_config(&combo);
+    assert!(!out.status.success(), "unbootable combination accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in ["tftp.enabled", "node.advertise"] {
+        assert!(stderr.contains(key), "names {key}: {stderr}");
+    }
 }

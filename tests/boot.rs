@@ -605,6 +605,65 @@ async fn known_node_gets_the_same_script_on_both_listeners() {
     assert_eq!(masked(&script(r)), want);
 }
 
+/// Without `node.advertise` and with a wildcard node listener, a node is
+/// sent the address its connection reached (never a host name): the same
+/// request on two local addresses names each. The API listener sends the
+/// node listener's port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_advertise_nodes_are_sent_the_address_they_reached() {
+    let h = Harness::start_with(|c| c.node.listen = "0.0.0.0:0".parse().expect("addr")).await;
+    h.api.post(COMPONENTS, &four_nodes()).await.status(204);
+    h.api
+        .post(
+            IFACES,
+            &json!({"MACAddress": mac(0), "ComponentID": xname(0), "IPAddresses": [{"IPAddress": "172.16.0.1"}]}),
+        )
+        .await
+        .status(201);
+    h.api
+        .post(
+            BP,
+            &json!({"hosts": [xname(0)], "kernel": KERNEL, "params": PARAMS}),
+        )
+        .await
+        .status(201);
+    let port = h.node_addr().port();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    for local in ["127.0.0.1", "127.0.0.2"] {
+        let base = format!("http://{local}:{port}");
+        let body = client
+            .get(format!("{base}{SCRIPT}?mac={}", mac(0)))
+            .send()
+            .await
+            .expect("bootscript")
+            .text()
+            .await
+            .expect("body");
+        assert!(
+            body.contains(&format!("ds=nocloud-net;s={base}/cloud-init/"))
+                && body.contains(&format!("chain {base}{SCRIPT}?")),
+            "{local}: {body}"
+        );
+        let probe = client
+            .get(format!("{base}{SCRIPT}?mac=52:54:00:99:99:99"))
+            .send()
+            .await
+            .expect("bootscript")
+            .text()
+            .await
+            .expect("body");
+        assert!(probe.contains(&format!("chain {base}{SCRIPT}?")), "{probe}");
+    }
+    let via_api = script(h.api.get(&format!("{SCRIPT}?mac={}", mac(0))).await);
+    assert!(
+        via_api.contains(&format!("s=http://127.0.0.1:{port}/cloud-init/")),
+        "{via_api}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_order_is_xname_mac_nid_role_default() {
     let h = cluster().await;

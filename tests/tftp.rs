@@ -52,7 +52,7 @@ impl Server {
             .build()
             .expect("runtime");
         let h = rt.block_on(Harness::start_with(|c| {
-            c.tftp.enabled = true;
+            c.tftp.enabled = Some(true);
             c.tftp.listen = "127.0.0.1:0".parse().expect("addr");
             c.tftp.timeout_secs = 1;
             f(c);

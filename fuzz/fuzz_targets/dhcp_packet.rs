@@ -62,7 +62,7 @@ fn world() -> &'static (Arc<Snapshot>, Settings) {
             ],
             ..DhcpConfig::default()
         };
-        let settings = Settings::from_config(&cfg, "http://10.0.0.1:27778", "fuzz").expect("settings");
+        let settings = Settings::from_config(&cfg, openchami::boot::base::NodeBase::new("http://10.0.0.1:27778", ([0, 0, 0, 0], 27778).into()), "fuzz").expect("settings");
         (snap, settings)
     })
 }

@@ -3,6 +3,8 @@
 //! file; the HTTP and TFTP adapters only decode, ask and encode.
 
 pub mod answer;
+pub mod base;
+pub mod check;
 pub mod history;
 pub mod params;
 pub mod ra;

@@ -14,6 +14,19 @@
 //! the caller, else by MAC, else by address, so unknown machines show up too.
 //! Times are Unix milliseconds passed in by the caller; nothing here reads a
 //! clock.
+//!
+//! A record holds one boot. A new boot is recognised at the first DHCP
+//! DISCOVER of a boot client (PXE firmware, or iPXE: a client sending
+//! option 93 or iPXE's user class) after the current boot fetched its boot
+//! script or got further. That covers every firmware path with one rule:
+//! legacy or UEFI PXE firmware (its DISCOVER comes before TFTP), a PXE ROM
+//! that is iPXE itself (qemu's, many NICs': its first DISCOVER is the boot's
+//! first packet), and the iPXE chained from TFTP, whose DISCOVER comes after
+//! TFTP but before any script fetch of this boot and so never splits one.
+//! The booted OS's DHCP (the kernel's `ip=dhcp`, dhclient) sends no option
+//! 93 and is not iPXE, and renewals are REQUESTs, so they never start one.
+//! A firmware retry before the script (a TFTP that failed) stays in the boot
+//! it retries. No clock is involved, so a slow boot is never cut in two.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -182,6 +195,12 @@ fn url_path(url: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or(path)
 }
 
+/// The new-boot rule (module docs): a boot client's DISCOVER after the
+/// current boot reached its boot script or a later step.
+pub fn starts_new_boot(boot_discover: bool, mut seen: impl Iterator<Item = Step>) -> bool {
+    boot_discover && seen.any(|s| s >= Step::Script)
+}
+
 #[derive(Default)]
 struct Inner {
     by_key: HashMap<String, NodeSteps>,
@@ -201,9 +220,10 @@ impl BootSteps {
     }
 
     /// The hook the DHCP server calls for every request it answers.
-    /// `firmware` is true when the client is a PXE firmware's first stage
-    /// (not iPXE, not an OS): that starts a new boot when the node's last one
-    /// got past its boot script, so the record always shows one boot.
+    /// `boot_discover` is true for a DISCOVER from a boot client (PXE
+    /// firmware or iPXE): that starts a new boot when the node's current one
+    /// fetched its boot script or got further (see the module docs), so the
+    /// record always shows one boot.
     ///
     /// It runs once per DHCP packet, so it resolves the MAC with one lookup
     /// and, for a node already recorded, allocates nothing.
@@ -212,7 +232,7 @@ impl BootSteps {
         model: &Model,
         mac: &[u8; 6],
         ip: Option<IpAddr>,
-        firmware: bool,
+        boot_discover: bool,
         detail: impl std::fmt::Display,
         at_ms: i64,
     ) {
@@ -231,7 +251,7 @@ impl BootSteps {
             Step::Dhcp,
             detail,
             at_ms,
-            firmware,
+            boot_discover,
         );
     }
 
@@ -289,7 +309,7 @@ impl BootSteps {
         let Some(rec) = inner.by_key.get_mut(key) else {
             return;
         };
-        if new_boot && rec.steps.keys().any(|s| *s >= Step::Script) {
+        if starts_new_boot(new_boot, rec.steps.keys().copied()) {
             rec.steps.clear();
             rec.boot_started_ms = at_ms;
         }
@@ -500,5 +520,79 @@ mod tests {
         s.dhcp(&m, &[2, 0, 0, 0, 0, 9], None, true, "DISCOVER", 10);
         assert_eq!(s.query(None).len(), 2);
         assert_eq!(s.query(Some("02:00:00:00:00:09"))[0].name, "");
+    }
+
+    /// What one boot looks like to the appliance, per firmware path:
+    /// `(step, boot_discover)` in order; DHCP steps go through `dhcp`.
+    fn boot_of(path: &str) -> Vec<(Step, bool)> {
+        let os = [
+            (Step::Kernel, false),
+            (Step::Initrd, false),
+            (Step::Dhcp, false), // the kernel's ip=dhcp
+            (Step::MetaData, false),
+        ];
+        let head: &[(Step, bool)] = match path {
+            // Legacy PXE ROM: DISCOVER, REQUEST, TFTP undionly, then iPXE.
+            "bios-pxe" | "uefi-pxe" => &[
+                (Step::Dhcp, true),
+                (Step::Dhcp, false),
+                (Step::Tftp, false),
+                (Step::Dhcp, true),
+                (Step::Dhcp, false),
+                (Step::Script, false),
+                (Step::Script, false),
+            ],
+            // The PXE ROM is iPXE: no TFTP, straight to the script.
+            "ipxe-rom" => &[
+                (Step::Dhcp, true),
+                (Step::Dhcp, false),
+                (Step::Script, false),
+                (Step::Script, false),
+            ],
+            _ => unreachable!(),
+        };
+        head.iter().copied().chain(os).collect()
+    }
+
+    #[tokio::test]
+    async fn every_firmware_path_starts_a_new_boot() {
+        let store = model().await;
+        let m = store.snapshot();
+        let mac_s = "52:54:00:00:00:01";
+        let mac = &mac::parse(mac_s).unwrap();
+        let c = caller(&m, Some(mac_s), None, 0);
+        for path in ["bios-pxe", "uefi-pxe", "ipxe-rom"] {
+            let s = BootSteps::default();
+            let events = boot_of(path);
+            let mut starts = Vec::new();
+            for boot in 0..2i64 {
+                let t0 = 10_000 * (boot + 1);
+                for (i, (step, discover)) in events.iter().enumerate() {
+                    let at = t0 + i as i64;
+                    match step {
+                        Step::Dhcp => s.dhcp(&m, mac, ip("10.0.0.1"), *discover, "x", at),
+                        _ => s.record(&c, *step, "x", at),
+                    }
+                }
+                let r = &s.query(Some("x0c0s0b0n0"))[0];
+                starts.push(r.boot_started_ms);
+                let dhcp_packets = events.iter().filter(|(s, _)| *s == Step::Dhcp).count();
+                assert_eq!(
+                    r.steps[&Step::Dhcp].count as usize,
+                    dhcp_packets,
+                    "{path} boot {boot}: one boot's DHCP only"
+                );
+                assert_eq!(r.steps[&Step::Script].count, 2, "{path} boot {boot}");
+                assert_eq!(r.steps[&Step::Kernel].count, 1, "{path} boot {boot}");
+            }
+            assert_eq!(starts, vec![10_000, 20_000], "{path}");
+        }
+        // The rule itself.
+        assert!(!starts_new_boot(true, [Step::Dhcp, Step::Tftp].into_iter()));
+        assert!(starts_new_boot(
+            true,
+            [Step::Dhcp, Step::Script].into_iter()
+        ));
+        assert!(!starts_new_boot(false, [Step::MetaData].into_iter()));
     }
 }

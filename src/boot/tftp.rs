@@ -160,7 +160,8 @@ pub fn find_fallbacks(root: &Path) -> Vec<(String, PathBuf)> {
 #[derive(Debug, Clone)]
 pub struct TftpSettings {
     pub root: PathBuf,
-    pub node_base: String,
+    /// `autoexec.ipxe` chains to this, at the address the client reached.
+    pub node_base: super::base::NodeBase,
     pub max_transfers: usize,
     pub max_block_size: u16,
     pub max_window_size: u16,
@@ -612,7 +613,10 @@ impl Server {
         let refuse = async |code: u16, msg: &str| {
             let _ = sock.send(&error_packet(code, msg)).await;
         };
-        let resolved = match self.resolve(peer, &req.file).await {
+        // The transfer socket is connected to the client: its local address
+        // is ours facing the client, where `autoexec.ipxe` sends it.
+        let local = sock.local_addr().map_or(self.local_ip, |a| a.ip());
+        let resolved = match self.resolve(peer, local, &req.file).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(client = %peer, error = %e, "tftp: cannot resolve a request");
@@ -683,11 +687,11 @@ impl Server {
     }
 
     /// [`resolve`], off the event loop (it touches the file system).
-    async fn resolve(&self, peer: SocketAddr, file: &str) -> io::Result<Resolved> {
+    async fn resolve(&self, peer: SocketAddr, local: IpAddr, file: &str) -> io::Result<Resolved> {
         let file = PathBuf::from(file);
         let root = self.settings.root.clone();
         let fallbacks = self.fallbacks.clone();
-        let node_base = self.settings.node_base.clone();
+        let node_base = self.settings.node_base.for_local(local);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             resolve(&file, &root, &fallbacks, || {
@@ -855,10 +859,16 @@ impl Server {
 }
 
 /// Binds the TFTP socket with a receive buffer large enough for a rack of
-/// firmware asking at once (the kernel default drops such a burst).
-pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+/// firmware asking at once (the kernel default drops such a burst); with
+/// `device`, only requests arriving on that interface are received.
+pub fn bind(addr: SocketAddr, device: Option<&str>) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Some(name) = device {
+        s.bind_device(Some(name.as_bytes())).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot bind to interface {name}: {e}"))
+        })?;
+    }
     if let Err(e) = s.set_recv_buffer_size(8 << 20) {
         tracing::debug!(error = %e, "tftp: cannot enlarge the receive buffer");
     }
@@ -940,7 +950,7 @@ mod tests {
     fn settings() -> TftpSettings {
         TftpSettings {
             root: PathBuf::from("/nonexistent"),
-            node_base: "http://h:27778".into(),
+            node_base: crate::boot::base::NodeBase::new("http://h:27778", ([0, 0, 0, 0], 1).into()),
             max_transfers: 10,
             max_block_size: 1468,
             max_window_size: 64,

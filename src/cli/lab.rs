@@ -870,7 +870,7 @@ mod tests {
             bmc_password: "p".into(),
         };
         let c = Config::parse(&appliance_config(&lab), "lab").unwrap();
-        assert!(c.tftp.enabled && c.dhcp.enabled);
+        assert!(c.tftp.enabled == Some(true) && c.dhcp.enabled);
         assert_eq!(c.dhcp.interfaces, vec!["br0".to_string()]);
         assert_eq!(c.node.advertise, "http://10.77.0.1:27778");
         assert_eq!(c.boot.ipv6_ra_interfaces, vec!["br0".to_string()]);

@@ -25,8 +25,20 @@ pub fn run(global: &Global, args: &ServeArgs) -> ExitCode {
         }
     };
     if args.check_config {
-        println!("configuration is valid");
-        return ExitCode::SUCCESS;
+        let facts = crate::boot::check::Facts::of_host(&config);
+        let problems = crate::boot::check::problems(&config, &facts);
+        if problems.is_empty() {
+            println!("configuration is valid");
+            return ExitCode::SUCCESS;
+        }
+        for p in &problems {
+            eprintln!("openchami: {p}");
+        }
+        eprintln!(
+            "openchami: the configuration is valid TOML, but {} problem(s) above keep nodes from booting",
+            problems.len()
+        );
+        return ExitCode::from(2);
     }
     crate::mem::tune();
     init_logging();

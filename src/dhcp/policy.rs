@@ -327,9 +327,10 @@ fn fill(
 /// Stage 2 (iPXE): the boot script URL; stage 1: the binary for option 93.
 fn set_boot_file(r: &mut Reply, ctx: &Context<'_>, q: &Query) {
     r.boot_file = if q.ipxe {
+        // The address this request reached us at: no name to resolve.
+        let base = ctx.settings.node_base.for_local(r.server_id.into());
         Some(format!(
-            "{}/boot/v1/bootscript?mac={}",
-            ctx.settings.node_base,
+            "{base}/boot/v1/bootscript?mac={}",
             mac::to_colon(&q.mac)
         ))
     } else {

@@ -328,10 +328,12 @@ pub async fn serve(
 }
 
 /// Notes the request in the boot-step records ("where did node X stop?"):
-/// a PXE firmware's request (an architecture, not iPXE) starts a new boot.
+/// a boot client's DISCOVER (PXE firmware or iPXE, whichever the PXE ROM
+/// is) may start a new boot (the rule is in `boot::steps`).
 fn boot_step(state: &AppState, snap: &crate::inventory::Snapshot, h: &super::Handled) {
     let q = &h.query;
-    let firmware = !q.ipxe && q.arch.is_some();
+    let boot_discover =
+        q.kind == super::policy::Kind::Discover && (q.ipxe || q.pxe || q.arch.is_some());
     let reply = h.outcome.reply.as_ref();
     let ip = reply
         .map(|r| r.yiaddr)
@@ -342,7 +344,7 @@ fn boot_step(state: &AppState, snap: &crate::inventory::Snapshot, h: &super::Han
         snap,
         &q.mac,
         ip,
-        firmware,
+        boot_discover,
         StepDetail {
             kind: q.kind,
             reply: reply.map(|r| (r.kind, r.boot_file.as_deref().unwrap_or(""))),
@@ -501,6 +503,7 @@ fn transient(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::boot::base::NodeBase;
     use crate::config::{DhcpConfig, DhcpSubnet};
 
     #[test]
@@ -512,7 +515,8 @@ mod tests {
             }],
             ..DhcpConfig::default()
         };
-        let s = Settings::from_config(&c, "", "x").unwrap();
+        let s =
+            Settings::from_config(&c, NodeBase::new("", ([0, 0, 0, 0], 1).into()), "x").unwrap();
         let addrs: HashMap<String, Vec<Ipv4Addr>> = [
             ("lo", vec![Ipv4Addr::LOCALHOST]),
             ("eth0", vec![Ipv4Addr::new(192, 168, 1, 5)]),
@@ -526,7 +530,12 @@ mod tests {
         let mut named = s.clone();
         named.interfaces = vec!["br0".into()];
         assert_eq!(choose_interfaces(&named, &addrs), vec!["br0".to_string()]);
-        let none = Settings::from_config(&DhcpConfig::default(), "", "x").unwrap();
+        let none = Settings::from_config(
+            &DhcpConfig::default(),
+            NodeBase::new("", ([0, 0, 0, 0], 1).into()),
+            "x",
+        )
+        .unwrap();
         assert!(choose_interfaces(&none, &addrs).is_empty());
     }
 }

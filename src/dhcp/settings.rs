@@ -7,6 +7,7 @@
 use std::net::Ipv4Addr;
 
 use super::rules::{self, Rule};
+use crate::boot::base::NodeBase;
 use crate::config::DhcpConfig;
 
 /// An IPv4 network: address with host bits cleared, and prefix length.
@@ -101,8 +102,8 @@ pub struct Settings {
     pub proxy: bool,
     pub next_server: Option<Ipv4Addr>,
     pub rules: Vec<Rule>,
-    /// The node listener's base URL, for iPXE's boot script URL.
-    pub node_base: String,
+    /// How nodes reach the node listener, for iPXE's boot script URL.
+    pub node_base: NodeBase,
     /// The configured cluster name (last fallback of the host name rule).
     pub cluster_name: String,
 }
@@ -113,12 +114,12 @@ pub const IGNORE_GROUP: &str = "dhcp-ignore";
 impl Settings {
     /// Validates the section without building anything else.
     pub fn check(c: &DhcpConfig) -> Result<(), String> {
-        Self::from_config(c, "", "").map(|_| ())
+        Self::from_config(c, NodeBase::new("", ([0, 0, 0, 0], 0).into()), "").map(|_| ())
     }
 
     pub fn from_config(
         c: &DhcpConfig,
-        node_base: &str,
+        node_base: NodeBase,
         cluster_name: &str,
     ) -> Result<Settings, String> {
         if c.lease_secs == 0 || c.pool_lease_secs == 0 {
@@ -185,7 +186,7 @@ impl Settings {
             proxy: c.proxy,
             next_server,
             rules,
-            node_base: node_base.trim_end_matches('/').to_string(),
+            node_base,
             cluster_name: cluster_name.to_string(),
         })
     }
@@ -229,6 +230,10 @@ mod tests {
     use super::*;
     use crate::config::DhcpSubnet;
 
+    fn base(advertise: &str) -> NodeBase {
+        NodeBase::new(advertise, ([0, 0, 0, 0], 27778).into())
+    }
+
     fn cfg(subnets: Vec<DhcpSubnet>) -> DhcpConfig {
         DhcpConfig {
             subnets,
@@ -262,10 +267,10 @@ mod tests {
     #[test]
     fn subnets_are_checked() {
         let ok = cfg(vec![subnet("10.0.0.0/24", "10.0.0.100-10.0.0.199")]);
-        let s = Settings::from_config(&ok, "http://h:27778/", "demo").unwrap();
+        let s = Settings::from_config(&ok, base("http://h:27778/"), "demo").unwrap();
         assert_eq!(s.subnets[0].lease_secs, 3600);
         assert_eq!(s.subnets[0].pool_lease_secs, 300);
-        assert_eq!(s.node_base, "http://h:27778");
+        assert_eq!(s.node_base.fixed(), Some("http://h:27778"));
         for bad in [
             cfg(vec![subnet("10.0.0.0/24", "10.0.1.1-10.0.1.9")]),
             cfg(vec![subnet("10.0.0.0/24", "10.0.0.9-10.0.0.1")]),

@@ -12,6 +12,7 @@ use super::leases::{Change, Leases, Mac, State};
 use super::policy::{Context, Kind, Outcome, Query, ReplyKind, decide};
 use super::settings::Settings;
 use super::{commit, handle};
+use crate::boot::base::NodeBase;
 use crate::config::{DhcpConfig, DhcpSubnet};
 use crate::inventory::model::{Component, EthernetInterface, Group, IpAddressMapping, Members};
 use crate::inventory::{Snapshot, Store, mac};
@@ -111,7 +112,12 @@ fn settings(f: impl FnOnce(&mut DhcpConfig)) -> Settings {
         ..DhcpConfig::default()
     };
     f(&mut c);
-    Settings::from_config(&c, "http://10.0.0.1:27778", "demo").unwrap()
+    Settings::from_config(
+        &c,
+        NodeBase::new("http://10.0.0.1:27778", ([0, 0, 0, 0], 27778).into()),
+        "demo",
+    )
+    .unwrap()
 }
 
 fn q(kind: Kind, mac: Mac) -> Query {
@@ -425,6 +431,59 @@ fn proxy_mode_gives_boot_options_only_to_pxe_clients() {
     let r = ask(&snap, &s, &l, 0, &d).reply.unwrap();
     assert_eq!(r.kind, ReplyKind::Ack);
     assert!(r.boot_file.unwrap().contains("/boot/v1/bootscript?mac="));
+}
+
+/// Without `node.advertise`, iPXE is sent to the address of the interface
+/// its request arrived on (or faces its relay): never a host name.
+#[test]
+fn ipxe_is_sent_to_the_address_it_asked_on() {
+    let snap = inventory(|_| {});
+    let l = Leases::default();
+    let other = Ipv4Addr::new(10, 0, 0, 2);
+    for (advertise, listen, local, giaddr, want) in [
+        ("", "0.0.0.0:27778", SERVER, None, "http://10.0.0.1:27778"),
+        ("", "0.0.0.0:27778", other, None, "http://10.0.0.2:27778"),
+        ("", "0.0.0.0:8080", SERVER, None, "http://10.0.0.1:8080"),
+        (
+            "",
+            "0.0.0.0:27778",
+            SERVER,
+            Some(RELAY),
+            "http://10.0.0.1:27778",
+        ),
+        ("", "10.0.0.9:27778", SERVER, None, "http://10.0.0.9:27778"),
+        (
+            "http://192.0.2.1:1",
+            "0.0.0.0:27778",
+            SERVER,
+            None,
+            "http://192.0.2.1:1",
+        ),
+    ] {
+        let mut s = settings(|_| {});
+        s.node_base = NodeBase::new(advertise, listen.parse().unwrap());
+        let mut d = q(Kind::Discover, m(1));
+        d.ipxe = true;
+        if let Some(g) = giaddr {
+            d.giaddr = g;
+        }
+        let o = decide(
+            &Context {
+                model: &snap,
+                settings: &s,
+                leases: &l,
+                local: &[local],
+                now: 0,
+            },
+            &d,
+        );
+        let file = o.reply.and_then(|r| r.boot_file).unwrap_or_default();
+        assert_eq!(
+            file.split("/boot/").next(),
+            Some(want),
+            "{advertise:?} {listen} {local} {giaddr:?}"
+        );
+    }
 }
 
 // ------------------------------------------------------------- properties

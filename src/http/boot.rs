@@ -15,7 +15,7 @@ use super::json::{QueryPairs, decode_folded};
 use super::peer::caller_ip;
 use super::problem::ApiError;
 use super::routes::{Access, Listeners, Route, route};
-use super::server::Peer;
+use super::server::{Local, Peer};
 use crate::boot::answer::{self, Answer, ScriptRequest, Selector};
 use crate::boot::params::{self, BootParamsIn};
 use crate::boot::steps::{self, Step};
@@ -296,6 +296,7 @@ fn jitter() -> f64 {
 async fn bootscript(
     State(st): State<AppState>,
     peer: Option<axum::Extension<Peer>>,
+    local: Option<axum::Extension<Local>>,
     headers: HeaderMap,
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
@@ -311,7 +312,8 @@ async fn bootscript(
     let now_ms = chrono::Utc::now().timestamp_millis();
     let now = now_ms.div_euclid(1000);
     let snap = st.store.snapshot();
-    let out = answer::bootscript(&snap, &req, &st.node_base, now, jitter());
+    let base = st.node_base_for(local.as_ref().map(|l| &l.0));
+    let out = answer::bootscript(&snap, &req, &base, now, jitter());
     st.boot_history.record(&out.who, "bootscript", now);
     let mac = match &req.selector {
         Selector::Mac(m) => Some(m.as_str()),
@@ -360,6 +362,7 @@ async fn kexec(
     State(st): State<AppState>,
     q: QueryPairs,
     peer: Option<axum::Extension<Peer>>,
+    local: Option<axum::Extension<Local>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let peer_ip = peer
@@ -368,7 +371,8 @@ async fn kexec(
     let ip = caller_ip(peer_ip, &headers, &st.config.http.trusted_proxies);
     let snap = st.store.snapshot();
     let (c, m) = caller_component(&snap, &q, ip)?;
-    Ok(encode(answer::kexec(&snap, c, m.as_deref(), &st.node_base)))
+    let base = st.node_base_for(local.as_ref().map(|l| &l.0));
+    Ok(encode(answer::kexec(&snap, c, m.as_deref(), &base)))
 }
 
 fn host_entry(model: &Model, c: &Component) -> Value {

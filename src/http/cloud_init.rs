@@ -16,7 +16,7 @@ use super::json::{decode_exact, decode_folded};
 use super::peer::caller_ip;
 use super::problem::ApiError;
 use super::routes::{Access, Listeners, Route, route};
-use super::server::Peer;
+use super::server::{Local, Peer};
 use crate::boot::steps::{self, Step};
 use crate::inventory::model::{ClusterDefaults, InstanceInfo, PhoneHome};
 use crate::inventory::{Snapshot, groups::parse_label};
@@ -258,11 +258,16 @@ fn text(body: impl Into<axum::body::Body>) -> Response {
     r
 }
 
-fn settings(st: &AppState) -> Settings<'_> {
+fn settings<'a>(st: &'a AppState, node_base: &'a str) -> Settings<'a> {
     Settings {
         cluster_name: &st.config.cluster_name,
-        node_base: &st.node_base,
+        node_base,
     }
+}
+
+/// The node base URL for a request that came in at `local`.
+fn base(st: &AppState, local: &Option<axum::Extension<Local>>) -> String {
+    st.node_base_for(local.as_ref().map(|l| &l.0))
 }
 
 fn peer_address(st: &AppState, peer: Option<axum::Extension<Peer>>, headers: &HeaderMap) -> IpAddr {
@@ -334,21 +339,31 @@ async fn with_instance_id(
     Ok(st.store.snapshot())
 }
 
-fn meta_data_doc(st: &AppState, snap: &Snapshot, node: &str) -> Result<Bytes, ApiError> {
+fn meta_data_doc(
+    st: &AppState,
+    snap: &Snapshot,
+    node: &str,
+    node_base: &str,
+) -> Result<Bytes, ApiError> {
     let c = snap
         .components
         .get(node)
         .ok_or_else(|| ApiError::not_found(format!("no node {node}")))?;
-    let facts = document::gather(snap, c, settings(st));
+    let facts = document::gather(snap, c, settings(st, node_base));
     Ok(Bytes::from(document::meta_data(&facts)))
 }
 
-fn render_vendor_data(st: &AppState, snap: &Snapshot, node: &str) -> Result<Response, ApiError> {
+fn render_vendor_data(
+    st: &AppState,
+    snap: &Snapshot,
+    node: &str,
+    node_base: &str,
+) -> Result<Response, ApiError> {
     let c = snap
         .components
         .get(node)
         .ok_or_else(|| ApiError::not_found(format!("no node {node}")))?;
-    let facts = document::gather(snap, c, settings(st));
+    let facts = document::gather(snap, c, settings(st, node_base));
     Ok(text(document::vendor_data(&facts)))
 }
 
@@ -378,6 +393,7 @@ fn render_group_file(snap: &Snapshot, node: &str, file: &str) -> Result<Response
 async fn meta_data(
     State(st): State<AppState>,
     peer: Option<axum::Extension<Peer>>,
+    local: Option<axum::Extension<Local>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let ip = peer_address(&st, peer, &headers);
@@ -393,7 +409,7 @@ async fn meta_data(
         (node, via) = identify_in(&snap, ip)?;
         snap = with_instance_id(&st, snap, &node).await?;
     }
-    let doc = meta_data_doc(&st, &snap, &node)?;
+    let doc = meta_data_doc(&st, &snap, &node, &base(&st, &local))?;
     if via == identify::Via::Interface {
         st.meta_cache.put(snap.generation, ip, doc.clone());
     }
@@ -412,10 +428,11 @@ async fn user_data(
 async fn vendor_data(
     State(st): State<AppState>,
     peer: Option<axum::Extension<Peer>>,
+    local: Option<axum::Extension<Local>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (snap, node, _) = caller(&st, peer, &headers)?;
-    render_vendor_data(&st, &snap, &node)
+    render_vendor_data(&st, &snap, &node, &base(&st, &local))
 }
 
 async fn group_file(
@@ -599,10 +616,11 @@ async fn put_instance_info(
 async fn imp_meta_data(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    local: Option<axum::Extension<Local>>,
 ) -> Result<Response, ApiError> {
     let (snap, node) = named(&st, &id)?;
     let snap = with_instance_id(&st, snap, &node).await?;
-    Ok(text(meta_data_doc(&st, &snap, &node)?))
+    Ok(text(meta_data_doc(&st, &snap, &node, &base(&st, &local))?))
 }
 
 async fn imp_user_data(
@@ -616,9 +634,10 @@ async fn imp_user_data(
 async fn imp_vendor_data(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    local: Option<axum::Extension<Local>>,
 ) -> Result<Response, ApiError> {
     let (snap, node) = named(&st, &id)?;
-    render_vendor_data(&st, &snap, &node)
+    render_vendor_data(&st, &snap, &node, &base(&st, &local))
 }
 
 async fn imp_group_file(

@@ -24,6 +24,11 @@ use tower::ServiceExt;
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
+/// Our end of a request's connection: the address the caller reached us at,
+/// which is the address a node is sent back to (see `boot::base`).
+#[derive(Debug, Clone, Copy)]
+pub struct Local(pub SocketAddr);
+
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `shutdown`, then drains for `grace`.
@@ -59,10 +64,14 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
         let svc = app
             .clone()
             .map_request(move |mut req: Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(Peer(peer));
+                if let Some(l) = local {
+                    req.extensions_mut().insert(Local(l));
+                }
                 req
             });
         let svc = TowerToHyperService::new(svc);

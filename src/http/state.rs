@@ -18,8 +18,8 @@ pub struct Shared {
     pub secrets: Arc<SecretBox>,
     /// Token issuer every request is checked against.
     pub issuer: String,
-    /// Base URL of the node listener, as nodes reach it.
-    pub node_base: String,
+    /// How nodes reach the node listener (see `boot::base`).
+    pub node_base: crate::boot::base::NodeBase,
     pub metrics: Metrics,
     /// When each node last fetched its boot script.
     pub boot_history: crate::boot::history::History,
@@ -42,5 +42,14 @@ impl std::ops::Deref for AppState {
     type Target = Shared;
     fn deref(&self) -> &Shared {
         &self.0
+    }
+}
+
+impl Shared {
+    /// The node base URL for a request that came in on the connection
+    /// whose local address is `local` (loopback when unknown).
+    pub fn node_base_for(&self, local: Option<&super::server::Local>) -> String {
+        let ip = local.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |l| l.0.ip());
+        self.node_base.for_local(ip)
     }
 }

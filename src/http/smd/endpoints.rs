@@ -317,7 +317,10 @@ pub(super) mod tests {
                 discovery,
                 power,
                 issuer,
-                node_base: "http://127.0.0.1:27778".into(),
+                node_base: crate::boot::base::NodeBase::new(
+                    "http://127.0.0.1:27778",
+                    ([0, 0, 0, 0], 1).into(),
+                ),
                 metrics: Metrics::default(),
                 boot_history: Default::default(),
                 boot_steps: Default::default(),
