@@ -410,6 +410,8 @@ async fn meta_data(
         snap = with_instance_id(&st, snap, &node).await?;
     }
     let doc = meta_data_doc(&st, &snap, &node, &base(&st, &local))?;
+    // Cached by caller address: a node's address reaches one of ours, so
+    // the base URL in the document is the same for every hit.
     if via == identify::Via::Interface {
         st.meta_cache.put(snap.generation, ip, doc.clone());
     }
