@@ -62,7 +62,11 @@ fn world() -> &'static (Arc<Snapshot>, Settings) {
             ],
             ..DhcpConfig::default()
         };
-        let settings = Settings::from_config(&cfg, openchami::boot::base::NodeBase::new("http://10.0.0.1:27778", ([0, 0, 0, 0], 27778).into()), "fuzz").expect("settings");
+        let base = openchami::boot::base::NodeBase::new(
+            "http://10.0.0.1:27778",
+            ([0, 0, 0, 0], 27778).into(),
+        );
+        let settings = Settings::from_config(&cfg, base, "fuzz").expect("settings");
         (snap, settings)
     })
 }
