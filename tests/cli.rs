@@ -310,6 +310,166 @@ async fn client_errors_are_one_line() {
     assert!(err.contains("400") && err.contains("not a node"), "{err}");
 }
 
+/// Identity rules through the CLI: each refusal is one line naming the node
+/// that holds the MAC or address, and changes nothing; the explicit flag moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_conflicts_name_the_holder() {
+    let h = Harness::start().await;
+    let cli = Cli::new(&h);
+    cli.ok(&["import", "-f", "examples/cluster.yaml"]).await;
+    let dir = h.state_dir();
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let moved_mac = file(
+        "moved-mac.yaml",
+        "nodes:\n  - xname: x1000c1s7b1n0\n    interfaces:\n      - mac_addr: de:ad:be:ee:ee:f1\n",
+    );
+    let misspelt = file(
+        "misspelt.yaml",
+        "nodes:\n  - xname: x1000c1s7b0n0\n  - xname: x1000c1s7b1n0\n    bmc_macc: de:ca:fc:0f:ee:e2\n",
+    );
+    let no_xname = file("no-xname.yaml", "nodes:\n  - name: node09\n    nid: 9\n");
+    // (golden file, arguments, whether it succeeds)
+    let table: &[(&str, &[&str], bool)] = &[
+        (
+            "import-moved-mac.stderr",
+            &["import", "-f", &moved_mac],
+            false,
+        ),
+        (
+            "import-misspelt-key.stderr",
+            &["import", "-f", &misspelt],
+            false,
+        ),
+        (
+            "import-no-xname.stderr",
+            &["import", "-f", &no_xname],
+            false,
+        ),
+        (
+            "node-add-taken-mac.stderr",
+            &[
+                "node",
+                "add",
+                "x1000c2s0b0n0",
+                "--nid",
+                "10",
+                "--mac",
+                "DE-AD-BE-EE-EE-F2",
+                "--group",
+                "io",
+            ],
+            false,
+        ),
+        (
+            "node-add-taken-ip.stderr",
+            &[
+                "node",
+                "add",
+                "x1000c2s0b0n0",
+                "--nid",
+                "10",
+                "--mac",
+                "02:00:00:00:00:10",
+                "--ip",
+                "172.16.0.2",
+            ],
+            false,
+        ),
+        (
+            "node-add-taken-bmc-ip.stderr",
+            &[
+                "node",
+                "add",
+                "x1000c2s0b0n0",
+                "--mac",
+                "02:00:00:00:00:10",
+                "--ip",
+                "172.16.0.104",
+            ],
+            false,
+        ),
+        (
+            "node-set-taken-mac.stderr",
+            &["node", "set", "x1000c1s7b0n0", "--mac", "de:ad:be:ee:ee:f3"],
+            false,
+        ),
+        (
+            "node-set-taken-ip.stderr",
+            &["node", "set", "x1000c1s7b0n0", "--ip", "172.16.0.3"],
+            false,
+        ),
+        (
+            "node-set-ambiguous-ip.stderr",
+            &["node", "set", "x1000c1s7b3n0", "--ip", "172.16.0.44"],
+            false,
+        ),
+        (
+            "node-set-ip.txt",
+            &["node", "set", "x1000c1s7b0n0", "--ip", "172.16.0.11"],
+            true,
+        ),
+        (
+            "node-set-mac.txt",
+            &[
+                "node",
+                "set",
+                "x1000c1s7b1n0",
+                "--mac",
+                "02:00:00:00:00:12",
+                "--ip",
+                "172.16.0.12",
+            ],
+            true,
+        ),
+        (
+            "import-move-macs.txt",
+            &["import", "-f", &moved_mac, "--move-macs"],
+            true,
+        ),
+    ];
+    for (name, args, succeeds) in table {
+        let before = h.generation();
+        if *succeeds {
+            golden(name, &cli.ok(args).await);
+            assert_ne!(h.generation(), before, "{name}: written");
+        } else {
+            golden(name, &cli.fails(args).await);
+            assert_eq!(h.generation(), before, "{name}: nothing written");
+        }
+    }
+    // What the successful steps left: one holder per MAC and address.
+    let ifaces = h
+        .api
+        .get("/hsm/v2/Inventory/EthernetInterfaces")
+        .await
+        .json();
+    let holder = |mac: &str| {
+        ifaces
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["MACAddress"] == mac)
+            .map(|i| i["ComponentID"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        holder("de:ad:be:ee:ee:f1").as_deref(),
+        Some("x1000c1s7b1n0")
+    );
+    assert_eq!(
+        holder("02:00:00:00:00:12").as_deref(),
+        Some("x1000c1s7b1n0")
+    );
+    assert_eq!(holder("de:ad:be:ee:ee:f2"), None, "replaced by --mac");
+    h.api
+        .get("/hsm/v2/State/Components/x1000c2s0b0n0")
+        .await
+        .problem(404);
+}
+
 /// The script with its jittered `sleep` value masked.
 fn mask_sleep(script: &str) -> String {
     script

@@ -518,6 +518,7 @@ async fn enroll(client: &Client, lab: &Lab) -> anyhow::Result<()> {
             subrole: None,
             groups: vec!["compute".into()],
             state: "Ready".into(),
+            move_macs: false,
         };
         super::commands::node_add(client, &args).await?;
     }

@@ -195,6 +195,9 @@ pub struct NodeAddArgs {
     pub groups: Vec<String>,
     #[arg(long, default_value = "Ready")]
     pub state: String,
+    /// Take MACs and addresses that belong to other nodes
+    #[arg(long)]
+    pub move_macs: bool,
 }
 
 #[derive(Args, Debug)]
@@ -213,6 +216,15 @@ pub struct NodeSetArgs {
     /// Allow any state change
     #[arg(long)]
     pub force: bool,
+    /// The node's MACs, boot MAC first (repeat; interfaces not named are removed)
+    #[arg(long = "mac")]
+    pub macs: Vec<String>,
+    /// The boot interface's IP address (replaces its addresses)
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Take MACs and addresses that belong to other nodes
+    #[arg(long)]
+    pub move_macs: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -259,6 +271,9 @@ pub struct ImportArgs {
     /// The cluster file (YAML or JSON); - for standard input
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
+    /// Move MACs and addresses the file gives to other nodes than now hold them
+    #[arg(long)]
+    pub move_macs: bool,
 }
 
 /// Entry point of the binary.
