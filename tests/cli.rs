@@ -470,6 +470,58 @@ async fn identity_conflicts_name_the_holder() {
         .problem(404);
 }
 
+/// Discovery mistakes a new user makes say what happened and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_mistakes_fail_loudly() {
+    let h = Harness::start().await;
+    let cli = Cli::new(&h);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    // (arguments, words of the one-line error)
+    let table: &[(&[&str], &[&str])] = &[
+        (
+            &["discover", "scan", "127.0.0.1/32", "--port", &closed],
+            &["no BMC answered", "1 addresses", "--port"],
+        ),
+        (
+            &["discover", "collect"],
+            &["no scan has found BMCs", "openchami discover scan"],
+        ),
+    ];
+    for (args, words) in table {
+        let out = cli.run(args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let last = stderr.lines().last().unwrap_or("");
+        assert!(last.starts_with("openchami: "), "{args:?}: {stderr}");
+        for w in *words {
+            assert!(last.contains(w), "{args:?}: {last:?} lacks {w:?}");
+        }
+    }
+    // A simulator that cannot listen exits at once, saying why.
+    let port = h.api_addr().port().to_string();
+    let out = tokio::time::timeout(
+        common::TIMEOUT,
+        tokio::process::Command::new(BIN)
+            .args(["sim-bmc", "--first-ip", "127.0.0.1", "--port", &port])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("sim-bmc exits")
+    .expect("run sim-bmc");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Address already in use") && stderr.contains("pick another with --port"),
+        "{stderr}"
+    );
+}
+
 /// The script with its jittered `sleep` value masked.
 fn mask_sleep(script: &str) -> String {
     script
