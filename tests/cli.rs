@@ -522,6 +522,87 @@ async fn discovery_mistakes_fail_loudly() {
     );
 }
 
+/// Pointing the CLI at the wrong listener or CA gives one line saying what
+/// the peer is and which flag to change, and a closed pipe ends it quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_errors_say_what_to_do() {
+    let h = Harness::start().await;
+    // Another appliance's CA: same name, another key.
+    let other = Harness::start().await;
+    let api = h.api_addr();
+    let node = h.node_addr();
+    let own_ca = h.state_dir().join("ca/root.crt");
+    let other_ca = other.state_dir().join("ca/root.crt");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let https_api = format!("--url https://{api}");
+    // (case, --url, --cacert, words of the one-line error)
+    let table: Vec<(&str, String, &Path, Vec<&str>)> = vec![
+        (
+            "http:// against the API",
+            format!("http://{api}"),
+            &own_ca,
+            vec!["answers in TLS", &https_api],
+        ),
+        (
+            "https:// against the node listener",
+            format!("https://{node}"),
+            &own_ca,
+            vec!["answers plain HTTP", "node listener", "port 8443"],
+        ),
+        (
+            "another appliance's CA",
+            format!("https://{api}"),
+            &other_ca,
+            vec!["not signed by", "--cacert", "ca fingerprint"],
+        ),
+        (
+            "nothing listening",
+            format!("https://{closed}"),
+            &own_ca,
+            vec!["nothing listens there", "openchami serve"],
+        ),
+    ];
+    for (case, url, ca, words) in table {
+        let out = tokio::process::Command::new(BIN)
+            .args(["--url", &url, "--cacert"])
+            .arg(ca)
+            .args(["--token", &h.token, "node", "list"])
+            .env_remove("OPENCHAMI_CONFIG")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{case}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{case}: {stderr}");
+        for w in &words {
+            assert!(stderr.contains(w), "{case}: {stderr:?} lacks {w:?}");
+        }
+    }
+
+    // `openchami … | head` where head has gone: no panic, no message.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = tokio::process::Command::new(BIN)
+        .args(["--url", &h.api_base(), "--cacert"])
+        .arg(&own_ca)
+        .args(["--token", &h.token, "-o", "json", "node", "list"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
 /// The script with its jittered `sleep` value masked.
 fn mask_sleep(script: &str) -> String {
     script

@@ -5,6 +5,37 @@
 //! means the CLI works from any host, exercises the same code paths as
 //! `ochami`, and can never bypass the appliance's validation.
 
+/// Standard output of every command. When the reader goes away early
+/// (`openchami … | head`), the process ends quietly with status 141, as a
+/// coreutils tool killed by SIGPIPE does, instead of `print!` panicking.
+pub(crate) fn write_stdout(bytes: &[u8]) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_all(bytes).and_then(|()| o.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("openchami: cannot write to standard output: {e}");
+            std::process::exit(1);
+        }
+        std::process::exit(141);
+    }
+}
+
+// `print!`/`println!` in this module and below go through [`write_stdout`]
+// (these definitions shadow std's for the modules declared after them).
+macro_rules! print {
+    ($($t:tt)*) => {
+        $crate::cli::write_stdout(format!($($t)*).as_bytes())
+    };
+}
+macro_rules! println {
+    () => {
+        $crate::cli::write_stdout(b"\n")
+    };
+    ($($t:tt)*) => {
+        $crate::cli::write_stdout(format!("{}\n", format_args!($($t)*)).as_bytes())
+    };
+}
+
 mod boot;
 mod client;
 mod commands;
@@ -287,7 +318,9 @@ pub fn main() -> ExitCode {
         Command::SimBmc(args) => sim::run(&args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "openchami", &mut std::io::stdout());
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "openchami", &mut buf);
+            write_stdout(&buf);
             ExitCode::SUCCESS
         }
         Command::Generate(what) => match generate(&what) {
