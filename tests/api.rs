@@ -1392,6 +1392,132 @@ async fn import_is_atomic_and_idempotent() {
     );
 }
 
+/// One MAC belongs to one node and one address per network to one interface,
+/// on every SMD write path; each refusal is a 409 naming the holder and
+/// changes nothing, and the explicit move flag moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_rules_on_every_write_path() {
+    let h = Harness::start().await;
+    h.api
+        .post("/inventory/v1/import", &example_cluster())
+        .await
+        .ok();
+    const IFACES: &str = "/hsm/v2/Inventory/EthernetInterfaces";
+    let f1 = format!("{IFACES}/deadbeeeeef1");
+    // (method, path, body, status, words of the detail)
+    let table: Vec<(Method, String, Value, u16, &[&str])> = vec![
+        (
+            Method::POST,
+            IFACES.into(),
+            json!({"MACAddress": "02:00:00:00:00:10", "ComponentID": "x1000c1s7b1n0",
+                   "IPAddresses": [{"IPAddress": "172.16.0.1"}]}),
+            409,
+            &["172.16.0.1", "held by x1000c1s7b0n0"],
+        ),
+        (
+            Method::POST,
+            IFACES.into(),
+            json!({"MACAddress": "DE:AD:BE:EE:EE:F1", "ComponentID": "x1000c1s7b1n0"}),
+            409,
+            &["already exists", "belongs to x1000c1s7b0n0"],
+        ),
+        (
+            Method::POST,
+            format!("{IFACES}/deadbeeeeef2/IPAddresses"),
+            json!({"IPAddress": "172.16.0.1", "Network": "internal"}),
+            409,
+            &["172.16.0.1", "held by x1000c1s7b0n0"],
+        ),
+        (
+            Method::POST,
+            format!("{IFACES}/deadbeeeeef2/IPAddresses"),
+            json!({"IPAddress": "172.16.0.1", "Network": "other"}),
+            201,
+            &[],
+        ),
+        (
+            Method::PATCH,
+            format!("{IFACES}/deadbeeeeef2"),
+            json!({"IPAddresses": [{"IPAddress": "172.16.0.3"}]}),
+            409,
+            &["172.16.0.3", "held by x1000c1s7b2n0"],
+        ),
+        (
+            Method::POST,
+            "/inventory/v1/nodes".into(),
+            json!({"xname": "x1000c2s0b0n0", "macs": ["de:ad:be:ee:ee:f1"], "groups": ["io"]}),
+            409,
+            &["belongs to x1000c1s7b0n0"],
+        ),
+        (
+            Method::POST,
+            "/inventory/v1/import".into(),
+            json!({"nodes": [{"xname": "x1000c1s7b1n0",
+                              "interfaces": [{"mac_addr": "de:ad:be:ee:ee:f1"}]}]}),
+            409,
+            &["belongs to x1000c1s7b0n0", "--move-macs"],
+        ),
+        (
+            Method::POST,
+            "/inventory/v1/import".into(),
+            json!({"nodes": [{"xname": "x1000c1s7b1n0", "interface": []}]}),
+            400,
+            &["nodes[0] (x1000c1s7b1n0)", "unknown key \"interface\""],
+        ),
+        // A PATCH naming a ComponentID is the request to move the MAC.
+        (
+            Method::PATCH,
+            f1.clone(),
+            json!({"ComponentID": "x1000c1s7b1n0"}),
+            200,
+            &[],
+        ),
+        (
+            Method::POST,
+            "/inventory/v1/import?move_macs=true".into(),
+            json!({"nodes": [{"xname": "x1000c1s7b2n0",
+                              "interfaces": [{"mac_addr": "de:ad:be:ee:ee:f1",
+                                              "ip_addrs": [{"ip_addr": "172.16.0.2"}]}]}]}),
+            200,
+            &[],
+        ),
+    ];
+    for (method, path, body, status, words) in table {
+        let before = h.generation();
+        let r = h.api.call(method.clone(), &path, Some(&body)).await;
+        if status >= 400 {
+            let p = r.problem(status);
+            let detail = p["detail"].as_str().unwrap();
+            for w in words {
+                assert!(
+                    detail.contains(w),
+                    "{method} {path}: {detail:?} lacks {w:?}"
+                );
+            }
+            assert_eq!(h.generation(), before, "{method} {path}: nothing written");
+        } else {
+            r.status(status);
+        }
+    }
+    let f1 = h.api.get_json(&f1).await;
+    assert_eq!(f1["ComponentID"], "x1000c1s7b2n0", "{f1}");
+    let holders = h
+        .api
+        .get_json(&format!("{IFACES}?IPAddress=172.16.0.2"))
+        .await;
+    let holders: Vec<&str> = holders
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["ID"].as_str().unwrap())
+        .collect();
+    assert_eq!(holders, ["deadbeeeeef1"], "the address moved with the MAC");
+    h.api
+        .get(&format!("{COMPONENTS}/x1000c2s0b0n0"))
+        .await
+        .problem(404);
+}
+
 // ------------------------------------------------------------------ appliance
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -310,6 +310,299 @@ async fn client_errors_are_one_line() {
     assert!(err.contains("400") && err.contains("not a node"), "{err}");
 }
 
+/// Identity rules through the CLI: each refusal is one line naming the node
+/// that holds the MAC or address, and changes nothing; the explicit flag moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_conflicts_name_the_holder() {
+    let h = Harness::start().await;
+    let cli = Cli::new(&h);
+    cli.ok(&["import", "-f", "examples/cluster.yaml"]).await;
+    let dir = h.state_dir();
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let moved_mac = file(
+        "moved-mac.yaml",
+        "nodes:\n  - xname: x1000c1s7b1n0\n    interfaces:\n      - mac_addr: de:ad:be:ee:ee:f1\n",
+    );
+    let misspelt = file(
+        "misspelt.yaml",
+        "nodes:\n  - xname: x1000c1s7b0n0\n  - xname: x1000c1s7b1n0\n    bmc_macc: de:ca:fc:0f:ee:e2\n",
+    );
+    let no_xname = file("no-xname.yaml", "nodes:\n  - name: node09\n    nid: 9\n");
+    // (golden file, arguments, whether it succeeds)
+    let table: &[(&str, &[&str], bool)] = &[
+        (
+            "import-moved-mac.stderr",
+            &["import", "-f", &moved_mac],
+            false,
+        ),
+        (
+            "import-misspelt-key.stderr",
+            &["import", "-f", &misspelt],
+            false,
+        ),
+        (
+            "import-no-xname.stderr",
+            &["import", "-f", &no_xname],
+            false,
+        ),
+        (
+            "node-add-taken-mac.stderr",
+            &[
+                "node",
+                "add",
+                "x1000c2s0b0n0",
+                "--nid",
+                "10",
+                "--mac",
+                "DE-AD-BE-EE-EE-F2",
+                "--group",
+                "io",
+            ],
+            false,
+        ),
+        (
+            "node-add-taken-ip.stderr",
+            &[
+                "node",
+                "add",
+                "x1000c2s0b0n0",
+                "--nid",
+                "10",
+                "--mac",
+                "02:00:00:00:00:10",
+                "--ip",
+                "172.16.0.2",
+            ],
+            false,
+        ),
+        (
+            "node-add-taken-bmc-ip.stderr",
+            &[
+                "node",
+                "add",
+                "x1000c2s0b0n0",
+                "--mac",
+                "02:00:00:00:00:10",
+                "--ip",
+                "172.16.0.104",
+            ],
+            false,
+        ),
+        (
+            "node-set-taken-mac.stderr",
+            &["node", "set", "x1000c1s7b0n0", "--mac", "de:ad:be:ee:ee:f3"],
+            false,
+        ),
+        (
+            "node-set-taken-ip.stderr",
+            &["node", "set", "x1000c1s7b0n0", "--ip", "172.16.0.3"],
+            false,
+        ),
+        (
+            "node-set-ambiguous-ip.stderr",
+            &["node", "set", "x1000c1s7b3n0", "--ip", "172.16.0.44"],
+            false,
+        ),
+        (
+            "node-set-ip.txt",
+            &["node", "set", "x1000c1s7b0n0", "--ip", "172.16.0.11"],
+            true,
+        ),
+        (
+            "node-set-mac.txt",
+            &[
+                "node",
+                "set",
+                "x1000c1s7b1n0",
+                "--mac",
+                "02:00:00:00:00:12",
+                "--ip",
+                "172.16.0.12",
+            ],
+            true,
+        ),
+        (
+            "import-move-macs.txt",
+            &["import", "-f", &moved_mac, "--move-macs"],
+            true,
+        ),
+    ];
+    for (name, args, succeeds) in table {
+        let before = h.generation();
+        if *succeeds {
+            golden(name, &cli.ok(args).await);
+            assert_ne!(h.generation(), before, "{name}: written");
+        } else {
+            golden(name, &cli.fails(args).await);
+            assert_eq!(h.generation(), before, "{name}: nothing written");
+        }
+    }
+    // What the successful steps left: one holder per MAC and address.
+    let ifaces = h
+        .api
+        .get("/hsm/v2/Inventory/EthernetInterfaces")
+        .await
+        .json();
+    let holder = |mac: &str| {
+        ifaces
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["MACAddress"] == mac)
+            .map(|i| i["ComponentID"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        holder("de:ad:be:ee:ee:f1").as_deref(),
+        Some("x1000c1s7b1n0")
+    );
+    assert_eq!(
+        holder("02:00:00:00:00:12").as_deref(),
+        Some("x1000c1s7b1n0")
+    );
+    assert_eq!(holder("de:ad:be:ee:ee:f2"), None, "replaced by --mac");
+    h.api
+        .get("/hsm/v2/State/Components/x1000c2s0b0n0")
+        .await
+        .problem(404);
+}
+
+/// Discovery mistakes a new user makes say what happened and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_mistakes_fail_loudly() {
+    let h = Harness::start().await;
+    let cli = Cli::new(&h);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    // (arguments, words of the one-line error)
+    let table: &[(&[&str], &[&str])] = &[
+        (
+            &["discover", "scan", "127.0.0.1/32", "--port", &closed],
+            &["no BMC answered", "1 addresses", "--port"],
+        ),
+        (
+            &["discover", "collect"],
+            &["no scan has found BMCs", "openchami discover scan"],
+        ),
+    ];
+    for (args, words) in table {
+        let out = cli.run(args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let last = stderr.lines().last().unwrap_or("");
+        assert!(last.starts_with("openchami: "), "{args:?}: {stderr}");
+        for w in *words {
+            assert!(last.contains(w), "{args:?}: {last:?} lacks {w:?}");
+        }
+    }
+    // A simulator that cannot listen exits at once, saying why.
+    let port = h.api_addr().port().to_string();
+    let out = tokio::time::timeout(
+        common::TIMEOUT,
+        tokio::process::Command::new(BIN)
+            .args(["sim-bmc", "--first-ip", "127.0.0.1", "--port", &port])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("sim-bmc exits")
+    .expect("run sim-bmc");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Address already in use") && stderr.contains("pick another with --port"),
+        "{stderr}"
+    );
+}
+
+/// Pointing the CLI at the wrong listener or CA gives one line saying what
+/// the peer is and which flag to change, and a closed pipe ends it quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_errors_say_what_to_do() {
+    let h = Harness::start().await;
+    // Another appliance's CA: same name, another key.
+    let other = Harness::start().await;
+    let api = h.api_addr();
+    let node = h.node_addr();
+    let own_ca = h.state_dir().join("ca/root.crt");
+    let other_ca = other.state_dir().join("ca/root.crt");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let https_api = format!("--url https://{api}");
+    // (case, --url, --cacert, words of the one-line error)
+    let table: Vec<(&str, String, &Path, Vec<&str>)> = vec![
+        (
+            "http:// against the API",
+            format!("http://{api}"),
+            &own_ca,
+            vec!["answers in TLS", &https_api],
+        ),
+        (
+            "https:// against the node listener",
+            format!("https://{node}"),
+            &own_ca,
+            vec!["answers plain HTTP", "node listener", "port 8443"],
+        ),
+        (
+            "another appliance's CA",
+            format!("https://{api}"),
+            &other_ca,
+            vec!["not signed by", "--cacert", "ca fingerprint"],
+        ),
+        (
+            "nothing listening",
+            format!("https://{closed}"),
+            &own_ca,
+            vec!["nothing listens there", "openchami serve"],
+        ),
+    ];
+    for (case, url, ca, words) in table {
+        let out = tokio::process::Command::new(BIN)
+            .args(["--url", &url, "--cacert"])
+            .arg(ca)
+            .args(["--token", &h.token, "node", "list"])
+            .env_remove("OPENCHAMI_CONFIG")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{case}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{case}: {stderr}");
+        for w in &words {
+            assert!(stderr.contains(w), "{case}: {stderr:?} lacks {w:?}");
+        }
+    }
+
+    // `openchami … | head` where head has gone: no panic, no message.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = tokio::process::Command::new(BIN)
+        .args(["--url", &h.api_base(), "--cacert"])
+        .arg(&own_ca)
+        .args(["--token", &h.token, "-o", "json", "node", "list"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
 /// The script with its jittered `sleep` value masked.
 fn mask_sleep(script: &str) -> String {
     script

@@ -17,6 +17,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// The CA file trusted, for messages.
+    ca: Option<PathBuf>,
 }
 
 impl Client {
@@ -32,7 +34,12 @@ impl Client {
             .unwrap_or_else(|| config.state_dir.join("ca").join("root.crt"));
         let http = build_http(&base, &ca_path)?;
         let token = resolve_token(g, config);
-        Ok(Client { http, base, token })
+        Ok(Client {
+            http,
+            base,
+            token,
+            ca: Some(ca_path),
+        })
     }
 
     /// A client for tests and tools that already hold the pieces.
@@ -49,6 +56,7 @@ impl Client {
             http: b.build()?,
             base: base.trim_end_matches('/').to_string(),
             token,
+            ca: None,
         })
     }
 
@@ -104,10 +112,7 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| anyhow!("cannot reach {}: {}", self.base, crate::root_cause(&e)))?;
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.context("reading the response")?;
         let v = if bytes.is_empty() {
@@ -123,6 +128,15 @@ impl Client {
         self.send(Method::GET, path, None).await
     }
 
+    /// Why a request got no answer, and what to do, in one line.
+    fn unreachable(&self, e: &reqwest::Error) -> anyhow::Error {
+        anyhow!(explain(
+            &self.base,
+            &crate::root_cause(e),
+            self.ca.as_deref()
+        ))
+    }
+
     /// GET of a document that is not JSON (YAML, cloud-config): its text.
     pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
         let url = format!("{}{}", self.base, path);
@@ -130,10 +144,7 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| anyhow!("cannot reach {}: {}", self.base, crate::root_cause(&e)))?;
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.context("reading the response")?;
         if status.is_success() {
@@ -143,6 +154,52 @@ impl Client {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Self::result(&Method::GET, path, status, v).map(|_| String::new())
     }
+}
+
+/// A transport failure as an operator can act on it: what the peer at
+/// `base` turned out to be, and the flag to change. The raw cause (a parser
+/// or TLS alert name) stays at the end for searching.
+pub fn explain(base: &str, cause: &str, ca: Option<&Path>) -> String {
+    let lower = cause.to_ascii_lowercase();
+    let https = base.starts_with("https://");
+    let hint = if !https && lower.contains("invalid http version") {
+        format!(
+            "it answers in TLS, not plain HTTP: the API is HTTPS, use --url {}",
+            base.replacen("http://", "https://", 1)
+        )
+    } else if https
+        && (lower.contains("invalidcontenttype")
+            || lower.contains("corrupt message")
+            || lower.contains("wrong version number"))
+    {
+        format!(
+            "it answers plain HTTP, not TLS: that is the node listener (default port 27778); the API is HTTPS on port 8443, e.g. --url https://{}:8443",
+            host_of(base)
+        )
+    } else if https
+        && (lower.contains("badsignature")
+            || lower.contains("unknownissuer")
+            || lower.contains("invalid peer certificate"))
+    {
+        let ca = ca.map_or_else(|| "the CA given".to_string(), |p| p.display().to_string());
+        format!(
+            "its certificate is not signed by {ca}: pass --cacert with this appliance's <state dir>/ca/root.crt (check it with `openchami ca fingerprint` on the head node)"
+        )
+    } else if lower.contains("connection refused") {
+        "nothing listens there: is `openchami serve` running, and are the host and port right (--url)?".to_string()
+    } else {
+        return format!("cannot reach {base}: {cause}");
+    };
+    format!("cannot reach {base}: {hint} ({cause})")
+}
+
+fn host_of(base: &str) -> &str {
+    let rest = base.split_once("://").map_or(base, |(_, r)| r);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    if let Some(end) = hostport.find(']') {
+        return &hostport[..=end];
+    }
+    hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
 }
 
 fn tls_config(pem: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
@@ -181,7 +238,13 @@ fn build_http(base: &str, ca_path: &Path) -> anyhow::Result<reqwest::Client> {
                 ca_path.display()
             )
         })?;
-        b = b.use_preconfigured_tls(tls_config(&pem)?);
+        let tls = tls_config(&pem).with_context(|| {
+            format!(
+                "{} is not the appliance CA (pass --cacert with its <state dir>/ca/root.crt)",
+                ca_path.display()
+            )
+        })?;
+        b = b.use_preconfigured_tls(tls);
     }
     Ok(b.build()?)
 }

@@ -288,25 +288,8 @@ async fn interfaces(client: &Client, query: &str) -> anyhow::Result<Value> {
     Client::result(&Method::GET, &path, status, v)
 }
 
-async fn ensure_group(client: &Client, label: &str) -> anyhow::Result<()> {
-    let (status, _) = client
-        .send_raw(Method::GET, &format!("/hsm/v2/groups/{}", enc(label)), None)
-        .await?;
-    if status == StatusCode::NOT_FOUND {
-        client
-            .send(
-                Method::POST,
-                "/hsm/v2/groups",
-                Some(&json!({"label": label, "description": ""})),
-            )
-            .await?;
-    }
-    Ok(())
-}
-
 pub(super) async fn node_add(client: &Client, a: &NodeAddArgs) -> anyhow::Result<String> {
-    // Check what can be checked here before writing anything, so a typo in
-    // a MAC or address does not leave a node without its interfaces.
+    // Check what can be checked here, so a typo gets a local message.
     let macs = a
         .macs
         .iter()
@@ -319,68 +302,45 @@ pub(super) async fn node_add(client: &Client, a: &NodeAddArgs) -> anyhow::Result
         ip.parse::<std::net::IpAddr>()
             .map_err(|_| anyhow!("invalid IP address {ip:?}"))?;
     }
-    let mut comp = json!({"ID": a.xname, "Type": "Node", "State": a.state, "Enabled": true});
-    if let Some(n) = a.nid {
-        comp["NID"] = json!(n);
-    }
-    if let Some(r) = &a.role {
-        comp["Role"] = json!(r);
-    }
-    if let Some(r) = &a.subrole {
-        comp["SubRole"] = json!(r);
-    }
-    let (status, _) = client
-        .send_raw(
-            Method::GET,
-            &format!("/hsm/v2/State/Components/{}", enc(&a.xname)),
-            None,
-        )
-        .await?;
-    if status.is_success() {
-        bail!("{} already exists (use `openchami node set`)", a.xname);
-    }
-    client
-        .send(
-            Method::POST,
-            "/hsm/v2/State/Components",
-            Some(&json!({"Components": [comp]})),
-        )
-        .await?;
+    // One request, one write: a refusal leaves nothing half-made.
+    let body = json!({
+        "xname": a.xname, "nid": a.nid, "macs": macs, "ip": a.ip, "role": a.role,
+        "subrole": a.subrole, "groups": a.groups, "state": a.state, "move_macs": a.move_macs,
+    });
     let c = client
-        .get(&format!("/hsm/v2/State/Components/{}", enc(&a.xname)))
+        .send(Method::POST, "/inventory/v1/nodes", Some(&body))
         .await?;
     let id = c["ID"].as_str().unwrap_or(&a.xname).to_string();
-    for (i, mac) in macs.iter().enumerate() {
-        let mut body = json!({"MACAddress": mac, "ComponentID": id, "Description": format!("{id} interface {i}")});
-        if i == 0
-            && let Some(ip) = &a.ip
-        {
-            body["IPAddresses"] = json!([{"IPAddress": ip}]);
-        }
-        client
-            .send(
-                Method::POST,
-                "/hsm/v2/Inventory/EthernetInterfaces",
-                Some(&body),
-            )
-            .await?;
-    }
-    for g in &a.groups {
-        ensure_group(client, g).await?;
-        client
-            .send(
-                Method::POST,
-                &format!("/hsm/v2/groups/{}/members", enc(g)),
-                Some(&json!({"id": id})),
-            )
-            .await?;
-    }
     Ok(format!("added {id} (NID {})\n", c["NID"]))
 }
 
 async fn node_set(client: &Client, a: &NodeSetArgs) -> anyhow::Result<String> {
     let base = format!("/hsm/v2/State/Components/{}", enc(&a.xname));
     let mut changed = Vec::new();
+    // Identity first: it is what is most likely refused, before anything
+    // else has changed.
+    if !a.macs.is_empty() || a.ip.is_some() {
+        let mut body = json!({"move_macs": a.move_macs});
+        if !a.macs.is_empty() {
+            body["macs"] = json!(a.macs);
+        }
+        if let Some(ip) = &a.ip {
+            body["ip"] = json!(ip);
+        }
+        client
+            .send(
+                Method::PATCH,
+                &format!("/inventory/v1/nodes/{}", enc(&a.xname)),
+                Some(&body),
+            )
+            .await?;
+        if !a.macs.is_empty() {
+            changed.push("MACs");
+        }
+        if a.ip.is_some() {
+            changed.push("IP");
+        }
+    }
     if let Some(n) = a.nid {
         client
             .send(
@@ -428,7 +388,9 @@ async fn node_set(client: &Client, a: &NodeSetArgs) -> anyhow::Result<String> {
         changed.push("State");
     }
     if changed.is_empty() {
-        bail!("nothing to change: give --nid, --role, --subrole, --enabled or --state");
+        bail!(
+            "nothing to change: give --nid, --role, --subrole, --enabled, --state, --mac or --ip"
+        );
     }
     Ok(format!("updated {} of {}\n", changed.join(", "), a.xname))
 }
@@ -566,9 +528,12 @@ pub fn read_cluster_file(path: &std::path::Path) -> anyhow::Result<Value> {
 
 async fn import(client: &Client, format: Format, args: &ImportArgs) -> anyhow::Result<String> {
     let body = read_cluster_file(&args.file)?;
-    let summary = client
-        .send(Method::POST, "/inventory/v1/import", Some(&body))
-        .await?;
+    let path = if args.move_macs {
+        "/inventory/v1/import?move_macs=true"
+    } else {
+        "/inventory/v1/import"
+    };
+    let summary = client.send(Method::POST, path, Some(&body)).await?;
     if format != Format::Table {
         return Ok(render(format, &[], &[], &summary));
     }

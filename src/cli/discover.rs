@@ -24,7 +24,7 @@ pub enum DiscoverCmd {
         opts: ScanOpts,
     },
     /// Crawl BMCs into the inventory: the targets given (scanned first),
-    /// else those the last scan found, else every known BMC again
+    /// else those the last scan found
     Collect {
         /// CIDRs, addresses or address:port
         targets: Vec<String>,
@@ -287,6 +287,18 @@ async fn follow(
         return Err(Partial {
             output: out,
             message: format!("discovery job {id} was cancelled"),
+        }
+        .into());
+    }
+    // A scan that reached nothing is almost always a wrong range, port or
+    // a BMC (simulator) that is not up: say so instead of a quiet "found 0".
+    if done["kind"] == "scan" && n("found") == 0 {
+        return Err(Partial {
+            output: out,
+            message: format!(
+                "no BMC answered Redfish at any of the {} addresses probed: check the targets, --port, and that the BMCs are up",
+                n("addresses")
+            ),
         }
         .into());
     }

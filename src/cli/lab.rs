@@ -319,6 +319,27 @@ fn up(global: &Global, a: &UpArgs) -> anyhow::Result<()> {
         bmc_password: uuid::Uuid::new_v4().simple().to_string(),
     };
     check_tools(&lab)?;
+    let recorded_here = Lab::load(&dir).is_ok_and(|l| l.netns == lab.netns);
+    let owner = net::owner(&lab.netns);
+    let owner_running = owner
+        .as_deref()
+        .and_then(SupervisorInfo::load)
+        .is_some_and(|i| lab::alive(i.pid));
+    let inside = if net::exists(&lab.netns) {
+        net::processes_in(&lab.netns)
+    } else {
+        0
+    };
+    if let NetnsUse::Taken(why) = netns_use(
+        &lab.netns,
+        &dir,
+        recorded_here,
+        owner.as_deref(),
+        owner_running,
+        inside,
+    ) {
+        bail!(why);
+    }
     for line in clean_leftovers(&dir, Some(&lab.netns), true)? {
         println!("cleaned up: {line}");
     }
@@ -348,10 +369,67 @@ fn up(global: &Global, a: &UpArgs) -> anyhow::Result<()> {
 
     net::create(&lab)?;
     let result = start_and_enroll(global, &lab, a, started);
-    if result.is_err() {
+    if let Err(e) = &result
+        && !keeps_lab(e)
+    {
         let _ = clean_up_after_failure(&lab);
     }
     result
+}
+
+/// Whether a namespace name may be (re)used by the lab in `dir`.
+#[derive(Debug, PartialEq, Eq)]
+enum NetnsUse {
+    /// This directory's lab (or nobody's leftover): deleted and made anew.
+    Free,
+    /// Another lab's, or holds processes that are not this lab's.
+    Taken(String),
+}
+
+fn netns_use(
+    netns: &str,
+    dir: &Path,
+    recorded_here: bool,
+    owner: Option<&Path>,
+    owner_running: bool,
+    processes_inside: usize,
+) -> NetnsUse {
+    if recorded_here || owner == Some(dir) {
+        return NetnsUse::Free;
+    }
+    if let Some(other) = owner
+        && owner_running
+    {
+        return NetnsUse::Taken(format!(
+            "namespace {netns} belongs to the running lab in {}: give this lab another --name, or remove that one with `openchami lab down --dir {}`",
+            other.display(),
+            other.display()
+        ));
+    }
+    if processes_inside > 0 {
+        return NetnsUse::Taken(format!(
+            "namespace {netns} exists with {processes_inside} process(es) in it that are not this lab's: give this lab another --name"
+        ));
+    }
+    NetnsUse::Free
+}
+
+/// The nodes' boot did not finish in time or failed: the lab itself is up
+/// and is what one looks at next (status, consoles), so it stays.
+#[derive(Debug)]
+struct BootWait(String);
+
+impl std::fmt::Display for BootWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BootWait {}
+
+/// Whether `up` keeps the lab after this error (only boot outcomes).
+fn keeps_lab(e: &anyhow::Error) -> bool {
+    e.is::<BootWait>()
 }
 
 fn clean_up_after_failure(lab: &Lab) -> anyhow::Result<()> {
@@ -518,6 +596,7 @@ async fn enroll(client: &Client, lab: &Lab) -> anyhow::Result<()> {
             subrole: None,
             groups: vec!["compute".into()],
             state: "Ready".into(),
+            move_macs: false,
         };
         super::commands::node_add(client, &args).await?;
     }
@@ -648,16 +727,15 @@ fn wait_for_markers(lab: &Lab, limit: Duration, started: Instant) -> anyhow::Res
     let mut pending: Vec<&plan::LabNode> = lab.nodes.iter().collect();
     let t = Instant::now();
     while !pending.is_empty() {
+        let d = lab.dir.display();
         if t.elapsed() > limit {
-            bail!(
-                "{} did not boot within {:?}; see `openchami lab status` and `openchami lab console`",
-                pending
-                    .iter()
-                    .map(|n| n.xname.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                limit
-            );
+            let x: Vec<&str> = pending.iter().map(|n| n.xname.as_str()).collect();
+            return Err(BootWait(format!(
+                "{} did not boot within {limit:?}; the lab keeps running: `openchami lab status --dir {d}`, `openchami lab console {} --dir {d}`; remove it with `openchami lab down --dir {d}`",
+                x.join(", "),
+                x.first().copied().unwrap_or_default(),
+            ))
+            .into());
         }
         let mut still = Vec::new();
         for n in pending {
@@ -671,7 +749,13 @@ fn wait_for_markers(lab: &Lab, limit: Duration, started: Instant) -> anyhow::Res
                     n.xname,
                     m
                 ),
-                Console::Failed(m) => bail!("{} failed to boot: {m}", n.xname),
+                Console::Failed(m) => {
+                    return Err(BootWait(format!(
+                        "{} failed to boot: {m}; the lab keeps running: `openchami lab console {} --dir {d}`; remove it with `openchami lab down --dir {d}`",
+                        n.xname, n.xname
+                    ))
+                    .into());
+                }
                 Console::Booting => still.push(n),
             }
         }
@@ -755,15 +839,43 @@ pub fn step_summary(rec: &Value) -> String {
         .join(" ")
 }
 
+/// Nodes whose console a lab directory keeps (after `down` too).
+fn kept_consoles(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join("nodes"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().join("serial.log").is_file())
+                .filter_map(|e| e.file_name().to_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 fn console(dir: &Path, xname: &str, follow: bool) -> anyhow::Result<()> {
     let dir = absolute(dir)?;
-    let lab = Lab::load(&dir)?;
-    if !lab.nodes.iter().any(|n| n.xname == xname) {
-        bail!("{xname} is not a node of the lab in {}", dir.display());
-    }
-    let path = lab.serial_log(xname);
+    // After `down` the lab file is gone but the consoles stay: show them.
+    let path = match Lab::load(&dir) {
+        Ok(lab) if lab.nodes.iter().any(|n| n.xname == xname) => lab.serial_log(xname),
+        Ok(_) => bail!("{xname} is not a node of the lab in {}", dir.display()),
+        Err(_) => {
+            let kept = kept_consoles(&dir);
+            if !kept.iter().any(|k| k == xname) {
+                bail!(
+                    "no lab in {} and no kept console of {xname} (kept: {})",
+                    dir.display(),
+                    if kept.is_empty() {
+                        "none".to_string()
+                    } else {
+                        kept.join(", ")
+                    }
+                );
+            }
+            dir.join("nodes").join(xname).join("serial.log")
+        }
+    };
     let mut pos = 0u64;
-    let mut out = std::io::stdout();
     loop {
         if let Ok(mut f) = std::fs::File::open(&path) {
             let len = f.metadata()?.len();
@@ -775,8 +887,7 @@ fn console(dir: &Path, xname: &str, follow: bool) -> anyhow::Result<()> {
                 let mut buf = Vec::new();
                 f.take(len - pos).read_to_end(&mut buf)?;
                 pos = len;
-                out.write_all(&buf)?;
-                out.flush()?;
+                super::write_stdout(&buf);
             }
         } else if !follow {
             bail!("{xname} has no console output yet");
@@ -828,6 +939,58 @@ fn down_inner(dir: &Path, say: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespace_is_reused_only_by_its_own_lab() {
+        let here = Path::new("/var/tmp/lab-a");
+        let other = Path::new("/var/tmp/lab-b");
+        // (case, recorded here, owner, owner running, processes inside, free?)
+        #[allow(clippy::type_complexity)]
+        let table: &[(&str, bool, Option<&Path>, bool, usize, bool)] = &[
+            ("new name", false, None, false, 0, true),
+            ("this directory's lab", true, Some(here), true, 5, true),
+            ("owned by this directory", false, Some(here), true, 5, true),
+            ("another running lab", false, Some(other), true, 5, false),
+            ("another lab, crashed", false, Some(other), false, 0, true),
+            ("unrecorded, busy", false, None, false, 2, false),
+        ];
+        for (case, recorded, owner, running, inside, free) in table {
+            let got = netns_use("oclab", here, *recorded, *owner, *running, *inside);
+            match (free, &got) {
+                (true, NetnsUse::Free) => {}
+                (false, NetnsUse::Taken(why)) => {
+                    assert!(why.contains("--name"), "{case}: {why}");
+                    if owner.is_some() {
+                        assert!(
+                            why.contains("lab down --dir /var/tmp/lab-b"),
+                            "{case}: {why}"
+                        );
+                    }
+                }
+                _ => panic!("{case}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_boot_outcomes_keep_the_lab() {
+        let boot: anyhow::Error = BootWait("x did not boot".into()).into();
+        assert!(keeps_lab(&boot));
+        assert!(keeps_lab(&boot.context("lab up")));
+        assert!(!keeps_lab(&anyhow::anyhow!("cannot start qemu")));
+    }
+
+    #[test]
+    fn consoles_are_shown_after_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("nodes/x1000c0s0b0n0");
+        std::fs::create_dir_all(&node).unwrap();
+        std::fs::write(node.join("serial.log"), "booted\n").unwrap();
+        assert_eq!(kept_consoles(dir.path()), vec!["x1000c0s0b0n0"]);
+        console(dir.path(), "x1000c0s0b0n0", false).unwrap();
+        let e = console(dir.path(), "x1000c0s9b0n0", false).unwrap_err();
+        assert!(e.to_string().contains("kept: x1000c0s0b0n0"), "{e}");
+    }
 
     #[test]
     fn console_reading_looks_at_the_last_boot() {

@@ -5,6 +5,37 @@
 //! means the CLI works from any host, exercises the same code paths as
 //! `ochami`, and can never bypass the appliance's validation.
 
+/// Standard output of every command. When the reader goes away early
+/// (`openchami … | head`), the process ends quietly with status 141, as a
+/// coreutils tool killed by SIGPIPE does, instead of `print!` panicking.
+pub(crate) fn write_stdout(bytes: &[u8]) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_all(bytes).and_then(|()| o.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("openchami: cannot write to standard output: {e}");
+            std::process::exit(1);
+        }
+        std::process::exit(141);
+    }
+}
+
+// `print!`/`println!` in this module and below go through [`write_stdout`]
+// (these definitions shadow std's for the modules declared after them).
+macro_rules! print {
+    ($($t:tt)*) => {
+        $crate::cli::write_stdout(format!($($t)*).as_bytes())
+    };
+}
+macro_rules! println {
+    () => {
+        $crate::cli::write_stdout(b"\n")
+    };
+    ($($t:tt)*) => {
+        $crate::cli::write_stdout(format!("{}\n", format_args!($($t)*)).as_bytes())
+    };
+}
+
 mod boot;
 mod client;
 mod commands;
@@ -195,6 +226,9 @@ pub struct NodeAddArgs {
     pub groups: Vec<String>,
     #[arg(long, default_value = "Ready")]
     pub state: String,
+    /// Take MACs and addresses that belong to other nodes
+    #[arg(long)]
+    pub move_macs: bool,
 }
 
 #[derive(Args, Debug)]
@@ -213,6 +247,15 @@ pub struct NodeSetArgs {
     /// Allow any state change
     #[arg(long)]
     pub force: bool,
+    /// The node's MACs, boot MAC first (repeat; interfaces not named are removed)
+    #[arg(long = "mac")]
+    pub macs: Vec<String>,
+    /// The boot interface's IP address (replaces its addresses)
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Take MACs and addresses that belong to other nodes
+    #[arg(long)]
+    pub move_macs: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -259,6 +302,9 @@ pub struct ImportArgs {
     /// The cluster file (YAML or JSON); - for standard input
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
+    /// Move MACs and addresses the file gives to other nodes than now hold them
+    #[arg(long)]
+    pub move_macs: bool,
 }
 
 /// Entry point of the binary.
@@ -272,7 +318,9 @@ pub fn main() -> ExitCode {
         Command::SimBmc(args) => sim::run(&args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "openchami", &mut std::io::stdout());
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "openchami", &mut buf);
+            write_stdout(&buf);
             ExitCode::SUCCESS
         }
         Command::Generate(what) => match generate(&what) {

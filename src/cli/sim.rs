@@ -68,6 +68,12 @@ pub fn run(args: &SimArgs) -> ExitCode {
     rt.block_on(async {
         let sims = match SimBmcs::start(cfg, None).await {
             Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                eprintln!(
+                    "openchami: {e}; another process (the appliance's API listens on :8443) holds that port: pick another with --port"
+                );
+                return ExitCode::FAILURE;
+            }
             Err(e) => {
                 eprintln!("openchami: {e}");
                 return ExitCode::FAILURE;

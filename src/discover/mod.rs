@@ -333,6 +333,21 @@ impl Discovery {
         } else {
             Vec::new()
         };
+        // Without targets, only what a scan found: re-crawling every
+        // endpoint ever recorded would probe addresses (an imported
+        // cluster file's BMCs) nobody asked to contact now.
+        let previous = if scan {
+            Vec::new()
+        } else {
+            self.previous_targets()
+        };
+        if !scan && previous.is_empty() {
+            return Err(DomainError::Invalid(
+                "no scan has found BMCs since the appliance started: give collect its targets \
+                 (CIDR, address or address:port), or run `openchami discover scan` first"
+                    .into(),
+            ));
+        }
         let job = self.new_job("collect");
         let (me, j) = (self.clone(), job.clone());
         self.tasks.spawn(async move {
@@ -347,9 +362,8 @@ impl Discovery {
                     })
                     .await;
                 } else {
-                    let targets = me.previous_targets();
-                    j.update(|p| p.total = targets.len());
-                    for t in targets {
+                    j.update(|p| p.total = previous.len());
+                    for t in previous {
                         let _ = tx.send(t);
                     }
                 }
@@ -365,23 +379,9 @@ impl Discovery {
         Ok(job)
     }
 
-    /// The last scan's BMCs, else every known endpoint.
+    /// The BMCs the last scan found.
     fn previous_targets(&self) -> Vec<Target> {
-        let last = self.last_scan.lock().map(|l| l.clone()).unwrap_or_default();
-        if !last.is_empty() {
-            return last;
-        }
-        self.store
-            .snapshot()
-            .redfish_endpoints
-            .values()
-            .filter(|e| e.enabled)
-            .map(|e| Target {
-                addr: e.address().to_string(),
-                ip: targets::ip_of(e.address()),
-                lease_mac: None,
-            })
-            .collect()
+        self.last_scan.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     fn finish(&self, job: &Job) {

@@ -935,6 +935,13 @@ fn apply_inventory(
         txn.put_component_endpoint(system_endpoint(ep, node, s));
     }
 
+    // Several BMCs reached on different ports of one address (port
+    // forwarding, simulators) all report that address: it identifies none
+    // of them, so no NIC is bound to it (the endpoint keeps it).
+    let shared: Option<std::net::IpAddr> = [ep.fqdn.as_str(), ep.ip_address.as_str()]
+        .iter()
+        .find_map(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip());
     // A MAC listed twice in one payload is bound where it first appears.
     let mut seen = HashSet::new();
     let owners = inv
@@ -947,7 +954,10 @@ fn apply_inventory(
             if let Some(m) = &n.mac
                 && seen.insert(m.clone())
             {
-                interfaces::bind(txn, m, owner, n.ip.as_deref(), &n.description, allow_move)?;
+                let ip = n.ip.as_deref().filter(|ip| {
+                    shared.is_none_or(|s| ip.parse::<std::net::IpAddr>().ok() != Some(s))
+                });
+                interfaces::bind(txn, m, owner, ip, &n.description, allow_move)?;
             }
         }
     }

@@ -12,11 +12,108 @@ use serde::{Deserialize, Serialize};
 use super::components::parse_xname;
 use super::enums::{self, HmsType};
 use super::groups::parse_label;
+use super::identity::{self, Allow};
 use super::model::{
     Component, EthernetInterface, Group, IpAddressMapping, Members, RedfishEndpoint,
 };
 use super::store::Txn;
 use super::{DomainError, mac, xname};
+
+/// The keys each level of the file may hold; anything else is a typo that
+/// would otherwise be ignored (a misspelt `bmc_mac` silently drops the BMC).
+const TOP_KEYS: &[&str] = &["nodes", "bmcs"];
+const BMC_KEYS: &[&str] = &["xname", "name", "mac", "ip"];
+const NODE_KEYS: &[&str] = &[
+    "name",
+    "nid",
+    "xname",
+    "bmc_mac",
+    "bmc_ip",
+    "group",
+    "groups",
+    "role",
+    "subrole",
+    "interfaces",
+];
+const INTERFACE_KEYS: &[&str] = &["mac_addr", "description", "ip_addrs"];
+const IP_KEYS: &[&str] = &["name", "ip_addr"];
+
+fn unknown_keys(v: &serde_json::Value, known: &[&str], at: &str) -> Result<(), DomainError> {
+    let Some(map) = v.as_object() else {
+        return Err(DomainError::Invalid(format!("{at}: expected a mapping")));
+    };
+    if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(DomainError::Invalid(format!(
+            "{at}: unknown key {k:?} (known keys: {})",
+            known.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Where an entry sits, for messages: `nodes[2] (x1000c1s7b2n0)`.
+fn entry(list: &str, k: usize, v: &serde_json::Value) -> String {
+    let name = v
+        .get("xname")
+        .and_then(|x| x.as_str())
+        .filter(|x| !x.trim().is_empty())
+        .map(str::to_string)
+        .or_else(|| {
+            v.get("name")
+                .and_then(|x| x.as_str())
+                .map(|n| format!("name {n}, no xname"))
+        })
+        .unwrap_or_else(|| "no xname".into());
+    format!("{list}[{k}] ({name})")
+}
+
+/// Checks a cluster file's shape (keys folded to lower case) and decodes
+/// it. Every refusal names the entry by its index and xname.
+pub fn parse(v: &serde_json::Value) -> Result<ClusterIn, DomainError> {
+    unknown_keys(v, TOP_KEYS, "cluster file")?;
+    for list in TOP_KEYS {
+        let Some(items) = v.get(*list).filter(|x| !x.is_null()) else {
+            continue;
+        };
+        let Some(items) = items.as_array() else {
+            return Err(DomainError::Invalid(format!("{list}: expected a list")));
+        };
+        for (k, item) in items.iter().enumerate() {
+            let at = entry(list, k, item);
+            let known = if *list == "nodes" {
+                NODE_KEYS
+            } else {
+                BMC_KEYS
+            };
+            unknown_keys(item, known, &at)?;
+            if item
+                .get("xname")
+                .and_then(|x| x.as_str())
+                .is_none_or(|x| x.trim().is_empty())
+            {
+                return Err(DomainError::Invalid(format!("{at}: xname is required")));
+            }
+            let ifaces = item.get("interfaces").and_then(|x| x.as_array());
+            for (j, i) in ifaces.into_iter().flatten().enumerate() {
+                let at = format!("{at} interfaces[{j}]");
+                unknown_keys(i, INTERFACE_KEYS, &at)?;
+                let ips = i.get("ip_addrs").and_then(|x| x.as_array());
+                for (n, ip) in ips.into_iter().flatten().enumerate() {
+                    unknown_keys(ip, IP_KEYS, &format!("{at} ip_addrs[{n}]"))?;
+                }
+            }
+            // Decode the entry alone, so a wrong type is reported here too.
+            let decoded = if *list == "nodes" {
+                serde_json::from_value::<NodeIn>(item.clone()).map(|_| ())
+            } else {
+                serde_json::from_value::<BmcIn>(item.clone()).map(|_| ())
+            };
+            decoded.map_err(|e| DomainError::Invalid(format!("{at}: {e}")))?;
+        }
+    }
+    serde_json::from_value(v.clone())
+        .map_err(|e| DomainError::Invalid(format!("cluster file: {e}")))
+}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -107,28 +204,41 @@ fn tally(o: Outcome, created: &mut usize, updated: &mut usize) {
     }
 }
 
-/// Puts an interface unless an equal one (ignoring `LastUpdate`) exists.
-fn put_interface(txn: &mut Txn<'_>, mut want: EthernetInterface) -> Outcome {
+/// Puts an interface unless an equal one (ignoring `LastUpdate`) exists,
+/// under the identity rules (a MAC or address held by another node is a
+/// conflict unless `allow` moves it).
+fn put_interface(
+    txn: &mut Txn<'_>,
+    mut want: EthernetInterface,
+    allow: Allow,
+) -> Result<Outcome, DomainError> {
     let old = txn.model().interfaces.get(&want.id).cloned();
     if let Some(old) = &old {
         let mut cmp = want.clone();
         cmp.last_update = old.last_update.clone();
         if cmp == **old {
-            return Outcome::Same;
+            return Ok(Outcome::Same);
         }
     }
     want.last_update = txn.now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-    txn.put_interface(want);
-    if old.is_some() {
+    identity::put(txn, want, allow)?;
+    Ok(if old.is_some() {
         Outcome::Updated
     } else {
         Outcome::Created
-    }
+    })
 }
 
 /// Applies a cluster description; all of it or, on any error, nothing.
+/// A MAC or address that belongs to another node is refused unless
+/// `move_macs`, which moves it to the node the file names.
 #[allow(clippy::type_complexity)]
-pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainError> {
+pub fn apply(
+    txn: &mut Txn<'_>,
+    input: &ClusterIn,
+    move_macs: bool,
+) -> Result<Summary, DomainError> {
+    let allow = Allow::moving(move_macs);
     let mut s = Summary {
         nodes: input.nodes.len(),
         ..Default::default()
@@ -279,7 +389,7 @@ pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainErro
                     })
                     .collect(),
             };
-            let o = put_interface(txn, want);
+            let o = put_interface(txn, want, allow)?;
             tally(o, &mut s.created.interfaces, &mut s.updated.interfaces);
         }
     }
@@ -365,7 +475,7 @@ pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainErro
                 kind: HmsType::Node.as_str().into(),
                 ip_addresses: ips,
             };
-            let o = put_interface(txn, want);
+            let o = put_interface(txn, want, allow)?;
             tally(o, &mut s.created.interfaces, &mut s.updated.interfaces);
         }
         for label in n
@@ -443,7 +553,7 @@ mod tests {
     #[tokio::test]
     async fn import_is_idempotent() {
         let store = Store::open_in_memory().unwrap();
-        let first = store.write(|t| apply(t, &cluster())).await.unwrap();
+        let first = store.write(|t| apply(t, &cluster(), false)).await.unwrap();
         assert_eq!(first.created.components, 4, "two nodes and two BMCs");
         assert_eq!(first.created.interfaces, 4);
         assert_eq!(first.created.endpoints, 2);
@@ -451,7 +561,7 @@ mod tests {
         assert_eq!(first.updated, Counts::default(), "nothing existed before");
         assert_eq!(first.changed, 11);
         let generation = store.snapshot().generation;
-        let second = store.write(|t| apply(t, &cluster())).await.unwrap();
+        let second = store.write(|t| apply(t, &cluster(), false)).await.unwrap();
         assert_eq!(second.changed, 0, "{second:?}");
         assert_eq!(
             store.snapshot().generation,
@@ -471,14 +581,154 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         let mut c = cluster();
         c.nodes[1].interfaces[0].mac_addr = "not-a-mac".into();
-        assert!(store.write(move |t| apply(t, &c)).await.is_err());
+        assert!(store.write(move |t| apply(t, &c, false)).await.is_err());
         assert!(store.snapshot().components.is_empty());
         let mut c = cluster();
         c.nodes[1].nid = Some(1);
         assert!(
-            store.write(move |t| apply(t, &c)).await.is_err(),
+            store.write(move |t| apply(t, &c, false)).await.is_err(),
             "duplicate NID"
         );
         assert!(store.snapshot().components.is_empty());
+    }
+
+    /// Files refused before anything is written, and what the refusal names.
+    #[test]
+    fn the_file_shape_is_checked_by_entry() {
+        use serde_json::json;
+        let node = |extra: serde_json::Value| {
+            let mut n = json!({"xname": "x1000c1s7b0n0", "nid": 1});
+            for (k, v) in extra.as_object().unwrap() {
+                n[k] = v.clone();
+            }
+            n
+        };
+        let table = [
+            ("fine", json!({"nodes": [node(json!({}))]}), ""),
+            (
+                "unknown top-level key",
+                json!({"nodes": [], "node": []}),
+                "cluster file: unknown key \"node\"",
+            ),
+            (
+                "misspelt node key",
+                json!({"nodes": [node(json!({})), node(json!({"xname": "x1000c1s7b1n0", "bmc_macc": "x"}))]}),
+                "nodes[1] (x1000c1s7b1n0): unknown key \"bmc_macc\"",
+            ),
+            (
+                "misspelt xname",
+                json!({"nodes": [{"name": "node01", "x_name": "x1000c1s7b0n0"}]}),
+                "nodes[0] (name node01, no xname): unknown key \"x_name\"",
+            ),
+            (
+                "missing xname",
+                json!({"nodes": [{"name": "node01"}]}),
+                "nodes[0] (name node01, no xname): xname is required",
+            ),
+            (
+                "misspelt interface key",
+                json!({"nodes": [node(json!({"interfaces": [{"mac": "x"}]}))]}),
+                "nodes[0] (x1000c1s7b0n0) interfaces[0]: unknown key \"mac\"",
+            ),
+            (
+                "misspelt address key",
+                json!({"nodes": [node(json!({"interfaces": [{"mac_addr": "02:00:00:00:00:01", "ip_addrs": [{"ip": "10.0.0.1"}]}]}))]}),
+                "nodes[0] (x1000c1s7b0n0) interfaces[0] ip_addrs[0]: unknown key \"ip\"",
+            ),
+            (
+                "wrong type",
+                json!({"nodes": [node(json!({"nid": "one"}))]}),
+                "nodes[0] (x1000c1s7b0n0): invalid type",
+            ),
+            (
+                "misspelt BMC key",
+                json!({"bmcs": [{"xname": "x1000c1s7b0", "ipaddr": "10.0.0.1"}]}),
+                "bmcs[0] (x1000c1s7b0): unknown key \"ipaddr\"",
+            ),
+        ];
+        for (case, file, want) in table {
+            match parse(&file) {
+                Ok(_) => assert_eq!(want, "", "{case}: accepted"),
+                Err(e) => {
+                    assert!(!want.is_empty(), "{case}: {e}");
+                    assert!(e.to_string().starts_with(want), "{case}: {e}");
+                }
+            }
+        }
+    }
+
+    /// A MAC or address the file gives to another node than holds it.
+    #[tokio::test]
+    async fn identity_moves_only_when_asked() {
+        let store = Store::open_in_memory().unwrap();
+        store.write(|t| apply(t, &cluster(), false)).await.unwrap();
+        // (case, node index and field changed, move_macs, refusal words or "" for success)
+        #[allow(clippy::type_complexity)]
+        let table: [(&str, fn(&mut ClusterIn), bool, &[&str]); 5] = [
+            (
+                "MAC given to another node",
+                |c| c.nodes[1].interfaces[0].mac_addr = "de:ad:be:ee:ee:f1".into(),
+                false,
+                &[
+                    "de:ad:be:ee:ee:f1",
+                    "belongs to x1000c1s7b0n0",
+                    "x1000c1s7b1n0",
+                ],
+            ),
+            (
+                "address given to another node",
+                |c| c.nodes[1].interfaces[0].ip_addrs[0].ip_addr = "172.16.0.1".into(),
+                false,
+                &["172.16.0.1", "held by x1000c1s7b0n0"],
+            ),
+            (
+                "two entries with one MAC",
+                |c| {
+                    let i = c.nodes[0].interfaces[0].clone();
+                    c.nodes[1].interfaces.push(i);
+                },
+                false,
+                &["belongs to x1000c1s7b0n0"],
+            ),
+            (
+                "BMC address reused by a node",
+                |c| c.nodes[1].interfaces[0].ip_addrs[0].ip_addr = "172.16.0.101".into(),
+                false,
+                &["172.16.0.101", "held by x1000c1s7b0"],
+            ),
+            (
+                "MAC moved on request",
+                |c| {
+                    c.nodes[0].interfaces.clear();
+                    c.nodes[1].interfaces[0].mac_addr = "de:ad:be:ee:ee:f1".into();
+                    c.nodes[1].interfaces[0].ip_addrs[0].ip_addr = "172.16.0.1".into();
+                },
+                true,
+                &[],
+            ),
+        ];
+        for (case, change, move_macs, words) in table {
+            let mut c = cluster();
+            change(&mut c);
+            let before = store.snapshot().generation;
+            let got = store.write(move |t| apply(t, &c, move_macs)).await;
+            match got {
+                Ok(_) => {
+                    assert!(words.is_empty(), "{case}: accepted");
+                    let s = store.snapshot();
+                    assert_eq!(s.interfaces["deadbeeeeef1"].component_id, "x1000c1s7b1n0");
+                    let holders = s.interfaces_with_ip("172.16.0.1".parse().unwrap());
+                    assert_eq!(holders.len(), 1, "{case}");
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(!words.is_empty(), "{case}: {msg}");
+                    for w in words {
+                        assert!(msg.contains(w), "{case}: {msg:?} lacks {w:?}");
+                    }
+                    assert_eq!(store.snapshot().generation, before, "{case}");
+                }
+            }
+        }
     }
 }

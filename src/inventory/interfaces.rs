@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 use super::components::{Matcher, normalize_each, parse_xname};
+use super::identity::{self, Allow};
 use super::model::{EthernetInterface, IpAddressMapping};
 use super::store::{Model, Txn};
 use super::{DomainError, mac, xname};
@@ -143,13 +144,18 @@ pub fn create(txn: &mut Txn<'_>, input: &InterfaceIn) -> Result<String, DomainEr
         });
     }
     let ip_addresses = mappings(&ips)?;
-    if txn.model().interfaces.contains_key(&id) {
+    if let Some(old) = txn.model().interface(&id) {
+        let owner = if old.component_id.is_empty() {
+            String::new()
+        } else {
+            format!(" (it belongs to {})", old.component_id)
+        };
         return Err(DomainError::Conflict(format!(
-            "an Ethernet interface with MAC address {mac_address} already exists"
+            "an Ethernet interface with MAC address {mac_address} already exists{owner}; PATCH or delete it"
         )));
     }
     let kind = type_of(&component_id);
-    txn.put_interface(EthernetInterface {
+    let want = EthernetInterface {
         id: id.clone(),
         description: input.description.clone().unwrap_or_default(),
         mac_address,
@@ -157,7 +163,8 @@ pub fn create(txn: &mut Txn<'_>, input: &InterfaceIn) -> Result<String, DomainEr
         component_id,
         kind,
         ip_addresses,
-    });
+    };
+    identity::put(txn, want, Allow::NONE)?;
     Ok(id)
 }
 
@@ -174,6 +181,7 @@ pub fn patch(
     txn: &mut Txn<'_>,
     raw_id: &str,
     input: &InterfacePatchIn,
+    move_ips: bool,
 ) -> Result<EthernetInterface, DomainError> {
     let id = parse_id(raw_id)?;
     let mut i = existing(txn, &id)?;
@@ -188,7 +196,13 @@ pub fn patch(
         i.ip_addresses = mappings(list)?;
         i.last_update = timestamp(txn.now());
     }
-    txn.put_interface(i.clone());
+    // Naming a ComponentID is itself the request to move the MAC; addresses
+    // held elsewhere move only when asked.
+    let allow = Allow {
+        mac: input.componentid.is_some(),
+        ips: move_ips,
+    };
+    identity::put(txn, i.clone(), allow)?;
     Ok(i)
 }
 
@@ -232,7 +246,7 @@ pub fn add_ip(txn: &mut Txn<'_>, raw_id: &str, input: &IpIn) -> Result<String, D
     let ip = m.ip_address.clone();
     i.ip_addresses.push(m);
     i.last_update = timestamp(txn.now());
-    txn.put_interface(i);
+    identity::put(txn, i, Allow::NONE)?;
     Ok(ip)
 }
 
@@ -258,7 +272,7 @@ pub fn patch_ip(
     }
     let out = m.clone();
     i.last_update = timestamp(txn.now());
-    txn.put_interface(i);
+    identity::put(txn, i, Allow::NONE)?;
     Ok(out)
 }
 
@@ -338,8 +352,7 @@ pub fn bind(
         return Ok(());
     }
     want.last_update = timestamp(txn.now());
-    txn.put_interface(want);
-    Ok(())
+    identity::put(txn, want, Allow::moving(allow_move))
 }
 
 /// Filters of `GET Inventory/EthernetInterfaces`.
@@ -567,6 +580,7 @@ mod tests {
                         componentid: Some("x1000c0s0b0".into()),
                         ..Default::default()
                     },
+                    false,
                 )
             })
             .await

@@ -30,11 +30,32 @@ pub fn exists(netns: &str) -> bool {
     Path::new("/run/netns").join(netns).exists()
 }
 
+/// Where each lab namespace's owning directory is recorded: two labs may
+/// be given the same `--name`, and one must never delete the other's.
+const OWNERS: &str = "/run/openchami-lab";
+
+/// The lab directory that created `netns`, if recorded.
+pub fn owner(netns: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_to_string(Path::new(OWNERS).join(netns))
+        .ok()
+        .map(|s| s.trim().into())
+}
+
+/// How many processes run inside `netns`.
+pub fn processes_in(netns: &str) -> usize {
+    Command::new("ip")
+        .args(["netns", "pids", netns])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+        .unwrap_or(0)
+}
+
 /// Deletes the namespace (and with it the bridge and taps), if it exists.
 pub fn delete(netns: &str) -> anyhow::Result<()> {
     if exists(netns) {
         ip(&["netns", "del", netns])?;
     }
+    let _ = std::fs::remove_file(Path::new(OWNERS).join(netns));
     Ok(())
 }
 
@@ -42,6 +63,9 @@ pub fn delete(netns: &str) -> anyhow::Result<()> {
 pub fn create(lab: &Lab) -> anyhow::Result<()> {
     let ns = lab.netns.as_str();
     ip(&["netns", "add", ns])?;
+    std::fs::create_dir_all(OWNERS)
+        .and_then(|()| std::fs::write(Path::new(OWNERS).join(ns), lab.dir.display().to_string()))
+        .with_context(|| format!("cannot record the owner of namespace {ns} in {OWNERS}"))?;
     let r = (|| {
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
         ip(&["-n", ns, "link", "add", BRIDGE, "type", "bridge"])?;

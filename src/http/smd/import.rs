@@ -5,10 +5,10 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 
 use crate::http::AppState;
-use crate::http::json::ApiJson;
+use crate::http::json::{ApiJson, QueryPairs};
 use crate::http::problem::ApiError;
 use crate::http::routes::{Access, Listeners, Route, route};
-use crate::inventory::import::{self, ClusterIn};
+use crate::inventory::import;
 
 pub fn routes() -> Vec<Route> {
     vec![route(
@@ -17,16 +17,22 @@ pub fn routes() -> Vec<Route> {
         "inventory",
         Access::Token,
         Listeners::Api,
-        "Apply a cluster file (ochami static-discovery format) atomically and idempotently",
+        "Apply a cluster file (ochami static-discovery format) atomically and idempotently; ?move_macs moves MACs and addresses other nodes hold",
         post,
     )]
 }
 
 async fn post(
     State(st): State<AppState>,
-    ApiJson(body): ApiJson<ClusterIn>,
+    q: QueryPairs,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    let summary = st.store.write(move |t| import::apply(t, &body)).await?;
+    let move_macs = q.flag("move_macs");
+    let body = import::parse(&body)?;
+    let summary = st
+        .store
+        .write(move |t| import::apply(t, &body, move_macs))
+        .await?;
     // The parsed file and the previous model are gone by now: return their
     // memory before answering (see crate::mem).
     let _ = tokio::task::spawn_blocking(crate::mem::trim).await;

@@ -149,11 +149,13 @@ async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<R
 async fn patch(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    q: QueryPairs,
     ApiJson(body): ApiJson<InterfacePatchIn>,
 ) -> Result<Response, ApiError> {
+    let move_ips = q.flag("move_macs");
     let i = st
         .store
-        .write(move |t| interfaces::patch(t, &id, &body))
+        .write(move |t| interfaces::patch(t, &id, &body, move_ips))
         .await?;
     Ok(axum::Json(i).into_response())
 }

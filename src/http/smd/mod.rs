@@ -5,6 +5,7 @@ mod endpoints;
 mod groups;
 mod import;
 mod interfaces;
+mod nodes;
 
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -82,6 +83,7 @@ pub fn routes() -> Vec<Route> {
     t.extend(endpoints::routes());
     t.extend(groups::routes());
     t.extend(import::routes());
+    t.extend(nodes::routes());
     t
 }
 
