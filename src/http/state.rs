@@ -20,7 +20,8 @@ pub struct Shared {
     pub issuer: String,
     /// Base URL of the node listener, as nodes reach it.
     pub node_base: String,
-    pub metrics: Metrics,
+    /// Shared with the TFTP server, which counts outside any request.
+    pub metrics: Arc<Metrics>,
     /// When each node last fetched its boot script.
     pub boot_history: crate::boot::history::History,
     /// Where each node got to in its boot (shared with TFTP and DHCP).
