@@ -241,10 +241,34 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
         server.log()
     );
     let token = issue_token(&setup);
-    server
+    let r = server
         .api_client(&setup, Some(token))
-        .get_json("/hsm/v2/groups")
-        .await;
+        .get("/hsm/v2/groups")
+        .await
+        .ok();
+    // One access line per request, in the span of its ID.
+    let id = r.header("x-request-id").expect("a request ID").to_string();
+    let deadline = Instant::now() + EXIT;
+    let line = loop {
+        let log = server.log();
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains(&format!("http{{id={id}}}")))
+        {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no access line for {id}:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for want in [
+        "INFO",
+        "listener=\"api\"",
+        "method=GET",
+        "path=\"/hsm/v2/groups\"",
+        "status=200",
+    ] {
+        assert!(line.contains(want), "{want} in {line}");
+    }
 
     server.signal("TERM");
     let status = server.wait_exit();
