@@ -713,3 +713,72 @@ impl Drop for KillOnDrop {
             .status();
     }
 }
+
+/// A flood of requests is a bounded number of log lines: every request is
+/// either written or counted in a summary line, and at most the limit per
+/// second is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_lines_are_limited_under_a_flood() {
+    use futures_util::StreamExt;
+    const REQUESTS: usize = 2000;
+    const LIMIT: usize = openchami::logging::ACCESS_LINES_PER_SEC as usize;
+    let setup = Setup::new();
+    let server = Server::start(&setup);
+    let node = server.node_client();
+    let started = Instant::now();
+    futures_util::stream::iter(0..REQUESTS)
+        .for_each_concurrent(32, |_| {
+            let node = &node;
+            async move {
+                node.get("/healthz").await.ok();
+            }
+        })
+        .await;
+    let took = started.elapsed();
+    // A request in a later window brings out the last window's summary.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    node.get("/ca/root.pem").await.ok();
+
+    let count = |log: &str| {
+        let written = log
+            .lines()
+            .filter(|l| l.contains("request listener=\"node\"") && l.contains("path=\"/healthz\""))
+            .count();
+        let suppressed: usize = log
+            .lines()
+            .filter(|l| l.contains("access log:") && l.contains("kind=\"http\""))
+            .filter_map(|l| {
+                l.split("suppressed=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum();
+        (written, suppressed)
+    };
+    let deadline = Instant::now() + EXIT;
+    loop {
+        let (written, suppressed) = count(&server.log());
+        if written + suppressed >= REQUESTS {
+            eprintln!("{written} written, {suppressed} suppressed in {took:?}");
+            assert_eq!(
+                written + suppressed,
+                REQUESTS,
+                "every request accounted for once"
+            );
+            let windows = took.as_secs() as usize + 2;
+            assert!(
+                written <= LIMIT * windows,
+                "{written} lines in {took:?} (limit {LIMIT}/s)"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{written} written + {suppressed} suppressed of {REQUESTS}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
