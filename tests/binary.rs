@@ -504,6 +504,16 @@ async fn a_broken_state_dir_is_refused_at_start() {
             },
             &["not writable", "read-write"],
         ),
+        (
+            "read-only database file",
+            |s| {
+                serve_in_mount_namespace(
+                    s,
+                    r#"mount --bind "$D/openchami.db" "$D/openchami.db" && mount -o remount,bind,ro "$D/openchami.db""#,
+                )
+            },
+            &["openchami.db", "read-only"],
+        ),
     ];
     for (what, break_it, want) in cases {
         let setup = served_once().await;

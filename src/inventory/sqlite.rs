@@ -42,6 +42,15 @@ impl Db {
         )
         .map_err(|e| StoreError::Open(path.display().to_string(), e.to_string()))?;
         let name = path.display().to_string();
+        // SQLite falls back to read-only on a file it may not write (a
+        // backup restored as another user); every write would then fail.
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(sql)? {
+            return Err(StoreError::Open(
+                name,
+                "the file is read-only for this process; give it to the service user (chown) or fix its mode"
+                    .into(),
+            ));
+        }
         quick_check(&conn, QUICK_CHECK_LIMIT)
             .and_then(|()| Self::init(conn))
             .map_err(|e| damaged(&name, e))
