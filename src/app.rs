@@ -39,6 +39,8 @@ pub struct App {
     pub dhcp_interfaces: Vec<String>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Held while the appliance exists: one server per state directory.
+    _state_lock: crate::statedir::StateLock,
 }
 
 impl App {
@@ -49,6 +51,8 @@ impl App {
         std::fs::create_dir_all(&state_dir)
             .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
         restrict_dir(&state_dir);
+        crate::statedir::check_writable(&state_dir)?;
+        let state_lock = crate::statedir::lock(&state_dir)?;
 
         // The store, the CA and the key files are independent and each waits
         // on a few fsyncs on first start: open them side by side.
@@ -111,7 +115,7 @@ impl App {
             power,
             issuer,
             node_base,
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             boot_history: Default::default(),
             boot_steps: Default::default(),
             meta_cache: Default::default(),
@@ -182,6 +186,7 @@ impl App {
             dhcp_interfaces,
             shutdown,
             tasks,
+            _state_lock: state_lock,
         })
     }
 
@@ -312,16 +317,17 @@ fn start_tftp(
         let addr = socket.local_addr()?;
         tracing::info!("listening for tftp on {addr}{on}");
         first.get_or_insert(addr);
-        let (settings, store, steps) = (
+        let (settings, store, steps, metrics) = (
             settings.clone(),
             state.store.clone(),
             state.boot_steps.clone(),
+            state.metrics.clone(),
         );
         let stop = shutdown.child_token();
         tasks.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                r = crate::boot::tftp::serve(socket, settings, store, steps) => {
+                r = crate::boot::tftp::serve(socket, settings, store, steps, metrics) => {
                     if let Err(e) = r {
                         tracing::error!(error = %e, "tftp server stopped");
                     }

@@ -14,11 +14,13 @@ pub mod discover;
 pub mod http;
 pub mod inventory;
 pub mod lab;
+pub mod logging;
 pub mod mem;
 pub mod metadata;
 pub mod metrics;
 pub mod power;
 pub mod redfish;
+pub mod statedir;
 
 /// The innermost cause of an error: what an HTTP client's error chain ends
 /// in ("connection refused", "certificate not valid"), which is the part an

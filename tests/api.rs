@@ -1667,8 +1667,93 @@ async fn metrics_need_a_token() {
         "{text}"
     );
 
+    // Every request is timed, by listener and route; unknown paths too.
+    for want in [
+        r#"openchami_http_request_duration_seconds_bucket{listener="api",route="/hsm/v2/State/Components",method="POST",le="+Inf"}"#,
+        r#"openchami_http_request_duration_seconds_count{listener="node",route="unmatched",method="GET"}"#,
+        r#"openchami_http_requests_total{route="unmatched",method="GET",status="404"}"#,
+        "# TYPE openchami_http_request_duration_seconds histogram",
+        "openchami_log_write_failures_total ",
+    ] {
+        assert!(text.contains(want), "no {want} in:\n{text}");
+    }
+    check_exposition(&text);
+    assert!(r.header("x-request-id").is_some_and(|v| !v.is_empty()));
+
     let open = Harness::start_with(|c| c.metrics.anonymous = true).await;
     open.anon.get("/metrics").await.ok();
+}
+
+/// A strict reading of the Prometheus text format (0.0.4): each line is a
+/// HELP or TYPE comment or a sample `name{labels} value` of the family
+/// most recently typed; label values are quoted with escapes only for
+/// backslash, quote and newline; values are numbers.
+fn check_exposition(text: &str) {
+    let mut family: Option<(String, String)> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let parts: Vec<&str> = rest.splitn(3, ' ').collect();
+            assert!(parts.len() == 3, "{line}");
+            match parts[0] {
+                "HELP" => {}
+                "TYPE" => {
+                    assert!(
+                        ["counter", "gauge", "histogram"].contains(&parts[2]),
+                        "{line}"
+                    );
+                    family = Some((parts[1].to_string(), parts[2].to_string()));
+                }
+                _ => panic!("unknown comment: {line}"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        assert!(value.parse::<f64>().is_ok(), "value of {line}");
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.strip_suffix('}').unwrap_or_else(|| panic!("{line}"))),
+            None => (series, ""),
+        };
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        let mut rest = labels;
+        while !rest.is_empty() {
+            let (key, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+            assert!(
+                key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{line}"
+            );
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((_, '\\')) => {
+                        let (_, e) = chars.next().unwrap_or_else(|| panic!("{line}"));
+                        assert!(matches!(e, '\\' | '"' | 'n'), "{line}");
+                    }
+                    Some((i, '"')) => break i,
+                    Some(_) => {}
+                    None => panic!("unterminated label value: {line}"),
+                }
+            };
+            rest = &after[end + 1..];
+            rest = rest.strip_prefix(',').unwrap_or(rest);
+        }
+        let (fam, kind) = family
+            .as_ref()
+            .unwrap_or_else(|| panic!("sample before TYPE: {line}"));
+        let ok = if kind == "histogram" {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| name == format!("{fam}{s}"))
+        } else {
+            name == fam
+        };
+        assert!(ok, "{line} is outside its family {fam}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_openchami");
 /// A command for the binary with the caller's environment cleaned of
 /// anything that would change its behaviour.
 fn openchami() -> Command {
-    let mut c = Command::new(BIN);
+    command(BIN)
+}
+
+/// A command for `program` with the same cleaned environment.
+fn command(program: &str) -> Command {
+    let mut c = Command::new(program);
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().to_string();
         if k.starts_with("OPENCHAMI_") || k.ends_with("_ACCESS_TOKEN") || k == "NOTIFY_SOCKET" {
@@ -93,10 +98,15 @@ fn listening_addr(line: &str, what: &str) -> Option<SocketAddr> {
 
 impl Server {
     fn start(setup: &Setup) -> Server {
-        let mut child = openchami()
-            .arg("serve")
-            .arg("--config")
-            .arg(setup.config())
+        let mut cmd = openchami();
+        cmd.arg("serve").arg("--config").arg(setup.config());
+        Server::spawn(cmd)
+    }
+
+    /// Starts `cmd` (a `serve`, however wrapped) and reads its listening
+    /// addresses from its log.
+    fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -231,10 +241,34 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
         server.log()
     );
     let token = issue_token(&setup);
-    server
+    let r = server
         .api_client(&setup, Some(token))
-        .get_json("/hsm/v2/groups")
-        .await;
+        .get("/hsm/v2/groups")
+        .await
+        .ok();
+    // One access line per request, in the span of its ID.
+    let id = r.header("x-request-id").expect("a request ID").to_string();
+    let deadline = Instant::now() + EXIT;
+    let line = loop {
+        let log = server.log();
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains(&format!("http{{id={id}}}")))
+        {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no access line for {id}:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for want in [
+        "INFO",
+        "listener=\"api\"",
+        "method=GET",
+        "path=\"/hsm/v2/groups\"",
+        "status=200",
+    ] {
+        assert!(line.contains(want), "{want} in {line}");
+    }
 
     server.signal("TERM");
     let status = server.wait_exit();
@@ -344,5 +378,432 @@ fn check_config_names_an_unknown_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     for key in ["tftp.enabled", "node.advertise"] {
         assert!(stderr.contains(key), "names {key}: {stderr}");
+    }
+}
+
+/// Runs `cmd` for at most `within`: its exit status (None if it was still
+/// running and has been killed) and its stderr.
+fn run_bounded(mut cmd: Command, within: Duration) -> (Option<ExitStatus>, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, reader.join().unwrap_or_default())
+}
+
+fn serve_command(setup: &Setup) -> Command {
+    let mut c = openchami();
+    c.arg("serve").arg("--config").arg(setup.config());
+    c
+}
+
+/// `serve` inside a private mount namespace, after `mount_script` (sh, with
+/// `$D` the state directory) has run: a read-only or tiny file system
+/// without touching the host's mounts. None unless root with unshare.
+fn serve_in_mount_namespace(setup: &Setup, mount_script: &str) -> Option<Command> {
+    if !rustix::process::geteuid().is_root()
+        || Command::new("unshare").arg("--help").output().is_err()
+    {
+        return None;
+    }
+    let mut c = command("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!("{mount_script} && exec \"$@\""))
+        .arg("sh")
+        .arg(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(setup.config())
+        .env("D", setup.state_dir());
+    Some(c)
+}
+
+/// A state directory that has served once: CA, keys and a database with a
+/// row in it, and no server running.
+async fn served_once() -> Setup {
+    let setup = Setup::new();
+    let mut server = Server::start(&setup);
+    let api = server.api_client(&setup, Some(issue_token(&setup)));
+    api.post(
+        "/hsm/v2/State/Components",
+        &json!({"Components": [{"ID": "x3000c0s1b0n0", "State": "Ready", "NID": 1}]}),
+    )
+    .await
+    .status(204);
+    server.signal("TERM");
+    assert!(server.wait_exit().success(), "{}", server.log());
+    setup
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_state_dir_is_refused() {
+    let setup = Setup::new();
+    let server = Server::start(&setup);
+    let (status, stderr) = run_bounded(serve_command(&setup), STARTUP);
+    let status = status.unwrap_or_else(|| panic!("the second server kept running: {stderr}"));
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("PID {}", server.pid())) && stderr.contains("in use"),
+        "names the holder: {stderr}"
+    );
+    // The first one is untouched.
+    server.api_client(&setup, None).get("/readyz").await.ok();
+}
+
+/// State an operator can break between two starts; each refused at start
+/// with a message naming the file and the fix.
+#[tokio::test]
+async fn a_broken_state_dir_is_refused_at_start() {
+    type Break = fn(&Setup) -> Option<Command>;
+    let cases: &[(&str, Break, &[&str])] = &[
+        (
+            "damaged database",
+            |s| {
+                use std::io::{Seek, SeekFrom, Write};
+                let db = s.state_dir().join("openchami.db");
+                // Everything into the main file first, so the damage is
+                // not hidden behind newer copies of the pages in the WAL.
+                rusqlite::Connection::open(&db)
+                    .and_then(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)"))
+                    .expect("checkpoint");
+                let len = std::fs::metadata(&db).expect("db").len();
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&db)
+                    .expect("open db");
+                f.seek(SeekFrom::Start(4096)).expect("seek");
+                f.write_all(&vec![0xa5; (len - 4096) as usize])
+                    .expect("overwrite pages");
+                Some(serve_command(s))
+            },
+            &["openchami.db", "damaged", "backup"],
+        ),
+        (
+            "private key readable by others",
+            |s| {
+                use std::os::unix::fs::PermissionsExt;
+                let key = s.state_dir().join("ca/root.key");
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
+                    .expect("chmod");
+                Some(serve_command(s))
+            },
+            &["root.key", "chmod 600"],
+        ),
+        (
+            "read-only state directory",
+            |s| {
+                serve_in_mount_namespace(
+                    s,
+                    r#"mount --bind "$D" "$D" && mount -o remount,bind,ro "$D""#,
+                )
+            },
+            &["not writable", "read-write"],
+        ),
+        (
+            "read-only database file",
+            |s| {
+                serve_in_mount_namespace(
+                    s,
+                    r#"mount --bind "$D/openchami.db" "$D/openchami.db" && mount -o remount,bind,ro "$D/openchami.db""#,
+                )
+            },
+            &["openchami.db", "read-only"],
+        ),
+    ];
+    for (what, break_it, want) in cases {
+        let setup = served_once().await;
+        let Some(cmd) = break_it(&setup) else {
+            eprintln!("{what}: skipped (needs root and unshare)");
+            continue;
+        };
+        let (status, stderr) = run_bounded(cmd, STARTUP);
+        let status = status.unwrap_or_else(|| panic!("{what}: started anyway: {stderr}"));
+        assert!(!status.success(), "{what}: {stderr}");
+        for w in *want {
+            assert!(stderr.contains(w), "{what}: no {w:?} in: {stderr}");
+        }
+    }
+}
+
+/// A write the disk has no room for is 507, changes nothing, and the
+/// appliance goes on serving reads and (once there is room) writes.
+#[tokio::test]
+async fn a_full_disk_answers_507() {
+    let setup = Setup::new();
+    std::fs::create_dir_all(setup.state_dir()).expect("state dir");
+    let Some(cmd) = serve_in_mount_namespace(&setup, r#"mount -t tmpfs -o size=2m tmpfs "$D""#)
+    else {
+        eprintln!("skipped: needs root and unshare");
+        return;
+    };
+    let server = Server::spawn(cmd);
+    // The state lives on the namespace's tmpfs; reach it through the
+    // process's view of the file system.
+    let inside = PathBuf::from(format!("/proc/{}/root", server.pid()))
+        .join(setup.state_dir().strip_prefix("/").expect("absolute"));
+    let root = std::fs::read_to_string(inside.join("ca/root.crt")).expect("root.crt");
+    let out = openchami()
+        .arg("--config")
+        .arg(setup.config())
+        .arg("--state-dir")
+        .arg(&inside)
+        .args(["token", "issue", "--ttl", "1h"])
+        .output()
+        .expect("token issue");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let api = Http::https(&format!("https://{}", server.api), &root, Some(token));
+    let big = "x".repeat(64 * 1024);
+    let mut full = None;
+    for i in 0..200 {
+        let r = api
+            .post(
+                "/hsm/v2/groups",
+                &json!({"label": format!("g{i}"), "description": big}),
+            )
+            .await;
+        if r.status != 201 {
+            full = Some((i, r));
+            break;
+        }
+    }
+    let (i, r) = full.expect("the 2 MiB file system filled up");
+    let p = r.problem(507);
+    assert!(p["detail"].as_str().unwrap_or("").contains("full"), "{p}");
+    assert!(i > 0, "the first write already failed");
+    api.get(&format!("/hsm/v2/groups/g{}", i - 1)).await.ok();
+    api.get(&format!("/hsm/v2/groups/g{i}")).await.problem(404);
+    api.get("/healthz").await.ok();
+}
+
+/// Where stderr goes when it stops taking writes.
+#[derive(Debug, Clone, Copy)]
+enum BrokenStderr {
+    /// A pipe whose reader has gone away (EPIPE).
+    ClosedPipe,
+    /// A disk with no space left (ENOSPC).
+    DevFull,
+}
+
+/// Logging into a broken stderr costs log lines, never the writer: a store
+/// error logged into it leaves later writes working.
+#[tokio::test]
+async fn a_broken_stderr_never_stops_writes() {
+    for sink in [BrokenStderr::ClosedPipe, BrokenStderr::DevFull] {
+        let setup = Setup::new();
+        let (mut child, api_addr) = match sink {
+            BrokenStderr::ClosedPipe => {
+                let mut child = serve_command(&setup)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn");
+                let stderr = child.stderr.take().expect("stderr");
+                // Read until the appliance is ready, then close the pipe.
+                let reader = std::thread::spawn(move || {
+                    let mut api = None;
+                    for line in BufReader::new(stderr).lines() {
+                        let Ok(line) = line else { break };
+                        api = api.or_else(|| listening_addr(&line, "api (https)"));
+                        if line.contains("appliance ready") {
+                            break;
+                        }
+                    }
+                    api
+                });
+                let api = reader
+                    .join()
+                    .expect("reader")
+                    .expect("api address in the log");
+                (child, api)
+            }
+            BrokenStderr::DevFull => {
+                let port = || {
+                    std::net::TcpListener::bind("127.0.0.1:0")
+                        .and_then(|l| l.local_addr())
+                        .expect("free port")
+                };
+                let (api, node) = (port(), port());
+                std::fs::write(
+                    setup.config(),
+                    format!(
+                        "state_dir = {:?}\n\n[api]\nlisten = \"{api}\"\n\n[node]\nlisten = \"{node}\"\n",
+                        setup.state_dir().display().to_string()
+                    ),
+                )
+                .expect("config");
+                let full = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .expect("/dev/full");
+                let child = serve_command(&setup)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(full)
+                    .spawn()
+                    .expect("spawn");
+                (child, api)
+            }
+        };
+        let _kill = KillOnDrop(child.id());
+        let root = |s: &Setup| std::fs::read_to_string(s.state_dir().join("ca/root.crt"));
+        let deadline = Instant::now() + STARTUP;
+        let anon = loop {
+            if let Ok(pem) = root(&setup) {
+                let c = Http::https(&format!("https://{api_addr}"), &pem, None);
+                if c.request(reqwest::Method::GET, "/healthz")
+                    .send()
+                    .await
+                    .is_ok()
+                {
+                    break c;
+                }
+            }
+            assert!(
+                child.try_wait().expect("try_wait").is_none(),
+                "{sink:?}: exited at start"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{sink:?}: no answer within {STARTUP:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let api = anon.with_token(Some(&issue_token(&setup)));
+        let write = |n: i64| json!({"Components": [{"ID": format!("x3000c0s{n}b0n0"), "State": "Ready", "NID": n}]});
+        api.post("/hsm/v2/State/Components", &write(1))
+            .await
+            .status(204);
+
+        // Another process holds the write lock: the store's write fails
+        // after its busy timeout and is logged as an error.
+        let db =
+            rusqlite::Connection::open(setup.state_dir().join("openchami.db")).expect("open db");
+        db.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        let r = api.post("/hsm/v2/State/Components", &write(2)).await;
+        assert!(r.status >= 500, "{sink:?}: {}", r.status);
+        drop(db);
+
+        api.post("/hsm/v2/State/Components", &write(3))
+            .await
+            .status(204);
+        api.get("/readyz").await.ok();
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "{sink:?}: still running"
+        );
+        let m = api.get("/metrics").await.ok().text();
+        let failures = m
+            .lines()
+            .find_map(|l| l.strip_prefix("openchami_log_write_failures_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{sink:?}: no failure counter: {m}"));
+        assert!(failures > 0.0, "{sink:?}: {m}");
+    }
+}
+
+/// Kills a process by id when dropped.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(self.0.to_string())
+            .status();
+    }
+}
+
+/// A flood of requests is a bounded number of log lines: every request is
+/// either written or counted in a summary line, and at most the limit per
+/// second is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_lines_are_limited_under_a_flood() {
+    use futures_util::StreamExt;
+    const REQUESTS: usize = 2000;
+    const LIMIT: usize = openchami::logging::ACCESS_LINES_PER_SEC as usize;
+    let setup = Setup::new();
+    let server = Server::start(&setup);
+    let node = server.node_client();
+    let started = Instant::now();
+    futures_util::stream::iter(0..REQUESTS)
+        .for_each_concurrent(32, |_| {
+            let node = &node;
+            async move {
+                node.get("/healthz").await.ok();
+            }
+        })
+        .await;
+    let took = started.elapsed();
+    // A request in a later window brings out the last window's summary.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    node.get("/ca/root.pem").await.ok();
+
+    let count = |log: &str| {
+        let written = log
+            .lines()
+            .filter(|l| l.contains("request listener=\"node\"") && l.contains("path=\"/healthz\""))
+            .count();
+        let suppressed: usize = log
+            .lines()
+            .filter(|l| l.contains("access log:") && l.contains("kind=\"http\""))
+            .filter_map(|l| {
+                l.split("suppressed=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum();
+        (written, suppressed)
+    };
+    let deadline = Instant::now() + EXIT;
+    loop {
+        let (written, suppressed) = count(&server.log());
+        if written + suppressed >= REQUESTS {
+            eprintln!("{written} written, {suppressed} suppressed in {took:?}");
+            assert_eq!(
+                written + suppressed,
+                REQUESTS,
+                "every request accounted for once"
+            );
+            let windows = took.as_secs() as usize + 2;
+            assert!(
+                written <= LIMIT * windows,
+                "{written} lines in {took:?} (limit {LIMIT}/s)"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{written} written + {suppressed} suppressed of {REQUESTS}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -588,6 +588,10 @@ fn unknown_mac_keeps_its_pool_address_across_restart_and_is_naked_once_enrolled(
                 m.contains("openchami_dhcp_replies_total{type=\"offer\"}"),
                 "{m}"
             );
+            assert!(
+                m.contains("# TYPE openchami_dhcp_decision_duration_seconds histogram"),
+                "{m}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no DHCP counters: {m}");

@@ -612,6 +612,25 @@ fn curl_fetches_the_efi_binary_and_reports_missing_files() {
     );
     assert_eq!(code, Some(0), "curl autoexec.ipxe: {text}");
     assert!(text.starts_with("#!ipxe\nchain "), "{text}");
+
+    // Each transfer is counted and timed by how it ended (the server sees
+    // the end a moment after curl does).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = s.harness().app().state.metrics.render(&[]);
+        let done = [
+            r#"openchami_tftp_transfers_total{outcome="sent"} 2"#,
+            r#"openchami_tftp_transfers_total{outcome="not_found"} 1"#,
+            r#"openchami_tftp_transfer_duration_seconds_count{outcome="sent"} 2"#,
+        ]
+        .iter()
+        .all(|want| m.contains(want));
+        if done {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

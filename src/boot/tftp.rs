@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::steps::{self, BootSteps, Step};
 use crate::inventory::Store;
@@ -394,6 +395,7 @@ pub async fn serve(
     settings: TftpSettings,
     store: Store,
     steps: Arc<BootSteps>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> io::Result<()> {
     let local_ip = socket.local_addr()?.ip();
     socket.set_nonblocking(true)?;
@@ -406,6 +408,7 @@ pub async fn serve(
         fallbacks,
         store,
         steps,
+        metrics,
         local_ip,
         active: AtomicUsize::new(0),
         peers: Mutex::new(HashSet::new()),
@@ -431,13 +434,21 @@ pub async fn serve(
                 }
                 let server = server.clone();
                 let stop = stop.clone();
-                tokio::spawn(async move {
-                    let _peer = PeerGuard(&server, peer);
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = server.read(peer, req) => {}
+                let id = NEXT_TRANSFER.fetch_add(1, Ordering::Relaxed);
+                let span = tracing::info_span!("tftp", id = format_args!("t{id:x}"));
+                tokio::spawn(
+                    async move {
+                        let _peer = PeerGuard(&server, peer);
+                        let started = std::time::Instant::now();
+                        let file = req.file.clone();
+                        let outcome = tokio::select! {
+                            _ = stop.cancelled() => "stopped",
+                            o = server.read(peer, req) => o,
+                        };
+                        server.account(peer, &file, outcome, started.elapsed());
                     }
-                });
+                    .instrument(span),
+                );
             }
             Incoming::Write(file) => {
                 tracing::info!(client = %peer, path = %file, "tftp: refused a write request");
@@ -475,6 +486,7 @@ struct Server {
     store: Store,
     /// Where each node got to in its boot; every read request is a step.
     steps: Arc<BootSteps>,
+    metrics: Arc<crate::metrics::Metrics>,
     local_ip: IpAddr,
     active: AtomicUsize,
     /// Clients with a transfer in progress.
@@ -599,14 +611,42 @@ impl From<io::Error> for End {
     }
 }
 
+/// Transfer IDs for spans: unique within a process.
+static NEXT_TRANSFER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl Server {
-    /// Serves one read request, start to end.
-    async fn read(&self, peer: SocketAddr, req: ReadRequest) {
+    /// The access line, counter and duration of one finished transfer.
+    fn account(&self, peer: SocketAddr, file: &str, outcome: &str, took: Duration) {
+        self.metrics.add(
+            "openchami_tftp_transfers_total",
+            "TFTP read requests by outcome.",
+            &[("outcome", outcome)],
+            1,
+        );
+        self.metrics.observe(
+            "openchami_tftp_transfer_duration_seconds",
+            "Time from read request to the transfer's end, by outcome.",
+            &[("outcome", outcome)],
+            took,
+        );
+        if crate::logging::access_allowed(crate::logging::Access::Tftp) {
+            tracing::info!(
+                client = %peer,
+                path = file,
+                outcome,
+                ms = took.as_secs_f64() * 1000.0,
+                "tftp transfer"
+            );
+        }
+    }
+
+    /// Serves one read request, start to end; says how it ended.
+    async fn read(&self, peer: SocketAddr, req: ReadRequest) -> &'static str {
         let sock = match self.transfer_socket(peer) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(client = %peer, error = %e, "tftp: cannot open a transfer socket");
-                return;
+                return "error";
             }
         };
         // Errors are sent once and never acknowledged (RFC 1350).
@@ -620,23 +660,27 @@ impl Server {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(client = %peer, error = %e, "tftp: cannot resolve a request");
-                return refuse(code::UNDEFINED, "server error").await;
+                refuse(code::UNDEFINED, "server error").await;
+                return "error";
             }
         };
         let slot = match resolved {
             Resolved::NotFound => {
                 tracing::debug!(client = %peer, path = %req.file, "tftp: no such file");
-                return refuse(code::NOT_FOUND, "file not found").await;
+                refuse(code::NOT_FOUND, "file not found").await;
+                return "not_found";
             }
             Resolved::Denied => {
                 tracing::info!(client = %peer, path = %req.file, "tftp: refused a path outside the root");
-                return refuse(code::ACCESS, "access violation").await;
+                refuse(code::ACCESS, "access violation").await;
+                return "denied";
             }
             _ => match self.slot() {
                 Some(s) => s,
                 None => {
                     tracing::warn!(client = %peer, "tftp: too many transfers in progress; refusing");
-                    return refuse(code::UNDEFINED, "server busy, try again").await;
+                    refuse(code::UNDEFINED, "server busy, try again").await;
+                    return "busy";
                 }
             },
         };
@@ -644,7 +688,8 @@ impl Server {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(client = %peer, path = %req.file, error = %e, "tftp: cannot read file");
-                return refuse(code::NOT_FOUND, "cannot read file").await;
+                refuse(code::NOT_FOUND, "cannot read file").await;
+                return "error";
             }
         };
         let n = negotiate(&req.options, source.len(), &self.settings);
@@ -652,21 +697,26 @@ impl Server {
         drop(slot);
         match r {
             Ok(()) => {
-                tracing::debug!(client = %peer, path = %req.file, bytes = source.len(), "tftp: sent")
+                tracing::debug!(client = %peer, path = %req.file, bytes = source.len(), "tftp: sent");
+                "sent"
             }
             Err(End::ClientError(c, msg)) => {
-                tracing::debug!(client = %peer, path = %req.file, code = c, msg, "tftp: the client ended the transfer")
+                tracing::debug!(client = %peer, path = %req.file, code = c, msg, "tftp: the client ended the transfer");
+                "client_error"
             }
             Err(End::ClientGone) => {
-                tracing::debug!(client = %peer, path = %req.file, "tftp: the client went away")
+                tracing::debug!(client = %peer, path = %req.file, "tftp: the client went away");
+                "client_gone"
             }
             Err(End::TimedOut) => {
                 tracing::info!(client = %peer, path = %req.file, "tftp: no ACK after every resend; abandoned");
                 refuse(code::UNDEFINED, "timed out").await;
+                "timed_out"
             }
             Err(End::Io(e)) => {
                 tracing::warn!(client = %peer, path = %req.file, error = %e, "tftp: transfer failed");
                 refuse(code::UNDEFINED, "server error").await;
+                "error"
             }
         }
     }

@@ -751,6 +751,7 @@ mod tests {
 
         let other = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         fs::write(ca.join(ROOT_KEY), other.serialize_pem()).unwrap();
+        fs::set_permissions(ca.join(ROOT_KEY), fs::Permissions::from_mode(0o600)).unwrap();
         let err = Authority::bootstrap(dir.path(), &CertNames::default()).unwrap_err();
         assert!(err.to_string().contains("does not belong"), "{err}");
 

@@ -40,19 +40,23 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, CaError> {
     }
 }
 
-/// Like [`read_optional`] for a secret: also warns when the file is readable
-/// by others, since that usually means it was copied in by hand.
+/// Like [`read_optional`] for a secret, refusing one readable by group or
+/// others: that usually means it was copied in by hand, and a key others
+/// could read must not be used as if it were still private.
 pub(crate) fn read_secret(path: &Path) -> Result<Option<Vec<u8>>, CaError> {
     let bytes = read_optional(path)?;
     if bytes.is_some()
         && let Ok(meta) = fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0
     {
-        tracing::warn!(
-            path = %path.display(),
-            mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
-            "private key file is accessible to other users; it should be mode 600"
-        );
+        return Err(CaError::bad_file(
+            path,
+            format!(
+                "private key file is readable by other users (mode {:o}); run `chmod 600 {}` and start again",
+                meta.permissions().mode() & 0o777,
+                path.display()
+            ),
+        ));
     }
     Ok(bytes)
 }
@@ -137,6 +141,31 @@ mod tests {
         let p = dir.path().join("k");
         write_atomic(&p, b"ok", PRIVATE).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"ok");
+    }
+
+    #[test]
+    fn secrets_readable_by_others_are_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        // (mode, accepted)
+        for (mode, ok) in [
+            (0o600, true),
+            (0o400, true),
+            (0o640, false),
+            (0o644, false),
+            (0o604, false),
+        ] {
+            fs::write(&p, b"secret").unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            match read_secret(&p) {
+                Ok(b) => assert!(ok && b.is_some(), "mode {mode:o} accepted"),
+                Err(e) => {
+                    assert!(!ok, "mode {mode:o} refused: {e}");
+                    let msg = e.to_string();
+                    assert!(msg.contains(&format!("chmod 600 {}", p.display())), "{msg}");
+                }
+            }
+        }
     }
 
     #[test]

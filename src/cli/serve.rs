@@ -1,5 +1,6 @@
 //! `openchami serve`: configuration, logging, signals, systemd.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -41,7 +42,7 @@ pub fn run(global: &Global, args: &ServeArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     crate::mem::tune();
-    init_logging();
+    crate::logging::init();
     crate::mem::start_trimmer();
     crate::app::raise_open_file_limit();
     let runtime = match runtime() {
@@ -52,7 +53,8 @@ pub fn run(global: &Global, args: &ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("openchami: {e:#}");
+            // Not eprintln!: stderr may be the thing that is broken.
+            let _ = writeln!(std::io::stderr(), "openchami: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -68,17 +70,6 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("openchami: cannot start the runtime: {e}");
             ExitCode::FAILURE
         })
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
 }
 
 async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
@@ -98,9 +89,18 @@ async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> anyho
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let store = app.state.store.clone();
+    let mut writer_failed = false;
     loop {
         tokio::select! {
             _ = term.recv() => break,
+            // A process that answers but can no longer write is worse than
+            // none: stop, and let systemd start a fresh one.
+            _ = store.writer_stopped() => {
+                tracing::error!("the inventory writer stopped; exiting so the service manager restarts the appliance");
+                writer_failed = true;
+                break;
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = hup.recv() => {
                 // Validate the file now so a bad edit is reported before the
@@ -122,6 +122,9 @@ async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> anyho
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     app.shutdown();
     app.wait().await;
+    if writer_failed {
+        anyhow::bail!("stopped because the inventory writer stopped");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -42,6 +42,7 @@ use super::settings::Settings;
 use crate::http::AppState;
 use crate::inventory::model::Lease;
 use crate::inventory::{Store, mac};
+use crate::logging::{self, Access};
 use crate::metrics::Metrics;
 
 /// Packets handled per wake-up before other work (flushes, timers) runs.
@@ -223,6 +224,12 @@ pub async fn serve(
     };
     let mut local = addrs_of(&names);
     let mut counters = Counters::default();
+    // A handle, not `Metrics::observe`: this runs for every packet.
+    let handle_time = state.metrics.histogram(
+        "openchami_dhcp_decision_duration_seconds",
+        "Time to decode a DHCP packet, decide and encode the reply.",
+        &[],
+    );
     let mut batch = Batch::default();
     let mut flushing: Option<tokio::task::JoinHandle<Flushed>> = None;
     let mut tick = tokio::time::interval(TICK);
@@ -252,7 +259,10 @@ pub async fn serve(
                 let now = chrono::Utc::now().timestamp();
                 let snap = store.snapshot();
                 let mut step = |len: usize, peer: SocketAddr, buf: &[u8]| {
-                    match super::handle(&buf[..len], &snap, &settings, &leases, &local[i], now) {
+                    let started = std::time::Instant::now();
+                    let handled = super::handle(&buf[..len], &snap, &settings, &leases, &local[i], now);
+                    handle_time.observe(started.elapsed().as_secs_f64());
+                    match handled {
                         Err(why) => {
                             counters.malformed += 1;
                             tracing::debug!(%peer, why, "dhcp: dropped a packet");
@@ -275,7 +285,18 @@ pub async fn serve(
                                         ReplyKind::Ack => counters.acks += 1,
                                         ReplyKind::Nak => counters.naks += 1,
                                     }
-                                    tracing::debug!(%peer, %dest, reason = h.outcome.reason, "dhcp: reply");
+                                    if logging::access_allowed(Access::Dhcp) {
+                                        tracing::info!(
+                                            %peer,
+                                            mac = %mac::to_colon(&h.query.mac),
+                                            query = ?h.query.kind,
+                                            reply = ?kind,
+                                            yiaddr = ?h.outcome.reply.as_ref().map(|r| r.yiaddr),
+                                            %dest,
+                                            reason = h.outcome.reason,
+                                            "dhcp exchange"
+                                        );
+                                    }
                                     if wait {
                                         batch.replies.push((i, bytes, dest));
                                     } else if socks[i].try_send_to(&bytes, dest.into()).is_err() {
@@ -284,7 +305,15 @@ pub async fn serve(
                                 }
                                 _ => {
                                     counters.silent += 1;
-                                    tracing::debug!(%peer, reason = h.outcome.reason, "dhcp: no reply");
+                                    if logging::access_allowed(Access::Dhcp) {
+                                        tracing::info!(
+                                            %peer,
+                                            mac = %mac::to_colon(&h.query.mac),
+                                            query = ?h.query.kind,
+                                            reason = h.outcome.reason,
+                                            "dhcp exchange: no reply"
+                                        );
+                                    }
                                 }
                             }
                         }

@@ -30,6 +30,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::ca::secret::SecretBox;
 use crate::config::DiscoveryConfig;
@@ -299,13 +300,18 @@ impl Discovery {
         let addrs = self.scan_addresses(&req.targets, req.port, req.include_leases)?;
         let job = self.new_job("scan");
         let (me, j) = (self.clone(), job.clone());
-        self.tasks.spawn(async move {
-            let found = me.scan(&j, addrs, |_| {}).await;
-            if let Ok(mut last) = me.last_scan.lock() {
-                *last = found;
+        let span = tracing::info_span!("discovery", job = %job.id, kind = job.kind);
+        self.tasks.spawn(
+            async move {
+                tracing::info!(addresses = addrs.len(), "discovery job started");
+                let found = me.scan(&j, addrs, |_| {}).await;
+                if let Ok(mut last) = me.last_scan.lock() {
+                    *last = found;
+                }
+                me.finish(&j);
             }
-            me.finish(&j);
-        });
+            .instrument(span),
+        );
         Ok(job)
     }
 
@@ -350,32 +356,37 @@ impl Discovery {
         }
         let job = self.new_job("collect");
         let (me, j) = (self.clone(), job.clone());
-        self.tasks.spawn(async move {
-            // A BMC is crawled as soon as the scan finds it: the scan's last
-            // wave and the first crawls overlap instead of adding up.
-            let (tx, rx) = mpsc::unbounded_channel::<Target>();
-            let feed = async {
-                if scan {
-                    me.scan(&j, addrs, |t| {
-                        j.update(|p| p.total += 1);
-                        let _ = tx.send(t);
-                    })
-                    .await;
-                } else {
-                    j.update(|p| p.total = previous.len());
-                    for t in previous {
-                        let _ = tx.send(t);
+        let span = tracing::info_span!("discovery", job = %job.id, kind = job.kind);
+        self.tasks.spawn(
+            async move {
+                tracing::info!(addresses = addrs.len(), "discovery job started");
+                // A BMC is crawled as soon as the scan finds it: the scan's last
+                // wave and the first crawls overlap instead of adding up.
+                let (tx, rx) = mpsc::unbounded_channel::<Target>();
+                let feed = async {
+                    if scan {
+                        me.scan(&j, addrs, |t| {
+                            j.update(|p| p.total += 1);
+                            let _ = tx.send(t);
+                        })
+                        .await;
+                    } else {
+                        j.update(|p| p.total = previous.len());
+                        for t in previous {
+                            let _ = tx.send(t);
+                        }
                     }
-                }
-                j.update(|p| p.phase = "collect".into());
-                drop(tx);
-            };
-            let targets = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|t| (t, rx))
-            });
-            futures_util::join!(feed, me.collect(&j, targets, map, run_default));
-            me.finish(&j);
-        });
+                    j.update(|p| p.phase = "collect".into());
+                    drop(tx);
+                };
+                let targets = futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|t| (t, rx))
+                });
+                futures_util::join!(feed, me.collect(&j, targets, map, run_default));
+                me.finish(&j);
+            }
+            .instrument(span),
+        );
         Ok(job)
     }
 
@@ -390,6 +401,10 @@ impl Discovery {
             p.phase = if cancelled { "cancelled" } else { "done" }.into();
             p.finished = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         });
+        tracing::info!(
+            outcome = if cancelled { "cancelled" } else { "done" },
+            "discovery job ended"
+        );
     }
 
     /// Probes every address; `on_found` sees each BMC as soon as it answers.

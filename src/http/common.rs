@@ -94,7 +94,12 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {
-    match st.store.ping().await {
+    let check = if st.store.writer_is_stopped() {
+        Err(crate::inventory::StoreError::Closed)
+    } else {
+        st.store.ping().await
+    };
+    match check {
         Ok(()) => Json200(json!({"status": "ready", "checks": {"db": "ok"}})).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -181,7 +186,7 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     let mut r = st.metrics.render(&gauges).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     Ok(r)
 }

@@ -67,7 +67,11 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store failure");
         match e {
-            StoreError::Closed => ApiError::unavailable("the store is shutting down"),
+            StoreError::Closed => ApiError::unavailable("the store is not accepting writes"),
+            StoreError::Full(_) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "the disk holding the database is full; nothing was changed",
+            ),
             _ => ApiError::internal("the store could not complete the request"),
         }
     }

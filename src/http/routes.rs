@@ -181,28 +181,6 @@ fn bearer(req: &Request) -> Option<String> {
         .next()
 }
 
-/// Counts requests by listener, route and status class.
-async fn count_requests(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    // Borrowed or reference-counted: this runs on every request.
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .cloned();
-    let method = req.method().clone();
-    let resp = next.run(req).await;
-    st.metrics.add(
-        "openchami_http_requests_total",
-        "HTTP requests answered, by route, method and status.",
-        &[
-            ("route", route.as_ref().map_or("unmatched", |r| r.as_str())),
-            ("method", method.as_str()),
-            ("status", resp.status().as_str()),
-        ],
-        1,
-    );
-    resp
-}
-
 /// A large body leaves large free blocks behind once sent: ask for a trim.
 async fn note_large_body(resp: Response) -> Response {
     use axum::body::HttpBody;
@@ -237,12 +215,9 @@ pub fn router(state: AppState, listener: Listener) -> Router {
     }
     let r = r
         .fallback(problem::not_found)
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
+        .route_layer(middleware::from_fn(super::access::note_route))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .with_state(state);
+        .with_state(state.clone());
     let r = Router::new().fallback_service(
         ServiceBuilder::new()
             .layer(NormalizePathLayer::trim_trailing_slash())
@@ -250,6 +225,10 @@ pub fn router(state: AppState, listener: Listener) -> Router {
     );
     r.layer(
         ServiceBuilder::new()
+            .layer(middleware::from_fn_with_state(
+                (state, listener),
+                super::access::access,
+            ))
             .layer(middleware::map_response(note_large_body))
             .layer(middleware::from_fn(problem::render_problems))
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(in_flight))

@@ -20,7 +20,8 @@ pub struct Shared {
     pub issuer: String,
     /// How nodes reach the node listener (see `boot::base`).
     pub node_base: crate::boot::base::NodeBase,
-    pub metrics: Metrics,
+    /// Shared with the TFTP server, which counts outside any request.
+    pub metrics: Arc<Metrics>,
     /// When each node last fetched its boot script.
     pub boot_history: crate::boot::history::History,
     /// Where each node got to in its boot (shared with TFTP and DHCP).

@@ -6,8 +6,9 @@
 //! ride on embedded, numbered migrations tracked with `PRAGMA user_version`.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 
 use super::store::{Change, StoreError, Table};
 
@@ -24,6 +25,12 @@ pub struct Db {
     conn: Connection,
 }
 
+/// How long the start-up integrity check may take. `quick_check` reads
+/// every page, about a second per few hundred MB; on a database too large
+/// to finish in time the check is skipped with a warning rather than
+/// holding start-up hostage.
+pub const QUICK_CHECK_LIMIT: Duration = Duration::from_secs(30);
+
 impl Db {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Db, StoreError> {
@@ -34,7 +41,19 @@ impl Db {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| StoreError::Open(path.display().to_string(), e.to_string()))?;
-        Self::init(conn)
+        let name = path.display().to_string();
+        // SQLite falls back to read-only on a file it may not write (a
+        // backup restored as another user); every write would then fail.
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(sql)? {
+            return Err(StoreError::Open(
+                name,
+                "the file is read-only for this process; give it to the service user (chown) or fix its mode"
+                    .into(),
+            ));
+        }
+        quick_check(&conn, QUICK_CHECK_LIMIT)
+            .and_then(|()| Self::init(conn))
+            .map_err(|e| damaged(&name, e))
     }
 
     pub fn open_in_memory() -> Result<Db, StoreError> {
@@ -126,6 +145,14 @@ impl Db {
         tx.commit().map_err(sql)
     }
 
+    /// Caps the database at `pages` pages, as a full disk would: tests use
+    /// it to reach SQLITE_FULL without filling a file system.
+    pub fn limit_pages(&self, pages: u32) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "max_page_count", pages)
+            .map_err(sql)
+    }
+
     /// A cheap round trip through SQLite, for readiness checks.
     pub fn ping(&self) -> Result<(), StoreError> {
         self.conn
@@ -138,5 +165,110 @@ impl Db {
 }
 
 fn sql(e: rusqlite::Error) -> StoreError {
-    StoreError::Sql(e.to_string())
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            StoreError::Damaged(String::new(), e.to_string())
+        }
+        _ => StoreError::Sql(e.to_string()),
+    }
+}
+
+/// Names the file in a damage report made before the path was known.
+fn damaged(path: &str, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Damaged(_, why) => StoreError::Damaged(path.to_string(), why),
+        other => other,
+    }
+}
+
+/// `PRAGMA quick_check`, interrupted after `limit` (then only a warning:
+/// a slow check proves nothing either way).
+fn quick_check(conn: &Connection, limit: Duration) -> Result<(), StoreError> {
+    let deadline = Instant::now() + limit;
+    conn.progress_handler(10_000, Some(move || Instant::now() > deadline));
+    let rows = (|| {
+        let mut stmt = conn.prepare("PRAGMA quick_check(8)")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect::<Result<Vec<_>, _>>()
+    })();
+    conn.progress_handler(0, None::<fn() -> bool>);
+    match rows {
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => Ok(()),
+        Ok(rows) => Err(StoreError::Damaged(String::new(), rows.join("; "))),
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::OperationInterrupted) => {
+            tracing::warn!(
+                limit_secs = limit.as_secs(),
+                "database integrity check did not finish in time; skipped"
+            );
+            Ok(())
+        }
+        Err(e) => Err(sql(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::store::Table;
+
+    fn row(i: usize) -> Change {
+        Change {
+            table: Table::Components,
+            key: format!("x{i}"),
+            doc: Some("x".repeat(2000)),
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_its_own_error() {
+        let mut db = Db::open_in_memory().unwrap();
+        let pages: u32 = db
+            .conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        db.limit_pages(pages + 4).unwrap();
+        let err = (0..100)
+            .find_map(|i| db.apply(&[row(i)]).err())
+            .expect("the cap is reached");
+        assert!(matches!(err, StoreError::Full(_)), "{err:?}");
+        // What failed changed nothing, and the database still answers.
+        db.ping().unwrap();
+    }
+
+    /// A real database file with its pages overwritten: refused at open,
+    /// naming the file. Table-driven over where the damage lands.
+    #[test]
+    fn damaged_files_are_refused_at_open() {
+        use std::io::{Seek, SeekFrom, Write};
+        // (what, offset of the overwrite in page units, pages overwritten)
+        let cases: &[(&str, u64, u64)] = &[("header", 0, 1), ("table pages", 2, 6)];
+        for (what, from, count) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.db");
+            {
+                let mut db = Db::open(&path).unwrap();
+                for i in 0..200 {
+                    db.apply(&[row(i)]).unwrap();
+                }
+                db.conn
+                    .pragma_update(None, "wal_checkpoint", "TRUNCATE")
+                    .unwrap();
+            }
+            let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.seek(SeekFrom::Start(from * 4096)).unwrap();
+            f.write_all(&vec![0x5a; (count * 4096) as usize]).unwrap();
+            f.sync_all().unwrap();
+            drop(f);
+            match Db::open(&path) {
+                Err(StoreError::Damaged(p, why)) => {
+                    assert_eq!(p, path.display().to_string(), "{what}: {why}");
+                    let msg = StoreError::Damaged(p, why).to_string();
+                    assert!(msg.contains("backup"), "{what}: {msg}");
+                }
+                Err(e) => panic!("{what}: not reported as damage: {e:?}"),
+                Ok(_) => panic!("{what}: a damaged database was opened"),
+            }
+        }
+    }
 }

@@ -92,8 +92,16 @@ pub enum StoreError {
     Sql(String),
     #[error("stored record {0}/{1} is unreadable: {2}")]
     Corrupt(&'static str, String, String),
-    #[error("the store is shut down")]
+    #[error("the store is not accepting writes (shut down or failed)")]
     Closed,
+    /// SQLITE_FULL: the file system (or a page cap) has no room left.
+    #[error("the disk holding the database is full: {0}")]
+    Full(String),
+    /// The file is not a database or its pages are damaged.
+    #[error(
+        "database {0} is damaged ({1}); restore it from a backup, or move it aside to start with an empty inventory"
+    )]
+    Damaged(String, String),
     #[error("internal error while applying a write")]
     Panicked,
 }
@@ -695,6 +703,8 @@ enum Request {
 
 struct Inner {
     current: ArcSwap<Snapshot>,
+    /// Becomes true when the writer thread has ended, for whatever reason.
+    stopped: tokio::sync::watch::Sender<bool>,
     /// Told the row count of each committed batch (see `observe_commits`).
     commit_observer: std::sync::OnceLock<fn(usize)>,
 }
@@ -730,12 +740,27 @@ impl Store {
                 model,
             }),
             commit_observer: std::sync::OnceLock::new(),
+            stopped: tokio::sync::watch::Sender::new(false),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer_inner = inner.clone();
         std::thread::Builder::new()
             .name("inventory-writer".into())
-            .spawn(move || writer_loop(db, writer_inner, rx))
+            .spawn(move || {
+                // A panic outside a write closure (in SQLite, a commit
+                // observer, logging) leaves memory and disk possibly apart:
+                // the writer ends rather than go on, and says so.
+                let inner = writer_inner.clone();
+                let ended = std::panic::catch_unwind(AssertUnwindSafe(move || {
+                    writer_loop(db, writer_inner, rx)
+                }));
+                if ended.is_err() {
+                    tracing::error!(
+                        "the inventory writer panicked; no further writes are possible"
+                    );
+                }
+                inner.stopped.send_replace(true);
+            })
             .map_err(|e| StoreError::Open("writer thread".into(), e.to_string()))?;
         Ok(Store {
             inner,
@@ -802,6 +827,18 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Resolves once the writer thread has ended (it only does while
+    /// handles exist if it failed); never resolves while it runs.
+    pub async fn writer_stopped(&self) {
+        let mut rx = self.inner.stopped.subscribe();
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    }
+
+    /// True once the writer thread has ended.
+    pub fn writer_is_stopped(&self) -> bool {
+        *self.inner.stopped.borrow()
     }
 
     /// Round trip through the writer and SQLite: is the store usable?
@@ -1071,6 +1108,28 @@ mod tests {
         let s = store.snapshot();
         assert_eq!(s.groups_of("x2").len(), 1);
         assert!(s.groups_of("x3").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_dies_says_so() {
+        let store = Store::open_in_memory().unwrap();
+        assert!(!store.writer_is_stopped());
+        store.observe_commits(|_| panic!("observer failed"));
+        let r = store
+            .write(|t| {
+                t.put_component(node("x0c0s0b0n0", 1));
+                Ok(())
+            })
+            .await;
+        assert!(
+            matches!(r, Err(WriteError::Store(StoreError::Closed))),
+            "{r:?}"
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(10), store.writer_stopped())
+            .await
+            .expect("the stop is reported");
+        assert!(store.writer_is_stopped());
+        assert!(matches!(store.ping().await, Err(StoreError::Closed)));
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::ca::secret::SecretBox;
 use crate::config::PowerConfig;
@@ -313,8 +314,17 @@ impl Power {
             );
         }
         let me = self.clone();
-        self.tasks
-            .spawn(async move { me.run(op, deadline, live, cancel).await });
+        let span = tracing::info_span!("power", transition = %tr.id, operation = op.as_str());
+        self.tasks.spawn(
+            async move {
+                tracing::info!(nodes = xnames.len(), "power transition started");
+                let watch = live.clone();
+                me.run(op, deadline, live, cancel).await;
+                let status = watch.lock().map(|t| t.status.clone()).unwrap_or_default();
+                tracing::info!(status, "power transition ended");
+            }
+            .instrument(span),
+        );
         Ok(tr)
     }
 
@@ -431,20 +441,23 @@ impl Power {
         let flusher = {
             let (me, live, stop) = (self.clone(), live.clone(), CancellationToken::new());
             let s = stop.clone();
-            let h = tokio::spawn(async move {
-                let mut last = None;
-                loop {
-                    tokio::select! {
-                        _ = s.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                    let now = live.lock().ok().map(|t| t.tasks.clone());
-                    if now != last {
-                        me.flush(&live).await;
-                        last = now;
+            let h = tokio::spawn(
+                async move {
+                    let mut last = None;
+                    loop {
+                        tokio::select! {
+                            _ = s.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        let now = live.lock().ok().map(|t| t.tasks.clone());
+                        if now != last {
+                            me.flush(&live).await;
+                            last = now;
+                        }
                     }
                 }
-            });
+                .in_current_span(),
+            );
             (stop, h)
         };
 

@@ -271,7 +271,6 @@ pub(super) mod tests {
     use crate::config::Config;
     use crate::http::{AppState, Listener, Shared, router};
     use crate::inventory::Store;
-    use crate::metrics::Metrics;
 
     /// An API router over an in-memory store, and a token it accepts.
     pub struct Harness {
@@ -321,7 +320,7 @@ pub(super) mod tests {
                     "http://127.0.0.1:27778",
                     ([0, 0, 0, 0], 1).into(),
                 ),
-                metrics: Metrics::default(),
+                metrics: Default::default(),
                 boot_history: Default::default(),
                 boot_steps: Default::default(),
                 meta_cache: Default::default(),
