@@ -7,6 +7,7 @@
 //! an anonymous route is a visible decision rather than an accident.
 
 pub mod boot;
+pub mod boot_service;
 pub mod cloud_init;
 pub mod common;
 pub mod deadline;
