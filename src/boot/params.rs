@@ -323,9 +323,9 @@ pub fn query<'m>(
     Ok(out)
 }
 
-/// Every configuration, each once, in the order of its first target
-/// (hosts and tags, then MACs, then NIDs), so listings are stable; the
-/// internal IDs are random.
+/// Every configuration, each once: bound ones in the order of their first
+/// target (hosts and tags, then MACs, then NIDs), then the others by name,
+/// so listings are stable; the internal IDs are random.
 pub fn all(model: &Model) -> Vec<&BootConfig> {
     let mut seen = std::collections::HashSet::new();
     let mut out: Vec<&BootConfig> = model
@@ -334,12 +334,14 @@ pub fn all(model: &Model) -> Vec<&BootConfig> {
         .filter(|id| seen.insert(id.as_str()))
         .filter_map(|id| model.boot_configs.get(id))
         .collect();
-    out.extend(
-        model
-            .boot_configs
-            .values()
-            .filter(|c| !seen.contains(c.id.as_str())),
-    );
+    // The rest (selecting configurations, whose IDs are random too) by name.
+    let mut rest: Vec<&BootConfig> = model
+        .boot_configs
+        .values()
+        .filter(|c| !seen.contains(c.id.as_str()))
+        .collect();
+    rest.sort_by(|a, b| (&a.meta.name, &a.id).cmp(&(&b.meta.name, &b.id)));
+    out.extend(rest);
     out
 }
 
