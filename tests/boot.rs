@@ -1870,7 +1870,7 @@ async fn boot_service_errors_versions_and_slashes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boot_service_nodes_and_bmcs() {
-    let h = cluster().await;
+    let mut h = cluster().await;
     add_group(&h, "compute", &[0]).await;
     // Inventory nodes are listed as views, with groups and boot MAC.
     let nodes = h.api.get_json(&format!("{BS}/nodes")).await;
@@ -1913,6 +1913,16 @@ async fn boot_service_nodes_and_bmcs() {
     );
     assert_eq!(kernel_of(&s), "http://k/g");
     assert!(s.contains("xname=x9c0s0b0n0 nid=99"), "{s}");
+    // Posted resources and selecting configurations survive a restart.
+    h.restart().await;
+    let s = script(
+        h.node
+            .get(&format!("{BS}/bootscript?host=x9c0s0b0n0"))
+            .await,
+    );
+    assert_eq!(kernel_of(&s), "http://k/g");
+    let s = script(h.node.get(&format!("{SCRIPT}?mac={}", mac(0))).await);
+    assert_eq!(kernel_of(&s), "http://k/g");
     h.api
         .post(
             &format!("{BS}/nodes"),

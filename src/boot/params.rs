@@ -381,7 +381,7 @@ pub fn config_in_profile<'m>(
                 .and_then(|n| with_kernel(bound(model, BootTarget::Nid(n))))
         })
         .or_else(|| {
-            if model.boot_scored.is_empty() {
+            if model.boot_selectors.is_empty() {
                 return None;
             }
             let facts = super::select::NodeFacts::of(model, c, mac);

@@ -13,12 +13,14 @@
 //! it between a node's own BSS bindings and the BSS tags, so one record
 //! decides what `/boot/v1/bootscript`, `/boot-service/bootscript`, the
 //! kexec contract and the boot-step view report. It is a pure function of
-//! the snapshot and the node, and looks only at the configurations in
-//! `Model::boot_scored`, so a site with thousands of per-node BSS bindings
-//! pays nothing for it.
+//! the snapshot and the node. The snapshot carries a selection index
+//! (`Model::boot_selectors`, kept by the store on every write), so a lookup
+//! scores only the configurations filed under the node's own groups, MACs,
+//! NID and xname plus the wildcard ones: 100 group configurations cost a
+//! node in one group one score, and BSS bindings cost nothing here.
 
 use crate::inventory::Model;
-use crate::inventory::model::{BootConfig, Component};
+use crate::inventory::model::{BootConfig, BootSelector, Component};
 
 /// What selection knows about a node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -118,16 +120,35 @@ fn name(cfg: &BootConfig) -> &str {
 }
 
 /// The winning configuration: highest score, then highest priority, then
-/// lowest name. Only configurations with a kernel, and (when `profile` is
-/// given) of that profile or of none, take part.
+/// lowest name (then lowest uid, so the answer never depends on order).
+/// Only configurations with a kernel, and (when `profile` is given) of that
+/// profile or of none, take part. Candidates come from the selection index,
+/// so the cost is that of the node's own selectors, not of the number of
+/// configurations.
 pub fn best<'m>(
     model: &'m Model,
     n: &NodeFacts,
     profile: Option<&str>,
 ) -> Option<(&'m BootConfig, i64)> {
+    let idx = &model.boot_selectors;
+    let mut keys: Vec<BootSelector> = Vec::with_capacity(n.groups.len() + n.macs.len() + 3);
+    keys.push(BootSelector::Wild);
+    keys.push(BootSelector::Host(n.xname.to_ascii_lowercase()));
+    keys.extend(n.nid.map(BootSelector::Nid));
+    keys.extend(
+        n.macs
+            .iter()
+            .map(|m| BootSelector::Mac(m.to_ascii_lowercase())),
+    );
+    keys.extend(n.groups.iter().cloned().map(BootSelector::Group));
+    let mut seen: Vec<&str> = Vec::new();
     let mut win: Option<(&BootConfig, i64)> = None;
-    for id in &model.boot_scored {
-        let Some(cfg) = model.boot_configs.get(id) else {
+    for id in keys.iter().filter_map(|k| idx.get(k)).flatten() {
+        if seen.contains(&id.as_str()) {
+            continue;
+        }
+        seen.push(id.as_str());
+        let Some(cfg) = model.boot_configs.get(id.as_str()) else {
             continue;
         };
         if cfg.kernel.is_empty() {
@@ -143,14 +164,15 @@ pub fn best<'m>(
         if s <= 0 {
             continue;
         }
-        let better = match win {
-            None => true,
-            Some((w, ws)) => {
-                (s, cfg.priority, std::cmp::Reverse(name(cfg)))
-                    > (ws, w.priority, std::cmp::Reverse(name(w)))
-            }
+        let rank = |c: &'m BootConfig, s: i64| {
+            (
+                s,
+                c.priority,
+                std::cmp::Reverse(name(c)),
+                std::cmp::Reverse(c.id.as_str()),
+            )
         };
-        if better {
+        if win.is_none_or(|(w, ws)| rank(cfg, s) > rank(w, ws)) {
             win = Some((cfg, s));
         }
     }
@@ -190,7 +212,12 @@ mod tests {
     fn model(cfgs: Vec<BootConfig>) -> Model {
         let mut m = Model::default();
         for c in cfgs {
-            m.boot_scored.insert(c.id.clone());
+            for k in c.selectors() {
+                m.boot_selectors
+                    .entry(k)
+                    .or_default()
+                    .push(c.id.as_str().into());
+            }
             m.boot_configs.insert(c.id.clone(), c);
         }
         m

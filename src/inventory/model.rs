@@ -482,11 +482,55 @@ impl BootConfig {
             .collect()
     }
 
-    /// Whether selection by score (`boot::select`) looks at this record:
-    /// every unbound one, and bound ones that also name groups.
-    pub fn is_scored(&self) -> bool {
-        !self.bound || !self.groups.is_empty()
+    /// The keys under which selection (`boot::select`) finds this record:
+    /// an unbound record under each MAC, NID, exact xname and group it
+    /// names, and under `Wild` for globs, `*` or no selector at all; a
+    /// bound one under its groups only (its hosts, MACs and NIDs are
+    /// bindings).
+    pub fn selectors(&self) -> Vec<BootSelector> {
+        let mut out: Vec<BootSelector> = self
+            .groups
+            .iter()
+            .cloned()
+            .map(BootSelector::Group)
+            .collect();
+        if self.bound {
+            return out;
+        }
+        if self.hosts.is_empty() && self.macs.is_empty() && self.nids.is_empty() && out.is_empty() {
+            return vec![BootSelector::Wild];
+        }
+        for h in &self.hosts {
+            if h.starts_with('x') && !h.ends_with('*') {
+                out.push(BootSelector::Host(h.to_ascii_lowercase()));
+            } else {
+                out.push(BootSelector::Wild);
+            }
+        }
+        out.extend(
+            self.macs
+                .iter()
+                .map(|m| BootSelector::Mac(m.to_ascii_lowercase())),
+        );
+        out.extend(self.nids.iter().copied().map(BootSelector::Nid));
+        out.sort();
+        out.dedup();
+        out
     }
+}
+
+/// A key of the selection index: what a node must have for a selecting
+/// configuration to be worth scoring.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BootSelector {
+    Group(String),
+    /// Lower-case node xname.
+    Host(String),
+    /// Lower-case, colon-separated.
+    Mac(String),
+    Nid(i64),
+    /// Scored for every node: globs, `*`, host names, no selector.
+    Wild,
 }
 
 /// cloud-init `admin/cluster-defaults`: values every node's meta-data falls

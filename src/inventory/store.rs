@@ -26,9 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::DomainError;
 use super::model::{
-    BmcCredential, BootConfig, BootResource, BootTarget, CloudInitGroup, ClusterDefaults,
-    Component, ComponentEndpoint, EthernetInterface, Group, InstanceInfo, Lease, NodeMap,
-    Partition, PhoneHome, PowerTransition, RedfishEndpoint,
+    BmcCredential, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
+    ClusterDefaults, Component, ComponentEndpoint, EthernetInterface, Group, InstanceInfo, Lease,
+    NodeMap, Partition, PhoneHome, PowerTransition, RedfishEndpoint,
 };
 use super::sqlite::Db;
 
@@ -140,10 +140,10 @@ pub struct Model {
     pub boot_configs: OrdMap<String, BootConfig>,
     /// Boot target → the configuration bound to it.
     pub boot_targets: OrdMap<BootTarget, String>,
-    /// IDs of the configurations selection by score looks at
-    /// ([`BootConfig::is_scored`]), so a node's lookup costs the number of
-    /// selector configurations, not of every BSS binding.
-    pub boot_scored: imbl::OrdSet<String>,
+    /// Selection index ([`BootConfig::selectors`]): a node's lookup scores
+    /// only the configurations filed under its groups, MACs, NID, xname or
+    /// `Wild`, not every configuration.
+    pub boot_selectors: OrdMap<BootSelector, IdList>,
     /// boot-service `Node` and `BMC` resources by uid.
     pub boot_resources: OrdMap<String, BootResource>,
     /// NID → node xname (NIDs are unique).
@@ -544,14 +544,13 @@ impl<'a> Txn<'a> {
                     self.model.boot_targets.remove(&t);
                 }
             }
+            self.unfile_selectors(&old);
         }
         for t in b.targets() {
             self.model.boot_targets.insert(t, b.id.clone());
         }
-        if b.is_scored() {
-            self.model.boot_scored.insert(b.id.clone());
-        } else {
-            self.model.boot_scored.remove(&b.id);
+        for k in b.selectors() {
+            add_id(self.model.boot_selectors.entry(k).or_default(), &b.id);
         }
         self.record(Table::BootConfigs, &b.id, Some(&b));
         self.model.boot_configs.insert(b.id.clone(), b);
@@ -559,7 +558,7 @@ impl<'a> Txn<'a> {
 
     pub fn delete_boot_config(&mut self, id: &str) -> Option<BootConfig> {
         let old = self.model.boot_configs.remove(id)?;
-        self.model.boot_scored.remove(id);
+        self.unfile_selectors(&old);
         for t in old.targets() {
             if self.model.boot_targets.get(&t).map(String::as_str) == Some(id) {
                 self.model.boot_targets.remove(&t);
@@ -567,6 +566,17 @@ impl<'a> Txn<'a> {
         }
         self.record::<BootConfig>(Table::BootConfigs, id, None);
         Some(old)
+    }
+
+    fn unfile_selectors(&mut self, old: &BootConfig) {
+        for k in old.selectors() {
+            if let Some(list) = self.model.boot_selectors.get_mut(&k) {
+                remove_id(list, &old.id);
+                if list.is_empty() {
+                    self.model.boot_selectors.remove(&k);
+                }
+            }
+        }
     }
 
     pub fn put_boot_resource(&mut self, r: BootResource) {
