@@ -1976,3 +1976,57 @@ async fn boot_service_nodes_and_bmcs() {
     assert_eq!(d["message"], "BMC deleted successfully");
     h.api.delete(&format!("{BS}/bmcs/{uid}")).await.problem(404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_service_bootparameters_adapter() {
+    let h = cluster().await;
+    let bp = &format!("{BS}/bootparameters");
+    // POST: NIDs are strings here; a number is refused and changes nothing.
+    let before = h.generation();
+    h.api
+        .post(bp, &json!({"nids": [3], "kernel": KERNEL}))
+        .await
+        .problem(400);
+    assert_eq!(h.generation(), before);
+    let r = h
+        .api
+        .post(
+            bp,
+            &json!({"macs": [mac(2)], "nids": ["3"], "kernel": KERNEL, "params": PARAMS, "cloud-init": {"a": 1}}),
+        )
+        .await
+        .status(201)
+        .json();
+    let item = &r["boot-parameters"][0];
+    assert_eq!(item["nids"], json!(["3"]), "{r}");
+    assert_eq!(item["cloud-init"], json!({"a": 1}));
+    assert_eq!(
+        item["meta"]["comment"],
+        "Converted from modern BootConfiguration"
+    );
+    let list = h.api.get_json(BCONF).await;
+    assert_eq!(
+        list[0]["metadata"]["name"], "legacy-52-54-00-00-00-03",
+        "{list}"
+    );
+    // It selects node 2 (MAC 100 + NID 75) for both boot APIs.
+    let s = script(h.node.get(&format!("{SCRIPT}?nid=3")).await);
+    assert_eq!(kernel_of(&s), KERNEL);
+    // PUT rewrites it; GET filters; DELETE takes the query.
+    h.api
+        .put(bp, &json!({"nids": ["3"], "kernel": "http://k/2"}))
+        .await
+        .ok();
+    let got = h.api.get_json(&format!("{bp}?nid=3")).await;
+    assert_eq!(got["boot-parameters"][0]["kernel"], "http://k/2", "{got}");
+    assert_eq!(got["boot-parameters"][0]["macs"], json!([]), "{got}");
+    h.api
+        .put(bp, &json!({"nids": ["9"], "kernel": "/k"}))
+        .await
+        .problem(404);
+    h.api.delete(bp).await.problem(400);
+    h.api.delete(&format!("{bp}?nid=9")).await.problem(404);
+    let gone = h.api.delete(&format!("{bp}?nid=3")).await.ok().json();
+    assert_eq!(gone["boot-parameters"].as_array().map(Vec::len), Some(1));
+    assert_eq!(h.api.get_json(bp).await, json!({"boot-parameters": []}));
+}

@@ -1137,3 +1137,146 @@ pub fn bootparameters(model: &Model, f: &ParamFilter) -> Value {
         .collect();
     json!({"boot-parameters": items})
 }
+
+/// A `/boot-service/bootparameters` write body (BSS-shaped; NIDs are
+/// strings there, as upstream's adapter reads them).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LegacyParamsIn {
+    pub hosts: Vec<String>,
+    pub macs: Vec<String>,
+    pub nids: Vec<Value>,
+    pub kernel: String,
+    pub initrd: String,
+    pub params: String,
+    #[serde(rename = "cloud-init")]
+    pub cloud_init: Option<Value>,
+}
+
+impl LegacyParamsIn {
+    fn nids(&self) -> Result<Vec<i64>, DomainError> {
+        self.nids
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(format!("nid {s:?} is not a number"))),
+                other => Err(invalid(format!(
+                    "nids are strings here (\"1\"), got {other}"
+                ))),
+            })
+            .collect()
+    }
+
+    fn filter(&self) -> Result<ParamFilter, DomainError> {
+        Ok(ParamFilter {
+            hosts: self.hosts.clone(),
+            macs: self
+                .macs
+                .iter()
+                .map(|m| mac::normalize(m).map_err(|_| invalid(format!("invalid MAC {m}"))))
+                .collect::<Result<_, _>>()?,
+            nids: self.nids()?,
+            names: Vec::new(),
+        })
+    }
+}
+
+fn wrapped(items: Vec<Value>) -> Value {
+    json!({"boot-parameters": items})
+}
+
+/// `POST /boot-service/bootparameters`: a new selecting configuration named
+/// after its first identifier (`legacy-<host>`, `legacy-<mac>`,
+/// `legacy-nid-<n>`).
+pub fn bootparameters_post(txn: &mut Txn<'_>, b: &LegacyParamsIn) -> Result<Value, DomainError> {
+    let nids = b.nids()?;
+    let name = if let Some(h) = b.hosts.first() {
+        format!("legacy-{}", h.replace('.', "-"))
+    } else if let Some(m) = b.macs.first() {
+        format!("legacy-{}", m.replace(':', "-"))
+    } else if let Some(n) = nids.first() {
+        format!("legacy-nid-{n}")
+    } else {
+        return Err(invalid("name at least one of hosts, macs or nids"));
+    };
+    let e = EnvelopeIn {
+        name,
+        spec: Some(json!({
+            "hosts": b.hosts, "macs": b.macs, "nids": nids,
+            "kernel": b.kernel, "initrd": b.initrd, "params": b.params,
+        })),
+        ..Default::default()
+    };
+    let v = create(txn, Kind::BootConfiguration, &e)?;
+    let uid = v["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut cfg = txn
+        .model()
+        .boot_configs
+        .get(&uid)
+        .cloned()
+        .ok_or_else(|| not_found(Kind::BootConfiguration, &uid))?;
+    if let Some(c) = &b.cloud_init {
+        cfg.cloud_init = c.clone();
+    }
+    let out = wrapped(vec![bootparameters_item(&cfg)]);
+    txn.put_boot_config(cfg);
+    Ok(out)
+}
+
+/// `PUT /boot-service/bootparameters`: rewrites the first configuration
+/// that names any given host, MAC or NID (its groups and priority kept).
+pub fn bootparameters_put(txn: &mut Txn<'_>, b: &LegacyParamsIn) -> Result<Value, DomainError> {
+    let f = b.filter()?;
+    if f.is_empty() {
+        return Err(invalid("name at least one of hosts, macs or nids"));
+    }
+    let Some(mut cfg) = params::all(txn.model())
+        .into_iter()
+        .find(|c| f.matches(c))
+        .cloned()
+    else {
+        return Err(DomainError::NotFound(
+            "no boot configuration names these hosts, MACs or NIDs".into(),
+        ));
+    };
+    let spec = json!({
+        "hosts": b.hosts, "macs": f.macs, "nids": f.nids, "groups": cfg.groups,
+        "profile": cfg.profile, "kernel": b.kernel, "initrd": b.initrd,
+        "params": b.params, "priority": cfg.priority,
+    });
+    set_config_spec(txn.model(), &mut cfg, &spec)?;
+    if let Some(c) = &b.cloud_init {
+        cfg.cloud_init = c.clone();
+    }
+    cfg.meta.updated_at = stamp(txn.now());
+    let out = wrapped(vec![bootparameters_item(&cfg)]);
+    txn.put_boot_config(cfg);
+    Ok(out)
+}
+
+/// `DELETE /boot-service/bootparameters?host=&mac=&nid=`: every matching
+/// configuration; the deleted ones.
+pub fn bootparameters_delete(txn: &mut Txn<'_>, f: &ParamFilter) -> Result<Value, DomainError> {
+    if f.is_empty() {
+        return Err(invalid("name at least one of host, mac or nid"));
+    }
+    let gone: Vec<BootConfig> = params::all(txn.model())
+        .into_iter()
+        .filter(|c| f.matches(c))
+        .cloned()
+        .collect();
+    if gone.is_empty() {
+        return Err(DomainError::NotFound(
+            "no boot configuration names these hosts, MACs or NIDs".into(),
+        ));
+    }
+    for c in &gone {
+        txn.delete_boot_config(&c.id);
+    }
+    Ok(wrapped(gone.iter().map(bootparameters_item).collect()))
+}

@@ -9,12 +9,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::json::{ExactJson, QueryPairs};
+use super::json::{ApiJson, ExactJson, QueryPairs};
 use super::peer::caller_ip;
 use super::problem::{ApiError, PROBLEM_JSON};
 use super::routes::{Access, Listeners, Route, route};
 use super::server::Peer;
-use crate::boot::service::{self, EnvelopeIn, Ident, Kind, ParamFilter, PatchKind};
+use crate::boot::service::{self, EnvelopeIn, Ident, Kind, LegacyParamsIn, ParamFilter, PatchKind};
 use crate::boot::steps::{self, Step};
 use crate::inventory::mac;
 
@@ -70,6 +70,33 @@ pub fn routes() -> Vec<Route> {
             Api,
             "Boot configurations in BSS's shape (host, mac, nid, name filters)",
             bootparameters,
+        ),
+        route(
+            Method::POST,
+            "/boot-service/bootparameters",
+            S,
+            Token,
+            Api,
+            "Create a selecting configuration from a BSS-shaped body",
+            bootparameters_post,
+        ),
+        route(
+            Method::PUT,
+            "/boot-service/bootparameters",
+            S,
+            Token,
+            Api,
+            "Rewrite the first configuration naming a host, MAC or NID",
+            bootparameters_put,
+        ),
+        route(
+            Method::DELETE,
+            "/boot-service/bootparameters",
+            S,
+            Token,
+            Api,
+            "Delete the configurations naming a host, MAC or NID (query)",
+            bootparameters_delete,
         ),
         route(
             Method::GET,
@@ -508,7 +535,7 @@ async fn bootscript(
     Ok(super::boot::text(script))
 }
 
-async fn bootparameters(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+fn param_filter(q: &QueryPairs) -> Result<ParamFilter, ApiError> {
     let list = |k: &str| -> Vec<String> {
         q.all(k)
             .iter()
@@ -532,6 +559,45 @@ async fn bootparameters(State(st): State<AppState>, q: QueryPairs) -> Result<Res
                 .map_err(|_| ApiError::bad_request(format!("nid must be a number, got {n:?}")))?,
         );
     }
+    Ok(f)
+}
+
+async fn bootparameters(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+    let f = param_filter(&q)?;
     let snap = st.store.snapshot();
     Ok(ok(StatusCode::OK, service::bootparameters(&snap, &f)))
+}
+
+async fn bootparameters_post(
+    State(st): State<AppState>,
+    ApiJson(b): ApiJson<LegacyParamsIn>,
+) -> Result<Response, ApiError> {
+    let v = st
+        .store
+        .write(move |t| service::bootparameters_post(t, &b))
+        .await?;
+    Ok(ok(StatusCode::CREATED, v))
+}
+
+async fn bootparameters_put(
+    State(st): State<AppState>,
+    ApiJson(b): ApiJson<LegacyParamsIn>,
+) -> Result<Response, ApiError> {
+    let v = st
+        .store
+        .write(move |t| service::bootparameters_put(t, &b))
+        .await?;
+    Ok(ok(StatusCode::OK, v))
+}
+
+async fn bootparameters_delete(
+    State(st): State<AppState>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let f = param_filter(&q)?;
+    let v = st
+        .store
+        .write(move |t| service::bootparameters_delete(t, &f))
+        .await?;
+    Ok(ok(StatusCode::OK, v))
 }
