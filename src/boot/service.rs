@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use super::params::{self, BootParamsIn, stamp};
 use super::script::{self, BootSpec, Identity};
 use super::select::{self, NodeFacts};
-use crate::inventory::model::{BootConfig, BootResource, Component, ResourceMeta};
+use crate::inventory::model::{BootConfig, BootResource, BootTarget, Component, ResourceMeta};
 use crate::inventory::{DomainError, Model, Txn, mac, xname};
 
 pub const API_VERSION: &str = "boot.openchami.io/v1";
@@ -265,8 +265,13 @@ fn set_config_spec(model: &Model, cfg: &mut BootConfig, spec: &Value) -> Result<
             .filter_map(|t| model.boot_targets.get(t).map(|id| (t, id)))
             .find(|(_, id)| **id != cfg.id)
         {
+            let what = match t {
+                BootTarget::Host(h) => h.clone(),
+                BootTarget::Mac(m) => m.clone(),
+                BootTarget::Nid(n) => format!("NID {n}"),
+            };
             return Err(DomainError::Conflict(format!(
-                "{t:?} is bound to another configuration through /boot/v1"
+                "{what} is bound to another configuration through /boot/v1"
             )));
         }
         if targets.is_empty() {
