@@ -1285,3 +1285,76 @@ pub fn bootparameters_delete(txn: &mut Txn<'_>, f: &ParamFilter) -> Result<Value
     }
     Ok(wrapped(gone.iter().map(bootparameters_item).collect()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_kind_follows_the_content_type() {
+        for (ct, want) in [
+            (Some("application/json-patch+json"), PatchKind::Json),
+            (
+                Some("Application/JSON-Patch+JSON; charset=utf-8"),
+                PatchKind::Json,
+            ),
+            (Some("application/merge-patch+json"), PatchKind::Merge),
+            (Some("application/json;version=v1"), PatchKind::Merge),
+            (Some("text/plain"), PatchKind::Merge),
+            (None, PatchKind::Merge),
+        ] {
+            assert_eq!(PatchKind::from_content_type(ct), want, "{ct:?}");
+        }
+    }
+
+    #[test]
+    fn envelopes_merge_labels_and_ignore_server_fields() {
+        let e = EnvelopeIn::parse(&json!({
+            "apiVersion": "x", "kind": "y", "status": {"phase": "z"},
+            "Metadata": {"NAME": " n ", "uid": "u", "labels": {"a": "1", "b": "1"}},
+            "labels": {"b": "2"},
+            "spec": {"kernel": "/k"},
+        }))
+        .unwrap();
+        assert_eq!(e.name, "n");
+        assert_eq!(e.labels.get("b").map(String::as_str), Some("2"));
+        assert_eq!(e.labels.len(), 2);
+        assert_eq!(e.spec, Some(json!({"kernel": "/k"})));
+        for bad in [
+            json!([]),
+            json!({"metadata": 1}),
+            json!({"spec": []}),
+            json!({"labels": {"a": 1}}),
+        ] {
+            assert!(EnvelopeIn::parse(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kernels_are_urls_or_absolute_paths() {
+        for (k, ok) in [
+            ("http://h/k", true),
+            ("HTTPS://h/k", true),
+            ("/boot/vmlinuz", true),
+            ("/", false),
+            ("http://", false),
+            ("ftp://h/k", false),
+            ("vmlinuz", false),
+            ("http://h/a b", false),
+        ] {
+            assert_eq!(url_or_path(k), ok, "{k}");
+        }
+        for (h, ok) in [
+            ("x1000c0s0b0n0", true),
+            ("X1000C0S0B0N0", true),
+            ("x1000c0*", true),
+            ("*", true),
+            ("default", true),
+            ("x1000c0s0b0", false),
+            ("compute", false),
+            ("*x", false),
+        ] {
+            assert_eq!(checked_host(h).is_ok(), ok, "{h}");
+        }
+    }
+}
