@@ -2030,3 +2030,68 @@ async fn boot_service_bootparameters_adapter() {
     assert_eq!(gone["boot-parameters"].as_array().map(Vec::len), Some(1));
     assert_eq!(h.api.get_json(bp).await, json!({"boot-parameters": []}));
 }
+
+/// Every `/boot-service` operation of the served document, with hostile
+/// bodies, path values and headers: never a server error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_service_routes_never_answer_a_server_error() {
+    let h = cluster().await;
+    add_group(&h, "compute", &[0]).await;
+    let uid = h
+        .api
+        .post(
+            BCONF,
+            &json!({"metadata": {"name": "g"}, "spec": {"groups": ["compute"], "kernel": "/k"}}),
+        )
+        .await
+        .status(201)
+        .json()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let doc = h.anon.get_json("/openapi.json").await;
+    let paths = doc["paths"].as_object().expect("paths");
+    let bodies: [&[u8]; 9] = [
+        b"",
+        b"{}",
+        b"[]",
+        b"null",
+        b"not json",
+        b"{\"metadata\":{\"name\":7},\"spec\":{}}",
+        b"{\"spec\":{\"kernel\":\"/k\",\"nids\":[\"x\"],\"groups\":[1]}}",
+        b"[{\"op\":\"move\",\"from\":\"/kernel\",\"path\":\"/kernel/x\"}]",
+        b"{\"spec\":{\"xname\":\"x1c0s0b0n0\",\"interfaces\":[{\"mac\":1}]},\"status\":5}",
+    ];
+    let mut seen = 0;
+    for (path, ops) in paths.iter().filter(|(p, _)| p.starts_with(BS)) {
+        for method in ops.as_object().expect("operations").keys() {
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            for id in [uid.as_str(), "node-x1000c0s0b0n0", "%2e%2e", "bmc-00000000"] {
+                let concrete = path.replace("{uid}", id);
+                for q in [
+                    "",
+                    "?host=x&mac=zz&nid=-1",
+                    "?nid=99999999999999999999&name=,",
+                ] {
+                    for body in bodies {
+                        for ct in [
+                            "application/json",
+                            "application/json-patch+json",
+                            "application/merge-patch+json;version=v1",
+                        ] {
+                            let r = h
+                                .api
+                                .request(m.clone(), &format!("{concrete}{q}"))
+                                .header("Content-Type", ct)
+                                .body(body.to_vec());
+                            let r = h.api.send(r).await;
+                            assert!(r.status < 500, "{}: {} {}", r.what, r.status, r.text());
+                            seen += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen > 1000, "{seen}");
+}
