@@ -1469,6 +1469,12 @@ async fn boot_steps_record_where_each_node_got_to() {
 const BS: &str = "/boot-service";
 const BCONF: &str = "/boot-service/bootconfigurations";
 
+/// A BSS-route script as `/boot-service/bootscript` gives it: the same,
+/// retrying through boot-service.
+fn via_boot_service(s: &str) -> String {
+    s.replace("/boot/v1/bootscript?", "/boot-service/bootscript?")
+}
+
 /// The shapes ochami's client (boot-service's generated Go client) decodes
 /// answers into; decoding fails if a field has the wrong type, as in Go.
 mod upstream {
@@ -1639,6 +1645,11 @@ async fn ochami_boot_config_requests_replayed_byte_for_byte() {
         format!("{BS}/bootscript?nid=1"),
     ] {
         let (a, n) = both(&h, &path).await;
+        let want = if path.starts_with(BS) {
+            via_boot_service(&want)
+        } else {
+            want.clone()
+        };
         assert_eq!(masked(&script(a)), want, "{path}");
         drop(n);
     }
@@ -1721,7 +1732,24 @@ async fn one_store_behind_both_boot_apis() {
             .get(&format!("{BS}/bootscript?host={}", xname(0)))
             .await,
     );
-    assert_eq!(masked(&s), expected_script(0, KERNEL, None, PARAMS));
+    assert_eq!(
+        masked(&s),
+        via_boot_service(&expected_script(0, KERNEL, None, PARAMS))
+    );
+    // Its retries chain back to it, counted and bounded as on BSS's route.
+    let s = script(
+        h.node
+            .get(&format!("{BS}/bootscript?host={}&retry=99", xname(0)))
+            .await,
+    );
+    assert!(
+        s.contains(&format!("{BASE}{BS}/bootscript?mac={}&retry=100\n", mac(0))),
+        "{s}"
+    );
+    h.node
+        .get(&format!("{BS}/bootscript?host={}&retry=x", xname(0)))
+        .await
+        .problem(400);
     // A node's own BSS binding wins over a group selector; the group's
     // other member gets the group's configuration.
     h.api

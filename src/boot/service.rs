@@ -993,14 +993,26 @@ fn spec_of(b: &BootConfig) -> BootSpec {
     }
 }
 
-/// The script and the name to record it under.
+/// The script and the name to record it under. A failed boot chains back
+/// here with `retry` counted, as on BSS's route.
 pub fn bootscript(
     model: &Model,
     id: &Ident,
     profile: Option<&str>,
     node_base: &str,
+    retry: u32,
     jitter: f64,
 ) -> (String, String) {
+    let boot = |cfg: &BootConfig, who: &Identity| {
+        script::boot_script_via(
+            &spec_of(cfg),
+            who,
+            node_base,
+            script::RetryRoute::BootService,
+            retry,
+            jitter,
+        )
+    };
     let mac_q = match id {
         Ident::Mac(m) => Some(m.as_str()),
         _ => None,
@@ -1013,7 +1025,7 @@ pub fn bootscript(
     if let Some(c) = component {
         if !params::bootable(model, c) {
             let why = format!("{} is not bootable (disabled, empty or not a node)", c.id);
-            return (script::wait_and_reboot(&why, 0, jitter), c.id.clone());
+            return (script::wait_and_reboot(&why, retry, jitter), c.id.clone());
         }
         return match params::config_in_profile(model, c, mac_q, profile) {
             Some(cfg) => {
@@ -1024,15 +1036,12 @@ pub fn bootscript(
                         .map(String::from)
                         .or_else(|| params::first_mac(model, &c.id)),
                 };
-                (
-                    script::boot_script(&spec_of(cfg), &who, node_base, 0, jitter),
-                    c.id.clone(),
-                )
+                (boot(cfg, &who), c.id.clone())
             }
             None => (
                 script::wait_and_reboot(
                     &format!("{} has no boot configuration with a kernel", c.id),
-                    0,
+                    retry,
                     jitter,
                 ),
                 c.id.clone(),
@@ -1049,15 +1058,12 @@ pub fn bootscript(
                     nid: facts.nid,
                     mac: facts.macs.first().cloned(),
                 };
-                (
-                    script::boot_script(&spec_of(cfg), &who, node_base, 0, jitter),
-                    who_name,
-                )
+                (boot(cfg, &who), who_name)
             }
             None => (
                 script::wait_and_reboot(
                     &format!("{who_name} has no boot configuration with a kernel"),
-                    0,
+                    retry,
                     jitter,
                 ),
                 who_name,
@@ -1070,7 +1076,7 @@ pub fn bootscript(
         Ident::Nid(n) => format!("nid{n}"),
     };
     (
-        script::wait_and_reboot(&format!("{who} is not a known node"), 0, jitter),
+        script::wait_and_reboot(&format!("{who} is not a known node"), retry, jitter),
         who,
     )
 }

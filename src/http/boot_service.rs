@@ -518,11 +518,24 @@ async fn bootscript(
     let id = Ident::parse(q.first("host"), q.first("mac"), q.first("nid"))
         .map_err(ApiError::bad_request)?;
     let profile = q.first("profile").map(str::trim).filter(|p| !p.is_empty());
+    let retry = match q.first("retry").map(str::trim) {
+        None | Some("") => 0,
+        Some(r) => r
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("retry must be a number, got {r:?}")))?
+            .clamp(0, crate::boot::script::MAX_RETRY as i64) as u32,
+    };
     let now_ms = chrono::Utc::now().timestamp_millis();
     let now = now_ms.div_euclid(1000);
     let snap = st.store.snapshot();
-    let (script, who) =
-        service::bootscript(&snap, &id, profile, &st.node_base, super::boot::jitter());
+    let (script, who) = service::bootscript(
+        &snap,
+        &id,
+        profile,
+        &st.node_base,
+        retry,
+        super::boot::jitter(),
+    );
     st.boot_history.record(&who, "bootscript", now);
     let mac = match &id {
         Ident::Mac(m) => Some(m.as_str()),
