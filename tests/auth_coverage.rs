@@ -37,6 +37,10 @@ const ANONYMOUS: &[(&str, &str)] = &[
     ("GET", "/boot/v1/dumpstate"),
     ("GET", "/boot/v1/endpoint-history"),
     ("GET", "/boot/v1/service/*"),
+    // boot-service (v0.2 contract §3.1): health, node route, service info.
+    ("GET", "/boot-service/health"),
+    ("GET", "/boot-service/bootscript"),
+    ("GET", "/boot-service/service/*"),
     // cloud-init (§5.1).
     ("GET", "/cloud-init/meta-data"),
     ("GET", "/cloud-init/user-data"),

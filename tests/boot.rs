@@ -1522,3 +1522,663 @@ async fn boot_steps_record_where_each_node_got_to() {
     // Names, MACs and addresses of nodes: a token is needed.
     h.anon.get("/boot/v1/boot-steps").await.problem(401);
 }
+
+// ------------------------------------------------------------ boot-service
+
+const BS: &str = "/boot-service";
+const BCONF: &str = "/boot-service/bootconfigurations";
+
+/// A BSS-route script as `/boot-service/bootscript` gives it: the same,
+/// retrying through boot-service.
+fn via_boot_service(s: &str) -> String {
+    s.replace("/boot/v1/bootscript?", "/boot-service/bootscript?")
+}
+
+/// The shapes ochami's client (boot-service's generated Go client) decodes
+/// answers into; decoding fails if a field has the wrong type, as in Go.
+mod upstream {
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Metadata {
+        pub name: String,
+        pub uid: String,
+        #[serde(default)]
+        pub labels: BTreeMap<String, String>,
+        #[serde(default)]
+        pub annotations: BTreeMap<String, String>,
+        pub created_at: chrono::DateTime<chrono::FixedOffset>,
+        pub updated_at: chrono::DateTime<chrono::FixedOffset>,
+    }
+
+    #[derive(Debug, Default, Deserialize, PartialEq)]
+    #[serde(default)]
+    pub struct Spec {
+        pub hosts: Vec<String>,
+        pub macs: Vec<String>,
+        pub nids: Vec<i32>,
+        pub groups: Vec<String>,
+        pub kernel: String,
+        pub initrd: String,
+        pub params: String,
+        pub priority: i64,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, rename_all = "camelCase")]
+    pub struct Status {
+        pub phase: String,
+        pub last_updated: String,
+        pub applied_to: Vec<String>,
+        pub error: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct BootConfiguration {
+        pub api_version: String,
+        pub kind: String,
+        pub metadata: Metadata,
+        pub spec: Spec,
+        pub status: Status,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct DeleteResponse {
+        pub message: String,
+        pub uid: String,
+    }
+}
+
+/// One request as ochami v0.10 sends it (boot-service's generated client:
+/// `Accept: application/json`, `Content-Type` only with a body, the
+/// bearer token), the body bytes exactly as Go marshals them.
+async fn ochami(h: &Harness, method: Method, path: &str, body: Option<&str>, token: bool) -> Resp {
+    let mut r = h
+        .anon
+        .raw
+        .request(method, h.anon.url(path))
+        .header("Accept", "application/json");
+    if token {
+        r = r.header("Authorization", format!("Bearer {}", h.token));
+    }
+    if let Some(b) = body {
+        r = r
+            .header("Content-Type", "application/json")
+            .body(b.to_string());
+    }
+    h.anon.send(r).await
+}
+
+fn decoded<T: serde::de::DeserializeOwned>(r: Resp) -> T {
+    assert_eq!(r.content_type(), "application/json", "{}", r.what);
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("{}: ochami could not decode ({e}): {}", r.what, r.text()))
+}
+
+async fn add_group(h: &Harness, label: &str, members: &[u8]) {
+    let ids: Vec<String> = members.iter().map(|i| xname(*i)).collect();
+    h.api
+        .post(
+            "/hsm/v2/groups",
+            &json!({"label": label, "members": {"ids": ids}}),
+        )
+        .await
+        .status(201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ochami_boot_config_requests_replayed_byte_for_byte() {
+    let h = cluster().await;
+    add_group(&h, "compute", &[0, 1]).await;
+    // ochami boot service status: no token.
+    let r = ochami(&h, Method::GET, &format!("{BS}/health"), None, false).await;
+    let health: std::collections::BTreeMap<String, Value> = decoded(r.ok());
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["service"], "boot-service");
+
+    // ochami boot config add -d '{"name":"compute","groups":["compute"],…}'
+    // (simple API: name into metadata, Go's zero uid and times).
+    let add = format!(
+        r#"{{"metadata":{{"name":"compute","uid":"","createdAt":"0001-01-01T00:00:00Z","updatedAt":"0001-01-01T00:00:00Z"}},"spec":{{"groups":["compute"],"kernel":"{KERNEL}","initrd":"{INITRD}","params":"{PARAMS}","priority":43}}}}"#
+    );
+    let r = ochami(&h, Method::POST, BCONF, Some(&add), true)
+        .await
+        .status(201);
+    assert!(r.header("location").is_none());
+    let created: upstream::BootConfiguration = decoded(r);
+    assert_eq!(created.api_version, "boot.openchami.io/v1");
+    assert_eq!(created.kind, "BootConfiguration");
+    assert_eq!(created.metadata.name, "compute");
+    let uid = created.metadata.uid.clone();
+    assert!(
+        uid.len() == "bootconfiguration-".len() + 8 && uid.starts_with("bootconfiguration-"),
+        "{uid}"
+    );
+    assert!(created.metadata.created_at.timestamp() > 0);
+    assert!(created.metadata.annotations.is_empty());
+    assert_eq!(created.status.phase, "");
+    let want_spec = upstream::Spec {
+        groups: vec!["compute".into()],
+        kernel: KERNEL.into(),
+        initrd: INITRD.into(),
+        params: PARAMS.into(),
+        priority: 43,
+        ..Default::default()
+    };
+    assert_eq!(created.spec, want_spec);
+    // The advanced API (-e): envelope with labels at both levels.
+    let env = r#"{"metadata":{"name":"mac-one","uid":"","labels":{"env":"prod"},"createdAt":"0001-01-01T00:00:00Z","updatedAt":"0001-01-01T00:00:00Z"},"spec":{"macs":["52:54:00:00:00:03"],"kernel":"http://s3/vmlinuz2"},"labels":{"tier":"1"}}"#;
+    let other: upstream::BootConfiguration = decoded(
+        ochami(&h, Method::POST, BCONF, Some(env), true)
+            .await
+            .status(201),
+    );
+    assert_eq!(
+        other.metadata.labels.iter().collect::<Vec<_>>(),
+        [
+            (&"env".to_string(), &"prod".to_string()),
+            (&"tier".to_string(), &"1".to_string())
+        ]
+    );
+
+    // boot config list / show.
+    let list: Vec<upstream::BootConfiguration> =
+        decoded(ochami(&h, Method::GET, BCONF, None, true).await.ok());
+    assert_eq!(list.len(), 2);
+    let shown: upstream::BootConfiguration = decoded(
+        ochami(&h, Method::GET, &format!("{BCONF}/{uid}"), None, true)
+            .await
+            .ok(),
+    );
+    assert_eq!(shown.spec, want_spec);
+
+    // The group's nodes boot it, through both boot APIs; others do not.
+    let want = expected_script(0, KERNEL, Some(INITRD), PARAMS);
+    for path in [
+        format!("{SCRIPT}?mac={}", mac(0)),
+        format!("{BS}/bootscript?host={}", xname(0)),
+        format!("{BS}/bootscript?mac={}", mac(0)),
+        format!("{BS}/bootscript?nid=1"),
+    ] {
+        let (a, n) = both(&h, &path).await;
+        let want = if path.starts_with(BS) {
+            via_boot_service(&want)
+        } else {
+            want.clone()
+        };
+        assert_eq!(masked(&script(a)), want, "{path}");
+        drop(n);
+    }
+    let k = h.node.get_json(&format!("{KEXEC}?name={}", xname(1))).await;
+    assert_eq!(k[0]["kernel"]["path"], KERNEL, "{k}");
+    // x1000c0s2b0n0 is not in the group: it gets the MAC configuration.
+    let s = script(
+        h.node
+            .get(&format!("{BS}/bootscript?host={}", xname(2)))
+            .await,
+    );
+    assert_eq!(kernel_of(&s), "http://s3/vmlinuz2");
+
+    // boot config set <uid> (simple: empty name, whole spec replaced).
+    let set = r#"{"metadata":{"name":"","uid":"","createdAt":"0001-01-01T00:00:00Z","updatedAt":"0001-01-01T00:00:00Z"},"spec":{"groups":["compute"],"kernel":"http://s3/vmlinuz3"}}"#;
+    let r = ochami(&h, Method::PUT, &format!("{BCONF}/{uid}"), Some(set), true).await;
+    let after: upstream::BootConfiguration = decoded(r.ok());
+    assert_eq!(
+        after.metadata.name, "compute",
+        "an empty name keeps the old one"
+    );
+    assert_eq!(after.spec.initrd, "", "PUT replaces the spec wholesale");
+    assert!(after.metadata.updated_at >= created.metadata.updated_at);
+    let s = script(h.node.get(&format!("{SCRIPT}?mac={}", mac(1))).await);
+    assert_eq!(kernel_of(&s), "http://s3/vmlinuz3");
+
+    // boot config patch: JSON Patch and merge patch of the spec.
+    let r = h
+        .api
+        .request(Method::PATCH, &format!("{BCONF}/{uid}"))
+        .header("Content-Type", "application/json-patch+json")
+        .header("Accept", "application/json;version=v1")
+        .body(r#"[{"op":"replace","path":"/params","value":"ip=dhcp"},{"op":"add","path":"/groups/-","value":"group3"}]"#);
+    let p: upstream::BootConfiguration = decoded(h.api.send(r).await.ok());
+    assert_eq!(p.spec.groups, ["compute", "group3"]);
+    assert_eq!(p.spec.params, "ip=dhcp");
+    let r = h
+        .api
+        .request(Method::PATCH, &format!("{BCONF}/{uid}"))
+        .header("Content-Type", "application/merge-patch+json")
+        .body(r#"{"params":null,"priority":7}"#);
+    let p: upstream::BootConfiguration = decoded(h.api.send(r).await.ok());
+    assert_eq!((p.spec.params.as_str(), p.spec.priority), ("", 7));
+
+    // boot config delete <uid> <uid>.
+    for u in [&uid, &other.metadata.uid] {
+        let d: upstream::DeleteResponse = decoded(
+            ochami(&h, Method::DELETE, &format!("{BCONF}/{u}"), None, true)
+                .await
+                .ok(),
+        );
+        assert_eq!(d.message, "BootConfiguration deleted successfully");
+        assert_eq!(&d.uid, u);
+    }
+    let list: Vec<upstream::BootConfiguration> =
+        decoded(ochami(&h, Method::GET, BCONF, None, true).await.ok());
+    assert!(list.is_empty());
+    assert_eq!(h.api.get_json(BP).await, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_store_behind_both_boot_apis() {
+    let h = cluster().await;
+    add_group(&h, "compute", &[0, 1]).await;
+    // Written through BSS: listed by boot-service, served by its bootscript.
+    h.api
+        .post(
+            BP,
+            &json!({"hosts": [xname(0)], "kernel": KERNEL, "params": PARAMS}),
+        )
+        .await
+        .status(201);
+    let list = h.api.get_json(BCONF).await;
+    let item = &list[0];
+    assert_eq!(item["spec"]["hosts"], json!([xname(0)]), "{list}");
+    assert_eq!(item["kind"], "BootConfiguration");
+    let uid = item["metadata"]["uid"].as_str().unwrap().to_string();
+    let s = script(
+        h.node
+            .get(&format!("{BS}/bootscript?host={}", xname(0)))
+            .await,
+    );
+    assert_eq!(
+        masked(&s),
+        via_boot_service(&expected_script(0, KERNEL, None, PARAMS))
+    );
+    // Its retries chain back to it, counted and bounded as on BSS's route.
+    let s = script(
+        h.node
+            .get(&format!("{BS}/bootscript?host={}&retry=99", xname(0)))
+            .await,
+    );
+    assert!(
+        s.contains(&format!("{BASE}{BS}/bootscript?mac={}&retry=100\n", mac(0))),
+        "{s}"
+    );
+    h.node
+        .get(&format!("{BS}/bootscript?host={}&retry=x", xname(0)))
+        .await
+        .problem(400);
+    // A node's own BSS binding wins over a group selector; the group's
+    // other member gets the group's configuration.
+    h.api
+        .post(
+            BCONF,
+            &json!({"metadata": {"name": "compute"}, "spec": {"groups": ["compute"], "kernel": "http://k/group"}}),
+        )
+        .await
+        .status(201);
+    let s = script(h.node.get(&format!("{SCRIPT}?mac={}", mac(0))).await);
+    assert_eq!(kernel_of(&s), KERNEL);
+    let s = script(h.node.get(&format!("{SCRIPT}?mac={}", mac(1))).await);
+    assert_eq!(kernel_of(&s), "http://k/group");
+    // BSS lists the boot-service configuration, its groups among its hosts.
+    let rows = all_params(&h).await;
+    assert!(
+        rows.iter()
+            .any(|r| r["hosts"] == json!(["compute"]) && r["kernel"] == "http://k/group"),
+        "{rows:?}"
+    );
+    let bp = h
+        .api
+        .get_json(&format!("{BS}/bootparameters?host=compute"))
+        .await;
+    assert_eq!(bp["boot-parameters"][0]["kernel"], "http://k/group", "{bp}");
+    // Edited through boot-service, the BSS record keeps its binding rule.
+    h.api
+        .put(
+            &format!("{BCONF}/{uid}"),
+            &json!({"spec": {"hosts": [xname(0), xname(1)], "kernel": "http://k/both"}}),
+        )
+        .await
+        .ok();
+    let got = params_for(&h, &format!("name={}", xname(1))).await;
+    assert_eq!(got[0]["kernel"], "http://k/both");
+    h.api
+        .post(BP, &json!({"hosts": [xname(2)], "kernel": KERNEL}))
+        .await
+        .status(201);
+    let before = h.generation();
+    let p = h
+        .api
+        .put(
+            &format!("{BCONF}/{uid}"),
+            &json!({"spec": {"hosts": [xname(2)], "kernel": "http://k/x"}}),
+        )
+        .await
+        .problem(409);
+    assert!(p["error"].is_string(), "{p}");
+    assert_eq!(h.generation(), before);
+    // Deleted through BSS, gone from boot-service.
+    h.api
+        .call(
+            Method::DELETE,
+            BP,
+            Some(&json!({"hosts": [xname(0), xname(1)]})),
+        )
+        .await
+        .ok();
+    h.api.get(&format!("{BCONF}/{uid}")).await.problem(404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_service_errors_versions_and_slashes() {
+    let h = cluster().await;
+    let good =
+        json!({"metadata": {"name": "a"}, "spec": {"hosts": ["x1000c0s0*"], "kernel": "/k"}});
+    // Trailing slashes are served directly (no redirect).
+    let r = h.api.post(&format!("{BCONF}/"), &good).await.status(201);
+    let uid = r.json()["metadata"]["uid"].as_str().unwrap().to_string();
+    h.api.get(&format!("{BCONF}/{uid}/")).await.ok();
+    let before = h.generation();
+    for (body, want) in [
+        (
+            json!({"metadata": {"name": "x"}, "spec": {"kernel": ""}}),
+            400,
+        ),
+        (
+            json!({"metadata": {"name": "x"}, "spec": {"kernel": "ftp://k"}}),
+            400,
+        ),
+        (
+            json!({"metadata": {"name": "x"}, "spec": {"kernel": "/k", "macs": ["zz"]}}),
+            400,
+        ),
+        (
+            json!({"metadata": {"name": "x"}, "spec": {"kernel": "/k", "hosts": ["x1000c0s0b0"]}}),
+            400,
+        ),
+        (
+            json!({"metadata": {"name": "x"}, "spec": {"kernel": "/k", "priority": 101}}),
+            400,
+        ),
+        (json!({"metadata": {"name": "x"}}), 400),
+        (json!([1]), 400),
+    ] {
+        let p = h.api.post(BCONF, &body).await.problem(want);
+        assert!(
+            p["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}: {p}"
+        );
+    }
+    let p = h
+        .api
+        .get(&format!("{BCONF}/bootconfiguration-00000000"))
+        .await
+        .problem(404);
+    assert_eq!(p["error"], p["detail"]);
+    // A JSON Patch that cannot apply is 422; nothing changes.
+    let r = h
+        .api
+        .request(Method::PATCH, &format!("{BCONF}/{uid}"))
+        .header("Content-Type", "application/json-patch+json")
+        .body(r#"[{"op":"remove","path":"/nope"}]"#);
+    h.api.send(r).await.problem(422);
+    assert_eq!(h.generation(), before);
+    // Unknown versions are 406 with upstream's fields.
+    let r = h
+        .api
+        .request(Method::GET, BCONF)
+        .header("Accept", "application/json;version=v2");
+    let r = h.api.send(r).await.status(406);
+    let v = r.json();
+    assert_eq!(
+        (&v["error"], &v["requested"], &v["supported"]),
+        (&json!("Unsupported version"), &json!("v2"), &json!(["v1"]))
+    );
+    // Resources need a token; health, bootscript and service routes do not.
+    h.anon.get(BCONF).await.problem(401);
+    h.anon.get(&format!("{BS}/nodes")).await.problem(401);
+    h.anon.get(&format!("{BS}/health")).await.ok();
+    h.anon.get(&format!("{BS}/service/status")).await.ok();
+    h.anon.get(&format!("{BS}/service/version")).await.ok();
+    // Bootscript: no identifier is 400, an unknown node gets a script.
+    h.node.get(&format!("{BS}/bootscript")).await.problem(400);
+    let s = script(
+        h.node
+            .get(&format!("{BS}/bootscript?mac=02:00:00:00:00:99"))
+            .await,
+    );
+    assert!(s.starts_with("#!ipxe") && s.contains("reboot"), "{s}");
+    // The glob selects nodes x1000c0s0*: x1000c0s0b0n0 boots /k.
+    let s = script(h.node.get(&format!("{BS}/bootscript?nid=1")).await);
+    assert_eq!(kernel_of(&s), "/k");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_service_nodes_and_bmcs() {
+    let mut h = cluster().await;
+    add_group(&h, "compute", &[0]).await;
+    // Inventory nodes are listed as views, with groups and boot MAC.
+    let nodes = h.api.get_json(&format!("{BS}/nodes")).await;
+    let n0 = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["spec"]["xname"] == xname(0))
+        .unwrap_or_else(|| panic!("{nodes}"))
+        .clone();
+    assert_eq!(n0["spec"]["bootMac"], mac(0));
+    assert_eq!(n0["spec"]["groups"], json!(["compute"]));
+    assert_eq!(n0["spec"]["nid"], 1);
+    let view = n0["metadata"]["uid"].as_str().unwrap();
+    h.api.get(&format!("{BS}/nodes/{view}")).await.ok();
+    h.api
+        .delete(&format!("{BS}/nodes/{view}"))
+        .await
+        .problem(409);
+    // A posted node outside the inventory boots by selection.
+    let r = h
+        .api
+        .post(
+            &format!("{BS}/nodes"),
+            &json!({"metadata": {"name": "n9"}, "spec": {"xname": "x9c0s0b0n0", "nid": 99, "bootMAC": "AA:BB:CC:DD:EE:FF", "groups": ["compute"]}}),
+        )
+        .await
+        .status(201);
+    let node = r.json();
+    assert_eq!(node["spec"]["bootMac"], "aa:bb:cc:dd:ee:ff", "{node}");
+    assert_eq!(node["status"], json!({}));
+    h.api
+        .post(BCONF, &json!({"metadata": {"name": "g"}, "spec": {"groups": ["compute"], "kernel": "http://k/g"}}))
+        .await
+        .status(201);
+    let s = script(
+        h.node
+            .get(&format!("{BS}/bootscript?mac=aa:bb:cc:dd:ee:ff"))
+            .await,
+    );
+    assert_eq!(kernel_of(&s), "http://k/g");
+    assert!(s.contains("xname=x9c0s0b0n0 nid=99"), "{s}");
+    // Posted resources and selecting configurations survive a restart.
+    h.restart().await;
+    let s = script(
+        h.node
+            .get(&format!("{BS}/bootscript?host=x9c0s0b0n0"))
+            .await,
+    );
+    assert_eq!(kernel_of(&s), "http://k/g");
+    let s = script(h.node.get(&format!("{SCRIPT}?mac={}", mac(0))).await);
+    assert_eq!(kernel_of(&s), "http://k/g");
+    h.api
+        .post(
+            &format!("{BS}/nodes"),
+            &json!({"metadata": {"name": "bad"}, "spec": {"xname": "x1"}}),
+        )
+        .await
+        .problem(400);
+    // BMCs: status defaults to ready=false; status PUT/PATCH leave the spec.
+    let r = h
+        .api
+        .post(
+            &format!("{BS}/bmcs"),
+            &json!({"metadata": {"name": "b"}, "spec": {"xname": "x9c0s0b0", "interface": {"mac": "de:ca:fc:0f:ee:ee", "ip": "172.16.0.101"}}}),
+        )
+        .await
+        .status(201);
+    let b = r.json();
+    assert_eq!(b["status"], json!({"ready": false}));
+    let uid = b["metadata"]["uid"].as_str().unwrap();
+    assert!(uid.starts_with("bmc-"), "{uid}");
+    let r = h
+        .api
+        .put(
+            &format!("{BS}/bmcs/{uid}/status"),
+            &json!({"ready": true, "phase": "Up"}),
+        )
+        .await
+        .ok();
+    assert_eq!(r.json()["status"], json!({"ready": true, "phase": "Up"}));
+    let r = h
+        .api
+        .patch(
+            &format!("{BS}/bmcs/{uid}/status"),
+            &json!({"message": "ok"}),
+        )
+        .await
+        .ok();
+    let v = r.json();
+    assert_eq!(v["status"]["message"], "ok");
+    assert_eq!(v["spec"]["interface"]["ip"], "172.16.0.101");
+    assert_eq!(
+        h.api
+            .get_json(&format!("{BS}/bmcs"))
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let d = h.api.delete(&format!("{BS}/bmcs/{uid}")).await.ok().json();
+    assert_eq!(d["message"], "BMC deleted successfully");
+    h.api.delete(&format!("{BS}/bmcs/{uid}")).await.problem(404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_service_bootparameters_adapter() {
+    let h = cluster().await;
+    let bp = &format!("{BS}/bootparameters");
+    // POST: NIDs are strings here; a number is refused and changes nothing.
+    let before = h.generation();
+    h.api
+        .post(bp, &json!({"nids": [3], "kernel": KERNEL}))
+        .await
+        .problem(400);
+    assert_eq!(h.generation(), before);
+    let r = h
+        .api
+        .post(
+            bp,
+            &json!({"macs": [mac(2)], "nids": ["3"], "kernel": KERNEL, "params": PARAMS, "cloud-init": {"a": 1}}),
+        )
+        .await
+        .status(201)
+        .json();
+    let item = &r["boot-parameters"][0];
+    assert_eq!(item["nids"], json!(["3"]), "{r}");
+    assert_eq!(item["cloud-init"], json!({"a": 1}));
+    assert_eq!(
+        item["meta"]["comment"],
+        "Converted from modern BootConfiguration"
+    );
+    let list = h.api.get_json(BCONF).await;
+    assert_eq!(
+        list[0]["metadata"]["name"], "legacy-52-54-00-00-00-03",
+        "{list}"
+    );
+    // It selects node 2 (MAC 100 + NID 75) for both boot APIs.
+    let s = script(h.node.get(&format!("{SCRIPT}?nid=3")).await);
+    assert_eq!(kernel_of(&s), KERNEL);
+    // PUT rewrites it; GET filters; DELETE takes the query.
+    h.api
+        .put(bp, &json!({"nids": ["3"], "kernel": "http://k/2"}))
+        .await
+        .ok();
+    let got = h.api.get_json(&format!("{bp}?nid=3")).await;
+    assert_eq!(got["boot-parameters"][0]["kernel"], "http://k/2", "{got}");
+    assert_eq!(got["boot-parameters"][0]["macs"], json!([]), "{got}");
+    h.api
+        .put(bp, &json!({"nids": ["9"], "kernel": "/k"}))
+        .await
+        .problem(404);
+    h.api.delete(bp).await.problem(400);
+    h.api.delete(&format!("{bp}?nid=9")).await.problem(404);
+    let gone = h.api.delete(&format!("{bp}?nid=3")).await.ok().json();
+    assert_eq!(gone["boot-parameters"].as_array().map(Vec::len), Some(1));
+    assert_eq!(h.api.get_json(bp).await, json!({"boot-parameters": []}));
+}
+
+/// Every `/boot-service` operation of the served document, with hostile
+/// bodies, path values and headers: never a server error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_service_routes_never_answer_a_server_error() {
+    let h = cluster().await;
+    add_group(&h, "compute", &[0]).await;
+    let uid = h
+        .api
+        .post(
+            BCONF,
+            &json!({"metadata": {"name": "g"}, "spec": {"groups": ["compute"], "kernel": "/k"}}),
+        )
+        .await
+        .status(201)
+        .json()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let doc = h.anon.get_json("/openapi.json").await;
+    let paths = doc["paths"].as_object().expect("paths");
+    let bodies: [&[u8]; 9] = [
+        b"",
+        b"{}",
+        b"[]",
+        b"null",
+        b"not json",
+        b"{\"metadata\":{\"name\":7},\"spec\":{}}",
+        b"{\"spec\":{\"kernel\":\"/k\",\"nids\":[\"x\"],\"groups\":[1]}}",
+        b"[{\"op\":\"move\",\"from\":\"/kernel\",\"path\":\"/kernel/x\"}]",
+        b"{\"spec\":{\"xname\":\"x1c0s0b0n0\",\"interfaces\":[{\"mac\":1}]},\"status\":5}",
+    ];
+    let mut seen = 0;
+    for (path, ops) in paths.iter().filter(|(p, _)| p.starts_with(BS)) {
+        for method in ops.as_object().expect("operations").keys() {
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            for id in [uid.as_str(), "node-x1000c0s0b0n0", "%2e%2e", "bmc-00000000"] {
+                let concrete = path.replace("{uid}", id);
+                for q in [
+                    "",
+                    "?host=x&mac=zz&nid=-1",
+                    "?nid=99999999999999999999&name=,",
+                ] {
+                    for body in bodies {
+                        for ct in [
+                            "application/json",
+                            "application/json-patch+json",
+                            "application/merge-patch+json;version=v1",
+                        ] {
+                            let r = h
+                                .api
+                                .request(m.clone(), &format!("{concrete}{q}"))
+                                .header("Content-Type", ct)
+                                .body(body.to_vec());
+                            let r = h.api.send(r).await;
+                            assert!(r.status < 500, "{}: {} {}", r.what, r.status, r.text());
+                            seen += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen > 1000, "{seen}");
+}

@@ -788,3 +788,106 @@ async fn dhcp_leases_match_golden_output() {
     let no_token = cli.run(&["--token", "x", "dhcp", "leases"]).await;
     assert!(!no_token.status.success(), "a bad token is refused");
 }
+
+/// `bootconfiguration-` uids are random: masked for golden files.
+fn mask_uids(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("bootconfiguration-") {
+        let end = i + "bootconfiguration-".len();
+        out.push_str(&rest[..end]);
+        let tail = &rest[end..];
+        let n = tail.chars().take_while(char::is_ascii_hexdigit).count();
+        out.push_str(if n == 8 { "<UID>" } else { &tail[..n] });
+        rest = &tail[n..];
+    }
+    out.push_str(rest);
+    mask_times(&out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_config_commands_target_groups() {
+    const BASE: &str = "http://172.16.0.254:27778";
+    let h = Harness::start_with(|c| c.node.advertise = BASE.into()).await;
+    let cli = Cli::new(&h);
+    cli.ok(&["import", "-f", "examples/cluster.yaml"]).await;
+    let kernel = format!("{BASE}/artifacts/compute/vmlinuz");
+    let initrd = format!("{BASE}/artifacts/compute/initrd.img");
+    // One request sets the kernel for every member of group compute.
+    let added = cli
+        .ok(&[
+            "boot",
+            "config",
+            "add",
+            "compute",
+            "--group",
+            "compute",
+            "--kernel",
+            &kernel,
+            "--initrd",
+            &initrd,
+            "--params",
+            "console=ttyS0,115200 ip=dhcp",
+            "--priority",
+            "10",
+            "-o",
+            "json",
+        ])
+        .await;
+    golden("boot-config-add.json", &mask_uids(&added));
+    let v: Value = serde_json::from_str(&added).expect("-o json is JSON");
+    assert_eq!(v["kind"], "BootConfiguration");
+    assert_eq!(v["spec"]["groups"], serde_json::json!(["compute"]));
+    let uid = v["metadata"]["uid"].as_str().expect("uid").to_string();
+    cli.ok(&[
+        "boot",
+        "config",
+        "add",
+        "io",
+        "--group",
+        "io",
+        "--kernel",
+        "/vmlinuz-io",
+    ])
+    .await;
+    golden(
+        "boot-config-list.txt",
+        &mask_uids(&cli.ok(&["boot", "config", "list"]).await),
+    );
+    golden(
+        "boot-config-show.yaml",
+        &mask_uids(
+            &cli.ok(&["boot", "config", "show", "compute", "-o", "yaml"])
+                .await,
+        ),
+    );
+    // Every compute node boots it, through the legacy script too.
+    let script = cli.ok(&["boot", "script", "x1000c1s7b0n0"]).await;
+    assert!(script.contains(&kernel), "{script}");
+    cli.ok(&[
+        "boot",
+        "config",
+        "set",
+        &uid,
+        "--group",
+        "compute",
+        "--kernel",
+        "/vmlinuz-2",
+    ])
+    .await;
+    let script = cli.ok(&["boot", "script", "x1000c1s7b0n0"]).await;
+    assert!(
+        script.contains("kernel --name kernel /vmlinuz-2"),
+        "{script}"
+    );
+    let err = cli.fails(&["boot", "config", "show", "nothing"]).await;
+    golden("boot-config-show-missing.stderr", &err);
+    golden(
+        "boot-config-delete.txt",
+        &mask_uids(&cli.ok(&["boot", "config", "delete", "compute", "io"]).await),
+    );
+    assert_eq!(
+        cli.ok(&["boot", "config", "list", "-o", "json"]).await,
+        "[]\n"
+    );
+}

@@ -1,5 +1,5 @@
-//! Boot service: BSS-compatible boot parameters, iPXE script rendering, the
-//! kexec contract and TFTP. Rendering stays pure so every case can be a golden
+//! Boot service: BSS-compatible boot parameters, boot-service resources
+//! over the same records, iPXE script rendering, the kexec contract and TFTP. Rendering stays pure so every case can be a golden
 //! file; the HTTP and TFTP adapters only decode, ask and encode.
 
 pub mod answer;
@@ -9,5 +9,7 @@ pub mod history;
 pub mod params;
 pub mod ra;
 pub mod script;
+pub mod select;
+pub mod service;
 pub mod steps;
 pub mod tftp;

@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use crate::inventory::model::{BootConfig, BootTarget, Component};
+use crate::inventory::model::{BootConfig, BootTarget, Component, ResourceMeta};
 use crate::inventory::{DomainError, Model, Txn, enums, mac, xname};
 
 /// A `bootparameters` body; keys are matched case-insensitively.
@@ -119,6 +119,11 @@ fn set_targets(cfg: &mut BootConfig, targets: &[BootTarget]) {
     }
 }
 
+/// A resource timestamp as boot-service writes them (RFC 3339, nanoseconds).
+pub fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
 /// A new configuration ID, unique in the model.
 fn new_id(model: &Model) -> String {
     loop {
@@ -186,6 +191,16 @@ fn new_config(
         initrd: checked_url(b.initrd.as_ref(), "initrd")?.unwrap_or_default(),
         params: checked_params(b.params.as_ref())?.unwrap_or_default(),
         cloud_init: b.cloud_init.clone().unwrap_or(serde_json::Value::Null),
+        bound: true,
+        groups: Vec::new(),
+        profile: String::new(),
+        priority: 0,
+        meta: ResourceMeta {
+            created_at: stamp(txn.now()),
+            updated_at: stamp(txn.now()),
+            ..Default::default()
+        },
+        status: serde_json::Value::Null,
     };
     set_targets(&mut cfg, targets);
     Ok(cfg)
@@ -258,6 +273,7 @@ pub fn patch(txn: &mut Txn<'_>, b: &BootParamsIn) -> Result<(), DomainError> {
         if let Some(c) = &b.cloud_init {
             cfg.cloud_init = c.clone();
         }
+        cfg.meta.updated_at = stamp(txn.now());
         if named.len() == old.targets().len() {
             txn.put_boot_config(cfg);
         } else {
@@ -307,9 +323,9 @@ pub fn query<'m>(
     Ok(out)
 }
 
-/// Every configuration, each once, in the order of its first target
-/// (hosts and tags, then MACs, then NIDs), so listings are stable; the
-/// internal IDs are random.
+/// Every configuration, each once: bound ones in the order of their first
+/// target (hosts and tags, then MACs, then NIDs), then the others by name,
+/// so listings are stable; the internal IDs are random.
 pub fn all(model: &Model) -> Vec<&BootConfig> {
     let mut seen = std::collections::HashSet::new();
     let mut out: Vec<&BootConfig> = model
@@ -318,12 +334,14 @@ pub fn all(model: &Model) -> Vec<&BootConfig> {
         .filter(|id| seen.insert(id.as_str()))
         .filter_map(|id| model.boot_configs.get(id))
         .collect();
-    out.extend(
-        model
-            .boot_configs
-            .values()
-            .filter(|c| !seen.contains(c.id.as_str())),
-    );
+    // The rest (selecting configurations, whose IDs are random too) by name.
+    let mut rest: Vec<&BootConfig> = model
+        .boot_configs
+        .values()
+        .filter(|c| !seen.contains(c.id.as_str()))
+        .collect();
+    rest.sort_by(|a, b| (&a.meta.name, &a.id).cmp(&(&b.meta.name, &b.id)));
+    out.extend(rest);
     out
 }
 
@@ -334,13 +352,26 @@ fn bound(model: &Model, t: BootTarget) -> Option<&BootConfig> {
         .and_then(|id| model.boot_configs.get(id))
 }
 
-/// The configuration a component boots with: by xname, then the requesting
-/// MAC, then NID, then its Role tag, then `Default`. Only configurations with
-/// a kernel count.
+/// The configuration a component boots with, whichever API wrote it:
+/// first its own BSS bindings (xname, then the requesting MAC, then NID),
+/// then the best configuration that selects it (`boot::select`: MACs,
+/// NIDs, hosts, inventory groups, by score and priority), then its Role
+/// tag, then `Default`. Only configurations with a kernel count. With only
+/// BSS records the selection step finds nothing, so BSS's order stands.
 pub fn config_for<'m>(
     model: &'m Model,
     c: &Component,
     mac: Option<&str>,
+) -> Option<&'m BootConfig> {
+    config_in_profile(model, c, mac, None)
+}
+
+/// [`config_for`], with selection limited to one boot-service profile.
+pub fn config_in_profile<'m>(
+    model: &'m Model,
+    c: &Component,
+    mac: Option<&str>,
+    profile: Option<&str>,
 ) -> Option<&'m BootConfig> {
     let with_kernel = |o: Option<&'m BootConfig>| o.filter(|b| !b.kernel.is_empty());
     with_kernel(bound(model, BootTarget::Host(c.id.clone())))
@@ -348,6 +379,13 @@ pub fn config_for<'m>(
         .or_else(|| {
             c.nid
                 .and_then(|n| with_kernel(bound(model, BootTarget::Nid(n))))
+        })
+        .or_else(|| {
+            if model.boot_selectors.is_empty() {
+                return None;
+            }
+            let facts = super::select::NodeFacts::of(model, c, mac);
+            super::select::best(model, &facts, profile).map(|(cfg, _)| cfg)
         })
         .or_else(|| {
             c.role

@@ -88,11 +88,23 @@ pub fn ipxe_params(spec: &BootSpec, who: &Identity, node_base: &str) -> String {
     tokens.join(" ")
 }
 
+/// Where a failed boot chains back to: BSS's route (`name=`) or
+/// boot-service's (`host=`), each of which counts `retry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryRoute {
+    Bss,
+    BootService,
+}
+
 /// The query that names this node when it chains back for a retry.
-fn selector(who: &Identity) -> String {
+fn selector(who: &Identity, route: RetryRoute) -> String {
+    let name_key = match route {
+        RetryRoute::Bss => "name",
+        RetryRoute::BootService => "host",
+    };
     match (&who.mac, &who.xname) {
         (Some(m), _) => format!("mac={m}"),
-        (None, Some(x)) => format!("name={x}"),
+        (None, Some(x)) => format!("{name_key}={x}"),
         (None, None) => String::new(),
     }
 }
@@ -102,6 +114,18 @@ pub fn boot_script(
     spec: &BootSpec,
     who: &Identity,
     node_base: &str,
+    retry: u32,
+    jitter: f64,
+) -> String {
+    boot_script_via(spec, who, node_base, RetryRoute::Bss, retry, jitter)
+}
+
+/// [`boot_script`], retrying through `route`.
+pub fn boot_script_via(
+    spec: &BootSpec,
+    who: &Identity,
+    node_base: &str,
+    route: RetryRoute,
     retry: u32,
     jitter: f64,
 ) -> String {
@@ -118,10 +142,14 @@ pub fn boot_script(
     }
     s.push_str("boot || goto boot_retry\n:boot_retry\n");
     let _ = writeln!(s, "sleep {}", retry_delay(retry, jitter));
+    let path = match route {
+        RetryRoute::Bss => "/boot/v1/bootscript",
+        RetryRoute::BootService => "/boot-service/bootscript",
+    };
     let _ = writeln!(
         s,
-        "chain {node_base}/boot/v1/bootscript?{}&retry={}",
-        selector(who),
+        "chain {node_base}{path}?{}&retry={}",
+        selector(who, route),
         retry + 1
     );
     s

@@ -416,6 +416,12 @@ mod tests {
                     initrd: "http://10.0.0.254:27778/artifacts/lab/boot.img?v=1".into(),
                     params: String::new(),
                     cloud_init: serde_json::Value::Null,
+                    bound: true,
+                    groups: Vec::new(),
+                    profile: String::new(),
+                    priority: 0,
+                    meta: Default::default(),
+                    status: serde_json::Value::Null,
                 });
                 Ok(())
             })

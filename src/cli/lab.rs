@@ -553,7 +553,7 @@ fn start_and_enroll(
     })?;
     rt.block_on(enroll(&client, lab))?;
     println!(
-        "enrolled {} node(s) in group compute; boot parameters set for role Compute",
+        "enrolled {} node(s) in group compute; boot configuration set for group compute",
         lab.nodes.len()
     );
     let found = rt.block_on(discover_bmcs(&client, lab))?;
@@ -584,7 +584,8 @@ fn names(lab: &Lab) -> String {
         .join(", ")
 }
 
-/// Inventory, cloud-init defaults and boot parameters, through the API.
+/// Inventory, cloud-init defaults and the group's boot configuration,
+/// through the API.
 async fn enroll(client: &Client, lab: &Lab) -> anyhow::Result<()> {
     for n in &lab.nodes {
         let args = NodeAddArgs {
@@ -608,15 +609,19 @@ async fn enroll(client: &Client, lab: &Lab) -> anyhow::Result<()> {
         )
         .await?;
     let base = format!("http://{}:{NODE_PORT}/artifacts", plan::server_ip());
+    // One boot-service configuration for the whole group.
     client
         .send(
             Method::POST,
-            "/boot/v1/bootparameters",
+            "/boot-service/bootconfigurations",
             Some(&json!({
-                "hosts": ["Compute"],
-                "kernel": format!("{base}/vmlinuz"),
-                "initrd": format!("{base}/initrd.img"),
-                "params": "console=ttyS0 quiet panic=-1",
+                "metadata": {"name": "compute"},
+                "spec": {
+                    "groups": ["compute"],
+                    "kernel": format!("{base}/vmlinuz"),
+                    "initrd": format!("{base}/initrd.img"),
+                    "params": "console=ttyS0 quiet panic=-1",
+                },
             })),
         )
         .await?;

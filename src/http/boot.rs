@@ -192,11 +192,14 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-/// A configuration in BSS's wire shape (no internal ID, empty fields omitted).
+/// A configuration in BSS's wire shape (no internal ID, empty fields
+/// omitted); a boot-service configuration's groups are listed with its
+/// hosts, as upstream's BSS adapter does.
 pub fn wire(b: &BootConfig) -> Value {
     let mut v = serde_json::Map::new();
-    if !b.hosts.is_empty() {
-        v.insert("hosts".into(), json!(b.hosts));
+    if !b.hosts.is_empty() || !b.groups.is_empty() {
+        let hosts: Vec<&String> = b.hosts.iter().chain(b.groups.iter()).collect();
+        v.insert("hosts".into(), json!(hosts));
     }
     if !b.macs.is_empty() {
         v.insert("macs".into(), json!(b.macs));
@@ -267,7 +270,7 @@ async fn delete_params(State(st): State<AppState>, body: Bytes) -> Result<Status
     Ok(StatusCode::OK)
 }
 
-fn text(body: String) -> Response {
+pub(crate) fn text(body: String) -> Response {
     let mut r = body.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -285,7 +288,7 @@ fn encode(a: Answer) -> Response {
 }
 
 /// A cheap jitter source: retries need spread, not secrecy.
-fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod boot;
+pub mod boot_service;
 pub mod cloud_init;
 pub mod common;
 pub mod deadline;

@@ -59,6 +59,7 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound(m) => ApiError::not_found(m),
             DomainError::Conflict(m) => ApiError::conflict(m),
             DomainError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, m),
+            DomainError::Unprocessable(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
         }
     }
 }
@@ -107,7 +108,14 @@ struct Problem<'a> {
     status: u16,
     detail: &'a str,
     instance: &'a str,
+    /// The v0.2 services' clients (fabrica-generated) read only `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
 }
+
+/// Path prefixes of the OpenCHAMI v0.2 services, whose errors also carry
+/// the `error` member their clients print.
+const V2_PREFIXES: &[&str] = &["/boot-service/", "/metadata-service/"];
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -157,6 +165,10 @@ pub async fn render_problems(req: Request, next: Next) -> Response {
         status: status.as_u16(),
         detail: &detail,
         instance: &path,
+        error: V2_PREFIXES
+            .iter()
+            .any(|p| path.starts_with(p))
+            .then_some(detail.as_str()),
     })
     .unwrap_or_default();
     parts

@@ -93,6 +93,7 @@ pub fn table() -> Vec<Route> {
     t.extend(super::common::routes());
     t.extend(super::smd::routes());
     t.extend(super::boot::routes());
+    t.extend(super::boot_service::routes());
     t.extend(super::cloud_init::routes());
     t.extend(super::dhcp::routes());
     t.extend(super::power::routes());

@@ -34,4 +34,7 @@ pub enum DomainError {
     /// 413: a document inside the request is over its size limit.
     #[error("{0}")]
     TooLarge(String),
+    /// 422: a patch that cannot be applied to the record as it stands.
+    #[error("{0}")]
+    Unprocessable(String),
 }

@@ -369,11 +369,17 @@ pub struct Membership {
     pub partition_name: String,
 }
 
-/// A BSS boot configuration and the targets bound to it. A target (xname or
-/// tag, MAC, NID) is bound to at most one configuration.
+/// A boot configuration: one record behind both boot APIs.
+///
+/// BSS (`/boot/v1`) binds a configuration to targets (xname or tag, MAC,
+/// NID), each target to at most one configuration (`bound`). boot-service
+/// (`/boot-service`) writes configurations that *select* nodes (MACs, NIDs,
+/// xname globs, inventory groups) and compete by score and priority
+/// (`bound` false). Both views list, change and serve every record; the
+/// rules live in `boot::params` (binding) and `boot::select` (selection).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootConfig {
-    /// Internal key; not part of the BSS wire shape.
+    /// Internal key, and the boot-service `uid`; not part of the BSS wire shape.
     pub id: String,
     #[serde(default)]
     pub hosts: Vec<String>,
@@ -390,6 +396,65 @@ pub struct BootConfig {
     /// Stored and returned, never served to nodes (BSS keeps it likewise).
     #[serde(rename = "cloud-init", default)]
     pub cloud_init: serde_json::Value,
+    /// True when `hosts`, `macs` and `nids` are BSS bindings (records
+    /// written before boot-service existed are all bound).
+    #[serde(default = "yes")]
+    pub bound: bool,
+    /// Inventory group labels this configuration selects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub profile: String,
+    /// 0–100; breaks ties between equal scores.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i64,
+    #[serde(default, skip_serializing_if = "ResourceMeta::is_empty")]
+    pub meta: ResourceMeta,
+    /// boot-service `status`, stored as given.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub status: serde_json::Value,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The metadata of a boot-service resource (name, labels, timestamps).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourceMeta {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// RFC 3339 with nanoseconds, set by the server.
+    #[serde(rename = "createdAt", skip_serializing_if = "String::is_empty")]
+    pub created_at: String,
+    #[serde(rename = "updatedAt", skip_serializing_if = "String::is_empty")]
+    pub updated_at: String,
+}
+
+impl ResourceMeta {
+    pub fn is_empty(&self) -> bool {
+        *self == ResourceMeta::default()
+    }
+}
+
+/// A boot-service `Node` or `BMC` resource written through `/boot-service`
+/// (inventory nodes are shown there too, as views, without a record).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootResource {
+    pub uid: String,
+    /// `Node` or `BMC`.
+    pub kind: String,
+    #[serde(default)]
+    pub meta: ResourceMeta,
+    #[serde(default)]
+    pub spec: serde_json::Value,
+    #[serde(default)]
+    pub status: serde_json::Value,
 }
 
 /// Something a boot configuration can be bound to.
@@ -403,7 +468,11 @@ pub enum BootTarget {
 }
 
 impl BootConfig {
+    /// The BSS bindings this configuration holds (none unless `bound`).
     pub fn targets(&self) -> Vec<BootTarget> {
+        if !self.bound {
+            return Vec::new();
+        }
         self.hosts
             .iter()
             .cloned()
@@ -412,6 +481,56 @@ impl BootConfig {
             .chain(self.nids.iter().copied().map(BootTarget::Nid))
             .collect()
     }
+
+    /// The keys under which selection (`boot::select`) finds this record:
+    /// an unbound record under each MAC, NID, exact xname and group it
+    /// names, and under `Wild` for globs, `*` or no selector at all; a
+    /// bound one under its groups only (its hosts, MACs and NIDs are
+    /// bindings).
+    pub fn selectors(&self) -> Vec<BootSelector> {
+        let mut out: Vec<BootSelector> = self
+            .groups
+            .iter()
+            .cloned()
+            .map(BootSelector::Group)
+            .collect();
+        if self.bound {
+            return out;
+        }
+        if self.hosts.is_empty() && self.macs.is_empty() && self.nids.is_empty() && out.is_empty() {
+            return vec![BootSelector::Wild];
+        }
+        for h in &self.hosts {
+            if h.starts_with('x') && !h.ends_with('*') {
+                out.push(BootSelector::Host(h.to_ascii_lowercase()));
+            } else {
+                out.push(BootSelector::Wild);
+            }
+        }
+        out.extend(
+            self.macs
+                .iter()
+                .map(|m| BootSelector::Mac(m.to_ascii_lowercase())),
+        );
+        out.extend(self.nids.iter().copied().map(BootSelector::Nid));
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// A key of the selection index: what a node must have for a selecting
+/// configuration to be worth scoring.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BootSelector {
+    Group(String),
+    /// Lower-case node xname.
+    Host(String),
+    /// Lower-case, colon-separated.
+    Mac(String),
+    Nid(i64),
+    /// Scored for every node: globs, `*`, host names, no selector.
+    Wild,
 }
 
 /// cloud-init `admin/cluster-defaults`: values every node's meta-data falls

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_cloud_init.sql"),
     include_str!("migrations/0004_dhcp_leases.sql"),
     include_str!("migrations/0005_power.sql"),
+    include_str!("migrations/0006_boot_service.sql"),
 ];
 
 pub struct Db {

@@ -26,9 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::DomainError;
 use super::model::{
-    BmcCredential, BootConfig, BootTarget, CloudInitGroup, ClusterDefaults, Component,
-    ComponentEndpoint, EthernetInterface, Group, InstanceInfo, Lease, NodeMap, Partition,
-    PhoneHome, PowerTransition, RedfishEndpoint,
+    BmcCredential, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
+    ClusterDefaults, Component, ComponentEndpoint, EthernetInterface, Group, InstanceInfo, Lease,
+    NodeMap, Partition, PhoneHome, PowerTransition, RedfishEndpoint,
 };
 use super::sqlite::Db;
 
@@ -50,6 +50,7 @@ pub enum Table {
     Leases,
     PowerTransitions,
     BmcCredentials,
+    BootResources,
 }
 
 impl Table {
@@ -70,6 +71,7 @@ impl Table {
             Table::Leases => "dhcp_leases",
             Table::PowerTransitions => "power_transitions",
             Table::BmcCredentials => "bmc_credentials",
+            Table::BootResources => "boot_resources",
         }
     }
 }
@@ -146,6 +148,12 @@ pub struct Model {
     pub boot_configs: OrdMap<String, BootConfig>,
     /// Boot target → the configuration bound to it.
     pub boot_targets: OrdMap<BootTarget, String>,
+    /// Selection index ([`BootConfig::selectors`]): a node's lookup scores
+    /// only the configurations filed under its groups, MACs, NID, xname or
+    /// `Wild`, not every configuration.
+    pub boot_selectors: OrdMap<BootSelector, IdList>,
+    /// boot-service `Node` and `BMC` resources by uid.
+    pub boot_resources: OrdMap<String, BootResource>,
     /// NID → node xname (NIDs are unique).
     pub nids: OrdMap<i64, String>,
     /// IP address → interface IDs bound to it.
@@ -544,9 +552,13 @@ impl<'a> Txn<'a> {
                     self.model.boot_targets.remove(&t);
                 }
             }
+            self.unfile_selectors(&old);
         }
         for t in b.targets() {
             self.model.boot_targets.insert(t, b.id.clone());
+        }
+        for k in b.selectors() {
+            add_id(self.model.boot_selectors.entry(k).or_default(), &b.id);
         }
         self.record(Table::BootConfigs, &b.id, Some(&b));
         self.model.boot_configs.insert(b.id.clone(), b);
@@ -554,12 +566,35 @@ impl<'a> Txn<'a> {
 
     pub fn delete_boot_config(&mut self, id: &str) -> Option<BootConfig> {
         let old = self.model.boot_configs.remove(id)?;
+        self.unfile_selectors(&old);
         for t in old.targets() {
             if self.model.boot_targets.get(&t).map(String::as_str) == Some(id) {
                 self.model.boot_targets.remove(&t);
             }
         }
         self.record::<BootConfig>(Table::BootConfigs, id, None);
+        Some(old)
+    }
+
+    fn unfile_selectors(&mut self, old: &BootConfig) {
+        for k in old.selectors() {
+            if let Some(list) = self.model.boot_selectors.get_mut(&k) {
+                remove_id(list, &old.id);
+                if list.is_empty() {
+                    self.model.boot_selectors.remove(&k);
+                }
+            }
+        }
+    }
+
+    pub fn put_boot_resource(&mut self, r: BootResource) {
+        self.record(Table::BootResources, &r.uid, Some(&r));
+        self.model.boot_resources.insert(r.uid.clone(), r);
+    }
+
+    pub fn delete_boot_resource(&mut self, uid: &str) -> Option<BootResource> {
+        let old = self.model.boot_resources.remove(uid)?;
+        self.record::<BootResource>(Table::BootResources, uid, None);
         Some(old)
     }
 
@@ -682,6 +717,7 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
             .and_then(|ip| ser(m.leases.get(&ip))),
         Table::PowerTransitions => ser(m.power_transitions.get(key)),
         Table::BmcCredentials => ser(m.bmc_credentials.get(key)),
+        Table::BootResources => ser(m.boot_resources.get(key)),
     }
 }
 
@@ -910,6 +946,9 @@ fn load_model(db: &Db) -> Result<Model, StoreError> {
     }
     for c in load_table::<BmcCredential>(db, Table::BmcCredentials)? {
         txn.put_bmc_credential(c);
+    }
+    for r in load_table::<BootResource>(db, Table::BootResources)? {
+        txn.put_boot_resource(r);
     }
     Ok(model)
 }
