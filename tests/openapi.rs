@@ -75,3 +75,129 @@ fn document_is_well_formed() {
         }
     }
 }
+
+/// Operations whose success reply carries no body (a status only): liveness
+/// and readiness probes, 501 placeholders, and writes that upstream answers
+/// with a bare status.
+const STATUS_ONLY: &[&str] = &[
+    "GET /hsm/v2/service/liveness",
+    "GET /hsm/v2/Inventory/Hardware",
+    "GET /hsm/v2/Inventory/Hardware/{xname}",
+    "GET /hsm/v2/Inventory/HardwareByFRU",
+    "GET /hsm/v2/Inventory/HardwareByFRU/{fruid}",
+    "GET /hsm/v2/Inventory/Discover",
+    "GET /hsm/v2/Inventory/DiscoveryStatus",
+    "GET /hsm/v2/Subscriptions/SCN",
+    "GET /hsm/v2/locks/status",
+    "GET /hsm/v2/sysinfo/powermaps",
+    "POST /hsm/v2/State/Components",
+    "PATCH /hsm/v2/State/Components/BulkNID",
+    "PUT /hsm/v2/State/Components/{xname}",
+    "PATCH /hsm/v2/groups/{label}",
+    "PUT /hsm/v2/groups/{label}/members",
+    "PATCH /hsm/v2/partitions/{name}",
+    "POST /boot/v1/bootparameters",
+    "PUT /boot/v1/bootparameters",
+    "PATCH /boot/v1/bootparameters",
+    "DELETE /boot/v1/bootparameters",
+    "POST /cloud-init/phone-home/{id}",
+    "GET /power-control/v1/liveness",
+    "GET /liveness",
+    "GET /power-control/v1/readiness",
+    "GET /readiness",
+    "GET /power-control/v1/power-cap",
+    "PATCH /power-control/v1/power-cap",
+    "GET /power-cap",
+    "PATCH /power-cap",
+    "POST /power-control/v1/power-cap/snapshot",
+    "POST /power-cap/snapshot",
+    "GET /power-control/v1/power-cap/{id}",
+    "GET /power-cap/{id}",
+];
+
+/// Operations whose body is opaque to the document: iPXE scripts,
+/// cloud-init YAML, PEM certificates, Prometheus text, boot artifacts and
+/// cloud-init's form-encoded phone-home. Each is a `type: string`.
+const OPAQUE: &[&str] = &[
+    "GET /healthz",
+    "GET /ca/root.pem",
+    "GET /roots.pem",
+    "GET /metrics",
+    "GET /boot/v1/bootscript",
+    "GET /artifacts/{*path}",
+    "GET /boot-service/bootscript",
+    "GET /cloud-init/meta-data",
+    "GET /cloud-init/user-data",
+    "GET /cloud-init/vendor-data",
+    "GET /cloud-init/{group}",
+    "GET /cloud-init/admin/impersonation/{id}/meta-data",
+    "GET /cloud-init/admin/impersonation/{id}/user-data",
+    "GET /cloud-init/admin/impersonation/{id}/vendor-data",
+    "GET /cloud-init/admin/impersonation/{id}/{group}",
+    "POST /cloud-init/phone-home/{id}",
+];
+
+/// Writes that take no body: the 501 power-capping placeholders.
+const NO_BODY: &[&str] = &[
+    "PATCH /power-control/v1/power-cap",
+    "PATCH /power-cap",
+    "POST /power-control/v1/power-cap/snapshot",
+    "POST /power-cap/snapshot",
+];
+
+/// Every operation documents its success reply (or is listed as replying
+/// with a status only) and, when it is a write, its request body; opaque
+/// bodies are strings; every `$ref` resolves.
+#[test]
+fn every_operation_has_schemas() {
+    let doc: serde_json::Value =
+        serde_json::from_str(&openchami::http::openapi::document_text()).expect("JSON");
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    let mut missing = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let key = format!("{} {path}", method.to_uppercase());
+            seen.insert(key.clone());
+            let reply = &op["responses"]["2XX"]["content"];
+            let body = &op["requestBody"]["content"];
+            let status_only = STATUS_ONLY.contains(&key.as_str());
+            match (reply.as_object(), status_only) {
+                (None, false) => missing.push(format!("{key}: no reply schema")),
+                (Some(_), true) => missing.push(format!("{key}: listed as status-only")),
+                _ => {}
+            }
+            let write = matches!(method.as_str(), "post" | "put" | "patch");
+            if write && body.is_null() && !NO_BODY.contains(&key.as_str()) {
+                missing.push(format!("{key}: no request body schema"));
+            }
+            for content in [reply, body] {
+                for (media, m) in content.as_object().into_iter().flatten() {
+                    let json = media.contains("json");
+                    let opaque = OPAQUE.contains(&key.as_str());
+                    if json == opaque {
+                        missing.push(format!("{key}: {media} (opaque list says {opaque})"));
+                    }
+                    if opaque && m["schema"]["type"] != "string" {
+                        missing.push(format!("{key}: opaque body is not a string"));
+                    }
+                }
+            }
+        }
+    }
+    for list in [STATUS_ONLY, OPAQUE, NO_BODY] {
+        for key in list {
+            assert!(seen.contains(*key), "allow-listed {key} is not a route");
+        }
+    }
+    let text = doc.to_string();
+    for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = r.split('"').next().unwrap_or_default();
+        assert!(schemas.contains_key(name), "unresolved $ref {name}");
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+    // Every line of the schema table names a route.
+    for (key, _) in openchami::http::routes::io() {
+        assert!(seen.contains(key), "schema table names no route: {key}");
+    }
+}

@@ -11,7 +11,7 @@ use serde::Serialize;
 /// Entries kept at most, so unknown MACs cannot grow it without bound.
 const MAX_ENTRIES: usize = 200_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Entry {
     pub name: String,
     pub endpoint: String,

@@ -12,7 +12,7 @@ use crate::inventory::model::{BootConfig, BootTarget, Component, ResourceMeta};
 use crate::inventory::{DomainError, Model, Txn, enums, mac, xname};
 
 /// A `bootparameters` body; keys are matched case-insensitively.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct BootParamsIn {
     pub hosts: Vec<String>,

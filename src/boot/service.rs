@@ -171,7 +171,7 @@ fn invalid(msg: impl std::fmt::Display) -> DomainError {
 
 // ---- BootConfiguration ------------------------------------------------
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 struct ConfigSpec {
     hosts: Vec<String>,
@@ -433,7 +433,7 @@ fn not_found(kind: Kind, uid: &str) -> DomainError {
 
 // ---- Node and BMC ----------------------------------------------------------
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 struct IfaceSpec {
     mac: String,
@@ -454,7 +454,7 @@ impl IfaceSpec {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 struct NodeSpec {
     xname: String,
@@ -467,7 +467,7 @@ struct NodeSpec {
     groups: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 struct BmcSpec {
     xname: String,
@@ -1151,7 +1151,7 @@ pub fn bootparameters(model: &Model, f: &ParamFilter) -> Value {
 
 /// A `/boot-service/bootparameters` write body (BSS-shaped; NIDs are
 /// strings there, as upstream's adapter reads them).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct LegacyParamsIn {
     pub hosts: Vec<String>,

@@ -42,7 +42,9 @@ use crate::inventory::{Model, mac};
 const MAX_NODES: usize = 200_000;
 
 /// One step of the netboot chain, in boot order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
     Dhcp,
@@ -79,7 +81,7 @@ impl Step {
 }
 
 /// When a step was seen during the current boot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Seen {
     /// First time in this boot (Unix ms).
     pub first_ms: i64,
@@ -92,7 +94,7 @@ pub struct Seen {
 }
 
 /// Everything seen for one node (or one unknown caller).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct NodeSteps {
     /// The node's xname; empty for a caller the inventory does not know.
     pub name: String,

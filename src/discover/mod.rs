@@ -42,7 +42,7 @@ use crate::redfish::{self, Bmc, Credentials, Transport};
 const KEEP_JOBS: usize = 32;
 
 /// `POST /discovery/v1/scan`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScanRequest {
     /// CIDRs, addresses, `address:port`.
@@ -54,7 +54,7 @@ pub struct ScanRequest {
 }
 
 /// `POST /discovery/v1/collect`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CollectRequest {
     /// Scanned first when given; else the BMCs of the last scan, else every
@@ -70,7 +70,7 @@ pub struct CollectRequest {
 }
 
 /// One BMC in a job's report.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct BmcReport {
     pub address: String,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -85,7 +85,7 @@ pub struct BmcReport {
     pub macs: usize,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 struct Progress {
     /// `scan`, `collect`, `done`, `cancelled`.
     phase: String,

@@ -23,7 +23,7 @@ pub fn routes() -> Vec<Route> {
     )]
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct LeaseView {
     pub ip: String,
     pub mac: String,

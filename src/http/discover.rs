@@ -164,7 +164,7 @@ async fn list_credentials(State(st): State<AppState>) -> Response {
     axum::Json(json!({ "credentials": items })).into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CredentialIn {
     username: String,

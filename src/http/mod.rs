@@ -20,6 +20,7 @@ pub mod peer;
 pub mod power;
 pub mod problem;
 pub mod routes;
+pub mod schema;
 pub mod server;
 pub mod smd;
 pub mod state;

@@ -262,7 +262,7 @@ async fn status_get(State(st): State<AppState>, q: QueryPairs) -> Result<Respons
     status(&st, q.all("xname"), power.as_deref(), mgmt.as_deref()).await
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 struct StatusBody {
     xname: Vec<String>,

@@ -18,6 +18,7 @@ use tower_http::normalize_path::NormalizePathLayer;
 
 use super::deadline::DeadlineLayer;
 use super::problem::{self, ApiError};
+use super::schema::Io;
 use super::state::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +100,556 @@ pub fn table() -> Vec<Route> {
     t.extend(super::power::routes());
     t.extend(super::discover::routes());
     t
+}
+
+/// What each operation takes and returns, keyed `"METHOD path"`: the
+/// OpenAPI document's request and response schemas. A route without a line
+/// here fails `tests/openapi.rs`. `json::<T>()` documents `T`'s serde shape,
+/// `text()`/`opaque(..)` an opaque body, `status()` a reply without a body.
+pub fn io() -> Vec<(&'static str, Io)> {
+    use super::schema::*;
+    use crate::boot::params::BootParamsIn;
+    use crate::inventory::model::*;
+    use crate::inventory::{components, groups, interfaces, nodes};
+    use crate::power::TransitionRequest;
+    use std::collections::BTreeMap;
+    vec![
+        ("GET /healthz", out(text())),
+        ("GET /readyz", out(json::<AnyObject>())),
+        ("GET /ca/root.pem", out(opaque("application/x-pem-file"))),
+        ("GET /roots.pem", out(opaque("application/x-pem-file"))),
+        ("GET /.well-known/jwks.json", out(json::<AnyObject>())),
+        (
+            "GET /.well-known/openid-configuration",
+            out(json::<AnyObject>()),
+        ),
+        ("GET /openapi.json", out(json::<AnyObject>())),
+        ("GET /metrics", out(text())),
+        ("GET /hsm/v2/service/ready", out(json::<Message>())),
+        ("GET /hsm/v2/service/liveness", status()),
+        ("GET /hsm/v2/service/values", out(json::<Values>())),
+        ("GET /hsm/v2/service/values/{key}", out(json::<Values>())),
+        ("GET /hsm/v2/Inventory/Hardware", status()),
+        ("GET /hsm/v2/Inventory/Hardware/{xname}", status()),
+        ("GET /hsm/v2/Inventory/HardwareByFRU", status()),
+        ("GET /hsm/v2/Inventory/HardwareByFRU/{fruid}", status()),
+        ("GET /hsm/v2/Inventory/Discover", status()),
+        ("GET /hsm/v2/Inventory/DiscoveryStatus", status()),
+        ("GET /hsm/v2/Subscriptions/SCN", status()),
+        ("GET /hsm/v2/locks/status", status()),
+        ("GET /hsm/v2/sysinfo/powermaps", status()),
+        (
+            "GET /hsm/v2/State/Components",
+            out(json::<ComponentArray>()),
+        ),
+        (
+            "POST /hsm/v2/State/Components",
+            takes(json::<components::ComponentArrayIn>()),
+        ),
+        ("DELETE /hsm/v2/State/Components", out(json::<Message>())),
+        (
+            "PATCH /hsm/v2/State/Components/BulkNID",
+            takes(json::<components::BulkNidIn>()),
+        ),
+        (
+            "GET /hsm/v2/State/Components/ByNID/{nid}",
+            out(json::<Component>()),
+        ),
+        (
+            "POST /hsm/v2/State/Components/ByNID/Query",
+            inout(json::<AnyObject>(), json::<ComponentArray>()),
+        ),
+        (
+            "POST /hsm/v2/State/Components/Query",
+            inout(json::<AnyObject>(), json::<ComponentArray>()),
+        ),
+        (
+            "GET /hsm/v2/State/Components/Query/{xname}",
+            out(json::<ComponentArray>()),
+        ),
+        (
+            "GET /hsm/v2/State/Components/{xname}",
+            out(json::<Component>()),
+        ),
+        (
+            "PUT /hsm/v2/State/Components/{xname}",
+            takes(json::<components::ComponentPutIn>()),
+        ),
+        (
+            "DELETE /hsm/v2/State/Components/{xname}",
+            out(json::<Message>()),
+        ),
+        (
+            "PATCH /hsm/v2/State/Components/BulkStateData",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "PATCH /hsm/v2/State/Components/BulkFlagOnly",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "PATCH /hsm/v2/State/Components/BulkEnabled",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "PATCH /hsm/v2/State/Components/BulkSoftwareStatus",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "PATCH /hsm/v2/State/Components/BulkRole",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "PATCH /hsm/v2/State/Components/{xname}/{field}",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "GET /hsm/v2/Inventory/EthernetInterfaces",
+            out(json::<Vec<EthernetInterface>>()),
+        ),
+        (
+            "POST /hsm/v2/Inventory/EthernetInterfaces",
+            inout(json::<interfaces::InterfaceIn>(), json::<Uri>()),
+        ),
+        (
+            "DELETE /hsm/v2/Inventory/EthernetInterfaces",
+            out(json::<Message>()),
+        ),
+        (
+            "GET /hsm/v2/Inventory/EthernetInterfaces/{id}",
+            out(json::<EthernetInterface>()),
+        ),
+        (
+            "PATCH /hsm/v2/Inventory/EthernetInterfaces/{id}",
+            inout(
+                json::<interfaces::InterfacePatchIn>(),
+                json::<EthernetInterface>(),
+            ),
+        ),
+        (
+            "DELETE /hsm/v2/Inventory/EthernetInterfaces/{id}",
+            out(json::<Message>()),
+        ),
+        (
+            "GET /hsm/v2/Inventory/EthernetInterfaces/{id}/IPAddresses",
+            out(json::<Vec<IpAddressMapping>>()),
+        ),
+        (
+            "POST /hsm/v2/Inventory/EthernetInterfaces/{id}/IPAddresses",
+            inout(json::<interfaces::IpIn>(), json::<Uri>()),
+        ),
+        (
+            "PATCH /hsm/v2/Inventory/EthernetInterfaces/{id}/IPAddresses/{ip}",
+            inout(json::<interfaces::IpPatchIn>(), json::<IpAddressMapping>()),
+        ),
+        (
+            "DELETE /hsm/v2/Inventory/EthernetInterfaces/{id}/IPAddresses/{ip}",
+            out(json::<Message>()),
+        ),
+        (
+            "GET /hsm/v2/Inventory/RedfishEndpoints",
+            out(json::<RedfishEndpointArray>()),
+        ),
+        (
+            "POST /hsm/v2/Inventory/RedfishEndpoints",
+            inout(json::<AnyObject>(), json::<Vec<Uri>>()),
+        ),
+        (
+            "DELETE /hsm/v2/Inventory/RedfishEndpoints",
+            out(json::<Message>()),
+        ),
+        (
+            "GET /hsm/v2/Inventory/RedfishEndpoints/{xname}",
+            out(json::<RedfishEndpoint>()),
+        ),
+        (
+            "PUT /hsm/v2/Inventory/RedfishEndpoints/{xname}",
+            inout(json::<AnyObject>(), json::<RedfishEndpoint>()),
+        ),
+        (
+            "PATCH /hsm/v2/Inventory/RedfishEndpoints/{xname}",
+            inout(json::<AnyObject>(), json::<RedfishEndpoint>()),
+        ),
+        (
+            "DELETE /hsm/v2/Inventory/RedfishEndpoints/{xname}",
+            out(json::<Message>()),
+        ),
+        (
+            "GET /hsm/v2/Inventory/ComponentEndpoints",
+            out(json::<ComponentEndpointArray>()),
+        ),
+        (
+            "DELETE /hsm/v2/Inventory/ComponentEndpoints",
+            out(json::<Message>()),
+        ),
+        (
+            "GET /hsm/v2/Inventory/ComponentEndpoints/{xname}",
+            out(json::<ComponentEndpoint>()),
+        ),
+        (
+            "DELETE /hsm/v2/Inventory/ComponentEndpoints/{xname}",
+            out(json::<Message>()),
+        ),
+        ("GET /hsm/v2/groups", out(json::<Vec<Group>>())),
+        (
+            "POST /hsm/v2/groups",
+            inout(json::<groups::GroupIn>(), json::<Vec<Uri>>()),
+        ),
+        ("GET /hsm/v2/groups/labels", out(json::<Vec<String>>())),
+        ("GET /hsm/v2/groups/{label}", out(json::<Group>())),
+        (
+            "PATCH /hsm/v2/groups/{label}",
+            takes(json::<groups::GroupIn>()),
+        ),
+        ("DELETE /hsm/v2/groups/{label}", out(json::<Message>())),
+        ("GET /hsm/v2/groups/{label}/members", out(json::<Members>())),
+        (
+            "POST /hsm/v2/groups/{label}/members",
+            inout(json::<groups::MemberIn>(), json::<Vec<Uri>>()),
+        ),
+        (
+            "PUT /hsm/v2/groups/{label}/members",
+            takes(json::<groups::MemberSetIn>()),
+        ),
+        (
+            "DELETE /hsm/v2/groups/{label}/members/{xname}",
+            out(json::<Message>()),
+        ),
+        ("GET /hsm/v2/partitions", out(json::<Vec<Partition>>())),
+        (
+            "POST /hsm/v2/partitions",
+            inout(json::<groups::GroupIn>(), json::<Vec<Uri>>()),
+        ),
+        ("GET /hsm/v2/partitions/names", out(json::<Vec<String>>())),
+        ("GET /hsm/v2/partitions/{name}", out(json::<Partition>())),
+        (
+            "PATCH /hsm/v2/partitions/{name}",
+            takes(json::<groups::GroupIn>()),
+        ),
+        ("DELETE /hsm/v2/partitions/{name}", out(json::<Message>())),
+        (
+            "GET /hsm/v2/partitions/{name}/members",
+            out(json::<Members>()),
+        ),
+        (
+            "POST /hsm/v2/partitions/{name}/members",
+            inout(json::<groups::MemberIn>(), json::<Vec<Uri>>()),
+        ),
+        (
+            "DELETE /hsm/v2/partitions/{name}/members/{xname}",
+            out(json::<Message>()),
+        ),
+        ("GET /hsm/v2/memberships", out(json::<Vec<Membership>>())),
+        ("GET /hsm/v2/memberships/{xname}", out(json::<Membership>())),
+        ("GET /hsm/v2/Defaults/NodeMaps", out(json::<NodeMapArray>())),
+        (
+            "POST /hsm/v2/Defaults/NodeMaps",
+            inout(json::<groups::NodeMapArrayIn>(), json::<Message>()),
+        ),
+        ("DELETE /hsm/v2/Defaults/NodeMaps", out(json::<Message>())),
+        (
+            "GET /hsm/v2/Defaults/NodeMaps/{xname}",
+            out(json::<NodeMap>()),
+        ),
+        (
+            "PUT /hsm/v2/Defaults/NodeMaps/{xname}",
+            inout(json::<groups::NodeMapIn>(), json::<NodeMap>()),
+        ),
+        (
+            "DELETE /hsm/v2/Defaults/NodeMaps/{xname}",
+            out(json::<Message>()),
+        ),
+        (
+            "POST /inventory/v1/import",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "POST /inventory/v1/nodes",
+            inout(json::<nodes::NodeAddIn>(), json::<Component>()),
+        ),
+        (
+            "PATCH /inventory/v1/nodes/{xname}",
+            inout(json::<nodes::NodeSetIn>(), json::<AnyObject>()),
+        ),
+        (
+            "GET /boot/v1/bootparameters",
+            out(json::<Vec<BootParams>>()),
+        ),
+        (
+            "POST /boot/v1/bootparameters",
+            takes(json::<BootParamsIn>()),
+        ),
+        ("PUT /boot/v1/bootparameters", takes(json::<BootParamsIn>())),
+        (
+            "PATCH /boot/v1/bootparameters",
+            takes(json::<BootParamsIn>()),
+        ),
+        (
+            "DELETE /boot/v1/bootparameters",
+            takes(json::<BootParamsIn>()),
+        ),
+        ("GET /boot/v1/bootscript", out(text())),
+        ("GET /boot/v1/bootparams", out(json::<AnyObject>())),
+        ("GET /boot/v1/hosts", out(json::<AnyObject>())),
+        (
+            "POST /boot/v1/hosts",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        ("GET /boot/v1/dumpstate", out(json::<AnyObject>())),
+        ("GET /boot/v1/endpoint-history", out(json::<AnyObject>())),
+        ("GET /boot/v1/boot-steps", out(json::<AnyObject>())),
+        ("GET /boot/v1/service/status", out(json::<AnyObject>())),
+        ("GET /boot/v1/service/version", out(json::<AnyObject>())),
+        ("GET /boot/v1/service/hsm", out(json::<AnyObject>())),
+        (
+            "GET /boot/v1/service/storage/status",
+            out(json::<AnyObject>()),
+        ),
+        ("GET /boot/v1/service/status/all", out(json::<AnyObject>())),
+        (
+            "GET /artifacts/{*path}",
+            out(opaque("application/octet-stream")),
+        ),
+        ("GET /boot-service/health", out(json::<AnyObject>())),
+        ("GET /boot-service/bootscript", out(text())),
+        ("GET /boot-service/bootparameters", out(json::<AnyObject>())),
+        (
+            "POST /boot-service/bootparameters",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "PUT /boot-service/bootparameters",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "DELETE /boot-service/bootparameters",
+            out(json::<AnyObject>()),
+        ),
+        ("GET /boot-service/service/status", out(json::<AnyObject>())),
+        (
+            "GET /boot-service/service/version",
+            out(json::<AnyObject>()),
+        ),
+        (
+            "GET /boot-service/bootconfigurations",
+            out(json::<AnyObject>()),
+        ),
+        (
+            "POST /boot-service/bootconfigurations",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "GET /boot-service/bootconfigurations/{uid}",
+            out(json::<AnyObject>()),
+        ),
+        (
+            "PUT /boot-service/bootconfigurations/{uid}",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "PATCH /boot-service/bootconfigurations/{uid}",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "DELETE /boot-service/bootconfigurations/{uid}",
+            out(json::<AnyObject>()),
+        ),
+        (
+            "PUT /boot-service/bootconfigurations/{uid}/status",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "PATCH /boot-service/bootconfigurations/{uid}/status",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        ("GET /boot-service/nodes", out(json::<AnyObject>())),
+        (
+            "POST /boot-service/nodes",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        ("GET /boot-service/nodes/{uid}", out(json::<AnyObject>())),
+        (
+            "PUT /boot-service/nodes/{uid}",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "PATCH /boot-service/nodes/{uid}",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        ("DELETE /boot-service/nodes/{uid}", out(json::<AnyObject>())),
+        (
+            "PUT /boot-service/nodes/{uid}/status",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "PATCH /boot-service/nodes/{uid}/status",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        ("GET /boot-service/bmcs", out(json::<AnyObject>())),
+        (
+            "POST /boot-service/bmcs",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        ("GET /boot-service/bmcs/{uid}", out(json::<AnyObject>())),
+        (
+            "PUT /boot-service/bmcs/{uid}",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "PATCH /boot-service/bmcs/{uid}",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        ("DELETE /boot-service/bmcs/{uid}", out(json::<AnyObject>())),
+        (
+            "PUT /boot-service/bmcs/{uid}/status",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "PATCH /boot-service/bmcs/{uid}/status",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        ("GET /cloud-init/meta-data", out(text())),
+        ("GET /cloud-init/user-data", out(text())),
+        ("GET /cloud-init/vendor-data", out(text())),
+        ("GET /cloud-init/{group}", out(text())),
+        (
+            "POST /cloud-init/phone-home/{id}",
+            takes(opaque("application/x-www-form-urlencoded")),
+        ),
+        ("GET /cloud-init/version", out(json::<AnyObject>())),
+        ("GET /cloud-init/openapi.json", out(json::<AnyObject>())),
+        (
+            "GET /cloud-init/admin/cluster-defaults",
+            out(json::<ClusterDefaults>()),
+        ),
+        (
+            "POST /cloud-init/admin/cluster-defaults",
+            inout(json::<ClusterDefaults>(), json::<ClusterDefaults>()),
+        ),
+        (
+            "GET /cloud-init/admin/groups",
+            out(json::<BTreeMap<String, CloudInitGroup>>()),
+        ),
+        (
+            "POST /cloud-init/admin/groups",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "GET /cloud-init/admin/groups/{name}",
+            out(json::<CloudInitGroup>()),
+        ),
+        (
+            "PUT /cloud-init/admin/groups/{name}",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "DELETE /cloud-init/admin/groups/{name}",
+            out(json::<AnyObject>()),
+        ),
+        (
+            "GET /cloud-init/admin/instance-info/{id}",
+            out(json::<InstanceInfo>()),
+        ),
+        (
+            "PUT /cloud-init/admin/instance-info/{id}",
+            inout(json::<InstanceInfo>(), json::<InstanceInfo>()),
+        ),
+        (
+            "GET /cloud-init/admin/impersonation/{id}/meta-data",
+            out(text()),
+        ),
+        (
+            "GET /cloud-init/admin/impersonation/{id}/user-data",
+            out(text()),
+        ),
+        (
+            "GET /cloud-init/admin/impersonation/{id}/vendor-data",
+            out(text()),
+        ),
+        (
+            "GET /cloud-init/admin/impersonation/{id}/{group}",
+            out(text()),
+        ),
+        (
+            "GET /cloud-init/admin/phone-home",
+            out(json::<Vec<PhoneHome>>()),
+        ),
+        (
+            "GET /cloud-init/admin/phone-home/{id}",
+            out(json::<PhoneHome>()),
+        ),
+        ("GET /dhcp/v1/leases", out(json::<AnyObject>())),
+        (
+            "POST /power-control/v1/transitions",
+            inout(json::<TransitionRequest>(), json::<TransitionCreated>()),
+        ),
+        (
+            "GET /power-control/v1/transitions",
+            out(json::<TransitionArray>()),
+        ),
+        (
+            "POST /transitions",
+            inout(json::<TransitionRequest>(), json::<TransitionCreated>()),
+        ),
+        ("GET /transitions", out(json::<TransitionArray>())),
+        (
+            "GET /power-control/v1/transitions/{id}",
+            out(json::<Transition>()),
+        ),
+        (
+            "DELETE /power-control/v1/transitions/{id}",
+            out(json::<AbortStatus>()),
+        ),
+        ("GET /transitions/{id}", out(json::<Transition>())),
+        ("DELETE /transitions/{id}", out(json::<AbortStatus>())),
+        (
+            "GET /power-control/v1/power-status",
+            out(json::<AnyObject>()),
+        ),
+        (
+            "POST /power-control/v1/power-status",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        ("GET /power-status", out(json::<AnyObject>())),
+        (
+            "POST /power-status",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        ("GET /power-control/v1/liveness", status()),
+        ("GET /liveness", status()),
+        ("GET /power-control/v1/readiness", status()),
+        ("GET /readiness", status()),
+        ("GET /power-control/v1/health", out(json::<AnyObject>())),
+        ("GET /health", out(json::<AnyObject>())),
+        ("GET /power-control/v1/power-cap", status()),
+        ("PATCH /power-control/v1/power-cap", status()),
+        ("GET /power-cap", status()),
+        ("PATCH /power-cap", status()),
+        ("POST /power-control/v1/power-cap/snapshot", status()),
+        ("POST /power-cap/snapshot", status()),
+        ("GET /power-control/v1/power-cap/{id}", status()),
+        ("GET /power-cap/{id}", status()),
+        (
+            "POST /discovery/v1/scan",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "POST /discovery/v1/collect",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        ("GET /discovery/v1/jobs", out(json::<AnyObject>())),
+        ("GET /discovery/v1/jobs/{id}", out(json::<AnyObject>())),
+        ("DELETE /discovery/v1/jobs/{id}", out(json::<AnyObject>())),
+        ("GET /discovery/v1/credentials", out(json::<AnyObject>())),
+        (
+            "PUT /discovery/v1/credentials/{key}",
+            inout(json::<AnyObject>(), json::<AnyObject>()),
+        ),
+        (
+            "DELETE /discovery/v1/credentials/{key}",
+            out(json::<AnyObject>()),
+        ),
+    ]
 }
 
 /// Path prefixes that upstream's gateway used, served as aliases.

@@ -15,7 +15,7 @@ use super::store::{Model, Txn};
 use super::{DomainError, xname};
 
 /// A component as a client sends it; keys are matched case-insensitively.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct ComponentIn {
     pub id: Option<String>,
@@ -37,7 +37,7 @@ pub struct ComponentIn {
 }
 
 /// `POST State/Components` and `DELETE`-by-list bodies.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct ComponentArrayIn {
     pub components: Vec<ComponentIn>,
@@ -45,7 +45,7 @@ pub struct ComponentArrayIn {
 }
 
 /// `PUT State/Components/{xname}` body.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct ComponentPutIn {
     pub component: Option<ComponentIn>,
@@ -406,7 +406,7 @@ pub fn delete(txn: &mut Txn<'_>, id: &str) -> Option<Arc<Component>> {
 }
 
 /// The kinds of single-field PATCH upstream offers.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct PatchIn {
     pub state: Option<String>,
@@ -558,7 +558,7 @@ pub fn patch_bulk(txn: &mut Txn<'_>, kind: PatchKind, p: &PatchIn) -> Result<(),
     put_all(txn, batch).map(|_| ())
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct BulkNidIn {
     pub components: Vec<ComponentIn>,

@@ -12,14 +12,14 @@ use super::model::{Group, Members, NodeMap, Partition};
 use super::store::{Model, Txn};
 use super::{DomainError, enums};
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct MembersIn {
     pub ids: Vec<String>,
 }
 
 /// A group or partition as a client sends it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct GroupIn {
     pub label: Option<String>,
@@ -31,14 +31,14 @@ pub struct GroupIn {
 }
 
 /// `POST groups/{label}/members`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct MemberIn {
     pub id: Option<String>,
 }
 
 /// `PUT groups/{label}/members`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct MemberSetIn {
     pub group: Option<String>,
@@ -327,7 +327,7 @@ pub fn remove_partition_member(
 }
 
 /// `Defaults/NodeMaps` entries as clients send them.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct NodeMapIn {
     pub id: Option<String>,
@@ -336,7 +336,7 @@ pub struct NodeMapIn {
     pub subrole: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct NodeMapArrayIn {
     pub nodemaps: Vec<NodeMapIn>,

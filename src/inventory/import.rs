@@ -115,14 +115,14 @@ pub fn parse(v: &serde_json::Value) -> Result<ClusterIn, DomainError> {
         .map_err(|e| DomainError::Invalid(format!("cluster file: {e}")))
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct ClusterIn {
     pub bmcs: Vec<BmcIn>,
     pub nodes: Vec<NodeIn>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct BmcIn {
     pub xname: String,
@@ -131,7 +131,7 @@ pub struct BmcIn {
     pub ip: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct NodeIn {
     pub name: Option<String>,
@@ -146,7 +146,7 @@ pub struct NodeIn {
     pub interfaces: Vec<InterfaceIn>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct InterfaceIn {
     pub mac_addr: String,
@@ -154,7 +154,7 @@ pub struct InterfaceIn {
     pub ip_addrs: Vec<IpIn>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct IpIn {
     pub name: Option<String>,
@@ -162,7 +162,7 @@ pub struct IpIn {
 }
 
 /// What an import did, per kind of record.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Counts {
     pub components: usize,
     pub interfaces: usize,
@@ -170,7 +170,7 @@ pub struct Counts {
     pub groups: usize,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     pub nodes: usize,
     pub created: Counts,

@@ -63,7 +63,7 @@ fn type_of(component: &str) -> String {
 }
 
 /// One IP mapping as a client sends it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct IpIn {
     pub ipaddress: Option<String>,
@@ -98,7 +98,7 @@ fn mappings(list: &[IpIn]) -> Result<Vec<IpAddressMapping>, DomainError> {
 
 /// `POST Inventory/EthernetInterfaces` body. `ID`, `Type` and `LastUpdate`
 /// are derived, whatever the client sent.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct InterfaceIn {
     pub description: Option<String>,
@@ -110,7 +110,7 @@ pub struct InterfaceIn {
 }
 
 /// `PATCH Inventory/EthernetInterfaces/{id}` body; other fields are ignored.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct InterfacePatchIn {
     pub description: Option<String>,
@@ -119,7 +119,7 @@ pub struct InterfacePatchIn {
 }
 
 /// `PATCH …/IPAddresses/{ip}` body.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct IpPatchIn {
     pub network: Option<String>,

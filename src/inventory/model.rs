@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// An HMS component (`State/Components`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Component {
     #[serde(rename = "ID")]
     pub id: String,
@@ -78,7 +78,7 @@ impl Component {
 }
 
 /// One IP address bound to an Ethernet interface.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IpAddressMapping {
     #[serde(rename = "IPAddress")]
     pub ip_address: String,
@@ -87,7 +87,7 @@ pub struct IpAddressMapping {
 }
 
 /// `Inventory/EthernetInterfaces`: a MAC, what it belongs to and its addresses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EthernetInterface {
     #[serde(rename = "ID")]
     pub id: String,
@@ -106,7 +106,7 @@ pub struct EthernetInterface {
 }
 
 /// Discovery bookkeeping kept on a RedfishEndpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DiscoveryInfo {
     #[serde(
         rename = "LastDiscoveryAttempt",
@@ -129,7 +129,7 @@ pub struct DiscoveryInfo {
 }
 
 /// `Inventory/RedfishEndpoints`: a BMC or other Redfish controller.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RedfishEndpoint {
     #[serde(rename = "ID")]
     pub id: String,
@@ -196,7 +196,7 @@ impl RedfishEndpoint {
 }
 
 /// The `#ComputerSystem.Reset` / `#Manager.Reset` action of an endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResetAction {
     #[serde(rename = "target")]
     pub target: String,
@@ -209,7 +209,7 @@ pub struct ResetAction {
 }
 
 /// Actions as Redfish names them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Actions {
     #[serde(
         rename = "#ComputerSystem.Reset",
@@ -226,7 +226,7 @@ pub struct Actions {
 }
 
 /// A NIC as the Redfish crawl saw it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EthernetNicInfo {
     #[serde(
         rename = "RedfishId",
@@ -251,7 +251,7 @@ pub struct EthernetNicInfo {
 }
 
 /// Facts about the Redfish resource behind a ComponentEndpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RedfishResourceInfo {
     #[serde(rename = "Name", default, skip_serializing_if = "String::is_empty")]
     pub name: String,
@@ -268,7 +268,7 @@ pub struct RedfishResourceInfo {
 }
 
 /// `Inventory/ComponentEndpoints`: how to reach a component through its BMC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ComponentEndpoint {
     #[serde(rename = "ID")]
     pub id: String,
@@ -311,13 +311,13 @@ pub struct ComponentEndpoint {
 }
 
 /// Group or partition membership list.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Members {
     pub ids: Vec<String>,
 }
 
 /// `groups/{label}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Group {
     pub label: String,
     #[serde(default)]
@@ -335,7 +335,7 @@ pub struct Group {
 }
 
 /// `partitions/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Partition {
     pub name: String,
     #[serde(default)]
@@ -347,7 +347,7 @@ pub struct Partition {
 }
 
 /// `Defaults/NodeMaps/{xname}`: the NID and role a node gets when created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeMap {
     #[serde(rename = "ID")]
     pub id: String,
@@ -360,7 +360,7 @@ pub struct NodeMap {
 }
 
 /// `memberships/{xname}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Membership {
     pub id: String,
     #[serde(rename = "groupLabels")]
@@ -377,7 +377,7 @@ pub struct Membership {
 /// xname globs, inventory groups) and compete by score and priority
 /// (`bound` false). Both views list, change and serve every record; the
 /// rules live in `boot::params` (binding) and `boot::select` (selection).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BootConfig {
     /// Internal key, and the boot-service `uid`; not part of the BSS wire shape.
     pub id: String,
@@ -420,7 +420,7 @@ fn yes() -> bool {
 }
 
 /// The metadata of a boot-service resource (name, labels, timestamps).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct ResourceMeta {
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -444,7 +444,7 @@ impl ResourceMeta {
 
 /// A boot-service `Node` or `BMC` resource written through `/boot-service`
 /// (inventory nodes are shown there too, as views, without a record).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BootResource {
     pub uid: String,
     /// `Node` or `BMC`.
@@ -535,7 +535,7 @@ pub enum BootSelector {
 
 /// cloud-init `admin/cluster-defaults`: values every node's meta-data falls
 /// back to. Key names are upstream's, hyphens and one underscore included.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct ClusterDefaults {
     #[serde(
@@ -573,7 +573,7 @@ fn is_zero(n: &i64) -> bool {
 /// The cloud-config file of a cloud-init group, kept in the encoding it was
 /// given in (`content` is base64 text when `encoding` is `base64`), so it
 /// reads back as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CloudInitFile {
     #[serde(default)]
     pub content: String,
@@ -587,7 +587,7 @@ pub struct CloudInitFile {
 /// A cloud-init group (`admin/groups/{name}`): meta-data merged into its
 /// members' `vendor_data.groups.<name>` and the file served as
 /// `<name>.yaml`. Membership is the SMD group of the same label.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CloudInitGroup {
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -605,7 +605,7 @@ pub struct CloudInitGroup {
 
 /// cloud-init `admin/instance-info/{id}`: per-node overrides, and the node's
 /// stable instance ID (assigned once, never changed by an override).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct InstanceInfo {
     /// The node xname.
@@ -636,7 +636,7 @@ pub struct InstanceInfo {
 }
 
 /// The last cloud-init phone-home of a node (`POST phone-home/{id}`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct PhoneHome {
     /// The node xname, as identified by the caller's address.
@@ -658,7 +658,7 @@ pub struct PhoneHome {
 /// A DHCP lease: which MAC holds an address. The DHCP service writes these;
 /// cloud-init identifies callers whose address is not in the inventory by
 /// them (address → MAC → interface → node).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Lease {
     pub ip: std::net::IpAddr,
     /// Lower-case, colon-separated.
@@ -671,7 +671,7 @@ pub struct Lease {
 /// A BMC credential (`discover credentials`): the `default` one, or one for a
 /// BMC named by xname, IP address or MAC. The password is sealed by the
 /// caller before it is stored; it never leaves the appliance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BmcCredential {
     /// `default`, an xname, an IP address or a MAC (lower-case, colons).
     pub key: String,
@@ -682,7 +682,7 @@ pub struct BmcCredential {
 }
 
 /// One node's part of a power transition (PCS task).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PowerTask {
     pub xname: String,
     #[serde(rename = "taskStatus")]
@@ -695,7 +695,7 @@ pub struct PowerTask {
 
 /// A PCS power transition, stored as PCS shows it (`taskCounts` is derived
 /// from the tasks when served).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PowerTransition {
     #[serde(rename = "transitionID")]
     pub id: String,

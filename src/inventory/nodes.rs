@@ -19,7 +19,7 @@ use super::store::Txn;
 use super::xname;
 
 /// `POST /inventory/v1/nodes` body.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct NodeAddIn {
     pub xname: String,
@@ -38,7 +38,7 @@ pub struct NodeAddIn {
 }
 
 /// `PATCH /inventory/v1/nodes/{xname}` body.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct NodeSetIn {
     /// The node's MACs, boot MAC first: interfaces not named are removed.

@@ -21,7 +21,7 @@ pub const MAX_META_DATA_BYTES: usize = 64 * 1024;
 pub const MAX_FIELD_BYTES: usize = 16 * 1024;
 
 /// A group body (`admin/groups`), §5.3.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct GroupIn {
     pub name: Option<String>,
@@ -32,7 +32,7 @@ pub struct GroupIn {
 }
 
 /// A group's file as sent: `content` in `encoding` (`plain` or `base64`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct FileIn {
     pub content: Option<String>,

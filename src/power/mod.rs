@@ -38,7 +38,7 @@ use plan::{Operation, Phase};
 const KEEP: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// `POST transitions`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct TransitionRequest {
     pub operation: String,
     /// Minutes; absent = 5, 0 = do not wait, -1 = no deadline. Fractions
@@ -49,7 +49,7 @@ pub struct TransitionRequest {
     pub location: Vec<Location>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct Location {
     pub xname: String,
     #[serde(rename = "deputykey", alias = "deputyKey", default)]

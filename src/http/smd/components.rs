@@ -353,7 +353,7 @@ async fn by_nid(State(st): State<AppState>, Path(nid): Path<String>) -> Result<R
     Ok(axum::Json(c).into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(default)]
 struct NidQueryIn {
     nidranges: Vec<String>,
@@ -379,7 +379,7 @@ async fn by_nid_query(
     Ok(wrap(items.iter().map(Arc::as_ref), &q))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(default)]
 struct IdQueryIn {
     componentids: Vec<String>,

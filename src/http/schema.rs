@@ -1,0 +1,203 @@
+//! What each operation takes and returns, as JSON Schema for the OpenAPI
+//! document.
+//!
+//! Schemas come from the Rust types the handlers decode into and encode
+//! from (`schemars` reads the same `serde` attributes, so a rename cannot
+//! drift from the wire). Several SMD, BSS and PCS replies are built as
+//! envelopes around model records; the envelope types below describe those
+//! shapes and exist for the document only.
+
+use std::collections::BTreeMap;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+
+use crate::inventory::model::{
+    Component, ComponentEndpoint, NodeMap, PowerTask, PowerTransition, RedfishEndpoint,
+};
+
+/// Builds the schema of one body or reply.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+/// One body or reply: its media type and schema.
+#[derive(Clone, Copy)]
+pub struct Media {
+    pub content_type: &'static str,
+    pub schema: SchemaFn,
+}
+
+/// What an operation takes and returns.
+#[derive(Clone, Copy)]
+pub struct Io {
+    pub body: Option<Media>,
+    /// `None`: the success reply has no body (204, or a status only).
+    pub reply: Option<Media>,
+}
+
+/// A JSON body or reply of type `T`.
+pub fn json<T: JsonSchema>() -> Media {
+    Media {
+        content_type: "application/json",
+        schema: |g| g.subschema_for::<T>(),
+    }
+}
+
+/// An opaque body or reply (iPXE scripts, YAML, PEM, metrics, files):
+/// documented as a `text/plain` string.
+pub fn text() -> Media {
+    Media {
+        content_type: "text/plain",
+        schema: |_| json_schema!({"type": "string"}),
+    }
+}
+
+/// Like [`text`], with another media type.
+pub fn opaque(content_type: &'static str) -> Media {
+    Media {
+        content_type,
+        schema: |_| json_schema!({"type": "string"}),
+    }
+}
+
+/// Replies `reply`, takes no body.
+pub fn out(reply: Media) -> Io {
+    Io {
+        body: None,
+        reply: Some(reply),
+    }
+}
+
+/// Takes `body`, replies `reply`.
+pub fn inout(body: Media, reply: Media) -> Io {
+    Io {
+        body: Some(body),
+        reply: Some(reply),
+    }
+}
+
+/// Takes `body`, replies with a status only.
+pub fn takes(body: Media) -> Io {
+    Io {
+        body: Some(body),
+        reply: None,
+    }
+}
+
+/// Takes nothing, replies with a status only (204 and friends).
+pub fn status() -> Io {
+    Io {
+        body: None,
+        reply: None,
+    }
+}
+
+/// A JSON object the document does not describe member by member (free-form
+/// maps such as boot-service specs, cloud-init meta-data or import files).
+pub type AnyObject = serde_json::Map<String, serde_json::Value>;
+
+/// SMD's `{"code": 0, "message": …}`.
+#[derive(JsonSchema)]
+pub struct Message {
+    pub code: i64,
+    pub message: String,
+}
+
+/// SMD's `{"URI": …}` for a created record.
+#[derive(JsonSchema)]
+pub struct Uri {
+    #[serde(rename = "URI")]
+    pub uri: String,
+}
+
+/// `GET State/Components` and the component queries.
+#[derive(JsonSchema)]
+pub struct ComponentArray {
+    #[serde(rename = "Components")]
+    pub components: Vec<Component>,
+}
+
+/// `GET Inventory/RedfishEndpoints`.
+#[derive(JsonSchema)]
+pub struct RedfishEndpointArray {
+    #[serde(rename = "RedfishEndpoints")]
+    pub redfish_endpoints: Vec<RedfishEndpoint>,
+}
+
+/// `GET Inventory/ComponentEndpoints`.
+#[derive(JsonSchema)]
+pub struct ComponentEndpointArray {
+    #[serde(rename = "ComponentEndpoints")]
+    pub component_endpoints: Vec<ComponentEndpoint>,
+}
+
+/// `GET Defaults/NodeMaps`.
+#[derive(JsonSchema)]
+pub struct NodeMapArray {
+    #[serde(rename = "NodeMaps")]
+    pub node_maps: Vec<NodeMap>,
+}
+
+/// `GET service/values`: enumeration name → its values.
+pub type Values = BTreeMap<String, Vec<String>>;
+
+/// A boot configuration as BSS shows it (`GET bootparameters`).
+#[derive(JsonSchema)]
+pub struct BootParams {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub macs: Vec<String>,
+    #[serde(default)]
+    pub nids: Vec<i64>,
+    pub kernel: String,
+    #[serde(default)]
+    pub initrd: String,
+    pub params: String,
+    #[serde(rename = "cloud-init", default)]
+    pub cloud_init: Option<AnyObject>,
+}
+
+/// PCS's counts of a transition's tasks by status.
+#[derive(JsonSchema)]
+pub struct TaskCounts {
+    pub total: i64,
+    pub new: i64,
+    #[serde(rename = "in-progress")]
+    pub in_progress: i64,
+    pub failed: i64,
+    pub succeeded: i64,
+    #[serde(rename = "un-supported")]
+    pub unsupported: i64,
+}
+
+/// `POST transitions` reply.
+#[derive(JsonSchema)]
+pub struct TransitionCreated {
+    #[serde(rename = "transitionID")]
+    pub id: String,
+    pub operation: String,
+}
+
+/// A transition as PCS shows it: the stored record and its task counts.
+#[derive(JsonSchema)]
+pub struct Transition {
+    #[serde(flatten)]
+    pub record: PowerTransition,
+    #[serde(rename = "taskCounts")]
+    pub task_counts: TaskCounts,
+}
+
+/// `GET transitions`.
+#[derive(JsonSchema)]
+pub struct TransitionArray {
+    pub transitions: Vec<Transition>,
+}
+
+/// `DELETE transitions/{id}`.
+#[derive(JsonSchema)]
+pub struct AbortStatus {
+    #[serde(rename = "abortStatus")]
+    pub abort_status: String,
+}
+
+/// Kept so the task record is part of the document's vocabulary.
+pub type Task = PowerTask;
