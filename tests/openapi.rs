@@ -91,6 +91,16 @@ const STATUS_ONLY: &[&str] = &[
     "GET /hsm/v2/locks/status",
     "GET /hsm/v2/sysinfo/powermaps",
     "POST /hsm/v2/State/Components",
+    "PATCH /hsm/v2/State/Components/BulkStateData",
+    "PATCH /hsm/v2/State/Components/BulkFlagOnly",
+    "PATCH /hsm/v2/State/Components/BulkEnabled",
+    "PATCH /hsm/v2/State/Components/BulkSoftwareStatus",
+    "PATCH /hsm/v2/State/Components/BulkRole",
+    "POST /boot/v1/hosts",
+    "POST /cloud-init/admin/cluster-defaults",
+    "POST /cloud-init/admin/groups",
+    "PUT /cloud-init/admin/groups/{name}",
+    "DELETE /cloud-init/admin/groups/{name}",
     "PATCH /hsm/v2/State/Components/BulkNID",
     "PUT /hsm/v2/State/Components/{xname}",
     "PATCH /hsm/v2/groups/{label}",
@@ -200,4 +210,106 @@ fn every_operation_has_schemas() {
     for (key, _) in openchami::http::routes::io() {
         assert!(seen.contains(key), "schema table names no route: {key}");
     }
+}
+
+/// The JSON type a property schema allows (`null` aside), following
+/// `$ref`s and `anyOf`/`oneOf` alternatives; `any` when unconstrained.
+fn json_type(doc: &serde_json::Value, s: &serde_json::Value) -> String {
+    if let Some(r) = s["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return json_type(doc, &doc["components"]["schemas"][name]);
+    }
+    for alt in ["anyOf", "oneOf"] {
+        if let Some(a) = s[alt].as_array() {
+            let types: Vec<String> = a
+                .iter()
+                .map(|x| json_type(doc, x))
+                .filter(|t| t != "null")
+                .collect();
+            if let [t] = types.as_slice() {
+                return t.clone();
+            }
+        }
+    }
+    match &s["type"] {
+        serde_json::Value::String(t) => t.clone(),
+        serde_json::Value::Array(a) => {
+            let types: Vec<&str> = a
+                .iter()
+                .filter_map(|t| t.as_str())
+                .filter(|t| *t != "null")
+                .collect();
+            types.join("|")
+        }
+        _ => "any".into(),
+    }
+}
+
+/// Our schemas for the routes upstream also serves carry upstream's member
+/// names and types. The expectations are an excerpt of upstream's swagger
+/// documents, kept in tests/upstream/schemas.json with every known
+/// difference listed and explained there.
+#[test]
+fn key_schemas_match_upstream() {
+    let doc: serde_json::Value =
+        serde_json::from_str(&openchami::http::openapi::document_text()).expect("JSON");
+    let excerpt: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/upstream/schemas.json"),
+        )
+        .expect("tests/upstream/schemas.json"),
+    )
+    .expect("JSON");
+    let list = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut wrong = Vec::new();
+    for (upstream, want) in excerpt.as_object().expect("object") {
+        if upstream.starts_with('_') {
+            continue;
+        }
+        let ours_name = want["ours"].as_str().expect("ours");
+        let ours = &doc["components"]["schemas"][ours_name];
+        let Some(props) = ours["properties"].as_object() else {
+            wrong.push(format!("{upstream}: no schema {ours_name} with properties"));
+            continue;
+        };
+        let (extra, missing, wider) = (
+            list(&want["extra"]),
+            list(&want["missing"]),
+            list(&want["wider"]),
+        );
+        for (member, ty) in want["members"].as_object().expect("members") {
+            let ty = ty.as_str().expect("type");
+            match props.get(member) {
+                None if missing.contains(member) => {}
+                None => wrong.push(format!("{upstream}.{member}: absent from {ours_name}")),
+                Some(_) if missing.contains(member) => wrong.push(format!(
+                    "{upstream}.{member}: now served, drop it from 'missing'"
+                )),
+                Some(p) => {
+                    let got = json_type(&doc, p);
+                    let ok =
+                        got == ty || (wider.contains(member) && ty == "integer" && got == "number");
+                    if !ok {
+                        wrong.push(format!("{upstream}.{member}: {got}, upstream {ty}"));
+                    }
+                }
+            }
+        }
+        for member in props.keys() {
+            if want["members"].get(member).is_none() && !extra.contains(member) {
+                wrong.push(format!(
+                    "{ours_name}.{member}: not in upstream's {upstream}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -201,3 +201,10 @@ pub struct AbortStatus {
 
 /// Kept so the task record is part of the document's vocabulary.
 pub type Task = PowerTask;
+
+/// `GET /boot-service/bootparameters`: BSS-shaped configurations in an envelope.
+#[derive(JsonSchema)]
+pub struct BootParamsEnvelope {
+    #[serde(rename = "boot-parameters")]
+    pub boot_parameters: Vec<BootParams>,
+}

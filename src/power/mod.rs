@@ -44,6 +44,7 @@ pub struct TransitionRequest {
     /// Minutes; absent = 5, 0 = do not wait, -1 = no deadline. Fractions
     /// are accepted (PCS takes whole minutes).
     #[serde(rename = "taskdeadlineminutes", alias = "taskDeadlineMinutes", default)]
+    #[schemars(rename = "taskDeadlineMinutes")]
     pub deadline_minutes: Option<f64>,
     #[serde(default)]
     pub location: Vec<Location>,
@@ -53,6 +54,7 @@ pub struct TransitionRequest {
 pub struct Location {
     pub xname: String,
     #[serde(rename = "deputykey", alias = "deputyKey", default)]
+    #[schemars(rename = "deputyKey")]
     pub deputy_key: Option<String>,
 }
 
