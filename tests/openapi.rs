@@ -3,6 +3,13 @@
 //!
 //! After an intended change, regenerate it with
 //! `UPDATE_GOLDEN=1 cargo test --test openapi` and commit the result.
+//!
+//! A new route needs a line in the schema table (`io()` in
+//! src/http/routes.rs) naming what it takes and returns; the tests below
+//! fail until it has one. The served document is exercised end to end by
+//! `tests/schemathesis.sh` (schemathesis from PyPI; `.ci/run` installs it
+//! and runs the script): no 5xx, only documented status codes, replies
+//! matching their schemas.
 
 use std::path::PathBuf;
 

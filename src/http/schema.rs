@@ -202,9 +202,24 @@ pub struct AbortStatus {
 /// Kept so the task record is part of the document's vocabulary.
 pub type Task = PowerTask;
 
-/// `GET /boot-service/bootparameters`: BSS-shaped configurations in an envelope.
+/// A configuration as `/boot-service/bootparameters` shows it: BSS's
+/// members, NIDs as strings, and a `meta` note.
+#[derive(JsonSchema)]
+pub struct LegacyBootParams {
+    pub hosts: Vec<String>,
+    pub macs: Vec<String>,
+    pub nids: Vec<String>,
+    pub params: String,
+    pub kernel: String,
+    pub initrd: String,
+    #[serde(rename = "cloud-init")]
+    pub cloud_init: AnyObject,
+    pub meta: AnyObject,
+}
+
+/// `GET /boot-service/bootparameters`.
 #[derive(JsonSchema)]
 pub struct BootParamsEnvelope {
     #[serde(rename = "boot-parameters")]
-    pub boot_parameters: Vec<BootParams>,
+    pub boot_parameters: Vec<LegacyBootParams>,
 }
