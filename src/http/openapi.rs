@@ -37,6 +37,9 @@ pub fn document() -> Value {
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .chain(ops.iter().flat_map(|o| o.query.iter()).map(|name| {
+                json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}})
+            }))
             .collect();
         let listeners = match r.listeners {
             Listeners::Api => json!(["api"]),

@@ -31,6 +31,19 @@ pub struct Io {
     pub body: Option<Media>,
     /// `None`: the success reply has no body (204, or a status only).
     pub reply: Option<Media>,
+    /// Query parameters the handler reads: optional strings, repeatable
+    /// where the handler reads every value.
+    pub query: &'static [&'static str],
+}
+
+impl Io {
+    /// The same, reading these query parameters.
+    pub fn query(self, names: &'static [&'static str]) -> Io {
+        Io {
+            query: names,
+            ..self
+        }
+    }
 }
 
 /// A JSON body or reply of type `T`.
@@ -63,6 +76,7 @@ pub fn out(reply: Media) -> Io {
     Io {
         body: None,
         reply: Some(reply),
+        query: &[],
     }
 }
 
@@ -71,6 +85,7 @@ pub fn inout(body: Media, reply: Media) -> Io {
     Io {
         body: Some(body),
         reply: Some(reply),
+        query: &[],
     }
 }
 
@@ -79,6 +94,7 @@ pub fn takes(body: Media) -> Io {
     Io {
         body: Some(body),
         reply: None,
+        query: &[],
     }
 }
 
@@ -87,6 +103,7 @@ pub fn status() -> Io {
     Io {
         body: None,
         reply: None,
+        query: &[],
     }
 }
 
