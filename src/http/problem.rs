@@ -2,8 +2,10 @@
 //!
 //! Handlers return [`ApiError`]; axum itself answers some requests (405, a
 //! rejected body, the body limit). A last middleware turns all of them into
-//! the same `application/problem+json` shape, filling `instance` with the
-//! request path, so clients parse one error format.
+//! the same `application/problem+json` shape, so clients parse one error
+//! format. The members are exactly upstream's (`type`, `title`, `detail`,
+//! `status`): upstream never sends `instance`, and its black-box tests
+//! compare error bodies member for member.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -102,7 +104,6 @@ struct Problem<'a> {
     title: &'a str,
     status: u16,
     detail: &'a str,
-    instance: &'a str,
 }
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -152,7 +153,6 @@ pub async fn render_problems(req: Request, next: Next) -> Response {
         title,
         status: status.as_u16(),
         detail: &detail,
-        instance: &path,
     })
     .unwrap_or_default();
     parts
