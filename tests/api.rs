@@ -1008,7 +1008,12 @@ async fn bulk_nid_swaps_and_by_nid() {
         .api
         .get_json(&format!("{COMPONENTS}/Query/x1000c0s0b0"))
         .await;
-    assert_eq!(sorted(ids(&v)), ["x1000c0s0b0", "x1000c0s0b0n0"]);
+    assert_eq!(ids(&v), ["x1000c0s0b0"], "no type: the component only");
+    let v = h
+        .api
+        .get_json(&format!("{COMPONENTS}/Query/x1000c0s0b0?type=Node"))
+        .await;
+    assert_eq!(ids(&v), ["x1000c0s0b0n0"], "descendants of that type");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1552,4 +1557,199 @@ async fn openapi_is_served_anonymously() {
     assert!(r.content_type().starts_with("application/json"));
     assert_eq!(r.text(), openchami::http::openapi::document_text());
     h.node.get("/openapi.json").await.problem(404);
+}
+
+/// Upstream SMD's answers where its clients and black-box tests look:
+/// invalid filter values, partition lookups, empty collections, NodeMaps
+/// messages, routes not built here, and the members `omitempty` leaves out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smd_answers_as_upstream() {
+    let h = with_nodes().await;
+    // A value a filter can never match is a 400 naming it, not an empty list.
+    for param in [
+        "id",
+        "type",
+        "state",
+        "flag",
+        "role",
+        "subrole",
+        "enabled",
+        "arch",
+        "class",
+        "nid",
+        "nid_start",
+        "nid_end",
+    ] {
+        let p = h
+            .api
+            .get(&format!("{COMPONENTS}?{param}=FAKE"))
+            .await
+            .problem(400);
+        let d = p["detail"].as_str().unwrap_or("");
+        assert!(d.starts_with("bad query param: "), "{param}: {d}");
+    }
+    for ok in [
+        "enabled=t",
+        "enabled=!false",
+        "role=!Compute",
+        "flag=warn",
+        "type=!Node",
+    ] {
+        h.api.get(&format!("{COMPONENTS}?{ok}")).await.ok();
+    }
+
+    // Partitions: a name no partition can have is a 404, like an absent
+    // one; `partition=` narrows a group's members.
+    h.api
+        .post(
+            "/hsm/v2/partitions",
+            &json!({"name": "p1", "members": {"ids": ["x1000c0s1b0n0"]}}),
+        )
+        .await
+        .status(201);
+    h.api
+        .post(
+            "/hsm/v2/groups",
+            &json!({"label": "g", "members": {"ids": ["x1000c0s0b0n0", "x1000c0s1b0n0"]}}),
+        )
+        .await
+        .status(201);
+    for path in [
+        "/hsm/v2/partitions/FAKE",
+        "/hsm/v2/partitions/p2",
+        "/hsm/v2/groups/g?partition=FAKE",
+    ] {
+        h.api.get(path).await.problem(404);
+    }
+    assert_eq!(
+        h.api
+            .get_json("/hsm/v2/groups/g/members?partition=p1")
+            .await,
+        json!({"ids": ["x1000c0s1b0n0"]})
+    );
+    assert_eq!(
+        h.api.get_json("/hsm/v2/groups/g?partition=p1").await["members"],
+        json!({"ids": ["x1000c0s1b0n0"]})
+    );
+
+    // NodeMaps in upstream's words.
+    const MAPS: &str = "/hsm/v2/Defaults/NodeMaps";
+    let m = h
+        .api
+        .post(
+            MAPS,
+            &json!({"NodeMaps": [{"ID": "x1000c0s9b0n0", "NID": 90}]}),
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        m,
+        json!({"code": 0, "message": "Created or modified 1 entries"})
+    );
+    for p in [
+        h.api
+            .get(&format!("{MAPS}/x1000c0s8b0n0"))
+            .await
+            .problem(404),
+        h.api
+            .delete(&format!("{MAPS}/x1000c0s8b0n0"))
+            .await
+            .problem(404),
+    ] {
+        assert_eq!(p["detail"], "no such xname.");
+    }
+
+    // A collection DELETE with nothing to delete is a 404.
+    for path in [
+        MAPS,
+        COMPONENTS,
+        "/hsm/v2/Inventory/RedfishEndpoints",
+        "/hsm/v2/Inventory/ComponentEndpoints",
+        "/hsm/v2/Inventory/EthernetInterfaces",
+    ] {
+        h.api.delete(path).await;
+        let p = h.api.delete(path).await.problem(404);
+        assert_eq!(p["detail"], "no entries to delete", "{path}");
+    }
+
+    // Routes not built here answer 501 whatever the method.
+    for path in [
+        "/hsm/v2/Inventory/Discover",
+        "/hsm/v2/Inventory/Hardware/x1000c0s0b0n0",
+        "/hsm/v2/locks/lock",
+        "/hsm/v2/locks/service/reservations/renew",
+    ] {
+        for m in [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ] {
+            h.api
+                .call_raw(m.clone(), path, b"{}".to_vec())
+                .await
+                .problem(501);
+        }
+    }
+
+    // omitempty: unset optional members are left out, as upstream's Go
+    // structs do; V2 details and ComponentEndpoint Domain/FQDN never show.
+    h.api
+        .post(
+            "/hsm/v2/Inventory/RedfishEndpoints",
+            &json!({"ID": "x1000c0s0b0", "FQDN": "bmc0.example", "User": "root"}),
+        )
+        .await
+        .status(201);
+    let ep = h
+        .api
+        .get_json("/hsm/v2/Inventory/RedfishEndpoints/x1000c0s0b0")
+        .await;
+    let mut keys: Vec<&str> = ep.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "DiscoveryInfo",
+            "Domain",
+            "Enabled",
+            "FQDN",
+            "Hostname",
+            "ID",
+            "Password",
+            "RediscoverOnUpdate",
+            "Type",
+            "User"
+        ],
+        "{ep}"
+    );
+    h.api
+        .put(
+            "/hsm/v2/Inventory/RedfishEndpoints/x1000c0s1b0",
+            &json!({"ID": "x1000c0s1b0", "FQDN": "10.0.0.2", "SchemaVersion": 1,
+                    "Systems": [{"uri": "/redfish/v1/Systems/1", "manufacturer": "QEMU",
+                                 "ethernet_interfaces": [{"mac": "52:54:00:aa:00:01", "ip": "10.1.0.2"}]}],
+                    "Managers": [{"uri": "/redfish/v1/Managers/bmc", "type": "BMC"}]}),
+        )
+        .await
+        .ok();
+    let ep = h
+        .api
+        .get_json("/hsm/v2/Inventory/RedfishEndpoints/x1000c0s1b0")
+        .await;
+    assert!(
+        ep.get("Details").is_none() && ep.get("Name").is_none(),
+        "{ep}"
+    );
+    assert_eq!(ep["IPAddress"], "10.0.0.2");
+    let ces = h.api.get_json("/hsm/v2/Inventory/ComponentEndpoints").await;
+    let ces = ces["ComponentEndpoints"].as_array().unwrap();
+    assert!(!ces.is_empty());
+    for c in ces {
+        for gone in ["Domain", "FQDN", "Details", "MACAddr"] {
+            assert!(c.get(gone).is_none(), "{gone} in {c}");
+        }
+    }
 }

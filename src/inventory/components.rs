@@ -659,6 +659,14 @@ pub struct ComponentFilter {
 impl ComponentFilter {
     /// Builds the filter; IDs are normalised so `X1000C0...` finds `x1000c0...`.
     pub fn from_query(get: impl Fn(&str) -> Vec<String>) -> Result<ComponentFilter, DomainError> {
+        Self::build(get).map_err(|e| match e {
+            // Upstream's prefix, which its tests and scripts match.
+            DomainError::Invalid(m) => DomainError::Invalid(format!("bad query param: {m}")),
+            other => other,
+        })
+    }
+
+    fn build(get: impl Fn(&str) -> Vec<String>) -> Result<ComponentFilter, DomainError> {
         let ids = normalize_each(get("id"), |v| parse_xname(v).map(|(x, _)| x))?;
         let num = |k: &str| -> Result<Option<i64>, DomainError> {
             match get(k).first() {
@@ -669,6 +677,35 @@ impl ComponentFilter {
                     .map_err(|_| DomainError::Invalid(format!("{k} must be a number, got {v:?}"))),
             }
         };
+        // Values an enumerated field can never hold are refused, as
+        // upstream does, rather than matching nothing.
+        let check = |k: &str, ok: &dyn Fn(&str) -> bool| -> Result<(), DomainError> {
+            for v in get(k) {
+                let bare = v.strip_prefix('!').unwrap_or(&v);
+                if !ok(bare) {
+                    return Err(DomainError::Invalid(format!(
+                        "{k} {bare:?} is not a valid value"
+                    )));
+                }
+            }
+            Ok(())
+        };
+        check("type", &|v| HmsType::parse(v).is_some())?;
+        check("state", &|v| enums::canonical_state(v).is_some())?;
+        check("flag", &|v| enums::canonical_flag(v).is_some())?;
+        check("role", &|v| enums::canonical_role(v).is_some())?;
+        check("subrole", &|v| enums::canonical_sub_role(v).is_some())?;
+        check("enabled", &|v| parse_bool(v).is_some())?;
+        check("arch", &|v| enums::canonical_arch(v).is_some())?;
+        check("class", &|v| enums::canonical_class(v).is_some())?;
+        check("nid", &|v| v.parse::<i64>().is_ok())?;
+        let enabled: Vec<String> = get("enabled")
+            .into_iter()
+            .map(|v| match v.strip_prefix('!') {
+                Some(n) => format!("!{}", parse_bool(n).unwrap_or_default()),
+                None => parse_bool(&v).unwrap_or_default().to_string(),
+            })
+            .collect();
         Ok(ComponentFilter {
             id: Matcher::new(ids),
             kind: Matcher::new(get("type")),
@@ -676,7 +713,7 @@ impl ComponentFilter {
             flag: Matcher::new(get("flag")),
             role: Matcher::new(get("role")),
             sub_role: Matcher::new(get("subrole")),
-            enabled: Matcher::new(get("enabled")),
+            enabled: Matcher::new(enabled),
             software_status: Matcher::new(get("softwarestatus")),
             subtype: Matcher::new(get("subtype")),
             arch: Matcher::new(get("arch")),
@@ -687,6 +724,37 @@ impl ComponentFilter {
             partition: Matcher::new(get("partition")),
             group: Matcher::new(get("group")),
         })
+    }
+
+    /// Refuses a role or sub-role no component carries and no built-in
+    /// names: upstream accepts only its configured roles, and a typo should
+    /// not read as "no such nodes".
+    pub fn check_roles(&self, m: &Model) -> Result<(), DomainError> {
+        fn role(c: &Component) -> Option<&str> {
+            c.role.as_deref()
+        }
+        fn sub_role(c: &Component) -> Option<&str> {
+            c.sub_role.as_deref()
+        }
+        type Of = fn(&Component) -> Option<&str>;
+        let checks: [(&str, &Matcher, &[&str], Of); 2] = [
+            ("role", &self.role, enums::ROLES, role),
+            ("subrole", &self.sub_role, enums::SUB_ROLES, sub_role),
+        ];
+        for (k, matcher, builtin, of) in checks {
+            for v in matcher.include.iter().chain(&matcher.exclude) {
+                let known = builtin.iter().any(|b| b.eq_ignore_ascii_case(v))
+                    || m.components
+                        .values()
+                        .any(|c| of(c).is_some_and(|r| r.eq_ignore_ascii_case(v)));
+                if !known {
+                    return Err(DomainError::Invalid(format!(
+                        "bad query param: {k} {v:?} is not a valid value"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// True when no filter is set: everything matches.
@@ -748,6 +816,15 @@ impl ComponentFilter {
                     }) && !groups.iter().any(|g| self.group.exclude.contains(&g.label))
                 }
             })
+    }
+}
+
+/// A boolean as Go's `strconv.ParseBool` reads it (upstream's filters).
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
     }
 }
 

@@ -260,7 +260,9 @@ pub fn create_partition(txn: &mut Txn<'_>, input: &GroupIn) -> Result<String, Do
 }
 
 pub fn get_partition<'m>(model: &'m Model, name: &str) -> Result<&'m Partition, DomainError> {
-    let n = parse_partition_name(name)?;
+    // A name no partition can have names no partition: 404, as upstream.
+    let n = parse_partition_name(name)
+        .map_err(|_| DomainError::NotFound(format!("no partition {}", name.trim())))?;
     model
         .partitions
         .get(&n)

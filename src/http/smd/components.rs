@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{deleted, found};
+use super::{deleted, deleted_all, found};
 use crate::http::AppState;
 use crate::http::json::{ApiJson, QueryPairs};
 use crate::http::problem::ApiError;
@@ -233,6 +233,7 @@ fn wrap<'a>(items: impl Iterator<Item = &'a Component>, q: &QueryPairs) -> Respo
 async fn list(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let filter = ComponentFilter::from_query(|k| q.all(k))?;
     let snap = st.store.snapshot();
+    filter.check_roles(&snap)?;
     if filter.is_empty() {
         return Ok(wrap(snap.components.values().map(Arc::as_ref), &q));
     }
@@ -264,7 +265,7 @@ async fn delete_all(State(st): State<AppState>) -> Result<Response, ApiError> {
             Ok(ids.len())
         })
         .await?;
-    Ok(deleted(n))
+    deleted_all(n)
 }
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -409,11 +410,18 @@ async fn query_get(
     let (id, _) = parse_xname(&id)?;
     let filter = ComponentFilter::from_query(|k| if k == "id" { Vec::new() } else { q.all(k) })?;
     let snap = st.store.snapshot();
+    filter.check_roles(&snap)?;
+    // As upstream: the component itself, and its descendants only when a
+    // `type` says which kind of descendant is wanted.
+    let descend = !filter.kind.is_empty();
     let items: Vec<&Component> = snap
         .components
         .values()
         .map(Arc::as_ref)
-        .filter(|c| xname::is_descendant_or_self(&c.id, &id) && filter.matches(&snap, c))
+        .filter(|c| {
+            (c.id == id || (descend && xname::is_descendant_or_self(&c.id, &id)))
+                && filter.matches(&snap, c)
+        })
         .collect();
     if items.is_empty() && !snap.components.contains_key(&id) {
         return Err(ApiError::not_found(format!("no component {id}")));

@@ -11,7 +11,7 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{created, deleted, found};
+use super::{created, deleted, deleted_all};
 use crate::http::AppState;
 use crate::http::json::{ExactJson, QueryPairs};
 use crate::http::problem::ApiError;
@@ -20,7 +20,7 @@ use crate::inventory::components::parse_xname;
 use crate::inventory::endpoints::{
     self, BASE, ComponentEndpointFilter, EndpointFilter, EndpointIn,
 };
-use crate::inventory::model::RedfishEndpoint;
+use crate::inventory::model::{ComponentEndpoint, RedfishEndpoint};
 
 const CE_BASE: &str = "/hsm/v2/Inventory/ComponentEndpoints";
 
@@ -146,17 +146,71 @@ fn seal(st: &AppState, e: &mut EndpointIn) -> Result<(), ApiError> {
 }
 
 fn one(e: &RedfishEndpoint) -> Response {
-    axum::Json(e.public()).into_response()
+    axum::Json(ep_wire(e)).into_response()
+}
+
+/// Removes the members upstream's Go structs tag `omitempty` when they hold
+/// their zero value.
+fn omit_empty(v: &mut Value, members: &[&str]) {
+    if let Some(o) = v.as_object_mut() {
+        for m in members {
+            let empty = match o.get(*m) {
+                Some(Value::String(s)) => s.is_empty(),
+                Some(Value::Bool(b)) => !b,
+                Some(Value::Null) => true,
+                _ => false,
+            };
+            if empty {
+                o.remove(*m);
+            }
+        }
+    }
+}
+
+/// A RedfishEndpoint as upstream SMD emits it: its `omitempty` members
+/// left out when unset, the password blank, no appliance-only members
+/// (the inventory details a V2 payload carried stay in the store).
+pub fn ep_wire(e: &RedfishEndpoint) -> Value {
+    let mut v = serde_json::to_value(e.public()).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("Details");
+    }
+    omit_empty(
+        &mut v,
+        &[
+            "Name",
+            "UUID",
+            "UseSSDP",
+            "MACRequired",
+            "MACAddr",
+            "IPAddress",
+            "TemplateID",
+        ],
+    );
+    v
+}
+
+/// A ComponentEndpoint as upstream SMD emits it: `Domain` and `FQDN` are
+/// not part of it (upstream leaves them unset), `MACAddr` and `UUID` only
+/// when known.
+pub fn ce_wire(c: &ComponentEndpoint) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("Domain");
+        o.remove("FQDN");
+    }
+    omit_empty(&mut v, &["MACAddr", "UUID"]);
+    v
 }
 
 async fn list(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let filter = EndpointFilter::from_query(|k| q.all(k))?;
     let snap = st.store.snapshot();
-    let items: Vec<RedfishEndpoint> = snap
+    let items: Vec<Value> = snap
         .redfish_endpoints
         .values()
         .filter(|e| filter.matches(e))
-        .map(|e| e.public())
+        .map(|e| ep_wire(e))
         .collect();
     Ok(axum::Json(json!({ "RedfishEndpoints": items })).into_response())
 }
@@ -176,7 +230,7 @@ async fn post(
 
 async fn delete_all(State(st): State<AppState>) -> Result<Response, ApiError> {
     let n = st.store.write(|t| Ok(endpoints::delete_all(t))).await?;
-    Ok(deleted(n))
+    deleted_all(n)
 }
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -222,10 +276,11 @@ async fn delete(State(st): State<AppState>, Path(id): Path<String>) -> Result<Re
 async fn list_ces(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let filter = ComponentEndpointFilter::from_query(|k| q.all(k))?;
     let snap = st.store.snapshot();
-    let items: Vec<_> = snap
+    let items: Vec<Value> = snap
         .component_endpoints
         .values()
         .filter(|c| filter.matches(c))
+        .map(|c| ce_wire(c))
         .collect();
     Ok(axum::Json(json!({ "ComponentEndpoints": items })).into_response())
 }
@@ -235,14 +290,17 @@ async fn delete_all_ces(State(st): State<AppState>) -> Result<Response, ApiError
         .store
         .write(|t| Ok(endpoints::delete_all_component_endpoints(t)))
         .await?;
-    Ok(deleted(n))
+    deleted_all(n)
 }
 
 async fn get_ce(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (id, _) = parse_xname(&id)?;
-    found(st.store.snapshot().component_endpoints.get(&id), || {
-        format!("no ComponentEndpoint {id}")
-    })
+    let snap = st.store.snapshot();
+    let c = snap
+        .component_endpoints
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no ComponentEndpoint {id}")))?;
+    Ok(axum::Json(ce_wire(c)).into_response())
 }
 
 async fn delete_ce(

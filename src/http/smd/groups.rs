@@ -5,7 +5,7 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{created, deleted, found, message};
+use super::{created, deleted, deleted_all, found, message};
 use crate::http::AppState;
 use crate::http::json::{ApiJson, QueryPairs};
 use crate::http::problem::ApiError;
@@ -341,10 +341,16 @@ async fn delete(
 async fn members(
     State(st): State<AppState>,
     Path(label): Path<String>,
+    q: QueryPairs,
 ) -> Result<Response, ApiError> {
     let snap = st.store.snapshot();
-    let g = groups::get_group(&snap, &label)?;
-    Ok(axum::Json(&g.members).into_response())
+    let mut m = groups::get_group(&snap, &label)?.members.clone();
+    // `partition=` narrows the members to one partition, as upstream.
+    if let Some(p) = q.first("partition") {
+        let p = groups::get_partition(&snap, p)?;
+        m.ids.retain(|id| p.members.ids.contains(id));
+    }
+    Ok(axum::Json(m).into_response())
 }
 
 async fn add_member(
@@ -542,7 +548,7 @@ async fn post_node_maps(
     st.store
         .write(move |t| groups::put_node_maps(t, maps))
         .await?;
-    Ok(message(format!("created or modified {n} entries")))
+    Ok(message(format!("Created or modified {n} entries")))
 }
 
 async fn delete_node_maps(State(st): State<AppState>) -> Result<Response, ApiError> {
@@ -556,7 +562,7 @@ async fn delete_node_maps(State(st): State<AppState>) -> Result<Response, ApiErr
             Ok(ids.len())
         })
         .await?;
-    Ok(deleted(n))
+    deleted_all(n)
 }
 
 async fn node_map(
@@ -565,7 +571,7 @@ async fn node_map(
 ) -> Result<Response, ApiError> {
     let (id, _) = parse_xname(&id)?;
     found(st.store.snapshot().node_maps.get(&id), || {
-        format!("no node map for {id}")
+        "no such xname.".into()
     })
 }
 
@@ -591,7 +597,7 @@ async fn delete_node_map(
         .write(move |t| {
             t.delete_node_map(&id)
                 .map(|_| ())
-                .ok_or_else(|| DomainError::NotFound(format!("no node map for {id}")))
+                .ok_or_else(|| DomainError::NotFound("no such xname.".into()))
         })
         .await?;
     Ok(deleted(1))

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 
-use super::{created_one, deleted, found};
+use super::{created_one, deleted, deleted_all, found};
 use crate::http::AppState;
 use crate::http::json::{ApiJson, QueryPairs};
 use crate::http::problem::ApiError;
@@ -136,7 +136,7 @@ async fn create(
 
 async fn delete_all(State(st): State<AppState>) -> Result<Response, ApiError> {
     let n = st.store.write(|t| Ok(interfaces::delete_all(t))).await?;
-    Ok(deleted(n))
+    deleted_all(n)
 }
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
