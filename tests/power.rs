@@ -587,3 +587,108 @@ async fn transitions_and_status_follow_upstream_pcs() {
                "TaskRunner": "connected, responsive, local mode"})
     );
 }
+
+/// Discovery records the services each BMC's root links as SMD
+/// ServiceEndpoints; a BMC without some of them simply has fewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_records_service_endpoints() {
+    // BMC 0 offers a SessionService, BMC 1 does not.
+    let s = sims(|_| {}).await;
+    let plain = sims(|c| {
+        c.sessions = false;
+        c.addrs.truncate(1);
+    })
+    .await;
+    let h = harness().await;
+    assert_eq!(collect(&h, &s).await["collected"], 2);
+    const SE: &str = "/hsm/v2/Inventory/ServiceEndpoints";
+    let kinds = |v: &Value, bmc: &str| -> Vec<String> {
+        let mut k: Vec<String> = v["ServiceEndpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["RedfishEndpointID"] == bmc)
+            .map(|e| e["RedfishType"].as_str().unwrap().to_string())
+            .collect();
+        k.sort();
+        k
+    };
+    // The BMC without a SessionService, in an appliance of its own (the
+    // simulators' MACs repeat across sets).
+    let h2 = harness().await;
+    assert_eq!(collect(&h2, &plain).await["collected"], 1);
+    assert_eq!(
+        kinds(&h2.api.get_json(SE).await, "x1000c0s0b0"),
+        ["AccountService", "UpdateService"]
+    );
+    let all = h.api.get_json(SE).await;
+    assert_eq!(
+        kinds(&all, "x1000c0s0b0"),
+        ["AccountService", "SessionService", "UpdateService"]
+    );
+
+    let one = h
+        .api
+        .get_json(&format!("{SE}/AccountService/RedfishEndpoints/x1000c0s0b0"))
+        .await;
+    let fqdn = one["RedfishEndpointFQDN"].as_str().unwrap().to_string();
+    assert_eq!(
+        one,
+        json!({"RedfishEndpointID": "x1000c0s0b0", "RedfishType": "AccountService",
+               "UUID": "5ee1b3c0-0000-4000-8000-000000000000",
+               "OdataID": "/redfish/v1/AccountService", "RedfishEndpointFQDN": fqdn,
+               "RedfishURL": format!("{fqdn}/redfish/v1/AccountService")})
+    );
+    for (path, n) in [
+        (format!("{SE}/SessionService"), 2),
+        (
+            format!("{SE}?service=UpdateService&service=AccountService"),
+            4,
+        ),
+        (format!("{SE}?redfish_ep=x1000c0s1b0"), 3),
+        (format!("{SE}?service=EventService"), 0),
+    ] {
+        let v = h.api.get_json(&path).await;
+        assert_eq!(v["ServiceEndpoints"].as_array().unwrap().len(), n, "{path}");
+    }
+    // As upstream: an absent pairing is a 404, a malformed xname a 400 on
+    // GET; DELETE answers 404 for both.
+    let missing = format!("{SE}/EventService/RedfishEndpoints/x1000c0s0b0");
+    for p in [
+        h.api.get(&missing).await.problem(404),
+        h.api.delete(&missing).await.problem(404),
+        h.api
+            .delete(&format!("{SE}/AccountService/RedfishEndpoints/FAKE"))
+            .await
+            .problem(404),
+    ] {
+        assert_eq!(p["detail"], "no such service under redfish endpoint.");
+    }
+    h.api
+        .get(&format!(
+            "{SE}/AccountService/RedfishEndpoints/x1025000c7s4b4"
+        ))
+        .await
+        .problem(400);
+    let one = format!("{SE}/AccountService/RedfishEndpoints/x1000c0s0b0");
+    assert_eq!(
+        h.api.delete(&one).await.ok().json(),
+        json!({"code": 0, "message": "deleted 1 entry"})
+    );
+    h.api.get(&one).await.problem(404);
+    // Not part of the RedfishEndpoint's own shape.
+    let ep = h
+        .api
+        .get_json("/hsm/v2/Inventory/RedfishEndpoints/x1000c0s0b0")
+        .await;
+    assert!(ep.get("ServiceEndpoints").is_none(), "{ep}");
+    h.api.delete(SE).await.ok();
+    h.api.delete(SE).await.problem(404);
+    // A re-collect records them again.
+    assert_eq!(collect(&h, &s).await["collected"], 2);
+    let v = h
+        .api
+        .get_json(&format!("{SE}?redfish_ep=x1000c0s0b0"))
+        .await;
+    assert_eq!(v["ServiceEndpoints"].as_array().unwrap().len(), 3);
+}

@@ -719,7 +719,11 @@ mod tests {
         for b in [
             body(&["x0c0s0b0"], "k"),
             body(&["nonsense"], "k"),
-            body(&[], "k"),
+            // No target and no image to key parameters by.
+            BootParamsIn {
+                params: Some("quiet".into()),
+                ..Default::default()
+            },
             BootParamsIn {
                 macs: vec!["zz".into()],
                 ..Default::default()

@@ -27,7 +27,7 @@ use super::enums::HmsType;
 use super::interfaces;
 use super::model::{
     Actions, Component, ComponentEndpoint, DiscoveryInfo, EthernetNicInfo, RedfishEndpoint,
-    RedfishResourceInfo, ResetAction,
+    RedfishResourceInfo, ResetAction, ServiceEndpoint,
 };
 use super::store::{Model, Txn};
 use super::{DomainError, mac, xname};
@@ -71,6 +71,9 @@ pub struct Inventory {
     pub systems: Vec<ResourceIn>,
     /// The payload's own description of them, kept as `Details`.
     pub details: Map<String, Value>,
+    /// The BMC's Redfish services (`Services`: `type`, `uri`, `uuid`), as
+    /// the appliance's own discovery sends them; magellan sends none.
+    pub services: Vec<ServiceEndpoint>,
 }
 
 /// One V2 System or Manager.
@@ -276,7 +279,59 @@ fn inventory(obj: &Map<String, Value>) -> Result<Inventory, DomainError> {
     if !kept.is_empty() {
         inv.details.insert("Systems".into(), Value::Array(kept));
     }
+    // Leniently: a service entry without a type or a path is skipped.
+    for o in list("Services") {
+        let text = |k: &str| get(o, k).and_then(Value::as_str).unwrap_or("").trim();
+        let (kind, path) = (text("type"), reduce_uri(text("uri")));
+        if !kind.is_empty()
+            && path.starts_with('/')
+            && !inv.services.iter().any(|s| s.redfish_type == kind)
+        {
+            inv.services.push(ServiceEndpoint {
+                redfish_type: kind.to_string(),
+                uuid: text("uuid").to_string(),
+                odata_id: path,
+            });
+        }
+    }
     Ok(inv)
+}
+
+/// `DELETE Inventory/ServiceEndpoints/{service}/RedfishEndpoints/{xname}`.
+pub fn delete_service(txn: &mut Txn<'_>, service: &str, id: &str) -> Result<(), DomainError> {
+    let (id, _) = parse_xname(id)?;
+    let missing = || DomainError::NotFound("no such service under redfish endpoint.".into());
+    let mut ep = txn
+        .model()
+        .redfish_endpoint(&id)
+        .cloned()
+        .ok_or_else(missing)?;
+    let before = ep.services.len();
+    ep.services
+        .retain(|s| !s.redfish_type.eq_ignore_ascii_case(service));
+    if ep.services.len() == before {
+        return Err(missing());
+    }
+    txn.put_redfish_endpoint(ep);
+    Ok(())
+}
+
+/// `DELETE Inventory/ServiceEndpoints`: forgets every service; how many.
+pub fn delete_all_services(txn: &mut Txn<'_>) -> usize {
+    let with: Vec<RedfishEndpoint> = txn
+        .model()
+        .redfish_endpoints
+        .values()
+        .filter(|e| !e.services.is_empty())
+        .map(|e| RedfishEndpoint::clone(e))
+        .collect();
+    let mut n = 0;
+    for mut ep in with {
+        n += ep.services.len();
+        ep.services.clear();
+        txn.put_redfish_endpoint(ep);
+    }
+    n
 }
 
 /// Decodes one RedfishEndpoint object (plain, or V2 if `SchemaVersion` ≥ 1).
@@ -502,6 +557,11 @@ fn build(
         (None, Some(o)) => o.details.clone(),
         (None, None) => Map::new(),
     };
+    let services = match (&e.inventory, old) {
+        (Some(inv), _) => inv.services.clone(),
+        (None, Some(o)) => o.services.clone(),
+        (None, None) => Vec::new(),
+    };
     Ok(RedfishEndpoint {
         id: id.to_string(),
         kind: kind.as_str().to_string(),
@@ -524,6 +584,7 @@ fn build(
         template_id: e.template_id.clone().unwrap_or_default(),
         discovery_info,
         details,
+        services,
     })
 }
 

@@ -224,6 +224,7 @@ pub fn apply(txn: &mut Txn<'_>, input: &ClusterIn) -> Result<Summary, DomainErro
             template_id: String::new(),
             discovery_info: Default::default(),
             details: Default::default(),
+            services: Vec::new(),
         });
         if let Some(n) = name {
             ep.name = n.clone();

@@ -1,5 +1,6 @@
 //! Reading a BMC's inventory: Systems (and Systems linked from Chassis),
-//! Chassis, Managers and their Ethernet interfaces.
+//! Chassis, Managers and their Ethernet interfaces, and which of the
+//! services SMD records (AccountService, SessionService, ...) it offers.
 //!
 //! A crawl is all or nothing: any request that fails (after its retries)
 //! fails the crawl, so a BMC that stops answering half-way never yields half
@@ -20,7 +21,27 @@ pub struct Crawl {
     pub systems: Vec<SystemInfo>,
     pub managers: Vec<ManagerInfo>,
     pub chassis: Vec<ChassisInfo>,
+    /// The services the service root links, by type (SMD's
+    /// ServiceEndpoints); a BMC without them has none.
+    pub services: Vec<ServiceLink>,
 }
+
+/// A Redfish service the service root links.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceLink {
+    /// `AccountService`, `SessionService`, ...
+    pub kind: String,
+    pub path: String,
+}
+
+/// The services upstream SMD records for an endpoint.
+pub const SERVICES: [&str; 5] = [
+    "AccountService",
+    "SessionService",
+    "EventService",
+    "TaskService",
+    "UpdateService",
+];
 
 /// A reset action: where to POST and which `ResetType`s it takes (empty:
 /// the BMC did not say).
@@ -152,9 +173,22 @@ pub async fn crawl(bmc: &Bmc) -> Result<Crawl, Error> {
             systems.push(s);
         }
     }
+    // Read from the root alone: no request more, so a BMC that offers none
+    // of them (or answers oddly for them) crawls as before.
+    let services = SERVICES
+        .iter()
+        .filter_map(|k| {
+            let p = clean(link(&root, k));
+            (!p.is_empty()).then(|| ServiceLink {
+                kind: (*k).to_string(),
+                path: p,
+            })
+        })
+        .collect();
     Ok(Crawl {
         redfish_version: str_of(&root, "RedfishVersion").to_string(),
         uuid: str_of(&root, "UUID").to_string(),
+        services,
         systems,
         managers: managers.into_iter().flatten().collect(),
         chassis,

@@ -524,6 +524,8 @@ fn root(shared: &Shared) -> Value {
         "Systems": link("/redfish/v1/Systems"),
         "Managers": link("/redfish/v1/Managers"),
         "Chassis": link("/redfish/v1/Chassis"),
+        "AccountService": link("/redfish/v1/AccountService"),
+        "UpdateService": link("/redfish/v1/UpdateService"),
     });
     if shared.config.sessions {
         v["SessionService"] = link("/redfish/v1/SessionService");
@@ -569,6 +571,14 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
     let parts: Vec<&str> = rest.split('/').collect();
     let systems = shared.config.systems_per_bmc.max(1);
     match parts.as_slice() {
+        ["AccountService"] => Some(json!({
+            "@odata.id": "/redfish/v1/AccountService",
+            "ServiceEnabled": true,
+        })),
+        ["UpdateService"] => Some(json!({
+            "@odata.id": "/redfish/v1/UpdateService",
+            "ServiceEnabled": false,
+        })),
         ["SessionService"] => Some(json!({
             "@odata.id": "/redfish/v1/SessionService",
             "ServiceEnabled": shared.config.sessions,

@@ -16,19 +16,23 @@ use crate::http::AppState;
 use crate::http::json::{ExactJson, QueryPairs};
 use crate::http::problem::ApiError;
 use crate::http::routes::{Access, Listeners, Route, route};
-use crate::inventory::components::parse_xname;
+use crate::inventory::Model;
+use crate::inventory::components::{Matcher, normalize_each, parse_xname};
 use crate::inventory::endpoints::{
     self, BASE, ComponentEndpointFilter, EndpointFilter, EndpointIn,
 };
-use crate::inventory::model::{ComponentEndpoint, RedfishEndpoint};
+use crate::inventory::model::{ComponentEndpoint, RedfishEndpoint, ServiceEndpoint};
 
 const CE_BASE: &str = "/hsm/v2/Inventory/ComponentEndpoints";
+const SE_BASE: &str = "/hsm/v2/Inventory/ServiceEndpoints";
 
 pub fn routes() -> Vec<Route> {
     use Access::*;
     use Listeners::*;
     const ONE: &str = "/hsm/v2/Inventory/RedfishEndpoints/{xname}";
     const CE_ONE: &str = "/hsm/v2/Inventory/ComponentEndpoints/{xname}";
+    const SE_BY: &str = "/hsm/v2/Inventory/ServiceEndpoints/{service}";
+    const SE_ONE: &str = "/hsm/v2/Inventory/ServiceEndpoints/{service}/RedfishEndpoints/{xname}";
     vec![
         route(
             Method::GET,
@@ -129,6 +133,60 @@ pub fn routes() -> Vec<Route> {
             "Delete a ComponentEndpoint",
             delete_ce,
         ),
+        route(
+            Method::GET,
+            "/hsm/v2/Inventory/RedfishEndpoints/Query/{xname}",
+            "smd",
+            Token,
+            Api,
+            "Not implemented upstream either (400)",
+            query_not_implemented,
+        ),
+        route(
+            Method::GET,
+            SE_BASE,
+            "smd",
+            Token,
+            Api,
+            "List ServiceEndpoints (filters redfish_ep, service)",
+            list_ses,
+        ),
+        route(
+            Method::DELETE,
+            SE_BASE,
+            "smd",
+            Token,
+            Api,
+            "Forget all ServiceEndpoints",
+            delete_all_ses,
+        ),
+        route(
+            Method::GET,
+            SE_BY,
+            "smd",
+            Token,
+            Api,
+            "One service on every RedfishEndpoint",
+            list_service,
+        ),
+        route(
+            Method::GET,
+            SE_ONE,
+            "smd",
+            Token,
+            Api,
+            "One service of one RedfishEndpoint",
+            get_se,
+        ),
+        route(
+            Method::DELETE,
+            SE_ONE,
+            "smd",
+            Token,
+            Api,
+            "Forget one service of one RedfishEndpoint",
+            delete_se,
+        ),
     ]
 }
 
@@ -174,6 +232,7 @@ pub fn ep_wire(e: &RedfishEndpoint) -> Value {
     let mut v = serde_json::to_value(e.public()).unwrap_or(Value::Null);
     if let Some(o) = v.as_object_mut() {
         o.remove("Details");
+        o.remove("ServiceEndpoints");
     }
     omit_empty(
         &mut v,
@@ -311,6 +370,105 @@ async fn delete_ce(
         .write(move |t| endpoints::delete_component_endpoint(t, &id))
         .await?;
     Ok(deleted(1))
+}
+
+async fn query_not_implemented() -> ApiError {
+    // Upstream's exact answer, which its tests compare.
+    ApiError::bad_request("not yet implemented")
+}
+
+/// A ServiceEndpoint as upstream SMD emits it.
+fn se_wire(e: &RedfishEndpoint, s: &ServiceEndpoint) -> Value {
+    json!({
+        "RedfishEndpointID": e.id,
+        "RedfishType": s.redfish_type,
+        "UUID": s.uuid,
+        "OdataID": s.odata_id,
+        "RedfishEndpointFQDN": e.fqdn,
+        "RedfishURL": format!("{}{}", e.fqdn, s.odata_id),
+    })
+}
+
+/// Every ServiceEndpoint whose endpoint and service pass the filters
+/// (case-insensitive, repeatable, `!` negates).
+fn services(snap: &Model, endpoints: &Matcher, service: &Matcher) -> Value {
+    let items: Vec<Value> = snap
+        .redfish_endpoints
+        .values()
+        .filter(|e| endpoints.matches(Some(&e.id)))
+        .flat_map(|e| {
+            e.services
+                .iter()
+                .filter(|s| service.matches(Some(&s.redfish_type)))
+                .map(|s| se_wire(e, s))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    json!({ "ServiceEndpoints": items })
+}
+
+fn ep_matcher(q: &QueryPairs) -> Result<Matcher, ApiError> {
+    let ids = normalize_each(q.all("redfish_ep"), |v| parse_xname(v).map(|(x, _)| x))?;
+    Ok(Matcher::new(ids))
+}
+
+async fn list_ses(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+    let snap = st.store.snapshot();
+    let out = services(&snap, &ep_matcher(&q)?, &Matcher::new(q.all("service")));
+    Ok(axum::Json(out).into_response())
+}
+
+async fn list_service(
+    State(st): State<AppState>,
+    Path(service): Path<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let snap = st.store.snapshot();
+    let out = services(&snap, &ep_matcher(&q)?, &Matcher::new(vec![service]));
+    Ok(axum::Json(out).into_response())
+}
+
+async fn get_se(
+    State(st): State<AppState>,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (id, _) = parse_xname(&id)?;
+    let snap = st.store.snapshot();
+    snap.redfish_endpoints
+        .get(&id)
+        .and_then(|e| {
+            e.services
+                .iter()
+                .find(|s| s.redfish_type.eq_ignore_ascii_case(&service))
+                .map(|s| se_wire(e, s))
+        })
+        .map(|v| axum::Json(v).into_response())
+        .ok_or_else(|| ApiError::not_found("no such service under redfish endpoint."))
+}
+
+async fn delete_se(
+    State(st): State<AppState>,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    st.store
+        .write(move |t| endpoints::delete_service(t, &service, &id))
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            // Upstream answers 404 for any xname here, valid or not.
+            a if a.status == axum::http::StatusCode::BAD_REQUEST => {
+                ApiError::not_found("no such service under redfish endpoint.")
+            }
+            a => a,
+        })?;
+    Ok(deleted(1))
+}
+
+async fn delete_all_ses(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let n = st
+        .store
+        .write(|t| Ok(endpoints::delete_all_services(t)))
+        .await?;
+    deleted_all(n)
 }
 
 #[cfg(test)]
