@@ -667,38 +667,59 @@ impl ComponentFilter {
     }
 
     fn build(get: impl Fn(&str) -> Vec<String>) -> Result<ComponentFilter, DomainError> {
-        let ids = normalize_each(get("id"), |v| parse_xname(v).map(|(x, _)| x))?;
+        // Upstream's messages (its tests and scripts match them).
+        let bad = |what: &str| DomainError::Invalid(format!("Argument was not a valid {what}"));
+        let not_int = || DomainError::Invalid("a required argument was not an integer".into());
+        let ids = normalize_each(get("id"), |v| parse_xname(v).map(|(x, _)| x))
+            .map_err(|_| bad("xname ID"))?;
         let num = |k: &str| -> Result<Option<i64>, DomainError> {
             match get(k).first() {
                 None => Ok(None),
-                Some(v) => v
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| DomainError::Invalid(format!("{k} must be a number, got {v:?}"))),
+                Some(v) => v.parse().map(Some).map_err(|_| not_int()),
             }
         };
         // Values an enumerated field can never hold are refused, as
         // upstream does, rather than matching nothing.
-        let check = |k: &str, ok: &dyn Fn(&str) -> bool| -> Result<(), DomainError> {
-            for v in get(k) {
-                let bare = v.strip_prefix('!').unwrap_or(&v);
-                if !ok(bare) {
-                    return Err(DomainError::Invalid(format!(
-                        "{k} {bare:?} is not a valid value"
-                    )));
-                }
+        let check = |k: &str, ok: &dyn Fn(&str) -> bool, err: DomainError| {
+            if get(k).iter().all(|v| ok(v.strip_prefix('!').unwrap_or(v))) {
+                Ok(())
+            } else {
+                Err(err)
             }
-            Ok(())
         };
-        check("type", &|v| HmsType::parse(v).is_some())?;
-        check("state", &|v| enums::canonical_state(v).is_some())?;
-        check("flag", &|v| enums::canonical_flag(v).is_some())?;
-        check("role", &|v| enums::canonical_role(v).is_some())?;
-        check("subrole", &|v| enums::canonical_sub_role(v).is_some())?;
-        check("enabled", &|v| parse_bool(v).is_some())?;
-        check("arch", &|v| enums::canonical_arch(v).is_some())?;
-        check("class", &|v| enums::canonical_class(v).is_some())?;
-        check("nid", &|v| v.parse::<i64>().is_ok())?;
+        check("type", &|v| HmsType::parse(v).is_some(), bad("HMS Type"))?;
+        check(
+            "state",
+            &|v| enums::canonical_state(v).is_some(),
+            bad("HMS State"),
+        )?;
+        check(
+            "flag",
+            &|v| enums::canonical_flag(v).is_some(),
+            bad("HMS Flag"),
+        )?;
+        check(
+            "role",
+            &|v| enums::canonical_role(v).is_some(),
+            bad("HMS Role"),
+        )?;
+        check(
+            "subrole",
+            &|v| enums::canonical_sub_role(v).is_some(),
+            bad("HMS SubRole"),
+        )?;
+        check("enabled", &|v| parse_bool(v).is_some(), bad("boolean"))?;
+        check(
+            "arch",
+            &|v| enums::canonical_arch(v).is_some(),
+            bad("HMS Arch"),
+        )?;
+        check(
+            "class",
+            &|v| enums::canonical_class(v).is_some(),
+            bad("HMS Class"),
+        )?;
+        check("nid", &|v| v.parse::<i64>().is_ok(), not_int())?;
         let enabled: Vec<String> = get("enabled")
             .into_iter()
             .map(|v| match v.strip_prefix('!') {
@@ -738,10 +759,10 @@ impl ComponentFilter {
         }
         type Of = fn(&Component) -> Option<&str>;
         let checks: [(&str, &Matcher, &[&str], Of); 2] = [
-            ("role", &self.role, enums::ROLES, role),
-            ("subrole", &self.sub_role, enums::SUB_ROLES, sub_role),
+            ("HMS Role", &self.role, enums::ROLES, role),
+            ("HMS SubRole", &self.sub_role, enums::SUB_ROLES, sub_role),
         ];
-        for (k, matcher, builtin, of) in checks {
+        for (what, matcher, builtin, of) in checks {
             for v in matcher.include.iter().chain(&matcher.exclude) {
                 let known = builtin.iter().any(|b| b.eq_ignore_ascii_case(v))
                     || m.components
@@ -749,7 +770,7 @@ impl ComponentFilter {
                         .any(|c| of(c).is_some_and(|r| r.eq_ignore_ascii_case(v)));
                 if !known {
                     return Err(DomainError::Invalid(format!(
-                        "bad query param: {k} {v:?} is not a valid value"
+                        "bad query param: Argument was not a valid {what}"
                     )));
                 }
             }

@@ -743,9 +743,11 @@ fn component_endpoints_of(m: &Model, endpoint: &str) -> Vec<String> {
 /// `DELETE …/{xname}`: the endpoint, its ComponentEndpoints, and its
 /// components marked `Empty`.
 pub fn delete(txn: &mut Txn<'_>, raw_id: &str) -> Result<(), DomainError> {
-    let (id, _) = parse_xname(raw_id)?;
+    // Upstream's words, which its tests compare.
+    let (id, _) = parse_xname(raw_id)
+        .map_err(|_| DomainError::Invalid("Argument was not a valid xname ID".into()))?;
     txn.delete_redfish_endpoint(&id)
-        .ok_or_else(|| DomainError::NotFound(format!("no RedfishEndpoint {id}")))?;
+        .ok_or_else(|| DomainError::NotFound("no such xname.".into()))?;
     for ce in component_endpoints_of(txn.model(), &id) {
         txn.delete_component_endpoint(&ce);
         set_empty(txn, &ce);
@@ -765,9 +767,10 @@ pub fn delete_all(txn: &mut Txn<'_>) -> usize {
 /// `DELETE Inventory/ComponentEndpoints/{xname}`; its component becomes
 /// `Empty`, as upstream.
 pub fn delete_component_endpoint(txn: &mut Txn<'_>, raw_id: &str) -> Result<(), DomainError> {
-    let (id, _) = parse_xname(raw_id)?;
+    let (id, _) = parse_xname(raw_id)
+        .map_err(|_| DomainError::Invalid("Argument was not a valid xname ID".into()))?;
     txn.delete_component_endpoint(&id)
-        .ok_or_else(|| DomainError::NotFound(format!("no ComponentEndpoint {id}")))?;
+        .ok_or_else(|| DomainError::NotFound("no such xname.".into()))?;
     set_empty(txn, &id);
     Ok(())
 }
@@ -1038,8 +1041,18 @@ pub struct EndpointFilter {
 impl EndpointFilter {
     /// From lower-cased query keys; IDs, MACs and IPs are normalised.
     pub fn from_query(get: impl Fn(&str) -> Vec<String>) -> Result<EndpointFilter, DomainError> {
+        // Upstream's messages for values no endpoint can have.
+        let bad = |what: &str| {
+            DomainError::Invalid(format!("bad query param: Argument was not a valid {what}"))
+        };
+        let ids = normalize_each(get("id"), xname_value).map_err(|_| bad("xname ID"))?;
+        for t in get("type") {
+            if HmsType::parse(t.strip_prefix('!').unwrap_or(&t)).is_none() {
+                return Err(bad("HMS Type"));
+            }
+        }
         Ok(EndpointFilter {
-            id: Matcher::new(normalize_each(get("id"), xname_value)?),
+            id: Matcher::new(ids),
             fqdn: Matcher::new(get("fqdn")),
             kind: Matcher::new(get("type")),
             uuid: Matcher::new(get("uuid")),

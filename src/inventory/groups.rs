@@ -262,11 +262,11 @@ pub fn create_partition(txn: &mut Txn<'_>, input: &GroupIn) -> Result<String, Do
 pub fn get_partition<'m>(model: &'m Model, name: &str) -> Result<&'m Partition, DomainError> {
     // A name no partition can have names no partition: 404, as upstream.
     let n = parse_partition_name(name)
-        .map_err(|_| DomainError::NotFound(format!("no partition {}", name.trim())))?;
+        .map_err(|_| DomainError::NotFound("no such partition.".into()))?;
     model
         .partitions
         .get(&n)
-        .ok_or_else(|| DomainError::NotFound(format!("no partition {n}")))
+        .ok_or_else(|| DomainError::NotFound("no such partition.".into()))
 }
 
 pub fn patch_partition(txn: &mut Txn<'_>, name: &str, input: &GroupIn) -> Result<(), DomainError> {

@@ -268,10 +268,14 @@ async fn delete_all(State(st): State<AppState>) -> Result<Response, ApiError> {
     deleted_all(n)
 }
 
+// Upstream's words for an absent xname, which its tests compare. (A
+// malformed one stays a 400 on GET, where upstream answers 404.)
+const NO_SUCH_XNAME: &str = "no such xname.";
+
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (id, _) = parse_xname(&id)?;
     found(st.store.snapshot().components.get(&id), || {
-        format!("no component {id}")
+        NO_SUCH_XNAME.into()
     })
 }
 
@@ -290,12 +294,12 @@ async fn delete_one(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (id, _) = parse_xname(&id)?;
+    let (id, _) = parse_xname(&id).map_err(|_| ApiError::bad_request("invalid xname"))?;
     st.store
         .write(move |t| {
             components::delete(t, &id)
                 .map(|_| ())
-                .ok_or_else(|| DomainError::NotFound(format!("no component {id}")))
+                .ok_or_else(|| DomainError::NotFound(NO_SUCH_XNAME.into()))
         })
         .await?;
     Ok(deleted(1))
@@ -308,6 +312,7 @@ async fn patch_one(
 ) -> Result<StatusCode, ApiError> {
     let kind = PatchKind::from_segment(&field)
         .ok_or_else(|| ApiError::not_found(format!("no route for {BASE}/{id}/{field}")))?;
+    parse_xname(&id).map_err(|_| ApiError::bad_request("invalid xname ID"))?;
     st.store
         .write(move |t| components::patch_one(t, &id, kind, &body))
         .await?;
@@ -346,11 +351,11 @@ async fn bulk_nid(
 async fn by_nid(State(st): State<AppState>, Path(nid): Path<String>) -> Result<Response, ApiError> {
     let nid: i64 = nid
         .parse()
-        .map_err(|_| ApiError::bad_request(format!("NID must be a number, got {nid:?}")))?;
+        .map_err(|_| ApiError::bad_request("a required argument was not an integer"))?;
     let snap = st.store.snapshot();
     let c = snap
         .component_by_nid(nid)
-        .ok_or_else(|| ApiError::not_found(format!("no component with NID {nid}")))?;
+        .ok_or_else(|| ApiError::not_found("no such NID."))?;
     Ok(axum::Json(c).into_response())
 }
 

@@ -292,13 +292,15 @@ async fn delete_all(State(st): State<AppState>) -> Result<Response, ApiError> {
     deleted_all(n)
 }
 
+/// Upstream's words for an absent endpoint, which its tests compare.
+fn no_such_xname() -> ApiError {
+    ApiError::not_found("no such xname.")
+}
+
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (id, _) = parse_xname(&id)?;
     let snap = st.store.snapshot();
-    let e = snap
-        .redfish_endpoints
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no RedfishEndpoint {id}")))?;
+    let e = snap.redfish_endpoints.get(&id).ok_or_else(no_such_xname)?;
     Ok(one(e))
 }
 
@@ -358,7 +360,7 @@ async fn get_ce(State(st): State<AppState>, Path(id): Path<String>) -> Result<Re
     let c = snap
         .component_endpoints
         .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no ComponentEndpoint {id}")))?;
+        .ok_or_else(no_such_xname)?;
     Ok(axum::Json(ce_wire(c)).into_response())
 }
 

@@ -141,8 +141,9 @@ async fn delete_all(State(st): State<AppState>) -> Result<Response, ApiError> {
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = interfaces::parse_id(&id)?;
+    // Upstream's words, which its tests compare.
     found(st.store.snapshot().interfaces.get(&id), || {
-        format!("no Ethernet interface {id}")
+        format!("No such component ethernet interface: {id}")
     })
 }
 
