@@ -1235,7 +1235,10 @@ async fn exclusive_groups_and_partitions_conflict() {
         409,
     )
     .await;
-    assert!(p["detail"].as_str().unwrap().contains("rack1"), "{p}");
+    assert_eq!(
+        p["detail"],
+        "operation would conflict with an existing member in another exclusive group."
+    );
     h.api
         .post(
             "/hsm/v2/groups",
@@ -1711,6 +1714,50 @@ async fn smd_answers_as_upstream() {
             .problem(status);
         assert_eq!(p["detail"], detail, "{m} {path}");
     }
+    for (m, path, body, status, detail) in [
+        (
+            Method::POST,
+            COMPONENTS,
+            json!({"Components": [{"ID": "x9998c7", "State": "FAKE"}]}),
+            400,
+            "couldn't validate components: state 'FAKE' is invalid",
+        ),
+        (
+            Method::POST,
+            COMPONENTS,
+            json!({"Components": [{"ID": "x9998c7", "State": "Off", "Class": "FAKE"}]}),
+            400,
+            "couldn't validate components: class 'FAKE' is invalid",
+        ),
+        (
+            Method::PATCH,
+            "/hsm/v2/State/Components/x1000c0s0b0n0/StateData",
+            json!({"State": "FAKE", "Force": true}),
+            400,
+            "Argument was not a valid HMS State",
+        ),
+        (
+            Method::POST,
+            "/hsm/v2/Defaults/NodeMaps",
+            json!({"NodeMaps": [{"NID": 5}]}),
+            400,
+            "xname ID '' is invalid or not a node",
+        ),
+        (
+            Method::POST,
+            "/hsm/v2/Inventory/RedfishEndpoints",
+            json!({"ID": "foo"}),
+            400,
+            "couldn't validate endpoint data: foo is not a valid locational xname ID",
+        ),
+    ] {
+        let p = h
+            .api
+            .call(m.clone(), path, Some(&body))
+            .await
+            .problem(status);
+        assert_eq!(p["detail"], detail, "{m} {path} {body}");
+    }
     for ok in [
         "enabled=t",
         "enabled=!false",
@@ -1754,6 +1801,13 @@ async fn smd_answers_as_upstream() {
         h.api.get_json("/hsm/v2/groups/g?partition=p1").await["members"],
         json!({"ids": ["x1000c0s1b0n0"]})
     );
+    assert_eq!(
+        h.api
+            .delete("/hsm/v2/partitions/p1/members/FAKE")
+            .await
+            .problem(400)["detail"],
+        "invalid xname ID"
+    );
 
     // NodeMaps in upstream's words.
     const MAPS: &str = "/hsm/v2/Defaults/NodeMaps";
@@ -1791,7 +1845,9 @@ async fn smd_answers_as_upstream() {
         "/hsm/v2/Inventory/ComponentEndpoints",
         "/hsm/v2/Inventory/EthernetInterfaces",
     ] {
-        h.api.delete(path).await;
+        if let Some(n) = h.api.delete(path).await.json()["message"].as_str() {
+            assert!(n.ends_with(" entries"), "always plural, as upstream: {n}");
+        }
         let p = h.api.delete(path).await.problem(404);
         assert_eq!(p["detail"], "no entries to delete", "{path}");
     }

@@ -619,12 +619,17 @@ async fn discovery_records_service_endpoints() {
     assert_eq!(collect(&h2, &plain).await["collected"], 1);
     assert_eq!(
         kinds(&h2.api.get_json(SE).await, "x1000c0s0b0"),
-        ["AccountService", "UpdateService"]
+        ["AccountService", "EventService", "UpdateService"]
     );
     let all = h.api.get_json(SE).await;
     assert_eq!(
         kinds(&all, "x1000c0s0b0"),
-        ["AccountService", "SessionService", "UpdateService"]
+        [
+            "AccountService",
+            "EventService",
+            "SessionService",
+            "UpdateService"
+        ]
     );
 
     let one = h
@@ -645,15 +650,15 @@ async fn discovery_records_service_endpoints() {
             format!("{SE}?service=UpdateService&service=AccountService"),
             4,
         ),
-        (format!("{SE}?redfish_ep=x1000c0s1b0"), 3),
-        (format!("{SE}?service=EventService"), 0),
+        (format!("{SE}?redfish_ep=x1000c0s1b0"), 4),
+        (format!("{SE}?service=TaskService"), 0),
     ] {
         let v = h.api.get_json(&path).await;
         assert_eq!(v["ServiceEndpoints"].as_array().unwrap().len(), n, "{path}");
     }
     // As upstream: an absent pairing is a 404, a malformed xname a 400 on
     // GET; DELETE answers 404 for both.
-    let missing = format!("{SE}/EventService/RedfishEndpoints/x1000c0s0b0");
+    let missing = format!("{SE}/TaskService/RedfishEndpoints/x1000c0s0b0");
     for p in [
         h.api.get(&missing).await.problem(404),
         h.api.delete(&missing).await.problem(404),
@@ -690,5 +695,5 @@ async fn discovery_records_service_endpoints() {
         .api
         .get_json(&format!("{SE}?redfish_ep=x1000c0s0b0"))
         .await;
-    assert_eq!(v["ServiceEndpoints"].as_array().unwrap().len(), 3);
+    assert_eq!(v["ServiceEndpoints"].as_array().unwrap().len(), 4);
 }

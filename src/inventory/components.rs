@@ -66,7 +66,8 @@ fn canon(
         None => Ok(None),
         Some(v) => f(v)
             .map(|c| Some(c.to_string()))
-            .ok_or_else(|| DomainError::Invalid(format!("invalid {what} {v:?}"))),
+            // Upstream's wording.
+            .ok_or_else(|| DomainError::Invalid(format!("{what} '{v}' is invalid"))),
     }
 }
 
@@ -131,7 +132,7 @@ pub fn validate(input: &ComponentIn, require_state: bool) -> Result<ValidCompone
             given
         }
     };
-    let state = canon(input.state.as_deref(), "State", enums::canonical_state)?;
+    let state = canon(input.state.as_deref(), "state", enums::canonical_state)?;
     if require_state && state.is_none() {
         return Err(DomainError::Invalid(format!(
             "component {id}: State is required"
@@ -147,7 +148,7 @@ pub fn validate(input: &ComponentIn, require_state: bool) -> Result<ValidCompone
     Ok(ValidComponent {
         kind,
         state,
-        flag: canon(input.flag.as_deref(), "Flag", enums::canonical_flag)?,
+        flag: canon(input.flag.as_deref(), "flag", enums::canonical_flag)?,
         enabled: input.enabled,
         software_status: input.softwarestatus.clone(),
         role: canon_role(input.role.as_deref(), "Role", enums::canonical_role)?,
@@ -160,11 +161,11 @@ pub fn validate(input: &ComponentIn, require_state: bool) -> Result<ValidCompone
         subtype: input.subtype.clone().filter(|s| !s.is_empty()),
         net_type: canon(
             input.nettype.as_deref(),
-            "NetType",
+            "netType",
             enums::canonical_net_type,
         )?,
-        arch: canon(input.arch.as_deref(), "Arch", enums::canonical_arch)?,
-        class: canon(input.class.as_deref(), "Class", enums::canonical_class)?,
+        arch: canon(input.arch.as_deref(), "arch", enums::canonical_arch)?,
+        class: canon(input.class.as_deref(), "class", enums::canonical_class)?,
         reservation_disabled: input.reservationdisabled,
         locked: input.locked,
         id,
@@ -459,14 +460,18 @@ fn patched(
                 .as_deref()
                 .ok_or_else(|| DomainError::Invalid("State is required".into()))?;
             let s = enums::canonical_state(s)
-                .ok_or_else(|| DomainError::Invalid(format!("invalid State {s:?}")))?;
+                .ok_or_else(|| DomainError::Invalid("Argument was not a valid HMS State".into()))?;
             if !p.force && !enums::transition_allowed(s, &old.state) {
                 return Ok(None);
             }
             c.state = s.to_string();
             if let Some(f) = p.flag.as_deref() {
                 c.flag = enums::canonical_flag(f)
-                    .ok_or_else(|| DomainError::Invalid(format!("invalid Flag {f:?}")))?
+                    .ok_or_else(|| {
+                        DomainError::Invalid(
+                            "a required argument did not match any valid input".into(),
+                        )
+                    })?
                     .to_string();
             }
         }
@@ -476,7 +481,9 @@ fn patched(
                 .as_deref()
                 .ok_or_else(|| DomainError::Invalid("Flag is required".into()))?;
             c.flag = enums::canonical_flag(f)
-                .ok_or_else(|| DomainError::Invalid(format!("invalid Flag {f:?}")))?
+                .ok_or_else(|| {
+                    DomainError::Invalid("a required argument did not match any valid input".into())
+                })?
                 .to_string();
         }
         PatchKind::Enabled => {

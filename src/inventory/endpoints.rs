@@ -400,7 +400,12 @@ pub fn decode_post(v: &Value) -> Result<Vec<EndpointIn>, DomainError> {
 
 /// Normalises an endpoint ID; it must name a controller (400 otherwise).
 pub fn endpoint_id(raw: &str) -> Result<(String, HmsType), DomainError> {
-    let (id, kind) = parse_xname(raw)?;
+    let (id, kind) = parse_xname(raw).map_err(|_| {
+        DomainError::Invalid(format!(
+            "couldn't validate endpoint data: {} is not a valid locational xname ID",
+            raw.trim()
+        ))
+    })?;
     if !kind.is_controller() {
         return Err(DomainError::Invalid(format!(
             "{id} is a {}, which cannot be a RedfishEndpoint",
@@ -612,9 +617,11 @@ pub fn post(txn: &mut Txn<'_>, eps: &[EndpointIn]) -> Result<Vec<String>, Domain
             .ok_or_else(|| DomainError::Invalid("RedfishEndpoint ID is required".into()))?;
         let (id, kind) = endpoint_id(raw)?;
         if txn.model().redfish_endpoints.contains_key(&id) {
-            return Err(DomainError::Conflict(format!(
-                "RedfishEndpoint {id} already exists"
-            )));
+            // Upstream's words, which its tests compare.
+            return Err(DomainError::Conflict(
+                "operation would conflict with an existing resource that has the same FQDN or xname ID."
+                    .into(),
+            ));
         }
         let ep = build(txn, &id, kind, e, None)?;
         check_fqdn(txn.model(), &ep)?;

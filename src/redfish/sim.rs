@@ -526,6 +526,7 @@ fn root(shared: &Shared) -> Value {
         "Chassis": link("/redfish/v1/Chassis"),
         "AccountService": link("/redfish/v1/AccountService"),
         "UpdateService": link("/redfish/v1/UpdateService"),
+        "EventService": link("/redfish/v1/EventService"),
     });
     if shared.config.sessions {
         v["SessionService"] = link("/redfish/v1/SessionService");
@@ -574,6 +575,10 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
         ["AccountService"] => Some(json!({
             "@odata.id": "/redfish/v1/AccountService",
             "ServiceEnabled": true,
+        })),
+        ["EventService"] => Some(json!({
+            "@odata.id": "/redfish/v1/EventService",
+            "ServiceEnabled": false,
         })),
         ["UpdateService"] => Some(json!({
             "@odata.id": "/redfish/v1/UpdateService",

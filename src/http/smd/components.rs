@@ -250,7 +250,17 @@ async fn post(
     State(st): State<AppState>,
     ApiJson(body): ApiJson<ComponentArrayIn>,
 ) -> Result<StatusCode, ApiError> {
-    st.store.write(move |t| components::post(t, &body)).await?;
+    st.store
+        .write(move |t| {
+            components::post(t, &body).map_err(|e| match e {
+                // Upstream's prefix, which its tests compare.
+                DomainError::Invalid(m) => {
+                    DomainError::Invalid(format!("couldn't validate components: {m}"))
+                }
+                other => other,
+            })
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -318,7 +318,7 @@ mod tests {
 
         let (s, _, b) = h.call("DELETE", base, None, true).await;
         assert_eq!(s, StatusCode::OK);
-        assert_eq!(b["message"], "deleted 1 entry");
+        assert_eq!(b["message"], "deleted 1 entries", "upstream's wording");
         let (s, _, b) = h.call("GET", base, None, false).await;
         assert_eq!((s, b), (StatusCode::OK, json!([])));
     }

@@ -212,7 +212,8 @@ pub fn deleted_all(n: usize) -> Result<Response, super::problem::ApiError> {
     if n == 0 {
         return Err(super::problem::ApiError::not_found("no entries to delete"));
     }
-    Ok(deleted(n))
+    // Always plural here, as upstream.
+    Ok(message(format!("deleted {n} entries")))
 }
 
 pub fn deleted(n: usize) -> Response {
