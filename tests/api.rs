@@ -1741,7 +1741,7 @@ async fn smd_answers_as_upstream() {
             "/hsm/v2/Defaults/NodeMaps",
             json!({"NodeMaps": [{"NID": 5}]}),
             400,
-            "xname ID '' is invalid or not a node",
+            "couldn't validate map data at idx 0: xname ID '' is invalid or not a node",
         ),
         (
             Method::POST,
@@ -1807,6 +1807,16 @@ async fn smd_answers_as_upstream() {
             .await
             .problem(400)["detail"],
         "invalid xname ID"
+    );
+    assert_eq!(
+        h.api
+            .post(
+                "/hsm/v2/partitions/p99/members",
+                &json!({"id": "x1000c0s0b0n0"})
+            )
+            .await
+            .problem(404)["detail"],
+        "No such partition: p99"
     );
 
     // NodeMaps in upstream's words.

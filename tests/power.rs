@@ -642,7 +642,8 @@ async fn discovery_records_service_endpoints() {
         json!({"RedfishEndpointID": "x1000c0s0b0", "RedfishType": "AccountService",
                "UUID": "5ee1b3c0-0000-4000-8000-000000000000",
                "OdataID": "/redfish/v1/AccountService", "RedfishEndpointFQDN": fqdn,
-               "RedfishURL": format!("{fqdn}/redfish/v1/AccountService")})
+               "RedfishURL": format!("{fqdn}/redfish/v1/AccountService"),
+               "ServiceInfo": {"ServiceEnabled": true}})
     );
     for (path, n) in [
         (format!("{SE}/SessionService"), 2),

@@ -97,7 +97,10 @@ pub fn v2(id: &str, addr: &str, user: &str, mac_addr: &str, c: &Crawl) -> Value 
     let services: Vec<Value> = c
         .services
         .iter()
-        .map(|sv| json!({"type": sv.kind, "uri": format!("{base}{}", sv.path), "uuid": c.uuid}))
+        .map(|sv| {
+            json!({"type": sv.kind, "uri": format!("{base}{}", sv.path), "uuid": c.uuid,
+                   "info": sv.info})
+        })
         .collect();
     json!({
         "ID": id,
@@ -172,6 +175,7 @@ mod tests {
             services: vec![ServiceLink {
                 kind: "AccountService".into(),
                 path: "/redfish/v1/AccountService".into(),
+                info: serde_json::json!({"ServiceEnabled": true}),
             }],
         }
     }
@@ -198,5 +202,6 @@ mod tests {
         assert_eq!(inv.services.len(), 1);
         assert_eq!(inv.services[0].redfish_type, "AccountService");
         assert_eq!(inv.services[0].odata_id, "/redfish/v1/AccountService");
+        assert_eq!(inv.services[0].info["ServiceEnabled"], true);
     }
 }

@@ -291,6 +291,10 @@ fn inventory(obj: &Map<String, Value>) -> Result<Inventory, DomainError> {
                 redfish_type: kind.to_string(),
                 uuid: text("uuid").to_string(),
                 odata_id: path,
+                info: match get(o, "info") {
+                    Some(v @ Value::Object(_)) => v.clone(),
+                    _ => Value::Null,
+                },
             });
         }
     }

@@ -186,7 +186,7 @@ pub struct RedfishEndpoint {
 
 /// One Redfish service of a RedfishEndpoint, as SMD's ServiceEndpoint
 /// describes it (the endpoint's ID, FQDN and URL are derived when served).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceEndpoint {
     /// `AccountService`, `SessionService`, `EventService`, `TaskService`,
     /// `UpdateService`.
@@ -198,6 +198,13 @@ pub struct ServiceEndpoint {
     /// The service's path, e.g. `/redfish/v1/AccountService`.
     #[serde(rename = "OdataID")]
     pub odata_id: String,
+    /// What the service's own document said (`null` if unknown).
+    #[serde(
+        rename = "ServiceInfo",
+        default,
+        skip_serializing_if = "serde_json::Value::is_null"
+    )]
+    pub info: serde_json::Value,
 }
 
 impl RedfishEndpoint {

@@ -27,11 +27,14 @@ pub struct Crawl {
 }
 
 /// A Redfish service the service root links.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServiceLink {
     /// `AccountService`, `SessionService`, ...
     pub kind: String,
     pub path: String,
+    /// The service's own document (its `@odata` members dropped); `Null`
+    /// when the BMC did not show it to this account.
+    pub info: Value,
 }
 
 /// The services upstream SMD records for an endpoint.
@@ -173,18 +176,27 @@ pub async fn crawl(bmc: &Bmc) -> Result<Crawl, Error> {
             systems.push(s);
         }
     }
-    // Read from the root alone: no request more, so a BMC that offers none
-    // of them (or answers oddly for them) crawls as before.
-    let services = SERVICES
+    // Services the root links; a BMC without them has none. Their documents
+    // follow the crawl's rules (a failure fails the crawl), except that a
+    // service hidden from this account (401/403) is kept without them.
+    let links: Vec<(String, String)> = SERVICES
         .iter()
-        .filter_map(|k| {
-            let p = clean(link(&root, k));
-            (!p.is_empty()).then(|| ServiceLink {
-                kind: (*k).to_string(),
-                path: p,
-            })
-        })
+        .map(|k| ((*k).to_string(), clean(link(&root, k))))
+        .filter(|(_, p)| !p.is_empty())
         .collect();
+    let services = try_join_all(links.into_iter().map(|(kind, path)| async move {
+        let info = match get_opt(bmc, &path).await {
+            Ok(Some(Value::Object(mut doc))) => {
+                doc.retain(|k, _| !k.starts_with("@odata") || k == "@odata.type");
+                Value::Object(doc)
+            }
+            Ok(_) => Value::Null,
+            Err(e) if matches!(e.kind, ErrorKind::Auth(..)) => Value::Null,
+            Err(e) => return Err(e),
+        };
+        Ok::<_, Error>(ServiceLink { kind, path, info })
+    }))
+    .await?;
     Ok(Crawl {
         redfish_version: str_of(&root, "RedfishVersion").to_string(),
         uuid: str_of(&root, "UUID").to_string(),

@@ -381,14 +381,18 @@ async fn query_not_implemented() -> ApiError {
 
 /// A ServiceEndpoint as upstream SMD emits it.
 fn se_wire(e: &RedfishEndpoint, s: &ServiceEndpoint) -> Value {
-    json!({
+    let mut v = json!({
         "RedfishEndpointID": e.id,
         "RedfishType": s.redfish_type,
         "UUID": s.uuid,
         "OdataID": s.odata_id,
         "RedfishEndpointFQDN": e.fqdn,
         "RedfishURL": format!("{}{}", e.fqdn, s.odata_id),
-    })
+    });
+    if !s.info.is_null() {
+        v["ServiceInfo"] = s.info.clone();
+    }
+    v
 }
 
 /// Every ServiceEndpoint whose endpoint and service pass the filters

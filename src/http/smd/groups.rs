@@ -477,10 +477,20 @@ async fn add_partition_member(
     ApiJson(body): ApiJson<MemberIn>,
 ) -> Result<Response, ApiError> {
     let n = groups::parse_partition_name(&name)?;
+    let missing = format!("No such partition: {n}");
     let id = st
         .store
         .write(move |t| groups::add_partition_member(t, &name, &body))
-        .await?;
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            // Upstream's words here, which its tests compare.
+            a if a.status == axum::http::StatusCode::NOT_FOUND
+                && a.detail == "no such partition." =>
+            {
+                ApiError::not_found(missing)
+            }
+            a => a,
+        })?;
     Ok(created(
         &[format!("/hsm/v2/partitions/{n}/members/{id}")],
         &format!("/hsm/v2/partitions/{n}/members"),
@@ -542,7 +552,16 @@ async fn post_node_maps(
     let maps = body
         .nodemaps
         .iter()
-        .map(|m| groups::validate_node_map(m, None))
+        .enumerate()
+        .map(|(i, m)| {
+            groups::validate_node_map(m, None).map_err(|e| match e {
+                // Upstream's prefix, which its tests compare.
+                DomainError::Invalid(m) => {
+                    DomainError::Invalid(format!("couldn't validate map data at idx {i}: {m}"))
+                }
+                other => other,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let n = maps.len();
     st.store
@@ -580,7 +599,13 @@ async fn put_node_map(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<NodeMapIn>,
 ) -> Result<Response, ApiError> {
-    let m = groups::validate_node_map(&body, Some(&id))?;
+    // Upstream's prefix (sic), which its tests compare.
+    let m = groups::validate_node_map(&body, Some(&id)).map_err(|e| match e {
+        DomainError::Invalid(m) => {
+            DomainError::Invalid(format!("couldn't validate endpoint data: {m}"))
+        }
+        other => other,
+    })?;
     let out = m.clone();
     st.store
         .write(move |t| groups::put_node_maps(t, vec![m]))
