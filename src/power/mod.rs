@@ -140,14 +140,17 @@ impl Outcome {
             error: error.into(),
         }
     }
-    fn unsupported(op: Operation, error: impl Into<String>) -> Outcome {
+    /// Upstream's words (its tests compare them); the reason goes to the
+    /// log.
+    fn unsupported(op: Operation, why: impl Into<String>) -> Outcome {
+        tracing::info!(reason = %why.into(), operation = op.as_str(), "power transition unsupported");
         Outcome {
             status: plan::UNSUPPORTED,
             description: format!(
                 "Component does not support the specified transition operation, {}",
                 op.as_str()
             ),
-            error: error.into(),
+            error: "Unsupported for transition operation".into(),
         }
     }
 }
