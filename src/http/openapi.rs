@@ -68,7 +68,7 @@ pub fn document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
             "responses": {"Problem": {"description": "RFC 7807 problem", "content": {"application/problem+json": {"schema": {
                 "type": "object",
-                "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "instance": {"type": "string"}}
+                "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}}
             }}}}}
         },
         "paths": paths,

@@ -334,6 +334,7 @@ pub fn apply(
             template_id: String::new(),
             discovery_info: Default::default(),
             details: Default::default(),
+            services: Vec::new(),
         });
         if let Some(n) = name {
             ep.name = n.clone();

@@ -174,6 +174,37 @@ pub struct RedfishEndpoint {
         skip_serializing_if = "serde_json::Map::is_empty"
     )]
     pub details: serde_json::Map<String, serde_json::Value>,
+    /// The BMC's Redfish services (AccountService, SessionService, ...) its
+    /// last crawl found: SMD's ServiceEndpoints.
+    #[serde(
+        rename = "ServiceEndpoints",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub services: Vec<ServiceEndpoint>,
+}
+
+/// One Redfish service of a RedfishEndpoint, as SMD's ServiceEndpoint
+/// describes it (the endpoint's ID, FQDN and URL are derived when served).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceEndpoint {
+    /// `AccountService`, `SessionService`, `EventService`, `TaskService`,
+    /// `UpdateService`.
+    #[serde(rename = "RedfishType")]
+    pub redfish_type: String,
+    /// The service root's UUID.
+    #[serde(rename = "UUID", default)]
+    pub uuid: String,
+    /// The service's path, e.g. `/redfish/v1/AccountService`.
+    #[serde(rename = "OdataID")]
+    pub odata_id: String,
+    /// What the service's own document said (`null` if unknown).
+    #[serde(
+        rename = "ServiceInfo",
+        default,
+        skip_serializing_if = "serde_json::Value::is_null"
+    )]
+    pub info: serde_json::Value,
 }
 
 impl RedfishEndpoint {
