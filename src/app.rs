@@ -152,17 +152,28 @@ impl App {
                 max_window_size: cfg.tftp.max_window_size,
                 timeout: Duration::from_secs(cfg.tftp.timeout_secs),
                 retries: cfg.tftp.retries,
+                max_client_timeout: cfg.tftp.max_client_timeout_secs,
+                max_transfers_per_client: cfg.tftp.max_transfers_per_client,
             };
             if let Err(e) = std::fs::create_dir_all(&settings.root) {
                 tracing::warn!(root = %settings.root.display(), error = %e, "tftp: cannot create the root");
             }
             let store = state.store.clone();
             let steps = state.boot_steps.clone();
+            let st = state.clone();
+            let count: crate::boot::tftp::Count = Arc::new(move |reason| {
+                st.metrics.add(
+                    "openchami_tftp_refusals_total",
+                    "TFTP requests refused, transfers taken over and options clamped, by reason",
+                    &[("reason", reason)],
+                    1,
+                )
+            });
             let stop = shutdown.child_token();
             tasks.spawn(async move {
                 tokio::select! {
                     _ = stop.cancelled() => {}
-                    r = crate::boot::tftp::serve(socket, settings, store, steps) => {
+                    r = crate::boot::tftp::serve(socket, settings, store, steps, count) => {
                         if let Err(e) = r {
                             tracing::error!(error = %e, "tftp server stopped");
                         }

@@ -237,14 +237,21 @@ pub struct TftpConfig {
     /// Files served; empty means `<state_dir>/tftp`. Missing iPXE binaries
     /// are taken from the distribution's iPXE package.
     pub root: PathBuf,
-    /// Transfers running at once; more are refused with an error packet.
+    /// Transfers running at once. When all are taken, a new request takes
+    /// over the oldest transfer not yet acknowledged, else it is refused
+    /// with an error packet.
     pub max_transfers: usize,
+    /// Transfers one client address may run at once; more are refused.
+    pub max_transfers_per_client: usize,
     /// Largest `blksize` granted (RFC 2348); 1468 fits an Ethernet frame.
     pub max_block_size: u16,
     /// Largest `windowsize` granted (RFC 7440).
     pub max_window_size: u16,
     /// Seconds to wait for an ACK before resending.
     pub timeout_secs: u64,
+    /// Largest `timeout` option a client is granted (RFC 2349); a larger
+    /// one is left out of the OACK and `timeout_secs` applies.
+    pub max_client_timeout_secs: u8,
     /// Resends before a transfer is abandoned with an error packet.
     pub retries: u32,
 }
@@ -256,9 +263,11 @@ impl Default for TftpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 69)),
             root: PathBuf::new(),
             max_transfers: 1000,
+            max_transfers_per_client: 8,
             max_block_size: 1468,
             max_window_size: 64,
             timeout_secs: 3,
+            max_client_timeout_secs: 10,
             retries: 5,
         }
     }
@@ -402,6 +411,14 @@ impl Config {
         }
         if !(1..=255).contains(&self.tftp.timeout_secs) {
             return Err("tftp.timeout_secs must be between 1 and 255".into());
+        }
+        if self.tftp.max_client_timeout_secs == 0 {
+            return Err("tftp.max_client_timeout_secs must be between 1 and 255".into());
+        }
+        if self.tftp.max_transfers == 0 || self.tftp.max_transfers_per_client == 0 {
+            return Err(
+                "tftp.max_transfers and tftp.max_transfers_per_client must be positive".into(),
+            );
         }
         if self.redfish.max_requests_per_bmc == 0
             || self.discovery.scan_concurrency == 0
