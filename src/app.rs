@@ -117,6 +117,40 @@ impl App {
         }));
 
         let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
+        let fd_limit = raise_open_file_limit();
+        let tftp_slots = if state.config.tftp.enabled {
+            state.config.tftp.max_transfers
+        } else {
+            0
+        };
+        let (api_budget, node_budget) =
+            connection_budgets(fd_limit, node_listeners.len(), tftp_slots);
+        let http_cfg = &state.config.http;
+        let limits = |name, budget: usize, per_peer| http::Limits {
+            name,
+            max_connections: http_cfg.max_connections.min(budget),
+            per_peer,
+            exempt: http_cfg.trusted_proxies.clone(),
+            header_read_timeout: Duration::from_secs(http_cfg.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(http_cfg.idle_timeout_secs),
+        };
+        let api_limits = limits("api", api_budget, None);
+        let node_limits = limits("node", node_budget, Some(http_cfg.max_connections_per_peer));
+        tracing::info!(
+            fd_limit,
+            api_connections = api_limits.max_connections,
+            node_connections = node_limits.max_connections,
+            "connection limits"
+        );
+        let st = state.clone();
+        let shed: http::Shed = Arc::new(move |listener, reason| {
+            st.metrics.add(
+                "openchami_http_connections_shed_total",
+                "HTTP connections closed by a limit (cap, per-address share, header or idle timeout), by listener and reason",
+                &[("listener", listener), ("reason", reason)],
+                1,
+            )
+        });
         let mut tftp_addr = None;
         if let Some(l) = api_listener {
             let cert = Arc::new(HotCert::new(authority.certified_key()?));
@@ -136,6 +170,8 @@ impl App {
                 router,
                 shutdown.child_token(),
                 grace,
+                api_limits,
+                shed.clone(),
             ));
         }
         if state.config.tftp.enabled {
@@ -198,7 +234,15 @@ impl App {
         for l in node_listeners {
             let router = http::router(state.clone(), Listener::Node);
             tracing::info!("listening for node (http) on {}", l.local_addr()?);
-            tasks.spawn(http::serve(l, None, router, shutdown.child_token(), grace));
+            tasks.spawn(http::serve(
+                l,
+                None,
+                router,
+                shutdown.child_token(),
+                grace,
+                node_limits.clone(),
+                shed.clone(),
+            ));
         }
         tasks.close();
         tracing::info!(
@@ -436,10 +480,11 @@ fn node_base(config: &Config, node_addr: Option<SocketAddr>) -> String {
     }
 }
 
-/// Raises the soft limit on open files to the hard limit. Discovery and
-/// power keep a few connections to each of thousands of BMCs at once; the
-/// usual soft limit of 1024 would turn a large crawl into EMFILE errors.
-pub fn raise_open_file_limit() {
+/// Raises the soft limit on open files to the hard limit and returns the
+/// limit in force. Discovery and power keep a few connections to each of
+/// thousands of BMCs at once; the usual soft limit of 1024 would turn a
+/// large crawl into EMFILE errors.
+pub fn raise_open_file_limit() -> u64 {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let lim = getrlimit(Resource::Nofile);
     if lim.current < lim.maximum {
@@ -450,6 +495,53 @@ pub fn raise_open_file_limit() {
         match setrlimit(Resource::Nofile, want) {
             Ok(()) => tracing::debug!(limit = ?lim.maximum, "raised the open-file limit"),
             Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// Connections each HTTP listener may hold: (API, each node listener).
+///
+/// Descriptors are one table for the whole process. A quarter (at least
+/// 512), plus one per TFTP transfer, stays with everything that is not an
+/// HTTP connection: the store, key files, TFTP and DHCP sockets, Redfish
+/// clients. Of the rest the API gets a quarter and the node listeners share
+/// three. So a flood that fills one listener leaves the other, and the
+/// store, their descriptors.
+pub fn connection_budgets(
+    fd_limit: u64,
+    node_listeners: usize,
+    tftp_transfers: usize,
+) -> (usize, usize) {
+    let limit = usize::try_from(fd_limit).unwrap_or(usize::MAX).min(1 << 24);
+    let headroom = (limit / 4).max(512) + tftp_transfers;
+    let usable = limit.saturating_sub(headroom);
+    let api = usable / 4;
+    let node = (usable - api) / node_listeners.max(1);
+    (api.max(1), node.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connection_budgets;
+
+    #[test]
+    fn listeners_and_the_rest_never_share_a_descriptor() {
+        // (fd limit, node listeners, TFTP transfers)
+        for (limit, nodes, tftp) in [
+            (1024, 1, 0),
+            (4096, 1, 0),
+            (4096, 2, 1000),
+            (65536, 1, 1000),
+            (524288, 3, 1000),
+        ] {
+            let (api, node) = connection_budgets(limit, nodes, tftp);
+            let used = (api + node * nodes + tftp) as u64;
+            assert!(
+                used + 256 <= limit,
+                "{limit}/{nodes}/{tftp}: {api} + {node}"
+            );
+            assert!(api >= 64 && node >= 64, "{limit}: {api} {node}");
         }
     }
 }

@@ -131,8 +131,20 @@ pub struct HttpConfig {
     pub shutdown_grace_secs: u64,
     /// Requests served at once per listener; more wait.
     pub max_in_flight: usize,
-    /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies); they
+    /// are also exempt from `max_connections_per_peer`.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Connections open at once per listener, further bounded by a share
+    /// of the process's file descriptors; more are closed when accepted.
+    pub max_connections: usize,
+    /// Connections open at once from one client address on the node
+    /// listener.
+    pub max_connections_per_peer: usize,
+    /// A request head must be complete this long after its first byte.
+    pub header_read_timeout_secs: u64,
+    /// A connection with no request running and no bytes moving is closed
+    /// after this long.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -143,6 +155,10 @@ impl Default for HttpConfig {
             shutdown_grace_secs: 10,
             max_in_flight: 1024,
             trusted_proxies: Vec::new(),
+            max_connections: 16384,
+            max_connections_per_peer: 256,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 30,
         }
     }
 }
@@ -434,6 +450,14 @@ impl Config {
         }
         if self.http.max_in_flight == 0 {
             return Err("http.max_in_flight must be positive".into());
+        }
+        let h = &self.http;
+        if h.max_connections == 0
+            || h.max_connections_per_peer == 0
+            || h.header_read_timeout_secs == 0
+            || h.idle_timeout_secs == 0
+        {
+            return Err("http.max_connections, max_connections_per_peer, header_read_timeout_secs and idle_timeout_secs must be positive".into());
         }
         crate::dhcp::settings::Settings::check(&self.dhcp)?;
         let adv = &self.node.advertise;
