@@ -1000,9 +1000,20 @@ fn the_uefi_size_probe_is_taken_quietly() {
     same_bytes("from the probe's port", &got.data, &efi);
 
     // The aborted transfer stays quiet: no OACK resent, no error in reply.
+    // (The slot of the read before is freed when the server has read its
+    // last ACK, which may come after this request: "busy" is retried.)
     let probe = Client::new(s.addr);
-    probe.send(&rrq("undionly.kpxe", &[("tsize", "0")]));
-    let (first, tid) = probe.recv();
+    let mut tries = 0;
+    let (first, tid) = loop {
+        probe.send(&rrq("undionly.kpxe", &[("tsize", "0")]));
+        match probe.recv() {
+            (Pkt::Error(0, msg), _) if msg.contains("busy") && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => break other,
+        }
+    };
     assert!(matches!(first, Pkt::Oack(_)), "{first:?}");
     probe.send_to(tid, &error(8, "User aborted the transfer"));
     let stray = probe.drain(Duration::from_millis(2500));
@@ -1053,7 +1064,10 @@ fn concurrent_transfers_are_capped() {
     }
 
     // Full, with one transfer that never acknowledged: a new request takes
-    // its slot over (its client gets an error), the live one goes on.
+    // its slot over (its client gets an error), the live one goes on. (The
+    // transfers above free their slots once the server reads their last
+    // ACK: give it a moment.)
+    std::thread::sleep(Duration::from_millis(500));
     let live = Transfer::acknowledged(s.addr, "f.bin");
     let silent = Transfer::start(s.addr, "f.bin", &[]).expect("transfer");
     let newer = Transfer::start(s.addr, "f.bin", &[]).expect("the silent slot is taken over");
