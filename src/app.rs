@@ -421,10 +421,23 @@ async fn renew_certificate(
     }
 }
 
+/// Pending connections the kernel queues per listener (capped by
+/// `net.core.somaxconn`). Deeper than the usual 1024, so that while a flood
+/// is being accepted and shed, a node's connection still finds room instead
+/// of waiting out a SYN retransmission.
+const LISTEN_BACKLOG: i32 = 4096;
+
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))
+    use socket2::{Domain, Protocol, Socket, Type};
+    let listen = || -> std::io::Result<TcpListener> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.bind(&addr.into())?;
+        s.listen(LISTEN_BACKLOG)?;
+        s.set_nonblocking(true)?;
+        TcpListener::from_std(s.into())
+    };
+    listen().with_context(|| format!("cannot listen on {addr}"))
 }
 
 /// The state directory holds keys: only the service user may enter it.
