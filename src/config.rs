@@ -132,8 +132,20 @@ pub struct HttpConfig {
     pub shutdown_grace_secs: u64,
     /// Requests served at once per listener; more wait.
     pub max_in_flight: usize,
-    /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies); they
+    /// are also exempt from `max_connections_per_peer`.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Connections open at once per listener, further bounded by a share
+    /// of the process's file descriptors; more are closed when accepted.
+    pub max_connections: usize,
+    /// Connections open at once from one client address on the node
+    /// listener.
+    pub max_connections_per_peer: usize,
+    /// A request head must be complete this long after its first byte.
+    pub header_read_timeout_secs: u64,
+    /// A connection with no request running and no bytes moving is closed
+    /// after this long.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -144,6 +156,10 @@ impl Default for HttpConfig {
             shutdown_grace_secs: 10,
             max_in_flight: 1024,
             trusted_proxies: Vec::new(),
+            max_connections: 16384,
+            max_connections_per_peer: 256,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 30,
         }
     }
 }
@@ -242,14 +258,21 @@ pub struct TftpConfig {
     /// Files served; empty means `<state_dir>/tftp`. Missing iPXE binaries
     /// are taken from the distribution's iPXE package.
     pub root: PathBuf,
-    /// Transfers running at once; more are refused with an error packet.
+    /// Transfers running at once. When all are taken, a new request takes
+    /// over the oldest transfer not yet acknowledged, else it is refused
+    /// with an error packet.
     pub max_transfers: usize,
+    /// Transfers one client address may run at once; more are refused.
+    pub max_transfers_per_client: usize,
     /// Largest `blksize` granted (RFC 2348); 1468 fits an Ethernet frame.
     pub max_block_size: u16,
     /// Largest `windowsize` granted (RFC 7440).
     pub max_window_size: u16,
     /// Seconds to wait for an ACK before resending.
     pub timeout_secs: u64,
+    /// Largest `timeout` option a client is granted (RFC 2349); a larger
+    /// one is left out of the OACK and `timeout_secs` applies.
+    pub max_client_timeout_secs: u8,
     /// Resends before a transfer is abandoned with an error packet.
     pub retries: u32,
 }
@@ -261,9 +284,11 @@ impl Default for TftpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 69)),
             root: PathBuf::new(),
             max_transfers: 1000,
+            max_transfers_per_client: 8,
             max_block_size: 1468,
             max_window_size: 64,
             timeout_secs: 3,
+            max_client_timeout_secs: 10,
             retries: 5,
         }
     }
@@ -436,6 +461,14 @@ impl Config {
         if !(1..=255).contains(&self.tftp.timeout_secs) {
             return Err("tftp.timeout_secs must be between 1 and 255".into());
         }
+        if self.tftp.max_client_timeout_secs == 0 {
+            return Err("tftp.max_client_timeout_secs must be between 1 and 255".into());
+        }
+        if self.tftp.max_transfers == 0 || self.tftp.max_transfers_per_client == 0 {
+            return Err(
+                "tftp.max_transfers and tftp.max_transfers_per_client must be positive".into(),
+            );
+        }
         if self.redfish.max_requests_per_bmc == 0
             || self.discovery.scan_concurrency == 0
             || self.discovery.collect_concurrency == 0
@@ -450,6 +483,14 @@ impl Config {
         }
         if self.http.max_in_flight == 0 {
             return Err("http.max_in_flight must be positive".into());
+        }
+        let h = &self.http;
+        if h.max_connections == 0
+            || h.max_connections_per_peer == 0
+            || h.header_read_timeout_secs == 0
+            || h.idle_timeout_secs == 0
+        {
+            return Err("http.max_connections, max_connections_per_peer, header_read_timeout_secs and idle_timeout_secs must be positive".into());
         }
         crate::dhcp::settings::Settings::check(&self.dhcp)?;
         let adv = &self.node.advertise;

@@ -2153,3 +2153,85 @@ async fn smd_answers_as_upstream() {
         }
     }
 }
+
+/// How a connection to the node listener behaves before the server gives
+/// up on it.
+#[derive(Debug, Clone, Copy)]
+enum Client {
+    /// Connects and sends nothing.
+    Silent,
+    /// Sends a request head a few bytes at a time and never ends it.
+    Dripping,
+    /// Sends one complete request, reads the answer, then waits.
+    KeepAliveThenSilent,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start_with(|c| {
+        c.http.header_read_timeout_secs = 1;
+        c.http.idle_timeout_secs = 2;
+    })
+    .await;
+    // (client, closed within): 2 s idle, 1 s from a head's first byte.
+    for (client, within) in [
+        (Client::Silent, Duration::from_secs(6)),
+        (Client::Dripping, Duration::from_secs(4)),
+        (Client::KeepAliveThenSilent, Duration::from_secs(6)),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(h.node_addr())
+            .await
+            .expect("connect");
+        let mut answer = Vec::new();
+        let closed = tokio::time::timeout(within, async {
+            match client {
+                Client::Silent => {}
+                Client::Dripping => {
+                    let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+                    s.write_all(head).await.expect("write");
+                    // One byte every 200 ms: never idle, never a whole head.
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if s.write_all(b"a").await.is_err() {
+                            return;
+                        }
+                        let mut b = [0u8; 512];
+                        match tokio::time::timeout(Duration::from_millis(1), s.read(&mut b)).await {
+                            Ok(Ok(0)) | Ok(Err(_)) => return,
+                            Ok(Ok(n)) => answer.extend_from_slice(&b[..n]),
+                            Err(_) => {}
+                        }
+                    }
+                }
+                Client::KeepAliveThenSilent => {
+                    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .await
+                        .expect("write");
+                }
+            }
+            let mut b = [0u8; 4096];
+            loop {
+                match s.read(&mut b).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => answer.extend_from_slice(&b[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "{client:?}: still open after {within:?}");
+        let text = String::from_utf8_lossy(&answer);
+        if matches!(client, Client::KeepAliveThenSilent) {
+            assert!(text.starts_with("HTTP/1.1 200"), "{client:?}: {text}");
+        }
+    }
+    let metrics = h.api.get("/metrics").await.ok().text();
+    for reason in ["idle", "header_timeout"] {
+        assert!(
+            metrics.contains(&format!(
+                "openchami_http_connections_shed_total{{listener=\"node\",reason=\"{reason}\"}}"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
+}

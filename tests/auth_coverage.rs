@@ -30,11 +30,12 @@ const ANONYMOUS: &[(&str, &str)] = &[
     ("GET", "/hsm/v2/service/*"),
     ("GET", "/hsm/v2/State/Components"),
     ("GET", "/hsm/v2/Inventory/EthernetInterfaces"),
-    // BSS (§4.2, §4.5, §4.6): node routes and the open reads.
+    // BSS (§4.2, §4.5, §4.6): node routes and the open reads. `dumpstate`
+    // (every boot configuration at once) needs a token: a deliberate
+    // difference from upstream.
     ("GET", "/boot/v1/bootscript"),
     ("GET", "/boot/v1/bootparams"),
     ("GET", "/boot/v1/hosts"),
-    ("GET", "/boot/v1/dumpstate"),
     ("GET", "/boot/v1/endpoint-history"),
     ("GET", "/boot/v1/service/*"),
     // boot-service (v0.2 contract §3.1): health, node route, service info.

@@ -1346,7 +1346,9 @@ async fn hosts_dumpstate_history_and_service_routes() {
         )
         .await
         .status(201);
-    let d = h.anon.get_json("/boot/v1/dumpstate").await;
+    // Every boot configuration in one answer: a token is needed.
+    h.anon.get("/boot/v1/dumpstate").await.problem(401);
+    let d = h.api.get_json("/boot/v1/dumpstate").await;
     assert_eq!(d["Components"], all, "{d}");
     let mut params = d["Params"].as_array().expect("Params").clone();
     params.sort_by_key(|p| p.to_string());
@@ -1585,6 +1587,26 @@ async fn artifacts_are_served_with_head_and_range_and_never_outside() {
     }
     // The plain client's normalised paths stay inside too.
     h.node.get("/artifacts/../secret.txt").await.problem(404);
+    // Symlinks inside the directory that lead out of it are refused; those
+    // staying inside are served.
+    let dir = root.path().join("artifacts");
+    std::os::unix::fs::symlink(root.path().join("secret.txt"), dir.join("leak")).unwrap();
+    std::os::unix::fs::symlink(root.path(), dir.join("up")).unwrap();
+    std::os::unix::fs::symlink("vmlinuz", dir.join("images/kernel")).unwrap();
+    std::os::unix::fs::symlink("../vmlinuz", dir.join("images/kernel2")).unwrap();
+    for c in [&h.node, &h.anon] {
+        for p in [
+            "/artifacts/leak",
+            "/artifacts/up/secret.txt",
+            "/artifacts/%6ceak",
+        ] {
+            let v = c.get(p).await.problem(403);
+            assert!(!v.to_string().contains("TOP-SECRET"), "{p}: {v}");
+        }
+        c.get("/artifacts/images/kernel").await.problem(404);
+        let r = c.get("/artifacts/images/kernel2").await.ok();
+        assert_eq!(&r.body[..], &kernel[..]);
+    }
     // A directory is neither listed nor redirected (a redirect would name a
     // path without the /artifacts prefix): 404.
     for target in ["/artifacts/images", "/artifacts/images/", "/artifacts/"] {

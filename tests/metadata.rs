@@ -303,6 +303,23 @@ async fn forwarded_for_from_a_trusted_proxy_names_the_node() {
         .problem(422);
     // Without the header, the proxy itself is the caller: no node.
     h.node.get("/cloud-init/meta-data").await.problem(422);
+    // A hop that is not a bare address ends the walk: what lies left of it
+    // (here N0's address) is not believed, and the proxy is the caller.
+    for xff in [
+        "172.16.0.1, 172.16.0.50:4711",
+        "172.16.0.1, [172.16.0.50]",
+        "172.16.0.1, unknown",
+        "172.16.0.1, 172.16.0.50 junk",
+        "172.16.0.1,",
+    ] {
+        for p in ["/cloud-init/meta-data", "/cloud-init/gpu.yaml"] {
+            let r = get_with_xff(&h.node, p, xff).await;
+            assert!(
+                r.status == 422 || r.status == 404,
+                "{xff:?} on {p} must not identify N0: {r:?}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

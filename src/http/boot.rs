@@ -112,7 +112,7 @@ pub fn routes() -> Vec<Route> {
             Method::GET,
             "/boot/v1/dumpstate",
             "bss",
-            Anonymous,
+            Token,
             Api,
             "Nodes and configurations",
             dumpstate,
@@ -580,6 +580,16 @@ async fn artifacts(State(st): State<AppState>, req: Request) -> Response {
         Ok(u) => parts.uri = u,
         Err(_) => return ApiError::bad_request("invalid path").into_response(),
     }
+    // ServeDir follows symlinks; one inside the directory may still point
+    // out of it (as TFTP refuses, so does this).
+    if let Some(outside) = resolves_outside(dir, &rest).await {
+        tracing::info!(path = %rest, target = %outside.display(), "artifacts: refused a path resolving outside the directory");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "path resolves outside the artifacts directory",
+        )
+        .into_response();
+    }
     let req = Request::from_parts(parts, body);
     match tower_http::services::ServeDir::new(dir)
         .append_index_html_on_directories(false)
@@ -589,4 +599,30 @@ async fn artifacts(State(st): State<AppState>, req: Request) -> Response {
         Ok(r) => r.map(Body::new),
         Err(e) => ApiError::internal(format!("cannot read artifact: {e}")).into_response(),
     }
+}
+
+/// Where the request path `rest` (percent-encoded, relative to `dir`)
+/// really leads, when that is outside `dir`. Paths that do not resolve are
+/// left to `ServeDir` (a 404).
+async fn resolves_outside(dir: &std::path::Path, rest: &str) -> Option<std::path::PathBuf> {
+    let decoded = percent_encoding::percent_decode_str(rest)
+        .decode_utf8_lossy()
+        .to_string();
+    let rel = std::path::PathBuf::from(decoded.trim_start_matches('/'));
+    // `..` and the like are ServeDir's to refuse.
+    if !rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        return None;
+    }
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let root = dir.canonicalize().ok()?;
+        let target = dir.join(rel).canonicalize().ok()?;
+        (!target.starts_with(&root)).then_some(target)
+    })
+    .await
+    .ok()
+    .flatten()
 }

@@ -25,5 +25,5 @@ pub mod smd;
 pub mod state;
 
 pub use routes::{Listener, router};
-pub use server::serve;
+pub use server::{Limits, Shed, serve};
 pub use state::{AppState, Shared};
