@@ -13,6 +13,7 @@ pub mod deadline;
 pub mod dhcp;
 pub mod discover;
 pub mod json;
+pub mod metadata_service;
 pub mod openapi;
 pub mod peer;
 pub mod power;

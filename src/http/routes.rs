@@ -94,6 +94,7 @@ pub fn table() -> Vec<Route> {
     t.extend(super::smd::routes());
     t.extend(super::boot::routes());
     t.extend(super::cloud_init::routes());
+    t.extend(super::metadata_service::routes());
     t.extend(super::dhcp::routes());
     t.extend(super::power::routes());
     t.extend(super::discover::routes());
