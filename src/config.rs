@@ -109,6 +109,31 @@ pub struct AuthConfig {
     pub audience: String,
     /// Lifetime of tokens minted by `openchami token issue`, in seconds.
     pub token_ttl_secs: u64,
+    /// Lifetime of access tokens `/oauth/token` hands out for a bootstrap
+    /// token, in seconds.
+    pub exchange_ttl_secs: u64,
+    /// Other issuers whose tokens the API accepts (a site's own identity
+    /// provider), each with the audience its tokens must name and where
+    /// its keys are.
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+/// An issuer trusted besides the appliance (`[[auth.trusted_issuers]]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustedIssuer {
+    /// Compared with the token's `iss` exactly.
+    pub issuer: String,
+    /// One of the token's `aud` values must be this.
+    pub audience: String,
+    /// A JWKS document on disk (re-read when a token names an unknown key).
+    pub jwks_file: String,
+    /// Or a JWKS URL (`http://` or `https://`), fetched at start and when a
+    /// token names an unknown key (at most once every 30 s).
+    pub jwks_url: String,
+    /// CA certificates (PEM) for an `https` `jwks_url`; empty: the
+    /// system's bundle.
+    pub ca_file: String,
 }
 
 impl Default for AuthConfig {
@@ -117,6 +142,8 @@ impl Default for AuthConfig {
             issuer: String::new(),
             audience: "openchami".into(),
             token_ttl_secs: 3600,
+            exchange_ttl_secs: 3600,
+            trusted_issuers: Vec::new(),
         }
     }
 }
@@ -421,6 +448,28 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        for (i, t) in self.auth.trusted_issuers.iter().enumerate() {
+            let what = format!("auth.trusted_issuers[{i}]");
+            if t.issuer.trim().is_empty() || t.audience.trim().is_empty() {
+                return Err(format!("{what} needs an issuer and an audience"));
+            }
+            if t.jwks_file.is_empty() == t.jwks_url.is_empty() {
+                return Err(format!(
+                    "{what} needs exactly one of jwks_file and jwks_url"
+                ));
+            }
+            let url_ok = t.jwks_url.is_empty()
+                || t.jwks_url.starts_with("http://")
+                || t.jwks_url.starts_with("https://");
+            if !url_ok {
+                return Err(format!(
+                    "{what}.jwks_url must be an http:// or https:// URL"
+                ));
+            }
+        }
+        if self.auth.exchange_ttl_secs == 0 {
+            return Err("auth.exchange_ttl_secs must be positive".into());
+        }
         if self.cluster_name.trim().is_empty() {
             return Err("cluster_name must not be empty".into());
         }

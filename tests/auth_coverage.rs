@@ -45,6 +45,10 @@ const ANONYMOUS: &[(&str, &str)] = &[
     ("POST", "/cloud-init/phone-home/{}"),
     ("GET", "/cloud-init/version"),
     ("GET", "/cloud-init/openapi.json"),
+    // TokenSmith's token exchange (v2 contract §6.2): the bootstrap token is the credential.
+    ("POST", "/oauth/token"),
+    ("POST", "/token"),
+    ("POST", "/tokensmith/oauth/token"),
     // metadata-service (v2 contract §4.1): node routes and health.
     ("GET", "/metadata-service/health"),
     ("GET", "/metadata-service/meta-data"),

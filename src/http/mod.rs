@@ -6,6 +6,7 @@
 //! ([`routes`]), from which the routers and the OpenAPI document are built, so
 //! an anonymous route is a visible decision rather than an accident.
 
+pub mod auth;
 pub mod boot;
 pub mod cloud_init;
 pub mod common;
