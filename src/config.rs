@@ -589,6 +589,37 @@ mod tests {
     }
 
     #[test]
+    fn trusted_issuers_are_checked() {
+        let ok = "[[auth.trusted_issuers]]\nissuer = \"https://idp\"\naudience = \"a\"\njwks_file = \"/k.json\"\n";
+        assert_eq!(
+            Config::parse(ok, "t").unwrap().auth.trusted_issuers[0].jwks_file,
+            "/k.json"
+        );
+        for (text, says) in [
+            (
+                "[[auth.trusted_issuers]]\nissuer = \"i\"\njwks_file = \"/k\"\n",
+                "audience",
+            ),
+            (
+                "[[auth.trusted_issuers]]\nissuer = \"i\"\naudience = \"a\"\n",
+                "exactly one",
+            ),
+            (
+                "[[auth.trusted_issuers]]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"/k\"\njwks_url = \"http://x/\"\n",
+                "exactly one",
+            ),
+            (
+                "[[auth.trusted_issuers]]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"ftp://x/\"\n",
+                "jwks_url",
+            ),
+            ("[auth]\nexchange_ttl_secs = 0\n", "exchange_ttl_secs"),
+        ] {
+            let e = Config::parse(text, "t").unwrap_err().to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn the_documented_example_is_the_defaults() {
         let text = include_str!("../examples/config.toml");
         assert_eq!(
