@@ -105,7 +105,10 @@ impl App {
             .start()
             .await
             .context("cannot end power transitions left running")?;
+        let trusted =
+            Arc::new(crate::http::auth::Trusted::load(&config.auth.trusted_issuers).await);
         let state = AppState(Arc::new(Shared {
+            trusted,
             store,
             root_pem: authority.root_pem().to_string(),
             root_fingerprint: authority.root_fingerprint(),

@@ -109,6 +109,31 @@ pub struct AuthConfig {
     pub audience: String,
     /// Lifetime of tokens minted by `openchami token issue`, in seconds.
     pub token_ttl_secs: u64,
+    /// Lifetime of access tokens `/oauth/token` hands out for a bootstrap
+    /// token, in seconds.
+    pub exchange_ttl_secs: u64,
+    /// Other issuers whose tokens the API accepts (a site's own identity
+    /// provider), each with the audience its tokens must name and where
+    /// its keys are.
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+/// An issuer trusted besides the appliance (`[[auth.trusted_issuers]]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustedIssuer {
+    /// Compared with the token's `iss` exactly.
+    pub issuer: String,
+    /// One of the token's `aud` values must be this.
+    pub audience: String,
+    /// A JWKS document on disk (re-read when a token names an unknown key).
+    pub jwks_file: String,
+    /// Or a JWKS URL (`http://` or `https://`), fetched at start and when a
+    /// token names an unknown key (at most once every 30 s).
+    pub jwks_url: String,
+    /// CA certificates (PEM) for an `https` `jwks_url`; empty: the
+    /// system's bundle.
+    pub ca_file: String,
 }
 
 impl Default for AuthConfig {
@@ -117,6 +142,8 @@ impl Default for AuthConfig {
             issuer: String::new(),
             audience: "openchami".into(),
             token_ttl_secs: 3600,
+            exchange_ttl_secs: 3600,
+            trusted_issuers: Vec::new(),
         }
     }
 }
@@ -446,6 +473,28 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        for (i, t) in self.auth.trusted_issuers.iter().enumerate() {
+            let what = format!("auth.trusted_issuers[{i}]");
+            if t.issuer.trim().is_empty() || t.audience.trim().is_empty() {
+                return Err(format!("{what} needs an issuer and an audience"));
+            }
+            if t.jwks_file.is_empty() == t.jwks_url.is_empty() {
+                return Err(format!(
+                    "{what} needs exactly one of jwks_file and jwks_url"
+                ));
+            }
+            let url_ok = t.jwks_url.is_empty()
+                || t.jwks_url.starts_with("http://")
+                || t.jwks_url.starts_with("https://");
+            if !url_ok {
+                return Err(format!(
+                    "{what}.jwks_url must be an http:// or https:// URL"
+                ));
+            }
+        }
+        if self.auth.exchange_ttl_secs == 0 {
+            return Err("auth.exchange_ttl_secs must be positive".into());
+        }
         if self.cluster_name.trim().is_empty() {
             return Err("cluster_name must not be empty".into());
         }
@@ -578,6 +627,37 @@ mod tests {
             }
         }
         assert!(seen >= 1, "no example configs found in {}", dir.display());
+    }
+
+    #[test]
+    fn trusted_issuers_are_checked() {
+        let ok = "[[auth.trusted_issuers]]\nissuer = \"https://idp\"\naudience = \"a\"\njwks_file = \"/k.json\"\n";
+        assert_eq!(
+            Config::parse(ok, "t").unwrap().auth.trusted_issuers[0].jwks_file,
+            "/k.json"
+        );
+        for (text, says) in [
+            (
+                "[[auth.trusted_issuers]]\nissuer = \"i\"\njwks_file = \"/k\"\n",
+                "audience",
+            ),
+            (
+                "[[auth.trusted_issuers]]\nissuer = \"i\"\naudience = \"a\"\n",
+                "exactly one",
+            ),
+            (
+                "[[auth.trusted_issuers]]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"/k\"\njwks_url = \"http://x/\"\n",
+                "exactly one",
+            ),
+            (
+                "[[auth.trusted_issuers]]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"ftp://x/\"\n",
+                "jwks_url",
+            ),
+            ("[auth]\nexchange_ttl_secs = 0\n", "exchange_ttl_secs"),
+        ] {
+            let e = Config::parse(text, "t").unwrap_err().to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -2235,3 +2235,189 @@ async fn slow_and_idle_connections_are_closed() {
         );
     }
 }
+
+/// An identity provider made in the test: an ES256 key, published as a
+/// JWKS file, whose tokens the appliance is configured to trust.
+struct Idp {
+    key: rcgen::KeyPair,
+    kid: String,
+}
+
+impl Idp {
+    fn new(kid: &str) -> Idp {
+        Idp {
+            key: rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("EC key"),
+            kid: kid.into(),
+        }
+    }
+
+    fn jwk(&self) -> Value {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let raw = self.key.public_key_raw();
+        json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": self.kid,
+               "x": b64(&raw[1..33]), "y": b64(&raw[33..65])})
+    }
+
+    fn token(&self, iss: &str, aud: &str, scope: &str) -> String {
+        let now = common::now();
+        let claims = json!({"iss": iss, "sub": "ci-runner", "aud": [aud], "exp": now + 300,
+                            "nbf": now, "iat": now, "scope": scope.split(' ').collect::<Vec<_>>()});
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(self.key.serialize_pem().as_bytes())
+            .expect("encoding key");
+        jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_a_trusted_issuer() {
+    const IDP: &str = "https://idp.example/realms/hpc";
+    let first = Idp::new("k1");
+    let jwks_dir = tempfile::tempdir().unwrap();
+    let jwks = jwks_dir.path().join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [first.jwk()]}).to_string()).unwrap();
+    let path = jwks.display().to_string();
+    let h = Harness::start_with(move |c| {
+        c.auth.trusted_issuers = vec![openchami::config::TrustedIssuer {
+            issuer: IDP.into(),
+            audience: "hpc-api".into(),
+            jwks_file: path,
+            ..Default::default()
+        }];
+    })
+    .await;
+    let group = json!({"metadata": {"name": "compute"}, "spec": {"template": "#cloud-config\n"}});
+    let as_ = |t: String| h.api_with(Some(&t));
+
+    // (token, GET status, POST status)
+    let rotated = Idp::new("k2");
+    let cases = [
+        (first.token(IDP, "hpc-api", "read write"), 200, 201),
+        (first.token(IDP, "hpc-api", "read"), 200, 403),
+        (first.token(IDP, "other-api", "read write"), 401, 401),
+        (
+            first.token("https://unknown.example", "hpc-api", "read write"),
+            401,
+            401,
+        ),
+        (first.token(IDP, "openchami", "read write"), 401, 401),
+        (Idp::new("k1").token(IDP, "hpc-api", "write"), 401, 401),
+    ];
+    for (i, (token, get, post)) in cases.into_iter().enumerate() {
+        let c = as_(token);
+        assert_eq!(
+            c.get("/metadata-service/groups").await.status,
+            get,
+            "case {i}"
+        );
+        let mut g = group.clone();
+        g["metadata"]["name"] = json!(format!("g{i}"));
+        assert_eq!(
+            c.post("/metadata-service/groups", &g).await.status,
+            post,
+            "case {i}"
+        );
+    }
+    // The issuer rotates its key: an unknown kid makes the appliance read
+    // the JWKS again (once; another unknown kid right after is refused
+    // without a read).
+    std::fs::write(
+        &jwks,
+        json!({"keys": [first.jwk(), rotated.jwk()]}).to_string(),
+    )
+    .unwrap();
+    as_(rotated.token(IDP, "hpc-api", "admin"))
+        .get("/metadata-service/groups")
+        .await
+        .ok();
+    let later = Idp::new("k3");
+    std::fs::write(&jwks, json!({"keys": [later.jwk()]}).to_string()).unwrap();
+    as_(later.token(IDP, "hpc-api", "admin"))
+        .get("/metadata-service/groups")
+        .await
+        .problem(401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_token_exchange_round_trip() {
+    let h = Harness::start().await;
+    let st = &h.app().state;
+    let now = common::now();
+    let bootstrap = st
+        .tokens
+        .sign(&openchami::ca::token::Claims {
+            sub: "boot-service".into(),
+            iss: st.issuer.clone(),
+            aud: vec![st.config.auth.audience.clone()],
+            exp: now + 600,
+            iat: now,
+            nbf: Some(now),
+            roles: vec![],
+            scope: vec!["read".into(), "write".into()],
+            jti: Some("bt-1".into()),
+            token_use: Some("bootstrap".into()),
+        })
+        .unwrap();
+    let exchange = |pairs: Vec<(&'static str, String)>| {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        h.anon.send(
+            h.anon
+                .raw
+                .post(h.anon.url("/oauth/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body),
+        )
+    };
+    let form = |t: &str| {
+        vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange".to_string(),
+            ),
+            ("subject_token", t.to_string()),
+            (
+                "subject_token_type",
+                "urn:openchami:params:oauth:token-type:bootstrap-token".to_string(),
+            ),
+        ]
+    };
+    // The bootstrap token is no API token.
+    h.api_with(Some(&bootstrap))
+        .get("/metadata-service/groups")
+        .await
+        .problem(401);
+    let r = exchange(form(&bootstrap)).await.ok().json();
+    assert_eq!(r["token_type"], "Bearer");
+    assert_eq!(r["scope"], "read write");
+    assert_eq!(
+        r["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access-token"
+    );
+    assert!(r["expires_in"].as_i64().unwrap() > 0);
+    let access = r["access_token"].as_str().unwrap().to_string();
+    let c = h.api_with(Some(&access));
+    c.post(
+        "/metadata-service/groups",
+        &json!({"metadata": {"name": "compute"}, "spec": {"template": "#cloud-config\n"}}),
+    )
+    .await
+    .status(201);
+    // One time only; bad requests get OAuth errors.
+    let r = exchange(form(&bootstrap)).await.status(400).json();
+    assert_eq!(r["error"], "invalid_grant", "{r}");
+    let r = exchange(form(&access)).await.status(400).json();
+    assert_eq!(
+        r["error"], "invalid_grant",
+        "an access token is not a bootstrap token: {r}"
+    );
+    let mut f = form(&bootstrap);
+    f[0].1 = "client_credentials".into();
+    let r = exchange(f).await.status(400).json();
+    assert_eq!(r["error"], "unsupported_grant_type");
+    let r = exchange(form("not.a.jwt")).await.status(400).json();
+    assert_eq!(r["error"], "invalid_grant");
+}

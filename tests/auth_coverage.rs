@@ -50,6 +50,18 @@ const ANONYMOUS: &[(&str, &str)] = &[
     ("POST", "/cloud-init/phone-home/{}"),
     ("GET", "/cloud-init/version"),
     ("GET", "/cloud-init/openapi.json"),
+    // TokenSmith's token exchange (v2 contract §6.2): the bootstrap token is the credential.
+    ("POST", "/oauth/token"),
+    ("POST", "/token"),
+    ("POST", "/tokensmith/oauth/token"),
+    // metadata-service (v2 contract §4.1): node routes and health.
+    ("GET", "/metadata-service/health"),
+    ("GET", "/metadata-service/meta-data"),
+    ("GET", "/metadata-service/user-data"),
+    ("GET", "/metadata-service/vendor-data"),
+    ("GET", "/metadata-service/network-config"),
+    ("GET", "/metadata-service/{}"),
+    ("POST", "/metadata-service/phone-home/{}"),
     // Boot artifacts (§1).
     ("GET", "/artifacts/*"),
     // PCS (§6.1), under its prefix and at the root.

@@ -214,10 +214,15 @@ impl Server {
 
 /// `openchami token issue` with the signing key in the state dir.
 fn issue_token(setup: &Setup) -> String {
+    issue_token_with(setup, &[])
+}
+
+fn issue_token_with(setup: &Setup, extra: &[&str]) -> String {
     let out = openchami()
         .arg("--config")
         .arg(setup.config())
         .args(["token", "issue", "--ttl", "1h"])
+        .args(extra)
         .output()
         .expect("run token issue");
     assert!(
@@ -283,6 +288,40 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
     ] {
         assert!(line.contains(want), "{want} in {line}");
     }
+    // A bootstrap token from the CLI, exchanged as TokenSmith's clients do.
+    let bootstrap = issue_token_with(&setup, &["--bootstrap", "--sub", "svc", "--scope", "read"]);
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", bootstrap.as_str()),
+            (
+                "subject_token_type",
+                "urn:openchami:params:oauth:token-type:bootstrap-token",
+            ),
+        ])
+        .finish();
+    let r = anon
+        .send(
+            anon.raw
+                .post(anon.url("/oauth/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body),
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(r["scope"], "read", "{r}");
+    let access = r["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string();
+    server
+        .api_client(&setup, Some(access))
+        .get_json("/hsm/v2/groups")
+        .await;
 
     server.signal("TERM");
     let status = server.wait_exit();

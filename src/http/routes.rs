@@ -91,10 +91,12 @@ where
 pub fn table() -> Vec<Route> {
     let mut t = Vec::new();
     t.extend(super::common::routes());
+    t.extend(super::auth::routes());
     t.extend(super::smd::routes());
     t.extend(super::boot::routes());
     t.extend(super::boot_service::routes());
     t.extend(super::cloud_init::routes());
+    t.extend(super::metadata_service::routes());
     t.extend(super::dhcp::routes());
     t.extend(super::power::routes());
     t.extend(super::discover::routes());
@@ -138,22 +140,16 @@ async fn require_token(
 ) -> Result<Response, ApiError> {
     let token = bearer(&req).ok_or_else(|| ApiError::unauthorized("a bearer token is required"))?;
     let now = chrono::Utc::now().timestamp();
-    let claims = st
-        .tokens
-        .verify(&token, &st.issuer, &st.config.auth.audience, now)
-        .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
+    let caller = super::auth::verify(&st, &token, now).await?;
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
-    if !claims.roles.is_empty() && !read_only {
-        let may_write = claims
-            .roles
-            .iter()
-            .any(|r| matches!(r.as_str(), "admin" | "operator" | "service"));
-        if !may_write {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!("token for {} has no role that may change state", claims.sub),
-            ));
-        }
+    if !read_only && !super::auth::may_write(&caller) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token for {} has no role or scope that may change state",
+                caller.claims.sub
+            ),
+        ));
     }
     Ok(next.run(req).await)
 }

@@ -547,6 +547,7 @@ pub(super) mod tests {
                 boot_steps: Default::default(),
                 meta_cache: Default::default(),
                 started: Instant::now(),
+                trusted: Default::default(),
                 config,
             }));
             Harness {
