@@ -105,7 +105,10 @@ impl App {
             .start()
             .await
             .context("cannot end power transitions left running")?;
+        let trusted =
+            Arc::new(crate::http::auth::Trusted::load(&config.auth.trusted_issuers).await);
         let state = AppState(Arc::new(Shared {
+            trusted,
             store,
             root_pem: authority.root_pem().to_string(),
             root_fingerprint: authority.root_fingerprint(),
@@ -124,6 +127,40 @@ impl App {
         }));
 
         let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
+        let fd_limit = raise_open_file_limit();
+        let tftp_slots = if state.config.tftp_mode() == crate::config::TftpMode::Off {
+            0
+        } else {
+            state.config.tftp.max_transfers
+        };
+        let (api_budget, node_budget) =
+            connection_budgets(fd_limit, node_listeners.len(), tftp_slots);
+        let http_cfg = &state.config.http;
+        let limits = |name, budget: usize, per_peer| http::Limits {
+            name,
+            max_connections: http_cfg.max_connections.min(budget),
+            per_peer,
+            exempt: http_cfg.trusted_proxies.clone(),
+            header_read_timeout: Duration::from_secs(http_cfg.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(http_cfg.idle_timeout_secs),
+        };
+        let api_limits = limits("api", api_budget, None);
+        let node_limits = limits("node", node_budget, Some(http_cfg.max_connections_per_peer));
+        tracing::info!(
+            fd_limit,
+            api_connections = api_limits.max_connections,
+            node_connections = node_limits.max_connections,
+            "connection limits"
+        );
+        let st = state.clone();
+        let shed: http::Shed = Arc::new(move |listener, reason| {
+            st.metrics.add(
+                "openchami_http_connections_shed_total",
+                "HTTP connections closed by a limit (cap, per-address share, header or idle timeout), by listener and reason",
+                &[("listener", listener), ("reason", reason)],
+                1,
+            )
+        });
         if let Some(l) = api_listener {
             let cert = Arc::new(HotCert::new(authority.certified_key()?));
             let tls = authority::server_config_with(cert.clone())?;
@@ -142,6 +179,8 @@ impl App {
                 router,
                 shutdown.child_token(),
                 grace,
+                api_limits,
+                shed.clone(),
             ));
         }
         for iface in &state.config.boot.ipv6_ra_interfaces {
@@ -169,7 +208,15 @@ impl App {
         for l in node_listeners {
             let router = http::router(state.clone(), Listener::Node);
             tracing::info!("listening for node (http) on {}", l.local_addr()?);
-            tasks.spawn(http::serve(l, None, router, shutdown.child_token(), grace));
+            tasks.spawn(http::serve(
+                l,
+                None,
+                router,
+                shutdown.child_token(),
+                grace,
+                node_limits.clone(),
+                shed.clone(),
+            ));
         }
         tasks.close();
         tracing::info!(
@@ -308,6 +355,8 @@ fn start_tftp(
         max_window_size: cfg.tftp.max_window_size,
         timeout: Duration::from_secs(cfg.tftp.timeout_secs),
         retries: cfg.tftp.retries,
+        max_client_timeout: cfg.tftp.max_client_timeout_secs,
+        max_transfers_per_client: cfg.tftp.max_transfers_per_client,
     };
     if let Err(e) = std::fs::create_dir_all(&settings.root) {
         tracing::warn!(root = %settings.root.display(), error = %e, "tftp: cannot create the root");
@@ -323,11 +372,20 @@ fn start_tftp(
             state.boot_steps.clone(),
             state.metrics.clone(),
         );
+        let st = state.clone();
+        let count: crate::boot::tftp::Count = Arc::new(move |reason| {
+            st.metrics.add(
+                "openchami_tftp_refusals_total",
+                "TFTP requests refused, transfers taken over and options clamped, by reason",
+                &[("reason", reason)],
+                1,
+            )
+        });
         let stop = shutdown.child_token();
         tasks.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                r = crate::boot::tftp::serve(socket, settings, store, steps, metrics) => {
+                r = crate::boot::tftp::serve(socket, settings, store, steps, metrics, count) => {
                     if let Err(e) = r {
                         tracing::error!(error = %e, "tftp server stopped");
                     }
@@ -443,10 +501,23 @@ async fn renew_certificate(
     }
 }
 
+/// Pending connections the kernel queues per listener (capped by
+/// `net.core.somaxconn`). Deeper than the usual 1024, so that while a flood
+/// is being accepted and shed, a node's connection still finds room instead
+/// of waiting out a SYN retransmission.
+const LISTEN_BACKLOG: i32 = 4096;
+
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))
+    use socket2::{Domain, Protocol, Socket, Type};
+    let listen = || -> std::io::Result<TcpListener> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.bind(&addr.into())?;
+        s.listen(LISTEN_BACKLOG)?;
+        s.set_nonblocking(true)?;
+        TcpListener::from_std(s.into())
+    };
+    listen().with_context(|| format!("cannot listen on {addr}"))
 }
 
 /// The state directory holds keys: only the service user may enter it.
@@ -489,10 +560,11 @@ fn cert_names(config: &Config, api_addr: Option<SocketAddr>) -> CertNames {
     names
 }
 
-/// Raises the soft limit on open files to the hard limit. Discovery and
-/// power keep a few connections to each of thousands of BMCs at once; the
-/// usual soft limit of 1024 would turn a large crawl into EMFILE errors.
-pub fn raise_open_file_limit() {
+/// Raises the soft limit on open files to the hard limit and returns the
+/// limit in force. Discovery and power keep a few connections to each of
+/// thousands of BMCs at once; the usual soft limit of 1024 would turn a
+/// large crawl into EMFILE errors.
+pub fn raise_open_file_limit() -> u64 {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let lim = getrlimit(Resource::Nofile);
     if lim.current < lim.maximum {
@@ -503,6 +575,53 @@ pub fn raise_open_file_limit() {
         match setrlimit(Resource::Nofile, want) {
             Ok(()) => tracing::debug!(limit = ?lim.maximum, "raised the open-file limit"),
             Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// Connections each HTTP listener may hold: (API, each node listener).
+///
+/// Descriptors are one table for the whole process. A quarter (at least
+/// 512), plus one per TFTP transfer, stays with everything that is not an
+/// HTTP connection: the store, key files, TFTP and DHCP sockets, Redfish
+/// clients. Of the rest the API gets a quarter and the node listeners share
+/// three. So a flood that fills one listener leaves the other, and the
+/// store, their descriptors.
+pub fn connection_budgets(
+    fd_limit: u64,
+    node_listeners: usize,
+    tftp_transfers: usize,
+) -> (usize, usize) {
+    let limit = usize::try_from(fd_limit).unwrap_or(usize::MAX).min(1 << 24);
+    let headroom = (limit / 4).max(512) + tftp_transfers;
+    let usable = limit.saturating_sub(headroom);
+    let api = usable / 4;
+    let node = (usable - api) / node_listeners.max(1);
+    (api.max(1), node.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connection_budgets;
+
+    #[test]
+    fn listeners_and_the_rest_never_share_a_descriptor() {
+        // (fd limit, node listeners, TFTP transfers)
+        for (limit, nodes, tftp) in [
+            (1024, 1, 0),
+            (4096, 1, 0),
+            (4096, 2, 1000),
+            (65536, 1, 1000),
+            (524288, 3, 1000),
+        ] {
+            let (api, node) = connection_budgets(limit, nodes, tftp);
+            let used = (api + node * nodes + tftp) as u64;
+            assert!(
+                used + 256 <= limit,
+                "{limit}/{nodes}/{tftp}: {api} + {node}"
+            );
+            assert!(api >= 64 && node >= 64, "{limit}: {api} {node}");
         }
     }
 }

@@ -109,6 +109,31 @@ pub struct AuthConfig {
     pub audience: String,
     /// Lifetime of tokens minted by `openchami token issue`, in seconds.
     pub token_ttl_secs: u64,
+    /// Lifetime of access tokens `/oauth/token` hands out for a bootstrap
+    /// token, in seconds.
+    pub exchange_ttl_secs: u64,
+    /// Other issuers whose tokens the API accepts (a site's own identity
+    /// provider), each with the audience its tokens must name and where
+    /// its keys are.
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+/// An issuer trusted besides the appliance (`[[auth.trusted_issuers]]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustedIssuer {
+    /// Compared with the token's `iss` exactly.
+    pub issuer: String,
+    /// One of the token's `aud` values must be this.
+    pub audience: String,
+    /// A JWKS document on disk (re-read when a token names an unknown key).
+    pub jwks_file: String,
+    /// Or a JWKS URL (`http://` or `https://`), fetched at start and when a
+    /// token names an unknown key (at most once every 30 s).
+    pub jwks_url: String,
+    /// CA certificates (PEM) for an `https` `jwks_url`; empty: the
+    /// system's bundle.
+    pub ca_file: String,
 }
 
 impl Default for AuthConfig {
@@ -117,6 +142,8 @@ impl Default for AuthConfig {
             issuer: String::new(),
             audience: "openchami".into(),
             token_ttl_secs: 3600,
+            exchange_ttl_secs: 3600,
+            trusted_issuers: Vec::new(),
         }
     }
 }
@@ -132,8 +159,20 @@ pub struct HttpConfig {
     pub shutdown_grace_secs: u64,
     /// Requests served at once per listener; more wait.
     pub max_in_flight: usize,
-    /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies); they
+    /// are also exempt from `max_connections_per_peer`.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Connections open at once per listener, further bounded by a share
+    /// of the process's file descriptors; more are closed when accepted.
+    pub max_connections: usize,
+    /// Connections open at once from one client address on the node
+    /// listener.
+    pub max_connections_per_peer: usize,
+    /// A request head must be complete this long after its first byte.
+    pub header_read_timeout_secs: u64,
+    /// A connection with no request running and no bytes moving is closed
+    /// after this long.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -144,6 +183,10 @@ impl Default for HttpConfig {
             shutdown_grace_secs: 10,
             max_in_flight: 1024,
             trusted_proxies: Vec::new(),
+            max_connections: 16384,
+            max_connections_per_peer: 256,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 30,
         }
     }
 }
@@ -242,14 +285,21 @@ pub struct TftpConfig {
     /// Files served; empty means `<state_dir>/tftp`. Missing iPXE binaries
     /// are taken from the distribution's iPXE package.
     pub root: PathBuf,
-    /// Transfers running at once; more are refused with an error packet.
+    /// Transfers running at once. When all are taken, a new request takes
+    /// over the oldest transfer not yet acknowledged, else it is refused
+    /// with an error packet.
     pub max_transfers: usize,
+    /// Transfers one client address may run at once; more are refused.
+    pub max_transfers_per_client: usize,
     /// Largest `blksize` granted (RFC 2348); 1468 fits an Ethernet frame.
     pub max_block_size: u16,
     /// Largest `windowsize` granted (RFC 7440).
     pub max_window_size: u16,
     /// Seconds to wait for an ACK before resending.
     pub timeout_secs: u64,
+    /// Largest `timeout` option a client is granted (RFC 2349); a larger
+    /// one is left out of the OACK and `timeout_secs` applies.
+    pub max_client_timeout_secs: u8,
     /// Resends before a transfer is abandoned with an error packet.
     pub retries: u32,
 }
@@ -261,9 +311,11 @@ impl Default for TftpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 69)),
             root: PathBuf::new(),
             max_transfers: 1000,
+            max_transfers_per_client: 8,
             max_block_size: 1468,
             max_window_size: 64,
             timeout_secs: 3,
+            max_client_timeout_secs: 10,
             retries: 5,
         }
     }
@@ -421,6 +473,28 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        for (i, t) in self.auth.trusted_issuers.iter().enumerate() {
+            let what = format!("auth.trusted_issuers[{i}]");
+            if t.issuer.trim().is_empty() || t.audience.trim().is_empty() {
+                return Err(format!("{what} needs an issuer and an audience"));
+            }
+            if t.jwks_file.is_empty() == t.jwks_url.is_empty() {
+                return Err(format!(
+                    "{what} needs exactly one of jwks_file and jwks_url"
+                ));
+            }
+            let url_ok = t.jwks_url.is_empty()
+                || t.jwks_url.starts_with("http://")
+                || t.jwks_url.starts_with("https://");
+            if !url_ok {
+                return Err(format!(
+                    "{what}.jwks_url must be an http:// or https:// URL"
+                ));
+            }
+        }
+        if self.auth.exchange_ttl_secs == 0 {
+            return Err("auth.exchange_ttl_secs must be positive".into());
+        }
         if self.cluster_name.trim().is_empty() {
             return Err("cluster_name must not be empty".into());
         }
@@ -436,6 +510,14 @@ impl Config {
         if !(1..=255).contains(&self.tftp.timeout_secs) {
             return Err("tftp.timeout_secs must be between 1 and 255".into());
         }
+        if self.tftp.max_client_timeout_secs == 0 {
+            return Err("tftp.max_client_timeout_secs must be between 1 and 255".into());
+        }
+        if self.tftp.max_transfers == 0 || self.tftp.max_transfers_per_client == 0 {
+            return Err(
+                "tftp.max_transfers and tftp.max_transfers_per_client must be positive".into(),
+            );
+        }
         if self.redfish.max_requests_per_bmc == 0
             || self.discovery.scan_concurrency == 0
             || self.discovery.collect_concurrency == 0
@@ -450,6 +532,14 @@ impl Config {
         }
         if self.http.max_in_flight == 0 {
             return Err("http.max_in_flight must be positive".into());
+        }
+        let h = &self.http;
+        if h.max_connections == 0
+            || h.max_connections_per_peer == 0
+            || h.header_read_timeout_secs == 0
+            || h.idle_timeout_secs == 0
+        {
+            return Err("http.max_connections, max_connections_per_peer, header_read_timeout_secs and idle_timeout_secs must be positive".into());
         }
         crate::dhcp::settings::Settings::check(&self.dhcp)?;
         let adv = &self.node.advertise;
@@ -537,6 +627,37 @@ mod tests {
             }
         }
         assert!(seen >= 1, "no example configs found in {}", dir.display());
+    }
+
+    #[test]
+    fn trusted_issuers_are_checked() {
+        let ok = "[[auth.trusted_issuers]]\nissuer = \"https://idp\"\naudience = \"a\"\njwks_file = \"/k.json\"\n";
+        assert_eq!(
+            Config::parse(ok, "t").unwrap().auth.trusted_issuers[0].jwks_file,
+            "/k.json"
+        );
+        for (text, says) in [
+            (
+                "[[auth.trusted_issuers]]\nissuer = \"i\"\njwks_file = \"/k\"\n",
+                "audience",
+            ),
+            (
+                "[[auth.trusted_issuers]]\nissuer = \"i\"\naudience = \"a\"\n",
+                "exactly one",
+            ),
+            (
+                "[[auth.trusted_issuers]]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"/k\"\njwks_url = \"http://x/\"\n",
+                "exactly one",
+            ),
+            (
+                "[[auth.trusted_issuers]]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"ftp://x/\"\n",
+                "jwks_url",
+            ),
+            ("[auth]\nexchange_ttl_secs = 0\n", "exchange_ttl_secs"),
+        ] {
+            let e = Config::parse(text, "t").unwrap_err().to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
     }
 
     #[test]

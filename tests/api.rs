@@ -62,7 +62,7 @@ async fn malformed_json_is_400() {
         400,
     )
     .await;
-    assert_eq!(p["instance"], COMPONENTS);
+    assert_eq!(p["title"], "Bad Request");
     refused(&h, Method::POST, COMPONENTS, "", 400).await;
     refused(&h, Method::POST, "/hsm/v2/groups", "not json", 400).await;
     refused(&h, Method::POST, "/inventory/v1/import", "{", 400).await;
@@ -303,7 +303,7 @@ async fn body_over_the_limit_is_413() {
     let body = json!({ "Components": comps });
     assert!(body.to_string().len() > 256);
     let p = h.api.post(COMPONENTS, &body).await.problem(413);
-    assert_eq!(p["instance"], COMPONENTS);
+    assert_eq!(p["title"], "Payload Too Large");
     assert_eq!(h.generation(), before);
     assert_eq!(h.api.get_json(COMPONENTS).await, json!({"Components": []}));
     // Small bodies still pass.
@@ -516,7 +516,7 @@ async fn viewer_may_read_but_not_write() {
 async fn unknown_path_is_a_404_problem() {
     let h = Harness::start().await;
     let p = h.api.get("/hsm/v2/NoSuchThing").await.problem(404);
-    assert_eq!(p["instance"], "/hsm/v2/NoSuchThing");
+    assert_eq!(p["type"], "about:blank");
     h.anon.get("/nowhere").await.problem(404);
     h.node.get("/hsm/v2/groups").await.problem(404);
     h.node.get("/nowhere").await.problem(404);
@@ -531,10 +531,8 @@ async fn unknown_path_is_a_404_problem() {
         .get(&format!("{COMPONENTS}/x1000c0s0b0n9"))
         .await
         .problem(404);
-    assert!(
-        p["detail"].as_str().unwrap().contains("x1000c0s0b0n9"),
-        "{p}"
-    );
+    // Upstream's words, which its tests compare.
+    assert_eq!(p["detail"], "no such xname.");
     h.api.get("/hsm/v2/groups/nope").await.problem(404);
     h.api.get("/hsm/v2/service/values/nope").await.problem(404);
 }
@@ -549,7 +547,7 @@ async fn wrong_method_is_405_with_allow() {
         .await;
     let allow = r.header("allow").unwrap_or("").to_string();
     let p = r.problem(405);
-    assert_eq!(p["instance"], "/hsm/v2/groups");
+    assert_eq!(p["title"], "Method Not Allowed");
     let mut methods: Vec<&str> = allow.split(',').map(str::trim).collect();
     methods.sort();
     assert_eq!(methods, ["GET", "HEAD", "POST"], "Allow: {allow}");
@@ -1008,7 +1006,12 @@ async fn bulk_nid_swaps_and_by_nid() {
         .api
         .get_json(&format!("{COMPONENTS}/Query/x1000c0s0b0"))
         .await;
-    assert_eq!(sorted(ids(&v)), ["x1000c0s0b0", "x1000c0s0b0n0"]);
+    assert_eq!(ids(&v), ["x1000c0s0b0"], "no type: the component only");
+    let v = h
+        .api
+        .get_json(&format!("{COMPONENTS}/Query/x1000c0s0b0?type=Node"))
+        .await;
+    assert_eq!(ids(&v), ["x1000c0s0b0n0"], "descendants of that type");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1232,7 +1235,10 @@ async fn exclusive_groups_and_partitions_conflict() {
         409,
     )
     .await;
-    assert!(p["detail"].as_str().unwrap().contains("rack1"), "{p}");
+    assert_eq!(
+        p["detail"],
+        "operation would conflict with an existing member in another exclusive group."
+    );
     h.api
         .post(
             "/hsm/v2/groups",
@@ -1763,4 +1769,655 @@ async fn openapi_is_served_anonymously() {
     assert!(r.content_type().starts_with("application/json"));
     assert_eq!(r.text(), openchami::http::openapi::document_text());
     h.node.get("/openapi.json").await.problem(404);
+}
+
+/// Upstream SMD's answers where its clients and black-box tests look:
+/// invalid filter values, partition lookups, empty collections, NodeMaps
+/// messages, routes not built here, and the members `omitempty` leaves out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smd_answers_as_upstream() {
+    let h = with_nodes().await;
+    // A value a filter can never match is a 400 naming it, not an empty list.
+    for param in [
+        "id",
+        "type",
+        "state",
+        "flag",
+        "role",
+        "subrole",
+        "enabled",
+        "arch",
+        "class",
+        "nid",
+        "nid_start",
+        "nid_end",
+    ] {
+        let p = h
+            .api
+            .get(&format!("{COMPONENTS}?{param}=FAKE"))
+            .await
+            .problem(400);
+        let d = p["detail"].as_str().unwrap_or("");
+        assert!(d.starts_with("bad query param: "), "{param}: {d}");
+    }
+    assert_eq!(
+        h.api
+            .get(&format!("{COMPONENTS}?type=Booster"))
+            .await
+            .problem(400)["detail"],
+        "bad query param: Argument was not a valid HMS Type"
+    );
+    // Upstream's details where its tests compare them.
+    for (m, path, status, detail) in [
+        (
+            Method::GET,
+            format!("{COMPONENTS}/x9999c7s9b9n9"),
+            404,
+            "no such xname.",
+        ),
+        (
+            Method::DELETE,
+            format!("{COMPONENTS}/FAKE"),
+            400,
+            "invalid xname",
+        ),
+        (
+            Method::DELETE,
+            format!("{COMPONENTS}/x9999c7s9b9n9"),
+            404,
+            "no such xname.",
+        ),
+        (
+            Method::PATCH,
+            format!("{COMPONENTS}/FAKE/FlagOnly"),
+            400,
+            "invalid xname ID",
+        ),
+        (
+            Method::GET,
+            format!("{COMPONENTS}/ByNID/FAKE"),
+            400,
+            "a required argument was not an integer",
+        ),
+        (
+            Method::GET,
+            format!("{COMPONENTS}/ByNID/99999"),
+            404,
+            "no such NID.",
+        ),
+        (
+            Method::GET,
+            "/hsm/v2/Inventory/RedfishEndpoints/x9999c7s99b91".into(),
+            404,
+            "no such xname.",
+        ),
+        (
+            Method::DELETE,
+            "/hsm/v2/Inventory/RedfishEndpoints/foo".into(),
+            400,
+            "Argument was not a valid xname ID",
+        ),
+        (
+            Method::DELETE,
+            "/hsm/v2/Inventory/RedfishEndpoints/x9999c7s99b91".into(),
+            404,
+            "no such xname.",
+        ),
+        (
+            Method::GET,
+            "/hsm/v2/Inventory/RedfishEndpoints?id=foo".into(),
+            400,
+            "bad query param: Argument was not a valid xname ID",
+        ),
+        (
+            Method::GET,
+            "/hsm/v2/Inventory/RedfishEndpoints?type=foo".into(),
+            400,
+            "bad query param: Argument was not a valid HMS Type",
+        ),
+        (
+            Method::GET,
+            "/hsm/v2/Inventory/RedfishEndpoints/Query/FAKE".into(),
+            400,
+            "not yet implemented",
+        ),
+        (
+            Method::GET,
+            "/hsm/v2/Inventory/ComponentEndpoints/x9999c7s9b9n9".into(),
+            404,
+            "no such xname.",
+        ),
+        (
+            Method::DELETE,
+            "/hsm/v2/Inventory/ComponentEndpoints/FAKE".into(),
+            400,
+            "Argument was not a valid xname ID",
+        ),
+        (
+            Method::GET,
+            "/hsm/v2/Inventory/EthernetInterfaces?ComponentID=BADID".into(),
+            400,
+            "Invalid CompID.",
+        ),
+        (
+            Method::GET,
+            "/hsm/v2/Inventory/EthernetInterfaces/9a9999999999".into(),
+            404,
+            "No such component ethernet interface: 9a9999999999",
+        ),
+        (
+            Method::DELETE,
+            "/hsm/v2/Inventory/EthernetInterfaces/9a9999999999".into(),
+            404,
+            "no such component ethernet interface.",
+        ),
+        (
+            Method::PATCH,
+            "/hsm/v2/partitions/FAKE".into(),
+            404,
+            "no such partition.",
+        ),
+    ] {
+        let p = h
+            .api
+            .call_raw(m.clone(), &path, b"{}".to_vec())
+            .await
+            .problem(status);
+        assert_eq!(p["detail"], detail, "{m} {path}");
+    }
+    for (m, path, body, status, detail) in [
+        (
+            Method::POST,
+            COMPONENTS,
+            json!({"Components": [{"ID": "x9998c7", "State": "FAKE"}]}),
+            400,
+            "couldn't validate components: state 'FAKE' is invalid",
+        ),
+        (
+            Method::POST,
+            COMPONENTS,
+            json!({"Components": [{"ID": "x9998c7", "State": "Off", "Class": "FAKE"}]}),
+            400,
+            "couldn't validate components: class 'FAKE' is invalid",
+        ),
+        (
+            Method::PATCH,
+            "/hsm/v2/State/Components/x1000c0s0b0n0/StateData",
+            json!({"State": "FAKE", "Force": true}),
+            400,
+            "Argument was not a valid HMS State",
+        ),
+        (
+            Method::POST,
+            "/hsm/v2/Defaults/NodeMaps",
+            json!({"NodeMaps": [{"NID": 5}]}),
+            400,
+            "couldn't validate map data at idx 0: xname ID '' is invalid or not a node",
+        ),
+        (
+            Method::POST,
+            "/hsm/v2/Inventory/RedfishEndpoints",
+            json!({"ID": "foo"}),
+            400,
+            "couldn't validate endpoint data: foo is not a valid locational xname ID",
+        ),
+    ] {
+        let p = h
+            .api
+            .call(m.clone(), path, Some(&body))
+            .await
+            .problem(status);
+        assert_eq!(p["detail"], detail, "{m} {path} {body}");
+    }
+    for ok in [
+        "enabled=t",
+        "enabled=!false",
+        "role=!Compute",
+        "flag=warn",
+        "type=!Node",
+    ] {
+        h.api.get(&format!("{COMPONENTS}?{ok}")).await.ok();
+    }
+
+    // Partitions: a name no partition can have is a 404, like an absent
+    // one; `partition=` narrows a group's members.
+    h.api
+        .post(
+            "/hsm/v2/partitions",
+            &json!({"name": "p1", "members": {"ids": ["x1000c0s1b0n0"]}}),
+        )
+        .await
+        .status(201);
+    h.api
+        .post(
+            "/hsm/v2/groups",
+            &json!({"label": "g", "members": {"ids": ["x1000c0s0b0n0", "x1000c0s1b0n0"]}}),
+        )
+        .await
+        .status(201);
+    for path in [
+        "/hsm/v2/partitions/FAKE",
+        "/hsm/v2/partitions/p2",
+        "/hsm/v2/groups/g?partition=FAKE",
+    ] {
+        h.api.get(path).await.problem(404);
+    }
+    assert_eq!(
+        h.api
+            .get_json("/hsm/v2/groups/g/members?partition=p1")
+            .await,
+        json!({"ids": ["x1000c0s1b0n0"]})
+    );
+    assert_eq!(
+        h.api.get_json("/hsm/v2/groups/g?partition=p1").await["members"],
+        json!({"ids": ["x1000c0s1b0n0"]})
+    );
+    assert_eq!(
+        h.api
+            .delete("/hsm/v2/partitions/p1/members/FAKE")
+            .await
+            .problem(400)["detail"],
+        "invalid xname ID"
+    );
+    assert_eq!(
+        h.api
+            .post(
+                "/hsm/v2/partitions/p99/members",
+                &json!({"id": "x1000c0s0b0n0"})
+            )
+            .await
+            .problem(404)["detail"],
+        "No such partition: p99"
+    );
+
+    // NodeMaps in upstream's words.
+    const MAPS: &str = "/hsm/v2/Defaults/NodeMaps";
+    let m = h
+        .api
+        .post(
+            MAPS,
+            &json!({"NodeMaps": [{"ID": "x1000c0s9b0n0", "NID": 90}]}),
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        m,
+        json!({"code": 0, "message": "Created or modified 1 entries"})
+    );
+    for p in [
+        h.api
+            .get(&format!("{MAPS}/x1000c0s8b0n0"))
+            .await
+            .problem(404),
+        h.api
+            .delete(&format!("{MAPS}/x1000c0s8b0n0"))
+            .await
+            .problem(404),
+    ] {
+        assert_eq!(p["detail"], "no such xname.");
+    }
+
+    // A collection DELETE with nothing to delete is a 404.
+    for path in [
+        MAPS,
+        COMPONENTS,
+        "/hsm/v2/Inventory/RedfishEndpoints",
+        "/hsm/v2/Inventory/ComponentEndpoints",
+        "/hsm/v2/Inventory/EthernetInterfaces",
+    ] {
+        if let Some(n) = h.api.delete(path).await.json()["message"].as_str() {
+            assert!(n.ends_with(" entries"), "always plural, as upstream: {n}");
+        }
+        let p = h.api.delete(path).await.problem(404);
+        assert_eq!(p["detail"], "no entries to delete", "{path}");
+    }
+
+    // Routes not built here answer 501 whatever the method.
+    for path in [
+        "/hsm/v2/Inventory/Discover",
+        "/hsm/v2/Inventory/Hardware/x1000c0s0b0n0",
+        "/hsm/v2/locks/lock",
+        "/hsm/v2/locks/service/reservations/renew",
+    ] {
+        for m in [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ] {
+            h.api
+                .call_raw(m.clone(), path, b"{}".to_vec())
+                .await
+                .problem(501);
+        }
+    }
+
+    // omitempty: unset optional members are left out, as upstream's Go
+    // structs do; V2 details and ComponentEndpoint Domain/FQDN never show.
+    h.api
+        .post(
+            "/hsm/v2/Inventory/RedfishEndpoints",
+            &json!({"ID": "x1000c0s0b0", "FQDN": "bmc0.example", "User": "root"}),
+        )
+        .await
+        .status(201);
+    let ep = h
+        .api
+        .get_json("/hsm/v2/Inventory/RedfishEndpoints/x1000c0s0b0")
+        .await;
+    let mut keys: Vec<&str> = ep.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "DiscoveryInfo",
+            "Domain",
+            "Enabled",
+            "FQDN",
+            "Hostname",
+            "ID",
+            "Password",
+            "RediscoverOnUpdate",
+            "Type",
+            "User"
+        ],
+        "{ep}"
+    );
+    h.api
+        .put(
+            "/hsm/v2/Inventory/RedfishEndpoints/x1000c0s1b0",
+            &json!({"ID": "x1000c0s1b0", "FQDN": "10.0.0.2", "SchemaVersion": 1,
+                    "Systems": [{"uri": "/redfish/v1/Systems/1", "manufacturer": "QEMU",
+                                 "ethernet_interfaces": [{"mac": "52:54:00:aa:00:01", "ip": "10.1.0.2"}]}],
+                    "Managers": [{"uri": "/redfish/v1/Managers/bmc", "type": "BMC"}]}),
+        )
+        .await
+        .ok();
+    let ep = h
+        .api
+        .get_json("/hsm/v2/Inventory/RedfishEndpoints/x1000c0s1b0")
+        .await;
+    assert!(
+        ep.get("Details").is_none() && ep.get("Name").is_none(),
+        "{ep}"
+    );
+    assert_eq!(ep["IPAddress"], "10.0.0.2");
+    let ces = h.api.get_json("/hsm/v2/Inventory/ComponentEndpoints").await;
+    let ces = ces["ComponentEndpoints"].as_array().unwrap();
+    assert!(!ces.is_empty());
+    for c in ces {
+        for gone in ["Domain", "FQDN", "Details", "MACAddr"] {
+            assert!(c.get(gone).is_none(), "{gone} in {c}");
+        }
+    }
+}
+
+/// How a connection to the node listener behaves before the server gives
+/// up on it.
+#[derive(Debug, Clone, Copy)]
+enum Client {
+    /// Connects and sends nothing.
+    Silent,
+    /// Sends a request head a few bytes at a time and never ends it.
+    Dripping,
+    /// Sends one complete request, reads the answer, then waits.
+    KeepAliveThenSilent,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start_with(|c| {
+        c.http.header_read_timeout_secs = 1;
+        c.http.idle_timeout_secs = 2;
+    })
+    .await;
+    // (client, closed within): 2 s idle, 1 s from a head's first byte.
+    for (client, within) in [
+        (Client::Silent, Duration::from_secs(6)),
+        (Client::Dripping, Duration::from_secs(4)),
+        (Client::KeepAliveThenSilent, Duration::from_secs(6)),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(h.node_addr())
+            .await
+            .expect("connect");
+        let mut answer = Vec::new();
+        let closed = tokio::time::timeout(within, async {
+            match client {
+                Client::Silent => {}
+                Client::Dripping => {
+                    let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+                    s.write_all(head).await.expect("write");
+                    // One byte every 200 ms: never idle, never a whole head.
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if s.write_all(b"a").await.is_err() {
+                            return;
+                        }
+                        let mut b = [0u8; 512];
+                        match tokio::time::timeout(Duration::from_millis(1), s.read(&mut b)).await {
+                            Ok(Ok(0)) | Ok(Err(_)) => return,
+                            Ok(Ok(n)) => answer.extend_from_slice(&b[..n]),
+                            Err(_) => {}
+                        }
+                    }
+                }
+                Client::KeepAliveThenSilent => {
+                    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .await
+                        .expect("write");
+                }
+            }
+            let mut b = [0u8; 4096];
+            loop {
+                match s.read(&mut b).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => answer.extend_from_slice(&b[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "{client:?}: still open after {within:?}");
+        let text = String::from_utf8_lossy(&answer);
+        if matches!(client, Client::KeepAliveThenSilent) {
+            assert!(text.starts_with("HTTP/1.1 200"), "{client:?}: {text}");
+        }
+    }
+    let metrics = h.api.get("/metrics").await.ok().text();
+    for reason in ["idle", "header_timeout"] {
+        assert!(
+            metrics.contains(&format!(
+                "openchami_http_connections_shed_total{{listener=\"node\",reason=\"{reason}\"}}"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
+}
+
+/// An identity provider made in the test: an ES256 key, published as a
+/// JWKS file, whose tokens the appliance is configured to trust.
+struct Idp {
+    key: rcgen::KeyPair,
+    kid: String,
+}
+
+impl Idp {
+    fn new(kid: &str) -> Idp {
+        Idp {
+            key: rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("EC key"),
+            kid: kid.into(),
+        }
+    }
+
+    fn jwk(&self) -> Value {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let raw = self.key.public_key_raw();
+        json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": self.kid,
+               "x": b64(&raw[1..33]), "y": b64(&raw[33..65])})
+    }
+
+    fn token(&self, iss: &str, aud: &str, scope: &str) -> String {
+        let now = common::now();
+        let claims = json!({"iss": iss, "sub": "ci-runner", "aud": [aud], "exp": now + 300,
+                            "nbf": now, "iat": now, "scope": scope.split(' ').collect::<Vec<_>>()});
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(self.key.serialize_pem().as_bytes())
+            .expect("encoding key");
+        jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_a_trusted_issuer() {
+    const IDP: &str = "https://idp.example/realms/hpc";
+    let first = Idp::new("k1");
+    let jwks_dir = tempfile::tempdir().unwrap();
+    let jwks = jwks_dir.path().join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [first.jwk()]}).to_string()).unwrap();
+    let path = jwks.display().to_string();
+    let h = Harness::start_with(move |c| {
+        c.auth.trusted_issuers = vec![openchami::config::TrustedIssuer {
+            issuer: IDP.into(),
+            audience: "hpc-api".into(),
+            jwks_file: path,
+            ..Default::default()
+        }];
+    })
+    .await;
+    let group = json!({"metadata": {"name": "compute"}, "spec": {"template": "#cloud-config\n"}});
+    let as_ = |t: String| h.api_with(Some(&t));
+
+    // (token, GET status, POST status)
+    let rotated = Idp::new("k2");
+    let cases = [
+        (first.token(IDP, "hpc-api", "read write"), 200, 201),
+        (first.token(IDP, "hpc-api", "read"), 200, 403),
+        (first.token(IDP, "other-api", "read write"), 401, 401),
+        (
+            first.token("https://unknown.example", "hpc-api", "read write"),
+            401,
+            401,
+        ),
+        (first.token(IDP, "openchami", "read write"), 401, 401),
+        (Idp::new("k1").token(IDP, "hpc-api", "write"), 401, 401),
+    ];
+    for (i, (token, get, post)) in cases.into_iter().enumerate() {
+        let c = as_(token);
+        assert_eq!(
+            c.get("/metadata-service/groups").await.status,
+            get,
+            "case {i}"
+        );
+        let mut g = group.clone();
+        g["metadata"]["name"] = json!(format!("g{i}"));
+        assert_eq!(
+            c.post("/metadata-service/groups", &g).await.status,
+            post,
+            "case {i}"
+        );
+    }
+    // The issuer rotates its key: an unknown kid makes the appliance read
+    // the JWKS again (once; another unknown kid right after is refused
+    // without a read).
+    std::fs::write(
+        &jwks,
+        json!({"keys": [first.jwk(), rotated.jwk()]}).to_string(),
+    )
+    .unwrap();
+    as_(rotated.token(IDP, "hpc-api", "admin"))
+        .get("/metadata-service/groups")
+        .await
+        .ok();
+    let later = Idp::new("k3");
+    std::fs::write(&jwks, json!({"keys": [later.jwk()]}).to_string()).unwrap();
+    as_(later.token(IDP, "hpc-api", "admin"))
+        .get("/metadata-service/groups")
+        .await
+        .problem(401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_token_exchange_round_trip() {
+    let h = Harness::start().await;
+    let st = &h.app().state;
+    let now = common::now();
+    let bootstrap = st
+        .tokens
+        .sign(&openchami::ca::token::Claims {
+            sub: "boot-service".into(),
+            iss: st.issuer.clone(),
+            aud: vec![st.config.auth.audience.clone()],
+            exp: now + 600,
+            iat: now,
+            nbf: Some(now),
+            roles: vec![],
+            scope: vec!["read".into(), "write".into()],
+            jti: Some("bt-1".into()),
+            token_use: Some("bootstrap".into()),
+        })
+        .unwrap();
+    let exchange = |pairs: Vec<(&'static str, String)>| {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        h.anon.send(
+            h.anon
+                .raw
+                .post(h.anon.url("/oauth/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body),
+        )
+    };
+    let form = |t: &str| {
+        vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange".to_string(),
+            ),
+            ("subject_token", t.to_string()),
+            (
+                "subject_token_type",
+                "urn:openchami:params:oauth:token-type:bootstrap-token".to_string(),
+            ),
+        ]
+    };
+    // The bootstrap token is no API token.
+    h.api_with(Some(&bootstrap))
+        .get("/metadata-service/groups")
+        .await
+        .problem(401);
+    let r = exchange(form(&bootstrap)).await.ok().json();
+    assert_eq!(r["token_type"], "Bearer");
+    assert_eq!(r["scope"], "read write");
+    assert_eq!(
+        r["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access-token"
+    );
+    assert!(r["expires_in"].as_i64().unwrap() > 0);
+    let access = r["access_token"].as_str().unwrap().to_string();
+    let c = h.api_with(Some(&access));
+    c.post(
+        "/metadata-service/groups",
+        &json!({"metadata": {"name": "compute"}, "spec": {"template": "#cloud-config\n"}}),
+    )
+    .await
+    .status(201);
+    // One time only; bad requests get OAuth errors.
+    let r = exchange(form(&bootstrap)).await.status(400).json();
+    assert_eq!(r["error"], "invalid_grant", "{r}");
+    let r = exchange(form(&access)).await.status(400).json();
+    assert_eq!(
+        r["error"], "invalid_grant",
+        "an access token is not a bootstrap token: {r}"
+    );
+    let mut f = form(&bootstrap);
+    f[0].1 = "client_credentials".into();
+    let r = exchange(f).await.status(400).json();
+    assert_eq!(r["error"], "unsupported_grant_type");
+    let r = exchange(form("not.a.jwt")).await.status(400).json();
+    assert_eq!(r["error"], "invalid_grant");
 }

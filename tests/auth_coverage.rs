@@ -30,11 +30,12 @@ const ANONYMOUS: &[(&str, &str)] = &[
     ("GET", "/hsm/v2/service/*"),
     ("GET", "/hsm/v2/State/Components"),
     ("GET", "/hsm/v2/Inventory/EthernetInterfaces"),
-    // BSS (§4.2, §4.5, §4.6): node routes and the open reads.
+    // BSS (§4.2, §4.5, §4.6): node routes and the open reads. `dumpstate`
+    // (every boot configuration at once) needs a token: a deliberate
+    // difference from upstream.
     ("GET", "/boot/v1/bootscript"),
     ("GET", "/boot/v1/bootparams"),
     ("GET", "/boot/v1/hosts"),
-    ("GET", "/boot/v1/dumpstate"),
     ("GET", "/boot/v1/endpoint-history"),
     ("GET", "/boot/v1/service/*"),
     // boot-service (v0.2 contract §3.1): health, node route, service info.
@@ -49,6 +50,18 @@ const ANONYMOUS: &[(&str, &str)] = &[
     ("POST", "/cloud-init/phone-home/{}"),
     ("GET", "/cloud-init/version"),
     ("GET", "/cloud-init/openapi.json"),
+    // TokenSmith's token exchange (v2 contract §6.2): the bootstrap token is the credential.
+    ("POST", "/oauth/token"),
+    ("POST", "/token"),
+    ("POST", "/tokensmith/oauth/token"),
+    // metadata-service (v2 contract §4.1): node routes and health.
+    ("GET", "/metadata-service/health"),
+    ("GET", "/metadata-service/meta-data"),
+    ("GET", "/metadata-service/user-data"),
+    ("GET", "/metadata-service/vendor-data"),
+    ("GET", "/metadata-service/network-config"),
+    ("GET", "/metadata-service/{}"),
+    ("POST", "/metadata-service/phone-home/{}"),
     // Boot artifacts (§1).
     ("GET", "/artifacts/*"),
     // PCS (§6.1), under its prefix and at the root.

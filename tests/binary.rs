@@ -28,7 +28,10 @@ fn openchami() -> Command {
 
 /// A command for `program` with the same cleaned environment.
 fn command(program: &str) -> Command {
-    let mut c = Command::new(program);
+    cleaned(Command::new(program))
+}
+
+fn cleaned(mut c: Command) -> Command {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().to_string();
         if k.starts_with("OPENCHAMI_") || k.ends_with("_ACCESS_TOKEN") || k == "NOTIFY_SOCKET" {
@@ -101,6 +104,17 @@ impl Server {
         let mut cmd = openchami();
         cmd.arg("serve").arg("--config").arg(setup.config());
         Server::spawn(cmd)
+    }
+
+    /// `serve` with at most `nofile` open files (soft and hard).
+    fn start_with_nofile(setup: &Setup, nofile: u64) -> Server {
+        let mut c = command("prlimit");
+        c.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(setup.config());
+        Server::spawn(c)
     }
 
     /// Starts `cmd` (a `serve`, however wrapped) and reads its listening
@@ -200,10 +214,15 @@ impl Server {
 
 /// `openchami token issue` with the signing key in the state dir.
 fn issue_token(setup: &Setup) -> String {
+    issue_token_with(setup, &[])
+}
+
+fn issue_token_with(setup: &Setup, extra: &[&str]) -> String {
     let out = openchami()
         .arg("--config")
         .arg(setup.config())
         .args(["token", "issue", "--ttl", "1h"])
+        .args(extra)
         .output()
         .expect("run token issue");
     assert!(
@@ -269,6 +288,40 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
     ] {
         assert!(line.contains(want), "{want} in {line}");
     }
+    // A bootstrap token from the CLI, exchanged as TokenSmith's clients do.
+    let bootstrap = issue_token_with(&setup, &["--bootstrap", "--sub", "svc", "--scope", "read"]);
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", bootstrap.as_str()),
+            (
+                "subject_token_type",
+                "urn:openchami:params:oauth:token-type:bootstrap-token",
+            ),
+        ])
+        .finish();
+    let r = anon
+        .send(
+            anon.raw
+                .post(anon.url("/oauth/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body),
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(r["scope"], "read", "{r}");
+    let access = r["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string();
+    server
+        .api_client(&setup, Some(access))
+        .get_json("/hsm/v2/groups")
+        .await;
 
     server.signal("TERM");
     let status = server.wait_exit();
@@ -806,4 +859,123 @@ async fn access_lines_are_limited_under_a_flood() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Raises this process's soft limit on open files to the hard limit.
+fn raise_fd_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        rustix::process::Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        },
+    );
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// Opens up to `n` connections to `to` from the loopback addresses
+/// `from`, each sending the start of a request head and nothing more.
+/// Bounded in time: stops at `within`.
+async fn half_open(
+    to: SocketAddr,
+    from: &[std::net::IpAddr],
+    n: usize,
+    within: Duration,
+) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        let sock = match from[i % from.len()] {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .expect("socket");
+        sock.bind(SocketAddr::new(from[i % from.len()], 0))
+            .expect("bind a loopback address");
+        let Ok(Ok(mut s)) =
+            tokio::time::timeout(Duration::from_millis(500), sock.connect(to)).await
+        else {
+            continue;
+        };
+        let _ = s
+            .write_all(b"GET /boot/v1/bootscript?mac=02:00:00:00:00:01 HTTP/1.1\r\nHost: x\r\n")
+            .await;
+        held.push(s);
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_on_the_node_listener_leaves_the_api_usable() {
+    const FLOOD: usize = 5000;
+    assert!(
+        raise_fd_limit() >= FLOOD as u64 + 512,
+        "this test needs {} open files",
+        FLOOD + 512
+    );
+    let setup = Setup::new();
+    // Fewer descriptors than the flood has connections: without budgets,
+    // the node listener takes them all and the API cannot accept.
+    let server = Server::start_with_nofile(&setup, 4096);
+    let token = issue_token(&setup);
+    let api = server.api_client(&setup, Some(token));
+    // Spread over 50 addresses, so the listener's cap (not only the
+    // per-address share) is what holds.
+    let from: Vec<std::net::IpAddr> = (0..50)
+        .map(|i| std::net::IpAddr::from([127, 0, 2, i + 1]))
+        .collect();
+    let held = half_open(server.node, &from, FLOOD, Duration::from_secs(60)).await;
+    assert!(held.len() > 4096, "only {} connections opened", held.len());
+
+    let within = Duration::from_secs(1);
+    let get = tokio::time::timeout(within, api.get("/hsm/v2/State/Components")).await;
+    assert!(
+        get.is_ok_and(|r| r.status == 200),
+        "the API did not answer a GET within {within:?} during the flood; log:\n{}",
+        server.log()
+    );
+    let write = tokio::time::timeout(
+        within,
+        api.post(
+            "/hsm/v2/State/Components",
+            &json!({"Components": [{"ID": "x3000c0s1b0n0", "State": "Ready", "NID": 7}]}),
+        ),
+    )
+    .await;
+    assert!(
+        write.is_ok_and(|r| r.status == 204),
+        "the API did not take a write within {within:?} during the flood"
+    );
+    let metrics = api.get("/metrics").await.ok().text();
+    assert!(
+        metrics.contains(
+            "openchami_http_connections_shed_total{listener=\"node\",reason=\"listener_full\"}"
+        ),
+        "{metrics}"
+    );
+    drop(held);
+    // From one address, a flood gets its share of the node listener and no
+    // more: other nodes are still served.
+    let one = [std::net::IpAddr::from([127, 0, 3, 1])];
+    let held = half_open(server.node, &one, 1000, Duration::from_secs(30)).await;
+    let node = server.node_client();
+    let r = tokio::time::timeout(within * 5, node.get("/healthz")).await;
+    assert!(
+        r.is_ok_and(|r| r.status == 200),
+        "the node listener refused another address during a one-address flood"
+    );
+    let metrics = api.get("/metrics").await.ok().text();
+    assert!(metrics.contains("reason=\"peer_share\""), "{metrics}");
+    drop(held);
+    assert!(
+        !server.log().contains("Too many open files"),
+        "{}",
+        server.log()
+    );
 }

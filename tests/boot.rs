@@ -482,9 +482,9 @@ async fn bad_bootparameters_change_nothing() {
         r#"{"hosts":["x1000c0s1b0n0"],"kernel":5}"#.into(),
         r#"{"hosts":["x1000c0s1b0n0"],"params":["a"]}"#.into(),
         "[]".into(),
-        // No targets at all.
-        r#"{"kernel":"http://h/k"}"#.into(),
-        r#"{"hosts":[],"macs":[],"nids":[],"kernel":"http://h/k"}"#.into(),
+        // No targets and no image.
+        r#"{"params":"quiet"}"#.into(),
+        r#"{"hosts":[],"macs":[],"nids":[],"params":"quiet"}"#.into(),
     ];
     for body in &bad_400 {
         for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
@@ -534,13 +534,14 @@ async fn bad_bootparameters_change_nothing() {
     ] {
         refused(&h, Method::POST, body, 409).await;
     }
-    // GET with bad filters is 400 too.
-    h.api.get(&format!("{BP}?mac=zz")).await.problem(400);
+    // GET: a NID that is no number is 400; as upstream, a name or MAC that
+    // cannot be a target simply has no boot parameters (404).
+    h.api.get(&format!("{BP}?mac=zz")).await.problem(404);
     h.api.get(&format!("{BP}?nid=x")).await.problem(400);
     h.api
         .get(&format!("{BP}?name=x1000c0s0b0"))
         .await
-        .problem(400);
+        .problem(404);
     h.api
         .call_raw(Method::GET, BP, b"{nope".to_vec())
         .await
@@ -550,6 +551,155 @@ async fn bad_bootparameters_change_nothing() {
         h.api.get_json(BP).await,
         json!([{"hosts": ["x1000c0s0b0n0"], "kernel": KERNEL, "params": PARAMS}])
     );
+}
+
+/// Upstream BSS's rules for what `cloud-init` may hold, image parameters
+/// (a body naming only a kernel or an initrd), lookups of names that cannot
+/// be targets, and the referral token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootparameters_follow_upstream_bss() {
+    let h = cluster().await;
+    let n0 = xname(0);
+    let r = h
+        .api
+        .post(
+            BP,
+            &json!({"hosts": [n0], "kernel": KERNEL, "params": PARAMS}),
+        )
+        .await
+        .status(201);
+    let token1 = r.header("bss-referral-token").unwrap_or("").to_string();
+    let r = h
+        .api
+        .put(
+            BP,
+            &json!({"hosts": [n0], "kernel": KERNEL, "params": PARAMS}),
+        )
+        .await
+        .status(200);
+    let token2 = r.header("bss-referral-token").unwrap_or("").to_string();
+    for t in [&token1, &token2] {
+        assert!(uuid::Uuid::parse_str(t).is_ok(), "referral token {t:?}");
+    }
+    assert_ne!(token1, token2, "a fresh referral token per write");
+
+    // cloud-init members typed as upstream's Go structs: anything else is a
+    // 400 on every write, and changes nothing.
+    for ci in [
+        json!({"phone-home": {"fqdn": {}}}),
+        json!({"phone-home": {"hostname": 5}}),
+        json!({"phone-home": "x"}),
+        json!({"meta-data": "x"}),
+        json!({"user-data": ["a"]}),
+        json!({"Meta-Data": 1}),
+        json!("x"),
+        json!([]),
+    ] {
+        for (m, target) in [
+            (Method::POST, xname(1)),
+            (Method::PUT, xname(1)),
+            (Method::PATCH, n0.clone()),
+        ] {
+            let body = json!({"hosts": [target], "kernel": KERNEL, "cloud-init": ci});
+            refused(&h, m, &body.to_string(), 400).await;
+        }
+    }
+    // Well-typed: member names matched case-insensitively and stored in
+    // upstream's spelling, undeclared ones dropped, the documents kept as
+    // sent (their keys are the node's data).
+    h.api
+        .patch(
+            BP,
+            &json!({"hosts": [n0], "cloud-init": {
+                "Meta-Data": {"CamelKey": {"Nested": 1}},
+                "user-data": null,
+                "PHONE-HOME": {"FQDN": "n0.example", "hostname": null, "extra": 1},
+                "other": true}}),
+        )
+        .await
+        .status(200);
+    assert_eq!(
+        params_for(&h, &format!("name={n0}")).await[0]["cloud-init"],
+        json!({"meta-data": {"CamelKey": {"Nested": 1}}, "user-data": null,
+               "phone-home": {"fqdn": "n0.example", "hostname": null}})
+    );
+
+    // Image parameters: a body naming no host, MAC or NID but a kernel or an
+    // initrd keys parameters by that path, as upstream.
+    const K: &str = "s3://boot-images/k1/kernel";
+    const I: &str = "s3://boot-images/k1/initrd";
+    let r = h
+        .api
+        .post(BP, &json!({"kernel": K, "params": "console=tty0"}))
+        .await
+        .status(201);
+    assert_eq!(r.header("bss-referral-token"), None);
+    refused(&h, Method::POST, &json!({"kernel": K}).to_string(), 409).await;
+    h.api
+        .put(BP, &json!({"initrd": I, "params": "rd.x"}))
+        .await
+        .status(200);
+    h.api
+        .patch(BP, &json!({"kernel": K, "params": "console=ttyS0"}))
+        .await
+        .status(200);
+    let rows = all_params(&h).await;
+    assert!(
+        rows.contains(&json!({"kernel": K, "params": "console=ttyS0"})),
+        "{rows:?}"
+    );
+    assert!(
+        rows.contains(&json!({"initrd": I, "params": "rd.x"})),
+        "{rows:?}"
+    );
+    assert_eq!(
+        h.api
+            .call(Method::GET, BP, Some(&json!({"kernel": K})))
+            .await
+            .ok()
+            .json(),
+        json!([{"kernel": K, "params": "console=ttyS0"}])
+    );
+    // Image parameters never make a node bootable.
+    h.api
+        .get(&format!("{SCRIPT}?mac={}", mac(2)))
+        .await
+        .status(404);
+    for body in [
+        json!({"kernel": K}),
+        json!({"initrd": I}),
+        json!({"kernel": K}),
+    ] {
+        h.api
+            .call(Method::DELETE, BP, Some(&body))
+            .await
+            .status(200);
+    }
+    assert_eq!(all_params(&h).await.len(), 1);
+
+    // Lookups as upstream: names and MACs that cannot be targets have no
+    // parameters (404); a negative NID is refused (400), in the boot script
+    // too; deleting what is not bound is a 400.
+    for (path, status) in [
+        (format!("{BP}?mac=1notAMac"), 404),
+        (format!("{BP}?name=does_not_exist"), 404),
+        (format!("{BP}?mac=0e:ff:ff:ff:ff:ff"), 404),
+        (format!("{BP}?nid=2147483647"), 404),
+        (format!("{BP}?nid=1notANid"), 400),
+        (format!("{BP}?nid=-1"), 400),
+        (format!("{SCRIPT}?nid=-1"), 400),
+        (format!("{SCRIPT}?nid=one"), 400),
+        (format!("{SCRIPT}?foo"), 400),
+    ] {
+        let p = h.api.get(&path).await.problem(status);
+        assert_eq!(p["type"], "about:blank", "{path}");
+    }
+    for body in [
+        json!({"hosts": ["x9999c0s2b0n0"]}),
+        json!({"nids": [2147483647]}),
+    ] {
+        refused(&h, Method::DELETE, &body.to_string(), 400).await;
+    }
 }
 
 // ---------------------------------------------------------------- bootscript
@@ -1196,7 +1346,9 @@ async fn hosts_dumpstate_history_and_service_routes() {
         )
         .await
         .status(201);
-    let d = h.anon.get_json("/boot/v1/dumpstate").await;
+    // Every boot configuration in one answer: a token is needed.
+    h.anon.get("/boot/v1/dumpstate").await.problem(401);
+    let d = h.api.get_json("/boot/v1/dumpstate").await;
     assert_eq!(d["Components"], all, "{d}");
     let mut params = d["Params"].as_array().expect("Params").clone();
     params.sort_by_key(|p| p.to_string());
@@ -1435,6 +1587,26 @@ async fn artifacts_are_served_with_head_and_range_and_never_outside() {
     }
     // The plain client's normalised paths stay inside too.
     h.node.get("/artifacts/../secret.txt").await.problem(404);
+    // Symlinks inside the directory that lead out of it are refused; those
+    // staying inside are served.
+    let dir = root.path().join("artifacts");
+    std::os::unix::fs::symlink(root.path().join("secret.txt"), dir.join("leak")).unwrap();
+    std::os::unix::fs::symlink(root.path(), dir.join("up")).unwrap();
+    std::os::unix::fs::symlink("vmlinuz", dir.join("images/kernel")).unwrap();
+    std::os::unix::fs::symlink("../vmlinuz", dir.join("images/kernel2")).unwrap();
+    for c in [&h.node, &h.anon] {
+        for p in [
+            "/artifacts/leak",
+            "/artifacts/up/secret.txt",
+            "/artifacts/%6ceak",
+        ] {
+            let v = c.get(p).await.problem(403);
+            assert!(!v.to_string().contains("TOP-SECRET"), "{p}: {v}");
+        }
+        c.get("/artifacts/images/kernel").await.problem(404);
+        let r = c.get("/artifacts/images/kernel2").await.ok();
+        assert_eq!(&r.body[..], &kernel[..]);
+    }
     // A directory is neither listed nor redirected (a redirect would name a
     // path without the /artifacts prefix): 404.
     for target in ["/artifacts/images", "/artifacts/images/", "/artifacts/"] {

@@ -310,6 +310,24 @@ async fn client_errors_are_one_line() {
     assert!(err.contains("400") && err.contains("not a node"), "{err}");
 }
 
+/// ochami's deprecated static-discovery format (each node with its BMC's
+/// keys) still imports, to the same records as the current example.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deprecated_cluster_format_still_imports() {
+    let h = Harness::start().await;
+    let cli = Cli::new(&h);
+    let old = "tests/fixtures/cluster-deprecated.yaml";
+    golden(
+        "import-deprecated.txt",
+        &cli.ok(&["import", "-f", old]).await,
+    );
+    golden(
+        "import-deprecated-then-current.txt",
+        &cli.ok(&["import", "-f", "examples/cluster.yaml"]).await,
+    );
+    golden("node-list.txt", &cli.ok(&["node", "list"]).await);
+}
+
 /// Identity rules through the CLI: each refusal is one line naming the node
 /// that holds the MAC or address, and changes nothing; the explicit flag moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,6 +350,14 @@ async fn identity_conflicts_name_the_holder() {
         "nodes:\n  - xname: x1000c1s7b0n0\n  - xname: x1000c1s7b1n0\n    bmc_macc: de:ca:fc:0f:ee:e2\n",
     );
     let no_xname = file("no-xname.yaml", "nodes:\n  - name: node09\n    nid: 9\n");
+    let mixed = file(
+        "mixed.yaml",
+        "bmcs:\n  - xname: x1000c1s7b0\nnodes:\n  - xname: x1000c1s7b0n0\n    bmc: x1000c1s7b0\n    bmc_mac: de:ca:fc:0f:ee:e1\n",
+    );
+    let bad_ref = file(
+        "bad-ref.yaml",
+        "bmcs:\n  - name: bmc02\n    xname: x1000c1s7b1\nnodes:\n  - xname: x1000c1s7b0n0\n    bmc: bmc02\n",
+    );
     // (golden file, arguments, whether it succeeds)
     let table: &[(&str, &[&str], bool)] = &[
         (
@@ -347,6 +373,16 @@ async fn identity_conflicts_name_the_holder() {
         (
             "import-no-xname.stderr",
             &["import", "-f", &no_xname],
+            false,
+        ),
+        (
+            "import-mixed-formats.stderr",
+            &["import", "-f", &mixed],
+            false,
+        ),
+        (
+            "import-wrong-bmc.stderr",
+            &["import", "-f", &bad_ref],
             false,
         ),
         (

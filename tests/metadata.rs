@@ -303,6 +303,23 @@ async fn forwarded_for_from_a_trusted_proxy_names_the_node() {
         .problem(422);
     // Without the header, the proxy itself is the caller: no node.
     h.node.get("/cloud-init/meta-data").await.problem(422);
+    // A hop that is not a bare address ends the walk: what lies left of it
+    // (here N0's address) is not believed, and the proxy is the caller.
+    for xff in [
+        "172.16.0.1, 172.16.0.50:4711",
+        "172.16.0.1, [172.16.0.50]",
+        "172.16.0.1, unknown",
+        "172.16.0.1, 172.16.0.50 junk",
+        "172.16.0.1,",
+    ] {
+        for p in ["/cloud-init/meta-data", "/cloud-init/gpu.yaml"] {
+            let r = get_with_xff(&h.node, p, xff).await;
+            assert!(
+                r.status == 422 || r.status == 404,
+                "{xff:?} on {p} must not identify N0: {r:?}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -956,7 +973,7 @@ async fn cli_manages_defaults_and_groups() {
         cli.ok(&["metadata", "group", "delete", "gpu"]).await,
         "deleted cloud-init group gpu\n"
     );
-    h.api.get("/cloud-init/admin/groups/gpu").await.problem(404);
+    h.api.get("/cloud-init/admin/groups/gpu").await.status(404);
 }
 
 /// cloud-init's own tools on what is served: `cloud-init schema` on the group
@@ -1163,4 +1180,504 @@ impl<'a> Cli<'a> {
     async fn fails_with_stdin(&self, args: &[&str], input: &str) -> String {
         Self::failure(args, self.run(args, Some(input)).await)
     }
+}
+
+// ---- metadata-service (OpenCHAMI v0.2) ----
+
+/// Go's zero `time.Time`, as ochami's requests carry it in `metadata`.
+const GO_ZERO: &str = "0001-01-01T00:00:00Z";
+
+/// A request as `ochami` v0.10 sends it through metadata-service's
+/// generated client: `path.Join(base, …)`, `Accept`/`Content-Type:
+/// application/json`, the bearer token, and the body bytes Go's
+/// `json.Marshal` makes of the request struct.
+fn ochami(h: &Harness, method: Method, path: &str, body: Option<&str>) -> reqwest::RequestBuilder {
+    ochami_typed(h, method, path, body, "application/json")
+}
+
+/// As [`ochami`], with the `Content-Type` its patch commands send.
+fn ochami_typed(
+    h: &Harness,
+    method: Method,
+    path: &str,
+    body: Option<&str>,
+    content_type: &str,
+) -> reqwest::RequestBuilder {
+    let mut r = h
+        .api
+        .raw
+        .request(method, h.api.url(&format!("/metadata-service{path}")))
+        .header("accept", "application/json")
+        .header("authorization", format!("Bearer {}", h.token));
+    if let Some(b) = body {
+        r = r.header("content-type", content_type).body(b.to_string());
+    }
+    r
+}
+
+/// The keys fabrica's resource types decode, checked as ochami's client
+/// would find them.
+#[track_caller]
+fn assert_resource(v: &Value, kind: &str, name: &str) -> String {
+    assert_eq!(v["apiVersion"], "cloud-init.openchami.io/v1", "{v}");
+    assert_eq!(v["kind"], kind, "{v}");
+    let m = &v["metadata"];
+    assert_eq!(m["name"], name, "{v}");
+    let uid = m["uid"].as_str().expect("uid").to_string();
+    assert!(
+        uid.starts_with(&format!("{}-", kind.to_lowercase())),
+        "{uid}"
+    );
+    for ts in ["createdAt", "updatedAt"] {
+        let t = m[ts].as_str().expect(ts);
+        chrono::DateTime::parse_from_rfc3339(t).unwrap_or_else(|e| panic!("{ts} {t}: {e}"));
+    }
+    assert!(v["spec"].is_object() && v["status"].is_object(), "{v}");
+    uid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_records_read_through_metadata_service() {
+    let h = start(false).await;
+    inventory(&h, "127.0.0.1").await;
+    cloud_init(&h).await;
+
+    // Node documents: the caller by address, as the legacy routes.
+    let meta = h.node.get("/cloud-init/meta-data").await.ok().text();
+    let r = h.node.get("/metadata-service/meta-data").await.ok();
+    assert_eq!(r.content_type(), "application/x-yaml");
+    assert_eq!(r.text(), meta);
+    assert_eq!(
+        h.node.get("/metadata-service/user-data").await.ok().text(),
+        h.node.get("/cloud-init/user-data").await.ok().text()
+    );
+    assert_eq!(
+        h.node
+            .get("/metadata-service/vendor-data")
+            .await
+            .ok()
+            .text(),
+        "#include\nhttp://172.16.0.254:27778/metadata-service/compute.yaml\n\
+         http://172.16.0.254:27778/metadata-service/gpu.yaml\n"
+    );
+    assert_eq!(
+        h.node
+            .get("/metadata-service/compute.yaml")
+            .await
+            .ok()
+            .text(),
+        COMPUTE_FILE
+    );
+    assert_eq!(
+        h.node.get("/metadata-service/gpu.yaml").await.ok().text(),
+        GPU_TEMPLATE,
+        "a cloud-init Jinja file is cloud-init's to render"
+    );
+    let r = h.node.get("/metadata-service/rack2.yaml").await.status(404);
+    assert!(r.text().contains("not a member"), "{}", r.text());
+
+    // Admin resources: the same records in upstream's envelopes.
+    let groups = h.api.get_json("/metadata-service/groups").await;
+    let groups = groups.as_array().expect("a bare array");
+    assert_eq!(groups.len(), 2);
+    assert_resource(&groups[0], "Group", "compute");
+    assert_eq!(groups[0]["spec"]["template"], COMPUTE_FILE);
+    assert_eq!(
+        groups[0]["spec"]["metaData"]["syslog_server"],
+        "172.16.0.254"
+    );
+    assert_eq!(groups[0]["spec"]["description"], "compute nodes");
+    assert_eq!(groups[1]["spec"]["template"], GPU_TEMPLATE, "decoded");
+    let d = h.api.get_json("/metadata-service/clusterdefaultss").await;
+    assert_eq!(d.as_array().map(Vec::len), Some(1), "{d}");
+    assert_resource(&d[0], "ClusterDefaults", "default");
+    assert_eq!(d[0]["spec"]["cluster_name"], "demo");
+    assert_eq!(d[0]["spec"]["short_name"], "de");
+    assert_eq!(d[0]["spec"]["nid_length"], 2);
+    assert_eq!(d[0]["status"], json!({"ready": false}));
+    // Legacy GETs never show the envelope.
+    let legacy = h.api.get_json("/cloud-init/admin/groups/compute").await;
+    assert!(legacy.get("resource").is_none(), "{legacy}");
+
+    // network-config from the inventory interface; cloud-init converts it.
+    let r = h.node.get("/metadata-service/network-config").await.ok();
+    assert_eq!(r.content_type(), "text/cloud-config");
+    let nc = r.text();
+    assert!(nc.contains("\"02:00:00:00:00:01\""), "{nc}");
+    let out = net_convert(&nc);
+    assert!(out.contains("MACAddress=02:00:00:00:00:01"), "{out}");
+    assert!(
+        out.contains("DHCP=ipv4"),
+        "no configured subnet: DHCP\n{out}"
+    );
+}
+
+/// Runs cloud-init's own network-config reader and networkd renderer over
+/// `config`; returns the rendered `.network` files.
+fn net_convert(config: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("network-config");
+    std::fs::write(&input, config).expect("write network-config");
+    let out_dir = dir.path().join("out");
+    let out = std::process::Command::new("cloud-init")
+        .args([
+            "devel",
+            "net-convert",
+            "-k",
+            "yaml",
+            "-D",
+            "debian",
+            "-O",
+            "networkd",
+            "-p",
+        ])
+        .arg(&input)
+        .arg("-d")
+        .arg(&out_dir)
+        .output()
+        .expect("cloud-init devel net-convert");
+    assert!(
+        out.status.success(),
+        "cloud-init refused the network-config:\n{config}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut text = String::new();
+    let net = out_dir.join("etc/systemd/network");
+    let mut files: Vec<_> = std::fs::read_dir(&net)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for f in files {
+        text.push_str(&std::fs::read_to_string(f).expect("read rendered file"));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ochami_requests_replayed() {
+    let h = Harness::start_with(|c| {
+        c.cluster_name = "demo".into();
+        c.node.advertise = "http://172.16.0.254:27778".into();
+        c.http.trusted_proxies = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+        c.dhcp.subnets = vec![openchami::config::DhcpSubnet {
+            cidr: "172.16.0.0/24".into(),
+            routers: vec!["172.16.0.254".parse().unwrap()],
+            dns: vec!["172.16.0.253".parse().unwrap()],
+            domain: "demo.cluster".into(),
+            ..Default::default()
+        }];
+    })
+    .await;
+    inventory(&h, "172.16.0.1").await;
+    let send = |m: Method, p: &str, b: Option<&str>| h.api.send(ochami(&h, m, p, b));
+
+    // `metadata defaults list` on an empty service, then `defaults add`.
+    assert_eq!(
+        send(Method::GET, "/clusterdefaultss", None)
+            .await
+            .ok()
+            .json(),
+        json!([])
+    );
+    let body = format!(
+        r#"{{"metadata":{{"name":"demo","uid":"","createdAt":"{GO_ZERO}","updatedAt":"{GO_ZERO}"}},"spec":{{"base_url":"http://172.16.0.254:27778/metadata-service","cluster_name":"demo","short_name":"de","nid_length":2,"public_keys":["ssh-ed25519 AAAAC3NzaC1 admin@head"]}}}}"#
+    );
+    let created = send(Method::POST, "/clusterdefaultss", Some(&body))
+        .await
+        .status(201)
+        .json();
+    let duid = assert_resource(&created, "ClusterDefaults", "demo");
+    send(Method::POST, "/clusterdefaultss", Some(&body))
+        .await
+        .status(409);
+    // Read back through the legacy API.
+    let legacy = h.api.get_json("/cloud-init/admin/cluster-defaults").await;
+    assert_eq!(legacy["cluster-name"], "demo", "{legacy}");
+    assert_eq!(legacy["short-name"], "de");
+    assert_eq!(
+        legacy["base-url"],
+        "http://172.16.0.254:27778/metadata-service"
+    );
+    // `defaults set <uid>` (simple API: the name is empty).
+    let body = format!(
+        r#"{{"metadata":{{"name":"","uid":"","createdAt":"{GO_ZERO}","updatedAt":"{GO_ZERO}"}},"spec":{{"base_url":"http://172.16.0.254:27778/metadata-service","region":"r2","cluster_name":"demo","short_name":"nid","nid_length":3}}}}"#
+    );
+    let set = send(
+        Method::PUT,
+        &format!("/clusterdefaultss/{duid}"),
+        Some(&body),
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(set["spec"]["region"], "r2");
+    assert_eq!(
+        set["spec"].get("public_keys"),
+        None,
+        "PUT replaces the spec"
+    );
+    assert_eq!(set["metadata"]["name"], "demo");
+    assert_eq!(
+        set["metadata"]["createdAt"],
+        created["metadata"]["createdAt"]
+    );
+
+    // `metadata group add` (simple API) and the envelope form with labels.
+    let compute_tmpl = "#cloud-config\nhostname: {{ hostname }}\nntp: {{ ntp_server }}\nrole: {{ role }}\nmissing: \"{{ no_such_var }}\"\n";
+    let body = format!(
+        r#"{{"metadata":{{"name":"compute","uid":"","createdAt":"{GO_ZERO}","updatedAt":"{GO_ZERO}"}},"spec":{{"description":"compute nodes","template":{},"metaData":{{"ntp_server":"172.16.0.254"}}}}}}"#,
+        serde_json::to_string(compute_tmpl).unwrap()
+    );
+    let g = send(Method::POST, "/groups", Some(&body))
+        .await
+        .status(201)
+        .json();
+    let guid = assert_resource(&g, "Group", "compute");
+    assert_eq!(g["spec"]["template"], compute_tmpl);
+    let body = format!(
+        r#"{{"metadata":{{"name":"gpu","uid":"","labels":{{"role":"gpu"}},"createdAt":"{GO_ZERO}","updatedAt":"{GO_ZERO}"}},"spec":{{"template":"I2Nsb3VkLWNvbmZpZwpkcml2ZXI6IHt7IGRyaXZlciB9fQo=","templateEncoding":"base64","metaData":{{"driver":"550"}},"osVersion":"rocky9"}},"labels":{{"tier":"a"}}}}"#
+    );
+    let gpu = send(Method::POST, "/groups", Some(&body))
+        .await
+        .status(201)
+        .json();
+    let gpu_uid = assert_resource(&gpu, "Group", "gpu");
+    assert_eq!(
+        gpu["metadata"]["labels"],
+        json!({"role": "gpu", "tier": "a"})
+    );
+    assert_eq!(
+        gpu["spec"]["template"],
+        "#cloud-config\ndriver: {{ driver }}\n"
+    );
+    assert_eq!(gpu["spec"]["osVersion"], "rocky9");
+    // Templates that do not render, or render to something not YAML.
+    for (tmpl, says) in [
+        ("#cloud-config\n{% if %}\n", "template render error"),
+        ("#cloud-config\na: [{{ hostname }}\n", "YAML invalid"),
+    ] {
+        let body = format!(
+            r#"{{"metadata":{{"name":"bad","uid":"","createdAt":"{GO_ZERO}","updatedAt":"{GO_ZERO}"}},"spec":{{"template":{}}}}}"#,
+            serde_json::to_string(tmpl).unwrap()
+        );
+        let r = send(Method::POST, "/groups", Some(&body))
+            .await
+            .status(400)
+            .json();
+        assert!(r["error"].as_str().unwrap().contains(says), "{r}");
+    }
+    send(
+        Method::POST,
+        "/groups",
+        Some(r#"{"metadata":{"name":"compute"},"spec":{"template":"x: 1"}}"#),
+    )
+    .await
+    .status(409);
+    // `group list`, `group get <uid>`; the legacy view of the same group.
+    let list = send(Method::GET, "/groups", None).await.ok().json();
+    assert_eq!(list.as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        send(Method::GET, &format!("/groups/{guid}"), None)
+            .await
+            .ok()
+            .json(),
+        g
+    );
+    let legacy = h.api.get_json("/cloud-init/admin/groups/compute").await;
+    assert_eq!(legacy["file"]["content"], compute_tmpl, "{legacy}");
+    assert_eq!(legacy["meta-data"]["ntp_server"], "172.16.0.254");
+
+    // `group patch` with each patch method.
+    let merge = h
+        .api
+        .send(ochami_typed(
+            &h,
+            Method::PATCH,
+            &format!("/groups/{guid}"),
+            Some(r#"{"description":"cpu nodes"}"#),
+            "application/merge-patch+json",
+        ))
+        .await
+        .ok()
+        .json();
+    assert_eq!(merge["spec"]["description"], "cpu nodes");
+    assert_eq!(merge["spec"]["template"], compute_tmpl);
+    let jp = h
+        .api
+        .send(ochami_typed(
+            &h,
+            Method::PATCH,
+            &format!("/groups/{guid}"),
+            Some(r#"[{"op":"replace","path":"/metaData/ntp_server","value":"172.16.0.250"}]"#),
+            "application/json-patch+json",
+        ))
+        .await
+        .ok()
+        .json();
+    assert_eq!(jp["spec"]["metaData"]["ntp_server"], "172.16.0.250");
+    let r = h
+        .api
+        .send(ochami_typed(
+            &h,
+            Method::PATCH,
+            &format!("/groups/{guid}"),
+            Some(r#"[{"op":"remove","path":"/nothing"}]"#),
+            "application/json-patch+json",
+        ))
+        .await
+        .status(422)
+        .json();
+    assert!(r["error"].is_string(), "{r}");
+
+    // `metadata instance add` for a node; meta-data follows.
+    let body = format!(
+        r#"{{"metadata":{{"name":"{N0}","uid":"","createdAt":"{GO_ZERO}","updatedAt":"{GO_ZERO}"}},"spec":{{"instance_id":"{N0}","local_hostname":"login01","hostname":"login01"}}}}"#
+    );
+    let i = send(Method::POST, "/instanceinfos", Some(&body))
+        .await
+        .status(201)
+        .json();
+    let iuid = assert_resource(&i, "InstanceInfo", N0);
+    let iid = i["spec"]["instance_id"].as_str().unwrap().to_string();
+    assert!(
+        iid.starts_with("i-"),
+        "the node keeps the appliance's instance ID: {i}"
+    );
+    let legacy = h
+        .api
+        .get_json(&format!("/cloud-init/admin/instance-info/{N0}"))
+        .await;
+    assert_eq!(legacy["local-hostname"], "login01", "{legacy}");
+    let body = format!(
+        r#"{{"metadata":{{"name":"x9c0s0b0n0","uid":"","createdAt":"{GO_ZERO}","updatedAt":"{GO_ZERO}"}},"spec":{{"instance_id":"a"}}}}"#
+    );
+    send(Method::POST, "/instanceinfos", Some(&body))
+        .await
+        .status(400);
+    let list = send(Method::GET, "/instanceinfos", None).await.ok().json();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+
+    // The node's view (its address via a trusted proxy).
+    let node = |p: &'static str| get_with_xff(&h.anon, p, "172.16.0.1");
+    let meta = node("/metadata-service/meta-data").await.ok().text();
+    let md: Value = serde_yaml_ng::from_str(&meta).unwrap();
+    assert_eq!(md["local-hostname"], "login01");
+    assert_eq!(md["instance-id"], iid.as_str());
+    assert_eq!(
+        node("/metadata-service/vendor-data").await.ok().text(),
+        "#include\nhttp://172.16.0.254:27778/metadata-service/compute.yaml\n\
+         http://172.16.0.254:27778/metadata-service/gpu.yaml\n"
+    );
+    assert_eq!(
+        node("/metadata-service/compute.yaml").await.ok().text(),
+        "#cloud-config\nhostname: login01\nntp: 172.16.0.250\nrole: Compute\nmissing: \"\"\n"
+    );
+    assert_eq!(
+        node("/metadata-service/gpu.yaml").await.ok().text(),
+        "#cloud-config\ndriver: 550\n"
+    );
+    let nc = node("/metadata-service/network-config").await.ok().text();
+    let out = net_convert(&nc);
+    for want in [
+        "MACAddress=02:00:00:00:00:01",
+        "Address=172.16.0.1/24",
+        "Gateway=172.16.0.254",
+        "DNS=172.16.0.253",
+        "Domains=demo.cluster",
+    ] {
+        assert!(out.contains(want), "{want} in\n{nc}\n{out}");
+    }
+    let r = node("/metadata-service/phone-home/x").await; // GET is not a route
+    assert_eq!(r.status, 405);
+    h.anon
+        .send(
+            form(
+                &h.anon,
+                "/metadata-service/phone-home/i-1",
+                &[("hostname", "login01")],
+            )
+            .header("x-forwarded-for", "172.16.0.1"),
+        )
+        .await
+        .ok();
+    let ph = h
+        .api
+        .get_json(&format!("/cloud-init/admin/phone-home/{N0}"))
+        .await;
+    assert_eq!(ph["hostname"], "login01", "{ph}");
+    // An unknown caller: 404, as upstream.
+    let r = get_with_xff(&h.anon, "/metadata-service/meta-data", "10.9.9.9")
+        .await
+        .status(404)
+        .json();
+    assert_eq!(r["error"], "node not found");
+
+    // Versions, tokens, unknown uids.
+    let r = h
+        .api
+        .send(
+            ochami(&h, Method::GET, "/groups", None)
+                .header("accept", "application/json;version=v1"),
+        )
+        .await
+        .ok();
+    assert_eq!(r.json().as_array().map(Vec::len), Some(2));
+    let r = h
+        .api
+        .send(
+            ochami(&h, Method::GET, "/groups", None)
+                .header("accept", "application/json;version=v2"),
+        )
+        .await
+        .status(406)
+        .json();
+    assert_eq!(r["error"], "Unsupported version", "{r}");
+    assert_eq!(r["requested"], "v2");
+    assert_eq!(r["supported"], json!(["v1"]));
+    h.anon.get("/metadata-service/groups").await.problem(401);
+    assert_eq!(
+        h.anon.get("/metadata-service/health").await.ok().json()["status"],
+        "healthy"
+    );
+    let r = send(Method::GET, "/groups/group-00000000", None)
+        .await
+        .status(404)
+        .json();
+    assert!(
+        r["error"].as_str().unwrap().contains("Group not found"),
+        "{r}"
+    );
+
+    // `… delete <uid>`.
+    for (path, uid, kind) in [
+        ("/groups", &gpu_uid, "Group"),
+        ("/instanceinfos", &iuid, "InstanceInfo"),
+        ("/clusterdefaultss", &duid, "ClusterDefaults"),
+    ] {
+        let r = send(Method::DELETE, &format!("{path}/{uid}"), None)
+            .await
+            .ok()
+            .json();
+        assert_eq!(
+            r,
+            json!({"message": format!("{kind} deleted successfully"), "uid": uid})
+        );
+        send(Method::GET, &format!("{path}/{uid}"), None)
+            .await
+            .status(404);
+    }
+    h.api.get("/cloud-init/admin/groups/gpu").await.status(404);
+    let legacy = h
+        .api
+        .get_json(&format!("/cloud-init/admin/instance-info/{N0}"))
+        .await;
+    assert_eq!(legacy["instance-id"], iid.as_str(), "the instance ID stays");
+    assert_eq!(legacy.get("local-hostname"), None, "{legacy}");
+    assert_eq!(
+        send(Method::GET, "/clusterdefaultss", None)
+            .await
+            .ok()
+            .json(),
+        json!([])
+    );
 }

@@ -167,8 +167,12 @@ async fn off_escalates_to_force_off_at_the_deadline() {
     let id = start_transition(&h, "soft-off", 0.05, &["x1000c0s1b0n0"]).await;
     let t = wait_transition(&h, &id).await;
     assert_eq!(t["tasks"][0]["taskStatus"], "failed", "{t}");
+    assert_eq!(
+        t["tasks"][0]["taskStatusDescription"],
+        "Failed to achieve transition"
+    );
     assert!(
-        t["tasks"][0]["taskStatusDescription"]
+        t["tasks"][0]["error"]
             .as_str()
             .unwrap()
             .contains("deadline reached"),
@@ -179,6 +183,10 @@ async fn off_escalates_to_force_off_at_the_deadline() {
     let id = start_transition(&h, "off", 0.05, &["x1000c0s0b0n0"]).await;
     let t = wait_transition(&h, &id).await;
     assert_eq!(t["tasks"][0]["taskStatus"], "succeeded", "{t}");
+    assert_eq!(
+        t["tasks"][0]["taskStatusDescription"],
+        "Transition confirmed, forceoff"
+    );
     assert_eq!(s.resets(0), vec!["GracefulShutdown", "ForceOff"]);
     assert!(!s.power(0, 0));
     // Unknown xnames fail their task; bad ones and bad operations are 400s.
@@ -228,7 +236,8 @@ async fn transitions_abort_and_a_restart_ends_them() {
     assert_eq!(r["abortStatus"], "Accepted - abort initiated");
     let t = wait_transition(&h, &id).await;
     assert_eq!(t["transitionStatus"], "aborted", "{t}");
-    assert_eq!(t["tasks"][0]["taskStatusDescription"], "aborted");
+    assert_eq!(t["tasks"][0]["taskStatusDescription"], "Aborted");
+    assert_eq!(t["tasks"][0]["error"], "Transition aborted");
     h.api
         .delete(&format!("/power-control/v1/transitions/{id}"))
         .await
@@ -368,7 +377,7 @@ async fn the_cli_discovers_and_powers() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        stdout.contains("succeeded") && stdout.contains("power is on"),
+        stdout.contains("succeeded") && stdout.contains("Transition confirmed, on"),
         "{stdout}"
     );
     assert!(s.power(0, 0));
@@ -393,10 +402,299 @@ async fn the_cli_discovers_and_powers() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim(), "openchami: 1 of 1 nodes failed");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("no component x9c0s0b0n0"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Missing xname"));
     let out = cli(&h, &["power", "on"]).await;
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         "openchami: name nodes (xnames) or --group"
     );
+}
+
+/// Upstream PCS's shapes and words, which its clients and black-box tests
+/// read: transition members, task texts, unknown and powerless targets,
+/// transition IDs, power-status of absent components, health. A confirmed
+/// transition writes the component State at once (the sampler is off here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_and_status_follow_upstream_pcs() {
+    let s = sims(|_| {}).await;
+    let h = harness().await;
+    assert_eq!(collect(&h, &s).await["collected"], 2);
+    let n0 = "x1000c0s0b0n0";
+    let state = |h: &Harness| h.app().state.store.snapshot().components[n0].state.clone();
+    let task = |t: &Value| {
+        (
+            t["tasks"][0]["taskStatus"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            t["tasks"][0]["taskStatusDescription"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            t["tasks"][0]["error"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    // (operation, target, task status, description, error, State after)
+    let table = [
+        (
+            "on",
+            n0,
+            "succeeded",
+            "Transition confirmed, on",
+            "",
+            Some("On"),
+        ),
+        (
+            "on",
+            n0,
+            "succeeded",
+            "Component already in desired state",
+            "",
+            Some("On"),
+        ),
+        (
+            "off",
+            n0,
+            "succeeded",
+            "Transition confirmed, gracefulshutdown",
+            "",
+            Some("Off"),
+        ),
+        (
+            "off",
+            n0,
+            "succeeded",
+            "Component already in desired state",
+            "",
+            Some("Off"),
+        ),
+        (
+            "on",
+            "x9999c7s9b9n9",
+            "failed",
+            "Failed to achieve transition",
+            "Missing xname",
+            None,
+        ),
+        (
+            "on",
+            "x1000c0s0b0",
+            "unsupported",
+            "Component does not support the specified transition operation, On",
+            "Unsupported for transition operation",
+            None,
+        ),
+    ];
+    for (op, x, status, desc, error, after) in table {
+        let id = start_transition(&h, op, 1.0, &[x]).await;
+        let t = wait_transition(&h, &id).await;
+        assert_eq!(
+            task(&t),
+            (status.into(), desc.into(), error.into()),
+            "{op} {x}: {t}"
+        );
+        if let Some(after) = after {
+            assert_eq!(state(&h), after, "{op} {x}");
+        }
+        // Exactly upstream's members; integers stay integers.
+        let mut keys: Vec<&str> = t.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "automaticExpirationTime",
+                "createTime",
+                "operation",
+                "taskCounts",
+                "tasks",
+                "transitionID",
+                "transitionStatus"
+            ]
+        );
+        assert!(t["taskCounts"]["total"].is_u64(), "{t}");
+        let counted = if status == "unsupported" {
+            "un-supported"
+        } else {
+            status
+        };
+        assert_eq!(t["taskCounts"][counted], 1, "{t}");
+    }
+    let list = h.api.get_json("/transitions").await;
+    for t in list["transitions"].as_array().unwrap() {
+        assert!(
+            t.get("taskDeadlineMinutes").is_none() && t.get("tasks").is_none(),
+            "{t}"
+        );
+    }
+
+    // Transition IDs are checked as upstream checks UUIDs.
+    for (id, status, detail) in [
+        ("FAKE", 400, "invalid UUID length: 4"),
+        (
+            "9z99z999-999z-999z-z9zz-zz9z99z9zzzz",
+            400,
+            "invalid UUID format",
+        ),
+        ("00000000-0000-4000-8000-000000000000", 404, ""),
+    ] {
+        let path = format!("/power-control/v1/transitions/{id}");
+        for p in [
+            h.api.get(&path).await.problem(status),
+            h.api.delete(&path).await.problem(status),
+        ] {
+            if !detail.is_empty() {
+                assert_eq!(p["detail"], detail, "{id}");
+            }
+        }
+    }
+
+    // power-status: an absent component, and upstream's refusals.
+    let st = h.api.get_json("/power-status?xname=x9999c7s9b9n9").await;
+    assert_eq!(
+        st,
+        json!({"status": [{"xname": "x9999c7s9b9n9", "powerState": "", "managementState": "",
+            "error": "Component not found in component map.", "supportedPowerTransitions": [],
+            "lastUpdated": ""}]})
+    );
+    for (path, detail) in [
+        ("/power-status?xname=FAKE", "invalid xnames detected: FAKE"),
+        (
+            "/power-status?powerStateFilter=FAKE",
+            "invalid powerStateFilter type: FAKE",
+        ),
+        (
+            "/power-status?managementStateFilter=FAKE",
+            "invalid ManagementStateFilter type: FAKE",
+        ),
+    ] {
+        assert_eq!(
+            h.api.get(path).await.problem(400)["detail"],
+            detail,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        h.api
+            .post("/power-status", &json!({"xname": ["FAKE"]}))
+            .await
+            .problem(400)["detail"],
+        "invalid xnames detected: FAKE"
+    );
+    assert_eq!(
+        h.anon.get_json("/health").await,
+        json!({"KvStore": "connected, responsive", "DistLocking": "connected, responsive",
+               "StateManager": "connected, responsive", "Vault": "connected, responsive",
+               "TaskRunner": "connected, responsive, local mode"})
+    );
+}
+
+/// Discovery records the services each BMC's root links as SMD
+/// ServiceEndpoints; a BMC without some of them simply has fewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_records_service_endpoints() {
+    // BMC 0 offers a SessionService, BMC 1 does not.
+    let s = sims(|_| {}).await;
+    let plain = sims(|c| {
+        c.sessions = false;
+        c.addrs.truncate(1);
+    })
+    .await;
+    let h = harness().await;
+    assert_eq!(collect(&h, &s).await["collected"], 2);
+    const SE: &str = "/hsm/v2/Inventory/ServiceEndpoints";
+    let kinds = |v: &Value, bmc: &str| -> Vec<String> {
+        let mut k: Vec<String> = v["ServiceEndpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["RedfishEndpointID"] == bmc)
+            .map(|e| e["RedfishType"].as_str().unwrap().to_string())
+            .collect();
+        k.sort();
+        k
+    };
+    // The BMC without a SessionService, in an appliance of its own (the
+    // simulators' MACs repeat across sets).
+    let h2 = harness().await;
+    assert_eq!(collect(&h2, &plain).await["collected"], 1);
+    assert_eq!(
+        kinds(&h2.api.get_json(SE).await, "x1000c0s0b0"),
+        ["AccountService", "EventService", "UpdateService"]
+    );
+    let all = h.api.get_json(SE).await;
+    assert_eq!(
+        kinds(&all, "x1000c0s0b0"),
+        [
+            "AccountService",
+            "EventService",
+            "SessionService",
+            "UpdateService"
+        ]
+    );
+
+    let one = h
+        .api
+        .get_json(&format!("{SE}/AccountService/RedfishEndpoints/x1000c0s0b0"))
+        .await;
+    let fqdn = one["RedfishEndpointFQDN"].as_str().unwrap().to_string();
+    assert_eq!(
+        one,
+        json!({"RedfishEndpointID": "x1000c0s0b0", "RedfishType": "AccountService",
+               "UUID": "5ee1b3c0-0000-4000-8000-000000000000",
+               "OdataID": "/redfish/v1/AccountService", "RedfishEndpointFQDN": fqdn,
+               "RedfishURL": format!("{fqdn}/redfish/v1/AccountService"),
+               "ServiceInfo": {"ServiceEnabled": true}})
+    );
+    for (path, n) in [
+        (format!("{SE}/SessionService"), 2),
+        (
+            format!("{SE}?service=UpdateService&service=AccountService"),
+            4,
+        ),
+        (format!("{SE}?redfish_ep=x1000c0s1b0"), 4),
+        (format!("{SE}?service=TaskService"), 0),
+    ] {
+        let v = h.api.get_json(&path).await;
+        assert_eq!(v["ServiceEndpoints"].as_array().unwrap().len(), n, "{path}");
+    }
+    // As upstream: an absent pairing is a 404, a malformed xname a 400 on
+    // GET; DELETE answers 404 for both.
+    let missing = format!("{SE}/TaskService/RedfishEndpoints/x1000c0s0b0");
+    for p in [
+        h.api.get(&missing).await.problem(404),
+        h.api.delete(&missing).await.problem(404),
+        h.api
+            .delete(&format!("{SE}/AccountService/RedfishEndpoints/FAKE"))
+            .await
+            .problem(404),
+    ] {
+        assert_eq!(p["detail"], "no such service under redfish endpoint.");
+    }
+    h.api
+        .get(&format!(
+            "{SE}/AccountService/RedfishEndpoints/x1025000c7s4b4"
+        ))
+        .await
+        .problem(400);
+    let one = format!("{SE}/AccountService/RedfishEndpoints/x1000c0s0b0");
+    assert_eq!(
+        h.api.delete(&one).await.ok().json(),
+        json!({"code": 0, "message": "deleted 1 entry"})
+    );
+    h.api.get(&one).await.problem(404);
+    // Not part of the RedfishEndpoint's own shape.
+    let ep = h
+        .api
+        .get_json("/hsm/v2/Inventory/RedfishEndpoints/x1000c0s0b0")
+        .await;
+    assert!(ep.get("ServiceEndpoints").is_none(), "{ep}");
+    h.api.delete(SE).await.ok();
+    h.api.delete(SE).await.problem(404);
+    // A re-collect records them again.
+    assert_eq!(collect(&h, &s).await["collected"], 2);
+    let v = h
+        .api
+        .get_json(&format!("{SE}?redfish_ep=x1000c0s0b0"))
+        .await;
+    assert_eq!(v["ServiceEndpoints"].as_array().unwrap().len(), 4);
 }

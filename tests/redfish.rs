@@ -447,7 +447,10 @@ async fn power_on_off_and_reset_change_the_emulator() {
         .iter()
         .find(|k| k["xname"] == n1.as_str())
         .unwrap();
-    assert_eq!(already["taskStatusDescription"], "power is already on");
+    assert_eq!(
+        already["taskStatusDescription"],
+        "Component already in desired state"
+    );
 
     let t = transition(&h, "off", &[&n1]).await;
     assert_eq!(t["tasks"][0]["taskStatus"], "succeeded", "{t}");
@@ -503,7 +506,11 @@ async fn wrong_credentials_fail_clearly_and_quickly() {
         .ok();
     let t = transition(&h, "on", &[&format!("{BMC}n0")]).await;
     assert_eq!(t["tasks"][0]["taskStatus"], "failed", "{t}");
-    let d = t["tasks"][0]["taskStatusDescription"].as_str().unwrap();
+    assert_eq!(
+        t["tasks"][0]["taskStatusDescription"],
+        "Failed to achieve transition"
+    );
+    let d = t["tasks"][0]["error"].as_str().unwrap();
     assert!(d.contains("credentials rejected"), "{d}");
 }
 

@@ -203,7 +203,12 @@ struct Client {
 
 impl Client {
     fn new(server: SocketAddr) -> Client {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind a client socket");
+        Self::bound("127.0.0.1:0", server)
+    }
+
+    /// A client on another loopback address (all of 127/8 is local).
+    fn bound(local: &str, server: SocketAddr) -> Client {
+        let sock = UdpSocket::bind(local).expect("bind a client socket");
         Client { sock, server }
     }
 
@@ -297,6 +302,20 @@ impl Transfer {
         let c = Client::new(server);
         c.send(&rrq(file, opts));
         Self::answered(c)
+    }
+
+    /// A transfer whose client has acknowledged the server's first packet
+    /// (its OACK), with the first data block received.
+    fn acknowledged(server: SocketAddr, file: &str) -> Transfer {
+        let c = Client::new(server);
+        c.send(&rrq(file, &[("tsize", "0")]));
+        let (first, tid) = c.recv();
+        assert!(matches!(first, Pkt::Oack(_)), "{first:?}");
+        c.send_to(tid, &ack(0));
+        let (first, from) = c.recv();
+        assert_eq!(from, tid);
+        assert!(matches!(first, Pkt::Data(1, _)), "{first:?}");
+        Transfer { c, tid, first }
     }
 
     fn answered(c: Client) -> Result<Transfer, Pkt> {
@@ -1000,9 +1019,20 @@ fn the_uefi_size_probe_is_taken_quietly() {
     same_bytes("from the probe's port", &got.data, &efi);
 
     // The aborted transfer stays quiet: no OACK resent, no error in reply.
+    // (The slot of the read before is freed when the server has read its
+    // last ACK, which may come after this request: "busy" is retried.)
     let probe = Client::new(s.addr);
-    probe.send(&rrq("undionly.kpxe", &[("tsize", "0")]));
-    let (first, tid) = probe.recv();
+    let mut tries = 0;
+    let (first, tid) = loop {
+        probe.send(&rrq("undionly.kpxe", &[("tsize", "0")]));
+        match probe.recv() {
+            (Pkt::Error(0, msg), _) if msg.contains("busy") && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => break other,
+        }
+    };
     assert!(matches!(first, Pkt::Oack(_)), "{first:?}");
     probe.send_to(tid, &error(8, "User aborted the transfer"));
     let stray = probe.drain(Duration::from_millis(2500));
@@ -1015,9 +1045,9 @@ fn concurrent_transfers_are_capped() {
     let data = noise(10 * 512, 5);
     s.put("f.bin", &data);
 
-    // Two transfers in progress (nothing acknowledged yet), a third refused.
-    let a = Transfer::start(s.addr, "f.bin", &[]).expect("first transfer");
-    let b = Transfer::start(s.addr, "f.bin", &[]).expect("second transfer");
+    // Two transfers in progress (each has acknowledged), a third refused.
+    let a = Transfer::acknowledged(s.addr, "f.bin");
+    let b = Transfer::acknowledged(s.addr, "f.bin");
     match Transfer::start(s.addr, "f.bin", &[]) {
         Err(Pkt::Error(_, msg)) => assert!(!msg.is_empty()),
         Err(other) => panic!("{other:?}"),
@@ -1034,9 +1064,9 @@ fn concurrent_transfers_are_capped() {
     }
 
     // A transfer the client abandons by error frees its slot too.
-    let a = Transfer::start(s.addr, "f.bin", &[]).expect("transfer");
+    let a = Transfer::acknowledged(s.addr, "f.bin");
     a.c.send_to(a.tid, &error(0, "going away"));
-    let b = Transfer::start(s.addr, "f.bin", &[]).expect("transfer");
+    let b = Transfer::acknowledged(s.addr, "f.bin");
     // The server frees the slot when it reads the error, which may come a
     // moment after our next request: retry briefly rather than race it.
     let mut c = Transfer::start(s.addr, "f.bin", &[]);
@@ -1050,6 +1080,116 @@ fn concurrent_transfers_are_capped() {
     let c = c.expect("the abandoned slot is free");
     for t in [b, c] {
         t.finish(&Acking::default()).expect("transfer completes");
+    }
+
+    // Full, with one transfer that never acknowledged: a new request takes
+    // its slot over (its client gets an error), the live one goes on. (The
+    // transfers above free their slots once the server reads their last
+    // ACK: give it a moment.)
+    std::thread::sleep(Duration::from_millis(500));
+    let live = Transfer::acknowledged(s.addr, "f.bin");
+    let silent = Transfer::start(s.addr, "f.bin", &[]).expect("transfer");
+    let newer = Transfer::start(s.addr, "f.bin", &[]).expect("the silent slot is taken over");
+    let ended = silent
+        .c
+        .drain(Duration::from_secs(3))
+        .into_iter()
+        .find(|(p, _)| matches!(p, Pkt::Error(..)));
+    assert!(ended.is_some(), "the taken-over client is told");
+    for t in [live, newer] {
+        let got = t.finish(&Acking::default()).expect("transfer completes");
+        same_bytes("beside a take-over", &got.data, &data);
+    }
+}
+
+#[test]
+fn one_client_address_holds_a_bounded_share() {
+    let s = Server::start_with(|c| c.tftp.max_transfers_per_client = 3);
+    let data = noise(10 * 512, 7);
+    s.put("f.bin", &data);
+    let held: Vec<Transfer> = (0..3)
+        .map(|_| Transfer::acknowledged(s.addr, "f.bin"))
+        .collect();
+    match Transfer::start(s.addr, "f.bin", &[]) {
+        Err(Pkt::Error(0, msg)) => assert!(msg.contains("this address"), "{msg}"),
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("a fourth transfer from one address was started"),
+    }
+    // Another address is served meanwhile.
+    let other = Client::bound("127.0.0.2:0", s.addr);
+    other.send(&rrq("f.bin", &[]));
+    let got = Transfer::answered(other)
+        .expect("another address is served")
+        .finish(&Acking::default())
+        .expect("transfer completes");
+    same_bytes("from another address", &got.data, &data);
+    for t in held {
+        t.finish(&Acking::default()).expect("transfer completes");
+    }
+}
+
+/// Raises this process's soft limit on open files to the hard limit (the
+/// floods below hold a socket per request).
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        rustix::process::Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        },
+    );
+}
+
+#[test]
+fn never_acknowledged_requests_do_not_keep_a_real_client_out() {
+    raise_fd_limit();
+    let curl = need("curl", "curl");
+    let want = ipxe_file(IPXE_EFI);
+    // The default transfer cap; the server resends after 1 s, 5 times.
+    let s = Server::start_with(|c| c.tftp.max_transfers = 1000);
+    s.put("ipxe.efi", &want);
+    let out = tempfile::tempdir().expect("temp dir");
+    // (what, source addresses) for 1,000 requests asking timeout=255 that
+    // are never acknowledged: from one address, and spread over 125 so
+    // that every transfer slot is held.
+    let one: Vec<String> = vec!["127.0.0.2".into()];
+    let many: Vec<String> = (0..125).map(|i| format!("127.0.1.{}", i + 1)).collect();
+    for (what, addrs) in [("one address", one), ("125 addresses", many)] {
+        let flood: Vec<Client> = (0..1000)
+            .map(|i| Client::bound(&format!("{}:0", addrs[i % addrs.len()]), s.addr))
+            .collect();
+        for c in &flood {
+            c.send(&rrq("ipxe.efi", &[("timeout", "255")]));
+        }
+        // Some of them were answered, none with the timeout they asked.
+        let (first, _) = flood[flood.len() - 1].recv();
+        if let Pkt::Oack(o) = &first {
+            assert_eq!(opt(o, "timeout"), None, "{what}: timeout=255 granted");
+        }
+        let file = out.path().join("ipxe.efi");
+        let _ = std::fs::remove_file(&file);
+        let (code, text) = run(
+            Command::new(&curl)
+                .args([
+                    "-s",
+                    "-S",
+                    "--max-time",
+                    "10",
+                    "--tftp-blksize",
+                    "1468",
+                    "-o",
+                ])
+                .arg(&file)
+                .arg(format!("tftp://127.0.0.1:{}/ipxe.efi", s.addr.port())),
+            Duration::from_secs(20),
+        );
+        assert_eq!(code, Some(0), "{what}: curl during the flood: {text}");
+        same_bytes(&format!("{what}: ipxe.efi"), &read_out(&file), &want);
+        // Let the flood's transfers run out (1 s timeout, 5 resends).
+        drop(flood);
+        std::thread::sleep(Duration::from_secs(7));
     }
 }
 

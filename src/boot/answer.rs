@@ -58,8 +58,10 @@ impl ScriptRequest {
         } else if let Some(n) = nid.filter(|s| !s.is_empty()) {
             Selector::Nid(
                 n.trim()
-                    .parse()
-                    .map_err(|_| format!("nid must be a number, got {n:?}"))?,
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| format!("nid must be a non-negative number, got {n:?}"))?,
             )
         } else {
             return Err("name the node with mac=, name= or nid=".into());

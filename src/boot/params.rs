@@ -25,10 +25,165 @@ pub struct BootParamsIn {
     pub cloud_init: Option<serde_json::Value>,
 }
 
+/// The members of `phone-home` upstream's `bssTypes.PhoneHome` declares;
+/// each is a string.
+const PHONE_HOME_KEYS: [&str; 7] = [
+    "pub_key_dsa",
+    "pub_key_rsa",
+    "pub_key_ecdsa",
+    "pub_key_ed25519",
+    "instance_id",
+    "hostname",
+    "fqdn",
+];
+
+/// Checks a `cloud-init` member against upstream's `bssTypes.CloudInit`
+/// (`meta-data` and `user-data` objects, `phone-home` an object of strings;
+/// `null` allowed everywhere) and returns it as upstream would store it:
+/// member names in their declared spelling (matched case-insensitively, as
+/// Go's decoder does), undeclared members dropped, the documents under
+/// `meta-data` and `user-data` kept exactly as sent. Upstream refuses other
+/// types with a 400 too; storing them would hand clients data their
+/// decoders cannot read back.
+pub fn check_cloud_init(v: &serde_json::Value) -> Result<serde_json::Value, DomainError> {
+    use serde_json::{Map, Value};
+    let Value::Object(members) = v else {
+        return match v {
+            Value::Null => Ok(Value::Null),
+            other => Err(DomainError::Invalid(format!(
+                "cloud-init must be an object, got {}",
+                json_type(other)
+            ))),
+        };
+    };
+    let mut out = Map::new();
+    for (k, val) in members {
+        let key = k.to_ascii_lowercase();
+        match key.as_str() {
+            "meta-data" | "user-data" => match val {
+                Value::Object(_) | Value::Null => {
+                    out.insert(key, val.clone());
+                }
+                other => {
+                    return Err(DomainError::Invalid(format!(
+                        "cloud-init {key} must be an object, got {}",
+                        json_type(other)
+                    )));
+                }
+            },
+            "phone-home" => match val {
+                Value::Null => {
+                    out.insert(key, Value::Null);
+                }
+                Value::Object(ph) => {
+                    let mut kept = Map::new();
+                    for (pk, pv) in ph {
+                        let pk = pk.to_ascii_lowercase();
+                        if !PHONE_HOME_KEYS.contains(&pk.as_str()) {
+                            continue;
+                        }
+                        match pv {
+                            Value::String(_) | Value::Null => {
+                                kept.insert(pk, pv.clone());
+                            }
+                            other => {
+                                return Err(DomainError::Invalid(format!(
+                                    "cloud-init phone-home {pk} must be a string, got {}",
+                                    json_type(other)
+                                )));
+                            }
+                        }
+                    }
+                    out.insert(key, Value::Object(kept));
+                }
+                other => {
+                    return Err(DomainError::Invalid(format!(
+                        "cloud-init phone-home must be an object, got {}",
+                        json_type(other)
+                    )));
+                }
+            },
+            _ => {}
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+fn json_type(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// The tag every node falls back to.
 pub const DEFAULT_TAG: &str = "Default";
 /// Stored only, never used for lookups (as upstream).
 pub const GLOBAL_TAG: &str = "Global";
+
+/// Upstream keeps parameters per kernel or initrd path when a body names no
+/// host, MAC or NID (image parameters): stored under these IDs, listed by
+/// GET, never bound to a node.
+const KERNEL_IMAGE: &str = "kernel:";
+const INITRD_IMAGE: &str = "initrd:";
+
+/// Whether `cfg` holds image parameters rather than a node's configuration.
+pub fn is_image(cfg: &BootConfig) -> bool {
+    (cfg.id.starts_with(KERNEL_IMAGE) || cfg.id.starts_with(INITRD_IMAGE))
+        && cfg.hosts.is_empty()
+        && cfg.macs.is_empty()
+        && cfg.nids.is_empty()
+}
+
+/// The image a target-less body names: its kernel, else its initrd.
+fn image_config(b: &BootParamsIn) -> Result<Option<BootConfig>, DomainError> {
+    let kernel = checked_url(b.kernel.as_ref(), "kernel")?.filter(|k| !k.is_empty());
+    let initrd = checked_url(b.initrd.as_ref(), "initrd")?.filter(|i| !i.is_empty());
+    let (id, kernel, initrd) = match (kernel, initrd) {
+        (Some(k), _) => (format!("{KERNEL_IMAGE}{k}"), k, String::new()),
+        (None, Some(i)) => (format!("{INITRD_IMAGE}{i}"), String::new(), i),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(BootConfig {
+        id,
+        hosts: Vec::new(),
+        macs: Vec::new(),
+        nids: Vec::new(),
+        kernel,
+        initrd,
+        params: checked_params(b.params.as_ref())?.unwrap_or_default(),
+        cloud_init: serde_json::Value::Null,
+        // A BSS record: it selects no node through boot-service.
+        bound: true,
+        groups: Vec::new(),
+        profile: String::new(),
+        priority: 0,
+        meta: ResourceMeta::default(),
+        status: serde_json::Value::Null,
+    }))
+}
+
+/// The image parameters a body's `kernel` and `initrd` name, as stored.
+pub fn images<'m>(model: &'m Model, b: &BootParamsIn) -> Vec<&'m BootConfig> {
+    let ids = [
+        b.kernel
+            .as_deref()
+            .map(|k| format!("{KERNEL_IMAGE}{}", k.trim())),
+        b.initrd
+            .as_deref()
+            .map(|i| format!("{INITRD_IMAGE}{}", i.trim())),
+    ];
+    ids.into_iter()
+        .flatten()
+        .filter_map(|id| model.boot_configs.get(&id))
+        .filter(|c| is_image(c))
+        .collect()
+}
 
 /// Canonical form of a `hosts` entry: a node xname, or a tag.
 pub fn parse_host(model: &Model, s: &str) -> Result<String, DomainError> {
@@ -190,7 +345,10 @@ fn new_config(
         kernel: checked_url(b.kernel.as_ref(), "kernel")?.unwrap_or_default(),
         initrd: checked_url(b.initrd.as_ref(), "initrd")?.unwrap_or_default(),
         params: checked_params(b.params.as_ref())?.unwrap_or_default(),
-        cloud_init: b.cloud_init.clone().unwrap_or(serde_json::Value::Null),
+        cloud_init: match &b.cloud_init {
+            Some(c) => check_cloud_init(c)?,
+            None => serde_json::Value::Null,
+        },
         bound: true,
         groups: Vec::new(),
         profile: String::new(),
@@ -218,6 +376,18 @@ fn require_targets(t: &[BootTarget]) -> Result<(), DomainError> {
 /// POST: a new configuration for targets that have none (409 otherwise).
 pub fn post(txn: &mut Txn<'_>, b: &BootParamsIn) -> Result<(), DomainError> {
     let t = targets(txn.model(), b)?;
+    if t.is_empty()
+        && let Some(img) = image_config(b)?
+    {
+        if txn.model().boot_configs.contains_key(&img.id) {
+            return Err(DomainError::Conflict(format!(
+                "{} already has boot parameters (use PUT to replace or PATCH to change them)",
+                img.id
+            )));
+        }
+        txn.put_boot_config(img);
+        return Ok(());
+    }
     require_targets(&t)?;
     if let Some(bound) = t.iter().find(|x| txn.model().boot_targets.contains_key(*x)) {
         return Err(DomainError::Conflict(format!(
@@ -233,6 +403,12 @@ pub fn post(txn: &mut Txn<'_>, b: &BootParamsIn) -> Result<(), DomainError> {
 /// PUT: the targets move to this new configuration.
 pub fn put(txn: &mut Txn<'_>, b: &BootParamsIn) -> Result<(), DomainError> {
     let t = targets(txn.model(), b)?;
+    if t.is_empty()
+        && let Some(img) = image_config(b)?
+    {
+        txn.put_boot_config(img);
+        return Ok(());
+    }
     require_targets(&t)?;
     let cfg = new_config(txn, b, &t)?;
     unbind(txn, &t);
@@ -244,10 +420,23 @@ pub fn put(txn: &mut Txn<'_>, b: &BootParamsIn) -> Result<(), DomainError> {
 /// configuration shared with targets not named is copied first.
 pub fn patch(txn: &mut Txn<'_>, b: &BootParamsIn) -> Result<(), DomainError> {
     let t = targets(txn.model(), b)?;
+    if t.is_empty()
+        && let Some(mut img) = image_config(b)?
+    {
+        // As upstream: an image's parameters are set, created if absent.
+        if b.params.is_none()
+            && let Some(old) = txn.model().boot_configs.get(&img.id)
+        {
+            img.params = old.params.clone();
+        }
+        txn.put_boot_config(img);
+        return Ok(());
+    }
     require_targets(&t)?;
     let kernel = checked_url(b.kernel.as_ref(), "kernel")?;
     let initrd = checked_url(b.initrd.as_ref(), "initrd")?;
     let params = checked_params(b.params.as_ref())?;
+    let cloud_init = b.cloud_init.as_ref().map(check_cloud_init).transpose()?;
     // Group the named targets by the configuration that holds them.
     let mut by_config: std::collections::BTreeMap<String, Vec<BootTarget>> = Default::default();
     for x in &t {
@@ -270,7 +459,7 @@ pub fn patch(txn: &mut Txn<'_>, b: &BootParamsIn) -> Result<(), DomainError> {
         if let Some(p) = &params {
             cfg.params = p.clone();
         }
-        if let Some(c) = &b.cloud_init {
+        if let Some(c) = &cloud_init {
             cfg.cloud_init = c.clone();
         }
         cfg.meta.updated_at = stamp(txn.now());
@@ -286,14 +475,32 @@ pub fn patch(txn: &mut Txn<'_>, b: &BootParamsIn) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// DELETE: unbind the named targets (404 if none of them is bound).
+/// DELETE: unbind the named targets (400 if none of them is bound, as
+/// upstream), and drop the parameters of the named kernel and initrd
+/// images (no error when there are none, as upstream).
 pub fn delete(txn: &mut Txn<'_>, b: &BootParamsIn) -> Result<(), DomainError> {
     let t = targets(txn.model(), b)?;
+    let image_ids: Vec<String> = images(txn.model(), b)
+        .into_iter()
+        .map(|c| c.id.clone())
+        .collect();
+    let names_image = [&b.kernel, &b.initrd]
+        .into_iter()
+        .any(|p| p.as_deref().is_some_and(|p| !p.trim().is_empty()));
+    if t.is_empty() && names_image {
+        for id in image_ids {
+            txn.delete_boot_config(&id);
+        }
+        return Ok(());
+    }
     require_targets(&t)?;
     if unbind(txn, &t) == 0 {
-        return Err(DomainError::NotFound(
+        return Err(DomainError::Invalid(
             "none of the named targets has boot parameters".into(),
         ));
+    }
+    for id in image_ids {
+        txn.delete_boot_config(&id);
     }
     Ok(())
 }
@@ -557,7 +764,11 @@ mod tests {
         for b in [
             body(&["x0c0s0b0"], "k"),
             body(&["nonsense"], "k"),
-            body(&[], "k"),
+            // No target and no image to key parameters by.
+            BootParamsIn {
+                params: Some("quiet".into()),
+                ..Default::default()
+            },
             BootParamsIn {
                 macs: vec!["zz".into()],
                 ..Default::default()

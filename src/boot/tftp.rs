@@ -14,12 +14,25 @@
 //! transfer at once (UEFI PXE asks for `tsize`, then aborts with error 8).
 //! Files up to [`MEMORY_LIMIT`] are read once and shared by every transfer
 //! of them; larger ones are read in chunks as the transfer goes.
+//!
+//! A read request costs a transfer slot, a socket and a task, so what a
+//! client may ask for is bounded (the limits are `[tftp]` settings):
+//! `blksize` is lowered to `max_block_size`, `windowsize` to
+//! `max_window_size` and further so a window stays within [`WINDOW_BYTES`];
+//! a `timeout` above `max_client_timeout_secs` is left out of the OACK (RFC
+//! 2349 lets the server only take or refuse it) and the server's own
+//! `timeout_secs` applies; `tsize` in a read request is answered with the
+//! file's size whatever number it carries. One client address holds at most
+//! `max_transfers_per_client` transfers. When every slot is taken, a new
+//! request takes over the oldest transfer whose client has not acknowledged
+//! anything yet (a real client answers within a round trip; one that never
+//! does is a lost packet or a flood), so requests that never ACK cannot keep
+//! a booting node out.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -69,6 +82,9 @@ const KEEP_LIMIT: u64 = 4 << 20;
 
 /// Bytes read at a time from a file larger than [`MEMORY_LIMIT`].
 const CHUNK: usize = 1 << 20;
+
+/// Most bytes one window of a transfer holds (`windowsize` × `blksize`).
+pub const WINDOW_BYTES: usize = 1 << 20;
 
 /// What a read request gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +184,15 @@ pub struct TftpSettings {
     pub max_window_size: u16,
     pub timeout: Duration,
     pub retries: u32,
+    /// Largest `timeout` option granted; larger ones are left out.
+    pub max_client_timeout: u8,
+    /// Transfers one client address may hold at once.
+    pub max_transfers_per_client: usize,
 }
+
+/// Called with the reason of every refusal, take-over and clamped option,
+/// so the caller can count them.
+pub type Count = Arc<dyn Fn(&'static str) + Send + Sync>;
 
 // ------------------------------------------------------------------ packets
 
@@ -337,39 +361,58 @@ pub struct Negotiated {
     pub timeout: Duration,
     /// The OACK to send first, if any option was granted.
     pub oack: Option<Vec<u8>>,
+    /// Options granted lower than asked, or refused, by the limits.
+    pub clamped: Vec<&'static str>,
 }
 
 /// Grants what the request asks within the settings' limits.
 pub fn negotiate(o: &Options, size: u64, s: &TftpSettings) -> Negotiated {
     let mut oack = OACK.to_be_bytes().to_vec();
+    let mut clamped = Vec::new();
     let mut put = |k: &str, v: String| {
         oack.extend_from_slice(k.as_bytes());
         oack.push(0);
         oack.extend_from_slice(v.as_bytes());
         oack.push(0);
     };
-    let blksize = o.blksize.map(|b| b.min(s.max_block_size.max(8)));
+    let max_block = s.max_block_size.max(8);
+    let blksize = o.blksize.map(|b| b.min(max_block));
+    if o.blksize.is_some_and(|b| b > max_block) {
+        clamped.push("blksize");
+    }
     if let Some(b) = blksize {
         put("blksize", b.to_string());
     }
-    if let Some(t) = o.timeout {
+    let timeout = o.timeout.filter(|t| *t <= s.max_client_timeout);
+    if o.timeout.is_some() && timeout.is_none() {
+        clamped.push("timeout");
+    }
+    if let Some(t) = timeout {
         put("timeout", t.to_string());
     }
     if o.tsize {
         put("tsize", size.to_string());
     }
-    let window = o.windowsize.map(|w| w.min(s.max_window_size.max(1)));
+    let block = usize::from(blksize.unwrap_or(512));
+    let max_window = s
+        .max_window_size
+        .max(1)
+        .min(u16::try_from((WINDOW_BYTES / block).max(1)).unwrap_or(u16::MAX));
+    let window = o.windowsize.map(|w| w.min(max_window));
+    if o.windowsize.is_some_and(|w| w > max_window) {
+        clamped.push("windowsize");
+    }
     if let Some(w) = window {
         put("windowsize", w.to_string());
     }
     Negotiated {
-        blksize: usize::from(blksize.unwrap_or(512)),
+        blksize: block,
         window: window.unwrap_or(1),
-        timeout: o
-            .timeout
+        timeout: timeout
             .map(|t| Duration::from_secs(u64::from(t)))
             .unwrap_or(s.timeout),
         oack: (oack.len() > 2).then_some(oack),
+        clamped,
     }
 }
 
@@ -396,6 +439,7 @@ pub async fn serve(
     store: Store,
     steps: Arc<BootSteps>,
     metrics: Arc<crate::metrics::Metrics>,
+    count: Count,
 ) -> io::Result<()> {
     let local_ip = socket.local_addr()?.ip();
     socket.set_nonblocking(true)?;
@@ -410,7 +454,8 @@ pub async fn serve(
         steps,
         metrics,
         local_ip,
-        active: AtomicUsize::new(0),
+        slots: Mutex::new(Slots::default()),
+        count,
         peers: Mutex::new(HashSet::new()),
         cache: Mutex::new(HashMap::new()),
     });
@@ -434,7 +479,7 @@ pub async fn serve(
                 }
                 let server = server.clone();
                 let stop = stop.clone();
-                let id = NEXT_TRANSFER.fetch_add(1, Ordering::Relaxed);
+                let id = NEXT_TRANSFER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let span = tracing::info_span!("tftp", id = format_args!("t{id:x}"));
                 tokio::spawn(
                     async move {
@@ -488,7 +533,8 @@ struct Server {
     steps: Arc<BootSteps>,
     metrics: Arc<crate::metrics::Metrics>,
     local_ip: IpAddr,
-    active: AtomicUsize,
+    slots: Mutex<Slots>,
+    count: Count,
     /// Clients with a transfer in progress.
     peers: Mutex<HashSet<SocketAddr>>,
     /// Files held in memory, by path.
@@ -533,12 +579,63 @@ impl Drop for PeerGuard<'_> {
     }
 }
 
-/// Holds one of the `max_transfers` slots.
-struct Slot<'a>(&'a AtomicUsize);
+/// The transfers holding slots, oldest first.
+#[derive(Default)]
+struct Slots {
+    held: std::collections::BTreeMap<u64, Held>,
+    per_client: HashMap<IpAddr, usize>,
+    next: u64,
+}
+
+struct Held {
+    client: IpAddr,
+    /// The client has acknowledged something: not taken over.
+    acked: bool,
+    /// Cancelled when a new request takes the slot over.
+    taken: CancellationToken,
+}
+
+impl Slots {
+    fn release(&mut self, id: u64) {
+        if let Some(h) = self.held.remove(&id)
+            && let Some(n) = self.per_client.get_mut(&h.client)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&h.client);
+            }
+        }
+    }
+}
+
+/// Why a request got no slot.
+enum NoSlot {
+    PerClient,
+    Busy,
+}
+
+/// Holds one of the `max_transfers` slots until dropped.
+struct Slot<'a> {
+    server: &'a Server,
+    id: u64,
+    acked: std::sync::atomic::AtomicBool,
+    taken: CancellationToken,
+}
+
+impl Slot<'_> {
+    /// The client acknowledged a packet: its slot is no longer taken over.
+    fn acked(&self) {
+        if !self.acked.swap(true, std::sync::atomic::Ordering::Relaxed)
+            && let Some(h) = lock(&self.server.slots).held.get_mut(&self.id)
+        {
+            h.acked = true;
+        }
+    }
+}
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        lock(&self.server.slots).release(self.id);
     }
 }
 
@@ -598,6 +695,8 @@ enum End {
     ClientGone,
     /// No ACK after every resend.
     TimedOut,
+    /// Nothing acknowledged yet, and a newer request needed the slot.
+    TakenOver,
     Io(io::Error),
 }
 
@@ -675,9 +774,16 @@ impl Server {
                 refuse(code::ACCESS, "access violation").await;
                 return "denied";
             }
-            _ => match self.slot() {
-                Some(s) => s,
-                None => {
+            _ => match self.slot(peer.ip()) {
+                Ok(s) => s,
+                Err(NoSlot::PerClient) => {
+                    (self.count)("per_client");
+                    tracing::info!(client = %peer, "tftp: too many transfers for this client; refusing");
+                    refuse(code::UNDEFINED, "too many transfers from this address").await;
+                    return "per_client";
+                }
+                Err(NoSlot::Busy) => {
+                    (self.count)("busy");
                     tracing::warn!(client = %peer, "tftp: too many transfers in progress; refusing");
                     refuse(code::UNDEFINED, "server busy, try again").await;
                     return "busy";
@@ -693,7 +799,13 @@ impl Server {
             }
         };
         let n = negotiate(&req.options, source.len(), &self.settings);
-        let r = self.send_file(&sock, &mut source, &n).await;
+        for option in &n.clamped {
+            (self.count)(option);
+        }
+        let r = tokio::select! {
+            r = self.send_file(&sock, &mut source, &n, &slot) => r,
+            _ = slot.taken.cancelled() => Err(End::TakenOver),
+        };
         drop(slot);
         match r {
             Ok(()) => {
@@ -707,6 +819,11 @@ impl Server {
             Err(End::ClientGone) => {
                 tracing::debug!(client = %peer, path = %req.file, "tftp: the client went away");
                 "client_gone"
+            }
+            Err(End::TakenOver) => {
+                tracing::info!(client = %peer, path = %req.file, "tftp: nothing acknowledged and the server is full; slot given to a newer request");
+                refuse(code::UNDEFINED, "server busy, try again").await;
+                "taken_over"
             }
             Err(End::TimedOut) => {
                 tracing::info!(client = %peer, path = %req.file, "tftp: no ACK after every resend; abandoned");
@@ -728,12 +845,46 @@ impl Server {
         UdpSocket::from_std(s)
     }
 
-    fn slot(&self) -> Option<Slot<'_>> {
-        if self.active.fetch_add(1, Ordering::Relaxed) >= self.settings.max_transfers {
-            self.active.fetch_sub(1, Ordering::Relaxed);
-            return None;
+    /// A slot for a transfer to `client`: free, or taken over from the
+    /// oldest transfer that has had no acknowledgement.
+    fn slot(&self, client: IpAddr) -> Result<Slot<'_>, NoSlot> {
+        let mut slots = lock(&self.slots);
+        if slots.per_client.get(&client).copied().unwrap_or(0)
+            >= self.settings.max_transfers_per_client
+        {
+            return Err(NoSlot::PerClient);
         }
-        Some(Slot(&self.active))
+        if slots.held.len() >= self.settings.max_transfers {
+            let oldest = slots
+                .held
+                .iter()
+                .find(|(_, h)| !h.acked)
+                .map(|(id, h)| (*id, h.taken.clone()));
+            let Some((id, taken)) = oldest else {
+                return Err(NoSlot::Busy);
+            };
+            taken.cancel();
+            slots.release(id);
+            (self.count)("taken_over");
+        }
+        let id = slots.next;
+        slots.next += 1;
+        let taken = CancellationToken::new();
+        slots.held.insert(
+            id,
+            Held {
+                client,
+                acked: false,
+                taken: taken.clone(),
+            },
+        );
+        *slots.per_client.entry(client).or_insert(0) += 1;
+        Ok(Slot {
+            server: self,
+            id,
+            acked: std::sync::atomic::AtomicBool::new(false),
+            taken,
+        })
     }
 
     /// [`resolve`], off the event loop (it touches the file system).
@@ -835,11 +986,12 @@ impl Server {
         sock: &UdpSocket,
         source: &mut Source,
         n: &Negotiated,
+        slot: &Slot<'_>,
     ) -> Result<(), End> {
         let mut window: VecDeque<Vec<u8>> = VecDeque::new();
         if let Some(oack) = &n.oack {
             window.push_back(oack.clone());
-            self.exchange(sock, &window, 0, n.timeout).await?;
+            self.exchange(sock, &window, 0, n.timeout, slot).await?;
             window.clear();
         }
         let blksize = n.blksize as u64;
@@ -864,7 +1016,9 @@ impl Server {
                 }
                 next = end;
             }
-            let acked = self.exchange(sock, &window, base as u16, n.timeout).await?;
+            let acked = self
+                .exchange(sock, &window, base as u16, n.timeout, slot)
+                .await?;
             window.drain(..acked);
             base += acked as u64;
         }
@@ -880,6 +1034,7 @@ impl Server {
         packets: &VecDeque<Vec<u8>>,
         first: u16,
         timeout: Duration,
+        slot: &Slot<'_>,
     ) -> Result<usize, End> {
         let mut buf = [0u8; 1024];
         for _ in 0..=self.settings.retries {
@@ -894,6 +1049,7 @@ impl Server {
                 };
                 match parse_reply(&buf[..n]) {
                     Reply::Ack(a) => {
+                        slot.acked();
                         let k = usize::from(a.wrapping_sub(first));
                         if k < packets.len() {
                             return Ok(k + 1);
@@ -1006,6 +1162,8 @@ mod tests {
             max_window_size: 64,
             timeout: Duration::from_secs(3),
             retries: 5,
+            max_client_timeout: 5,
+            max_transfers_per_client: 4,
         }
     }
 
@@ -1100,6 +1258,47 @@ mod tests {
             n.oack.as_deref(),
             Some(&b"\0\x06blksize\x001468\0timeout\x001\0tsize\x00850528\0windowsize\x0064\0"[..])
         );
+    }
+
+    #[test]
+    fn options_beyond_the_limits_are_clamped_or_refused() {
+        let mut s = settings();
+        // (asked, granted timeout, OACK, clamped)
+        let n = negotiate(
+            &Options {
+                timeout: Some(255),
+                ..Options::default()
+            },
+            10,
+            &s,
+        );
+        assert_eq!(n.timeout, s.timeout, "the server's own timeout applies");
+        assert_eq!(n.oack, None, "a refused timeout is left out of the OACK");
+        assert_eq!(n.clamped, ["timeout"]);
+        let n = negotiate(
+            &Options {
+                timeout: Some(5),
+                ..Options::default()
+            },
+            10,
+            &s,
+        );
+        assert_eq!(n.timeout, Duration::from_secs(5));
+        assert!(n.clamped.is_empty());
+        // A window never holds more than WINDOW_BYTES.
+        s.max_block_size = 65464;
+        let n = negotiate(
+            &Options {
+                blksize: Some(65464),
+                windowsize: Some(64),
+                ..Options::default()
+            },
+            10,
+            &s,
+        );
+        assert_eq!((n.blksize, n.window), (65464, 16));
+        assert_eq!(n.clamped, ["windowsize"]);
+        assert!(n.blksize * usize::from(n.window) <= WINDOW_BYTES);
     }
 
     #[test]

@@ -59,11 +59,40 @@ pub struct Claims {
     #[serde(deserialize_with = "one_or_many")]
     pub aud: Vec<String>,
     pub exp: i64,
+    #[serde(default)]
     pub iat: i64,
     #[serde(default)]
     pub nbf: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// OAuth scopes. Written as an array (TokenSmith's form); a
+    /// space-separated string (RFC 8693's) is accepted on input.
+    #[serde(
+        default,
+        deserialize_with = "scopes",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub scope: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// `bootstrap` marks a one-time token that may only be exchanged at
+    /// `/oauth/token`, never used on the API itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_use: Option<String>,
+}
+
+fn scopes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scopes {
+        Text(String),
+        List(Vec<String>),
+    }
+    Ok(match Option::<Scopes>::deserialize(d)? {
+        None => Vec::new(),
+        Some(Scopes::Text(s)) => s.split_whitespace().map(str::to_string).collect(),
+        Some(Scopes::List(v)) => v,
+    })
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -254,10 +283,22 @@ impl TokenKeys {
             iat: now,
             nbf: Some(now),
             roles: roles.to_vec(),
+            scope: Vec::new(),
+            jti: None,
+            token_use: None,
         };
+        self.sign(&claims)
+    }
+
+    /// Signs `claims` as they are (token exchange sets scopes, `jti` and
+    /// `token_use` itself).
+    pub fn sign(&self, claims: &Claims) -> Result<String, CaError> {
+        if claims.sub.is_empty() {
+            return Err(CaError::Token("subject must not be empty".into()));
+        }
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.current_kid().to_owned());
-        jsonwebtoken::encode(&header, &claims, &self.signing)
+        jsonwebtoken::encode(&header, claims, &self.signing)
             .map_err(|e| CaError::Token(e.to_string()))
     }
 
@@ -337,6 +378,160 @@ impl TokenKeys {
         serde_json::json!({
             "keys": self.verifying.iter().map(VerifyingKey::jwk).collect::<Vec<_>>(),
         })
+    }
+}
+
+/// The `iss` a token claims, read without checking anything: it only picks
+/// which issuer's keys the token is then verified with.
+pub fn claimed_issuer(token: &str) -> Option<String> {
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("iss")?.as_str().map(str::to_string)
+}
+
+/// The keys of another issuer (a site's identity provider), from its JWKS.
+/// Fetching the set is the caller's business; this only decodes and checks.
+pub struct ExternalKeys {
+    keys: Vec<(
+        Option<String>,
+        DecodingKey,
+        jsonwebtoken::jwk::AlgorithmParameters,
+    )>,
+}
+
+impl fmt::Debug for ExternalKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExternalKeys")
+            .field(
+                "kids",
+                &self.keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Algorithms accepted from another issuer (TokenSmith's verifiers accept
+/// these families; `none` and HMAC never).
+const EXTERNAL_ALGS: &[Algorithm] = &[
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+
+impl ExternalKeys {
+    /// Decodes a JWKS document; keys that are not EC or RSA signature keys
+    /// are skipped. No usable key is an error.
+    pub fn from_jwks(json: &[u8]) -> Result<ExternalKeys, String> {
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_slice(json).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let keys: Vec<_> = set
+            .keys
+            .iter()
+            .filter(|k| {
+                matches!(
+                    k.algorithm,
+                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_)
+                        | jsonwebtoken::jwk::AlgorithmParameters::RSA(_)
+                )
+            })
+            .filter_map(|k| {
+                DecodingKey::from_jwk(k)
+                    .ok()
+                    .map(|d| (k.common.key_id.clone(), d, k.algorithm.clone()))
+            })
+            .collect();
+        if keys.is_empty() {
+            return Err("the JWKS has no EC or RSA key".into());
+        }
+        Ok(ExternalKeys { keys })
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Checks a token of this issuer: signature by the key its `kid` names
+    /// (by any key of a fitting type when it names none), `iss`, `aud`,
+    /// `exp` (required) and `nbf`, with 60 s of leeway. `UnknownKey` means
+    /// a fresher JWKS might know the key.
+    pub fn verify(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+        now: i64,
+    ) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if !EXTERNAL_ALGS.contains(&header.alg) {
+            return Err(TokenError::BadSignature);
+        }
+        let rsa = !matches!(header.alg, Algorithm::ES256 | Algorithm::ES384);
+        let candidates: Vec<&DecodingKey> = self
+            .keys
+            .iter()
+            .filter(|(kid, _, params)| {
+                let kind_fits = matches!(
+                    (rsa, params),
+                    (true, jsonwebtoken::jwk::AlgorithmParameters::RSA(_))
+                        | (
+                            false,
+                            jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_)
+                        )
+                );
+                kind_fits && (header.kid.is_none() || kid.as_deref() == header.kid.as_deref())
+            })
+            .map(|(_, d, _)| d)
+            .collect();
+        if candidates.is_empty() {
+            return Err(TokenError::UnknownKey);
+        }
+        let mut v = jsonwebtoken::Validation::new(header.alg);
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.validate_aud = false;
+        v.required_spec_claims.clear();
+        let mut claims = None;
+        for key in candidates {
+            if let Ok(d) = jsonwebtoken::decode::<Claims>(token, key, &v) {
+                claims = Some(d.claims);
+                break;
+            }
+        }
+        let claims = claims.ok_or(TokenError::BadSignature)?;
+        if now >= claims.exp.saturating_add(LEEWAY) {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = claims.nbf
+            && now.saturating_add(LEEWAY) < nbf
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims.iss != issuer {
+            return Err(TokenError::WrongIssuer);
+        }
+        if !claims.aud.iter().any(|a| a == audience) {
+            return Err(TokenError::WrongAudience);
+        }
+        if claims.sub.is_empty() {
+            return Err(TokenError::MissingSubject);
+        }
+        Ok(claims)
     }
 }
 
@@ -717,6 +912,9 @@ mod tests {
             iat: 1,
             nbf: None,
             roles: vec![],
+            scope: vec![],
+            jti: None,
+            token_use: None,
         };
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["aud"], serde_json::json!(["x"]));

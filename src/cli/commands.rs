@@ -20,9 +20,13 @@ use crate::config::Config;
 pub fn run(global: &Global, command: Command) -> anyhow::Result<()> {
     let config = load_config(global)?;
     match command {
-        Command::Token(TokenCmd::Issue { ttl, sub, roles }) => {
-            token_issue(&config, ttl.as_deref(), &sub, &roles)
-        }
+        Command::Token(TokenCmd::Issue {
+            ttl,
+            sub,
+            roles,
+            scopes,
+            bootstrap,
+        }) => token_issue(&config, ttl.as_deref(), &sub, &roles, &scopes, bootstrap),
         Command::Ca(cmd) => ca(&config, cmd),
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -80,6 +84,8 @@ fn token_issue(
     ttl: Option<&str>,
     sub: &str,
     roles: &[String],
+    scopes: &[String],
+    bootstrap: bool,
 ) -> anyhow::Result<()> {
     let ttl = match ttl {
         Some(t) => parse_duration(t)?,
@@ -94,14 +100,23 @@ fn token_issue(
     }
     let keys = TokenKeys::load_or_create(&config.state_dir)?;
     let now = chrono::Utc::now().timestamp();
-    let token = keys.issue(
-        sub,
-        &config.issuer(),
-        &config.auth.audience,
-        ttl,
-        roles,
-        now,
-    )?;
+    if sub.is_empty() {
+        bail!("--sub must not be empty");
+    }
+    let claims = crate::ca::token::Claims {
+        sub: sub.to_string(),
+        iss: config.issuer(),
+        aud: vec![config.auth.audience.clone()],
+        exp: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+        iat: now,
+        nbf: Some(now),
+        roles: roles.to_vec(),
+        scope: scopes.to_vec(),
+        // A bootstrap token is one-time by its jti.
+        jti: bootstrap.then(|| format!("bt-{}", uuid::Uuid::new_v4().simple())),
+        token_use: bootstrap.then(|| "bootstrap".to_string()),
+    };
+    let token = keys.sign(&claims)?;
     println!("{token}");
     Ok(())
 }

@@ -170,6 +170,12 @@ pub enum TokenCmd {
         /// Roles (viewer, operator, admin); none means full access
         #[arg(long = "role")]
         roles: Vec<String>,
+        /// OAuth scopes (e.g. read, write) the token carries
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// A one-time bootstrap token, only good for exchange at POST /oauth/token
+        #[arg(long)]
+        bootstrap: bool,
     },
 }
 

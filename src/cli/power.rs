@@ -120,6 +120,7 @@ pub async fn run(client: &Client, format: Format, cmd: PowerCmd) -> anyhow::Resu
             ("XNAME", "/xname"),
             ("STATUS", "/taskStatus"),
             ("DETAIL", "/taskStatusDescription"),
+            ("ERROR", "/error"),
         ],
         &rows,
         &done,

@@ -94,6 +94,14 @@ pub fn v2(id: &str, addr: &str, user: &str, mac_addr: &str, c: &Crawl) -> Value 
             Value::Object(o)
         })
         .collect();
+    let services: Vec<Value> = c
+        .services
+        .iter()
+        .map(|sv| {
+            json!({"type": sv.kind, "uri": format!("{base}{}", sv.path), "uuid": c.uuid,
+                   "info": sv.info})
+        })
+        .collect();
     json!({
         "ID": id,
         "Type": "",
@@ -105,6 +113,7 @@ pub fn v2(id: &str, addr: &str, user: &str, mac_addr: &str, c: &Crawl) -> Value 
         "SchemaVersion": 1,
         "Managers": managers,
         "Systems": systems,
+        "Services": services,
     })
 }
 
@@ -121,7 +130,7 @@ pub fn bmc_mac(c: &Crawl, ip: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::inventory::endpoints;
-    use crate::redfish::{ManagerInfo, ResetInfo, SystemInfo};
+    use crate::redfish::{ManagerInfo, ResetInfo, ServiceLink, SystemInfo};
 
     fn crawl() -> Crawl {
         Crawl {
@@ -163,6 +172,11 @@ mod tests {
                 ..Default::default()
             }],
             chassis: vec![],
+            services: vec![ServiceLink {
+                kind: "AccountService".into(),
+                path: "/redfish/v1/AccountService".into(),
+                info: serde_json::json!({"ServiceEnabled": true}),
+            }],
         }
     }
 
@@ -184,5 +198,10 @@ mod tests {
         assert_eq!(inv.systems[0].nics.len(), 1, "the unusable MAC is left out");
         assert_eq!(inv.managers[0].nics[0].ip.as_deref(), Some("10.0.0.1"));
         assert_eq!(e.mac_addr.as_deref(), Some("02:01:00:00:00:01"));
+        // The services travel as paths, like every other uri.
+        assert_eq!(inv.services.len(), 1);
+        assert_eq!(inv.services[0].redfish_type, "AccountService");
+        assert_eq!(inv.services[0].odata_id, "/redfish/v1/AccountService");
+        assert_eq!(inv.services[0].info["ServiceEnabled"], true);
     }
 }

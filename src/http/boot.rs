@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::AppState;
-use super::json::{QueryPairs, decode_folded};
+use super::json::{QueryPairs, decode_top_folded};
 use super::peer::caller_ip;
 use super::problem::ApiError;
 use super::routes::{Access, Listeners, Route, route};
@@ -20,7 +20,7 @@ use crate::boot::answer::{self, Answer, ScriptRequest, Selector};
 use crate::boot::params::{self, BootParamsIn};
 use crate::boot::steps::{self, Step};
 use crate::inventory::model::{BootConfig, Component};
-use crate::inventory::{Model, mac, xname};
+use crate::inventory::{DomainError, Model, mac, xname};
 
 pub fn routes() -> Vec<Route> {
     use Access::*;
@@ -112,7 +112,7 @@ pub fn routes() -> Vec<Route> {
             Method::GET,
             "/boot/v1/dumpstate",
             "bss",
-            Anonymous,
+            Token,
             Api,
             "Nodes and configurations",
             dumpstate,
@@ -197,6 +197,18 @@ pub fn routes() -> Vec<Route> {
 /// hosts, as upstream's BSS adapter does.
 pub fn wire(b: &BootConfig) -> Value {
     let mut v = serde_json::Map::new();
+    if params::is_image(b) {
+        // Upstream's image entries: the path and its parameters only.
+        if !b.params.is_empty() {
+            v.insert("params".into(), json!(b.params));
+        }
+        for (k, p) in [("kernel", &b.kernel), ("initrd", &b.initrd)] {
+            if !p.is_empty() {
+                v.insert(k.into(), json!(p));
+            }
+        }
+        return Value::Object(v);
+    }
     if !b.hosts.is_empty() || !b.groups.is_empty() {
         let hosts: Vec<&String> = b.hosts.iter().chain(b.groups.iter()).collect();
         v.insert("hosts".into(), json!(hosts));
@@ -222,8 +234,27 @@ fn body_or_default(bytes: &Bytes) -> Result<BootParamsIn, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         Ok(BootParamsIn::default())
     } else {
-        decode_folded(bytes)
+        decode_params(bytes)
     }
+}
+
+/// A `bootparameters` body: top-level keys matched case-insensitively; the
+/// documents under `cloud-init` keep their keys as sent (they are the
+/// node's data), its own members are matched by `params::check_cloud_init`.
+fn decode_params(bytes: &[u8]) -> Result<BootParamsIn, ApiError> {
+    decode_top_folded(bytes)
+}
+
+/// Upstream BSS answers every stored write for hosts, MACs or NIDs with a
+/// fresh `BSS-Referral-Token` (image parameters get none).
+fn with_referral(status: StatusCode, b: &BootParamsIn) -> Response {
+    let mut r = status.into_response();
+    if !(b.hosts.is_empty() && b.macs.is_empty() && b.nids.is_empty())
+        && let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+    {
+        r.headers_mut().insert("BSS-Referral-Token", v);
+    }
+    r
 }
 
 async fn get_params(
@@ -241,31 +272,50 @@ async fn get_params(
         );
     }
     let snap = st.store.snapshot();
-    let named = params::targets(&snap, &b)?;
+    // As upstream, a name or MAC that cannot be a target has no boot
+    // parameters (404); a malformed NID stays a 400.
+    let named = params::targets(&snap, &b).map_err(|e| match e {
+        DomainError::Invalid(m) if b.nids.iter().all(|n| *n >= 0) => {
+            ApiError::not_found(format!("Cannot find boot parameters: {m}"))
+        }
+        other => other.into(),
+    })?;
+    let images = params::images(&snap, &b);
+    let names_image = b.kernel.is_some() || b.initrd.is_some();
+    if named.is_empty() && names_image {
+        if images.is_empty() {
+            return Err(ApiError::not_found(
+                "Cannot find boot parameters for requested kernel or initrd",
+            ));
+        }
+        return Ok(axum::Json(images.into_iter().map(wire).collect::<Vec<_>>()).into_response());
+    }
     let found = params::query(&snap, &named)?;
     Ok(axum::Json(found.into_iter().map(wire).collect::<Vec<_>>()).into_response())
 }
 
-async fn post_params(State(st): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
-    let b: BootParamsIn = decode_folded(&body)?;
-    st.store.write(move |t| params::post(t, &b)).await?;
-    Ok(StatusCode::CREATED)
+async fn post_params(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let b: BootParamsIn = decode_params(&body)?;
+    let b2 = b.clone();
+    st.store.write(move |t| params::post(t, &b2)).await?;
+    Ok(with_referral(StatusCode::CREATED, &b))
 }
 
-async fn put_params(State(st): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
-    let b: BootParamsIn = decode_folded(&body)?;
-    st.store.write(move |t| params::put(t, &b)).await?;
-    Ok(StatusCode::OK)
+async fn put_params(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let b: BootParamsIn = decode_params(&body)?;
+    let b2 = b.clone();
+    st.store.write(move |t| params::put(t, &b2)).await?;
+    Ok(with_referral(StatusCode::OK, &b))
 }
 
 async fn patch_params(State(st): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
-    let b: BootParamsIn = decode_folded(&body)?;
+    let b: BootParamsIn = decode_params(&body)?;
     st.store.write(move |t| params::patch(t, &b)).await?;
     Ok(StatusCode::OK)
 }
 
 async fn delete_params(State(st): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
-    let b: BootParamsIn = decode_folded(&body)?;
+    let b: BootParamsIn = decode_params(&body)?;
     st.store.write(move |t| params::delete(t, &b)).await?;
     Ok(StatusCode::OK)
 }
@@ -530,6 +580,16 @@ async fn artifacts(State(st): State<AppState>, req: Request) -> Response {
         Ok(u) => parts.uri = u,
         Err(_) => return ApiError::bad_request("invalid path").into_response(),
     }
+    // ServeDir follows symlinks; one inside the directory may still point
+    // out of it (as TFTP refuses, so does this).
+    if let Some(outside) = resolves_outside(dir, &rest).await {
+        tracing::info!(path = %rest, target = %outside.display(), "artifacts: refused a path resolving outside the directory");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "path resolves outside the artifacts directory",
+        )
+        .into_response();
+    }
     let req = Request::from_parts(parts, body);
     match tower_http::services::ServeDir::new(dir)
         .append_index_html_on_directories(false)
@@ -539,4 +599,30 @@ async fn artifacts(State(st): State<AppState>, req: Request) -> Response {
         Ok(r) => r.map(Body::new),
         Err(e) => ApiError::internal(format!("cannot read artifact: {e}")).into_response(),
     }
+}
+
+/// Where the request path `rest` (percent-encoded, relative to `dir`)
+/// really leads, when that is outside `dir`. Paths that do not resolve are
+/// left to `ServeDir` (a 404).
+async fn resolves_outside(dir: &std::path::Path, rest: &str) -> Option<std::path::PathBuf> {
+    let decoded = percent_encoding::percent_decode_str(rest)
+        .decode_utf8_lossy()
+        .to_string();
+    let rel = std::path::PathBuf::from(decoded.trim_start_matches('/'));
+    // `..` and the like are ServeDir's to refuse.
+    if !rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        return None;
+    }
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let root = dir.canonicalize().ok()?;
+        let target = dir.join(rel).canonicalize().ok()?;
+        (!target.starts_with(&root)).then_some(target)
+    })
+    .await
+    .ok()
+    .flatten()
 }

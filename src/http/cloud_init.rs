@@ -249,7 +249,7 @@ fn object_body<T: serde::de::DeserializeOwned>(bytes: &[u8], fold: bool) -> Resu
 }
 
 /// 200 `text/plain`, the documents cloud-init reads.
-fn text(body: impl Into<axum::body::Body>) -> Response {
+pub(super) fn text(body: impl Into<axum::body::Body>) -> Response {
     let mut r = Response::new(body.into());
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -266,11 +266,15 @@ fn settings<'a>(st: &'a AppState, node_base: &'a str) -> Settings<'a> {
 }
 
 /// The node base URL for a request that came in at `local`.
-fn base(st: &AppState, local: &Option<axum::Extension<Local>>) -> String {
+pub(super) fn base(st: &AppState, local: &Option<axum::Extension<Local>>) -> String {
     st.node_base_for(local.as_ref().map(|l| &l.0))
 }
 
-fn peer_address(st: &AppState, peer: Option<axum::Extension<Peer>>, headers: &HeaderMap) -> IpAddr {
+pub(super) fn peer_address(
+    st: &AppState,
+    peer: Option<axum::Extension<Peer>>,
+    headers: &HeaderMap,
+) -> IpAddr {
     let peer_ip = peer
         .map(|p| p.0.0.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
@@ -298,7 +302,7 @@ fn caller(
 
 /// Notes a boot step of the caller at `ip` (known or not: an unknown
 /// caller's attempt is worth seeing too).
-fn step(st: &AppState, snap: &Snapshot, ip: IpAddr, step: Step, detail: &str) {
+pub(super) fn step(st: &AppState, snap: &Snapshot, ip: IpAddr, step: Step, detail: &str) {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let who = steps::caller(snap, None, Some(ip), now_ms / 1000);
     st.boot_steps.record(&who, step, detail, now_ms);
@@ -320,7 +324,7 @@ fn named(st: &AppState, id: &str) -> Result<(Arc<Snapshot>, String), ApiError> {
 
 /// The snapshot in which `node` has its instance ID: a write the first time
 /// only (concurrent first requests agree: the write is idempotent).
-async fn with_instance_id(
+pub(super) async fn with_instance_id(
     st: &AppState,
     snap: Arc<Snapshot>,
     node: &str,
@@ -339,7 +343,7 @@ async fn with_instance_id(
     Ok(st.store.snapshot())
 }
 
-fn meta_data_doc(
+pub(super) fn meta_data_doc(
     st: &AppState,
     snap: &Snapshot,
     node: &str,
@@ -452,7 +456,7 @@ async fn group_file(
     render_group_file(&snap, &node, &file)
 }
 
-async fn phone_home(
+pub(super) async fn phone_home(
     State(st): State<AppState>,
     Path(id): Path<String>,
     peer: Option<axum::Extension<Peer>>,
@@ -509,7 +513,9 @@ async fn openapi() -> Response {
 
 async fn get_defaults(State(st): State<AppState>) -> Response {
     let snap = st.store.snapshot();
-    axum::Json(snap.cloud_init_defaults.as_ref()).into_response()
+    let mut d = snap.cloud_init_defaults.as_ref().clone();
+    d.resource = None;
+    axum::Json(d).into_response()
 }
 
 async fn post_defaults(State(st): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
@@ -524,9 +530,21 @@ async fn get_groups(State(st): State<AppState>) -> Response {
     let snap = st.store.snapshot();
     let mut out = Map::new();
     for (name, g) in &snap.cloud_init_groups {
-        out.insert(name.clone(), serde_json::to_value(g).unwrap_or_default());
+        out.insert(
+            name.clone(),
+            serde_json::to_value(legacy_group(g)).unwrap_or_default(),
+        );
     }
     axum::Json(Value::Object(out)).into_response()
+}
+
+/// A group as the legacy API shows it: without the metadata-service envelope.
+fn legacy_group(
+    g: &crate::inventory::model::CloudInitGroup,
+) -> crate::inventory::model::CloudInitGroup {
+    let mut g = g.clone();
+    g.resource = None;
+    g
 }
 
 fn created(name: &str) -> Response {
@@ -557,7 +575,7 @@ async fn get_group(
         .cloud_init_groups
         .get(&label)
         .ok_or_else(|| ApiError::not_found(format!("no cloud-init group {label}")))?;
-    Ok(axum::Json(g).into_response())
+    Ok(axum::Json(legacy_group(g)).into_response())
 }
 
 async fn put_group(
@@ -600,6 +618,10 @@ async fn get_instance_info(
             id: node,
             ..Default::default()
         });
+    let info = InstanceInfo {
+        resource: None,
+        ..info
+    };
     Ok(axum::Json(info).into_response())
 }
 

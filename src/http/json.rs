@@ -76,6 +76,20 @@ pub fn decode_folded<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
+/// Parses JSON, folds only the top-level object's keys to lower case and
+/// decodes into `T`: for bodies that carry documents whose keys are data.
+pub fn decode_top_folded<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut v = parse(bytes)?;
+    if let Value::Object(map) = &mut v {
+        let old = std::mem::take(map);
+        for (k, val) in old {
+            map.insert(k.to_lowercase(), val);
+        }
+    }
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
 /// Parses JSON as sent (no key folding) and decodes into `T`.
 pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let v = parse(bytes)?;

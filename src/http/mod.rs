@@ -7,6 +7,7 @@
 //! an anonymous route is a visible decision rather than an accident.
 
 pub mod access;
+pub mod auth;
 pub mod boot;
 pub mod boot_service;
 pub mod cloud_init;
@@ -15,6 +16,7 @@ pub mod deadline;
 pub mod dhcp;
 pub mod discover;
 pub mod json;
+pub mod metadata_service;
 pub mod openapi;
 pub mod peer;
 pub mod power;
@@ -26,5 +28,5 @@ pub mod smd;
 pub mod state;
 
 pub use routes::{Listener, router};
-pub use server::serve;
+pub use server::{Limits, Shed, serve};
 pub use state::{AppState, Shared};

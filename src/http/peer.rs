@@ -3,7 +3,10 @@
 //! Node routes identify the caller by address (a node gets its own boot
 //! parameters and metadata, never another's), so `X-Forwarded-For` is only
 //! believed when the peer itself is a configured trusted proxy, and read from
-//! the right, where the proxies we trust appended it.
+//! the right, where the proxies we trust appended it. The walk stops at the
+//! first hop that is not a bare IP address (`ip:port`, `[ip]`, `unknown`,
+//! garbage): whatever lies left of it cannot be vouched for, so the caller
+//! is the last hop that could be, the trusted proxy itself at worst.
 
 use std::net::IpAddr;
 
@@ -19,15 +22,17 @@ pub fn caller_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAdd
     if !trusted.iter().any(|t| canon(*t) == peer) {
         return peer;
     }
-    let hops: Vec<IpAddr> = headers
+    let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.to_str().unwrap_or(""))
         .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok().map(canon))
         .collect();
     let mut caller = peer;
     for hop in hops.into_iter().rev() {
+        let Ok(hop) = hop.trim().parse::<IpAddr>().map(canon) else {
+            break;
+        };
         caller = hop;
         if !trusted.iter().any(|t| canon(*t) == hop) {
             break;
@@ -60,5 +65,32 @@ mod tests {
         assert_eq!(caller_ip(proxy, &HeaderMap::new(), &[proxy]), proxy);
         let mapped: IpAddr = "::ffff:172.16.0.1".parse().unwrap();
         assert_eq!(caller_ip(mapped, &HeaderMap::new(), &[]), node);
+    }
+
+    #[test]
+    fn a_hop_that_is_not_an_address_ends_the_walk() {
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let inner: IpAddr = "10.0.0.6".parse().unwrap();
+        let trusted = [proxy, inner];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // (X-Forwarded-For as the trusted proxy sends it, the caller).
+        for (xff, want) in [
+            ("172.16.0.1, 172.16.0.50:4711", proxy),
+            ("172.16.0.1, [172.16.0.50]", proxy),
+            ("172.16.0.1, unknown", proxy),
+            ("172.16.0.1, ", proxy),
+            ("172.16.0.1, 172.16.0.50 x", proxy),
+            ("172.16.0.1, [::1]:80", proxy),
+            ("172.16.0.1, 10.0.0.6, 172.16.0.50:4711", proxy),
+            ("172.16.0.1, garbage, 10.0.0.6", ip("10.0.0.6")),
+            ("172.16.0.1, 172.16.0.50", ip("172.16.0.50")),
+            ("172.16.0.1", ip("172.16.0.1")),
+        ] {
+            assert_eq!(caller_ip(proxy, &h(xff), &trusted), want, "{xff:?}");
+        }
+        // Two header lines read as one list, right to left.
+        let mut m = h("172.16.0.1");
+        m.append("x-forwarded-for", "172.16.0.50:4711".parse().unwrap());
+        assert_eq!(caller_ip(proxy, &m, &trusted), proxy);
     }
 }

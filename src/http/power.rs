@@ -11,7 +11,6 @@ use super::json::{ApiJson, QueryPairs};
 use super::problem::ApiError;
 use super::routes::{Access, Listeners, Route, route};
 use super::state::AppState;
-use crate::inventory::DomainError;
 use crate::inventory::components::parse_xname;
 use crate::power::{TransitionRequest, transition_json};
 
@@ -175,7 +174,22 @@ async fn list(State(st): State<AppState>) -> Response {
     axum::Json(json!({ "transitions": items })).into_response()
 }
 
+/// A transition ID as upstream's `uuid.Parse` checks it, with its messages
+/// (upstream's tests compare them); the canonical form.
+fn transition_id(id: &str) -> Result<String, ApiError> {
+    if ![32, 36, 38, 45].contains(&id.len()) {
+        return Err(ApiError::bad_request(format!(
+            "invalid UUID length: {}",
+            id.len()
+        )));
+    }
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError::bad_request("invalid UUID format"))
+}
+
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = transition_id(&id)?;
     let t = st
         .power
         .transition(&id)
@@ -184,6 +198,7 @@ async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<R
 }
 
 async fn abort(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = transition_id(&id)?;
     st.power.abort(&id)?;
     Ok((
         StatusCode::ACCEPTED,
@@ -215,14 +230,14 @@ fn check_filters(power: Option<&str>, mgmt: Option<&str>) -> Result<(), ApiError
             .contains(&p.to_ascii_lowercase().as_str())
     {
         return Err(ApiError::bad_request(format!(
-            "powerStateFilter {p:?} is not on, off, undefined, poweringon or poweringoff"
+            "invalid powerStateFilter type: {p}"
         )));
     }
     if let Some(m) = mgmt.filter(|m| !m.is_empty())
         && !["available", "unavailable"].contains(&m.to_ascii_lowercase().as_str())
     {
         return Err(ApiError::bad_request(format!(
-            "managementStateFilter {m:?} is not available or unavailable"
+            "invalid ManagementStateFilter type: {m}"
         )));
     }
     Ok(())
@@ -236,15 +251,24 @@ async fn status(
 ) -> Result<Response, ApiError> {
     check_filters(power, mgmt)?;
     let mut xnames = Vec::new();
+    let mut bad = Vec::new();
     for x in raw
         .iter()
         .flat_map(|x| x.split(','))
         .filter(|x| !x.trim().is_empty())
     {
-        let (x, _) = parse_xname(x).map_err(|e: DomainError| ApiError::from(e))?;
-        if !xnames.contains(&x) {
-            xnames.push(x);
+        match parse_xname(x) {
+            Ok((x, _)) if !xnames.contains(&x) => xnames.push(x),
+            Ok(_) => {}
+            Err(_) => bad.push(x.trim().to_string()),
         }
+    }
+    if !bad.is_empty() {
+        // Upstream's message, which its tests compare.
+        return Err(ApiError::bad_request(format!(
+            "invalid xnames detected: {}",
+            bad.join(" ")
+        )));
     }
     let entries: Vec<Value> = st
         .power
@@ -295,17 +319,20 @@ async fn readiness(State(st): State<AppState>) -> StatusCode {
 }
 
 async fn health(State(st): State<AppState>) -> Response {
+    // Upstream's wording: every part here lives in this process and answers
+    // when the store does (locks, sealed secrets and the task runner
+    // included; the runner is local).
     let store = if st.store.ping().await.is_ok() {
         "connected, responsive"
     } else {
-        "not responsive"
+        "connected, not responsive"
     };
     axum::Json(json!({
         "KvStore": store,
-        "DistLocking": "in-process",
+        "DistLocking": store,
         "StateManager": store,
-        "Vault": "sealed secrets in the store",
-        "TaskRunner": "in-process",
+        "Vault": store,
+        "TaskRunner": format!("{store}, local mode"),
     }))
     .into_response()
 }

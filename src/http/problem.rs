@@ -2,8 +2,10 @@
 //!
 //! Handlers return [`ApiError`]; axum itself answers some requests (405, a
 //! rejected body, the body limit). A last middleware turns all of them into
-//! the same `application/problem+json` shape, filling `instance` with the
-//! request path, so clients parse one error format.
+//! the same `application/problem+json` shape, so clients parse one error
+//! format. The members are exactly upstream's (`type`, `title`, `detail`,
+//! `status`): upstream never sends `instance`, and its black-box tests
+//! compare error bodies member for member.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -107,7 +109,6 @@ struct Problem<'a> {
     title: &'a str,
     status: u16,
     detail: &'a str,
-    instance: &'a str,
     /// The v0.2 services' clients (fabrica-generated) read only `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
@@ -164,7 +165,6 @@ pub async fn render_problems(req: Request, next: Next) -> Response {
         title,
         status: status.as_u16(),
         detail: &detail,
-        instance: &path,
         error: V2_PREFIXES
             .iter()
             .any(|p| path.starts_with(p))

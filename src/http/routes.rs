@@ -37,6 +37,10 @@ pub enum Listeners {
     Both,
 }
 
+/// The summary of an upstream route answered with 501; the document gives
+/// such operations no request or reply schema.
+pub const NOT_IMPLEMENTED: &str = "Not implemented (501)";
+
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
@@ -92,10 +96,12 @@ where
 pub fn table() -> Vec<Route> {
     let mut t = Vec::new();
     t.extend(super::common::routes());
+    t.extend(super::auth::routes());
     t.extend(super::smd::routes());
     t.extend(super::boot::routes());
     t.extend(super::boot_service::routes());
     t.extend(super::cloud_init::routes());
+    t.extend(super::metadata_service::routes());
     t.extend(super::dhcp::routes());
     t.extend(super::power::routes());
     t.extend(super::discover::routes());
@@ -132,6 +138,9 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "GET /.well-known/openid-configuration" => out(json::<AnyObject>()),
         "GET /openapi.json" => out(json::<AnyObject>()),
         "GET /metrics" => out(text()),
+        "POST /oauth/token" => inout(opaque("application/x-www-form-urlencoded"), json::<TokenReply>()),
+        "POST /token" => inout(opaque("application/x-www-form-urlencoded"), json::<TokenReply>()),
+        "POST /tokensmith/oauth/token" => inout(opaque("application/x-www-form-urlencoded"), json::<TokenReply>()),
         "GET /hsm/v2/service/ready" => out(json::<Message>()),
         "GET /hsm/v2/service/liveness" => status(),
         "GET /hsm/v2/service/values" => out(json::<Values>()),
@@ -179,6 +188,12 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "PUT /hsm/v2/Inventory/RedfishEndpoints/{xname}" => inout(json::<AnyObject>(), json::<RedfishEndpoint>()),
         "PATCH /hsm/v2/Inventory/RedfishEndpoints/{xname}" => inout(json::<AnyObject>(), json::<RedfishEndpoint>()),
         "DELETE /hsm/v2/Inventory/RedfishEndpoints/{xname}" => out(json::<Message>()),
+        "GET /hsm/v2/Inventory/RedfishEndpoints/Query/{xname}" => status(),
+        "GET /hsm/v2/Inventory/ServiceEndpoints" => out(json::<ServiceEndpointArray>()).query(&["redfish_ep", "service"]),
+        "DELETE /hsm/v2/Inventory/ServiceEndpoints" => out(json::<Message>()),
+        "GET /hsm/v2/Inventory/ServiceEndpoints/{service}" => out(json::<ServiceEndpointArray>()).query(&["redfish_ep"]),
+        "GET /hsm/v2/Inventory/ServiceEndpoints/{service}/RedfishEndpoints/{xname}" => out(json::<ServiceEndpointOut>()),
+        "DELETE /hsm/v2/Inventory/ServiceEndpoints/{service}/RedfishEndpoints/{xname}" => out(json::<Message>()),
         "GET /hsm/v2/Inventory/ComponentEndpoints" => out(json::<ComponentEndpointArray>()),
         "DELETE /hsm/v2/Inventory/ComponentEndpoints" => out(json::<Message>()),
         "GET /hsm/v2/Inventory/ComponentEndpoints/{xname}" => out(json::<ComponentEndpoint>()),
@@ -285,6 +300,31 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "GET /cloud-init/admin/impersonation/{id}/{group}" => out(text()),
         "GET /cloud-init/admin/phone-home" => out(json::<Vec<PhoneHome>>()),
         "GET /cloud-init/admin/phone-home/{id}" => out(json::<PhoneHome>()),
+        "GET /metadata-service/health" => out(json::<ServiceHealth>()),
+        "GET /metadata-service/meta-data" => out(opaque("application/x-yaml")),
+        "GET /metadata-service/user-data" => out(opaque("text/cloud-config")),
+        "GET /metadata-service/vendor-data" => out(text()),
+        "GET /metadata-service/network-config" => out(opaque("text/cloud-config")),
+        "GET /metadata-service/{group}" => out(opaque("text/cloud-config")),
+        "POST /metadata-service/phone-home/{id}" => takes(opaque("application/x-www-form-urlencoded")),
+        "GET /metadata-service/clusterdefaultss" => out(json::<Vec<MetadataResource>>()),
+        "POST /metadata-service/clusterdefaultss" => inout(json::<MetadataResource>(), json::<MetadataResource>()),
+        "GET /metadata-service/clusterdefaultss/{uid}" => out(json::<MetadataResource>()),
+        "PUT /metadata-service/clusterdefaultss/{uid}" => inout(json::<MetadataResource>(), json::<MetadataResource>()),
+        "PATCH /metadata-service/clusterdefaultss/{uid}" => inout(json::<AnyObject>(), json::<MetadataResource>()),
+        "DELETE /metadata-service/clusterdefaultss/{uid}" => out(json::<ResourceDeleted>()),
+        "GET /metadata-service/groups" => out(json::<Vec<MetadataResource>>()),
+        "POST /metadata-service/groups" => inout(json::<MetadataResource>(), json::<MetadataResource>()),
+        "GET /metadata-service/groups/{uid}" => out(json::<MetadataResource>()),
+        "PUT /metadata-service/groups/{uid}" => inout(json::<MetadataResource>(), json::<MetadataResource>()),
+        "PATCH /metadata-service/groups/{uid}" => inout(json::<AnyObject>(), json::<MetadataResource>()),
+        "DELETE /metadata-service/groups/{uid}" => out(json::<ResourceDeleted>()),
+        "GET /metadata-service/instanceinfos" => out(json::<Vec<MetadataResource>>()),
+        "POST /metadata-service/instanceinfos" => inout(json::<MetadataResource>(), json::<MetadataResource>()),
+        "GET /metadata-service/instanceinfos/{uid}" => out(json::<MetadataResource>()),
+        "PUT /metadata-service/instanceinfos/{uid}" => inout(json::<MetadataResource>(), json::<MetadataResource>()),
+        "PATCH /metadata-service/instanceinfos/{uid}" => inout(json::<AnyObject>(), json::<MetadataResource>()),
+        "DELETE /metadata-service/instanceinfos/{uid}" => out(json::<ResourceDeleted>()),
         "GET /dhcp/v1/leases" => out(json::<Vec<super::dhcp::LeaseView>>()),
         "POST /power-control/v1/transitions" => inout(json::<TransitionRequest>(), json::<TransitionCreated>()),
         "GET /power-control/v1/transitions" => out(json::<TransitionArray>()),
@@ -360,22 +400,16 @@ async fn require_token(
 ) -> Result<Response, ApiError> {
     let token = bearer(&req).ok_or_else(|| ApiError::unauthorized("a bearer token is required"))?;
     let now = chrono::Utc::now().timestamp();
-    let claims = st
-        .tokens
-        .verify(&token, &st.issuer, &st.config.auth.audience, now)
-        .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
+    let caller = super::auth::verify(&st, &token, now).await?;
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
-    if !claims.roles.is_empty() && !read_only {
-        let may_write = claims
-            .roles
-            .iter()
-            .any(|r| matches!(r.as_str(), "admin" | "operator" | "service"));
-        if !may_write {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!("token for {} has no role that may change state", claims.sub),
-            ));
-        }
+    if !read_only && !super::auth::may_write(&caller) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token for {} has no role or scope that may change state",
+                caller.claims.sub
+            ),
+        ));
     }
     Ok(next.run(req).await)
 }

@@ -240,3 +240,79 @@ pub struct BootParamsEnvelope {
     #[serde(rename = "boot-parameters")]
     pub boot_parameters: Vec<LegacyBootParams>,
 }
+
+/// A metadata-service resource (`ClusterDefaults`, `Group`, `InstanceInfo`):
+/// fabrica's envelope around the record's spec.
+#[derive(JsonSchema)]
+pub struct MetadataResource {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ResourceMeta,
+    pub spec: AnyObject,
+    pub status: AnyObject,
+}
+
+/// The `metadata` member of a [`MetadataResource`].
+#[derive(JsonSchema)]
+pub struct ResourceMeta {
+    pub name: String,
+    pub uid: String,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(rename = "createdAt")]
+    pub created_at: String,
+    #[serde(rename = "updatedAt")]
+    pub updated_at: String,
+}
+
+/// `GET /metadata-service/health`.
+#[derive(JsonSchema)]
+pub struct ServiceHealth {
+    pub status: String,
+    pub service: String,
+}
+
+/// The `/oauth/token` reply (RFC 8693 token exchange).
+#[derive(JsonSchema)]
+pub struct TokenReply {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+    pub scope: String,
+    pub issued_token_type: String,
+}
+
+/// A metadata-service resource's deletion.
+#[derive(JsonSchema)]
+pub struct ResourceDeleted {
+    pub message: String,
+    pub uid: String,
+}
+
+/// One ServiceEndpoint as SMD serves it: the stored service plus the
+/// endpoint's ID, FQDN and URL.
+#[derive(JsonSchema)]
+pub struct ServiceEndpointOut {
+    #[serde(rename = "RedfishEndpointID")]
+    pub redfish_endpoint_id: String,
+    #[serde(rename = "RedfishType")]
+    pub redfish_type: String,
+    #[serde(rename = "UUID")]
+    pub uuid: String,
+    #[serde(rename = "OdataID")]
+    pub odata_id: String,
+    #[serde(rename = "RedfishEndpointFQDN")]
+    pub redfish_endpoint_fqdn: String,
+    #[serde(rename = "RedfishURL")]
+    pub redfish_url: String,
+    #[serde(rename = "ServiceInfo")]
+    pub service_info: Option<serde_json::Value>,
+}
+
+/// `GET Inventory/ServiceEndpoints` and its per-service form.
+#[derive(JsonSchema)]
+pub struct ServiceEndpointArray {
+    #[serde(rename = "ServiceEndpoints")]
+    pub service_endpoints: Vec<ServiceEndpointOut>,
+}

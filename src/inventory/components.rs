@@ -66,7 +66,8 @@ fn canon(
         None => Ok(None),
         Some(v) => f(v)
             .map(|c| Some(c.to_string()))
-            .ok_or_else(|| DomainError::Invalid(format!("invalid {what} {v:?}"))),
+            // Upstream's wording.
+            .ok_or_else(|| DomainError::Invalid(format!("{what} '{v}' is invalid"))),
     }
 }
 
@@ -131,7 +132,7 @@ pub fn validate(input: &ComponentIn, require_state: bool) -> Result<ValidCompone
             given
         }
     };
-    let state = canon(input.state.as_deref(), "State", enums::canonical_state)?;
+    let state = canon(input.state.as_deref(), "state", enums::canonical_state)?;
     if require_state && state.is_none() {
         return Err(DomainError::Invalid(format!(
             "component {id}: State is required"
@@ -147,7 +148,7 @@ pub fn validate(input: &ComponentIn, require_state: bool) -> Result<ValidCompone
     Ok(ValidComponent {
         kind,
         state,
-        flag: canon(input.flag.as_deref(), "Flag", enums::canonical_flag)?,
+        flag: canon(input.flag.as_deref(), "flag", enums::canonical_flag)?,
         enabled: input.enabled,
         software_status: input.softwarestatus.clone(),
         role: canon_role(input.role.as_deref(), "Role", enums::canonical_role)?,
@@ -160,11 +161,11 @@ pub fn validate(input: &ComponentIn, require_state: bool) -> Result<ValidCompone
         subtype: input.subtype.clone().filter(|s| !s.is_empty()),
         net_type: canon(
             input.nettype.as_deref(),
-            "NetType",
+            "netType",
             enums::canonical_net_type,
         )?,
-        arch: canon(input.arch.as_deref(), "Arch", enums::canonical_arch)?,
-        class: canon(input.class.as_deref(), "Class", enums::canonical_class)?,
+        arch: canon(input.arch.as_deref(), "arch", enums::canonical_arch)?,
+        class: canon(input.class.as_deref(), "class", enums::canonical_class)?,
         reservation_disabled: input.reservationdisabled,
         locked: input.locked,
         id,
@@ -459,14 +460,18 @@ fn patched(
                 .as_deref()
                 .ok_or_else(|| DomainError::Invalid("State is required".into()))?;
             let s = enums::canonical_state(s)
-                .ok_or_else(|| DomainError::Invalid(format!("invalid State {s:?}")))?;
+                .ok_or_else(|| DomainError::Invalid("Argument was not a valid HMS State".into()))?;
             if !p.force && !enums::transition_allowed(s, &old.state) {
                 return Ok(None);
             }
             c.state = s.to_string();
             if let Some(f) = p.flag.as_deref() {
                 c.flag = enums::canonical_flag(f)
-                    .ok_or_else(|| DomainError::Invalid(format!("invalid Flag {f:?}")))?
+                    .ok_or_else(|| {
+                        DomainError::Invalid(
+                            "a required argument did not match any valid input".into(),
+                        )
+                    })?
                     .to_string();
             }
         }
@@ -476,7 +481,9 @@ fn patched(
                 .as_deref()
                 .ok_or_else(|| DomainError::Invalid("Flag is required".into()))?;
             c.flag = enums::canonical_flag(f)
-                .ok_or_else(|| DomainError::Invalid(format!("invalid Flag {f:?}")))?
+                .ok_or_else(|| {
+                    DomainError::Invalid("a required argument did not match any valid input".into())
+                })?
                 .to_string();
         }
         PatchKind::Enabled => {
@@ -659,16 +666,74 @@ pub struct ComponentFilter {
 impl ComponentFilter {
     /// Builds the filter; IDs are normalised so `X1000C0...` finds `x1000c0...`.
     pub fn from_query(get: impl Fn(&str) -> Vec<String>) -> Result<ComponentFilter, DomainError> {
-        let ids = normalize_each(get("id"), |v| parse_xname(v).map(|(x, _)| x))?;
+        Self::build(get).map_err(|e| match e {
+            // Upstream's prefix, which its tests and scripts match.
+            DomainError::Invalid(m) => DomainError::Invalid(format!("bad query param: {m}")),
+            other => other,
+        })
+    }
+
+    fn build(get: impl Fn(&str) -> Vec<String>) -> Result<ComponentFilter, DomainError> {
+        // Upstream's messages (its tests and scripts match them).
+        let bad = |what: &str| DomainError::Invalid(format!("Argument was not a valid {what}"));
+        let not_int = || DomainError::Invalid("a required argument was not an integer".into());
+        let ids = normalize_each(get("id"), |v| parse_xname(v).map(|(x, _)| x))
+            .map_err(|_| bad("xname ID"))?;
         let num = |k: &str| -> Result<Option<i64>, DomainError> {
             match get(k).first() {
                 None => Ok(None),
-                Some(v) => v
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| DomainError::Invalid(format!("{k} must be a number, got {v:?}"))),
+                Some(v) => v.parse().map(Some).map_err(|_| not_int()),
             }
         };
+        // Values an enumerated field can never hold are refused, as
+        // upstream does, rather than matching nothing.
+        let check = |k: &str, ok: &dyn Fn(&str) -> bool, err: DomainError| {
+            if get(k).iter().all(|v| ok(v.strip_prefix('!').unwrap_or(v))) {
+                Ok(())
+            } else {
+                Err(err)
+            }
+        };
+        check("type", &|v| HmsType::parse(v).is_some(), bad("HMS Type"))?;
+        check(
+            "state",
+            &|v| enums::canonical_state(v).is_some(),
+            bad("HMS State"),
+        )?;
+        check(
+            "flag",
+            &|v| enums::canonical_flag(v).is_some(),
+            bad("HMS Flag"),
+        )?;
+        check(
+            "role",
+            &|v| enums::canonical_role(v).is_some(),
+            bad("HMS Role"),
+        )?;
+        check(
+            "subrole",
+            &|v| enums::canonical_sub_role(v).is_some(),
+            bad("HMS SubRole"),
+        )?;
+        check("enabled", &|v| parse_bool(v).is_some(), bad("boolean"))?;
+        check(
+            "arch",
+            &|v| enums::canonical_arch(v).is_some(),
+            bad("HMS Arch"),
+        )?;
+        check(
+            "class",
+            &|v| enums::canonical_class(v).is_some(),
+            bad("HMS Class"),
+        )?;
+        check("nid", &|v| v.parse::<i64>().is_ok(), not_int())?;
+        let enabled: Vec<String> = get("enabled")
+            .into_iter()
+            .map(|v| match v.strip_prefix('!') {
+                Some(n) => format!("!{}", parse_bool(n).unwrap_or_default()),
+                None => parse_bool(&v).unwrap_or_default().to_string(),
+            })
+            .collect();
         Ok(ComponentFilter {
             id: Matcher::new(ids),
             kind: Matcher::new(get("type")),
@@ -676,7 +741,7 @@ impl ComponentFilter {
             flag: Matcher::new(get("flag")),
             role: Matcher::new(get("role")),
             sub_role: Matcher::new(get("subrole")),
-            enabled: Matcher::new(get("enabled")),
+            enabled: Matcher::new(enabled),
             software_status: Matcher::new(get("softwarestatus")),
             subtype: Matcher::new(get("subtype")),
             arch: Matcher::new(get("arch")),
@@ -687,6 +752,37 @@ impl ComponentFilter {
             partition: Matcher::new(get("partition")),
             group: Matcher::new(get("group")),
         })
+    }
+
+    /// Refuses a role or sub-role no component carries and no built-in
+    /// names: upstream accepts only its configured roles, and a typo should
+    /// not read as "no such nodes".
+    pub fn check_roles(&self, m: &Model) -> Result<(), DomainError> {
+        fn role(c: &Component) -> Option<&str> {
+            c.role.as_deref()
+        }
+        fn sub_role(c: &Component) -> Option<&str> {
+            c.sub_role.as_deref()
+        }
+        type Of = fn(&Component) -> Option<&str>;
+        let checks: [(&str, &Matcher, &[&str], Of); 2] = [
+            ("HMS Role", &self.role, enums::ROLES, role),
+            ("HMS SubRole", &self.sub_role, enums::SUB_ROLES, sub_role),
+        ];
+        for (what, matcher, builtin, of) in checks {
+            for v in matcher.include.iter().chain(&matcher.exclude) {
+                let known = builtin.iter().any(|b| b.eq_ignore_ascii_case(v))
+                    || m.components
+                        .values()
+                        .any(|c| of(c).is_some_and(|r| r.eq_ignore_ascii_case(v)));
+                if !known {
+                    return Err(DomainError::Invalid(format!(
+                        "bad query param: Argument was not a valid {what}"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// True when no filter is set: everything matches.
@@ -748,6 +844,15 @@ impl ComponentFilter {
                     }) && !groups.iter().any(|g| self.group.exclude.contains(&g.label))
                 }
             })
+    }
+}
+
+/// A boolean as Go's `strconv.ParseBool` reads it (upstream's filters).
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
     }
 }
 

@@ -27,7 +27,7 @@ use super::enums::HmsType;
 use super::interfaces;
 use super::model::{
     Actions, Component, ComponentEndpoint, DiscoveryInfo, EthernetNicInfo, RedfishEndpoint,
-    RedfishResourceInfo, ResetAction,
+    RedfishResourceInfo, ResetAction, ServiceEndpoint,
 };
 use super::store::{Model, Txn};
 use super::{DomainError, mac, xname};
@@ -71,6 +71,9 @@ pub struct Inventory {
     pub systems: Vec<ResourceIn>,
     /// The payload's own description of them, kept as `Details`.
     pub details: Map<String, Value>,
+    /// The BMC's Redfish services (`Services`: `type`, `uri`, `uuid`), as
+    /// the appliance's own discovery sends them; magellan sends none.
+    pub services: Vec<ServiceEndpoint>,
 }
 
 /// One V2 System or Manager.
@@ -276,7 +279,63 @@ fn inventory(obj: &Map<String, Value>) -> Result<Inventory, DomainError> {
     if !kept.is_empty() {
         inv.details.insert("Systems".into(), Value::Array(kept));
     }
+    // Leniently: a service entry without a type or a path is skipped.
+    for o in list("Services") {
+        let text = |k: &str| get(o, k).and_then(Value::as_str).unwrap_or("").trim();
+        let (kind, path) = (text("type"), reduce_uri(text("uri")));
+        if !kind.is_empty()
+            && path.starts_with('/')
+            && !inv.services.iter().any(|s| s.redfish_type == kind)
+        {
+            inv.services.push(ServiceEndpoint {
+                redfish_type: kind.to_string(),
+                uuid: text("uuid").to_string(),
+                odata_id: path,
+                info: match get(o, "info") {
+                    Some(v @ Value::Object(_)) => v.clone(),
+                    _ => Value::Null,
+                },
+            });
+        }
+    }
     Ok(inv)
+}
+
+/// `DELETE Inventory/ServiceEndpoints/{service}/RedfishEndpoints/{xname}`.
+pub fn delete_service(txn: &mut Txn<'_>, service: &str, id: &str) -> Result<(), DomainError> {
+    let (id, _) = parse_xname(id)?;
+    let missing = || DomainError::NotFound("no such service under redfish endpoint.".into());
+    let mut ep = txn
+        .model()
+        .redfish_endpoint(&id)
+        .cloned()
+        .ok_or_else(missing)?;
+    let before = ep.services.len();
+    ep.services
+        .retain(|s| !s.redfish_type.eq_ignore_ascii_case(service));
+    if ep.services.len() == before {
+        return Err(missing());
+    }
+    txn.put_redfish_endpoint(ep);
+    Ok(())
+}
+
+/// `DELETE Inventory/ServiceEndpoints`: forgets every service; how many.
+pub fn delete_all_services(txn: &mut Txn<'_>) -> usize {
+    let with: Vec<RedfishEndpoint> = txn
+        .model()
+        .redfish_endpoints
+        .values()
+        .filter(|e| !e.services.is_empty())
+        .map(|e| RedfishEndpoint::clone(e))
+        .collect();
+    let mut n = 0;
+    for mut ep in with {
+        n += ep.services.len();
+        ep.services.clear();
+        txn.put_redfish_endpoint(ep);
+    }
+    n
 }
 
 /// Decodes one RedfishEndpoint object (plain, or V2 if `SchemaVersion` ≥ 1).
@@ -345,7 +404,12 @@ pub fn decode_post(v: &Value) -> Result<Vec<EndpointIn>, DomainError> {
 
 /// Normalises an endpoint ID; it must name a controller (400 otherwise).
 pub fn endpoint_id(raw: &str) -> Result<(String, HmsType), DomainError> {
-    let (id, kind) = parse_xname(raw)?;
+    let (id, kind) = parse_xname(raw).map_err(|_| {
+        DomainError::Invalid(format!(
+            "couldn't validate endpoint data: {} is not a valid locational xname ID",
+            raw.trim()
+        ))
+    })?;
     if !kind.is_controller() {
         return Err(DomainError::Invalid(format!(
             "{id} is a {}, which cannot be a RedfishEndpoint",
@@ -502,6 +566,11 @@ fn build(
         (None, Some(o)) => o.details.clone(),
         (None, None) => Map::new(),
     };
+    let services = match (&e.inventory, old) {
+        (Some(inv), _) => inv.services.clone(),
+        (None, Some(o)) => o.services.clone(),
+        (None, None) => Vec::new(),
+    };
     Ok(RedfishEndpoint {
         id: id.to_string(),
         kind: kind.as_str().to_string(),
@@ -524,6 +593,7 @@ fn build(
         template_id: e.template_id.clone().unwrap_or_default(),
         discovery_info,
         details,
+        services,
     })
 }
 
@@ -551,9 +621,11 @@ pub fn post(txn: &mut Txn<'_>, eps: &[EndpointIn]) -> Result<Vec<String>, Domain
             .ok_or_else(|| DomainError::Invalid("RedfishEndpoint ID is required".into()))?;
         let (id, kind) = endpoint_id(raw)?;
         if txn.model().redfish_endpoints.contains_key(&id) {
-            return Err(DomainError::Conflict(format!(
-                "RedfishEndpoint {id} already exists"
-            )));
+            // Upstream's words, which its tests compare.
+            return Err(DomainError::Conflict(
+                "operation would conflict with an existing resource that has the same FQDN or xname ID."
+                    .into(),
+            ));
         }
         let ep = build(txn, &id, kind, e, None)?;
         check_fqdn(txn.model(), &ep)?;
@@ -682,9 +754,11 @@ fn component_endpoints_of(m: &Model, endpoint: &str) -> Vec<String> {
 /// `DELETE …/{xname}`: the endpoint, its ComponentEndpoints, and its
 /// components marked `Empty`.
 pub fn delete(txn: &mut Txn<'_>, raw_id: &str) -> Result<(), DomainError> {
-    let (id, _) = parse_xname(raw_id)?;
+    // Upstream's words, which its tests compare.
+    let (id, _) = parse_xname(raw_id)
+        .map_err(|_| DomainError::Invalid("Argument was not a valid xname ID".into()))?;
     txn.delete_redfish_endpoint(&id)
-        .ok_or_else(|| DomainError::NotFound(format!("no RedfishEndpoint {id}")))?;
+        .ok_or_else(|| DomainError::NotFound("no such xname.".into()))?;
     for ce in component_endpoints_of(txn.model(), &id) {
         txn.delete_component_endpoint(&ce);
         set_empty(txn, &ce);
@@ -704,9 +778,10 @@ pub fn delete_all(txn: &mut Txn<'_>) -> usize {
 /// `DELETE Inventory/ComponentEndpoints/{xname}`; its component becomes
 /// `Empty`, as upstream.
 pub fn delete_component_endpoint(txn: &mut Txn<'_>, raw_id: &str) -> Result<(), DomainError> {
-    let (id, _) = parse_xname(raw_id)?;
+    let (id, _) = parse_xname(raw_id)
+        .map_err(|_| DomainError::Invalid("Argument was not a valid xname ID".into()))?;
     txn.delete_component_endpoint(&id)
-        .ok_or_else(|| DomainError::NotFound(format!("no ComponentEndpoint {id}")))?;
+        .ok_or_else(|| DomainError::NotFound("no such xname.".into()))?;
     set_empty(txn, &id);
     Ok(())
 }
@@ -987,8 +1062,18 @@ pub struct EndpointFilter {
 impl EndpointFilter {
     /// From lower-cased query keys; IDs, MACs and IPs are normalised.
     pub fn from_query(get: impl Fn(&str) -> Vec<String>) -> Result<EndpointFilter, DomainError> {
+        // Upstream's messages for values no endpoint can have.
+        let bad = |what: &str| {
+            DomainError::Invalid(format!("bad query param: Argument was not a valid {what}"))
+        };
+        let ids = normalize_each(get("id"), xname_value).map_err(|_| bad("xname ID"))?;
+        for t in get("type") {
+            if HmsType::parse(t.strip_prefix('!').unwrap_or(&t)).is_none() {
+                return Err(bad("HMS Type"));
+            }
+        }
         Ok(EndpointFilter {
-            id: Matcher::new(normalize_each(get("id"), xname_value)?),
+            id: Matcher::new(ids),
             fqdn: Matcher::new(get("fqdn")),
             kind: Matcher::new(get("type")),
             uuid: Matcher::new(get("uuid")),

@@ -93,10 +93,13 @@ fn check_exclusive(model: &Model, group: &Group) -> Result<(), DomainError> {
             .iter()
             .find(|m| other.members.ids.contains(m))
         {
-            return Err(DomainError::Conflict(format!(
-                "{m} is already in group {} of exclusive set {}",
-                other.label, group.exclusive_group
-            )));
+            // Upstream's words, which its tests compare exactly.
+            tracing::debug!(member = %m, group = %other.label, set = %group.exclusive_group,
+                "exclusive group conflict");
+            return Err(DomainError::Conflict(
+                "operation would conflict with an existing member in another exclusive group."
+                    .into(),
+            ));
         }
     }
     Ok(())
@@ -260,11 +263,13 @@ pub fn create_partition(txn: &mut Txn<'_>, input: &GroupIn) -> Result<String, Do
 }
 
 pub fn get_partition<'m>(model: &'m Model, name: &str) -> Result<&'m Partition, DomainError> {
-    let n = parse_partition_name(name)?;
+    // A name no partition can have names no partition: 404, as upstream.
+    let n = parse_partition_name(name)
+        .map_err(|_| DomainError::NotFound("no such partition.".into()))?;
     model
         .partitions
         .get(&n)
-        .ok_or_else(|| DomainError::NotFound(format!("no partition {n}")))
+        .ok_or_else(|| DomainError::NotFound("no such partition.".into()))
 }
 
 pub fn patch_partition(txn: &mut Txn<'_>, name: &str, input: &GroupIn) -> Result<(), DomainError> {
@@ -313,7 +318,8 @@ pub fn remove_partition_member(
     member: &str,
 ) -> Result<(), DomainError> {
     let mut p = get_partition(txn.model(), name)?.clone();
-    let (id, _) = parse_xname(member)?;
+    let (id, _) =
+        parse_xname(member).map_err(|_| DomainError::Invalid("invalid xname ID".into()))?;
     let before = p.members.ids.len();
     p.members.ids.retain(|m| *m != id);
     if p.members.ids.len() == before {
@@ -344,10 +350,14 @@ pub struct NodeMapArrayIn {
 
 pub fn validate_node_map(input: &NodeMapIn, path_id: Option<&str>) -> Result<NodeMap, DomainError> {
     let raw = path_id.or(input.id.as_deref()).unwrap_or("");
-    let (id, kind) = parse_xname(raw)?;
-    if !kind.is_node() {
-        return Err(DomainError::Invalid(format!("{id} is not a node xname")));
-    }
+    // Upstream's wording.
+    let (id, kind) = parse_xname(raw)
+        .ok()
+        .filter(|(_, k)| k.is_node())
+        .ok_or_else(|| {
+            DomainError::Invalid(format!("xname ID '{raw}' is invalid or not a node"))
+        })?;
+    let _ = kind;
     let nid = input
         .nid
         .filter(|n| *n >= 0)

@@ -1,8 +1,13 @@
 //! Loading a whole cluster description in one transaction.
 //!
-//! The file format is `ochami discover static`'s (`nodes:` with NIDs, BMC
-//! addresses, interfaces and a group; an optional `bmcs:` list), so sites
-//! migrate their files as they are. Where ochami makes hundreds of requests,
+//! The file format is `ochami discover static`'s, in both its shapes, so
+//! sites migrate their files as they are: the current one (BMCs listed once
+//! under a top-level `bmcs:`, nodes referring to theirs with `bmc:`, group
+//! memberships as `groups:` lists) and the deprecated one (each node carrying
+//! its BMC's `bmc_mac`/`bmc_ip`/`bmc_fqdn` and a `group`). The shape is
+//! recognised from the file itself: a `bmcs:` list or a node's `bmc:` key
+//! means the current one, and then the deprecated per-node BMC keys are
+//! refused rather than half-applied. Where ochami makes hundreds of requests,
 //! each of which can fail half-way, this applies the file atomically and
 //! idempotently: records already as described are left alone, so a second
 //! run reports that nothing changed.
@@ -22,13 +27,27 @@ use super::{DomainError, mac, xname};
 /// The keys each level of the file may hold; anything else is a typo that
 /// would otherwise be ignored (a misspelt `bmc_mac` silently drops the BMC).
 const TOP_KEYS: &[&str] = &["nodes", "bmcs"];
-const BMC_KEYS: &[&str] = &["xname", "name", "mac", "ip"];
+const BMC_KEYS: &[&str] = &["xname", "name", "mac", "ip", "fqdn"];
+/// Node keys of the current format (`bmcs:` at the top).
 const NODE_KEYS: &[&str] = &[
+    "name",
+    "nid",
+    "xname",
+    "bmc",
+    "groups",
+    "role",
+    "subrole",
+    "interfaces",
+];
+/// Node keys of the deprecated format (each node describes its BMC).
+const OLD_NODE_KEYS: &[&str] = &[
     "name",
     "nid",
     "xname",
     "bmc_mac",
     "bmc_ip",
+    "bmc_fqdn",
+    "bmc_xname",
     "group",
     "groups",
     "role",
@@ -36,15 +55,47 @@ const NODE_KEYS: &[&str] = &[
     "interfaces",
 ];
 const INTERFACE_KEYS: &[&str] = &["mac_addr", "description", "ip_addrs"];
-const IP_KEYS: &[&str] = &["name", "ip_addr"];
+/// `network` is the deprecated spelling of `name`.
+const IP_KEYS: &[&str] = &["name", "network", "ip_addr"];
 
-fn unknown_keys(v: &serde_json::Value, known: &[&str], at: &str) -> Result<(), DomainError> {
+/// Which of ochami's two static-discovery shapes a file has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// `bmcs:` at the top, nodes referring to them with `bmc:`.
+    #[default]
+    Current,
+    /// Only `nodes:`, each with its BMC's `bmc_mac`, `bmc_ip`, ….
+    Deprecated,
+}
+
+impl Format {
+    /// A `bmcs:` list or any node's `bmc:` key means the current format.
+    pub fn of(v: &serde_json::Value) -> Format {
+        let has_bmcs = v.get("bmcs").is_some();
+        let refers = v
+            .get("nodes")
+            .and_then(|n| n.as_array())
+            .is_some_and(|n| n.iter().any(|n| n.get("bmc").is_some()));
+        if has_bmcs || refers {
+            Format::Current
+        } else {
+            Format::Deprecated
+        }
+    }
+}
+
+fn unknown_keys(
+    v: &serde_json::Value,
+    known: &[&str],
+    at: &str,
+    hint: &str,
+) -> Result<(), DomainError> {
     let Some(map) = v.as_object() else {
         return Err(DomainError::Invalid(format!("{at}: expected a mapping")));
     };
     if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(DomainError::Invalid(format!(
-            "{at}: unknown key {k:?} (known keys: {})",
+            "{at}: unknown key {k:?}{hint} (known keys: {})",
             known.join(", ")
         )));
     }
@@ -70,7 +121,8 @@ fn entry(list: &str, k: usize, v: &serde_json::Value) -> String {
 /// Checks a cluster file's shape (keys folded to lower case) and decodes
 /// it. Every refusal names the entry by its index and xname.
 pub fn parse(v: &serde_json::Value) -> Result<ClusterIn, DomainError> {
-    unknown_keys(v, TOP_KEYS, "cluster file")?;
+    unknown_keys(v, TOP_KEYS, "cluster file", "")?;
+    let format = Format::of(v);
     for list in TOP_KEYS {
         let Some(items) = v.get(*list).filter(|x| !x.is_null()) else {
             continue;
@@ -80,12 +132,20 @@ pub fn parse(v: &serde_json::Value) -> Result<ClusterIn, DomainError> {
         };
         for (k, item) in items.iter().enumerate() {
             let at = entry(list, k, item);
-            let known = if *list == "nodes" {
-                NODE_KEYS
-            } else {
-                BMC_KEYS
+            let (known, hint) = match (*list, format) {
+                ("nodes", Format::Current) => (
+                    NODE_KEYS,
+                    " in a file with bmcs: (a node's BMC belongs in bmcs:, its groups in groups:)",
+                ),
+                ("nodes", Format::Deprecated) => (OLD_NODE_KEYS, ""),
+                _ => (BMC_KEYS, ""),
             };
-            unknown_keys(item, known, &at)?;
+            // The hint only helps for the deprecated format's own keys.
+            let old_key = item.as_object().is_some_and(|m| {
+                m.keys()
+                    .any(|k| !known.contains(&k.as_str()) && OLD_NODE_KEYS.contains(&k.as_str()))
+            });
+            unknown_keys(item, known, &at, if old_key { hint } else { "" })?;
             if item
                 .get("xname")
                 .and_then(|x| x.as_str())
@@ -96,10 +156,16 @@ pub fn parse(v: &serde_json::Value) -> Result<ClusterIn, DomainError> {
             let ifaces = item.get("interfaces").and_then(|x| x.as_array());
             for (j, i) in ifaces.into_iter().flatten().enumerate() {
                 let at = format!("{at} interfaces[{j}]");
-                unknown_keys(i, INTERFACE_KEYS, &at)?;
+                unknown_keys(i, INTERFACE_KEYS, &at, "")?;
                 let ips = i.get("ip_addrs").and_then(|x| x.as_array());
                 for (n, ip) in ips.into_iter().flatten().enumerate() {
-                    unknown_keys(ip, IP_KEYS, &format!("{at} ip_addrs[{n}]"))?;
+                    let at = format!("{at} ip_addrs[{n}]");
+                    unknown_keys(ip, IP_KEYS, &at, "")?;
+                    if ip.get("name").is_some() && ip.get("network").is_some() {
+                        return Err(DomainError::Invalid(format!(
+                            "{at}: both name and network (network is the old spelling of name)"
+                        )));
+                    }
                 }
             }
             // Decode the entry alone, so a wrong type is reported here too.
@@ -111,8 +177,10 @@ pub fn parse(v: &serde_json::Value) -> Result<ClusterIn, DomainError> {
             decoded.map_err(|e| DomainError::Invalid(format!("{at}: {e}")))?;
         }
     }
-    serde_json::from_value(v.clone())
-        .map_err(|e| DomainError::Invalid(format!("cluster file: {e}")))
+    let mut cluster: ClusterIn = serde_json::from_value(v.clone())
+        .map_err(|e| DomainError::Invalid(format!("cluster file: {e}")))?;
+    cluster.format = format;
+    Ok(cluster)
 }
 
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
@@ -120,6 +188,9 @@ pub fn parse(v: &serde_json::Value) -> Result<ClusterIn, DomainError> {
 pub struct ClusterIn {
     pub bmcs: Vec<BmcIn>,
     pub nodes: Vec<NodeIn>,
+    /// Set by [`parse`] from the file's keys.
+    #[serde(skip)]
+    pub format: Format,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
@@ -129,6 +200,8 @@ pub struct BmcIn {
     pub name: Option<String>,
     pub mac: Option<String>,
     pub ip: Option<String>,
+    /// Defaults to the IP address, else the xname.
+    pub fqdn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
@@ -137,8 +210,12 @@ pub struct NodeIn {
     pub name: Option<String>,
     pub nid: Option<i64>,
     pub xname: String,
+    /// A `bmcs[]` entry's `name` or `xname` (current format).
+    pub bmc: Option<String>,
     pub bmc_mac: Option<String>,
     pub bmc_ip: Option<String>,
+    pub bmc_fqdn: Option<String>,
+    pub bmc_xname: Option<String>,
     pub group: Option<String>,
     pub groups: Vec<String>,
     pub role: Option<String>,
@@ -157,6 +234,7 @@ pub struct InterfaceIn {
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct IpIn {
+    #[serde(alias = "network")]
     pub name: Option<String>,
     pub ip_addr: String,
 }
@@ -229,10 +307,18 @@ fn put_interface(
     })
 }
 
+/// A BMC to create or update: from `bmcs:` or from a node's old-format keys.
+struct BmcRow {
+    xname: String,
+    name: Option<String>,
+    mac: Option<String>,
+    ip: Option<String>,
+    fqdn: Option<String>,
+}
+
 /// Applies a cluster description; all of it or, on any error, nothing.
 /// A MAC or address that belongs to another node is refused unless
 /// `move_macs`, which moves it to the node the file names.
-#[allow(clippy::type_complexity)]
 pub fn apply(
     txn: &mut Txn<'_>,
     input: &ClusterIn,
@@ -244,20 +330,43 @@ pub fn apply(
         ..Default::default()
     };
     // BMCs: the explicit list, then those implied by nodes.
-    let mut bmcs: Vec<(String, Option<String>, Option<String>, Option<String>)> = Vec::new(); // (xname, name, mac, ip)
-    for b in &input.bmcs {
+    let mut bmcs: Vec<BmcRow> = Vec::new();
+    // bmcs[].name and .xname → xname, for nodes' `bmc:` references.
+    let mut refs: std::collections::HashMap<String, String> = Default::default();
+    for (k, b) in input.bmcs.iter().enumerate() {
         let (id, kind) = parse_xname(&b.xname)?;
         if !kind.is_controller() {
             return Err(DomainError::Invalid(format!(
-                "bmc {id} is a {}, not a controller",
+                "bmcs[{k}] ({id}): a {}, not a controller",
                 kind.as_str()
             )));
         }
-        bmcs.push((id, b.name.clone(), b.mac.clone(), b.ip.clone()));
+        if bmcs.iter().any(|r| r.xname == id) {
+            return Err(DomainError::Invalid(format!(
+                "bmcs[{k}] ({id}): listed twice"
+            )));
+        }
+        if let Some(n) = b.name.as_deref().filter(|n| !n.trim().is_empty())
+            && let Some(other) = refs.insert(n.to_string(), id.clone())
+            && other != id
+        {
+            return Err(DomainError::Invalid(format!(
+                "bmcs[{k}] ({id}): name {n:?} is also {other}'s"
+            )));
+        }
+        refs.insert(id.clone(), id.clone());
+        bmcs.push(BmcRow {
+            xname: id,
+            name: b.name.clone(),
+            mac: b.mac.clone(),
+            ip: b.ip.clone(),
+            fqdn: b.fqdn.clone(),
+        });
     }
-    let mut bmc_ids: std::collections::HashSet<String> = bmcs.iter().map(|b| b.0.clone()).collect();
+    let mut bmc_ids: std::collections::HashSet<String> =
+        bmcs.iter().map(|b| b.xname.clone()).collect();
     let mut nodes = Vec::with_capacity(input.nodes.len());
-    for n in &input.nodes {
+    for (k, n) in input.nodes.iter().enumerate() {
         let (id, kind) = parse_xname(&n.xname)?;
         if !kind.is_node() {
             return Err(DomainError::Invalid(format!(
@@ -265,11 +374,38 @@ pub fn apply(
                 kind.as_str()
             )));
         }
-        if n.bmc_mac.is_some() || n.bmc_ip.is_some() {
-            let bmc = xname::parent(&id)
+        let at = || format!("nodes[{k}] ({id})");
+        let parent = xname::parent(&id);
+        // A node's BMC is its parent in the xname hierarchy; a reference
+        // or an old-format bmc_xname may only confirm it.
+        let named = match (&n.bmc, &n.bmc_xname) {
+            (Some(r), _) => Some(refs.get(r.trim()).cloned().ok_or_else(|| {
+                DomainError::Invalid(format!("{}: bmc {r:?} is not in bmcs:", at()))
+            })?),
+            (None, Some(x)) => Some(parse_xname(x)?.0),
+            (None, None) => None,
+        };
+        if let Some(named) = &named
+            && parent.as_ref() != Some(named)
+        {
+            return Err(DomainError::Invalid(format!(
+                "{}: its BMC is {}, not {named} (a node's BMC is its parent xname)",
+                at(),
+                parent.as_deref().unwrap_or("none")
+            )));
+        }
+        if n.bmc_mac.is_some() || n.bmc_ip.is_some() || n.bmc_fqdn.is_some() {
+            let bmc = parent
+                .clone()
                 .ok_or_else(|| DomainError::Invalid(format!("node {id} has no BMC xname")))?;
             if bmc_ids.insert(bmc.clone()) {
-                bmcs.push((bmc, n.name.clone(), n.bmc_mac.clone(), n.bmc_ip.clone()));
+                bmcs.push(BmcRow {
+                    xname: bmc,
+                    name: n.name.clone(),
+                    mac: n.bmc_mac.clone(),
+                    ip: n.bmc_ip.clone(),
+                    fqdn: n.bmc_fqdn.clone(),
+                });
             }
         }
         nodes.push((id, n));
@@ -283,7 +419,14 @@ pub fn apply(
         .map(|e| (e.fqdn.to_lowercase(), e.id.clone()))
         .collect();
     let mut comps = Vec::new();
-    for (id, name, bmac, bip) in &bmcs {
+    for BmcRow {
+        xname: id,
+        name,
+        mac: bmac,
+        ip: bip,
+        fqdn,
+    } in &bmcs
+    {
         let kind = xname::type_of(id).unwrap_or(HmsType::NodeBMC);
         let comp = match txn.model().component(id) {
             Some(c) if c.enabled == Some(true) => None,
@@ -334,6 +477,7 @@ pub fn apply(
             template_id: String::new(),
             discovery_info: Default::default(),
             details: Default::default(),
+            services: Vec::new(),
         });
         if let Some(n) = name {
             ep.name = n.clone();
@@ -342,6 +486,10 @@ pub fn apply(
             ep.fqdn = a.clone();
             ep.hostname = a.clone();
             ep.ip_address = a.clone();
+        }
+        if let Some(f) = fqdn.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+            ep.fqdn = f.to_string();
+            ep.hostname = f.to_string();
         }
         if let Some(m) = &bmac {
             ep.mac_addr = m.clone();
@@ -645,6 +793,50 @@ mod tests {
                 json!({"bmcs": [{"xname": "x1000c1s7b0", "ipaddr": "10.0.0.1"}]}),
                 "bmcs[0] (x1000c1s7b0): unknown key \"ipaddr\"",
             ),
+            (
+                "current format",
+                json!({"bmcs": [{"name": "b0", "xname": "x1000c1s7b0", "fqdn": "b0.lab"}],
+                       "nodes": [node(json!({"bmc": "b0", "groups": ["compute"]}))]}),
+                "",
+            ),
+            (
+                "current format, a node's bmc: alone",
+                json!({"nodes": [node(json!({"bmc": "x1000c1s7b0"}))]}),
+                "",
+            ),
+            (
+                "deprecated format with every BMC key",
+                json!({"nodes": [node(json!({"bmc_mac": "02:00:00:00:00:01", "bmc_ip": "10.0.0.1",
+                       "bmc_fqdn": "b0.lab", "bmc_xname": "x1000c1s7b0", "group": "compute"}))]}),
+                "",
+            ),
+            (
+                "deprecated key in a file with bmcs:",
+                json!({"bmcs": [], "nodes": [node(json!({})), node(json!({"xname": "x1000c1s7b1n0", "bmc_ip": "10.0.0.1"}))]}),
+                "nodes[1] (x1000c1s7b1n0): unknown key \"bmc_ip\" in a file with bmcs:",
+            ),
+            (
+                "group (a string) next to a bmc: reference",
+                json!({"nodes": [node(json!({"bmc": "x1000c1s7b0", "group": "compute"}))]}),
+                "nodes[0] (x1000c1s7b0n0): unknown key \"group\" in a file with bmcs:",
+            ),
+            (
+                "network is name's old spelling",
+                json!({"nodes": [node(json!({"interfaces": [{"mac_addr": "02:00:00:00:00:01",
+                       "ip_addrs": [{"network": "internal", "ip_addr": "10.0.0.1"}]}]}))]}),
+                "",
+            ),
+            (
+                "both name and network",
+                json!({"nodes": [node(json!({"interfaces": [{"mac_addr": "02:00:00:00:00:01",
+                       "ip_addrs": [{"name": "a", "network": "b", "ip_addr": "10.0.0.1"}]}]}))]}),
+                "nodes[0] (x1000c1s7b0n0) interfaces[0] ip_addrs[0]: both name and network",
+            ),
+            (
+                "groups not a list",
+                json!({"bmcs": [], "nodes": [node(json!({"groups": "compute"}))]}),
+                "nodes[0] (x1000c1s7b0n0): invalid type",
+            ),
         ];
         for (case, file, want) in table {
             match parse(&file) {
@@ -655,6 +847,137 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn yaml_file(path: &str) -> serde_json::Value {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let text = std::fs::read_to_string(format!("{dir}/{path}")).unwrap();
+        serde_yaml_ng::from_str(&text).unwrap()
+    }
+
+    /// The example in the current format and the same cluster in the
+    /// deprecated one give one inventory, and each is a no-op after the other.
+    #[tokio::test]
+    async fn both_formats_give_one_inventory() {
+        let current = parse(&yaml_file("examples/cluster.yaml")).unwrap();
+        let old = parse(&yaml_file("tests/fixtures/cluster-deprecated.yaml")).unwrap();
+        assert_eq!(current.format, Format::Current);
+        assert_eq!(old.format, Format::Deprecated);
+        let mut views = Vec::new();
+        for (first, second) in [(&current, &old), (&old, &current)] {
+            let store = Store::open_in_memory().unwrap();
+            let (a, b) = (first.clone(), second.clone());
+            let s = store.write(move |t| apply(t, &a, false)).await.unwrap();
+            assert_eq!(s.created.components, 8, "{:?}", first.format);
+            assert_eq!(s.created.interfaces, 9);
+            assert_eq!(s.created.endpoints, 4);
+            assert_eq!(s.created.groups, 2);
+            let again = store.write(move |t| apply(t, &b, false)).await.unwrap();
+            // Only the endpoints' names differ (bmcs[].name or the node's).
+            assert_eq!(again.changed, again.updated.endpoints, "{again:?}");
+            let m = store.snapshot();
+            let mut ifaces: Vec<_> = m
+                .interfaces
+                .values()
+                .map(|i| (i.id.clone(), i.component_id.clone(), i.ip_addresses.clone()))
+                .collect();
+            ifaces.sort_by(|a, b| a.0.cmp(&b.0));
+            let groups: Vec<_> = m
+                .groups
+                .values()
+                .map(|g| (g.label.clone(), g.members.ids.clone()))
+                .collect();
+            let eps: Vec<_> = m
+                .redfish_endpoints
+                .values()
+                .map(|e| (e.id.clone(), e.fqdn.clone(), e.mac_addr.clone()))
+                .collect();
+            views.push(format!("{ifaces:?}\n{groups:?}\n{eps:?}"));
+        }
+        assert_eq!(views[0], views[1]);
+    }
+
+    /// References that do not hold, refused before anything is written.
+    #[tokio::test]
+    async fn bmc_references_are_checked() {
+        use serde_json::json;
+        let table = [
+            (
+                "unknown reference",
+                json!({"bmcs": [{"name": "b0", "xname": "x1000c1s7b0"}],
+                       "nodes": [{"xname": "x1000c1s7b0n0", "bmc": "b9"}]}),
+                "nodes[0] (x1000c1s7b0n0): bmc \"b9\" is not in bmcs:",
+            ),
+            (
+                "another node's BMC",
+                json!({"bmcs": [{"name": "b1", "xname": "x1000c1s7b1"}],
+                       "nodes": [{"xname": "x1000c1s7b0n0", "bmc": "b1"}]}),
+                "nodes[0] (x1000c1s7b0n0): its BMC is x1000c1s7b0, not x1000c1s7b1",
+            ),
+            (
+                "old bmc_xname not the parent",
+                json!({"nodes": [{"xname": "x1000c1s7b0n0", "bmc_xname": "x1000c1s7b1", "bmc_ip": "10.0.0.1"}]}),
+                "nodes[0] (x1000c1s7b0n0): its BMC is x1000c1s7b0, not x1000c1s7b1",
+            ),
+            (
+                "BMC listed twice",
+                json!({"bmcs": [{"xname": "x1000c1s7b0"}, {"xname": "x1000c1s7b0"}]}),
+                "bmcs[1] (x1000c1s7b0): listed twice",
+            ),
+            (
+                "one name for two BMCs",
+                json!({"bmcs": [{"name": "b", "xname": "x1000c1s7b0"}, {"name": "b", "xname": "x1000c1s7b1"}]}),
+                "bmcs[1] (x1000c1s7b1): name \"b\" is also x1000c1s7b0's",
+            ),
+            (
+                "a node under bmcs:",
+                json!({"bmcs": [{"xname": "x1000c1s7b0n0"}]}),
+                "bmcs[0] (x1000c1s7b0n0): a Node, not a controller",
+            ),
+        ];
+        for (case, file, want) in table {
+            let store = Store::open_in_memory().unwrap();
+            let c = parse(&file).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let err = store
+                .write(move |t| apply(t, &c, false))
+                .await
+                .expect_err(case)
+                .to_string();
+            assert!(err.starts_with(want), "{case}: {err}");
+            assert!(store.snapshot().components.is_empty(), "{case}");
+        }
+    }
+
+    /// A BMC's FQDN: given, else its address, else its xname.
+    #[tokio::test]
+    async fn bmc_fqdn_defaults() {
+        let file = serde_json::json!({
+            "bmcs": [
+                {"xname": "x1000c1s7b0", "ip": "10.0.0.1", "fqdn": "b0.lab"},
+                {"xname": "x1000c1s7b1", "ip": "10.0.0.2"},
+                {"xname": "x1000c1s7b2"}
+            ],
+            "nodes": [{"xname": "x1000c1s7b3n0", "bmc_fqdn": "b3.lab"}]
+        });
+        let store = Store::open_in_memory().unwrap();
+        // A file mixing both is refused; apply the two halves separately.
+        assert!(parse(&file).is_err());
+        let mut current = file.clone();
+        current.as_object_mut().unwrap().remove("nodes");
+        let current = parse(&current).unwrap();
+        store
+            .write(move |t| apply(t, &current, false))
+            .await
+            .unwrap();
+        let old = parse(&serde_json::json!({"nodes": file["nodes"]})).unwrap();
+        store.write(move |t| apply(t, &old, false)).await.unwrap();
+        let m = store.snapshot();
+        let fqdn = |id: &str| m.redfish_endpoints[id].fqdn.clone();
+        assert_eq!(fqdn("x1000c1s7b0"), "b0.lab");
+        assert_eq!(m.redfish_endpoints["x1000c1s7b0"].ip_address, "10.0.0.1");
+        assert_eq!(fqdn("x1000c1s7b1"), "10.0.0.2");
+        assert_eq!(fqdn("x1000c1s7b2"), "x1000c1s7b2");
+        assert_eq!(fqdn("x1000c1s7b3"), "b3.lab");
     }
 
     /// A MAC or address the file gives to another node than holds it.

@@ -211,7 +211,7 @@ pub fn delete(txn: &mut Txn<'_>, raw_id: &str) -> Result<(), DomainError> {
     let id = parse_id(raw_id)?;
     txn.delete_interface(&id)
         .map(|_| ())
-        .ok_or_else(|| DomainError::NotFound(format!("no Ethernet interface {id}")))
+        .ok_or_else(|| DomainError::NotFound("no such component ethernet interface.".into()))
 }
 
 /// `DELETE` the collection; returns how many were removed.
@@ -411,7 +411,10 @@ impl InterfaceFilter {
                 Ok(parse_ip(v).unwrap_or_else(|_| v.to_string()))
             })?),
             network: Matcher::new(get("network")),
-            component: Matcher::new(normalize_each(get("componentid"), parse_component)?),
+            component: Matcher::new(
+                normalize_each(get("componentid"), parse_component)
+                    .map_err(|_| DomainError::Invalid("Invalid CompID.".into()))?,
+            ),
             kind: Matcher::new(kinds),
             older_than: parse_time("OlderThan", get("olderthan").first())?,
             newer_than: parse_time("NewerThan", get("newerthan").first())?,

@@ -174,6 +174,38 @@ pub struct RedfishEndpoint {
         skip_serializing_if = "serde_json::Map::is_empty"
     )]
     pub details: serde_json::Map<String, serde_json::Value>,
+    /// The BMC's Redfish services (AccountService, SessionService, ...) its
+    /// last crawl found: SMD's ServiceEndpoints.
+    #[serde(
+        rename = "ServiceEndpoints",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schemars(skip)]
+    pub services: Vec<ServiceEndpoint>,
+}
+
+/// One Redfish service of a RedfishEndpoint, as SMD's ServiceEndpoint
+/// describes it (the endpoint's ID, FQDN and URL are derived when served).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ServiceEndpoint {
+    /// `AccountService`, `SessionService`, `EventService`, `TaskService`,
+    /// `UpdateService`.
+    #[serde(rename = "RedfishType")]
+    pub redfish_type: String,
+    /// The service root's UUID.
+    #[serde(rename = "UUID", default)]
+    pub uuid: String,
+    /// The service's path, e.g. `/redfish/v1/AccountService`.
+    #[serde(rename = "OdataID")]
+    pub odata_id: String,
+    /// What the service's own document said (`null` if unknown).
+    #[serde(
+        rename = "ServiceInfo",
+        default,
+        skip_serializing_if = "serde_json::Value::is_null"
+    )]
+    pub info: serde_json::Value,
 }
 
 impl RedfishEndpoint {
@@ -564,6 +596,33 @@ pub struct ClusterDefaults {
     /// 0 = unset (the rule's default applies).
     #[serde(rename = "nid-length", skip_serializing_if = "is_zero")]
     pub nid_length: i64,
+    /// The metadata-service view's envelope; absent until an admin write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub resource: Option<CloudInitResource>,
+}
+
+/// What the metadata-service view (`/metadata-service`) shows around a
+/// cloud-init record that the legacy shape has no place for: the envelope's
+/// timestamps, labels and annotations, the resource name where the record
+/// has none (cluster defaults), and spec fields without a legacy
+/// counterpart (`description`, `osVersion`, `default_profile`). Kept inside
+/// the record so both APIs read and write one row; the legacy API never
+/// shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct CloudInitResource {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// RFC 3339 with nanoseconds, UTC.
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, String>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -601,6 +660,10 @@ pub struct CloudInitGroup {
     pub meta_data: serde_json::Map<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<CloudInitFile>,
+    /// The metadata-service view's envelope (see [`CloudInitResource`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub resource: Option<CloudInitResource>,
 }
 
 /// cloud-init `admin/instance-info/{id}`: per-node overrides, and the node's
@@ -633,6 +696,11 @@ pub struct InstanceInfo {
     pub cloud_init_base_url: String,
     #[serde(rename = "public-keys", skip_serializing_if = "Vec::is_empty")]
     pub public_keys: Vec<String>,
+    /// The metadata-service view's envelope (see [`CloudInitResource`]); absent
+    /// for a record that only holds an assigned instance ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub resource: Option<CloudInitResource>,
 }
 
 /// The last cloud-init phone-home of a node (`POST phone-home/{id}`).
@@ -702,7 +770,9 @@ pub struct PowerTransition {
     /// As echoed: `On`, `Off`, `Soft-Off`, ...
     pub operation: String,
     /// Minutes; 0 = do not wait, negative = no deadline.
+    /// Kept for the run; PCS does not show it.
     #[serde(rename = "taskDeadlineMinutes")]
+    #[schemars(skip)]
     pub deadline_minutes: f64,
     #[serde(rename = "createTime")]
     pub create_time: String,

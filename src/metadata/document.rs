@@ -391,6 +391,7 @@ mod tests {
             description: desc.into(),
             meta_data: meta.as_object().cloned().unwrap_or_default(),
             file,
+            resource: None,
         }
     }
 

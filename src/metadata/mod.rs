@@ -12,13 +12,17 @@
 //! - [`cache`]: rendered meta-data per caller address, valid for one
 //!   snapshot generation (memoisation of the pure render);
 //! - [`template`]: local Jinja rendering for previews (`group render`);
-//! - [`yaml`]: the YAML writer, safe for cloud-init's YAML 1.1 reader.
+//! - [`yaml`]: the YAML writer, safe for cloud-init's YAML 1.1 reader;
+//! - [`v2`]: the metadata-service (v0.2) view of the same records: envelopes,
+//!   spec ↔ legacy record, group template checks and rendering, patches,
+//!   network-config v2.
 
 pub mod cache;
 pub mod document;
 pub mod identify;
 pub mod rules;
 pub mod template;
+pub mod v2;
 pub mod yaml;
 
 pub use document::{default_hostname, hostname};

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::inventory::groups::parse_label;
 use crate::inventory::model::{
-    CloudInitFile, CloudInitGroup, ClusterDefaults, InstanceInfo, PhoneHome,
+    CloudInitFile, CloudInitGroup, CloudInitResource, ClusterDefaults, InstanceInfo, PhoneHome,
 };
 use crate::inventory::{DomainError, Model, Txn, xname};
 
@@ -140,6 +140,7 @@ pub fn check_defaults(d: &ClusterDefaults) -> Result<ClusterDefaults, DomainErro
         wg_subnet: opt(&d.wg_subnet, &|v| cidr(v, "wg-subnet"))?,
         short_name: opt(&d.short_name, &|v| host_name(v, "short-name", true))?,
         nid_length: d.nid_length,
+        resource: None,
     })
 }
 
@@ -168,10 +169,13 @@ pub fn merge_defaults(txn: &mut Txn<'_>, input: &ClusterDefaults) -> Result<bool
         } else {
             i.nid_length
         },
+        resource: cur.resource.clone(),
     };
     if merged == cur {
         return Ok(false);
     }
+    let mut merged = merged;
+    merged.resource = Some(stamp(cur.resource.as_ref(), &now(txn)));
     txn.put_cloud_init_defaults(merged);
     Ok(true)
 }
@@ -287,26 +291,54 @@ pub fn check_group(path_name: Option<&str>, g: &GroupIn) -> Result<CloudInitGrou
         description: one_line(g.description.as_deref().unwrap_or(""), "description")?,
         meta_data,
         file: g.file.as_ref().map(check_file).transpose()?.flatten(),
+        resource: None,
     })
 }
 
 /// POST `admin/groups`: 409 if the group exists.
-pub fn add_group(txn: &mut Txn<'_>, g: CloudInitGroup) -> Result<(), DomainError> {
+pub fn add_group(txn: &mut Txn<'_>, mut g: CloudInitGroup) -> Result<(), DomainError> {
     if txn.model().cloud_init_groups.contains_key(&g.name) {
         return Err(DomainError::Conflict(format!(
             "cloud-init group {} already exists",
             g.name
         )));
     }
+    let mut meta = stamp(None, &now(txn));
+    if let Some(given) = g.resource.take() {
+        meta.labels = given.labels;
+        meta.annotations = given.annotations;
+        meta.extra = given.extra;
+    }
+    g.resource = Some(meta);
     txn.put_cloud_init_group(g);
     Ok(())
 }
 
-/// PUT `admin/groups/{name}`: creates or replaces.
-pub fn put_group(txn: &mut Txn<'_>, g: CloudInitGroup) {
-    if txn.model().cloud_init_groups.get(&g.name) != Some(&g) {
+/// PUT `admin/groups/{name}`: creates or replaces. The envelope (and the
+/// spec fields only the metadata-service view has) is kept.
+pub fn put_group(txn: &mut Txn<'_>, mut g: CloudInitGroup) {
+    let old = txn.model().cloud_init_groups.get(&g.name).cloned();
+    g.resource = old.as_ref().and_then(|o| o.resource.clone());
+    if old.as_ref() != Some(&g) || g.resource.is_none() {
+        g.resource = Some(stamp(g.resource.as_ref(), &now(txn)));
         txn.put_cloud_init_group(g);
     }
+}
+
+/// The time a write happens, as the metadata-service envelope shows it.
+pub fn now(txn: &Txn<'_>) -> String {
+    txn.now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// The envelope after a write at `now`: created once, updated every time.
+pub fn stamp(old: Option<&CloudInitResource>, now: &str) -> CloudInitResource {
+    let mut m = old.cloned().unwrap_or_default();
+    if m.created_at.is_empty() {
+        m.created_at = now.to_string();
+    }
+    m.updated_at = now.to_string();
+    m
 }
 
 /// DELETE `admin/groups/{name}`: 404 if absent.
@@ -428,8 +460,15 @@ pub fn put_instance_info(
             base_url(v, "cloud-init-base-url")
         })?,
         public_keys: keys(&input.public_keys, "public-keys")?,
+        resource: txn
+            .model()
+            .instance_info
+            .get(&node)
+            .and_then(|i| i.resource.clone()),
     };
-    if txn.model().instance_info.get(&node) != Some(&info) {
+    if txn.model().instance_info.get(&node) != Some(&info) || info.resource.is_none() {
+        let mut info = info;
+        info.resource = Some(stamp(info.resource.as_ref(), &now(txn)));
         txn.put_instance_info(info);
     }
     Ok(())

@@ -92,6 +92,20 @@ pub fn render(content: &str, meta_data: &Value) -> Result<String, String> {
         .map_err(|e| describe(&e))
 }
 
+/// Renders a metadata-service group template against `ctx` as upstream's
+/// pongo2 does: server-side, every byte of `content` a template, and an
+/// unknown variable (or member of one) rendering empty.
+pub fn render_lenient(content: &str, ctx: &Value) -> Result<String, String> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    env.set_keep_trailing_newline(true);
+    env.add_template("group", content)
+        .map_err(|e| describe(&e))?;
+    let tmpl = env.get_template("group").map_err(|e| describe(&e))?;
+    tmpl.render(minijinja::Value::from_serialize(ctx))
+        .map_err(|e| describe(&e))
+}
+
 /// The error and where it is; line numbers count the header line, as an
 /// editor showing the stored file does.
 fn describe(e: &minijinja::Error) -> String {

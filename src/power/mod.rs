@@ -104,25 +104,81 @@ struct NodeRoute {
 /// Nodes grouped by the endpoint that controls them.
 type ByBmc = BTreeMap<String, (RedfishEndpoint, Vec<NodeRoute>)>;
 
-fn route_of(snap: &Snapshot, xname: &str) -> Result<(RedfishEndpoint, NodeRoute), String> {
+/// Why a component cannot be powered.
+enum NoRoute {
+    /// Not in the inventory (upstream: "Missing xname").
+    Missing,
+    /// In the inventory, but nothing here controls its power.
+    NoControl(String),
+}
+
+impl std::fmt::Display for NoRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoRoute::Missing => f.write_str("Missing xname"),
+            NoRoute::NoControl(e) => f.write_str(e),
+        }
+    }
+}
+
+/// A task's end (or progress) as PCS reports it.
+struct Outcome {
+    status: &'static str,
+    description: String,
+    error: String,
+}
+
+impl Outcome {
+    fn succeeded(description: String) -> Outcome {
+        Outcome {
+            status: plan::SUCCEEDED,
+            description,
+            error: String::new(),
+        }
+    }
+    fn failed(error: impl Into<String>) -> Outcome {
+        Outcome {
+            status: plan::FAILED,
+            description: "Failed to achieve transition".into(),
+            error: error.into(),
+        }
+    }
+    /// Upstream's words (its tests compare them); the reason goes to the
+    /// log.
+    fn unsupported(op: Operation, why: impl Into<String>) -> Outcome {
+        tracing::info!(reason = %why.into(), operation = op.as_str(), "power transition unsupported");
+        Outcome {
+            status: plan::UNSUPPORTED,
+            description: format!(
+                "Component does not support the specified transition operation, {}",
+                op.as_str()
+            ),
+            error: "Unsupported for transition operation".into(),
+        }
+    }
+}
+
+fn route_of(snap: &Snapshot, xname: &str) -> Result<(RedfishEndpoint, NodeRoute), NoRoute> {
     if !snap.components.contains_key(xname) {
-        return Err(format!("no component {xname}"));
+        return Err(NoRoute::Missing);
     }
     let ce: &ComponentEndpoint = snap
         .component_endpoints
         .get(xname)
         .filter(|c| c.redfish_type == "ComputerSystem")
         .ok_or_else(|| {
-            format!("{xname} has no Redfish ComputerSystem endpoint (discover its BMC first)")
+            NoRoute::NoControl(format!(
+                "{xname} has no Redfish ComputerSystem endpoint (discover its BMC first)"
+            ))
         })?;
     let ep = snap
         .redfish_endpoints
         .get(&ce.redfish_endpoint_id)
         .ok_or_else(|| {
-            format!(
+            NoRoute::NoControl(format!(
                 "the RedfishEndpoint {} of {xname} is gone",
                 ce.redfish_endpoint_id
-            )
+            ))
         })?;
     let reset = ce
         .redfish_system_info
@@ -183,8 +239,8 @@ impl Power {
                     for task in &mut p.tasks {
                         if matches!(task.status.as_str(), plan::NEW | plan::IN_PROGRESS) {
                             task.status = plan::FAILED.into();
-                            task.description =
-                                "the appliance restarted during the transition".into();
+                            task.description = "Failed to achieve transition".into();
+                            task.error = "the appliance restarted during the transition".into();
                         }
                     }
                     t.put_power_transition(p);
@@ -416,12 +472,13 @@ impl Power {
             }
             Err(_) => return,
         };
-        let set = |xname: &str, status: &str, description: String| {
+        let set = |xname: &str, outcome: Outcome| {
             if let Ok(mut t) = live.lock()
                 && let Some(task) = t.tasks.iter_mut().find(|k| k.xname == xname)
             {
-                task.status = status.into();
-                task.description = description;
+                task.status = outcome.status.into();
+                task.description = outcome.description;
+                task.error = outcome.error;
             }
         };
         let snap = self.store.snapshot();
@@ -433,7 +490,8 @@ impl Power {
                     .or_insert_with(|| (ep, Vec::new()))
                     .1
                     .push(route),
-                Err(e) => set(x, plan::FAILED, e),
+                Err(NoRoute::Missing) => set(x, Outcome::failed("Missing xname")),
+                Err(NoRoute::NoControl(e)) => set(x, Outcome::unsupported(op, e)),
             }
         }
         let deadline_at =
@@ -472,8 +530,7 @@ impl Power {
                         for n in &nodes {
                             set(
                                 &n.xname,
-                                plan::FAILED,
-                                format!("no credentials for BMC {}", ep.id),
+                                Outcome::failed(format!("no credentials for BMC {}", ep.id)),
                             );
                         }
                         return;
@@ -484,18 +541,29 @@ impl Power {
                     let login = bmc.login().await;
                     if let Err(e) = login {
                         for n in &nodes {
-                            set(&n.xname, plan::FAILED, e.to_string());
+                            set(&n.xname, Outcome::failed(e.to_string()));
                         }
                         bmc.logout().await;
                         return;
                     }
                     futures_util::future::join_all(nodes.iter().map(|n| async {
-                        set(&n.xname, plan::IN_PROGRESS, String::new());
+                        set(
+                            &n.xname,
+                            Outcome {
+                                status: plan::IN_PROGRESS,
+                                description: "Gathering data".into(),
+                                error: String::new(),
+                            },
+                        );
                         let outcome = tokio::select! {
                             r = me.run_task(&bmc, n, op, deadline, deadline_at) => r,
-                            _ = cancel.cancelled() => (plan::FAILED, "aborted".to_string()),
+                            _ = cancel.cancelled() => Outcome {
+                                status: plan::FAILED,
+                                description: "Aborted".into(),
+                                error: "Transition aborted".into(),
+                            },
                         };
-                        set(&n.xname, outcome.0, outcome.1);
+                        set(&n.xname, outcome);
                     }))
                     .await;
                     bmc.logout().await;
@@ -520,8 +588,8 @@ impl Power {
         }
     }
 
-    /// One node: read its state, plan, reset, confirm. Returns the task
-    /// status and its description.
+    /// One node: read its state, plan, reset, confirm. Returns the task's
+    /// outcome in upstream PCS's words.
     async fn run_task(
         &self,
         bmc: &Bmc,
@@ -529,10 +597,10 @@ impl Power {
         op: Operation,
         deadline: f64,
         deadline_at: Option<Instant>,
-    ) -> (&'static str, String) {
+    ) -> Outcome {
         let state = match redfish::system_state(bmc, &n.system).await {
             Ok(s) => s,
-            Err(e) => return (plan::FAILED, e.to_string()),
+            Err(e) => return Outcome::failed(e.to_string()),
         };
         let (target, allowed) = match &state.reset {
             Some(r) if !r.target.is_empty() => (
@@ -548,49 +616,52 @@ impl Power {
         let on = plan::is_on(&state.power_state);
         let phases = match plan::plan(op, &allowed, on) {
             Ok(p) => p,
-            Err(e) => return (plan::UNSUPPORTED, e),
+            Err(e) => return Outcome::unsupported(op, e),
         };
         if phases.is_empty() {
             self.remember(&n.xname, on, &allowed, "");
-            return (
-                plan::SUCCEEDED,
-                format!(
-                    "power is already {}",
-                    if on == Some(true) { "on" } else { "off" }
-                ),
-            );
+            if let Some(on) = on {
+                self.record_states(vec![(n.xname.clone(), on)]).await;
+            }
+            return Outcome::succeeded("Component already in desired state".into());
         }
         if target.is_empty() {
-            return (
-                plan::FAILED,
-                "no #ComputerSystem.Reset action known for this node".into(),
-            );
+            return Outcome::unsupported(op, "no #ComputerSystem.Reset action known for this node");
         }
         let last = phases.len() - 1;
         for (k, phase) in phases.iter().enumerate() {
+            let action = phase.reset.to_ascii_lowercase();
             if let Err(e) = self.reset(bmc, &target, &phase.reset).await {
-                return (plan::FAILED, e.to_string());
+                return Outcome {
+                    status: plan::FAILED,
+                    description: format!("Failed to apply transition, {action}"),
+                    error: e.to_string(),
+                };
             }
             if deadline == 0.0 && k == last {
-                return (
-                    plan::SUCCEEDED,
-                    format!(
-                        "{} accepted (not confirmed: no wait requested)",
-                        phase.reset
-                    ),
-                );
+                return Outcome::succeeded(format!(
+                    "Transition applied, {action}. Not confirming."
+                ));
             }
-            if let Err(e) = self.confirm(bmc, n, &target, phase, deadline_at).await {
-                self.remember(&n.xname, Some(!phase.want_on), &allowed, "");
-                return (plan::FAILED, e);
+            match self.confirm(bmc, n, &target, phase, deadline_at).await {
+                Ok(confirmed) => {
+                    // The inventory learns the confirmed state now, not at
+                    // the next sample.
+                    self.remember(&n.xname, Some(phase.want_on), &allowed, "");
+                    self.record_states(vec![(n.xname.clone(), phase.want_on)])
+                        .await;
+                    if k == last {
+                        let action = confirmed.unwrap_or(action);
+                        return Outcome::succeeded(format!("Transition confirmed, {action}"));
+                    }
+                }
+                Err(e) => {
+                    self.remember(&n.xname, Some(!phase.want_on), &allowed, "");
+                    return Outcome::failed(e);
+                }
             }
         }
-        let want_on = phases[last].want_on;
-        self.remember(&n.xname, Some(want_on), &allowed, "");
-        (
-            plan::SUCCEEDED,
-            format!("power is {}", if want_on { "on" } else { "off" }),
-        )
+        Outcome::succeeded("Component already in desired state".into())
     }
 
     async fn reset(&self, bmc: &Bmc, target: &str, reset: &str) -> Result<(), redfish::Error> {
@@ -608,7 +679,7 @@ impl Power {
         target: &str,
         phase: &Phase,
         deadline_at: Option<Instant>,
-    ) -> Result<(), String> {
+    ) -> Result<Option<String>, String> {
         let poll = Duration::from_secs(self.config.poll_interval_secs);
         let mut escalated_until: Option<Instant> = None;
         loop {
@@ -618,7 +689,10 @@ impl Power {
                     if plan::is_on(&s.power_state) == Some(phase.want_on)
                         && !s.power_state.to_ascii_lowercase().starts_with("powering") =>
                 {
-                    return Ok(());
+                    // The action that got it there, when it was the escalation.
+                    return Ok(escalated_until
+                        .and(phase.escalate.as_ref())
+                        .map(|f| f.to_ascii_lowercase()));
                 }
                 Ok(_) => {}
                 Err(e) if e.is_auth() => return Err(e.to_string()),
@@ -700,7 +774,7 @@ impl Power {
                     .or_insert_with(|| (ep, Vec::new()))
                     .1
                     .push(r),
-                Err(e) => self.remember(x, None, &[], &e),
+                Err(e) => self.remember(x, None, &[], &e.to_string()),
             }
         }
         let seen: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
@@ -742,6 +816,15 @@ impl Power {
             })
             .await;
         let seen = seen.into_inner().unwrap_or_default();
+        self.record_states(seen).await;
+    }
+
+    /// Writes Component States for observed power states (`On`/`Off` as
+    /// `plan::component_state` allows).
+    async fn record_states(&self, seen: Vec<(String, bool)>) {
+        if seen.is_empty() {
+            return;
+        }
         let r = self
             .store
             .write(move |t| {
@@ -794,6 +877,12 @@ impl Power {
         wanted
             .iter()
             .map(|x| match s.get(x) {
+                // Upstream's entry for a component the inventory lacks.
+                _ if !snap.components.contains_key(x) => json!({
+                    "xname": x, "powerState": "", "managementState": "",
+                    "error": "Component not found in component map.",
+                    "supportedPowerTransitions": [], "lastUpdated": "",
+                }),
                 Some(p) => json!({
                     "xname": x,
                     "powerState": p.power,
@@ -816,6 +905,8 @@ impl Power {
 pub fn transition_json(t: &PowerTransition, with_tasks: bool) -> Value {
     let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
     if let Some(o) = v.as_object_mut() {
+        // Kept for the run, not part of upstream's transition object.
+        o.remove("taskDeadlineMinutes");
         o.insert(
             "taskCounts".into(),
             plan::task_counts(t.tasks.iter().map(|k| k.status.as_str())),

@@ -1,5 +1,6 @@
 //! Reading a BMC's inventory: Systems (and Systems linked from Chassis),
-//! Chassis, Managers and their Ethernet interfaces.
+//! Chassis, Managers and their Ethernet interfaces, and which of the
+//! services SMD records (AccountService, SessionService, ...) it offers.
 //!
 //! A crawl is all or nothing: any request that fails (after its retries)
 //! fails the crawl, so a BMC that stops answering half-way never yields half
@@ -20,7 +21,30 @@ pub struct Crawl {
     pub systems: Vec<SystemInfo>,
     pub managers: Vec<ManagerInfo>,
     pub chassis: Vec<ChassisInfo>,
+    /// The services the service root links, by type (SMD's
+    /// ServiceEndpoints); a BMC without them has none.
+    pub services: Vec<ServiceLink>,
 }
+
+/// A Redfish service the service root links.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceLink {
+    /// `AccountService`, `SessionService`, ...
+    pub kind: String,
+    pub path: String,
+    /// The service's own document (its `@odata` members dropped); `Null`
+    /// when the BMC did not show it to this account.
+    pub info: Value,
+}
+
+/// The services upstream SMD records for an endpoint.
+pub const SERVICES: [&str; 5] = [
+    "AccountService",
+    "SessionService",
+    "EventService",
+    "TaskService",
+    "UpdateService",
+];
 
 /// A reset action: where to POST and which `ResetType`s it takes (empty:
 /// the BMC did not say).
@@ -152,9 +176,31 @@ pub async fn crawl(bmc: &Bmc) -> Result<Crawl, Error> {
             systems.push(s);
         }
     }
+    // Services the root links; a BMC without them has none. Their documents
+    // follow the crawl's rules (a failure fails the crawl), except that a
+    // service hidden from this account (401/403) is kept without them.
+    let links: Vec<(String, String)> = SERVICES
+        .iter()
+        .map(|k| ((*k).to_string(), clean(link(&root, k))))
+        .filter(|(_, p)| !p.is_empty())
+        .collect();
+    let services = try_join_all(links.into_iter().map(|(kind, path)| async move {
+        let info = match get_opt(bmc, &path).await {
+            Ok(Some(Value::Object(mut doc))) => {
+                doc.retain(|k, _| !k.starts_with("@odata") || k == "@odata.type");
+                Value::Object(doc)
+            }
+            Ok(_) => Value::Null,
+            Err(e) if matches!(e.kind, ErrorKind::Auth(..)) => Value::Null,
+            Err(e) => return Err(e),
+        };
+        Ok::<_, Error>(ServiceLink { kind, path, info })
+    }))
+    .await?;
     Ok(Crawl {
         redfish_version: str_of(&root, "RedfishVersion").to_string(),
         uuid: str_of(&root, "UUID").to_string(),
+        services,
         systems,
         managers: managers.into_iter().flatten().collect(),
         chassis,

@@ -26,6 +26,7 @@ pub use client::{
     Bmc, ClientOptions, Credentials, ProbeError, RootInfo, Transport, base_url, probe,
 };
 pub use crawl::{
-    ChassisInfo, Crawl, ManagerInfo, Nic, ResetInfo, SystemInfo, SystemState, crawl, system_state,
+    ChassisInfo, Crawl, ManagerInfo, Nic, ResetInfo, ServiceLink, SystemInfo, SystemState, crawl,
+    system_state,
 };
 pub use error::{Error, ErrorKind};

@@ -524,6 +524,9 @@ fn root(shared: &Shared) -> Value {
         "Systems": link("/redfish/v1/Systems"),
         "Managers": link("/redfish/v1/Managers"),
         "Chassis": link("/redfish/v1/Chassis"),
+        "AccountService": link("/redfish/v1/AccountService"),
+        "UpdateService": link("/redfish/v1/UpdateService"),
+        "EventService": link("/redfish/v1/EventService"),
     });
     if shared.config.sessions {
         v["SessionService"] = link("/redfish/v1/SessionService");
@@ -569,6 +572,18 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
     let parts: Vec<&str> = rest.split('/').collect();
     let systems = shared.config.systems_per_bmc.max(1);
     match parts.as_slice() {
+        ["AccountService"] => Some(json!({
+            "@odata.id": "/redfish/v1/AccountService",
+            "ServiceEnabled": true,
+        })),
+        ["EventService"] => Some(json!({
+            "@odata.id": "/redfish/v1/EventService",
+            "ServiceEnabled": false,
+        })),
+        ["UpdateService"] => Some(json!({
+            "@odata.id": "/redfish/v1/UpdateService",
+            "ServiceEnabled": false,
+        })),
         ["SessionService"] => Some(json!({
             "@odata.id": "/redfish/v1/SessionService",
             "ServiceEnabled": shared.config.sessions,

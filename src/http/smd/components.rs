@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{deleted, found};
+use super::{deleted, deleted_all, found};
 use crate::http::AppState;
 use crate::http::json::{ApiJson, QueryPairs};
 use crate::http::problem::ApiError;
@@ -233,6 +233,7 @@ fn wrap<'a>(items: impl Iterator<Item = &'a Component>, q: &QueryPairs) -> Respo
 async fn list(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let filter = ComponentFilter::from_query(|k| q.all(k))?;
     let snap = st.store.snapshot();
+    filter.check_roles(&snap)?;
     if filter.is_empty() {
         return Ok(wrap(snap.components.values().map(Arc::as_ref), &q));
     }
@@ -249,7 +250,17 @@ async fn post(
     State(st): State<AppState>,
     ApiJson(body): ApiJson<ComponentArrayIn>,
 ) -> Result<StatusCode, ApiError> {
-    st.store.write(move |t| components::post(t, &body)).await?;
+    st.store
+        .write(move |t| {
+            components::post(t, &body).map_err(|e| match e {
+                // Upstream's prefix, which its tests compare.
+                DomainError::Invalid(m) => {
+                    DomainError::Invalid(format!("couldn't validate components: {m}"))
+                }
+                other => other,
+            })
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -264,13 +275,17 @@ async fn delete_all(State(st): State<AppState>) -> Result<Response, ApiError> {
             Ok(ids.len())
         })
         .await?;
-    Ok(deleted(n))
+    deleted_all(n)
 }
+
+// Upstream's words for an absent xname, which its tests compare. (A
+// malformed one stays a 400 on GET, where upstream answers 404.)
+const NO_SUCH_XNAME: &str = "no such xname.";
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (id, _) = parse_xname(&id)?;
     found(st.store.snapshot().components.get(&id), || {
-        format!("no component {id}")
+        NO_SUCH_XNAME.into()
     })
 }
 
@@ -289,12 +304,12 @@ async fn delete_one(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (id, _) = parse_xname(&id)?;
+    let (id, _) = parse_xname(&id).map_err(|_| ApiError::bad_request("invalid xname"))?;
     st.store
         .write(move |t| {
             components::delete(t, &id)
                 .map(|_| ())
-                .ok_or_else(|| DomainError::NotFound(format!("no component {id}")))
+                .ok_or_else(|| DomainError::NotFound(NO_SUCH_XNAME.into()))
         })
         .await?;
     Ok(deleted(1))
@@ -307,6 +322,7 @@ async fn patch_one(
 ) -> Result<StatusCode, ApiError> {
     let kind = PatchKind::from_segment(&field)
         .ok_or_else(|| ApiError::not_found(format!("no route for {BASE}/{id}/{field}")))?;
+    parse_xname(&id).map_err(|_| ApiError::bad_request("invalid xname ID"))?;
     st.store
         .write(move |t| components::patch_one(t, &id, kind, &body))
         .await?;
@@ -345,11 +361,11 @@ async fn bulk_nid(
 async fn by_nid(State(st): State<AppState>, Path(nid): Path<String>) -> Result<Response, ApiError> {
     let nid: i64 = nid
         .parse()
-        .map_err(|_| ApiError::bad_request(format!("NID must be a number, got {nid:?}")))?;
+        .map_err(|_| ApiError::bad_request("a required argument was not an integer"))?;
     let snap = st.store.snapshot();
     let c = snap
         .component_by_nid(nid)
-        .ok_or_else(|| ApiError::not_found(format!("no component with NID {nid}")))?;
+        .ok_or_else(|| ApiError::not_found("no such NID."))?;
     Ok(axum::Json(c).into_response())
 }
 
@@ -409,11 +425,18 @@ async fn query_get(
     let (id, _) = parse_xname(&id)?;
     let filter = ComponentFilter::from_query(|k| if k == "id" { Vec::new() } else { q.all(k) })?;
     let snap = st.store.snapshot();
+    filter.check_roles(&snap)?;
+    // As upstream: the component itself, and its descendants only when a
+    // `type` says which kind of descendant is wanted.
+    let descend = !filter.kind.is_empty();
     let items: Vec<&Component> = snap
         .components
         .values()
         .map(Arc::as_ref)
-        .filter(|c| xname::is_descendant_or_self(&c.id, &id) && filter.matches(&snap, c))
+        .filter(|c| {
+            (c.id == id || (descend && xname::is_descendant_or_self(&c.id, &id)))
+                && filter.matches(&snap, c)
+        })
         .collect();
     if items.is_empty() && !snap.components.contains_key(&id) {
         return Err(ApiError::not_found(format!("no component {id}")));

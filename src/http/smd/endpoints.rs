@@ -11,24 +11,28 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{created, deleted, found};
+use super::{created, deleted, deleted_all};
 use crate::http::AppState;
 use crate::http::json::{ExactJson, QueryPairs};
 use crate::http::problem::ApiError;
 use crate::http::routes::{Access, Listeners, Route, route};
-use crate::inventory::components::parse_xname;
+use crate::inventory::Model;
+use crate::inventory::components::{Matcher, normalize_each, parse_xname};
 use crate::inventory::endpoints::{
     self, BASE, ComponentEndpointFilter, EndpointFilter, EndpointIn,
 };
-use crate::inventory::model::RedfishEndpoint;
+use crate::inventory::model::{ComponentEndpoint, RedfishEndpoint, ServiceEndpoint};
 
 const CE_BASE: &str = "/hsm/v2/Inventory/ComponentEndpoints";
+const SE_BASE: &str = "/hsm/v2/Inventory/ServiceEndpoints";
 
 pub fn routes() -> Vec<Route> {
     use Access::*;
     use Listeners::*;
     const ONE: &str = "/hsm/v2/Inventory/RedfishEndpoints/{xname}";
     const CE_ONE: &str = "/hsm/v2/Inventory/ComponentEndpoints/{xname}";
+    const SE_BY: &str = "/hsm/v2/Inventory/ServiceEndpoints/{service}";
+    const SE_ONE: &str = "/hsm/v2/Inventory/ServiceEndpoints/{service}/RedfishEndpoints/{xname}";
     vec![
         route(
             Method::GET,
@@ -129,6 +133,60 @@ pub fn routes() -> Vec<Route> {
             "Delete a ComponentEndpoint",
             delete_ce,
         ),
+        route(
+            Method::GET,
+            "/hsm/v2/Inventory/RedfishEndpoints/Query/{xname}",
+            "smd",
+            Token,
+            Api,
+            "Not implemented upstream either (400)",
+            query_not_implemented,
+        ),
+        route(
+            Method::GET,
+            SE_BASE,
+            "smd",
+            Token,
+            Api,
+            "List ServiceEndpoints (filters redfish_ep, service)",
+            list_ses,
+        ),
+        route(
+            Method::DELETE,
+            SE_BASE,
+            "smd",
+            Token,
+            Api,
+            "Forget all ServiceEndpoints",
+            delete_all_ses,
+        ),
+        route(
+            Method::GET,
+            SE_BY,
+            "smd",
+            Token,
+            Api,
+            "One service on every RedfishEndpoint",
+            list_service,
+        ),
+        route(
+            Method::GET,
+            SE_ONE,
+            "smd",
+            Token,
+            Api,
+            "One service of one RedfishEndpoint",
+            get_se,
+        ),
+        route(
+            Method::DELETE,
+            SE_ONE,
+            "smd",
+            Token,
+            Api,
+            "Forget one service of one RedfishEndpoint",
+            delete_se,
+        ),
     ]
 }
 
@@ -146,17 +204,72 @@ fn seal(st: &AppState, e: &mut EndpointIn) -> Result<(), ApiError> {
 }
 
 fn one(e: &RedfishEndpoint) -> Response {
-    axum::Json(e.public()).into_response()
+    axum::Json(ep_wire(e)).into_response()
+}
+
+/// Removes the members upstream's Go structs tag `omitempty` when they hold
+/// their zero value.
+fn omit_empty(v: &mut Value, members: &[&str]) {
+    if let Some(o) = v.as_object_mut() {
+        for m in members {
+            let empty = match o.get(*m) {
+                Some(Value::String(s)) => s.is_empty(),
+                Some(Value::Bool(b)) => !b,
+                Some(Value::Null) => true,
+                _ => false,
+            };
+            if empty {
+                o.remove(*m);
+            }
+        }
+    }
+}
+
+/// A RedfishEndpoint as upstream SMD emits it: its `omitempty` members
+/// left out when unset, the password blank, no appliance-only members
+/// (the inventory details a V2 payload carried stay in the store).
+pub fn ep_wire(e: &RedfishEndpoint) -> Value {
+    let mut v = serde_json::to_value(e.public()).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("Details");
+        o.remove("ServiceEndpoints");
+    }
+    omit_empty(
+        &mut v,
+        &[
+            "Name",
+            "UUID",
+            "UseSSDP",
+            "MACRequired",
+            "MACAddr",
+            "IPAddress",
+            "TemplateID",
+        ],
+    );
+    v
+}
+
+/// A ComponentEndpoint as upstream SMD emits it: `Domain` and `FQDN` are
+/// not part of it (upstream leaves them unset), `MACAddr` and `UUID` only
+/// when known.
+pub fn ce_wire(c: &ComponentEndpoint) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("Domain");
+        o.remove("FQDN");
+    }
+    omit_empty(&mut v, &["MACAddr", "UUID"]);
+    v
 }
 
 async fn list(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let filter = EndpointFilter::from_query(|k| q.all(k))?;
     let snap = st.store.snapshot();
-    let items: Vec<RedfishEndpoint> = snap
+    let items: Vec<Value> = snap
         .redfish_endpoints
         .values()
         .filter(|e| filter.matches(e))
-        .map(|e| e.public())
+        .map(|e| ep_wire(e))
         .collect();
     Ok(axum::Json(json!({ "RedfishEndpoints": items })).into_response())
 }
@@ -176,16 +289,18 @@ async fn post(
 
 async fn delete_all(State(st): State<AppState>) -> Result<Response, ApiError> {
     let n = st.store.write(|t| Ok(endpoints::delete_all(t))).await?;
-    Ok(deleted(n))
+    deleted_all(n)
+}
+
+/// Upstream's words for an absent endpoint, which its tests compare.
+fn no_such_xname() -> ApiError {
+    ApiError::not_found("no such xname.")
 }
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (id, _) = parse_xname(&id)?;
     let snap = st.store.snapshot();
-    let e = snap
-        .redfish_endpoints
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no RedfishEndpoint {id}")))?;
+    let e = snap.redfish_endpoints.get(&id).ok_or_else(no_such_xname)?;
     Ok(one(e))
 }
 
@@ -222,10 +337,11 @@ async fn delete(State(st): State<AppState>, Path(id): Path<String>) -> Result<Re
 async fn list_ces(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let filter = ComponentEndpointFilter::from_query(|k| q.all(k))?;
     let snap = st.store.snapshot();
-    let items: Vec<_> = snap
+    let items: Vec<Value> = snap
         .component_endpoints
         .values()
         .filter(|c| filter.matches(c))
+        .map(|c| ce_wire(c))
         .collect();
     Ok(axum::Json(json!({ "ComponentEndpoints": items })).into_response())
 }
@@ -235,14 +351,17 @@ async fn delete_all_ces(State(st): State<AppState>) -> Result<Response, ApiError
         .store
         .write(|t| Ok(endpoints::delete_all_component_endpoints(t)))
         .await?;
-    Ok(deleted(n))
+    deleted_all(n)
 }
 
 async fn get_ce(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (id, _) = parse_xname(&id)?;
-    found(st.store.snapshot().component_endpoints.get(&id), || {
-        format!("no ComponentEndpoint {id}")
-    })
+    let snap = st.store.snapshot();
+    let c = snap
+        .component_endpoints
+        .get(&id)
+        .ok_or_else(no_such_xname)?;
+    Ok(axum::Json(ce_wire(c)).into_response())
 }
 
 async fn delete_ce(
@@ -253,6 +372,109 @@ async fn delete_ce(
         .write(move |t| endpoints::delete_component_endpoint(t, &id))
         .await?;
     Ok(deleted(1))
+}
+
+async fn query_not_implemented() -> ApiError {
+    // Upstream's exact answer, which its tests compare.
+    ApiError::bad_request("not yet implemented")
+}
+
+/// A ServiceEndpoint as upstream SMD emits it.
+fn se_wire(e: &RedfishEndpoint, s: &ServiceEndpoint) -> Value {
+    let mut v = json!({
+        "RedfishEndpointID": e.id,
+        "RedfishType": s.redfish_type,
+        "UUID": s.uuid,
+        "OdataID": s.odata_id,
+        "RedfishEndpointFQDN": e.fqdn,
+        "RedfishURL": format!("{}{}", e.fqdn, s.odata_id),
+    });
+    if !s.info.is_null() {
+        v["ServiceInfo"] = s.info.clone();
+    }
+    v
+}
+
+/// Every ServiceEndpoint whose endpoint and service pass the filters
+/// (case-insensitive, repeatable, `!` negates).
+fn services(snap: &Model, endpoints: &Matcher, service: &Matcher) -> Value {
+    let items: Vec<Value> = snap
+        .redfish_endpoints
+        .values()
+        .filter(|e| endpoints.matches(Some(&e.id)))
+        .flat_map(|e| {
+            e.services
+                .iter()
+                .filter(|s| service.matches(Some(&s.redfish_type)))
+                .map(|s| se_wire(e, s))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    json!({ "ServiceEndpoints": items })
+}
+
+fn ep_matcher(q: &QueryPairs) -> Result<Matcher, ApiError> {
+    let ids = normalize_each(q.all("redfish_ep"), |v| parse_xname(v).map(|(x, _)| x))?;
+    Ok(Matcher::new(ids))
+}
+
+async fn list_ses(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+    let snap = st.store.snapshot();
+    let out = services(&snap, &ep_matcher(&q)?, &Matcher::new(q.all("service")));
+    Ok(axum::Json(out).into_response())
+}
+
+async fn list_service(
+    State(st): State<AppState>,
+    Path(service): Path<String>,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    let snap = st.store.snapshot();
+    let out = services(&snap, &ep_matcher(&q)?, &Matcher::new(vec![service]));
+    Ok(axum::Json(out).into_response())
+}
+
+async fn get_se(
+    State(st): State<AppState>,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (id, _) = parse_xname(&id)?;
+    let snap = st.store.snapshot();
+    snap.redfish_endpoints
+        .get(&id)
+        .and_then(|e| {
+            e.services
+                .iter()
+                .find(|s| s.redfish_type.eq_ignore_ascii_case(&service))
+                .map(|s| se_wire(e, s))
+        })
+        .map(|v| axum::Json(v).into_response())
+        .ok_or_else(|| ApiError::not_found("no such service under redfish endpoint."))
+}
+
+async fn delete_se(
+    State(st): State<AppState>,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    st.store
+        .write(move |t| endpoints::delete_service(t, &service, &id))
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            // Upstream answers 404 for any xname here, valid or not.
+            a if a.status == axum::http::StatusCode::BAD_REQUEST => {
+                ApiError::not_found("no such service under redfish endpoint.")
+            }
+            a => a,
+        })?;
+    Ok(deleted(1))
+}
+
+async fn delete_all_ses(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let n = st
+        .store
+        .write(|t| Ok(endpoints::delete_all_services(t)))
+        .await?;
+    deleted_all(n)
 }
 
 #[cfg(test)]
@@ -325,6 +547,7 @@ pub(super) mod tests {
                 boot_steps: Default::default(),
                 meta_cache: Default::default(),
                 started: Instant::now(),
+                trusted: Default::default(),
                 config,
             }));
             Harness {

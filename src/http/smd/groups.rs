@@ -5,7 +5,7 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{created, deleted, found, message};
+use super::{created, deleted, deleted_all, found, message};
 use crate::http::AppState;
 use crate::http::json::{ApiJson, QueryPairs};
 use crate::http::problem::ApiError;
@@ -341,10 +341,16 @@ async fn delete(
 async fn members(
     State(st): State<AppState>,
     Path(label): Path<String>,
+    q: QueryPairs,
 ) -> Result<Response, ApiError> {
     let snap = st.store.snapshot();
-    let g = groups::get_group(&snap, &label)?;
-    Ok(axum::Json(&g.members).into_response())
+    let mut m = groups::get_group(&snap, &label)?.members.clone();
+    // `partition=` narrows the members to one partition, as upstream.
+    if let Some(p) = q.first("partition") {
+        let p = groups::get_partition(&snap, p)?;
+        m.ids.retain(|id| p.members.ids.contains(id));
+    }
+    Ok(axum::Json(m).into_response())
 }
 
 async fn add_member(
@@ -471,10 +477,20 @@ async fn add_partition_member(
     ApiJson(body): ApiJson<MemberIn>,
 ) -> Result<Response, ApiError> {
     let n = groups::parse_partition_name(&name)?;
+    let missing = format!("No such partition: {n}");
     let id = st
         .store
         .write(move |t| groups::add_partition_member(t, &name, &body))
-        .await?;
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            // Upstream's words here, which its tests compare.
+            a if a.status == axum::http::StatusCode::NOT_FOUND
+                && a.detail == "no such partition." =>
+            {
+                ApiError::not_found(missing)
+            }
+            a => a,
+        })?;
     Ok(created(
         &[format!("/hsm/v2/partitions/{n}/members/{id}")],
         &format!("/hsm/v2/partitions/{n}/members"),
@@ -536,13 +552,22 @@ async fn post_node_maps(
     let maps = body
         .nodemaps
         .iter()
-        .map(|m| groups::validate_node_map(m, None))
+        .enumerate()
+        .map(|(i, m)| {
+            groups::validate_node_map(m, None).map_err(|e| match e {
+                // Upstream's prefix, which its tests compare.
+                DomainError::Invalid(m) => {
+                    DomainError::Invalid(format!("couldn't validate map data at idx {i}: {m}"))
+                }
+                other => other,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let n = maps.len();
     st.store
         .write(move |t| groups::put_node_maps(t, maps))
         .await?;
-    Ok(message(format!("created or modified {n} entries")))
+    Ok(message(format!("Created or modified {n} entries")))
 }
 
 async fn delete_node_maps(State(st): State<AppState>) -> Result<Response, ApiError> {
@@ -556,7 +581,7 @@ async fn delete_node_maps(State(st): State<AppState>) -> Result<Response, ApiErr
             Ok(ids.len())
         })
         .await?;
-    Ok(deleted(n))
+    deleted_all(n)
 }
 
 async fn node_map(
@@ -565,7 +590,7 @@ async fn node_map(
 ) -> Result<Response, ApiError> {
     let (id, _) = parse_xname(&id)?;
     found(st.store.snapshot().node_maps.get(&id), || {
-        format!("no node map for {id}")
+        "no such xname.".into()
     })
 }
 
@@ -574,7 +599,13 @@ async fn put_node_map(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<NodeMapIn>,
 ) -> Result<Response, ApiError> {
-    let m = groups::validate_node_map(&body, Some(&id))?;
+    // Upstream's prefix (sic), which its tests compare.
+    let m = groups::validate_node_map(&body, Some(&id)).map_err(|e| match e {
+        DomainError::Invalid(m) => {
+            DomainError::Invalid(format!("couldn't validate endpoint data: {m}"))
+        }
+        other => other,
+    })?;
     let out = m.clone();
     st.store
         .write(move |t| groups::put_node_maps(t, vec![m]))
@@ -591,7 +622,7 @@ async fn delete_node_map(
         .write(move |t| {
             t.delete_node_map(&id)
                 .map(|_| ())
-                .ok_or_else(|| DomainError::NotFound(format!("no node map for {id}")))
+                .ok_or_else(|| DomainError::NotFound("no such xname.".into()))
         })
         .await?;
     Ok(deleted(1))

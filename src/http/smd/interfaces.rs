@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 
-use super::{created_one, deleted, found};
+use super::{created_one, deleted, deleted_all, found};
 use crate::http::AppState;
 use crate::http::json::{ApiJson, QueryPairs};
 use crate::http::problem::ApiError;
@@ -136,13 +136,14 @@ async fn create(
 
 async fn delete_all(State(st): State<AppState>) -> Result<Response, ApiError> {
     let n = st.store.write(|t| Ok(interfaces::delete_all(t))).await?;
-    Ok(deleted(n))
+    deleted_all(n)
 }
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = interfaces::parse_id(&id)?;
+    // Upstream's words, which its tests compare.
     found(st.store.snapshot().interfaces.get(&id), || {
-        format!("no Ethernet interface {id}")
+        format!("No such component ethernet interface: {id}")
     })
 }
 
@@ -319,7 +320,7 @@ mod tests {
 
         let (s, _, b) = h.call("DELETE", base, None, true).await;
         assert_eq!(s, StatusCode::OK);
-        assert_eq!(b["message"], "deleted 1 entry");
+        assert_eq!(b["message"], "deleted 1 entries", "upstream's wording");
         let (s, _, b) = h.call("GET", base, None, false).await;
         assert_eq!((s, b), (StatusCode::OK, json!([])));
     }

@@ -55,28 +55,56 @@ pub fn routes() -> Vec<Route> {
             value,
         ),
     ];
-    // Upstream routes not implemented yet answer 501 rather than 404, so a
-    // client can tell "not here yet" from "no such thing".
+    // Upstream routes not implemented yet answer 501 rather than 404 or
+    // 405, for every method, so a client can tell "not here yet" from "no
+    // such thing".
     for path in [
         "/hsm/v2/Inventory/Hardware",
         "/hsm/v2/Inventory/Hardware/{xname}",
+        "/hsm/v2/Inventory/Hardware/Query/{xname}",
+        "/hsm/v2/Inventory/Hardware/History",
+        "/hsm/v2/Inventory/Hardware/History/{xname}",
         "/hsm/v2/Inventory/HardwareByFRU",
         "/hsm/v2/Inventory/HardwareByFRU/{fruid}",
+        "/hsm/v2/Inventory/HardwareByFRU/History",
+        "/hsm/v2/Inventory/HardwareByFRU/History/{fruid}",
         "/hsm/v2/Inventory/Discover",
         "/hsm/v2/Inventory/DiscoveryStatus",
+        "/hsm/v2/Inventory/DiscoveryStatus/{id}",
         "/hsm/v2/Subscriptions/SCN",
+        "/hsm/v2/Subscriptions/SCN/{id}",
         "/hsm/v2/locks/status",
+        "/hsm/v2/locks/lock",
+        "/hsm/v2/locks/unlock",
+        "/hsm/v2/locks/disable",
+        "/hsm/v2/locks/repair",
+        "/hsm/v2/locks/reservations",
+        "/hsm/v2/locks/reservations/remove",
+        "/hsm/v2/locks/reservations/release",
+        "/hsm/v2/locks/service/reservations",
+        "/hsm/v2/locks/service/reservations/renew",
+        "/hsm/v2/locks/service/reservations/release",
+        "/hsm/v2/locks/service/reservations/check",
         "/hsm/v2/sysinfo/powermaps",
+        "/hsm/v2/sysinfo/powermaps/{xname}",
     ] {
-        t.push(route(
+        for method in [
             Method::GET,
-            path,
-            "smd",
-            Token,
-            Api,
-            "Not implemented (501)",
-            not_implemented,
-        ));
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ] {
+            t.push(route(
+                method,
+                path,
+                "smd",
+                Token,
+                Api,
+                super::routes::NOT_IMPLEMENTED,
+                not_implemented,
+            ));
+        }
     }
     t.extend(components::routes());
     t.extend(interfaces::routes());
@@ -178,6 +206,16 @@ pub fn found<T: serde::Serialize>(
     record
         .map(|r| axum::Json(r).into_response())
         .ok_or_else(|| super::problem::ApiError::not_found(missing()))
+}
+
+/// The answer to a DELETE of a whole collection: upstream's 404 when there
+/// was nothing to delete.
+pub fn deleted_all(n: usize) -> Result<Response, super::problem::ApiError> {
+    if n == 0 {
+        return Err(super::problem::ApiError::not_found("no entries to delete"));
+    }
+    // Always plural here, as upstream.
+    Ok(message(format!("deleted {n} entries")))
 }
 
 pub fn deleted(n: usize) -> Response {

@@ -1,0 +1,465 @@
+//! Load generator for the slowloris benchmark (`bench/slowloris.sh`).
+//!
+//! One run, two phases of `--duration` seconds each, the same load in both:
+//!
+//! - boot script requests on the node listener, one TCP connection per
+//!   request as iPXE makes them, from `--workers` tasks on 127.0.0.1;
+//! - an operator on the API: `GET /hsm/v2/State/Components` every 20 ms on
+//!   a keep-alive HTTPS connection, each latency kept for the p99.
+//!
+//! The second phase runs beside a slowloris on the node listener: `--flood`
+//! connections from `--flood-addrs` loopback addresses (127.2.x.y), each
+//! sending the start of a request head and then one header line every few
+//! seconds, never finishing it. A connection the server closes is opened
+//! again at the next round (3 s; `RECONNECT_MS=10` makes it a connect
+//! flood), so the attacker keeps `--flood` connections in play the whole
+//! phase. The server's resident memory and open descriptors are
+//! sampled from /proc every 100 ms in both phases; the peaks are printed.
+//!
+//! A minimal HTTP/1.1 client keeps the generator's own CPU use low.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+struct Args {
+    node: SocketAddr,
+    api: String,
+    ca: String,
+    token: String,
+    mac: String,
+    pid: u32,
+    duration: Duration,
+    workers: usize,
+    flood: usize,
+    flood_addrs: usize,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = std::env::args().skip(1);
+    let mut get = |name: &str| -> Result<String, String> {
+        match (a.next(), a.next()) {
+            (Some(k), Some(v)) if k == name => Ok(v),
+            (k, _) => Err(format!("expected {name} VALUE, got {k:?}")),
+        }
+    };
+    let node = get("--node")?.parse().map_err(|e| format!("--node: {e}"))?;
+    let api = get("--api")?;
+    let ca = std::fs::read_to_string(get("--ca")?).map_err(|e| format!("--ca: {e}"))?;
+    let token = get("--token")?;
+    let mac = get("--mac")?;
+    let pid = get("--pid")?.parse().map_err(|e| format!("--pid: {e}"))?;
+    let duration = Duration::from_secs(
+        get("--duration")?
+            .parse()
+            .map_err(|e| format!("--duration: {e}"))?,
+    );
+    let workers = get("--workers")?
+        .parse()
+        .map_err(|e| format!("--workers: {e}"))?;
+    let flood = get("--flood")?
+        .parse()
+        .map_err(|e| format!("--flood: {e}"))?;
+    let flood_addrs = get("--flood-addrs")?
+        .parse()
+        .map_err(|e| format!("--flood-addrs: {e}"))?;
+    Ok(Args {
+        node,
+        api,
+        ca,
+        token,
+        mac,
+        pid,
+        duration,
+        workers,
+        flood,
+        flood_addrs,
+    })
+}
+
+/// What one phase measured.
+#[derive(Default)]
+struct Phase {
+    script_rps: f64,
+    script_errors: u64,
+    api_p50_ms: f64,
+    api_p99_ms: f64,
+    api_max_ms: f64,
+    api_errors: u64,
+    rss_kib: u64,
+    fds: u64,
+    flood_open: u64,
+    flood_connects: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("flood") {
+        return flood_main().await;
+    }
+    let a = match args() {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            eprintln!("slowloris_load: {e}");
+            std::process::exit(2);
+        }
+    };
+    raise_fd_limit();
+    let base = run_phase(&a, false).await;
+    let flood = run_phase(&a, true).await;
+    print(&a, &base, &flood);
+    let ok = base.script_errors == 0 && base.api_errors == 0;
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+fn raise_fd_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        },
+    );
+}
+
+async fn run_phase(a: &Arc<Args>, with_flood: bool) -> Phase {
+    let mut children = Vec::new();
+    if with_flood {
+        // A process per 8,000 connections: each stays well inside the
+        // descriptor limit a container may not raise.
+        let per = 8000;
+        let mut first = 0;
+        while first < a.flood {
+            let count = per.min(a.flood - first);
+            let child = std::process::Command::new(
+                std::env::current_exe().expect("the generator's own path"),
+            )
+            .args(["flood", "--node", &a.node.to_string()])
+            .args(["--first", &first.to_string(), "--count", &count.to_string()])
+            .args(["--addrs", &a.flood_addrs.to_string()])
+            .args(["--seconds", &(a.duration.as_secs() + 6).to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start a flood process");
+            children.push(child);
+            first += count;
+        }
+        // Let the attacker reach its connection count first.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let measuring = Arc::new(AtomicBool::new(true));
+    let sampler = tokio::spawn(sample(a.pid, measuring.clone()));
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..a.workers {
+        let (a, done, errors) = (a.clone(), done.clone(), errors.clone());
+        workers.push(tokio::spawn(async move {
+            let req = format!(
+                "GET /boot/v1/bootscript?mac={} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
+                a.mac
+            );
+            while started.elapsed() < a.duration {
+                match tokio::time::timeout(Duration::from_secs(5), one_request(a.node, &req)).await
+                {
+                    Ok(Ok(true)) => done.fetch_add(1, Ordering::Relaxed),
+                    _ => errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let api = tokio::spawn(api_probe(a.clone(), started));
+    for w in workers {
+        let _ = w.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (mut lat, api_errors) = api.await.unwrap_or_default();
+    measuring.store(false, Ordering::Relaxed);
+    let (rss_kib, fds) = sampler.await.unwrap_or_default();
+    let (mut flood_open, mut flood_connects) = (0, 0);
+    for c in children {
+        if let Ok(out) = c.wait_with_output() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut f = text
+                .split_whitespace()
+                .map(|v| v.parse::<u64>().unwrap_or(0));
+            flood_open += f.next().unwrap_or(0);
+            flood_connects += f.next().unwrap_or(0);
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        if lat.is_empty() {
+            f64::NAN
+        } else {
+            lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)]
+        }
+    };
+    // Let the server see the flood's connections go before the next phase.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Phase {
+        script_rps: done.load(Ordering::Relaxed) as f64 / elapsed,
+        script_errors: errors.load(Ordering::Relaxed),
+        api_p50_ms: pct(0.50),
+        api_p99_ms: pct(0.99),
+        api_max_ms: lat.last().copied().unwrap_or(f64::NAN),
+        api_errors,
+        rss_kib,
+        fds,
+        flood_open,
+        flood_connects,
+    }
+}
+
+/// One boot script request on a new connection; true for a complete 200.
+async fn one_request(node: SocketAddr, req: &str) -> std::io::Result<bool> {
+    let mut s = TcpStream::connect(node).await?;
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(2048);
+    s.read_to_end(&mut buf).await?;
+    Ok(buf.starts_with(b"HTTP/1.1 200"))
+}
+
+/// GET the component list every 20 ms; the latencies (ms) and errors.
+async fn api_probe(a: Arc<Args>, started: Instant) -> (Vec<f64>, u64) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = match tls_client(&a.ca) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("slowloris_load: {e}");
+            return (Vec::new(), 1);
+        }
+    };
+    let url = format!("{}/hsm/v2/State/Components", a.api);
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while started.elapsed() < a.duration {
+        tick.tick().await;
+        let t = Instant::now();
+        let r = client.get(&url).bearer_auth(&a.token).send().await;
+        match r {
+            Ok(r) if r.status().is_success() => {
+                let _ = r.bytes().await;
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            _ => errors += 1,
+        }
+    }
+    (lat, errors)
+}
+
+fn tls_client(pem: &str) -> Result<reqwest::Client, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// `flood --node A --first I --count N --addrs M --seconds S`: keeps N
+/// slowloris connections (numbered from I, spread over M addresses) for S
+/// seconds, then prints the peak number open and the connects made.
+async fn flood_main() {
+    let v: Vec<String> = std::env::args().skip(2).collect();
+    let get = |name: &str| -> usize {
+        v.iter()
+            .position(|k| k == name)
+            .and_then(|i| v.get(i + 1))
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0)
+    };
+    let node: SocketAddr = match v
+        .iter()
+        .position(|k| k == "--node")
+        .and_then(|i| v.get(i + 1))
+    {
+        Some(n) => n.parse().expect("--node ADDR"),
+        None => {
+            eprintln!("slowloris_load flood: --node ADDR is required");
+            std::process::exit(2);
+        }
+    };
+    raise_fd_limit();
+    let (first, count, addrs) = (get("--first"), get("--count"), get("--addrs").max(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let open = Arc::new(AtomicU64::new(0));
+    let connects = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in first..first + count {
+        let k = i % addrs;
+        let from = IpAddr::V4(Ipv4Addr::new(127, 2, (k / 250) as u8, (k % 250 + 1) as u8));
+        tasks.push(tokio::spawn(slowloris(
+            node,
+            from,
+            stop.clone(),
+            open.clone(),
+            connects.clone(),
+        )));
+    }
+    let end = Instant::now() + Duration::from_secs(get("--seconds") as u64);
+    let mut peak = 0;
+    while Instant::now() < end {
+        peak = peak.max(open.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    println!("{peak} {}", connects.load(Ordering::Relaxed));
+}
+
+/// One slowloris connection, opened again whenever the server closes it.
+async fn slowloris(
+    node: SocketAddr,
+    from: IpAddr,
+    stop: Arc<AtomicBool>,
+    open: Arc<AtomicU64>,
+    connects: Arc<AtomicU64>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(sock) = TcpSocket::new_v4() else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        if sock.bind(SocketAddr::new(from, 0)).is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        connects.fetch_add(1, Ordering::Relaxed);
+        let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(2), sock.connect(node)).await
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        open.fetch_add(1, Ordering::Relaxed);
+        let mut line = b"GET /boot/v1/bootscript?mac=02:00:00:00:00:01 HTTP/1.1\r\n".to_vec();
+        let mut buf = [0u8; 256];
+        loop {
+            if stop.load(Ordering::Relaxed) || s.write_all(&line).await.is_err() {
+                break;
+            }
+            line = b"X-a: b\r\n".to_vec();
+            // Wait a few seconds, or until the server closes the connection.
+            match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => break, // an answer (408/400): closed next
+                Err(_) => {}
+            }
+        }
+        open.fetch_sub(1, Ordering::Relaxed);
+        // As slowloris does: a connection found closed is opened again at
+        // the next round of header lines (RECONNECT_MS; 10 makes it a
+        // connect flood).
+        tokio::time::sleep(Duration::from_millis(reconnect_ms())).await;
+    }
+}
+
+/// Pause before reopening a closed connection: `RECONNECT_MS`, else 3000.
+fn reconnect_ms() -> u64 {
+    std::env::var("RECONNECT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000)
+}
+
+/// Peak resident memory (KiB) and open descriptors of `pid` while
+/// `measuring`.
+async fn sample(pid: u32, measuring: Arc<AtomicBool>) -> (u64, u64) {
+    let (mut rss, mut fds) = (0, 0);
+    while measuring.load(Ordering::Relaxed) {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            && let Some(kib) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            rss = rss.max(kib);
+        }
+        if let Ok(d) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            fds = fds.max(d.count() as u64);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (rss, fds)
+}
+
+fn print(a: &Args, base: &Phase, flood: &Phase) {
+    let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { f64::NAN };
+    println!(
+        "slowloris: {} connections from {} address(es) on the node listener, {} s per phase, {} boot script workers",
+        a.flood,
+        a.flood_addrs,
+        a.duration.as_secs(),
+        a.workers
+    );
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "", "no flood", "slowloris", "ratio"
+    );
+    let row = |name: &str, x: f64, y: f64| {
+        println!("{name:<34} {x:>12.1} {y:>12.1} {:>8.2}", ratio(y, x));
+    };
+    row("bootscript req/s", base.script_rps, flood.script_rps);
+    row(
+        "bootscript errors",
+        base.script_errors as f64,
+        flood.script_errors as f64,
+    );
+    row("API GET p50 (ms)", base.api_p50_ms, flood.api_p50_ms);
+    row("API GET p99 (ms)", base.api_p99_ms, flood.api_p99_ms);
+    row("API GET max (ms)", base.api_max_ms, flood.api_max_ms);
+    row(
+        "API errors",
+        base.api_errors as f64,
+        flood.api_errors as f64,
+    );
+    row(
+        "server peak RSS (MiB)",
+        base.rss_kib as f64 / 1024.0,
+        flood.rss_kib as f64 / 1024.0,
+    );
+    row("server peak open fds", base.fds as f64, flood.fds as f64);
+    row(
+        "attacker connections open (peak)",
+        base.flood_open as f64,
+        flood.flood_open as f64,
+    );
+    row(
+        "attacker connects during phase",
+        base.flood_connects as f64,
+        flood.flood_connects as f64,
+    );
+    let r = ratio(flood.script_rps, base.script_rps);
+    println!(
+        "target: bootscript >= 0.8x ({}), API p99 < 100 ms under the flood ({})",
+        if r >= 0.8 { "met" } else { "missed" },
+        if flood.api_p99_ms < 100.0 {
+            "met"
+        } else {
+            "missed"
+        }
+    );
+}
