@@ -177,6 +177,24 @@ pub enum TokenCmd {
         #[arg(long)]
         bootstrap: bool,
     },
+    /// Exchange a one-time bootstrap token at the appliance's POST /oauth/token; prints the JSON reply
+    /// (access_token, refresh_token, expires_in, ...)
+    Exchange {
+        /// The bootstrap token; `-` reads it from standard input
+        #[arg(long, env = "TOKENSMITH_BOOTSTRAP_TOKEN", hide_env_values = true)]
+        bootstrap: String,
+    },
+    /// Trade a refresh token for a new access token and refresh token (the one given is then used up);
+    /// prints the JSON reply
+    Refresh {
+        /// The refresh token; `-` reads it from standard input
+        #[arg(
+            long = "refresh-token",
+            env = "OPENCHAMI_REFRESH_TOKEN",
+            hide_env_values = true
+        )]
+        refresh_token: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

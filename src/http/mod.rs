@@ -17,6 +17,7 @@ pub mod dhcp;
 pub mod discover;
 pub mod json;
 pub mod metadata_service;
+pub mod oauth;
 pub mod openapi;
 pub mod peer;
 pub mod power;

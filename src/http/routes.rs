@@ -96,7 +96,7 @@ where
 pub fn table() -> Vec<Route> {
     let mut t = Vec::new();
     t.extend(super::common::routes());
-    t.extend(super::auth::routes());
+    t.extend(super::oauth::routes());
     t.extend(super::smd::routes());
     t.extend(super::boot::routes());
     t.extend(super::boot_service::routes());
@@ -138,9 +138,9 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "GET /.well-known/openid-configuration" => out(json::<AnyObject>()),
         "GET /openapi.json" => out(json::<AnyObject>()),
         "GET /metrics" => out(text()),
-        "POST /oauth/token" => inout(opaque("application/x-www-form-urlencoded"), json::<TokenReply>()),
-        "POST /token" => inout(opaque("application/x-www-form-urlencoded"), json::<TokenReply>()),
-        "POST /tokensmith/oauth/token" => inout(opaque("application/x-www-form-urlencoded"), json::<TokenReply>()),
+        "POST /oauth/token" => inout(form::<TokenRequest>(), json::<TokenReply>()),
+        "POST /token" => inout(form::<TokenRequest>(), json::<TokenReply>()),
+        "POST /tokensmith/oauth/token" => inout(form::<TokenRequest>(), json::<TokenReply>()),
         "GET /hsm/v2/service/ready" => out(json::<Message>()),
         "GET /hsm/v2/service/liveness" => status(),
         "GET /hsm/v2/service/values" => out(json::<Values>()),

@@ -273,16 +273,6 @@ pub struct ServiceHealth {
     pub service: String,
 }
 
-/// The `/oauth/token` reply (RFC 8693 token exchange).
-#[derive(JsonSchema)]
-pub struct TokenReply {
-    pub access_token: String,
-    pub token_type: String,
-    pub expires_in: i64,
-    pub scope: String,
-    pub issued_token_type: String,
-}
-
 /// A metadata-service resource's deletion.
 #[derive(JsonSchema)]
 pub struct ResourceDeleted {
@@ -315,4 +305,47 @@ pub struct ServiceEndpointOut {
 pub struct ServiceEndpointArray {
     #[serde(rename = "ServiceEndpoints")]
     pub service_endpoints: Vec<ServiceEndpointOut>,
+}
+
+// ---- /oauth/token (TokenSmith's token endpoint) ----
+
+/// A form-encoded (`application/x-www-form-urlencoded`) body of type `T`:
+/// one field per member.
+pub fn form<T: JsonSchema>() -> Media {
+    Media {
+        content_type: "application/x-www-form-urlencoded",
+        schema: |g| g.subschema_for::<T>(),
+    }
+}
+
+/// The `/oauth/token` request: a bootstrap-token exchange
+/// (`grant_type=urn:ietf:params:oauth:grant-type:token-exchange` with
+/// `subject_token` and `subject_token_type`) or a refresh
+/// (`grant_type=refresh_token` with `refresh_token`).
+#[derive(JsonSchema)]
+pub struct TokenRequest {
+    pub grant_type: String,
+    #[serde(default)]
+    pub subject_token: String,
+    /// `urn:openchami:params:oauth:token-type:bootstrap-token`.
+    #[serde(default)]
+    pub subject_token_type: String,
+    #[serde(default)]
+    pub refresh_token: String,
+}
+
+/// The `/oauth/token` reply (RFC 8693 §2.2, RFC 6749 §5.1). `scope` is
+/// space-separated and left out when empty.
+#[derive(JsonSchema)]
+pub struct TokenReply {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+    /// Opaque; good for one `grant_type=refresh_token` request.
+    pub refresh_token: String,
+    /// Seconds left of the refresh-token family (rotation does not extend it).
+    pub refresh_expires_in: i64,
+    #[serde(default)]
+    pub scope: String,
+    pub issued_token_type: String,
 }

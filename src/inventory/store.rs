@@ -31,6 +31,7 @@ use super::model::{
     NodeMap, Partition, PhoneHome, PowerTransition, RedfishEndpoint,
 };
 use super::sqlite::Db;
+use super::tokens::{RefreshFamily, UsedBootstrap};
 
 /// The kinds of record the store persists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +52,8 @@ pub enum Table {
     PowerTransitions,
     BmcCredentials,
     BootResources,
+    UsedBootstrap,
+    RefreshFamilies,
 }
 
 impl Table {
@@ -72,6 +75,8 @@ impl Table {
             Table::PowerTransitions => "power_transitions",
             Table::BmcCredentials => "bmc_credentials",
             Table::BootResources => "boot_resources",
+            Table::UsedBootstrap => "oauth_used_bootstrap",
+            Table::RefreshFamilies => "oauth_refresh_families",
         }
     }
 }
@@ -179,6 +184,10 @@ pub struct Model {
     pub power_transitions: OrdMap<String, PowerTransition>,
     /// BMC credentials by key (`default`, xname, IP or MAC).
     pub bmc_credentials: OrdMap<String, BmcCredential>,
+    /// Bootstrap tokens already exchanged, by `jti`.
+    pub used_bootstrap: OrdMap<String, UsedBootstrap>,
+    /// Refresh-token families by id.
+    pub refresh_families: OrdMap<String, RefreshFamily>,
 }
 
 impl Model {
@@ -689,6 +698,28 @@ impl<'a> Txn<'a> {
         self.record::<BmcCredential>(Table::BmcCredentials, key, None);
         Some(old)
     }
+
+    pub fn put_used_bootstrap(&mut self, u: UsedBootstrap) {
+        self.record(Table::UsedBootstrap, &u.jti, Some(&u));
+        self.model.used_bootstrap.insert(u.jti.clone(), u);
+    }
+
+    pub fn delete_used_bootstrap(&mut self, jti: &str) -> Option<UsedBootstrap> {
+        let old = self.model.used_bootstrap.remove(jti)?;
+        self.record::<UsedBootstrap>(Table::UsedBootstrap, jti, None);
+        Some(old)
+    }
+
+    pub fn put_refresh_family(&mut self, f: RefreshFamily) {
+        self.record(Table::RefreshFamilies, &f.id, Some(&f));
+        self.model.refresh_families.insert(f.id.clone(), f);
+    }
+
+    pub fn delete_refresh_family(&mut self, id: &str) -> Option<RefreshFamily> {
+        let old = self.model.refresh_families.remove(id)?;
+        self.record::<RefreshFamily>(Table::RefreshFamilies, id, None);
+        Some(old)
+    }
 }
 
 /// The stored document of a row, if the row exists. Serialising our own
@@ -718,6 +749,8 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
         Table::PowerTransitions => ser(m.power_transitions.get(key)),
         Table::BmcCredentials => ser(m.bmc_credentials.get(key)),
         Table::BootResources => ser(m.boot_resources.get(key)),
+        Table::UsedBootstrap => ser(m.used_bootstrap.get(key)),
+        Table::RefreshFamilies => ser(m.refresh_families.get(key)),
     }
 }
 
@@ -949,6 +982,12 @@ fn load_model(db: &Db) -> Result<Model, StoreError> {
     }
     for r in load_table::<BootResource>(db, Table::BootResources)? {
         txn.put_boot_resource(r);
+    }
+    for u in load_table::<UsedBootstrap>(db, Table::UsedBootstrap)? {
+        txn.put_used_bootstrap(u);
+    }
+    for f in load_table::<RefreshFamily>(db, Table::RefreshFamilies)? {
+        txn.put_refresh_family(f);
     }
     Ok(model)
 }
