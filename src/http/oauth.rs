@@ -126,8 +126,8 @@ impl Failures {
         Some(self.window.saturating_sub(now.duration_since(**first)))
     }
 
-    /// Counts a failure of `ip`.
-    pub fn record(&self, ip: IpAddr, now: Instant) {
+    /// Counts a failure of `ip`; true when that makes it blocked.
+    pub fn record(&self, ip: IpAddr, now: Instant) -> bool {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if !t.contains_key(&ip) && t.len() >= self.cap {
             let window = self.window;
@@ -155,6 +155,7 @@ impl Failures {
         while v.len() > self.max {
             v.pop_front();
         }
+        v.len() == self.max
     }
 
     /// Addresses remembered now.
@@ -251,7 +252,9 @@ async fn token_endpoint(
     let ip = caller_ip(peer_ip, &headers, &st.config.http.trusted_proxies);
     let failures = &st.trusted.failures;
     if let Some(wait) = failures.blocked(ip, Instant::now()) {
-        tracing::warn!(client = %ip, "token request refused: too many failed attempts");
+        // Logged once, when the address became blocked; the access line
+        // records each refusal.
+        tracing::debug!(client = %ip, "token request refused: too many failed attempts");
         let mut r = oauth_error(&refuse(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_requests",
@@ -287,8 +290,13 @@ async fn token_endpoint(
     match outcome {
         Ok(r) => r,
         Err(f) => {
-            if f.error == "invalid_grant" {
-                failures.record(ip, Instant::now());
+            if f.error == "invalid_grant" && failures.record(ip, Instant::now()) {
+                tracing::warn!(
+                    client = %ip,
+                    failures = MAX_FAILURES,
+                    window_secs = WINDOW.as_secs(),
+                    "too many failed token grants; the address is refused for a while"
+                );
             }
             tracing::debug!(client = %ip, error = f.error, description = f.description, "token request refused");
             oauth_error(&f)
@@ -509,10 +517,10 @@ mod tests {
         let f = Failures::new(5, WINDOW, 16);
         let t0 = Instant::now();
         for i in 0..4 {
-            f.record(ip(1), t0 + Duration::from_secs(i));
+            assert!(!f.record(ip(1), t0 + Duration::from_secs(i)));
         }
         assert_eq!(f.blocked(ip(1), t0 + Duration::from_secs(5)), None);
-        f.record(ip(1), t0 + Duration::from_secs(5));
+        assert!(f.record(ip(1), t0 + Duration::from_secs(5)));
         let wait = f.blocked(ip(1), t0 + Duration::from_secs(6)).unwrap();
         assert_eq!(wait, Duration::from_secs(54));
         // Another address is not affected.
