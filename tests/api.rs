@@ -2690,3 +2690,80 @@ async fn failed_grants_are_limited_per_address() {
     oauth_refused(r, 400, "invalid_grant");
     exchange(&two, &bootstrap).await.ok();
 }
+
+/// Behind a trusted proxy the limit applies to the client it names in
+/// X-Forwarded-For; a caller that is no trusted proxy cannot dodge it with
+/// the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_grants_are_counted_per_forwarded_client() {
+    let h = Harness::start_with(|c| {
+        c.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let bootstrap = bootstrap_token(&h, "bt-x", &["read"]);
+    let via = |client: &str, form: Vec<(&'static str, String)>| {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        h.anon.send(
+            h.anon
+                .raw
+                .post(h.anon.url("/oauth/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-forwarded-for", client)
+                .body(body),
+        )
+    };
+    let bad = || {
+        vec![
+            ("grant_type", "refresh_token".to_string()),
+            (
+                "refresh_token",
+                format!("{}.{}", "1".repeat(32), "1".repeat(64)),
+            ),
+        ]
+    };
+    let good = || {
+        vec![
+            ("grant_type", EXCHANGE.to_string()),
+            ("subject_token", bootstrap.clone()),
+            ("subject_token_type", BOOTSTRAP.to_string()),
+        ]
+    };
+    for _ in 0..5 {
+        oauth_refused(via("10.0.0.1", bad()).await, 400, "invalid_grant");
+    }
+    // (X-Forwarded-For, expected status)
+    let cases: &[(&str, u16)] = &[
+        ("10.0.0.1", 429),
+        ("192.0.2.7, 10.0.0.1", 429),
+        ("10.0.0.2", 400),
+    ];
+    for (xff, want) in cases {
+        let r = via(xff, bad()).await;
+        assert_eq!(r.status, *want, "{xff}: {}", r.text());
+    }
+    via("10.0.0.3", good()).await.ok();
+}
+
+/// Without trusted proxies, X-Forwarded-For changes nothing: the peer
+/// address is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_does_not_dodge_the_limit() {
+    let h = Harness::start().await;
+    let bad = format!("{}.{}", "2".repeat(32), "2".repeat(64));
+    for i in 0..6 {
+        let r = h
+            .anon
+            .send(
+                h.anon
+                    .raw
+                    .post(h.anon.url("/oauth/token"))
+                    .header("x-forwarded-for", format!("10.9.9.{i}"))
+                    .body(format!("grant_type=refresh_token&refresh_token={bad}")),
+            )
+            .await;
+        let want = if i < 5 { 400 } else { 429 };
+        assert_eq!(r.status, want, "request {i}: {}", r.text());
+    }
+}
