@@ -28,7 +28,7 @@ use super::DomainError;
 use super::model::{
     BmcCredential, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
     ClusterDefaults, Component, ComponentEndpoint, EthernetInterface, Group, InstanceInfo, Lease,
-    NodeMap, Partition, PhoneHome, PowerTransition, RedfishEndpoint,
+    MetadataRecord, NodeMap, Partition, PhoneHome, PowerTransition, RedfishEndpoint,
 };
 use super::sqlite::Db;
 
@@ -51,6 +51,7 @@ pub enum Table {
     PowerTransitions,
     BmcCredentials,
     BootResources,
+    MetadataResources,
 }
 
 impl Table {
@@ -72,6 +73,7 @@ impl Table {
             Table::PowerTransitions => "power_transitions",
             Table::BmcCredentials => "bmc_credentials",
             Table::BootResources => "boot_resources",
+            Table::MetadataResources => "metadata_resources",
         }
     }
 }
@@ -154,6 +156,8 @@ pub struct Model {
     pub boot_selectors: OrdMap<BootSelector, IdList>,
     /// boot-service `Node` and `BMC` resources by uid.
     pub boot_resources: OrdMap<String, BootResource>,
+    /// metadata-service WireGuardPeer and Profile resources by uid.
+    pub metadata_resources: OrdMap<String, MetadataRecord>,
     /// NID → node xname (NIDs are unique).
     pub nids: OrdMap<i64, String>,
     /// IP address → interface IDs bound to it.
@@ -598,6 +602,17 @@ impl<'a> Txn<'a> {
         Some(old)
     }
 
+    pub fn put_metadata_record(&mut self, r: MetadataRecord) {
+        self.record(Table::MetadataResources, &r.uid, Some(&r));
+        self.model.metadata_resources.insert(r.uid.clone(), r);
+    }
+
+    pub fn delete_metadata_record(&mut self, uid: &str) -> Option<MetadataRecord> {
+        let old = self.model.metadata_resources.remove(uid)?;
+        self.record::<MetadataRecord>(Table::MetadataResources, uid, None);
+        Some(old)
+    }
+
     pub fn delete_node_map(&mut self, id: &str) -> Option<NodeMap> {
         let old = self.model.node_maps.remove(id)?;
         self.record::<NodeMap>(Table::NodeMaps, id, None);
@@ -718,6 +733,7 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
         Table::PowerTransitions => ser(m.power_transitions.get(key)),
         Table::BmcCredentials => ser(m.bmc_credentials.get(key)),
         Table::BootResources => ser(m.boot_resources.get(key)),
+        Table::MetadataResources => ser(m.metadata_resources.get(key)),
     }
 }
 
@@ -949,6 +965,9 @@ fn load_model(db: &Db) -> Result<Model, StoreError> {
     }
     for r in load_table::<BootResource>(db, Table::BootResources)? {
         txn.put_boot_resource(r);
+    }
+    for r in load_table::<MetadataRecord>(db, Table::MetadataResources)? {
+        txn.put_metadata_record(r);
     }
     Ok(model)
 }
