@@ -2602,18 +2602,101 @@ async fn cli_manages_peers_and_profiles() {
         assert!(e.contains(says), "{args:?}: {e}");
     }
 
-    // The v0.2 lists of the other kinds.
+    // The v0.2 forms of the other kinds.
     assert_eq!(
         cli.ok(&["metadata", "defaults", "list", "-o", "json"])
             .await,
         "[]\n"
     );
-    h.api
-        .post("/metadata-service/instanceinfos", &json!({"metadata": {"name": N0}, "spec": {"instance_id": "x", "default_profile": "debug"}}))
-        .await
-        .status(201);
+    let e = cli
+        .fails_with_stdin(
+            &["metadata", "defaults", "add", "-f", "-"],
+            "cluster_name: demo\n",
+        )
+        .await;
+    assert!(e.contains("base_url"), "{e}");
+    let out = cli
+        .ok_with_stdin(
+            &["metadata", "defaults", "add", "-f", "-"],
+            "name: demo\nbase_url: http://172.16.0.254:27778/metadata-service\ncluster_name: demo\nshort_name: de\n",
+        )
+        .await;
+    assert_eq!(
+        out,
+        format!(
+            "created ClusterDefaults demo ({})\n",
+            uid(Kind::ClusterDefaults, "demo")
+        )
+    );
+    assert!(
+        cli.ok(&["metadata", "defaults", "list"])
+            .await
+            .contains("demo")
+    );
+
+    // A node follows a profile: set on top of its legacy overrides, which stay.
+    let legacy = dir.join("n0.yaml");
+    std::fs::write(&legacy, "local-hostname: login01\n").unwrap();
+    cli.ok(&[
+        "metadata",
+        "instance",
+        "set",
+        N0,
+        "-f",
+        legacy.to_str().unwrap(),
+    ])
+    .await;
+    cli.ok(&["metadata", "instance", "set", N0, "--profile", "debug"])
+        .await;
     let table = cli.ok(&["metadata", "instance", "list"]).await;
-    assert!(table.contains(N0) && table.contains("debug"), "{table}");
+    assert!(
+        table.contains(N0) && table.contains("debug") && table.contains("login01"),
+        "{table}"
+    );
+    assert_eq!(
+        h.node
+            .get("/metadata-service/compute.yaml")
+            .await
+            .ok()
+            .text(),
+        "#cloud-config\nlevel: debug\n"
+    );
+    cli.ok(&["metadata", "instance", "set", N0, "--no-profile"])
+        .await;
+    assert_eq!(
+        h.node
+            .get("/metadata-service/compute.yaml")
+            .await
+            .ok()
+            .text(),
+        "#cloud-config\nntp: 172.16.0.254\nlevel: info\n"
+    );
+    cli.ok(&["metadata", "instance", "set", N0, "--profile", "debug"])
+        .await;
+    // Overrides only the legacy API has stay through a v0.2 write.
+    std::fs::write(&legacy, "region: r9\n").unwrap();
+    cli.ok(&[
+        "metadata",
+        "instance",
+        "set",
+        N1,
+        "-f",
+        legacy.to_str().unwrap(),
+    ])
+    .await;
+    cli.ok(&["metadata", "instance", "set", N1, "--local-hostname", "n1"])
+        .await;
+    let n1 = h
+        .api
+        .get_json(&format!("/cloud-init/admin/instance-info/{N1}"))
+        .await;
+    assert_eq!(
+        (&n1["region"], &n1["local-hostname"]),
+        (&json!("r9"), &json!("n1")),
+        "{n1}"
+    );
+    let e = cli.fails(&["metadata", "instance", "set", N1]).await;
+    assert!(e.contains("give -f FILE"), "{e}");
     let groups: Value =
         serde_json::from_str(&cli.ok(&["metadata", "group", "list", "-o", "json"]).await).unwrap();
     assert_resource(&groups[0], "Group", "compute");
@@ -2642,5 +2725,9 @@ async fn cli_manages_peers_and_profiles() {
     assert_eq!(
         cli.ok(&["metadata", "peer", "list", "-o", "json"]).await,
         "[]\n"
+    );
+    assert_eq!(
+        cli.ok(&["metadata", "defaults", "delete"]).await,
+        format!("deleted {}\n", uid(Kind::ClusterDefaults, "demo"))
     );
 }

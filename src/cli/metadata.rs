@@ -47,6 +47,13 @@ pub enum MetadataCmd {
 pub enum DefaultsCmd {
     /// List the ClusterDefaults resource (-o json|yaml: metadata-service's shape)
     List,
+    /// Create the ClusterDefaults from a metadata-service spec document
+    /// (base_url, cluster_name, short_name, nid_length, public_keys, …)
+    Add {
+        /// The document (YAML or JSON; `name` optional); - for standard input
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
     /// Show the cluster defaults
     Show,
     /// Merge a YAML or JSON document into the defaults (its non-empty keys)
@@ -112,13 +119,34 @@ pub enum InstanceCmd {
     Delete { node: String },
     /// Show a node's overrides and instance ID
     Show { node: String },
-    /// Replace a node's overrides with a YAML or JSON document
+    /// Replace a node's overrides with a YAML or JSON document (-f), or
+    /// change the fields given (e.g. --profile)
     Set {
         node: String,
         /// The document; - for standard input
         #[arg(short = 'f', long = "file")]
-        file: PathBuf,
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        fields: InstanceArgs,
     },
+}
+
+/// InstanceInfo fields `instance set` changes through metadata-service.
+#[derive(Args, Debug, Default)]
+pub struct InstanceArgs {
+    /// The profile the node follows (instance info's default_profile)
+    #[arg(long, conflicts_with = "file")]
+    pub profile: Option<String>,
+    /// Follow no profile
+    #[arg(long, conflicts_with_all = ["file", "profile"])]
+    pub no_profile: bool,
+    #[arg(long, conflicts_with = "file")]
+    pub hostname: Option<String>,
+    #[arg(long, conflicts_with = "file")]
+    pub local_hostname: Option<String>,
+    /// Where the node fetches its group files (cloud_init_base_url)
+    #[arg(long, conflicts_with = "file")]
+    pub base_url: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -531,6 +559,46 @@ async fn add_or_set(
     wrote(format, "updated", &v)
 }
 
+/// `instance set NODE --profile …`: a merge patch of the node's
+/// InstanceInfo, created when it has none.
+async fn instance_fields(
+    client: &Client,
+    format: Format,
+    node: &str,
+    a: &InstanceArgs,
+) -> anyhow::Result<String> {
+    let mut spec = Map::new();
+    for (k, v) in [
+        ("default_profile", &a.profile),
+        ("hostname", &a.hostname),
+        ("local_hostname", &a.local_hostname),
+        ("cloud_init_base_url", &a.base_url),
+    ] {
+        if let Some(v) = v {
+            spec.insert(k.into(), json!(v));
+        }
+    }
+    if a.no_profile {
+        spec.insert("default_profile".into(), Value::Null);
+    }
+    if spec.is_empty() {
+        bail!("give -f FILE (the whole record) or the fields to change (see --help)");
+    }
+    let path = format!("{INSTANCES}/{}", enc(node));
+    let body = Value::Object(spec.clone());
+    let (status, v) = client.send_raw(Method::PATCH, &path, Some(&body)).await?;
+    if status != reqwest::StatusCode::NOT_FOUND {
+        return wrote(
+            format,
+            "updated",
+            &Client::result(&Method::PATCH, &path, status, v)?,
+        );
+    }
+    // No InstanceInfo yet: create it.
+    spec.retain(|_, v| !v.is_null());
+    add_or_set(client, format, INSTANCES, node, spec, true).await
+}
+
 async fn peer(client: &Client, format: Format, cmd: PeerCmd) -> anyhow::Result<String> {
     match cmd {
         PeerCmd::Add { name, spec } => {
@@ -652,7 +720,26 @@ pub async fn run(client: &Client, format: Format, cmd: MetadataCmd) -> anyhow::R
             }
             Ok(render(format, &[], &[], &v))
         }
-        MetadataCmd::Instance(InstanceCmd::Set { node, file }) => {
+        MetadataCmd::Instance(InstanceCmd::Set {
+            node,
+            file: None,
+            fields,
+        }) => instance_fields(client, format, &node, &fields).await,
+        MetadataCmd::Defaults(DefaultsCmd::Add { file }) => {
+            let mut spec = read_doc(&file)?;
+            let name = spec
+                .remove("name")
+                .and_then(|n| n.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let body = json!({"metadata": {"name": name}, "spec": spec});
+            let v = client.send(Method::POST, DEFAULTS, Some(&body)).await?;
+            wrote(format, "created", &v)
+        }
+        MetadataCmd::Instance(InstanceCmd::Set {
+            node,
+            file: Some(file),
+            ..
+        }) => {
             let body = Value::Object(read_doc(&file)?);
             client
                 .send(

@@ -968,7 +968,10 @@ fn write(
             }
             let (info, extra) = match &req.spec {
                 Some(spec) => {
-                    let (i, e) = v2::instance_from_spec(&node, spec)?;
+                    let (mut i, e) = v2::instance_from_spec(&node, spec)?;
+                    if let Some(o) = &old {
+                        v2::keep_legacy_only(&mut i, o);
+                    }
                     (i, Some(e))
                 }
                 None => (

@@ -582,6 +582,19 @@ pub fn instance_from_spec(
     ))
 }
 
+/// Copies to `new` the overrides of `old` that only the legacy API has
+/// (`cluster-name`, `region`, `availability-zone`, `cloud-provider`,
+/// `instance-type`): an InstanceInfo spec has no place for them, so a
+/// write through it leaves them as they were, as the cluster defaults keep
+/// `boot-subnet` and `wg-subnet`.
+pub fn keep_legacy_only(new: &mut InstanceInfo, old: &InstanceInfo) {
+    new.cluster_name.clone_from(&old.cluster_name);
+    new.region.clone_from(&old.region);
+    new.availability_zone.clone_from(&old.availability_zone);
+    new.cloud_provider.clone_from(&old.cloud_provider);
+    new.instance_type.clone_from(&old.instance_type);
+}
+
 /// The spec a resource shows, as an object (for patching).
 pub fn spec_of(resource: &Value) -> Map<String, Value> {
     resource
