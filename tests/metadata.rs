@@ -1903,6 +1903,21 @@ async fn ochami_peer_requests_replayed() {
         created["metadata"]["createdAt"]
     );
     assert_eq!(set["status"]["version"], "2");
+    // `peer set -e`: labels merged, the spec replaced.
+    let body = format!(
+        r#"{{"metadata":{{"name":"","uid":"","labels":{{"env":"prod"}},"createdAt":"{GO_ZERO}","updatedAt":"{GO_ZERO}"}},"spec":{{"public_key":"{KEY1}","allowed_ip":"10.42.1.9/32"}}}}"#
+    );
+    let set = v2(
+        &h,
+        Method::PUT,
+        &format!("/wireguardpeers/{uid}"),
+        Some(&body),
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(set["metadata"]["labels"], json!({"env": "prod"}));
+    assert_eq!(set["status"]["version"], "3");
     // `peer patch` with each patch method; refused patches change nothing.
     let merge = h
         .api

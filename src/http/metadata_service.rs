@@ -4,6 +4,10 @@
 //! Every route here reads and writes the records the legacy `/cloud-init`
 //! API serves (`metadata::v2` translates); callers are identified exactly
 //! as there (TCP peer, `X-Forwarded-For` only from trusted proxies).
+//! WireGuardPeers and Profiles have no legacy record and live only here
+//! (`metadata::peer`, `metadata::profile`); a node's unexpired profile
+//! changes its group documents on these routes, not on `/cloud-init`.
+//! No WireGuard device runs, so `/wg-init` is not served (404).
 //! Errors carry upstream's `{"error","code"}` beside the problem members,
 //! so `ochami` shows the message and other clients get RFC 7807.
 
