@@ -2710,8 +2710,16 @@ async fn cli_manages_peers_and_profiles() {
         (&json!("r9"), &json!("n1")),
         "{n1}"
     );
-    let e = cli.fails(&["metadata", "instance", "set", N1]).await;
-    assert!(e.contains("give -f FILE"), "{e}");
+    for (args, says) in [
+        (vec!["metadata", "instance", "set", N1], "give -f FILE"),
+        (
+            vec!["metadata", "instance", "set", N1, "--profile", "dbug"],
+            "no profile dbug",
+        ),
+    ] {
+        let e = cli.fails(&args).await;
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
     let groups: Value =
         serde_json::from_str(&cli.ok(&["metadata", "group", "list", "-o", "json"]).await).unwrap();
     assert_resource(&groups[0], "Group", "compute");

@@ -584,6 +584,16 @@ async fn instance_fields(
     if spec.is_empty() {
         bail!("give -f FILE (the whole record) or the fields to change (see --help)");
     }
+    if let Some(p) = &a.profile {
+        // The API takes a name of a profile still to come; a person
+        // typing one most likely means an existing profile.
+        let (status, _) = client
+            .send_raw(Method::GET, &format!("{PROFILES}/{}", enc(p)), None)
+            .await?;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            bail!("no profile {p} (create it with `openchami metadata profile add {p} --group …`)");
+        }
+    }
     let path = format!("{INSTANCES}/{}", enc(node));
     let body = Value::Object(spec.clone());
     let (status, v) = client.send_raw(Method::PATCH, &path, Some(&body)).await?;
