@@ -113,7 +113,7 @@ pub enum Command {
     /// Boot parameters and boot scripts
     #[command(subcommand)]
     Boot(boot::BootCmd),
-    /// cloud-init metadata: defaults, groups, instance info, previews
+    /// cloud-init metadata: defaults, groups, instance info, WireGuard peers, profiles, previews
     #[command(subcommand)]
     Metadata(metadata::MetadataCmd),
     /// DHCP leases

@@ -28,7 +28,7 @@ use super::DomainError;
 use super::model::{
     BmcCredential, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
     ClusterDefaults, Component, ComponentEndpoint, EthernetInterface, Group, InstanceInfo, Lease,
-    NodeMap, Partition, PhoneHome, PowerTransition, RedfishEndpoint,
+    MetadataRecord, NodeMap, Partition, PhoneHome, PowerTransition, RedfishEndpoint,
 };
 use super::sqlite::Db;
 use super::tokens::{RefreshFamily, UsedBootstrap};
@@ -54,6 +54,7 @@ pub enum Table {
     BootResources,
     UsedBootstrap,
     RefreshFamilies,
+    MetadataResources,
 }
 
 impl Table {
@@ -77,6 +78,7 @@ impl Table {
             Table::BootResources => "boot_resources",
             Table::UsedBootstrap => "oauth_used_bootstrap",
             Table::RefreshFamilies => "oauth_refresh_families",
+            Table::MetadataResources => "metadata_resources",
         }
     }
 }
@@ -159,6 +161,8 @@ pub struct Model {
     pub boot_selectors: OrdMap<BootSelector, IdList>,
     /// boot-service `Node` and `BMC` resources by uid.
     pub boot_resources: OrdMap<String, BootResource>,
+    /// metadata-service WireGuardPeer and Profile resources by uid.
+    pub metadata_resources: OrdMap<String, MetadataRecord>,
     /// NID → node xname (NIDs are unique).
     pub nids: OrdMap<i64, String>,
     /// IP address → interface IDs bound to it.
@@ -607,6 +611,17 @@ impl<'a> Txn<'a> {
         Some(old)
     }
 
+    pub fn put_metadata_record(&mut self, r: MetadataRecord) {
+        self.record(Table::MetadataResources, &r.uid, Some(&r));
+        self.model.metadata_resources.insert(r.uid.clone(), r);
+    }
+
+    pub fn delete_metadata_record(&mut self, uid: &str) -> Option<MetadataRecord> {
+        let old = self.model.metadata_resources.remove(uid)?;
+        self.record::<MetadataRecord>(Table::MetadataResources, uid, None);
+        Some(old)
+    }
+
     pub fn delete_node_map(&mut self, id: &str) -> Option<NodeMap> {
         let old = self.model.node_maps.remove(id)?;
         self.record::<NodeMap>(Table::NodeMaps, id, None);
@@ -751,6 +766,7 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
         Table::BootResources => ser(m.boot_resources.get(key)),
         Table::UsedBootstrap => ser(m.used_bootstrap.get(key)),
         Table::RefreshFamilies => ser(m.refresh_families.get(key)),
+        Table::MetadataResources => ser(m.metadata_resources.get(key)),
     }
 }
 
@@ -988,6 +1004,9 @@ fn load_model(db: &Db) -> Result<Model, StoreError> {
     }
     for f in load_table::<RefreshFamily>(db, Table::RefreshFamilies)? {
         txn.put_refresh_family(f);
+    }
+    for r in load_table::<MetadataRecord>(db, Table::MetadataResources)? {
+        txn.put_metadata_record(r);
     }
     Ok(model)
 }
