@@ -132,6 +132,7 @@ const STATUS_ONLY: &[&str] = &[
     "GET /power-cap/{id}",
     "GET /hsm/v2/Inventory/RedfishEndpoints/Query/{xname}",
     "POST /metadata-service/phone-home/{id}",
+    "PATCH /hsm/v2/State/Components/{xname}/{field}",
 ];
 
 /// Operations whose body is opaque to the document: iPXE scripts,
@@ -166,8 +167,10 @@ const OPAQUE: &[&str] = &[
     "POST /metadata-service/phone-home/{id}",
 ];
 
-/// Writes that take no body: the 501 power-capping placeholders.
+/// Writes that take no body: the 501 power-capping placeholders, and
+/// BSS's `POST hosts` (upstream's "refresh from HSM" trigger).
 const NO_BODY: &[&str] = &[
+    "POST /boot/v1/hosts",
     "PATCH /power-control/v1/power-cap",
     "PATCH /power-cap",
     "POST /power-control/v1/power-cap/snapshot",
@@ -236,6 +239,176 @@ fn every_operation_has_schemas() {
     for (key, _) in openchami::http::routes::io() {
         assert!(seen.contains(key), "schema table names no route: {key}");
     }
+}
+
+/// Whether a schema leaves its members open: an object (or anything)
+/// with no `properties`, no typed `additionalProperties` and no
+/// alternatives.
+fn is_open(s: &serde_json::Value) -> bool {
+    if s == &serde_json::Value::Bool(true) {
+        return true;
+    }
+    let Some(o) = s.as_object() else {
+        return false;
+    };
+    let structured = [
+        "$ref",
+        "properties",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "enum",
+        "const",
+        "items",
+    ]
+    .iter()
+    .any(|k| o.contains_key(*k));
+    let typed_values = o
+        .get("additionalProperties")
+        .is_some_and(|a| a.is_object() && !a.as_object().is_some_and(|m| m.is_empty()));
+    let object_or_any = match o.get("type") {
+        None => true,
+        Some(serde_json::Value::String(t)) => t == "object",
+        Some(serde_json::Value::Array(a)) => a.iter().any(|t| t == "object"),
+        _ => false,
+    };
+    object_or_any && !structured && !typed_values
+}
+
+/// Walks every schema position under `s`, collecting open schemas that do
+/// not say, in their description, that they are free-form.
+fn open_schemas(s: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    if is_open(s) {
+        let said = s["description"]
+            .as_str()
+            .is_some_and(|d| d.to_ascii_lowercase().contains("free-form"));
+        if !said {
+            out.push(at.to_string());
+        }
+        return;
+    }
+    let Some(o) = s.as_object() else { return };
+    if let Some(props) = o.get("properties").and_then(|p| p.as_object()) {
+        for (k, v) in props {
+            open_schemas(v, &format!("{at}.{k}"), out);
+        }
+    }
+    for k in ["items", "additionalProperties"] {
+        if let Some(v) = o.get(k).filter(|v| v.is_object()) {
+            open_schemas(v, &format!("{at}[{k}]"), out);
+        }
+    }
+    for k in ["anyOf", "oneOf", "allOf"] {
+        for (n, v) in o
+            .get(k)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            // `null` alternatives of an Option are not open objects.
+            if v["type"] != "null" {
+                open_schemas(v, &format!("{at}.{k}[{n}]"), out);
+            }
+        }
+    }
+}
+
+/// Every request and reply is typed member by member; the only open
+/// objects are data that belongs to the caller (cloud-init documents,
+/// resource status, Redfish data, the OpenAPI document's own parts), and
+/// each says so in its description.
+#[test]
+fn open_objects_are_declared_free_form() {
+    let doc: serde_json::Value =
+        serde_json::from_str(&openchami::http::openapi::document_text()).expect("JSON");
+    let mut open = Vec::new();
+    for (name, s) in doc["components"]["schemas"].as_object().expect("schemas") {
+        open_schemas(s, &format!("#/components/schemas/{name}"), &mut open);
+    }
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let key = format!("{} {path}", method.to_uppercase());
+            for (what, content) in [
+                ("reply", &op["responses"]["2XX"]["content"]),
+                ("body", &op["requestBody"]["content"]),
+            ] {
+                for (media, m) in content.as_object().into_iter().flatten() {
+                    open_schemas(&m["schema"], &format!("{key} {what} {media}"), &mut open);
+                }
+            }
+        }
+    }
+    assert!(
+        open.is_empty(),
+        "open objects without a free-form description:\n{}",
+        open.join("\n")
+    );
+}
+
+/// Every parameter is typed: path parameters declared, query parameters
+/// with a schema whose enumerations are not empty, and none repeated.
+#[test]
+fn parameters_are_typed() {
+    let doc: serde_json::Value =
+        serde_json::from_str(&openchami::http::openapi::document_text()).expect("JSON");
+    let mut wrong = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let key = format!("{} {path}", method.to_uppercase());
+            let mut names = std::collections::HashSet::new();
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap_or_default();
+                if !names.insert(name.to_ascii_lowercase()) {
+                    wrong.push(format!("{key}: {name} twice"));
+                }
+                let s = &p["schema"];
+                let one = if s["type"] == "array" { &s["items"] } else { s };
+                if !one["type"].is_string() {
+                    wrong.push(format!("{key}: {name} has no type"));
+                }
+                if one
+                    .get("enum")
+                    .is_some_and(|e| e.as_array().is_none_or(|a| a.is_empty()))
+                {
+                    wrong.push(format!("{key}: {name} has an empty enumeration"));
+                }
+                if p["in"] == "path" && s["type"] == "array" {
+                    wrong.push(format!("{key}: path parameter {name} is a list"));
+                }
+            }
+        }
+    }
+    // Typed where the handler parses: a table of samples.
+    for (key, name, want) in [
+        ("GET /hsm/v2/State/Components/ByNID/{nid}", "nid", "integer"),
+        ("GET /hsm/v2/State/Components", "nid_start", "integer"),
+        ("GET /hsm/v2/State/Components", "stateonly", "boolean"),
+        ("GET /boot/v1/bootscript", "retry", "integer"),
+        ("GET /power-status", "powerStateFilter", "string"),
+        ("GET /discovery/v1/jobs/{id}", "bmcs", "boolean"),
+    ] {
+        let (method, path) = key.split_once(' ').expect("key");
+        let p = doc["paths"][path][method.to_lowercase()]["parameters"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name).cloned())
+            .unwrap_or_default();
+        if p["schema"]["type"] != want {
+            wrong.push(format!("{key}: {name} is {}, want {want}", p["schema"]));
+        }
+    }
+    let state = &doc["paths"]["/hsm/v2/State/Components"]["get"]["parameters"];
+    let state = state
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "state"))
+        .expect("state parameter");
+    assert!(
+        state["schema"]["items"]["enum"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "Ready")),
+        "state lists HMS states: {state}"
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 /// The JSON type a property schema allows (`null` aside), following

@@ -1156,11 +1156,13 @@ pub fn bootparameters(model: &Model, f: &ParamFilter) -> Value {
 pub struct LegacyParamsIn {
     pub hosts: Vec<String>,
     pub macs: Vec<String>,
+    #[schemars(with = "Vec<String>")]
     pub nids: Vec<Value>,
     pub kernel: String,
     pub initrd: String,
     pub params: String,
     #[serde(rename = "cloud-init")]
+    #[schemars(with = "Option<super::params::CloudInitSchema>")]
     pub cloud_init: Option<Value>,
 }
 
@@ -1232,7 +1234,7 @@ pub fn bootparameters_post(txn: &mut Txn<'_>, b: &LegacyParamsIn) -> Result<Valu
         .cloned()
         .ok_or_else(|| not_found(Kind::BootConfiguration, &uid))?;
     if let Some(c) = &b.cloud_init {
-        cfg.cloud_init = c.clone();
+        cfg.cloud_init = params::check_cloud_init(c)?;
     }
     let out = wrapped(vec![bootparameters_item(&cfg)]);
     txn.put_boot_config(cfg);
@@ -1262,7 +1264,7 @@ pub fn bootparameters_put(txn: &mut Txn<'_>, b: &LegacyParamsIn) -> Result<Value
     });
     set_config_spec(txn.model(), &mut cfg, &spec)?;
     if let Some(c) = &b.cloud_init {
-        cfg.cloud_init = c.clone();
+        cfg.cloud_init = params::check_cloud_init(c)?;
     }
     cfg.meta.updated_at = stamp(txn.now());
     let out = wrapped(vec![bootparameters_item(&cfg)]);
