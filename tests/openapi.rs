@@ -111,7 +111,6 @@ const STATUS_ONLY: &[&str] = &[
     "PATCH /hsm/v2/State/Components/BulkNID",
     "PUT /hsm/v2/State/Components/{xname}",
     "PATCH /hsm/v2/groups/{label}",
-    "PUT /hsm/v2/groups/{label}/members",
     "PATCH /hsm/v2/partitions/{name}",
     "POST /boot/v1/bootparameters",
     "PUT /boot/v1/bootparameters",

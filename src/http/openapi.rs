@@ -77,6 +77,12 @@ pub fn document() -> Value {
             success["content"] = content(reply);
         }
         responses.insert("2XX".into(), success);
+        if ops.is_some_and(|o| o.or_empty) {
+            responses.insert(
+                "204".into(),
+                json!({"description": "nothing was created (an empty list)"}),
+            );
+        }
         if r.access == Access::Token {
             responses.insert(
                 "401".into(),

@@ -40,9 +40,20 @@ pub struct Io {
     /// of the path types that segment; path segments are strings
     /// otherwise).
     pub query: &'static [&'static str],
+    /// The success reply may also be a bare 204 (a write that created
+    /// nothing, as upstream answers an empty list).
+    pub or_empty: bool,
 }
 
 impl Io {
+    /// The same, possibly answered with a bare 204.
+    pub fn or_empty(self) -> Io {
+        Io {
+            or_empty: true,
+            ..self
+        }
+    }
+
     /// The same, reading these parameters ([`param`] specs).
     pub fn query(self, names: &'static [&'static str]) -> Io {
         Io {
@@ -83,6 +94,7 @@ pub fn out(reply: Media) -> Io {
         body: None,
         reply: Some(reply),
         query: &[],
+        or_empty: false,
     }
 }
 
@@ -92,6 +104,7 @@ pub fn inout(body: Media, reply: Media) -> Io {
         body: Some(body),
         reply: Some(reply),
         query: &[],
+        or_empty: false,
     }
 }
 
@@ -101,6 +114,7 @@ pub fn takes(body: Media) -> Io {
         body: Some(body),
         reply: None,
         query: &[],
+        or_empty: false,
     }
 }
 
@@ -110,6 +124,7 @@ pub fn status() -> Io {
         body: None,
         reply: None,
         query: &[],
+        or_empty: false,
     }
 }
 
