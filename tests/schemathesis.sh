@@ -119,7 +119,7 @@ timeout "${TIMEOUT:-600}" "$st" run "$base/openapi.json" \
   --checks not_a_server_error,status_code_conformance,response_schema_conformance \
   --mode positive \
   --phases examples,coverage,fuzzing \
-  --max-examples "${MAX_EXAMPLES:-10}" \
+  --max-examples "${MAX_EXAMPLES:-20}" \
   --generation-deterministic \
   --workers 1 \
   --no-shrink \

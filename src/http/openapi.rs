@@ -76,6 +76,12 @@ pub fn document() -> Value {
         if let Some(reply) = ops.and_then(|o| o.reply.as_ref()) {
             success["content"] = content(reply);
         }
+        if let Some(also) = ops.and_then(|o| o.also.as_ref())
+            && let (Some(all), Value::Object(more)) =
+                (success["content"].as_object_mut(), content(also))
+        {
+            all.extend(more);
+        }
         responses.insert("2XX".into(), success);
         if ops.is_some_and(|o| o.or_empty) {
             responses.insert(

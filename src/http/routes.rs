@@ -233,7 +233,7 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "PUT /boot/v1/bootparameters" => takes(json::<BootParamsIn>()),
         "PATCH /boot/v1/bootparameters" => takes(json::<BootParamsIn>()),
         "DELETE /boot/v1/bootparameters" => takes(json::<BootParamsIn>()),
-        "GET /boot/v1/bootscript" => out(text()).query(&["mac", "name", "nid:integer", "arch", "retry:integer", "json:boolean"]),
+        "GET /boot/v1/bootscript" => out(text()).or(json::<ScriptJson>()).query(&["mac", "name", "nid:integer", "arch", "retry:integer", "json:boolean"]),
         "GET /boot/v1/bootparams" => out(json::<Vec<KexecParams>>()).query(&["mac", "name"]),
         "GET /boot/v1/hosts" => out(json::<Vec<HostInfo>>()).query(&["mac[]", "name[]", "nid[]:integer"]),
         "POST /boot/v1/hosts" => status(),

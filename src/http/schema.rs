@@ -43,9 +43,20 @@ pub struct Io {
     /// The success reply may also be a bare 204 (a write that created
     /// nothing, as upstream answers an empty list).
     pub or_empty: bool,
+    /// Another media type the success reply may come in (a script's JSON
+    /// form, chosen by a query parameter).
+    pub also: Option<Media>,
 }
 
 impl Io {
+    /// The same, possibly answered in `reply` instead.
+    pub fn or(self, reply: Media) -> Io {
+        Io {
+            also: Some(reply),
+            ..self
+        }
+    }
+
     /// The same, possibly answered with a bare 204.
     pub fn or_empty(self) -> Io {
         Io {
@@ -95,6 +106,7 @@ pub fn out(reply: Media) -> Io {
         reply: Some(reply),
         query: &[],
         or_empty: false,
+        also: None,
     }
 }
 
@@ -105,6 +117,7 @@ pub fn inout(body: Media, reply: Media) -> Io {
         reply: Some(reply),
         query: &[],
         or_empty: false,
+        also: None,
     }
 }
 
@@ -115,6 +128,7 @@ pub fn takes(body: Media) -> Io {
         reply: None,
         query: &[],
         or_empty: false,
+        also: None,
     }
 }
 
@@ -125,6 +139,7 @@ pub fn status() -> Io {
         reply: None,
         query: &[],
         or_empty: false,
+        also: None,
     }
 }
 
@@ -472,7 +487,16 @@ pub struct KexecParams {
     pub params: String,
 }
 
-/// The kernel of [`KexecParams`].
+/// `GET bootscript?json=1`: the script's kernel, initrd and parameters.
+#[derive(JsonSchema)]
+pub struct ScriptJson {
+    pub kernel: KexecKernel,
+    #[serde(default)]
+    pub initrd: Option<KexecKernel>,
+    pub params: String,
+}
+
+/// The kernel (or initrd) of [`KexecParams`] and [`ScriptJson`].
 #[derive(JsonSchema)]
 pub struct KexecKernel {
     pub path: String,
