@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::{Value, json};
 
-use crate::boot::params::CloudInitSchema;
 use crate::inventory::enums;
 use crate::inventory::model::{
     Component, ComponentEndpoint, EthernetInterface, NodeMap, PowerTask, PowerTransition,
@@ -476,8 +475,15 @@ pub struct BootParams {
     #[serde(default)]
     pub params: String,
     #[serde(rename = "cloud-init", default)]
-    pub cloud_init: Option<CloudInitSchema>,
+    pub cloud_init: Option<CloudInitOut>,
 }
+
+/// A configuration's `cloud-init` member. Free-form: as written; through
+/// `/boot/v1` it has upstream's `CloudInit` shape (`meta-data`,
+/// `user-data`, `phone-home`), through `/boot-service/bootparameters` any
+/// object.
+#[derive(JsonSchema, Default)]
+pub struct CloudInitOut(pub AnyObject);
 
 /// What a kexec helper loads next (`GET bootparams`).
 #[derive(JsonSchema)]
@@ -855,7 +861,7 @@ pub struct LegacyBootParams {
     pub kernel: String,
     pub initrd: String,
     #[serde(rename = "cloud-init")]
-    pub cloud_init: CloudInitSchema,
+    pub cloud_init: CloudInitOut,
     pub meta: LegacyMeta,
 }
 
