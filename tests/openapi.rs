@@ -511,3 +511,157 @@ fn key_schemas_match_upstream() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// Where `value` breaks `schema` (a small JSON Schema subset: `$ref`,
+/// `anyOf`/`oneOf`, `type`, `enum`, `properties`, `required`, `items`,
+/// `additionalProperties`), as JSON pointers with the reason.
+fn violations(
+    doc: &serde_json::Value,
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    at: &str,
+) -> Vec<String> {
+    use serde_json::Value;
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return violations(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    for alt in ["anyOf", "oneOf"] {
+        if let Some(a) = schema[alt].as_array()
+            && !a.iter().any(|s| violations(doc, s, value, at).is_empty())
+        {
+            return vec![format!("{at}: matches no alternative of {alt}")];
+        }
+    }
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let allowed: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(a) => a.iter().filter_map(|t| t.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    if !allowed.is_empty()
+        && !allowed
+            .iter()
+            .any(|t| *t == kind || (*t == "number" && kind == "integer"))
+    {
+        return vec![format!("{at}: {kind}, schema allows {allowed:?}")];
+    }
+    if let Some(e) = schema["enum"].as_array()
+        && !e.contains(value)
+    {
+        return vec![format!("{at}: {value} not in {e:?}")];
+    }
+    let mut out = Vec::new();
+    if let Value::Object(m) = value {
+        for r in schema["required"].as_array().into_iter().flatten() {
+            if let Some(r) = r.as_str().filter(|r| !m.contains_key(*r)) {
+                out.push(format!("{at}: required {r} is missing"));
+            }
+        }
+        for (k, v) in m {
+            match schema["properties"].get(k) {
+                Some(p) => out.extend(violations(doc, p, v, &format!("{at}/{k}"))),
+                None if schema["additionalProperties"].is_object() => out.extend(violations(
+                    doc,
+                    &schema["additionalProperties"],
+                    v,
+                    &format!("{at}/{k}"),
+                )),
+                None if schema["additionalProperties"] == false => {
+                    out.push(format!("{at}: {k} is not allowed"))
+                }
+                None => {}
+            }
+        }
+    }
+    if let (Value::Array(a), Some(items)) = (value, schema.get("items")) {
+        for (n, v) in a.iter().enumerate() {
+            out.extend(violations(doc, items, v, &format!("{at}/{n}")));
+        }
+    }
+    out
+}
+
+/// Replies built as JSON trees by the domain code (rather than serialised
+/// from the documented types) match their documented schemas: a table of
+/// records, fully set and empty, through the functions the handlers call.
+#[test]
+fn built_replies_match_their_schemas() {
+    use openchami::inventory::model::{
+        BootConfig, CloudInitGroup, ClusterDefaults, InstanceInfo, PowerTransition,
+    };
+    use serde_json::json;
+    let doc: serde_json::Value =
+        serde_json::from_str(&openchami::http::openapi::document_text()).expect("JSON");
+    let config = |v: serde_json::Value| -> BootConfig {
+        let mut base = json!({"id": "bootconfiguration-1", "hosts": [], "macs": [], "nids": [], "kernel": "/k",
+            "initrd": "", "params": "", "cloud_init": null, "bound": false, "groups": [], "profile": "",
+            "priority": 0, "meta": {}, "status": null});
+        for (k, x) in v.as_object().expect("object") {
+            base[k] = x.clone();
+        }
+        serde_json::from_value(base).expect("BootConfig")
+    };
+    let full = config(
+        json!({"hosts": ["x1000c0s0b0n0"], "macs": ["02:00:00:00:00:01"], "nids": [1],
+        "initrd": "/i", "params": "quiet", "cloud_init": {"meta-data": {"a": 1}}, "bound": true,
+        "groups": ["compute"], "profile": "p", "priority": 5,
+        "meta": {"name": "n", "labels": {"a": "b"}, "createdAt": "2026-01-01T00:00:00Z"}, "status": {"x": 1}}),
+    );
+    let bare = config(json!({}));
+    let image = config(json!({"params": "quiet", "bound": true}));
+    let transition: PowerTransition = serde_json::from_value(json!({"transitionID": "t", "operation": "On",
+        "taskDeadlineMinutes": 5.0, "createTime": "c", "automaticExpirationTime": "e", "transitionStatus": "new",
+        "tasks": [{"xname": "x1000c0s0b0n0", "taskStatus": "new", "taskStatusDescription": "d"}]}))
+    .expect("transition");
+    let group: CloudInitGroup =
+        serde_json::from_value(json!({"name": "compute", "meta-data": {"a": 1}})).expect("group");
+    let instance: InstanceInfo =
+        serde_json::from_value(json!({"id": "x1000c0s0b0n0", "instance-id": "i-1"}))
+            .expect("instance");
+    let defaults: ClusterDefaults =
+        serde_json::from_value(json!({"cluster-name": "demo", "public-keys": ["k"]}))
+            .expect("defaults");
+    use openchami::boot::service::{bootparameters_item, config_resource};
+    use openchami::metadata::v2::{defaults_resource, group_resource, instance_resource};
+    let cases: Vec<(&str, serde_json::Value)> = vec![
+        ("BootConfigurationResource", config_resource(&full)),
+        ("BootConfigurationResource", config_resource(&bare)),
+        ("LegacyBootParams", bootparameters_item(&full)),
+        ("LegacyBootParams", bootparameters_item(&bare)),
+        ("BootParams", openchami::http::boot::wire(&full)),
+        ("BootParams", openchami::http::boot::wire(&bare)),
+        ("BootParams", openchami::http::boot::wire(&image)),
+        (
+            "Transition",
+            openchami::power::transition_json(&transition, true),
+        ),
+        (
+            "Transition",
+            openchami::power::transition_json(&transition, false),
+        ),
+        ("ClusterDefaultsResource", defaults_resource(&defaults)),
+        (
+            "ClusterDefaultsResource",
+            defaults_resource(&ClusterDefaults::default()),
+        ),
+        ("GroupResource", group_resource(&group)),
+        ("InstanceInfoResource", instance_resource(&instance)),
+    ];
+    let mut wrong = Vec::new();
+    for (name, value) in &cases {
+        let schema = json!({"$ref": format!("#/components/schemas/{name}")});
+        for v in violations(&doc, &schema, value, name) {
+            wrong.push(format!("{v} in {value}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
