@@ -51,7 +51,12 @@ pub fn document() -> Value {
                     .iter()
                     .find(|(n, _)| n == name)
                     .map(|(_, s)| s.clone())
-                    .unwrap_or_else(|| json!({"type": "string"}));
+                    .unwrap_or_else(|| match *name {
+                        // Every `{xname}` is one: typed so clients and
+                        // generators know the form.
+                        "xname" => super::schema::param("xname:xname").1,
+                        _ => json!({"type": "string"}),
+                    });
                 json!({"name": name, "in": "path", "required": true, "schema": schema})
             })
             .chain(

@@ -144,7 +144,7 @@ pub fn status() -> Io {
 
 /// One parameter, written `name`, `name[]` (repeatable: every value is
 /// read) or either followed by `:type`, where type is `integer`,
-/// `number`, `boolean`, `uuid`, `a|b|c` (one of these) or `@set` (one of
+/// `number`, `boolean`, `uuid`, `xname`, `a|b|c` (one of these) or `@set` (one of
 /// an inventory enumeration: `@type`, `@state`, `@flag`, `@role`,
 /// `@subrole`, `@arch`, `@class`, `@nettype`); a string otherwise.
 /// Returns the name and the parameter's schema.
@@ -157,6 +157,7 @@ pub fn param(spec: &str) -> (&str, Value) {
     let one = match ty {
         "integer" | "number" | "boolean" | "string" => json!({"type": ty}),
         "uuid" => json!({"type": "string", "format": "uuid"}),
+        "xname" => json!({"type": "string", "pattern": crate::inventory::xname::pattern()}),
         _ => {
             let values: Vec<String> = match ty.strip_prefix('@') {
                 Some(set) => enumeration(set).iter().map(|s| s.to_string()).collect(),
