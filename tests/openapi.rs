@@ -5,8 +5,11 @@
 //! `UPDATE_GOLDEN=1 cargo test --test openapi` and commit the result.
 //!
 //! A new route needs a line in the schema table (`io()` in
-//! src/http/routes.rs) naming what it takes and returns; the tests below
-//! fail until it has one. The served document is exercised end to end by
+//! src/http/routes.rs) naming what it takes, returns and which parameters
+//! it reads; the tests below fail until it has one, and fail on open
+//! objects that do not say they are free-form, on untyped parameters, on
+//! drift from upstream's member names and types, and on JSON-built replies
+//! that do not match their schemas. The served document is exercised end to end by
 //! `tests/schemathesis.sh` (schemathesis from PyPI; `.ci/run` installs it
 //! and runs the script): no 5xx, only documented status codes, replies
 //! matching their schemas.
