@@ -11,7 +11,17 @@
 # connection the server closes is reopened at the next round (3 s;
 # RECONNECT_MS=10 reopens at once: a connect flood). Everything runs on
 # 127.0.0.1 (and 127.2.0.0/16 for the attacker) with a temporary state
-# directory. See bench/README.md, "Slowloris".
+# directory.
+#
+# PIN=1 (the default) runs the server on CPU SERVER_CPU (0) and the load
+# generator and the attacker on CPU CLIENT_CPU (1), in both phases, each of
+# the three in a session (so a scheduling group, with autogroup on) of its
+# own, the server's and the load generator's at nice NICE (-10), the
+# attacker's at 0: the ratio then measures what the server can do on its
+# core, not CPU the attacker process takes from it or from the nodes' load
+# (a remote attacker brings its own), nor what other work on the machine
+# takes. PIN=0 leaves placement and priority to the scheduler. See
+# bench/README.md, "Slowloris".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,12 +29,26 @@ DURATION=${DURATION:-15}
 WORKERS=${WORKERS:-16}
 FLOOD=${FLOOD:-20000}
 FLOOD_ADDRS=${FLOOD_ADDRS:-1}
+PIN=${PIN:-1}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+NICE=${NICE:--10}
 
 die() {
   echo "slowloris.sh: $*" >&2
   exit 1
 }
 command -v curl >/dev/null 2>&1 || die "missing curl; on Debian: apt-get install curl"
+server_cmd=()
+client_cmd=()
+if [[ $PIN == 1 ]]; then
+  command -v taskset >/dev/null 2>&1 || die "missing taskset (util-linux); or run with PIN=0"
+  command -v setsid >/dev/null 2>&1 || die "missing setsid (util-linux); or run with PIN=0"
+  server_cmd=(setsid taskset -c "$SERVER_CPU")
+  client_cmd=(setsid -w taskset -c "$CLIENT_CPU")
+  # The load generator starts the attacker's processes under this.
+  export ATTACKER_PREFIX=setsid
+fi
 
 if [[ -z ${OPENCHAMI_BIN:-} ]]; then
   echo "building the release binary and load generator (nice -n 10 cargo build --release)…" >&2
@@ -33,14 +57,27 @@ if [[ -z ${OPENCHAMI_BIN:-} ]]; then
 fi
 [[ -x $OPENCHAMI_BIN ]] || die "$OPENCHAMI_BIN is not an executable"
 BIN=$(cd "$(dirname "$OPENCHAMI_BIN")" && pwd)/$(basename "$OPENCHAMI_BIN")
-nice -n 10 cargo build --release --quiet --example slowloris_load
-LOAD=target/release/examples/slowloris_load
+if [[ -n ${LOAD_BIN:-} ]]; then
+  LOAD=$LOAD_BIN
+else
+  nice -n 10 cargo build --release --quiet --example slowloris_load
+  LOAD=target/release/examples/slowloris_load
+fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/openchami-bench-slowloris.XXXXXX")
 server_pid=
+load_pid=
 cleanup() {
   local rc=$?
-  [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  set +e
+  [[ -n $load_pid ]] && kill "$load_pid" 2>/dev/null
+  if [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null; then
+    # Not always this shell's child (see `started`): wait for it to go.
+    for _ in $(seq 1 100); do
+      kill -0 "$server_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
   rm -rf "$tmp"
   exit "$rc"
 }
@@ -76,8 +113,26 @@ listen = "127.0.0.1:$NODE_PORT"
 advertise = "$NODE_BASE"
 EOF
 # The server raises its soft descriptor limit to the hard one itself.
-"$BIN" --config "$tmp/config.toml" serve >"$tmp/server.log" 2>&1 &
-server_pid=$!
+# `setsid` forks when it is called as a process group leader: each
+# process writes its own pid before it becomes the program measured.
+started() {
+  for _ in $(seq 1 100); do
+    [[ -s $1 ]] && cat "$1" && return
+    sleep 0.05
+  done
+  die "$1 was not written"
+}
+"${server_cmd[@]}" sh -c 'echo $$ >"$0"; exec "$@"' "$tmp/server.pid" \
+  "$BIN" --config "$tmp/config.toml" serve >"$tmp/server.log" 2>&1 &
+server_pid=$(started "$tmp/server.pid")
+# With autogroup, a session's weight is its autogroup's nice, not its
+# processes' (and within the session, nice still applies).
+prioritize() {
+  [[ $PIN == 1 ]] || return 0
+  echo "$NICE" >"/proc/$1/autogroup" 2>/dev/null || renice -n "$NICE" -p "$1" >/dev/null 2>&1 ||
+    echo "slowloris.sh: cannot raise the priority of $1; measuring without" >&2
+}
+prioritize "$server_pid"
 for _ in $(seq 1 200); do
   curl -sf -o /dev/null "$NODE_BASE/healthz" && break
   sleep 0.05
@@ -105,8 +160,20 @@ curl -sf "$NODE_BASE/boot/v1/bootscript?mac=02:00:00:00:00:01" | grep -q '^kerne
   die "the node did not get a boot script"
 token=$("${cli[@]}" token issue --ttl 1h)
 
-"$LOAD" --node "127.0.0.1:$NODE_PORT" --api "https://127.0.0.1:$API_PORT" \
+if [[ $PIN == 1 ]]; then
+  echo "pinned: server on CPU $SERVER_CPU, load generator and attacker on CPU $CLIENT_CPU;" \
+    "server and load generator at nice $NICE, attacker at 0"
+else
+  echo "not pinned (PIN=0)"
+fi
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+"${client_cmd[@]}" sh -c 'echo $$ >"$0"; exec "$@"' "$tmp/load.pid" "$LOAD" --node "127.0.0.1:$NODE_PORT" --api "https://127.0.0.1:$API_PORT" \
   --ca "$tmp/state/ca/root.crt" --token "$token" --mac 02:00:00:00:00:01 \
   --pid "$server_pid" --duration "$DURATION" --workers "$WORKERS" \
-  --flood "$FLOOD" --flood-addrs "$FLOOD_ADDRS"
+  --flood "$FLOOD" --flood-addrs "$FLOOD_ADDRS" &
+load_job=$!
+load_pid=$(started "$tmp/load.pid")
+prioritize "$load_pid"
+wait "$load_job"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 grep -c "Too many open files" "$tmp/server.log" | sed 's/^/server log lines "Too many open files": /'

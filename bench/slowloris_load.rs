@@ -14,7 +14,9 @@
 //! again at the next round (3 s; `RECONNECT_MS=10` makes it a connect
 //! flood), so the attacker keeps `--flood` connections in play the whole
 //! phase. The server's resident memory and open descriptors are
-//! sampled from /proc every 100 ms in both phases; the peaks are printed.
+//! sampled from /proc every 100 ms in both phases; the peaks are printed,
+//! with the CPU time the server, this generator and the attacker used
+//! (in % of one core), which tells whose core ran out.
 //!
 //! A minimal HTTP/1.1 client keeps the generator's own CPU use low.
 
@@ -94,6 +96,12 @@ struct Phase {
     fds: u64,
     flood_open: u64,
     flood_connects: u64,
+    /// CPU used over the phase, in % of one core.
+    server_cpu: f64,
+    load_cpu: f64,
+    flood_cpu: f64,
+    /// Attacker connects per second over its run.
+    flood_rate: f64,
 }
 
 #[tokio::main]
@@ -137,22 +145,34 @@ async fn run_phase(a: &Arc<Args>, with_flood: bool) -> Phase {
         let mut first = 0;
         while first < a.flood {
             let count = per.min(a.flood - first);
-            let child = std::process::Command::new(
-                std::env::current_exe().expect("the generator's own path"),
-            )
-            .args(["flood", "--node", &a.node.to_string()])
-            .args(["--first", &first.to_string(), "--count", &count.to_string()])
-            .args(["--addrs", &a.flood_addrs.to_string()])
-            .args(["--seconds", &(a.duration.as_secs() + 6).to_string()])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("start a flood process");
+            let exe = std::env::current_exe().expect("the generator's own path");
+            // ATTACKER_PREFIX: a command the attacker runs under (the
+            // benchmark's `setsid`, a scheduling group of its own).
+            let prefix = std::env::var("ATTACKER_PREFIX").unwrap_or_default();
+            let mut words = prefix.split_whitespace();
+            let mut cmd = match words.next() {
+                Some(first) => {
+                    let mut c = std::process::Command::new(first);
+                    c.args(words).arg(exe);
+                    c
+                }
+                None => std::process::Command::new(exe),
+            };
+            let child = cmd
+                .args(["flood", "--node", &a.node.to_string()])
+                .args(["--first", &first.to_string(), "--count", &count.to_string()])
+                .args(["--addrs", &a.flood_addrs.to_string()])
+                .args(["--seconds", &(a.duration.as_secs() + 6).to_string()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a flood process");
             children.push(child);
             first += count;
         }
         // Let the attacker reach its connection count first.
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
+    let cpu_before = (cpu_ticks(&a.pid.to_string()), cpu_ticks("self"));
     let measuring = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn(sample(a.pid, measuring.clone()));
     let started = Instant::now();
@@ -180,10 +200,13 @@ async fn run_phase(a: &Arc<Args>, with_flood: bool) -> Phase {
         let _ = w.await;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let pct = |before: u64, after: u64| (after.saturating_sub(before)) as f64 / elapsed;
+    let server_cpu = pct(cpu_before.0, cpu_ticks(&a.pid.to_string()));
+    let load_cpu = pct(cpu_before.1, cpu_ticks("self"));
     let (mut lat, api_errors) = api.await.unwrap_or_default();
     measuring.store(false, Ordering::Relaxed);
     let (rss_kib, fds) = sampler.await.unwrap_or_default();
-    let (mut flood_open, mut flood_connects) = (0, 0);
+    let (mut flood_open, mut flood_connects, mut flood_ticks) = (0, 0, 0);
     for c in children {
         if let Ok(out) = c.wait_with_output() {
             let text = String::from_utf8_lossy(&out.stdout);
@@ -192,6 +215,7 @@ async fn run_phase(a: &Arc<Args>, with_flood: bool) -> Phase {
                 .map(|v| v.parse::<u64>().unwrap_or(0));
             flood_open += f.next().unwrap_or(0);
             flood_connects += f.next().unwrap_or(0);
+            flood_ticks += f.next().unwrap_or(0);
         }
     }
     lat.sort_by(f64::total_cmp);
@@ -215,6 +239,11 @@ async fn run_phase(a: &Arc<Args>, with_flood: bool) -> Phase {
         fds,
         flood_open,
         flood_connects,
+        server_cpu,
+        load_cpu,
+        // The attacker ran a few seconds longer than the phase.
+        flood_cpu: flood_ticks as f64 / (elapsed + 6.0),
+        flood_rate: flood_connects as f64 / (elapsed + 6.0),
     }
 }
 
@@ -328,7 +357,11 @@ async fn flood_main() {
     for t in tasks {
         t.abort();
     }
-    println!("{peak} {}", connects.load(Ordering::Relaxed));
+    println!(
+        "{peak} {} {}",
+        connects.load(Ordering::Relaxed),
+        cpu_ticks("self")
+    );
 }
 
 /// One slowloris connection, opened again whenever the server closes it.
@@ -383,6 +416,20 @@ fn reconnect_ms() -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000)
+}
+
+/// User plus system CPU time of /proc/`pid` (a pid or `self`), in clock
+/// ticks (1/100 s on Linux).
+fn cpu_ticks(pid: &str) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The command name may hold spaces; the fields after it do not.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 here.
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
 }
 
 /// Peak resident memory (KiB) and open descriptors of `pid` while
@@ -442,6 +489,14 @@ fn print(a: &Args, base: &Phase, flood: &Phase) {
         flood.rss_kib as f64 / 1024.0,
     );
     row("server peak open fds", base.fds as f64, flood.fds as f64);
+    row("attacker connects/s", base.flood_rate, flood.flood_rate);
+    row(
+        "server CPU (% of a core)",
+        base.server_cpu,
+        flood.server_cpu,
+    );
+    row("load generator CPU (%)", base.load_cpu, flood.load_cpu);
+    row("attacker CPU (%)", base.flood_cpu, flood.flood_cpu);
     row(
         "attacker connections open (peak)",
         base.flood_open as f64,

@@ -154,11 +154,10 @@ impl App {
         );
         let st = state.clone();
         let shed: http::Shed = Arc::new(move |listener, reason| {
-            st.metrics.add(
+            st.metrics.counter(
                 "openchami_http_connections_shed_total",
                 "HTTP connections closed by a limit (cap, per-address share, header or idle timeout), by listener and reason",
                 &[("listener", listener), ("reason", reason)],
-                1,
             )
         });
         if let Some(l) = api_listener {
