@@ -85,7 +85,7 @@ pub fn problems(c: &Config, facts: &Facts) -> Vec<String> {
     {
         // A name resolves only where DHCP hands out a DNS server.
         let name_with_dns = !why.contains("is not an address")
-            && c.dhcp.subnets.iter().all(|s| !s.dns.is_empty())
+            && (c.dns.enabled || c.dhcp.subnets.iter().all(|s| !s.dns.is_empty()))
             && serves;
         if !name_with_dns {
             out.push(format!("node.advertise = {:?}: {why}", c.node.advertise));
