@@ -190,13 +190,14 @@ stop_server() {
 }
 
 TICK=$(getconf CLK_TCK)
-# The server's CPU: the process and (NSD forks a server child) its children.
+# The server's CPU: every process in the server namespace (NSD forks its
+# serving child and xfrd).
 server_cpu() {
-  local pids total=0
-  pids="$SERVER_PID $(pgrep -P "$SERVER_PID" 2>/dev/null || true)"
-  for p in $pids; do
+  local total=0
+  for p in $(ip netns pids "$NS_S"); do
     [ -r "/proc/$p/stat" ] || continue
-    total=$(awk -v t="$TICK" -v s="$total" '{ printf "%.3f", s + ($14 + $15) / t }' "/proc/$p/stat")
+    # Fields after "pid (comm) ": comm may hold spaces ("nsd: server 1").
+    total=$(sed 's/^.*) //' "/proc/$p/stat" | awk -v t="$TICK" -v s="$total" '{ printf "%.3f", s + ($12 + $13) / t }')
   done
   echo "$total"
 }
@@ -212,9 +213,10 @@ perf() { # rate seconds
     /Queries completed:/ { done = $3 }
     /Queries lost:/ { lost = $3 }
     /Queries per second:/ { qps = $4 }
+    /Response codes:/ { sub(/^.*Response codes: */, ""); gsub(/ /, ""); codes = $0 }
     END {
       pct = sent > 0 ? 100 * lost / sent : 100
-      printf "%.0f %.3f %d\n", qps, pct, done
+      printf "%.0f %.3f %d %s\n", qps, pct, done, codes
     }'
 }
 
@@ -225,8 +227,8 @@ for server in $SERVERS; do
   perf 5000 2 >/dev/null
   best=0
   for r in $RATES; do
-    read -r got lost _ < <(perf "$r" "$STEP_SECS")
-    printf '   asked %7s/s: %7s answers/s, %7s%% lost\n' "$r" "$got" "$lost"
+    read -r got lost _ codes < <(perf "$r" "$STEP_SECS")
+    printf '   asked %7s/s: %7s answers/s, %7s%% lost (%s)\n' "$r" "$got" "$lost" "$codes"
     if awk -v d="$lost" 'BEGIN { exit !(d < 0.1) }'; then
       [ "$got" -gt "$best" ] && best=$got
     else
@@ -248,7 +250,7 @@ for server in $SERVERS; do
   start_server "$server"
   perf 5000 2 >/dev/null
   c0=$(server_cpu)
-  read -r got lost done < <(perf "$AT" "$STEP_SECS")
+  read -r got lost done _ < <(perf "$AT" "$STEP_SECS")
   c1=$(server_cpu)
   CPU[$server]=$(awk -v a="$c0" -v b="$c1" -v n="$done" 'BEGIN { printf "%.4f", (n > 0 ? (b - a) * 1000 / n : 0) }')
   printf '   %s answers/s, %s%% lost, %s CPU s per 1,000 queries\n' "$got" "$lost" "${CPU[$server]}"

@@ -227,6 +227,15 @@ mod tests {
                 "",
             ),
             (
+                "advertised head name with our dns",
+                |c| {
+                    c.node.advertise = "http://openchami.cluster:27778".into();
+                    c.dns.enabled = true;
+                },
+                &host(),
+                "",
+            ),
+            (
                 "advertised loopback",
                 |c| c.node.advertise = "http://127.0.0.1:27778".into(),
                 &host(),
