@@ -613,6 +613,20 @@ fn dns_from_the_inventory_with_real_clients() {
     assert!(looked.contains("10.66.0.42"), "{looked}");
     let looked = lab.cli_ok(&["dns", "lookup", "10.66.0.101"]);
     assert!(looked.contains("bmc-x1000c0s0b0.cluster"), "{looked}");
+    for (args, says) in [
+        (vec!["dns", "lookup", "not a name"], "not a domain name"),
+        (
+            vec!["dns", "lookup", "de0001.cluster", "-t", "MX"],
+            "is not one of",
+        ),
+    ] {
+        let out = lab.cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+    }
     let zone = lab.cli_ok(&["dns", "zone"]);
     for want in [
         "de0001.cluster",
