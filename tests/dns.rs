@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_openchami");
 const HEAD: &str = "10.66.0.1";
 const NODE: &str = "10.66.0.2";
+const HEAD6: &str = "fd00:66::1";
+const NODE6: &str = "fd00:66::2";
 /// An address routed to the node namespace but outside the served networks.
 const OUTSIDE: &str = "10.99.0.5";
 const UP_SIDE: &str = "10.88.0.1";
@@ -143,6 +145,13 @@ impl Lab {
             "lo",
         ]);
         run(&["ip", "-n", s, "route", "add", "10.99.0.0/24", "via", NODE]);
+        for (ns, dev, addr) in [
+            (s, lab.srv_if.as_str(), HEAD6),
+            (n, node_if.as_str(), NODE6),
+        ] {
+            let cidr = format!("{addr}/64");
+            run(&["ip", "-n", ns, "addr", "add", &cidr, "dev", dev, "nodad"]);
+        }
         // The node resolves through the appliance, and only through it.
         let etc = PathBuf::from("/etc/netns").join(&lab.node);
         std::fs::create_dir_all(&etc).expect("/etc/netns");
@@ -243,7 +252,7 @@ rules = ["type:NodeBMC,hostname:bmc-{{id}}"]
 [dns]
 enabled = true
 interfaces = ["{iface}"]
-networks = ["10.66.0.0/24"]
+networks = ["10.66.0.0/24", "fd00:66::/64"]
 upstreams = ["{UPSTREAM}"]
 upstream_timeout_ms = 1000
 rrl_per_sec = 50
@@ -486,6 +495,23 @@ fn dns_from_the_inventory_with_real_clients() {
     ] {
         assert_eq!(lab.short(&args), want, "dig {args:?}");
     }
+    // The head over IPv6: each family's address of the interface asked.
+    for (server, t, want) in [
+        (HEAD6, "AAAA", HEAD6),
+        (HEAD6, "A", HEAD),
+        (HEAD, "AAAA", HEAD6),
+    ] {
+        let at = format!("@{server}");
+        let got = dig_in(
+            &lab.node,
+            &[&at, "openchami.cluster", t, "+short", "+time=2"],
+        );
+        assert_eq!(got.trim(), want, "{t} asked at {server}");
+    }
+    let at6 = format!("@{HEAD6}");
+    let via6 = dig_in(&lab.node, &[&at6, "www.example.test", "+short", "+time=2"]);
+    assert_eq!(via6.trim(), "192.0.2.80", "forwarded for an IPv6 client");
+
     // NXDOMAIN with the zone's SOA, whose serial is the store's generation.
     let nx = lab.dig(&["nid0099.cluster"]);
     assert_eq!(status(&nx), "NXDOMAIN", "{nx}");
@@ -523,16 +549,24 @@ fn dns_from_the_inventory_with_real_clients() {
         vec!["10.66.0.12", "de0002.cluster"],
         "{line}"
     );
-    let out = run(&[
-        "ip",
-        "netns",
-        "exec",
-        &lab.node,
-        "getent",
-        "hosts",
-        "openchami.cluster",
-    ]);
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with(HEAD));
+    // `hosts` asks for IPv6 first; `ahostsv4` for IPv4 only.
+    for (db, want) in [("hosts", HEAD6), ("ahostsv4", HEAD)] {
+        let out = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &lab.node,
+            "getent",
+            db,
+            "openchami.cluster",
+        ]);
+        let got = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            got.split_whitespace().next(),
+            Some(want),
+            "getent {db}: {got}"
+        );
+    }
 
     // The kexec helper, verbatim, from a node that knows the head by name.
     lab.cli_ok(&[

@@ -1,7 +1,7 @@
 //! `GET /dns/v1/lookup` and `/dns/v1/zone`: what the DNS server answers,
 //! from the same pure zone over the live snapshot (whether or not DNS is
 //! switched on, so a configuration can be checked before it serves). The
-//! head's names are answered with the address this request arrived at.
+//! head's names are answered with every address DNS serves.
 
 use axum::Json;
 use axum::extract::State;
@@ -66,9 +66,24 @@ fn zone_and_arrival(
     let s = Settings::from_config(&st.config).map_err(ApiError::internal)?;
     let snap = st.store.snapshot();
     let z = Zone::build(&snap.model, snap.generation, &s);
-    let at = Arrival {
-        local: local.as_ref().map(|l| l.0.0.ip()),
-        interface: Vec::new(),
+    // A query reaches DNS on one of its interfaces; this request came in
+    // elsewhere, so the head's names list every address DNS serves (or,
+    // with DNS off, this request's own).
+    let addrs = crate::dns::server::interface_addresses();
+    let interface: Vec<std::net::IpAddr> = crate::dns::server::choose_interfaces(&s, &addrs)
+        .iter()
+        .flat_map(|n| addrs.get(n).into_iter().flatten().map(|net| net.addr))
+        .collect();
+    let at = if st.config.dns.enabled && !interface.is_empty() {
+        Arrival {
+            local: None,
+            interface,
+        }
+    } else {
+        Arrival {
+            local: local.as_ref().map(|l| l.0.0.ip()),
+            interface: Vec::new(),
+        }
     };
     Ok((z, at))
 }
