@@ -346,6 +346,17 @@ value = "hello from the head"
         );
     }
 
+    fn api_get(&self, path: &str) -> String {
+        let token = self.cli_ok(&["token", "issue"]);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.srv, "curl", "-sSfk", "-H"])
+            .arg(format!("Authorization: Bearer {}", token.trim()))
+            .arg(format!("{API}{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `dig @HEAD args` from the node namespace.
     fn dig(&self, args: &[&str]) -> String {
         let mut a = vec![format!("@{HEAD}")];
@@ -723,6 +734,23 @@ fn dns_from_the_inventory_with_real_clients() {
     // Still serving: TCP (not limited) and another client address.
     assert_eq!(lab.short(&["+tcp", "de0001.cluster"]), v(&[NODE]));
     assert_eq!(lab.short(&["-b", OUTSIDE, "openchami.cluster"]), v(&[HEAD]));
-    let metrics = lab.log("appliance.log");
-    assert!(!metrics.contains("panicked"), "{metrics}");
+    let log = lab.log("appliance.log");
+    assert!(!log.contains("panicked"), "{log}");
+    // The outcomes are counted (published every 2 s).
+    lab.wait_for(
+        || {
+            let m = lab.api_get("/metrics");
+            [
+                "answered",
+                "forwarded",
+                "refused",
+                "rate_limited",
+                "error",
+                "dropped",
+            ]
+            .iter()
+            .all(|o| m.contains(&format!("openchami_dns_queries_total{{outcome=\"{o}\"}}")))
+        },
+        "the DNS counters",
+    );
 }

@@ -199,6 +199,7 @@ struct Counters {
     forwarded: AtomicU64,
     refused: AtomicU64,
     dropped: AtomicU64,
+    error: AtomicU64,
     rate_limited: AtomicU64,
     failed: AtomicU64,
 }
@@ -210,6 +211,7 @@ impl Counters {
             ("forwarded", &self.forwarded),
             ("refused", &self.refused),
             ("dropped", &self.dropped),
+            ("error", &self.error),
             ("rate_limited", &self.rate_limited),
             ("failed", &self.failed),
         ] {
@@ -217,7 +219,7 @@ impl Counters {
             if n > 0 {
                 m.add(
                     "openchami_dns_queries_total",
-                    "DNS queries by outcome: answered from the zone, forwarded, refused, dropped (malformed), rate_limited, failed (upstream or send)",
+                    "DNS queries by outcome: answered from the zone, forwarded, refused, dropped (not a query), error (FORMERR, NOTIMP, BADVERS), rate_limited, failed (upstream or send)",
                     &[("outcome", what)],
                     n,
                 );
@@ -248,11 +250,13 @@ impl Ctx {
         self.cache.get(&self.store.snapshot())
     }
 
-    fn note(&self, why: &'static str) {
-        let c = match why {
-            "authoritative" => &self.counters.answered,
-            "not ours, no recursion" => &self.counters.refused,
-            _ => &self.counters.dropped,
+    fn note(&self, h: &Handled) {
+        let c = match h {
+            Handled::Reply(_, "authoritative") => &self.counters.answered,
+            Handled::Reply(_, "not ours, no recursion") => &self.counters.refused,
+            Handled::Reply(..) => &self.counters.error,
+            Handled::Drop(_) => &self.counters.dropped,
+            Handled::Forward(_) => return,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -383,15 +387,11 @@ async fn serve_udp(ctx: Arc<Ctx>, sock: Arc<UdpSocket>, at: Arrival, stop: Cance
 
 fn udp_query(ctx: &Arc<Ctx>, sock: &Arc<UdpSocket>, at: &Arrival, bytes: &[u8], peer: SocketAddr) {
     let zone = ctx.zone();
-    match handle(bytes, &zone, at, ctx.may_recurse(peer.ip()), Transport::Udp) {
-        Handled::Reply(b, why) => {
-            ctx.note(why);
-            send_limited(ctx, sock, &b, peer);
-        }
-        Handled::Drop(why) => {
-            ctx.note(why);
-            tracing::debug!(%peer, why, "dns: dropped a packet");
-        }
+    let h = handle(bytes, &zone, at, ctx.may_recurse(peer.ip()), Transport::Udp);
+    ctx.note(&h);
+    match h {
+        Handled::Reply(b, _) => send_limited(ctx, sock, &b, peer),
+        Handled::Drop(why) => tracing::debug!(%peer, why, "dns: dropped a packet"),
         Handled::Forward(f) => {
             let Ok(permit) = ctx.forwards.clone().try_acquire_owned() else {
                 ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -464,21 +464,17 @@ async fn tcp_connection(ctx: &Ctx, mut s: TcpStream, peer: SocketAddr, at: &Arri
             _ => return,
         }
         let zone = ctx.zone();
-        let reply = match handle(
+        let h = handle(
             &buf[..n],
             &zone,
             at,
             ctx.may_recurse(peer.ip()),
             Transport::Tcp,
-        ) {
-            Handled::Reply(b, why) => {
-                ctx.note(why);
-                b
-            }
-            Handled::Drop(why) => {
-                ctx.note(why);
-                return;
-            }
+        );
+        ctx.note(&h);
+        let reply = match h {
+            Handled::Reply(b, _) => b,
+            Handled::Drop(_) => return,
             Handled::Forward(f) => match forward(ctx, &f).await {
                 Some(b) => b,
                 None => return,
