@@ -648,6 +648,35 @@ fn dns_from_the_inventory_with_real_clients() {
         "{serial_before} → {serial_after}"
     );
 
+    // An address the interface gains is served too, as the head's address.
+    run(&[
+        "ip",
+        "-n",
+        &lab.srv,
+        "addr",
+        "add",
+        "10.66.0.3/24",
+        "dev",
+        &lab.srv_if,
+    ]);
+    lab.wait_for(
+        || {
+            dig_in(
+                &lab.node,
+                &[
+                    "@10.66.0.3",
+                    "openchami.cluster",
+                    "+short",
+                    "+time=1",
+                    "+tries=1",
+                ],
+            )
+            .trim()
+                == "10.66.0.3"
+        },
+        "DNS on a new address",
+    );
+
     // Outside the served networks: the zone is answered, recursion refused.
     let refused = lab.dig(&["-b", OUTSIDE, "www.example.test"]);
     assert_eq!(status(&refused), "REFUSED", "{refused}");

@@ -4,7 +4,8 @@
 //! address in a served network; never every interface), and a UDP socket
 //! and a TCP listener are bound to each of their addresses, so the address
 //! a query arrived at is the socket's own: the head's names answer with it,
-//! and every network sees a head it can reach. One thread with a runtime of
+//! and every network sees a head it can reach; addresses an interface gains
+//! or loses later are followed every two seconds. One thread with a runtime of
 //! its own runs every socket, so the query path never waits behind HTTP
 //! work. The zone index is rebuilt on the first query after the store's
 //! generation moves. Names outside the zones go to hickory-resolver (its
@@ -142,11 +143,9 @@ pub fn bind(
     addrs: &HashMap<String, Vec<Net>>,
     port: u16,
 ) -> io::Result<Vec<Bound>> {
-    use socket2::{Domain, Protocol, Socket, Type};
     let mut out = Vec::new();
     for name in interfaces {
-        let nets = addrs.get(name).cloned().unwrap_or_default();
-        let all: Vec<IpAddr> = nets.iter().map(|n| n.addr).collect();
+        let all = addresses_of(addrs, name);
         let ips: Vec<IpAddr> = all.iter().copied().filter(|ip| usable(*ip)).collect();
         if ips.is_empty() {
             return Err(io::Error::new(
@@ -155,41 +154,56 @@ pub fn bind(
             ));
         }
         for ip in ips {
-            let at = SocketAddr::new(ip, port);
-            let domain = if ip.is_ipv4() {
-                Domain::IPV4
-            } else {
-                Domain::IPV6
-            };
-            let u = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-            if ip.is_ipv6() {
-                u.set_only_v6(true)?;
-            }
-            let _ = u.set_recv_buffer_size(4 << 20);
-            let _ = u.set_send_buffer_size(4 << 20);
-            u.bind(&at.into())
-                .map_err(|e| io::Error::new(e.kind(), format!("udp {at}: {e}")))?;
-            u.set_nonblocking(true)?;
-            let t = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-            if ip.is_ipv6() {
-                t.set_only_v6(true)?;
-            }
-            t.set_reuse_address(true)?;
-            // The same port as the UDP socket (port 0 in tests).
-            let at = SocketAddr::new(ip, u.local_addr()?.as_socket().map_or(port, |a| a.port()));
-            t.bind(&at.into())
-                .map_err(|e| io::Error::new(e.kind(), format!("tcp {at}: {e}")))?;
-            t.listen(128)?;
-            t.set_nonblocking(true)?;
-            out.push(Bound {
-                interface: name.clone(),
-                udp: u.into(),
-                tcp: t.into(),
-                interface_addrs: all.clone(),
-            });
+            out.push(bind_one(name, ip, port, &all)?);
         }
     }
     Ok(out)
+}
+
+fn addresses_of(addrs: &HashMap<String, Vec<Net>>, name: &str) -> Vec<IpAddr> {
+    addrs
+        .get(name)
+        .into_iter()
+        .flatten()
+        .map(|n| n.addr)
+        .collect()
+}
+
+/// A UDP socket and a TCP listener on `ip:port`.
+fn bind_one(name: &str, ip: IpAddr, port: u16, all: &[IpAddr]) -> io::Result<Bound> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let at = SocketAddr::new(ip, port);
+    let domain = if ip.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let u = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if ip.is_ipv6() {
+        u.set_only_v6(true)?;
+    }
+    let _ = u.set_recv_buffer_size(4 << 20);
+    let _ = u.set_send_buffer_size(4 << 20);
+    u.bind(&at.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("udp {at}: {e}")))?;
+    u.set_nonblocking(true)?;
+    let t = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    if ip.is_ipv6() {
+        t.set_only_v6(true)?;
+    }
+    t.set_reuse_address(true)?;
+    // The same port as the UDP socket (port 0 in tests).
+    let at = SocketAddr::new(ip, u.local_addr()?.as_socket().map_or(port, |a| a.port()));
+    t.bind(&at.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("tcp {at}: {e}")))?;
+    t.listen(128)?;
+    t.set_nonblocking(true)?;
+    Ok(Bound {
+        interface: name.to_string(),
+        udp: u.into(),
+        tcp: t.into(),
+        interface_addrs: all.to_vec(),
+    })
 }
 
 /// Counters kept locally and published to the metrics every tick.
@@ -519,27 +533,94 @@ pub async fn serve(
         z.apex()
     );
     let mut tasks = tokio::task::JoinSet::new();
+    let mut names: Vec<String> = bound.iter().map(|b| b.interface.clone()).collect();
+    names.dedup();
+    // Each served address's tasks stop with their own token when the
+    // address goes away.
+    let mut served: HashMap<IpAddr, CancellationToken> = HashMap::new();
     for b in bound {
-        let local = b.local_addr()?.ip();
-        let at = Arrival {
-            local: Some(local),
-            interface: b.interface_addrs.clone(),
-        };
-        let udp = Arc::new(UdpSocket::from_std(b.udp)?);
-        let tcp = TcpListener::from_std(b.tcp)?;
-        tasks.spawn(serve_udp(ctx.clone(), udp, at.clone(), stop.clone()));
-        tasks.spawn(serve_tcp(ctx.clone(), tcp, at, stop.clone()));
+        let ip = b.local_addr()?.ip();
+        let token = stop.child_token();
+        start(&ctx, b, &token, &mut tasks)?;
+        served.insert(ip, token);
     }
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick() => ctx.counters.publish(&metrics),
+            _ = tick.tick() => {
+                ctx.counters.publish(&metrics);
+                follow_addresses(&ctx, &names, settings.port, &stop, &mut served, &mut tasks);
+            }
         }
     }
     while tasks.join_next().await.is_some() {}
     ctx.counters.publish(&metrics);
     Ok(())
+}
+
+/// Spawns the UDP and TCP tasks of one bound address.
+fn start(
+    ctx: &Arc<Ctx>,
+    b: Bound,
+    token: &CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> io::Result<()> {
+    let at = Arrival {
+        local: Some(b.local_addr()?.ip()),
+        interface: b.interface_addrs.clone(),
+    };
+    let udp = Arc::new(UdpSocket::from_std(b.udp)?);
+    let tcp = TcpListener::from_std(b.tcp)?;
+    tasks.spawn(serve_udp(ctx.clone(), udp, at.clone(), token.clone()));
+    tasks.spawn(serve_tcp(ctx.clone(), tcp, at, token.clone()));
+    Ok(())
+}
+
+/// Serves addresses the interfaces gained since the last look and stops
+/// serving those they lost, as DHCP follows its interfaces' addresses.
+fn follow_addresses(
+    ctx: &Arc<Ctx>,
+    names: &[String],
+    port: u16,
+    stop: &CancellationToken,
+    served: &mut HashMap<IpAddr, CancellationToken>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    let addrs = interface_addresses();
+    let now: Vec<(&String, Vec<IpAddr>)> =
+        names.iter().map(|n| (n, addresses_of(&addrs, n))).collect();
+    served.retain(|ip, token| {
+        let kept = now.iter().any(|(_, all)| all.contains(ip));
+        if !kept {
+            token.cancel();
+            tracing::info!("dns: {ip} is no longer on a served interface; not serving it");
+        }
+        kept
+    });
+    for (name, all) in &now {
+        for ip in all.iter().copied().filter(|ip| usable(*ip)) {
+            if served.contains_key(&ip) {
+                continue;
+            }
+            // A new address may still be tentative (IPv6 DAD): next tick.
+            match bind_one(name, ip, port, all) {
+                Ok(b) => {
+                    let token = stop.child_token();
+                    match start(ctx, b, &token, tasks) {
+                        Ok(()) => {
+                            tracing::info!("listening for dns on {name} ({ip}, udp and tcp)");
+                            served.insert(ip, token);
+                        }
+                        Err(e) => {
+                            tracing::debug!(%ip, error = %e, "dns: cannot serve a new address")
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(%ip, error = %e, "dns: cannot bind a new address yet"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
