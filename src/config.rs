@@ -114,6 +114,9 @@ pub struct AuthConfig {
     /// Lifetime of access tokens `/oauth/token` hands out for a bootstrap
     /// token, in seconds.
     pub exchange_ttl_secs: u64,
+    /// Lifetime of the refresh-token family an exchange starts, in
+    /// seconds: rotating a refresh token does not extend it.
+    pub refresh_ttl_secs: u64,
     /// Other issuers whose tokens the API accepts (a site's own identity
     /// provider), each with the audience its tokens must name and where
     /// its keys are.
@@ -145,6 +148,7 @@ impl Default for AuthConfig {
             audience: "openchami".into(),
             token_ttl_secs: 3600,
             exchange_ttl_secs: 3600,
+            refresh_ttl_secs: 86400,
             trusted_issuers: Vec::new(),
         }
     }
@@ -566,6 +570,9 @@ impl Config {
         if self.auth.exchange_ttl_secs == 0 {
             return Err("auth.exchange_ttl_secs must be positive".into());
         }
+        if self.auth.refresh_ttl_secs == 0 {
+            return Err("auth.refresh_ttl_secs must be positive".into());
+        }
         if self.cluster_name.trim().is_empty() {
             return Err("cluster_name must not be empty".into());
         }
@@ -726,6 +733,7 @@ mod tests {
                 "jwks_url",
             ),
             ("[auth]\nexchange_ttl_secs = 0\n", "exchange_ttl_secs"),
+            ("[auth]\nrefresh_ttl_secs = 0\n", "refresh_ttl_secs"),
         ] {
             let e = Config::parse(text, "t").unwrap_err().to_string();
             assert!(e.contains(says), "{text}: {e}");

@@ -2340,13 +2340,11 @@ async fn tokens_of_a_trusted_issuer() {
         .problem(401);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bootstrap_token_exchange_round_trip() {
-    let h = Harness::start().await;
+/// A one-time bootstrap token signed by the appliance.
+fn bootstrap_token(h: &Harness, jti: &str, scope: &[&str]) -> String {
     let st = &h.app().state;
     let now = common::now();
-    let bootstrap = st
-        .tokens
+    st.tokens
         .sign(&openchami::ca::token::Claims {
             sub: "boot-service".into(),
             iss: st.issuer.clone(),
@@ -2355,42 +2353,92 @@ async fn bootstrap_token_exchange_round_trip() {
             iat: now,
             nbf: Some(now),
             roles: vec![],
-            scope: vec!["read".into(), "write".into()],
-            jti: Some("bt-1".into()),
+            scope: scope.iter().map(|s| s.to_string()).collect(),
+            jti: Some(jti.into()),
             token_use: Some("bootstrap".into()),
         })
-        .unwrap();
-    let exchange = |pairs: Vec<(&'static str, String)>| {
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(pairs)
-            .finish();
-        h.anon.send(
-            h.anon
-                .raw
-                .post(h.anon.url("/oauth/token"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body),
-        )
-    };
-    let form = |t: &str| {
-        vec![
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange".to_string(),
-            ),
-            ("subject_token", t.to_string()),
-            (
-                "subject_token_type",
-                "urn:openchami:params:oauth:token-type:bootstrap-token".to_string(),
-            ),
-        ]
-    };
+        .expect("sign a bootstrap token")
+}
+
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const BOOTSTRAP: &str = "urn:openchami:params:oauth:token-type:bootstrap-token";
+
+/// POSTs a form to `/oauth/token` (raw, so malformed bodies can be sent).
+async fn grant_raw(c: &common::Http, body: impl Into<Vec<u8>>) -> common::Resp {
+    c.send(
+        c.raw
+            .post(c.url("/oauth/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.into()),
+    )
+    .await
+}
+
+async fn grant(c: &common::Http, pairs: &[(&str, &str)]) -> common::Resp {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    grant_raw(c, body).await
+}
+
+async fn exchange(c: &common::Http, bootstrap: &str) -> common::Resp {
+    grant(
+        c,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", bootstrap),
+            ("subject_token_type", BOOTSTRAP),
+        ],
+    )
+    .await
+}
+
+async fn refresh(c: &common::Http, token: &str) -> common::Resp {
+    grant(
+        c,
+        &[("grant_type", "refresh_token"), ("refresh_token", token)],
+    )
+    .await
+}
+
+/// An OAuth error answer: status and `error`; returns the body.
+#[track_caller]
+fn oauth_refused(r: common::Resp, status: u16, error: &str) -> Value {
+    let r = r.status(status);
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{}", r.what);
+    let v = r.json();
+    assert_eq!(v["error"], error, "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{v}"
+    );
+    v
+}
+
+/// The claims of a JWT, unverified.
+fn jwt_claims(t: &str) -> Value {
+    use base64::Engine as _;
+    let payload = t.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_token_exchange_round_trip() {
+    let h = Harness::start().await;
+    let bootstrap = bootstrap_token(&h, "bt-1", &["read", "write"]);
     // The bootstrap token is no API token.
     h.api_with(Some(&bootstrap))
         .get("/metadata-service/groups")
         .await
         .problem(401);
-    let r = exchange(form(&bootstrap)).await.ok().json();
+    let r = exchange(&h.anon, &bootstrap).await.ok();
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let r = r.json();
     assert_eq!(r["token_type"], "Bearer");
     assert_eq!(r["scope"], "read write");
     assert_eq!(
@@ -2398,7 +2446,15 @@ async fn bootstrap_token_exchange_round_trip() {
         "urn:ietf:params:oauth:token-type:access-token"
     );
     assert!(r["expires_in"].as_i64().unwrap() > 0);
+    assert_eq!(r["refresh_expires_in"], 86400, "{r}");
+    assert!(r["refresh_token"].as_str().is_some_and(|t| t.len() > 64));
     let access = r["access_token"].as_str().unwrap().to_string();
+    // TokenSmith's claim shapes: aud and scope as arrays.
+    let claims = jwt_claims(&access);
+    assert_eq!(claims["aud"], json!(["openchami"]), "{claims}");
+    assert_eq!(claims["scope"], json!(["read", "write"]), "{claims}");
+    assert_eq!(claims["sub"], "boot-service");
+    assert!(claims["jti"].as_str().unwrap().starts_with("st-"));
     let c = h.api_with(Some(&access));
     c.post(
         "/metadata-service/groups",
@@ -2407,17 +2463,307 @@ async fn bootstrap_token_exchange_round_trip() {
     .await
     .status(201);
     // One time only; bad requests get OAuth errors.
-    let r = exchange(form(&bootstrap)).await.status(400).json();
-    assert_eq!(r["error"], "invalid_grant", "{r}");
-    let r = exchange(form(&access)).await.status(400).json();
-    assert_eq!(
-        r["error"], "invalid_grant",
-        "an access token is not a bootstrap token: {r}"
+    oauth_refused(exchange(&h.anon, &bootstrap).await, 400, "invalid_grant");
+    // An access token is not a bootstrap token.
+    oauth_refused(exchange(&h.anon, &access).await, 400, "invalid_grant");
+    oauth_refused(exchange(&h.anon, "not.a.jwt").await, 400, "invalid_grant");
+    // A read-only grant cannot write.
+    let r = exchange(&h.anon, &bootstrap_token(&h, "bt-2", &["read"]))
+        .await
+        .ok()
+        .json();
+    let reader = h.api_with(r["access_token"].as_str());
+    reader.get("/metadata-service/groups").await.ok();
+    reader
+        .post(
+            "/metadata-service/groups",
+            &json!({"metadata": {"name": "other"}, "spec": {"template": "#cloud-config\n"}}),
+        )
+        .await
+        .status(403);
+}
+
+/// Refresh tokens rotate on every use; a rotated-out one coming back
+/// revokes its whole family, the newest token included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_rotate_and_a_replay_revokes_the_family() {
+    let h = Harness::start().await;
+    let first = exchange(&h.anon, &bootstrap_token(&h, "bt-r", &["read", "write"]))
+        .await
+        .ok()
+        .json();
+    let mut tokens = vec![first["refresh_token"].as_str().unwrap().to_string()];
+    // (refresh token presented by index, expected error or None for success)
+    let steps: &[(usize, Option<&str>)] = &[
+        (0, None),                  // 0 -> 1
+        (1, None),                  // 1 -> 2
+        (0, Some("invalid_grant")), // replay of 0: the family is revoked
+        (2, Some("invalid_grant")), // so the newest dies too
+        (1, Some("invalid_grant")),
+    ];
+    for (i, (presented, want)) in steps.iter().enumerate() {
+        let r = refresh(&h.anon, &tokens[*presented]).await;
+        match want {
+            None => {
+                let v = r.ok().json();
+                let next = v["refresh_token"].as_str().unwrap().to_string();
+                assert!(!tokens.contains(&next), "step {i}: rotated");
+                assert_eq!(v["scope"], "read write", "step {i}");
+                let left = v["refresh_expires_in"].as_i64().unwrap();
+                assert!(left > 0 && left <= 86400, "step {i}: {v}");
+                // The new access token is a writing one, like the first.
+                let c = h.api_with(v["access_token"].as_str());
+                c.post(
+                    "/metadata-service/groups",
+                    &json!({"metadata": {"name": format!("g{i}")}, "spec": {"template": "#cloud-config\n"}}),
+                )
+                .await
+                .status(201);
+                tokens.push(next);
+            }
+            Some(e) => {
+                oauth_refused(r, 400, e);
+            }
+        }
+    }
+    // Another family is not affected.
+    let other = exchange(&h.anon, &bootstrap_token(&h, "bt-s", &["read"]))
+        .await
+        .ok()
+        .json();
+    refresh(&h.anon, other["refresh_token"].as_str().unwrap())
+        .await
+        .ok();
+    // Only hashes are kept.
+    let snap = h.app().state.store.snapshot();
+    for f in snap.refresh_families.values() {
+        assert!(!tokens.iter().any(|t| t.contains(&f.current)));
+        assert_eq!(f.current.len(), 64);
+    }
+}
+
+/// An expired family's token is refused, and the bootstrap one-time rule
+/// and live refresh tokens both survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_state_survives_a_restart_and_expiry_is_enforced() {
+    let mut h = Harness::start().await;
+    let bootstrap = bootstrap_token(&h, "bt-restart", &["read"]);
+    let live = exchange(&h.anon, &bootstrap).await.ok().json();
+    let doomed = exchange(&h.anon, &bootstrap_token(&h, "bt-exp", &["read"]))
+        .await
+        .ok()
+        .json();
+    // Age the second family past its end.
+    let doomed_token = doomed["refresh_token"].as_str().unwrap().to_string();
+    let id = doomed_token.split('.').next().unwrap().to_string();
+    h.app()
+        .state
+        .store
+        .write(move |t| {
+            let mut f = t.model().refresh_families.get(&id).cloned().unwrap();
+            f.expires_at = common::now() - 1;
+            t.put_refresh_family(f);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    oauth_refused(refresh(&h.anon, &doomed_token).await, 400, "invalid_grant");
+
+    h.restart().await;
+    oauth_refused(exchange(&h.anon, &bootstrap).await, 400, "invalid_grant");
+    let r = refresh(&h.anon, live["refresh_token"].as_str().unwrap())
+        .await
+        .ok()
+        .json();
+    assert_eq!(r["scope"], "read");
+    oauth_refused(refresh(&h.anon, &doomed_token).await, 400, "invalid_grant");
+}
+
+/// Malformed token requests are refused with invalid_request (or
+/// unsupported_grant_type) and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_token_requests_are_invalid_request() {
+    let h = Harness::start().await;
+    let bootstrap = bootstrap_token(&h, "bt-m", &["read"]);
+    let gen0 = h.generation();
+    let b = bootstrap.as_str();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"".to_vec(), "invalid_request"),
+        (b"grant_type=".to_vec(), "invalid_request"),
+        (b"grant_type=%20".to_vec(), "invalid_request"),
+        (b"subject_token=x".to_vec(), "invalid_request"),
+        (
+            b"{\"grant_type\":\"refresh_token\"}".to_vec(),
+            "invalid_request",
+        ),
+        (b"grant_type=refresh_token".to_vec(), "invalid_request"),
+        (
+            b"grant_type=refresh_token&refresh_token=".to_vec(),
+            "invalid_request",
+        ),
+        (
+            b"grant_type=refresh_token&grant_type=refresh_token&refresh_token=a".to_vec(),
+            "invalid_request",
+        ),
+        (
+            format!("grant_type={EXCHANGE}&subject_token={b}").into_bytes(),
+            "invalid_request",
+        ),
+        (
+            format!("grant_type={EXCHANGE}&subject_token={b}&subject_token_type=urn:x")
+                .into_bytes(),
+            "invalid_request",
+        ),
+        (
+            format!("grant_type={EXCHANGE}&subject_token_type={BOOTSTRAP}").into_bytes(),
+            "invalid_request",
+        ),
+        (b"grant_type=\xff\xfe".to_vec(), "invalid_request"),
+        (
+            b"grant_type=client_credentials".to_vec(),
+            "unsupported_grant_type",
+        ),
+        (
+            b"grant_type=password&username=a&password=b".to_vec(),
+            "unsupported_grant_type",
+        ),
+        (
+            ("grant_type=".to_string() + &"x".repeat(10_000)).into_bytes(),
+            "unsupported_grant_type",
+        ),
+    ];
+    for (body, want) in cases {
+        let what = String::from_utf8_lossy(&body)
+            .chars()
+            .take(80)
+            .collect::<String>();
+        let r = grant_raw(&h.anon, body).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        assert_eq!(r.json()["error"], want, "{what}");
+    }
+    assert_eq!(h.generation(), gen0, "a refused request changed nothing");
+    // None of them counted as a failed grant: the bootstrap token still works.
+    exchange(&h.anon, &bootstrap).await.ok();
+}
+
+/// Five failed grants from one address within a minute turn it away
+/// (429) while another address is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_grants_are_limited_per_address() {
+    let h = Harness::start().await;
+    let bootstrap = bootstrap_token(&h, "bt-l", &["read"]);
+    let from = |last: u8| {
+        let raw = reqwest::Client::builder()
+            .tls_backend_preconfigured(common::tls_config(&h.root_pem()))
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .no_proxy()
+            .timeout(common::TIMEOUT)
+            .build()
+            .unwrap();
+        common::Http {
+            raw,
+            ..h.anon.clone()
+        }
+    };
+    let bad = format!("{}.{}", "0".repeat(32), "0".repeat(64));
+    let one = from(1);
+    // (request from 127.0.0.1, expected status, error)
+    for i in 0..5 {
+        let r = if i % 2 == 0 {
+            refresh(&one, &bad).await
+        } else {
+            exchange(&one, "not.a.jwt").await
+        };
+        oauth_refused(r, 400, "invalid_grant");
+    }
+    let r = exchange(&one, &bootstrap).await;
+    let retry = r.header("retry-after").map(str::to_string);
+    oauth_refused(r, 429, "too_many_requests");
+    assert!(
+        retry.is_some_and(|s| s.parse::<u64>().is_ok_and(|n| (1..=60).contains(&n))),
+        "Retry-After"
     );
-    let mut f = form(&bootstrap);
-    f[0].1 = "client_credentials".into();
-    let r = exchange(f).await.status(400).json();
-    assert_eq!(r["error"], "unsupported_grant_type");
-    let r = exchange(form("not.a.jwt")).await.status(400).json();
-    assert_eq!(r["error"], "invalid_grant");
+    // The blocked address's valid token was not spent; another address is
+    // served (when the loopback network takes other sources, as on Linux).
+    let two = from(2);
+    let r = refresh(&two, &bad).await;
+    oauth_refused(r, 400, "invalid_grant");
+    exchange(&two, &bootstrap).await.ok();
+}
+
+/// Behind a trusted proxy the limit applies to the client it names in
+/// X-Forwarded-For; a caller that is no trusted proxy cannot dodge it with
+/// the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_grants_are_counted_per_forwarded_client() {
+    let h = Harness::start_with(|c| {
+        c.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let bootstrap = bootstrap_token(&h, "bt-x", &["read"]);
+    let via = |client: &str, form: Vec<(&'static str, String)>| {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        h.anon.send(
+            h.anon
+                .raw
+                .post(h.anon.url("/oauth/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-forwarded-for", client)
+                .body(body),
+        )
+    };
+    let bad = || {
+        vec![
+            ("grant_type", "refresh_token".to_string()),
+            (
+                "refresh_token",
+                format!("{}.{}", "1".repeat(32), "1".repeat(64)),
+            ),
+        ]
+    };
+    let good = || {
+        vec![
+            ("grant_type", EXCHANGE.to_string()),
+            ("subject_token", bootstrap.clone()),
+            ("subject_token_type", BOOTSTRAP.to_string()),
+        ]
+    };
+    for _ in 0..5 {
+        oauth_refused(via("10.0.0.1", bad()).await, 400, "invalid_grant");
+    }
+    // (X-Forwarded-For, expected status)
+    let cases: &[(&str, u16)] = &[
+        ("10.0.0.1", 429),
+        ("192.0.2.7, 10.0.0.1", 429),
+        ("10.0.0.2", 400),
+    ];
+    for (xff, want) in cases {
+        let r = via(xff, bad()).await;
+        assert_eq!(r.status, *want, "{xff}: {}", r.text());
+    }
+    via("10.0.0.3", good()).await.ok();
+}
+
+/// Without trusted proxies, X-Forwarded-For changes nothing: the peer
+/// address is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_does_not_dodge_the_limit() {
+    let h = Harness::start().await;
+    let bad = format!("{}.{}", "2".repeat(32), "2".repeat(64));
+    for i in 0..6 {
+        let r = h
+            .anon
+            .send(
+                h.anon
+                    .raw
+                    .post(h.anon.url("/oauth/token"))
+                    .header("x-forwarded-for", format!("10.9.9.{i}"))
+                    .body(format!("grant_type=refresh_token&refresh_token={bad}")),
+            )
+            .await;
+        let want = if i < 5 { 400 } else { 429 };
+        assert_eq!(r.status, want, "request {i}: {}", r.text());
+    }
 }

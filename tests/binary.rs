@@ -288,32 +288,55 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
     ] {
         assert!(line.contains(want), "{want} in {line}");
     }
-    // A bootstrap token from the CLI, exchanged as TokenSmith's clients do.
+    // A bootstrap token from the CLI, exchanged and refreshed with the CLI
+    // as TokenSmith's clients do.
     let bootstrap = issue_token_with(&setup, &["--bootstrap", "--sub", "svc", "--scope", "read"]);
-    let body: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-            ),
-            ("subject_token", bootstrap.as_str()),
-            (
-                "subject_token_type",
-                "urn:openchami:params:oauth:token-type:bootstrap-token",
-            ),
-        ])
-        .finish();
-    let r = anon
-        .send(
-            anon.raw
-                .post(anon.url("/oauth/token"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body),
+    let url = format!("https://{}", server.api);
+    let grant = |args: &[&str], stdin: &str, env: Option<(&str, &str)>| {
+        use std::io::Write;
+        let mut cmd = openchami();
+        cmd.arg("--config")
+            .arg(setup.config())
+            .args(["--url", url.as_str(), "token"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("run token");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("token output");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
-        .await
-        .ok()
-        .json();
+    };
+    let (ok, stdout, stderr) = grant(&["exchange", "--bootstrap", "-"], &bootstrap, None);
+    assert!(ok, "token exchange: {stderr}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).expect("JSON reply");
     assert_eq!(r["scope"], "read", "{r}");
+    let first = r["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_string();
+    let (ok, _, stderr) = grant(&["exchange", "--bootstrap", "-"], &bootstrap, None);
+    assert!(!ok && stderr.contains("invalid_grant"), "{stderr}");
+    let (ok, stdout, stderr) = grant(
+        &["refresh"],
+        "",
+        Some(("OPENCHAMI_REFRESH_TOKEN", first.as_str())),
+    );
+    assert!(ok, "token refresh: {stderr}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).expect("JSON reply");
+    assert_ne!(r["refresh_token"], first.as_str());
     let access = r["access_token"]
         .as_str()
         .expect("access_token")

@@ -1681,3 +1681,1076 @@ async fn ochami_requests_replayed() {
         json!([])
     );
 }
+
+// ---- WireGuardPeer and Profile (metadata-service only) ----
+
+const KEY1: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+const KEY2: &str = "Z4bcfQ4n7oqj6jAQtcdx0wTzvY4oF48a0H93lkQ8l3M=";
+
+/// A WireGuardPeer as ochami decodes it (`api.WireGuardPeer`): spec and
+/// status members of the types its Go structs declare.
+#[track_caller]
+fn assert_peer(v: &Value, name: &str) -> String {
+    let uid = assert_resource(v, "WireGuardPeer", name);
+    let spec = v["spec"].as_object().expect("spec is an object");
+    assert!(
+        spec["public_key"].is_string() && spec["allowed_ip"].is_string(),
+        "{v}"
+    );
+    for k in spec.keys() {
+        assert!(
+            ["description", "public_key", "allowed_ip"].contains(&k.as_str()),
+            "{k}"
+        );
+    }
+    let st = &v["status"];
+    assert!(st["phase"].is_string() && st["message"].is_string(), "{v}");
+    assert_eq!(st["ready"], false, "no WireGuard device applies it");
+    assert!(st["version"].is_string(), "{v}");
+    uid
+}
+
+/// A request as ochami sends it (see [`ochami`]).
+async fn v2(h: &Harness, method: Method, path: &str, body: Option<&str>) -> Resp {
+    h.api.send(ochami(h, method, path, body)).await
+}
+
+/// A write that must be refused with `status` and change nothing.
+async fn refused_v2(
+    h: &Harness,
+    method: Method,
+    path: &str,
+    body: &str,
+    ct: &str,
+    status: u16,
+) -> Value {
+    let before = h.generation();
+    let r = h
+        .api
+        .send(ochami_typed(h, method.clone(), path, Some(body), ct))
+        .await
+        .status(status)
+        .json();
+    assert!(r["error"].is_string(), "{method} {path} {body}: {r}");
+    assert_eq!(
+        h.generation(),
+        before,
+        "{method} {path} {body} changed the store"
+    );
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ochami_peer_requests_replayed() {
+    let mut h = start(false).await;
+
+    // `metadata peer list` on an empty service.
+    assert_eq!(
+        v2(&h, Method::GET, "/wireguardpeers", None)
+            .await
+            .ok()
+            .json(),
+        json!([])
+    );
+    // `metadata peer add -d '{"name":…,"public_key":…,"allowed_ip":…,"description":…}'`:
+    // the simple API sends metadata.name and the spec.
+    let body = format!(
+        r#"{{"metadata":{{"name":"peer-nid001000","uid":"","createdAt":"{GO_ZERO}","updatedAt":"{GO_ZERO}"}},"spec":{{"description":"Peer for nid001000","public_key":"{KEY1}","allowed_ip":"10.42.1.1/32"}}}}"#
+    );
+    let created = v2(&h, Method::POST, "/wireguardpeers", Some(&body))
+        .await
+        .status(201)
+        .json();
+    let uid = assert_peer(&created, "peer-nid001000");
+    assert!(uid.starts_with("wireguardpeer-"), "{uid}");
+    assert_eq!(
+        created["spec"],
+        json!({"description": "Peer for nid001000", "public_key": KEY1, "allowed_ip": "10.42.1.1/32"})
+    );
+    assert_eq!(created["status"]["version"], "1");
+    // `peer add -e` with labels in metadata and at the top.
+    let body = format!(
+        r#"{{"metadata":{{"name":"peer-nid001001","uid":"","labels":{{"env":"prod"}},"createdAt":"{GO_ZERO}","updatedAt":"{GO_ZERO}"}},"spec":{{"public_key":"{KEY2}","allowed_ip":"10.42.1.2/32"}},"labels":{{"tier":"a"}}}}"#
+    );
+    let second = v2(&h, Method::POST, "/wireguardpeers", Some(&body))
+        .await
+        .status(201)
+        .json();
+    let uid2 = assert_peer(&second, "peer-nid001001");
+    assert_eq!(
+        second["metadata"]["labels"],
+        json!({"env": "prod", "tier": "a"})
+    );
+    assert!(
+        second["spec"].get("description").is_none(),
+        "empty description omitted"
+    );
+
+    // Refused: each a 400 (or 409) that changes nothing.
+    let post =
+        |name: &str, spec: Value| json!({"metadata": {"name": name}, "spec": spec}).to_string();
+    for (body, status, says) in [
+        ("{".to_string(), 400, "invalid JSON"),
+        (
+            post("p", json!({"allowed_ip": "10.42.1.3/32"})),
+            400,
+            "public_key is required",
+        ),
+        (
+            post(
+                "p",
+                json!({"public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}),
+            ),
+            400,
+            "allowed_ip is required",
+        ),
+        (
+            post(
+                "p",
+                json!({"public_key": "c2hvcnQ=", "allowed_ip": "10.42.1.3/32"}),
+            ),
+            400,
+            "base64 of 32 bytes",
+        ),
+        (
+            post(
+                "p",
+                json!({"public_key": KEY1, "allowed_ip": "10.42.1.3/32"}),
+            ),
+            409,
+            "public key",
+        ),
+        (
+            post(
+                "p",
+                json!({"public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "allowed_ip": "10.42.1.3"}),
+            ),
+            400,
+            "valid CIDR",
+        ),
+        (
+            post(
+                "p",
+                json!({"public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "allowed_ip": "10.42.1.3/40"}),
+            ),
+            400,
+            "valid CIDR",
+        ),
+        (
+            post(
+                "bad name",
+                json!({"public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "allowed_ip": "10.42.1.3/32"}),
+            ),
+            400,
+            "metadata.name",
+        ),
+        (
+            post(
+                "peer-nid001000",
+                json!({"public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "allowed_ip": "10.42.1.3/32"}),
+            ),
+            409,
+            "exists",
+        ),
+        (json!({"spec": {}}).to_string(), 400, "metadata and spec"),
+    ] {
+        let r = refused_v2(
+            &h,
+            Method::POST,
+            "/wireguardpeers",
+            &body,
+            "application/json",
+            status,
+        )
+        .await;
+        assert!(r["error"].as_str().unwrap().contains(says), "{body}: {r}");
+    }
+
+    // `peer list`, `peer get <uid>`.
+    let list = v2(&h, Method::GET, "/wireguardpeers", None)
+        .await
+        .ok()
+        .json();
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    assert_eq!(
+        v2(&h, Method::GET, &format!("/wireguardpeers/{uid}"), None)
+            .await
+            .ok()
+            .json(),
+        created
+    );
+    // `peer set <uid>` (simple API: an empty name) replaces the spec.
+    let body = format!(
+        r#"{{"metadata":{{"name":"","uid":"","createdAt":"{GO_ZERO}","updatedAt":"{GO_ZERO}"}},"spec":{{"public_key":"{KEY1}","allowed_ip":"10.42.1.9/32"}}}}"#
+    );
+    let set = v2(
+        &h,
+        Method::PUT,
+        &format!("/wireguardpeers/{uid}"),
+        Some(&body),
+    )
+    .await
+    .ok()
+    .json();
+    assert_peer(&set, "peer-nid001000");
+    assert_eq!(
+        set["spec"],
+        json!({"public_key": KEY1, "allowed_ip": "10.42.1.9/32"}),
+        "PUT replaces the spec"
+    );
+    assert_eq!(
+        set["metadata"]["createdAt"],
+        created["metadata"]["createdAt"]
+    );
+    assert_eq!(set["status"]["version"], "2");
+    // `peer set -e`: labels merged, the spec replaced.
+    let body = format!(
+        r#"{{"metadata":{{"name":"","uid":"","labels":{{"env":"prod"}},"createdAt":"{GO_ZERO}","updatedAt":"{GO_ZERO}"}},"spec":{{"public_key":"{KEY1}","allowed_ip":"10.42.1.9/32"}}}}"#
+    );
+    let set = v2(
+        &h,
+        Method::PUT,
+        &format!("/wireguardpeers/{uid}"),
+        Some(&body),
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(set["metadata"]["labels"], json!({"env": "prod"}));
+    assert_eq!(set["status"]["version"], "3");
+    // `peer patch` with each patch method; refused patches change nothing.
+    let merge = h
+        .api
+        .send(ochami_typed(
+            &h,
+            Method::PATCH,
+            &format!("/wireguardpeers/{uid}"),
+            Some(r#"{"description":"login node"}"#),
+            "application/merge-patch+json",
+        ))
+        .await
+        .ok()
+        .json();
+    assert_eq!(merge["spec"]["description"], "login node");
+    assert_eq!(merge["spec"]["allowed_ip"], "10.42.1.9/32");
+    let jp = h
+        .api
+        .send(ochami_typed(
+            &h,
+            Method::PATCH,
+            &format!("/wireguardpeers/{uid}"),
+            Some(r#"[{"op":"replace","path":"/allowed_ip","value":"10.42.1.10/32"}]"#),
+            "application/json-patch+json",
+        ))
+        .await
+        .ok()
+        .json();
+    assert_eq!(jp["spec"]["allowed_ip"], "10.42.1.10/32");
+    let path = format!("/wireguardpeers/{uid}");
+    for (body, ct, status) in [
+        (
+            r#"{"allowed_ip":"10.42.1.10"}"#,
+            "application/merge-patch+json",
+            400,
+        ),
+        (
+            r#"{"public_key":null}"#,
+            "application/merge-patch+json",
+            400,
+        ),
+        (
+            &format!(r#"{{"public_key":"{KEY2}"}}"#) as &str,
+            "application/merge-patch+json",
+            409,
+        ),
+        (
+            r#"[{"op":"remove","path":"/nothing"}]"#,
+            "application/json-patch+json",
+            422,
+        ),
+    ] {
+        refused_v2(&h, Method::PATCH, &path, body, ct, status).await;
+    }
+    refused_v2(
+        &h,
+        Method::PUT,
+        &path,
+        r#"{"metadata":{"name":"other"},"spec":{}}"#,
+        "application/json",
+        400,
+    )
+    .await;
+    v2(
+        &h,
+        Method::GET,
+        "/wireguardpeers/wireguardpeer-00000000",
+        None,
+    )
+    .await
+    .status(404);
+
+    // No WireGuard device: the node-side tunnel route is not served.
+    let r = h
+        .node
+        .send(
+            h.node
+                .request(Method::POST, "/metadata-service/wg-init")
+                .body(format!(r#"{{"public_key":"{KEY1}"}}"#)),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+
+    // Survives a restart.
+    let before = v2(&h, Method::GET, "/wireguardpeers", None)
+        .await
+        .ok()
+        .json();
+    h.restart().await;
+    assert_eq!(
+        v2(&h, Method::GET, "/wireguardpeers", None)
+            .await
+            .ok()
+            .json(),
+        before
+    );
+
+    // `peer delete <uid>…`.
+    for u in [&uid, &uid2] {
+        let r = v2(&h, Method::DELETE, &format!("/wireguardpeers/{u}"), None)
+            .await
+            .ok()
+            .json();
+        assert_eq!(
+            r,
+            json!({"message": "WireGuardPeer deleted successfully", "uid": u})
+        );
+        v2(&h, Method::GET, &format!("/wireguardpeers/{u}"), None)
+            .await
+            .status(404);
+    }
+    v2(&h, Method::DELETE, &format!("/wireguardpeers/{uid}"), None)
+        .await
+        .status(404);
+    assert_eq!(
+        v2(&h, Method::GET, "/wireguardpeers", None)
+            .await
+            .ok()
+            .json(),
+        json!([])
+    );
+}
+
+const PROFILE_GROUP_TMPL: &str = "#cloud-config\nntp: {{ ntp }}\nlevel: {{ level }}\n";
+
+/// A node route as the node at `ip` (through the trusted proxy).
+async fn node(h: &Harness, path: &str, ip: &str) -> Resp {
+    get_with_xff(&h.anon, path, ip).await
+}
+
+/// A v0.2 request body `{"metadata":{"name"},"spec"}`.
+fn envelope(name: &str, spec: Value) -> String {
+    json!({"metadata": {"name": name}, "spec": spec}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_change_a_nodes_group_until_they_expire() {
+    let mut h = start(true).await;
+    inventory(&h, "172.16.0.1").await;
+    v2(&h, Method::POST, "/groups", Some(&envelope("compute", json!({"template": PROFILE_GROUP_TMPL, "metaData": {"ntp": "172.16.0.254", "level": "info"}}))))
+        .await
+        .status(201);
+    let plain = "#cloud-config\nntp: 172.16.0.254\nlevel: info\n";
+    assert_eq!(
+        node(&h, "/metadata-service/compute.yaml", "172.16.0.1")
+            .await
+            .ok()
+            .text(),
+        plain
+    );
+
+    // A profile that never expires, a child of it that expires in 2999, and
+    // one that expired in 2000 (written so: no sleeps).
+    let base = v2(&h, Method::POST, "/profiles", Some(&envelope("verbose", json!({
+        "groupRef": "compute",
+        "template": b64("#cloud-config\nntp: {{ ntp }}\nlevel: {{ level }}\ndebug: {{ debug }}\n"),
+        "templateEncoding": "base64",
+        "metaData": {"level": "verbose", "debug": "yes"},
+    })))).await.status(201).json();
+    assert_resource(&base, "Profile", "verbose");
+    assert_eq!(
+        base["spec"]["template"],
+        "#cloud-config\nntp: {{ ntp }}\nlevel: {{ level }}\ndebug: {{ debug }}\n",
+        "stored decoded"
+    );
+    assert!(base["spec"].get("templateEncoding").is_none(), "{base}");
+    assert_eq!(base["status"], json!({"expired": false}));
+    let debug = v2(
+        &h,
+        Method::POST,
+        "/profiles",
+        Some(&envelope(
+            "debug",
+            json!({
+                "groupRef": "compute", "parentProfile": "verbose", "metaData": {"level": "debug"},
+                "expires_at": "2999-01-01T00:00:00Z",
+            }),
+        )),
+    )
+    .await
+    .status(201)
+    .json();
+    assert_eq!(
+        debug["status"],
+        json!({"expired": false, "expires_at": "2999-01-01T00:00:00Z"})
+    );
+    let old = v2(&h, Method::POST, "/profiles", Some(&envelope("old", json!({
+        "groupRef": "compute", "metaData": {"level": "old"}, "expires_at": "2000-01-01T01:00:00+01:00",
+    })))).await.status(201).json();
+    assert_eq!(
+        old["status"],
+        json!({"expired": true, "expired_at": "2000-01-01T00:00:00Z", "expires_at": "2000-01-01T00:00:00Z"})
+    );
+    let old_uid = old["metadata"]["uid"].as_str().unwrap().to_string();
+
+    // A node follows its InstanceInfo's default_profile; another node does not.
+    let body = format!(
+        r#"{{"metadata":{{"name":"{N0}"}},"spec":{{"instance_id":"x","default_profile":"debug"}}}}"#
+    );
+    let info = v2(&h, Method::POST, "/instanceinfos", Some(&body))
+        .await
+        .status(201)
+        .json();
+    let info_uid = info["metadata"]["uid"].as_str().unwrap().to_string();
+    let debugged = "#cloud-config\nntp: 172.16.0.254\nlevel: debug\ndebug: yes\n";
+    assert_eq!(
+        node(&h, "/metadata-service/compute.yaml", "172.16.0.1")
+            .await
+            .ok()
+            .text(),
+        debugged
+    );
+    assert_eq!(
+        node(&h, "/metadata-service/compute.yaml", "172.16.0.2")
+            .await
+            .ok()
+            .text(),
+        plain
+    );
+    let md: Value = serde_yaml_ng::from_str(
+        &node(&h, "/metadata-service/meta-data", "172.16.0.1")
+            .await
+            .ok()
+            .text(),
+    )
+    .unwrap();
+    let vd = &md["instance_data"]["v1"]["vendor_data"]["groups"]["compute"];
+    assert_eq!(
+        (&vd["level"], &vd["debug"]),
+        (&json!("debug"), &json!("yes")),
+        "{md:?}"
+    );
+    // The legacy view is the group's own file.
+    assert_eq!(
+        node(&h, "/cloud-init/compute.yaml", "172.16.0.1")
+            .await
+            .ok()
+            .text(),
+        PROFILE_GROUP_TMPL
+    );
+
+    // Pointed at the expired profile: the group's plain template again.
+    let path = format!("/instanceinfos/{info_uid}");
+    h.api
+        .send(ochami_typed(
+            &h,
+            Method::PATCH,
+            &path,
+            Some(r#"{"default_profile":"old"}"#),
+            "application/merge-patch+json",
+        ))
+        .await
+        .ok();
+    assert_eq!(
+        node(&h, "/metadata-service/compute.yaml", "172.16.0.1")
+            .await
+            .ok()
+            .text(),
+        plain
+    );
+    // Moved into the future, it applies; a TTL counts from the write.
+    let p = h
+        .api
+        .send(ochami_typed(
+            &h,
+            Method::PATCH,
+            &format!("/profiles/{old_uid}"),
+            Some(r#"{"expires_at":null,"ttl_seconds":3600}"#),
+            "application/merge-patch+json",
+        ))
+        .await
+        .ok()
+        .json();
+    assert_eq!(p["status"]["expired"], false, "{p}");
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert_eq!(
+        at(&p["status"]["expires_at"]) - at(&p["metadata"]["updatedAt"]),
+        chrono::Duration::seconds(3600)
+    );
+    assert_eq!(
+        node(&h, "/metadata-service/compute.yaml", "172.16.0.1")
+            .await
+            .ok()
+            .text(),
+        "#cloud-config\nntp: 172.16.0.254\nlevel: old\n"
+    );
+    // Expired again by a JSON Patch: back to plain without anything else.
+    let jp = r#"[{"op":"remove","path":"/ttl_seconds"},{"op":"add","path":"/expires_at","value":"2001-01-01T00:00:00Z"}]"#;
+    let p = h
+        .api
+        .send(ochami_typed(
+            &h,
+            Method::PATCH,
+            &format!("/profiles/{old_uid}"),
+            Some(jp),
+            "application/json-patch+json",
+        ))
+        .await
+        .ok()
+        .json();
+    assert_eq!(p["status"]["expired"], true);
+    assert_eq!(
+        node(&h, "/metadata-service/compute.yaml", "172.16.0.1")
+            .await
+            .ok()
+            .text(),
+        plain
+    );
+
+    // Refused: 400 (409 for names and references), nothing changed.
+    for (body, status, says) in [
+        (envelope("p", json!({})), 400, "groupRef is required"),
+        (
+            envelope("p", json!({"groupRef": "gpu"})),
+            400,
+            "names no Group",
+        ),
+        (
+            envelope("p", json!({"groupRef": "compute", "parentProfile": "nope"})),
+            400,
+            "names no Profile",
+        ),
+        (
+            envelope("p", json!({"groupRef": "compute", "expires_at": "soon"})),
+            400,
+            "invalid expires_at",
+        ),
+        (
+            envelope("p", json!({"groupRef": "compute", "ttl_seconds": -5})),
+            400,
+            "ttl_seconds",
+        ),
+        (
+            envelope("p", json!({"groupRef": "compute", "metaData": {"n": 1}})),
+            400,
+            "must be a string",
+        ),
+        (
+            envelope(
+                "p",
+                json!({"groupRef": "compute", "template": "#cloud-config\n{% for %}\n"}),
+            ),
+            400,
+            "template render error",
+        ),
+        (
+            envelope(
+                "p",
+                json!({"groupRef": "compute", "template": "#cloud-config\na: [{{ ntp }}\n"}),
+            ),
+            400,
+            "YAML invalid",
+        ),
+        (
+            envelope(
+                "p",
+                json!({"groupRef": "compute", "template": "x", "templateEncoding": "gzip"}),
+            ),
+            400,
+            "plain or base64",
+        ),
+        (
+            envelope(
+                "p",
+                json!({"groupRef": "compute", "template": "%%%", "templateEncoding": "base64"}),
+            ),
+            400,
+            "base64",
+        ),
+        (
+            envelope("debug", json!({"groupRef": "compute"})),
+            409,
+            "exists",
+        ),
+    ] {
+        let r = refused_v2(
+            &h,
+            Method::POST,
+            "/profiles",
+            &body,
+            "application/json",
+            status,
+        )
+        .await;
+        assert!(r["error"].as_str().unwrap().contains(says), "{body}: {r}");
+    }
+    let verbose_uid = base["metadata"]["uid"].as_str().unwrap().to_string();
+    refused_v2(
+        &h,
+        Method::PATCH,
+        &format!("/profiles/{verbose_uid}"),
+        r#"{"parentProfile":"debug"}"#,
+        "application/merge-patch+json",
+        400,
+    )
+    .await;
+    refused_v2(
+        &h,
+        Method::DELETE,
+        &format!("/profiles/{verbose_uid}"),
+        "",
+        "application/json",
+        409,
+    )
+    .await;
+    refused_v2(
+        &h,
+        Method::DELETE,
+        &format!(
+            "/groups/{}",
+            openchami::metadata::v2::uid(openchami::metadata::v2::Kind::Group, "compute")
+        ),
+        "",
+        "application/json",
+        409,
+    )
+    .await;
+    let before = h.generation();
+    h.api
+        .delete("/cloud-init/admin/groups/compute")
+        .await
+        .problem(409);
+    assert_eq!(h.generation(), before);
+
+    // Everything survives a restart; the node still gets its profile.
+    h.api
+        .send(ochami_typed(
+            &h,
+            Method::PATCH,
+            &path,
+            Some(r#"{"default_profile":"debug"}"#),
+            "application/merge-patch+json",
+        ))
+        .await
+        .ok();
+    let before = v2(&h, Method::GET, "/profiles", None).await.ok().json();
+    assert_eq!(before.as_array().map(Vec::len), Some(3));
+    h.restart().await;
+    assert_eq!(
+        v2(&h, Method::GET, "/profiles", None).await.ok().json(),
+        before
+    );
+    assert_eq!(
+        node(&h, "/metadata-service/compute.yaml", "172.16.0.1")
+            .await
+            .ok()
+            .text(),
+        debugged
+    );
+
+    // Deleting the child, then the parent; the node is back on the group.
+    for name in ["debug", "verbose", "old"] {
+        let u = openchami::metadata::v2::uid(openchami::metadata::v2::Kind::Profile, name);
+        let r = v2(&h, Method::DELETE, &format!("/profiles/{name}"), None)
+            .await
+            .ok()
+            .json();
+        assert_eq!(
+            r,
+            json!({"message": "Profile deleted successfully", "uid": u})
+        );
+    }
+    assert_eq!(
+        node(&h, "/metadata-service/compute.yaml", "172.16.0.1")
+            .await
+            .ok()
+            .text(),
+        plain
+    );
+    v2(&h, Method::DELETE, "/groups/compute", None).await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_manages_peers_and_profiles() {
+    let h = start(false).await;
+    inventory(&h, "127.0.0.1").await;
+    let cli = Cli::new(&h);
+    let dir = h.state_dir();
+    let uid = |k, n| openchami::metadata::v2::uid(k, n);
+    use openchami::metadata::v2::Kind;
+
+    // Peers: flags, a document on standard input, a table, the resource.
+    let out = cli
+        .ok(&[
+            "metadata",
+            "peer",
+            "add",
+            "peer-nid001000",
+            "--public-key",
+            KEY1,
+            "--allowed-ip",
+            "10.42.1.1/32",
+            "--description",
+            "compute peer",
+        ])
+        .await;
+    assert_eq!(
+        out,
+        format!(
+            "created WireGuardPeer peer-nid001000 ({})\n",
+            uid(Kind::WireGuardPeer, "peer-nid001000")
+        )
+    );
+    cli.ok_with_stdin(
+        &["metadata", "peer", "add", "peer-nid001001", "-f", "-"],
+        &format!("name: peer-nid001001\npublic_key: {KEY2}\nallowed_ip: 10.42.1.2/32\n"),
+    )
+    .await;
+    golden(
+        "peer-list.txt",
+        &cli.ok(&["metadata", "peer", "list"]).await,
+    );
+    let v: Value = serde_json::from_str(
+        &cli.ok(&["metadata", "peer", "show", "peer-nid001000", "-o", "json"])
+            .await,
+    )
+    .unwrap();
+    assert_peer(&v, "peer-nid001000");
+    cli.ok(&[
+        "metadata",
+        "peer",
+        "set",
+        "peer-nid001000",
+        "--allowed-ip",
+        "10.42.1.9/32",
+    ])
+    .await;
+    let v: Value = serde_yaml_ng::from_str(
+        &cli.ok(&[
+            "metadata",
+            "peer",
+            "show",
+            &uid(Kind::WireGuardPeer, "peer-nid001000"),
+            "-o",
+            "yaml",
+        ])
+        .await,
+    )
+    .unwrap();
+    assert_eq!(v["spec"]["allowed_ip"], "10.42.1.9/32");
+    assert_eq!(
+        v["spec"]["description"], "compute peer",
+        "set changes only what is given"
+    );
+    let list: Value =
+        serde_json::from_str(&cli.ok(&["metadata", "peer", "list", "-o", "json"]).await).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(2));
+    for (args, says) in [
+        (
+            vec![
+                "metadata",
+                "peer",
+                "add",
+                "p",
+                "--public-key",
+                "c2hvcnQ=",
+                "--allowed-ip",
+                "10.0.0.1/32",
+            ],
+            "base64 of 32 bytes",
+        ),
+        (
+            vec![
+                "metadata",
+                "peer",
+                "add",
+                "p",
+                "--public-key",
+                KEY1,
+                "--allowed-ip",
+                "10.0.0.1",
+            ],
+            "valid CIDR",
+        ),
+        (
+            vec!["metadata", "peer", "set", "peer-nid001000"],
+            "nothing to change",
+        ),
+        (vec!["metadata", "peer", "show", "nope"], "404"),
+    ] {
+        let e = cli.fails(&args).await;
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
+
+    // Profiles of a group: a template sent base64, meta-data, expiries.
+    h.api
+        .post("/metadata-service/groups", &json!({"metadata": {"name": "compute"}, "spec": {"template": PROFILE_GROUP_TMPL, "metaData": {"ntp": "172.16.0.254", "level": "info"}}}))
+        .await
+        .status(201);
+    let tmpl = dir.join("debug.yaml");
+    std::fs::write(&tmpl, "#cloud-config\nlevel: {{ level }}\n").unwrap();
+    cli.ok(&[
+        "metadata",
+        "profile",
+        "add",
+        "debug",
+        "--group",
+        "compute",
+        "--template",
+        tmpl.to_str().unwrap(),
+        "--encoding",
+        "base64",
+        "--meta",
+        "level=debug",
+        "--expires-at",
+        "2999-01-01T00:00:00Z",
+    ])
+    .await;
+    cli.ok(&[
+        "metadata",
+        "profile",
+        "add",
+        "gone",
+        "--group",
+        "compute",
+        "--parent",
+        "debug",
+        "--meta",
+        "level=gone",
+        "--expires-at",
+        "2000-01-01T00:00:00Z",
+    ])
+    .await;
+    golden(
+        "profile-list.txt",
+        &cli.ok(&["metadata", "profile", "list"]).await,
+    );
+    let v: Value = serde_yaml_ng::from_str(
+        &cli.ok(&["metadata", "profile", "show", "debug", "-o", "yaml"])
+            .await,
+    )
+    .unwrap();
+    assert_resource(&v, "Profile", "debug");
+    assert_eq!(v["spec"]["template"], "#cloud-config\nlevel: {{ level }}\n");
+    assert_eq!(v["spec"]["metaData"], json!({"level": "debug"}));
+    cli.ok(&[
+        "metadata",
+        "profile",
+        "set",
+        "gone",
+        "--no-expiry",
+        "--unset-meta",
+        "level",
+    ])
+    .await;
+    let v: Value = serde_json::from_str(
+        &cli.ok(&["metadata", "profile", "show", "gone", "-o", "json"])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(v["status"], json!({"expired": false}), "{v}");
+    assert!(v["spec"].get("metaData").is_none(), "{v}");
+    cli.ok(&["metadata", "profile", "set", "gone", "--ttl", "1h"])
+        .await;
+    let v: Value = serde_json::from_str(
+        &cli.ok(&["metadata", "profile", "show", "gone", "-o", "json"])
+            .await,
+    )
+    .unwrap();
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert_eq!(
+        at(&v["status"]["expires_at"]) - at(&v["metadata"]["updatedAt"]),
+        chrono::Duration::seconds(3600)
+    );
+    for (args, says) in [
+        (
+            vec!["metadata", "profile", "add", "x", "--group", "nope"],
+            "names no Group",
+        ),
+        (
+            vec![
+                "metadata",
+                "profile",
+                "add",
+                "x",
+                "--group",
+                "compute",
+                "--expires-at",
+                "tomorrow",
+            ],
+            "RFC 3339",
+        ),
+        (
+            vec![
+                "metadata", "profile", "add", "x", "--group", "compute", "--meta", "novalue",
+            ],
+            "KEY=VALUE",
+        ),
+        (
+            vec![
+                "metadata", "profile", "add", "x", "--group", "compute", "--ttl", "soon",
+            ],
+            "invalid duration",
+        ),
+        (vec!["metadata", "profile", "delete", "debug"], "409"),
+    ] {
+        let e = cli.fails(&args).await;
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
+
+    // The v0.2 forms of the other kinds.
+    assert_eq!(
+        cli.ok(&["metadata", "defaults", "list", "-o", "json"])
+            .await,
+        "[]\n"
+    );
+    let e = cli
+        .fails_with_stdin(
+            &["metadata", "defaults", "add", "-f", "-"],
+            "cluster_name: demo\n",
+        )
+        .await;
+    assert!(e.contains("base_url"), "{e}");
+    let out = cli
+        .ok_with_stdin(
+            &["metadata", "defaults", "add", "-f", "-"],
+            "name: demo\nbase_url: http://172.16.0.254:27778/metadata-service\ncluster_name: demo\nshort_name: de\n",
+        )
+        .await;
+    assert_eq!(
+        out,
+        format!(
+            "created ClusterDefaults demo ({})\n",
+            uid(Kind::ClusterDefaults, "demo")
+        )
+    );
+    assert!(
+        cli.ok(&["metadata", "defaults", "list"])
+            .await
+            .contains("demo")
+    );
+
+    // A node follows a profile: set on top of its legacy overrides, which stay.
+    let legacy = dir.join("n0.yaml");
+    std::fs::write(&legacy, "local-hostname: login01\n").unwrap();
+    cli.ok(&[
+        "metadata",
+        "instance",
+        "set",
+        N0,
+        "-f",
+        legacy.to_str().unwrap(),
+    ])
+    .await;
+    cli.ok(&["metadata", "instance", "set", N0, "--profile", "debug"])
+        .await;
+    let table = cli.ok(&["metadata", "instance", "list"]).await;
+    assert!(
+        table.contains(N0) && table.contains("debug") && table.contains("login01"),
+        "{table}"
+    );
+    assert_eq!(
+        h.node
+            .get("/metadata-service/compute.yaml")
+            .await
+            .ok()
+            .text(),
+        "#cloud-config\nlevel: debug\n"
+    );
+    cli.ok(&["metadata", "instance", "set", N0, "--no-profile"])
+        .await;
+    assert_eq!(
+        h.node
+            .get("/metadata-service/compute.yaml")
+            .await
+            .ok()
+            .text(),
+        "#cloud-config\nntp: 172.16.0.254\nlevel: info\n"
+    );
+    cli.ok(&["metadata", "instance", "set", N0, "--profile", "debug"])
+        .await;
+    // Overrides only the legacy API has stay through a v0.2 write.
+    std::fs::write(&legacy, "region: r9\n").unwrap();
+    cli.ok(&[
+        "metadata",
+        "instance",
+        "set",
+        N1,
+        "-f",
+        legacy.to_str().unwrap(),
+    ])
+    .await;
+    cli.ok(&["metadata", "instance", "set", N1, "--local-hostname", "n1"])
+        .await;
+    let n1 = h
+        .api
+        .get_json(&format!("/cloud-init/admin/instance-info/{N1}"))
+        .await;
+    assert_eq!(
+        (&n1["region"], &n1["local-hostname"]),
+        (&json!("r9"), &json!("n1")),
+        "{n1}"
+    );
+    for (args, says) in [
+        (vec!["metadata", "instance", "set", N1], "give -f FILE"),
+        (
+            vec!["metadata", "instance", "set", N1, "--profile", "dbug"],
+            "no profile dbug",
+        ),
+    ] {
+        let e = cli.fails(&args).await;
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
+    let groups: Value =
+        serde_json::from_str(&cli.ok(&["metadata", "group", "list", "-o", "json"]).await).unwrap();
+    assert_resource(&groups[0], "Group", "compute");
+    assert_eq!(
+        cli.ok(&["metadata", "instance", "delete", N0]).await,
+        format!("deleted {}\n", uid(Kind::InstanceInfo, N0))
+    );
+
+    assert_eq!(
+        cli.ok(&["metadata", "profile", "delete", "gone", "debug"])
+            .await,
+        format!(
+            "deleted {}\ndeleted {}\n",
+            uid(Kind::Profile, "gone"),
+            uid(Kind::Profile, "debug")
+        )
+    );
+    cli.ok(&[
+        "metadata",
+        "peer",
+        "delete",
+        "peer-nid001000",
+        "peer-nid001001",
+    ])
+    .await;
+    assert_eq!(
+        cli.ok(&["metadata", "peer", "list", "-o", "json"]).await,
+        "[]\n"
+    );
+    assert_eq!(
+        cli.ok(&["metadata", "defaults", "delete"]).await,
+        format!("deleted {}\n", uid(Kind::ClusterDefaults, "demo"))
+    );
+}

@@ -765,6 +765,47 @@ mod tests {
         );
     }
 
+    /// `aud` and `scope` in both forms verifiers meet: TokenSmith's arrays
+    /// and RFC 7519/8693's strings; written back as arrays.
+    #[test]
+    fn scope_and_audience_forms() {
+        use serde_json::json;
+        let (_d, k) = keys();
+        let (h, base) = claims_json(k.current_kid());
+        // (aud, scope, accepted scopes or None when malformed)
+        let cases: Vec<(serde_json::Value, serde_json::Value, Option<Vec<&str>>)> = vec![
+            (json!(AUD), json!("read write"), Some(vec!["read", "write"])),
+            (
+                json!([AUD]),
+                json!(["read", "write"]),
+                Some(vec!["read", "write"]),
+            ),
+            (json!([AUD, "smd"]), json!("  read  "), Some(vec!["read"])),
+            (json!(AUD), json!(""), Some(vec![])),
+            (json!(AUD), json!([]), Some(vec![])),
+            (json!(AUD), serde_json::Value::Null, Some(vec![])),
+            (json!(AUD), json!(5), None),
+            (json!(AUD), json!([1, 2]), None),
+            (json!(AUD), json!({"read": true}), None),
+        ];
+        for (i, (aud, scope, want)) in cases.into_iter().enumerate() {
+            let mut c = base.clone();
+            c["aud"] = aud;
+            c["scope"] = scope;
+            let got = k.verify(&sign_raw(&k, &h, &c), ISS, AUD, NOW);
+            match want {
+                Some(w) => {
+                    let claims = got.unwrap_or_else(|e| panic!("case {i}: {e}"));
+                    assert_eq!(claims.scope, w, "case {i}");
+                    let v = serde_json::to_value(&claims).unwrap();
+                    assert!(v["aud"].is_array(), "case {i}");
+                    assert!(v.get("scope").is_none_or(|s| s.is_array()), "case {i}");
+                }
+                None => assert_eq!(got, Err(TokenError::Malformed), "case {i}"),
+            }
+        }
+    }
+
     #[test]
     fn other_algorithms_are_rejected() {
         let (_d, k) = keys();

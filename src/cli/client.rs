@@ -124,6 +124,31 @@ impl Client {
         Ok((status, v))
     }
 
+    /// POSTs a form without the bearer token (the token endpoint is
+    /// anonymous); the status with the JSON body, whatever it is.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        form: &[(&str, String)],
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+            .finish();
+        let resp = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading the response")?;
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok((status, v))
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.send(Method::GET, path, None).await
     }

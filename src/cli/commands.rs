@@ -52,9 +52,9 @@ pub async fn dispatch(client: &Client, format: Format, command: Command) -> anyh
         Command::Dns(cmd) => super::dns::run(client, format, cmd).await,
         Command::Discover(cmd) => super::discover::run(client, format, cmd).await,
         Command::Power(cmd) => super::power::run(client, format, cmd).await,
+        Command::Token(cmd) => token_grant(client, cmd).await,
         Command::Serve(_)
         | Command::SimBmc(_)
-        | Command::Token(_)
         | Command::Ca(_)
         | Command::Completions { .. }
         | Command::Lab(_)
@@ -120,6 +120,52 @@ fn token_issue(
     let token = keys.sign(&claims)?;
     println!("{token}");
     Ok(())
+}
+
+/// A token argument, or standard input for `-`.
+fn token_arg(arg: &str) -> anyhow::Result<String> {
+    let t = if arg == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the token from standard input")?;
+        s
+    } else {
+        arg.to_string()
+    };
+    let t = t.trim();
+    if t.is_empty() {
+        bail!("the token is empty");
+    }
+    Ok(t.to_string())
+}
+
+/// `token exchange` and `token refresh`: one form POST to /oauth/token,
+/// the JSON reply printed as it came.
+async fn token_grant(client: &Client, cmd: TokenCmd) -> anyhow::Result<String> {
+    use crate::http::oauth::{BOOTSTRAP_TYPE, REFRESH, TOKEN_EXCHANGE};
+    let form: Vec<(&str, String)> = match cmd {
+        TokenCmd::Exchange { bootstrap } => vec![
+            ("grant_type", TOKEN_EXCHANGE.to_string()),
+            ("subject_token", token_arg(&bootstrap)?),
+            ("subject_token_type", BOOTSTRAP_TYPE.to_string()),
+        ],
+        TokenCmd::Refresh { refresh_token } => vec![
+            ("grant_type", REFRESH.to_string()),
+            ("refresh_token", token_arg(&refresh_token)?),
+        ],
+        TokenCmd::Issue { .. } => bail!("token issue needs no appliance"),
+    };
+    let (status, v) = client.post_form("/oauth/token", &form).await?;
+    if !status.is_success() {
+        let error = v.get("error").and_then(Value::as_str).unwrap_or("error");
+        let why = v
+            .get("error_description")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        bail!("POST /oauth/token: {} {error}: {why}", status.as_u16());
+    }
+    Ok(format!("{}\n", serde_json::to_string_pretty(&v)?))
 }
 
 fn ca(config: &Config, cmd: CaCmd) -> anyhow::Result<()> {

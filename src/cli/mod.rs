@@ -114,7 +114,7 @@ pub enum Command {
     /// Boot parameters and boot scripts
     #[command(subcommand)]
     Boot(boot::BootCmd),
-    /// cloud-init metadata: defaults, groups, instance info, previews
+    /// cloud-init metadata: defaults, groups, instance info, WireGuard peers, profiles, previews
     #[command(subcommand)]
     Metadata(metadata::MetadataCmd),
     /// DHCP leases
@@ -180,6 +180,24 @@ pub enum TokenCmd {
         /// A one-time bootstrap token, only good for exchange at POST /oauth/token
         #[arg(long)]
         bootstrap: bool,
+    },
+    /// Exchange a one-time bootstrap token at the appliance's POST /oauth/token; prints the JSON reply
+    /// (access_token, refresh_token, expires_in, ...)
+    Exchange {
+        /// The bootstrap token; `-` reads it from standard input
+        #[arg(long, env = "TOKENSMITH_BOOTSTRAP_TOKEN", hide_env_values = true)]
+        bootstrap: String,
+    },
+    /// Trade a refresh token for a new access token and refresh token (the one given is then used up);
+    /// prints the JSON reply
+    Refresh {
+        /// The refresh token; `-` reads it from standard input
+        #[arg(
+            long = "refresh-token",
+            env = "OPENCHAMI_REFRESH_TOKEN",
+            hide_env_values = true
+        )]
+        refresh_token: String,
     },
 }
 

@@ -1,6 +1,6 @@
-//! Who may call the API: the appliance's own tokens, tokens of issuers the
-//! site trusts (its identity provider, by JWKS), and TokenSmith's RFC 8693
-//! exchange of one-time bootstrap tokens for access tokens (`/oauth/token`).
+//! Who may call the API: the appliance's own tokens (among them those
+//! `/oauth/token` hands out, see `oauth`) and tokens of issuers the site
+//! trusts (its identity provider, by JWKS).
 //!
 //! `ca::token` checks signatures and claims and fetches nothing; the JWKS
 //! of a trusted issuer is read or downloaded here and handed to it, and
@@ -8,65 +8,18 @@
 //! issuer), at most once every [`REFRESH_MIN`] per issuer so a flood of
 //! made-up `kid`s cannot turn into a flood of fetches.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use axum::extract::State;
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use serde_json::json;
 
 use super::AppState;
-use super::problem::{ApiError, PROBLEM_JSON};
-use super::routes::{Access, Listeners, Route, route};
+use super::problem::ApiError;
 use crate::ca::token::{self, Claims, ExternalKeys, TokenError};
 use crate::config::TrustedIssuer;
 
-const S: &str = "tokens";
-
 /// Least time between two JWKS reads of one issuer.
 pub const REFRESH_MIN: Duration = Duration::from_secs(30);
-
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const BOOTSTRAP_TYPE: &str = "urn:openchami:params:oauth:token-type:bootstrap-token";
-const ACCESS_TYPE: &str = "urn:ietf:params:oauth:token-type:access-token";
-
-pub fn routes() -> Vec<Route> {
-    use Access::*;
-    use Listeners::*;
-    vec![
-        route(
-            Method::POST,
-            "/oauth/token",
-            S,
-            Anonymous,
-            Api,
-            "RFC 8693 exchange of a bootstrap token for an access token",
-            token_endpoint,
-        ),
-        route(
-            Method::POST,
-            "/token",
-            S,
-            Anonymous,
-            Api,
-            "Alias of /oauth/token (TokenSmith)",
-            token_endpoint,
-        ),
-        route(
-            Method::POST,
-            "/tokensmith/oauth/token",
-            S,
-            Anonymous,
-            Api,
-            "/oauth/token under TokenSmith's prefix",
-            token_endpoint,
-        ),
-    ]
-}
 
 struct Issuer {
     cfg: TrustedIssuer,
@@ -78,8 +31,8 @@ struct Issuer {
 #[derive(Default)]
 pub struct Trusted {
     issuers: Vec<Issuer>,
-    /// `jti`s of bootstrap tokens already exchanged, with their expiry.
-    used_bootstrap: Mutex<HashMap<String, i64>>,
+    /// Failed `/oauth/token` grants per caller address.
+    pub failures: super::oauth::Failures,
 }
 
 impl Trusted {
@@ -95,7 +48,7 @@ impl Trusted {
                     last_read: Mutex::new(None),
                 })
                 .collect(),
-            used_bootstrap: Mutex::new(HashMap::new()),
+            failures: Default::default(),
         };
         for i in &t.issuers {
             read_into(i).await;
@@ -253,126 +206,4 @@ pub fn may_write(c: &Caller) -> bool {
             let s = s.rsplit(':').next().unwrap_or(s);
             matches!(s, "write" | "admin")
         })
-}
-
-/// An OAuth error (RFC 6749 §5.2) that is also a problem document.
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let body = json!({
-        "error": error,
-        "error_description": description,
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": description,
-    });
-    tracing::debug!(error, description, "token request refused");
-    let mut r = (status, body.to_string()).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-    r
-}
-
-/// `POST /oauth/token`: a bootstrap token (one-time, signed by the
-/// appliance, `token_use: bootstrap`) for an access token carrying its
-/// subject, roles and scopes.
-async fn token_endpoint(State(st): State<AppState>, body: Bytes) -> Response {
-    let mut form: HashMap<String, String> = HashMap::new();
-    for (k, v) in form_urlencoded::parse(&body) {
-        form.insert(k.into_owned(), v.into_owned());
-    }
-    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
-    let bad = |e: &str, d: &str| oauth_error(StatusCode::BAD_REQUEST, e, d);
-    match get("grant_type") {
-        TOKEN_EXCHANGE => {}
-        "" => return bad("invalid_request", "grant_type is required"),
-        other => {
-            return bad(
-                "unsupported_grant_type",
-                &format!("grant_type {other} is not supported; use {TOKEN_EXCHANGE}"),
-            );
-        }
-    }
-    if get("subject_token_type") != BOOTSTRAP_TYPE {
-        return bad(
-            "invalid_request",
-            &format!("subject_token_type must be {BOOTSTRAP_TYPE}"),
-        );
-    }
-    let subject = get("subject_token");
-    if subject.is_empty() {
-        return bad("invalid_request", "subject_token is required");
-    }
-    let now = chrono::Utc::now().timestamp();
-    let claims = match st
-        .tokens
-        .verify(subject, &st.issuer, &st.config.auth.audience, now)
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return bad(
-                "invalid_grant",
-                &format!("the bootstrap token is not valid: {e}"),
-            );
-        }
-    };
-    let jti = match (&claims.token_use, &claims.jti) {
-        (Some(u), Some(j)) if u == "bootstrap" && !j.is_empty() => j.clone(),
-        _ => {
-            return bad(
-                "invalid_grant",
-                "the subject token is not a bootstrap token",
-            );
-        }
-    };
-    {
-        let Ok(mut used) = st.trusted.used_bootstrap.lock() else {
-            return oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "internal error",
-            );
-        };
-        used.retain(|_, exp| *exp + 60 > now);
-        if used.contains_key(&jti) {
-            return bad("invalid_grant", "the bootstrap token was already used");
-        }
-        used.insert(jti, claims.exp);
-    }
-    let ttl = i64::try_from(st.config.auth.exchange_ttl_secs).unwrap_or(3600);
-    let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let access = Claims {
-        sub: claims.sub.clone(),
-        iss: st.issuer.clone(),
-        aud: claims.aud.clone(),
-        exp: now.saturating_add(ttl),
-        iat: now,
-        nbf: Some(now),
-        roles: claims.roles.clone(),
-        scope: claims.scope.clone(),
-        jti: Some(format!("st-{nanos}")),
-        token_use: None,
-    };
-    let token = match st.tokens.sign(&access) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot sign an access token");
-            return oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "cannot sign the token",
-            );
-        }
-    };
-    tracing::info!(sub = access.sub, "bootstrap token exchanged");
-    let mut r = axum::Json(json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": ttl,
-        "scope": access.scope.join(" "),
-        "issued_token_type": ACCESS_TYPE,
-    }))
-    .into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
 }

@@ -2,6 +2,7 @@
 //! token-protected admin routes (defaults, groups, instance info,
 //! impersonation, phone-home records).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use super::problem::ApiError;
 use super::routes::{Access, Listeners, Route, route};
 use super::server::{Local, Peer};
 use crate::boot::steps::{self, Step};
-use crate::inventory::model::{ClusterDefaults, InstanceInfo, PhoneHome};
+use crate::inventory::model::{CloudInitGroup, ClusterDefaults, InstanceInfo, PhoneHome};
 use crate::inventory::{Snapshot, groups::parse_label};
 use crate::metadata::document::{self, Settings};
 use crate::metadata::identify;
@@ -348,12 +349,13 @@ pub(super) fn meta_data_doc(
     snap: &Snapshot,
     node: &str,
     node_base: &str,
+    overrides: Option<&BTreeMap<String, CloudInitGroup>>,
 ) -> Result<Bytes, ApiError> {
     let c = snap
         .components
         .get(node)
         .ok_or_else(|| ApiError::not_found(format!("no node {node}")))?;
-    let facts = document::gather(snap, c, settings(st, node_base));
+    let facts = document::gather_with(snap, c, settings(st, node_base), overrides);
     Ok(Bytes::from(document::meta_data(&facts)))
 }
 
@@ -413,7 +415,7 @@ async fn meta_data(
         (node, via) = identify_in(&snap, ip)?;
         snap = with_instance_id(&st, snap, &node).await?;
     }
-    let doc = meta_data_doc(&st, &snap, &node, &base(&st, &local))?;
+    let doc = meta_data_doc(&st, &snap, &node, &base(&st, &local), None)?;
     // Cached by caller address: a node's address reaches one of ours, so
     // the base URL in the document is the same for every hit.
     if via == identify::Via::Interface {
@@ -644,7 +646,13 @@ async fn imp_meta_data(
 ) -> Result<Response, ApiError> {
     let (snap, node) = named(&st, &id)?;
     let snap = with_instance_id(&st, snap, &node).await?;
-    Ok(text(meta_data_doc(&st, &snap, &node, &base(&st, &local))?))
+    Ok(text(meta_data_doc(
+        &st,
+        &snap,
+        &node,
+        &base(&st, &local),
+        None,
+    )?))
 }
 
 async fn imp_user_data(

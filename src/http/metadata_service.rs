@@ -4,6 +4,10 @@
 //! Every route here reads and writes the records the legacy `/cloud-init`
 //! API serves (`metadata::v2` translates); callers are identified exactly
 //! as there (TCP peer, `X-Forwarded-For` only from trusted proxies).
+//! WireGuardPeers and Profiles have no legacy record and live only here
+//! (`metadata::peer`, `metadata::profile`); a node's unexpired profile
+//! changes its group documents on these routes, not on `/cloud-init`.
+//! No WireGuard device runs, so `/wg-init` is not served (404).
 //! Errors carry upstream's `{"error","code"}` beside the problem members,
 //! so `ochami` shows the message and other clients get RFC 7807.
 
@@ -23,15 +27,44 @@ use super::routes::{Access, Listeners, Route, route};
 use super::server::{Local, Peer};
 use crate::boot::steps::Step;
 use crate::inventory::groups::parse_label;
-use crate::inventory::model::{CloudInitResource, ClusterDefaults, InstanceInfo};
+use crate::inventory::model::{CloudInitResource, ClusterDefaults, InstanceInfo, MetadataRecord};
 use crate::inventory::{DomainError, Snapshot};
 use crate::metadata::document;
 use crate::metadata::v2::{self, Kind};
-use crate::metadata::{identify, rules};
+use crate::metadata::{identify, peer, profile, rules};
 
 const S: &str = "metadata-service";
 
 pub fn routes() -> Vec<Route> {
+    let mut t = table();
+    for r in t
+        .iter_mut()
+        .filter(|r| r.path == "/metadata-service/{group}")
+    {
+        r.handler = std::mem::take(&mut r.handler).fallback(other_method);
+    }
+    t
+}
+
+/// Other methods on `/metadata-service/<name>`: 405, except upstream's
+/// WireGuard enrolment `POST /wg-init`, which is not built (no WireGuard
+/// device runs here) and answers 404 as upstream does without WireGuard.
+async fn other_method(method: Method, uri: axum::http::Uri) -> Response {
+    if uri.path().trim_end_matches('/').ends_with("/wg-init") {
+        return fail(ApiError::not_found(
+            "/wg-init is not served: this appliance runs no WireGuard device",
+        ));
+    }
+    let mut r = fail(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    ));
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+    r
+}
+
+fn table() -> Vec<Route> {
     use Access::*;
     use Listeners::*;
     use Method as M;
@@ -261,6 +294,114 @@ pub fn routes() -> Vec<Route> {
             "Delete an InstanceInfo (the node keeps its instance ID)",
             delete,
         ),
+        route(
+            M::GET,
+            "/metadata-service/wireguardpeers",
+            S,
+            Token,
+            Api,
+            "WireGuardPeer resources",
+            list,
+        ),
+        route(
+            M::POST,
+            "/metadata-service/wireguardpeers",
+            S,
+            Token,
+            Api,
+            "Create a WireGuardPeer (stored only: no WireGuard device runs here)",
+            create,
+        ),
+        route(
+            M::GET,
+            "/metadata-service/wireguardpeers/{uid}",
+            S,
+            Token,
+            Api,
+            "A WireGuardPeer",
+            get_one,
+        ),
+        route(
+            M::PUT,
+            "/metadata-service/wireguardpeers/{uid}",
+            S,
+            Token,
+            Api,
+            "Replace a WireGuardPeer's spec",
+            update,
+        ),
+        route(
+            M::PATCH,
+            "/metadata-service/wireguardpeers/{uid}",
+            S,
+            Token,
+            Api,
+            "Patch a WireGuardPeer's spec (merge or JSON Patch)",
+            patch,
+        ),
+        route(
+            M::DELETE,
+            "/metadata-service/wireguardpeers/{uid}",
+            S,
+            Token,
+            Api,
+            "Delete a WireGuardPeer",
+            delete,
+        ),
+        route(
+            M::GET,
+            "/metadata-service/profiles",
+            S,
+            Token,
+            Api,
+            "Profile resources, expiry as of now",
+            list,
+        ),
+        route(
+            M::POST,
+            "/metadata-service/profiles",
+            S,
+            Token,
+            Api,
+            "Create a Profile (groupRef must name a Group)",
+            create,
+        ),
+        route(
+            M::GET,
+            "/metadata-service/profiles/{uid}",
+            S,
+            Token,
+            Api,
+            "A Profile",
+            get_one,
+        ),
+        route(
+            M::PUT,
+            "/metadata-service/profiles/{uid}",
+            S,
+            Token,
+            Api,
+            "Replace a Profile's spec",
+            update,
+        ),
+        route(
+            M::PATCH,
+            "/metadata-service/profiles/{uid}",
+            S,
+            Token,
+            Api,
+            "Patch a Profile's spec (merge or JSON Patch)",
+            patch,
+        ),
+        route(
+            M::DELETE,
+            "/metadata-service/profiles/{uid}",
+            S,
+            Token,
+            Api,
+            "Delete a Profile (409 while another inherits from it)",
+            delete,
+        ),
     ]
 }
 
@@ -340,7 +481,8 @@ async fn meta_data(
     };
     let doc = async {
         let snap = with_instance_id(&st, snap, &node).await?;
-        meta_data_doc(&st, &snap, &node, &base(&st, &local))
+        let overrides = profile::overrides(&snap, &node, chrono::Utc::now());
+        meta_data_doc(&st, &snap, &node, &base(&st, &local), Some(&overrides))
     }
     .await;
     match doc {
@@ -390,11 +532,12 @@ async fn vendor_data(
         return node_not_found("node not found");
     };
     let url = node_base_url(&snap, &node, &base(&st, &local));
+    let overrides = profile::overrides(&snap, &node, chrono::Utc::now());
     let mut out = String::from("#include\n");
     for label in snap.group_labels_of(&node).into_iter().flatten() {
-        let templated = snap
-            .cloud_init_groups
+        let templated = overrides
             .get(label.as_str())
+            .or_else(|| snap.cloud_init_groups.get(label.as_str()))
             .is_some_and(|g| !v2::group_template(g).trim().is_empty());
         if templated {
             out.push_str(&format!("{url}/{label}.yaml\n"));
@@ -506,7 +649,11 @@ async fn group_file(
     if !member {
         return node_not_found(&format!("node {node} is not a member of group {label}"));
     }
-    let Some(g) = snap.cloud_init_groups.get(&label).cloned() else {
+    let now = chrono::Utc::now();
+    let Some(g) = profile::overrides(&snap, &node, now)
+        .remove(&label)
+        .or_else(|| snap.cloud_init_groups.get(&label).cloned())
+    else {
         return typed(StatusCode::OK, "text/cloud-config", document::user_data());
     };
     let text = v2::group_template(&g);
@@ -515,7 +662,10 @@ async fn group_file(
     }
     let node_base = base(&st, &local);
     let doc = match with_instance_id(&st, snap, &node).await {
-        Ok(snap) => meta_data_doc(&st, &snap, &node, &node_base).map(|d| (snap, d)),
+        Ok(snap) => {
+            let overrides = profile::overrides(&snap, &node, now);
+            meta_data_doc(&st, &snap, &node, &node_base, Some(&overrides)).map(|d| (snap, d))
+        }
         Err(e) => Err(e),
     };
     let (snap, doc) = match doc {
@@ -558,6 +708,10 @@ fn kind_of(path: &MatchedPath) -> Kind {
         Kind::ClusterDefaults
     } else if p.contains("/instanceinfos") {
         Kind::InstanceInfo
+    } else if p.contains("/wireguardpeers") {
+        Kind::WireGuardPeer
+    } else if p.contains("/profiles") {
+        Kind::Profile
     } else {
         Kind::Group
     }
@@ -612,6 +766,26 @@ fn all(snap: &Snapshot, kind: Kind) -> Vec<Value> {
             .filter(|i| i.resource.is_some())
             .map(v2::instance_resource)
             .collect(),
+        Kind::WireGuardPeer | Kind::Profile => {
+            let now = chrono::Utc::now();
+            records(snap, kind).map(|r| shown(kind, r, now)).collect()
+        }
+    }
+}
+
+/// The stored records of a kind without a legacy counterpart.
+fn records(model: &crate::inventory::Model, kind: Kind) -> impl Iterator<Item = &MetadataRecord> {
+    model
+        .metadata_resources
+        .values()
+        .filter(move |r| r.kind == kind.name())
+}
+
+/// A stored peer or profile as its resource (a profile's expiry as of `now`).
+fn shown(kind: Kind, r: &MetadataRecord, now: chrono::DateTime<chrono::Utc>) -> Value {
+    match kind {
+        Kind::Profile => profile::resource(r, now),
+        _ => peer::peer_resource(r),
     }
 }
 
@@ -634,6 +808,15 @@ fn resolve(snap: &Snapshot, kind: Kind, uid: &str) -> Result<String, ApiError> {
             .filter(|i| i.resource.is_some())
             .map(|i| i.id.clone())
             .collect(),
+        Kind::WireGuardPeer | Kind::Profile => {
+            // uids are derived from names: one lookup either way.
+            return [uid.to_string(), v2::uid(kind, uid)]
+                .iter()
+                .find_map(|u| snap.metadata_resources.get(u))
+                .filter(|r| r.kind == kind.name())
+                .map(|r| r.meta.name.clone())
+                .ok_or_else(|| ApiError::not_found(format!("{} not found: {uid}", kind.name())));
+        }
     };
     names
         .iter()
@@ -655,6 +838,11 @@ fn one(snap: &Snapshot, kind: Kind, name: &str) -> Value {
             .instance_info
             .get(name)
             .map(v2::instance_resource)
+            .unwrap_or(Value::Null),
+        Kind::WireGuardPeer | Kind::Profile => snap
+            .metadata_resources
+            .get(&v2::uid(kind, name))
+            .map(|r| shown(kind, r, chrono::Utc::now()))
             .unwrap_or(Value::Null),
     }
 }
@@ -784,7 +972,10 @@ fn write(
             }
             let (info, extra) = match &req.spec {
                 Some(spec) => {
-                    let (i, e) = v2::instance_from_spec(&node, spec)?;
+                    let (mut i, e) = v2::instance_from_spec(&node, spec)?;
+                    if let Some(o) = &old {
+                        v2::keep_legacy_only(&mut i, o);
+                    }
                     (i, Some(e))
                 }
                 None => (
@@ -812,7 +1003,70 @@ fn write(
             t.put_instance_info(stored);
             Ok(out)
         }
+        Kind::WireGuardPeer | Kind::Profile => write_record(t, kind, name, req, create, &now),
     }
+}
+
+/// [`write`] for a peer or a profile: one record keyed by the uid its name
+/// gives.
+fn write_record(
+    t: &mut crate::inventory::Txn<'_>,
+    kind: Kind,
+    name: &str,
+    req: &v2::Request,
+    create: bool,
+    now: &str,
+) -> Result<Value, DomainError> {
+    let id = v2::uid(kind, name);
+    let old = t.model().metadata_resources.get(&id).cloned();
+    if let Some(o) = &old {
+        if o.kind != kind.name() || o.meta.name != name {
+            return Err(DomainError::Conflict(format!(
+                "the name {name} cannot be used: its uid {id} is taken by {} {}",
+                o.kind, o.meta.name
+            )));
+        }
+        if create {
+            return Err(DomainError::Conflict(format!(
+                "a {} named {name} exists as {id}",
+                kind.name()
+            )));
+        }
+    }
+    let (spec, expires_at) = match (&req.spec, &old) {
+        (Some(spec), _) if kind == Kind::WireGuardPeer => {
+            let spec = peer::peer_spec(spec)?;
+            let key = peer::public_key(&spec);
+            if let Some(other) =
+                records(t.model(), kind).find(|r| r.uid != id && peer::public_key(&r.spec) == key)
+            {
+                return Err(DomainError::Conflict(format!(
+                    "WireGuardPeer {} has public key {key}",
+                    other.meta.name
+                )));
+            }
+            (spec, String::new())
+        }
+        (Some(spec), _) => {
+            let c = profile::check(t.model(), name, spec, old.as_ref(), req.renews_ttl, t.now())?;
+            (c.spec, c.expires_at)
+        }
+        (None, Some(o)) => (o.spec.clone(), o.expires_at.clone()),
+        (None, None) => return Err(DomainError::Invalid("spec is required".into())),
+    };
+    let mut meta = merged_meta(old.as_ref().map(|o| &o.meta), req, None, now);
+    meta.name = name.to_string();
+    let record = MetadataRecord {
+        uid: id,
+        kind: kind.name().to_string(),
+        meta,
+        generation: old.as_ref().map_or(0, |o| o.generation) + u64::from(req.spec.is_some()),
+        spec,
+        expires_at,
+    };
+    let out = shown(kind, &record, t.now());
+    t.put_metadata_record(record);
+    Ok(out)
 }
 
 async fn create(
@@ -834,6 +1088,7 @@ async fn create(
                 ApiError::bad_request(format!("metadata.name must be a group label: {e}"))
             })?,
             _ if name.is_empty() => return Err(ApiError::bad_request("metadata.name is required")),
+            Kind::WireGuardPeer | Kind::Profile => record_name(&name)?,
             _ => name,
         };
         let v = st
@@ -844,6 +1099,21 @@ async fn create(
     }
     .await;
     respond(result)
+}
+
+/// A peer's or profile's name: what a uid is derived from and, for a
+/// profile, what `parentProfile` and `default_profile` say.
+fn record_name(name: &str) -> Result<String, ApiError> {
+    let ok = name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if !ok {
+        return Err(ApiError::bad_request(format!(
+            "metadata.name {name:?} must be letters, digits and - . _ (at most 253)"
+        )));
+    }
+    Ok(name.to_string())
 }
 
 /// The request a PUT body or a patched spec makes, checked against the
@@ -857,6 +1127,7 @@ fn same_name(kind: Kind, name: &str, req: &v2::Request) -> Result<(), ApiError> 
             !given.is_empty()
                 && crate::inventory::xname::normalize(given).ok().as_deref() != Some(name)
         }
+        Kind::WireGuardPeer | Kind::Profile => !given.is_empty() && given != name,
     };
     if differs {
         return Err(ApiError::bad_request(format!(
@@ -925,8 +1196,22 @@ async fn patch(
                 "the patched spec is not an object",
             ));
         };
+        let renews_ttl = if json_patch {
+            patch.as_array().is_some_and(|ops| {
+                ops.iter().any(|op| {
+                    ["path", "from"].iter().any(|k| {
+                        op.get(*k)
+                            .and_then(Value::as_str)
+                            .is_some_and(|p| p.trim_start_matches('/').starts_with("ttl_seconds"))
+                    })
+                })
+            })
+        } else {
+            patch.get("ttl_seconds").is_some()
+        };
         let req = v2::Request {
             spec: Some(spec),
+            renews_ttl: Some(renews_ttl),
             ..Default::default()
         };
         let v = st
@@ -968,6 +1253,20 @@ async fn delete(
                             instance_id: iid,
                             ..Default::default()
                         });
+                    }
+                    Kind::WireGuardPeer | Kind::Profile => {
+                        let heirs = if kind == Kind::Profile {
+                            profile::children(t.model(), &name)
+                        } else {
+                            Vec::new()
+                        };
+                        if !heirs.is_empty() {
+                            return Err(DomainError::Conflict(format!(
+                                "profile {name} is the parentProfile of {}: delete or change them first",
+                                heirs.join(", ")
+                            )));
+                        }
+                        t.delete_metadata_record(&v2::uid(kind, &name));
                     }
                 }
                 Ok(())

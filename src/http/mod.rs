@@ -18,6 +18,7 @@ pub mod discover;
 pub mod dns;
 pub mod json;
 pub mod metadata_service;
+pub mod oauth;
 pub mod openapi;
 pub mod peer;
 pub mod power;

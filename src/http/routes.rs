@@ -96,7 +96,7 @@ where
 pub fn table() -> Vec<Route> {
     let mut t = Vec::new();
     t.extend(super::common::routes());
-    t.extend(super::auth::routes());
+    t.extend(super::oauth::routes());
     t.extend(super::smd::routes());
     t.extend(super::boot::routes());
     t.extend(super::boot_service::routes());
@@ -139,9 +139,9 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "GET /.well-known/openid-configuration" => out(json::<AnyObject>()),
         "GET /openapi.json" => out(json::<AnyObject>()),
         "GET /metrics" => out(text()),
-        "POST /oauth/token" => inout(opaque("application/x-www-form-urlencoded"), json::<TokenReply>()),
-        "POST /token" => inout(opaque("application/x-www-form-urlencoded"), json::<TokenReply>()),
-        "POST /tokensmith/oauth/token" => inout(opaque("application/x-www-form-urlencoded"), json::<TokenReply>()),
+        "POST /oauth/token" => inout(form::<TokenRequest>(), json::<TokenReply>()),
+        "POST /token" => inout(form::<TokenRequest>(), json::<TokenReply>()),
+        "POST /tokensmith/oauth/token" => inout(form::<TokenRequest>(), json::<TokenReply>()),
         "GET /hsm/v2/service/ready" => out(json::<Message>()),
         "GET /hsm/v2/service/liveness" => status(),
         "GET /hsm/v2/service/values" => out(json::<Values>()),
@@ -326,6 +326,18 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "PUT /metadata-service/instanceinfos/{uid}" => inout(json::<MetadataResource>(), json::<MetadataResource>()),
         "PATCH /metadata-service/instanceinfos/{uid}" => inout(json::<AnyObject>(), json::<MetadataResource>()),
         "DELETE /metadata-service/instanceinfos/{uid}" => out(json::<ResourceDeleted>()),
+        "GET /metadata-service/wireguardpeers" => out(json::<Vec<WireGuardPeerResource>>()),
+        "POST /metadata-service/wireguardpeers" => inout(json::<WireGuardPeerRequest>(), json::<WireGuardPeerResource>()),
+        "GET /metadata-service/wireguardpeers/{uid}" => out(json::<WireGuardPeerResource>()),
+        "PUT /metadata-service/wireguardpeers/{uid}" => inout(json::<WireGuardPeerRequest>(), json::<WireGuardPeerResource>()),
+        "PATCH /metadata-service/wireguardpeers/{uid}" => inout(json::<SpecPatch>(), json::<WireGuardPeerResource>()),
+        "DELETE /metadata-service/wireguardpeers/{uid}" => out(json::<ResourceDeleted>()),
+        "GET /metadata-service/profiles" => out(json::<Vec<ProfileResource>>()),
+        "POST /metadata-service/profiles" => inout(json::<ProfileRequest>(), json::<ProfileResource>()),
+        "GET /metadata-service/profiles/{uid}" => out(json::<ProfileResource>()),
+        "PUT /metadata-service/profiles/{uid}" => inout(json::<ProfileRequest>(), json::<ProfileResource>()),
+        "PATCH /metadata-service/profiles/{uid}" => inout(json::<SpecPatch>(), json::<ProfileResource>()),
+        "DELETE /metadata-service/profiles/{uid}" => out(json::<ResourceDeleted>()),
         "GET /dhcp/v1/leases" => out(json::<Vec<super::dhcp::LeaseView>>()),
         "GET /dns/v1/lookup" => out(json::<super::dns::LookupView>()).query(&["name", "type"]),
         "GET /dns/v1/zone" => out(json::<super::dns::ZoneView>()),

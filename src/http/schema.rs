@@ -273,16 +273,6 @@ pub struct ServiceHealth {
     pub service: String,
 }
 
-/// The `/oauth/token` reply (RFC 8693 token exchange).
-#[derive(JsonSchema)]
-pub struct TokenReply {
-    pub access_token: String,
-    pub token_type: String,
-    pub expires_in: i64,
-    pub scope: String,
-    pub issued_token_type: String,
-}
-
 /// A metadata-service resource's deletion.
 #[derive(JsonSchema)]
 pub struct ResourceDeleted {
@@ -316,3 +306,156 @@ pub struct ServiceEndpointArray {
     #[serde(rename = "ServiceEndpoints")]
     pub service_endpoints: Vec<ServiceEndpointOut>,
 }
+
+// ---- /oauth/token (TokenSmith's token endpoint) ----
+
+/// A form-encoded (`application/x-www-form-urlencoded`) body of type `T`:
+/// one field per member.
+pub fn form<T: JsonSchema>() -> Media {
+    Media {
+        content_type: "application/x-www-form-urlencoded",
+        schema: |g| g.subschema_for::<T>(),
+    }
+}
+
+/// The `/oauth/token` request: a bootstrap-token exchange
+/// (`grant_type=urn:ietf:params:oauth:grant-type:token-exchange` with
+/// `subject_token` and `subject_token_type`) or a refresh
+/// (`grant_type=refresh_token` with `refresh_token`).
+#[derive(JsonSchema)]
+pub struct TokenRequest {
+    pub grant_type: String,
+    #[serde(default)]
+    pub subject_token: String,
+    /// `urn:openchami:params:oauth:token-type:bootstrap-token`.
+    #[serde(default)]
+    pub subject_token_type: String,
+    #[serde(default)]
+    pub refresh_token: String,
+}
+
+/// The `/oauth/token` reply (RFC 8693 §2.2, RFC 6749 §5.1). `scope` is
+/// space-separated and left out when empty.
+#[derive(JsonSchema)]
+pub struct TokenReply {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+    /// Opaque; good for one `grant_type=refresh_token` request.
+    pub refresh_token: String,
+    /// Seconds left of the refresh-token family (rotation does not extend it).
+    pub refresh_expires_in: i64,
+    #[serde(default)]
+    pub scope: String,
+    pub issued_token_type: String,
+}
+// ---- metadata-service WireGuardPeer and Profile resources ----
+//
+// Typed member by member (unlike `MetadataResource`, whose spec is free-form):
+// these kinds have no legacy record, so their spec is exactly what is stored.
+
+/// The `metadata` a create or replace body may carry (client uids and
+/// timestamps are ignored).
+#[derive(JsonSchema)]
+pub struct RequestMeta {
+    pub name: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A WireGuardPeer's `spec`.
+#[derive(JsonSchema)]
+pub struct WireGuardPeerSpec {
+    /// At most 200 characters.
+    pub description: Option<String>,
+    /// Base64 of a 32-byte WireGuard public key.
+    pub public_key: String,
+    /// A network in CIDR notation (`10.42.1.1/32`).
+    pub allowed_ip: String,
+}
+
+/// A WireGuardPeer's `status`: never applied, as no WireGuard device runs.
+#[derive(JsonSchema)]
+pub struct WireGuardPeerStatus {
+    pub phase: String,
+    pub message: String,
+    pub ready: bool,
+    /// Writes of the spec so far.
+    pub version: String,
+}
+
+/// `GET /metadata-service/wireguardpeers/{uid}` and the write replies.
+#[derive(JsonSchema)]
+pub struct WireGuardPeerResource {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ResourceMeta,
+    pub spec: WireGuardPeerSpec,
+    pub status: WireGuardPeerStatus,
+}
+
+/// A WireGuardPeer create or replace body (the flat form,
+/// `{"name":…,<spec>}`, is accepted too).
+#[derive(JsonSchema)]
+pub struct WireGuardPeerRequest {
+    pub metadata: Option<RequestMeta>,
+    pub spec: Option<WireGuardPeerSpec>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A Profile's `spec`.
+#[derive(JsonSchema)]
+pub struct ProfileSpec {
+    /// The Group (by name) whose template and metaData the profile changes.
+    #[serde(rename = "groupRef")]
+    pub group_ref: String,
+    /// A Profile (by name) whose template and metaData this one inherits.
+    #[serde(rename = "parentProfile")]
+    pub parent_profile: Option<String>,
+    /// Replaces the group's template for the profile's nodes; stored plain.
+    pub template: Option<String>,
+    /// `plain` (default) or `base64`; only on input.
+    #[serde(rename = "templateEncoding")]
+    pub template_encoding: Option<String>,
+    /// Added to (and over) the group's metaData.
+    #[serde(rename = "metaData")]
+    pub meta_data: Option<BTreeMap<String, String>>,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+    /// Sets `expires_at` from the time of the write when none is given.
+    pub ttl_seconds: Option<i64>,
+}
+
+/// A Profile's `status`, computed when read.
+#[derive(JsonSchema)]
+pub struct ProfileStatus {
+    pub expired: bool,
+    pub expired_at: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+/// `GET /metadata-service/profiles/{uid}` and the write replies.
+#[derive(JsonSchema)]
+pub struct ProfileResource {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ResourceMeta,
+    pub spec: ProfileSpec,
+    pub status: ProfileStatus,
+}
+
+/// A Profile create or replace body (the flat form is accepted too).
+#[derive(JsonSchema)]
+pub struct ProfileRequest {
+    pub metadata: Option<RequestMeta>,
+    pub spec: Option<ProfileSpec>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A spec patch: an RFC 7386 merge patch (object) or an RFC 6902 JSON
+/// Patch (array of operations), by `Content-Type`.
+pub type SpecPatch = serde_json::Value;

@@ -18,7 +18,7 @@ pub struct Shared {
     pub secrets: Arc<SecretBox>,
     /// Token issuer every request is checked against.
     pub issuer: String,
-    /// Other issuers whose tokens are accepted, and used bootstrap tokens.
+    /// Other issuers whose tokens are accepted, and failed token grants.
     pub trusted: Arc<super::auth::Trusted>,
     /// How nodes reach the node listener (see `boot::base`).
     pub node_base: crate::boot::base::NodeBase,

@@ -15,6 +15,7 @@ pub mod model;
 pub mod nodes;
 pub mod sqlite;
 pub mod store;
+pub mod tokens;
 pub mod xname;
 
 pub use store::{Model, Snapshot, Store, StoreError, Txn, WriteError};

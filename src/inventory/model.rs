@@ -489,6 +489,28 @@ pub struct BootResource {
     pub status: serde_json::Value,
 }
 
+/// A metadata-service resource that no cloud-init record holds: a
+/// `WireGuardPeer` or a `Profile` written through `/metadata-service`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MetadataRecord {
+    pub uid: String,
+    /// `WireGuardPeer` or `Profile`.
+    pub kind: String,
+    /// Name, timestamps, labels and annotations.
+    #[serde(default)]
+    pub meta: CloudInitResource,
+    /// The spec as checked and normalised on write (templates decoded).
+    #[serde(default)]
+    pub spec: serde_json::Value,
+    /// Profile: when it stops applying (RFC 3339), fixed when written from
+    /// `expires_at` or `ttl_seconds`; empty for never.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expires_at: String,
+    /// Writes of the spec so far (a peer's `status.version`).
+    #[serde(default)]
+    pub generation: u64,
+}
+
 /// Something a boot configuration can be bound to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum BootTarget {

@@ -20,6 +20,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_dhcp_leases.sql"),
     include_str!("migrations/0005_power.sql"),
     include_str!("migrations/0006_boot_service.sql"),
+    include_str!("migrations/0007_metadata_v2.sql"),
+    include_str!("migrations/0008_tokens.sql"),
 ];
 
 pub struct Db {

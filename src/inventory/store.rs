@@ -28,9 +28,10 @@ use super::DomainError;
 use super::model::{
     BmcCredential, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
     ClusterDefaults, Component, ComponentEndpoint, EthernetInterface, Group, InstanceInfo, Lease,
-    NodeMap, Partition, PhoneHome, PowerTransition, RedfishEndpoint,
+    MetadataRecord, NodeMap, Partition, PhoneHome, PowerTransition, RedfishEndpoint,
 };
 use super::sqlite::Db;
+use super::tokens::{RefreshFamily, UsedBootstrap};
 
 /// The kinds of record the store persists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +52,9 @@ pub enum Table {
     PowerTransitions,
     BmcCredentials,
     BootResources,
+    UsedBootstrap,
+    RefreshFamilies,
+    MetadataResources,
 }
 
 impl Table {
@@ -72,6 +76,9 @@ impl Table {
             Table::PowerTransitions => "power_transitions",
             Table::BmcCredentials => "bmc_credentials",
             Table::BootResources => "boot_resources",
+            Table::UsedBootstrap => "oauth_used_bootstrap",
+            Table::RefreshFamilies => "oauth_refresh_families",
+            Table::MetadataResources => "metadata_resources",
         }
     }
 }
@@ -154,6 +161,8 @@ pub struct Model {
     pub boot_selectors: OrdMap<BootSelector, IdList>,
     /// boot-service `Node` and `BMC` resources by uid.
     pub boot_resources: OrdMap<String, BootResource>,
+    /// metadata-service WireGuardPeer and Profile resources by uid.
+    pub metadata_resources: OrdMap<String, MetadataRecord>,
     /// NID → node xname (NIDs are unique).
     pub nids: OrdMap<i64, String>,
     /// IP address → interface IDs bound to it.
@@ -179,6 +188,10 @@ pub struct Model {
     pub power_transitions: OrdMap<String, PowerTransition>,
     /// BMC credentials by key (`default`, xname, IP or MAC).
     pub bmc_credentials: OrdMap<String, BmcCredential>,
+    /// Bootstrap tokens already exchanged, by `jti`.
+    pub used_bootstrap: OrdMap<String, UsedBootstrap>,
+    /// Refresh-token families by id.
+    pub refresh_families: OrdMap<String, RefreshFamily>,
 }
 
 impl Model {
@@ -598,6 +611,17 @@ impl<'a> Txn<'a> {
         Some(old)
     }
 
+    pub fn put_metadata_record(&mut self, r: MetadataRecord) {
+        self.record(Table::MetadataResources, &r.uid, Some(&r));
+        self.model.metadata_resources.insert(r.uid.clone(), r);
+    }
+
+    pub fn delete_metadata_record(&mut self, uid: &str) -> Option<MetadataRecord> {
+        let old = self.model.metadata_resources.remove(uid)?;
+        self.record::<MetadataRecord>(Table::MetadataResources, uid, None);
+        Some(old)
+    }
+
     pub fn delete_node_map(&mut self, id: &str) -> Option<NodeMap> {
         let old = self.model.node_maps.remove(id)?;
         self.record::<NodeMap>(Table::NodeMaps, id, None);
@@ -689,6 +713,28 @@ impl<'a> Txn<'a> {
         self.record::<BmcCredential>(Table::BmcCredentials, key, None);
         Some(old)
     }
+
+    pub fn put_used_bootstrap(&mut self, u: UsedBootstrap) {
+        self.record(Table::UsedBootstrap, &u.jti, Some(&u));
+        self.model.used_bootstrap.insert(u.jti.clone(), u);
+    }
+
+    pub fn delete_used_bootstrap(&mut self, jti: &str) -> Option<UsedBootstrap> {
+        let old = self.model.used_bootstrap.remove(jti)?;
+        self.record::<UsedBootstrap>(Table::UsedBootstrap, jti, None);
+        Some(old)
+    }
+
+    pub fn put_refresh_family(&mut self, f: RefreshFamily) {
+        self.record(Table::RefreshFamilies, &f.id, Some(&f));
+        self.model.refresh_families.insert(f.id.clone(), f);
+    }
+
+    pub fn delete_refresh_family(&mut self, id: &str) -> Option<RefreshFamily> {
+        let old = self.model.refresh_families.remove(id)?;
+        self.record::<RefreshFamily>(Table::RefreshFamilies, id, None);
+        Some(old)
+    }
 }
 
 /// The stored document of a row, if the row exists. Serialising our own
@@ -718,6 +764,9 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
         Table::PowerTransitions => ser(m.power_transitions.get(key)),
         Table::BmcCredentials => ser(m.bmc_credentials.get(key)),
         Table::BootResources => ser(m.boot_resources.get(key)),
+        Table::UsedBootstrap => ser(m.used_bootstrap.get(key)),
+        Table::RefreshFamilies => ser(m.refresh_families.get(key)),
+        Table::MetadataResources => ser(m.metadata_resources.get(key)),
     }
 }
 
@@ -949,6 +998,15 @@ fn load_model(db: &Db) -> Result<Model, StoreError> {
     }
     for r in load_table::<BootResource>(db, Table::BootResources)? {
         txn.put_boot_resource(r);
+    }
+    for u in load_table::<UsedBootstrap>(db, Table::UsedBootstrap)? {
+        txn.put_used_bootstrap(u);
+    }
+    for f in load_table::<RefreshFamily>(db, Table::RefreshFamilies)? {
+        txn.put_refresh_family(f);
+    }
+    for r in load_table::<MetadataRecord>(db, Table::MetadataResources)? {
+        txn.put_metadata_record(r);
     }
     Ok(model)
 }

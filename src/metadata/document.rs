@@ -6,6 +6,7 @@
 //! the caller up and encode. Key names and their order are the contract:
 //! Jinja templates on nodes read `ds.meta_data.instance_data.v1.*`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -92,6 +93,17 @@ pub struct Facts<'a> {
 
 /// The facts about `node` in `model`.
 pub fn gather<'a>(model: &'a Model, node: &'a Component, settings: Settings<'a>) -> Facts<'a> {
+    gather_with(model, node, settings, None)
+}
+
+/// As [`gather`], with some of the node's groups seen as `overrides` has
+/// them (its profile's, `profile::overrides`).
+pub fn gather_with<'a>(
+    model: &'a Model,
+    node: &'a Component,
+    settings: Settings<'a>,
+    overrides: Option<&'a BTreeMap<String, CloudInitGroup>>,
+) -> Facts<'a> {
     let local_ipv4 = model
         .interfaces_of(&node.id)
         .into_iter()
@@ -110,7 +122,9 @@ pub fn gather<'a>(model: &'a Model, node: &'a Component, settings: Settings<'a>)
                         .get(l.as_str())
                         .map(|g| g.description.as_str())
                         .unwrap_or(""),
-                    cloud_init: model.cloud_init_groups.get(l.as_str()),
+                    cloud_init: overrides
+                        .and_then(|o| o.get(l.as_str()))
+                        .or_else(|| model.cloud_init_groups.get(l.as_str())),
                 })
                 .collect()
         })

@@ -15,11 +15,16 @@
 //! - [`yaml`]: the YAML writer, safe for cloud-init's YAML 1.1 reader;
 //! - [`v2`]: the metadata-service (v0.2) view of the same records: envelopes,
 //!   spec ↔ legacy record, group template checks and rendering, patches,
-//!   network-config v2.
+//!   network-config v2;
+//! - [`peer`], [`profile`]: the metadata-service resources with no legacy
+//!   record (WireGuard peers, stored only; profiles, a node's expiring
+//!   variant of a group's template and metaData).
 
 pub mod cache;
 pub mod document;
 pub mod identify;
+pub mod peer;
+pub mod profile;
 pub mod rules;
 pub mod template;
 pub mod v2;

@@ -344,6 +344,13 @@ pub fn stamp(old: Option<&CloudInitResource>, now: &str) -> CloudInitResource {
 /// DELETE `admin/groups/{name}`: 404 if absent.
 pub fn delete_group(txn: &mut Txn<'_>, name: &str) -> Result<(), DomainError> {
     let name = parse_label(name)?;
+    let profiles = super::profile::of_group(txn.model(), &name);
+    if !profiles.is_empty() {
+        return Err(DomainError::Conflict(format!(
+            "group {name} is the groupRef of profile(s) {}: delete or change them first",
+            profiles.join(", ")
+        )));
+    }
     txn.delete_cloud_init_group(&name)
         .map(|_| ())
         .ok_or_else(|| DomainError::NotFound(format!("no cloud-init group {name}")))

@@ -39,6 +39,8 @@ pub enum Kind {
     ClusterDefaults,
     Group,
     InstanceInfo,
+    WireGuardPeer,
+    Profile,
 }
 
 impl Kind {
@@ -47,6 +49,8 @@ impl Kind {
             Kind::ClusterDefaults => "ClusterDefaults",
             Kind::Group => "Group",
             Kind::InstanceInfo => "InstanceInfo",
+            Kind::WireGuardPeer => "WireGuardPeer",
+            Kind::Profile => "Profile",
         }
     }
 
@@ -55,6 +59,8 @@ impl Kind {
             Kind::ClusterDefaults => "clusterdefaults",
             Kind::Group => "group",
             Kind::InstanceInfo => "instanceinfo",
+            Kind::WireGuardPeer => "wireguardpeer",
+            Kind::Profile => "profile",
         }
     }
 }
@@ -65,7 +71,7 @@ pub fn uid(kind: Kind, name: &str) -> String {
     format!("{}-{}", kind.prefix(), hex::encode(&h[..4]))
 }
 
-fn invalid(msg: impl Into<String>) -> DomainError {
+pub(super) fn invalid(msg: impl Into<String>) -> DomainError {
     DomainError::Invalid(msg.into())
 }
 
@@ -80,6 +86,9 @@ pub struct Request {
     /// ochami's flat form (`{"name":…,<spec>}`) was sent instead of an
     /// envelope: the whole object is the spec.
     pub flat: bool,
+    /// A patch that names `ttl_seconds` (a profile's countdown restarts);
+    /// `None` for POST and PUT, where the spec saying it does.
+    pub renews_ttl: Option<bool>,
 }
 
 /// The member of `obj` whose key equals `key` ignoring case (an exact match
@@ -92,7 +101,10 @@ pub fn get_ci<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     })
 }
 
-fn string_map(v: Option<&Value>, what: &str) -> Result<BTreeMap<String, String>, DomainError> {
+pub(super) fn string_map(
+    v: Option<&Value>,
+    what: &str,
+) -> Result<BTreeMap<String, String>, DomainError> {
     match v {
         None | Some(Value::Null) => Ok(BTreeMap::new()),
         Some(Value::Object(m)) => m
@@ -106,7 +118,7 @@ fn string_map(v: Option<&Value>, what: &str) -> Result<BTreeMap<String, String>,
     }
 }
 
-fn string_of(v: Option<&Value>, what: &str) -> Result<String, DomainError> {
+pub(super) fn string_of(v: Option<&Value>, what: &str) -> Result<String, DomainError> {
     match v {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
@@ -160,7 +172,7 @@ pub fn request(body: &Value, require: bool) -> Result<Request, DomainError> {
 }
 
 /// The envelope of a resource.
-fn envelope(
+pub(super) fn envelope(
     kind: Kind,
     name: &str,
     meta: Option<&CloudInitResource>,
@@ -195,7 +207,7 @@ fn envelope(
     })
 }
 
-fn put_nonempty(m: &mut Map<String, Value>, k: &str, v: &str) {
+pub(super) fn put_nonempty(m: &mut Map<String, Value>, k: &str, v: &str) {
     if !v.is_empty() {
         m.insert(k.into(), json!(v));
     }
@@ -296,7 +308,7 @@ pub fn instance_resource(i: &InstanceInfo) -> Value {
     )
 }
 
-fn spec_str(spec: &Map<String, Value>, key: &str) -> Result<String, DomainError> {
+pub(super) fn spec_str(spec: &Map<String, Value>, key: &str) -> Result<String, DomainError> {
     let s = string_of(get_ci(spec, key), key)?;
     if s.len() > MAX_FIELD_BYTES {
         return Err(DomainError::TooLarge(format!(
@@ -321,7 +333,7 @@ fn spec_strings(spec: &Map<String, Value>, key: &str) -> Result<Vec<String>, Dom
     }
 }
 
-fn description(spec: &Map<String, Value>) -> Result<String, DomainError> {
+pub(super) fn description(spec: &Map<String, Value>) -> Result<String, DomainError> {
     let d = spec_str(spec, "description")?;
     if d.chars().count() > 200 {
         return Err(invalid("description is longer than 200 characters"));
@@ -374,16 +386,13 @@ pub fn defaults_from_spec(
     Ok((d, extras(&[("description", description(spec)?)])))
 }
 
-/// A Group spec as the legacy group body, after checking its template:
-/// it must render (against a sample node) and the result must be YAML.
-pub fn group_from_spec(
-    name: &str,
-    spec: &Map<String, Value>,
-) -> Result<(GroupIn, BTreeMap<String, String>), DomainError> {
-    let mut template = string_of(get_ci(spec, "template"), "template")?;
+/// A spec's `template`, decoded as its `templateEncoding` (`plain`, the
+/// default, or `base64`) says.
+pub(super) fn spec_template(spec: &Map<String, Value>) -> Result<String, DomainError> {
+    let template = string_of(get_ci(spec, "template"), "template")?;
     let encoding = spec_str(spec, "templateEncoding")?;
     match encoding.to_ascii_lowercase().as_str() {
-        "" | "plain" => {}
+        "" | "plain" => Ok(template),
         "base64" => {
             let compact: String = template
                 .chars()
@@ -392,15 +401,21 @@ pub fn group_from_spec(
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(compact.as_bytes())
                 .map_err(|e| invalid(format!("template is not valid base64: {e}")))?;
-            template = String::from_utf8(bytes)
-                .map_err(|_| invalid("template is not UTF-8 once decoded"))?;
+            String::from_utf8(bytes).map_err(|_| invalid("template is not UTF-8 once decoded"))
         }
-        other => {
-            return Err(invalid(format!(
-                "templateEncoding must be plain or base64, got {other:?}"
-            )));
-        }
+        other => Err(invalid(format!(
+            "templateEncoding must be plain or base64, got {other:?}"
+        ))),
     }
+}
+
+/// A Group spec as the legacy group body, after checking its template:
+/// it must render (against a sample node) and the result must be YAML.
+pub fn group_from_spec(
+    name: &str,
+    spec: &Map<String, Value>,
+) -> Result<(GroupIn, BTreeMap<String, String>), DomainError> {
+    let template = spec_template(spec)?;
     if template.trim().is_empty() {
         return Err(invalid("spec.template is required"));
     }
@@ -565,6 +580,19 @@ pub fn instance_from_spec(
             ("default_profile", spec_str(spec, "default_profile")?),
         ]),
     ))
+}
+
+/// Copies to `new` the overrides of `old` that only the legacy API has
+/// (`cluster-name`, `region`, `availability-zone`, `cloud-provider`,
+/// `instance-type`): an InstanceInfo spec has no place for them, so a
+/// write through it leaves them as they were, as the cluster defaults keep
+/// `boot-subnet` and `wg-subnet`.
+pub fn keep_legacy_only(new: &mut InstanceInfo, old: &InstanceInfo) {
+    new.cluster_name.clone_from(&old.cluster_name);
+    new.region.clone_from(&old.region);
+    new.availability_zone.clone_from(&old.availability_zone);
+    new.cloud_provider.clone_from(&old.cloud_provider);
+    new.instance_type.clone_from(&old.instance_type);
 }
 
 /// The spec a resource shows, as an object (for patching).
