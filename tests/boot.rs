@@ -2247,6 +2247,16 @@ async fn boot_service_bootparameters_adapter() {
         .await
         .problem(400);
     assert_eq!(h.generation(), before);
+    // cloud-init is kept as written, but must be an object: BSS clients
+    // read it back and decode one.
+    h.api
+        .post(
+            bp,
+            &json!({"nids": ["3"], "kernel": KERNEL, "cloud-init": 5}),
+        )
+        .await
+        .problem(400);
+    assert_eq!(h.generation(), before);
     let r = h
         .api
         .post(

@@ -22,7 +22,41 @@ pub struct BootParamsIn {
     pub initrd: Option<String>,
     pub params: Option<String>,
     #[serde(rename = "cloud-init")]
+    #[schemars(with = "Option<CloudInitSchema>")]
     pub cloud_init: Option<serde_json::Value>,
+}
+
+/// The `cloud-init` member's shape (upstream's `bssTypes.CloudInit`), as
+/// [`check_cloud_init`] accepts and stores it; for the API's schema.
+#[derive(schemars::JsonSchema)]
+pub struct CloudInitSchema {
+    /// Free-form: the node's meta-data document, served as written.
+    #[serde(rename = "meta-data", default)]
+    pub meta_data: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Free-form: the node's user-data document, served as written.
+    #[serde(rename = "user-data", default)]
+    pub user_data: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(rename = "phone-home", default)]
+    pub phone_home: Option<PhoneHomeSchema>,
+}
+
+/// The `phone-home` member of [`CloudInitSchema`].
+#[derive(schemars::JsonSchema)]
+pub struct PhoneHomeSchema {
+    #[serde(default)]
+    pub pub_key_dsa: Option<String>,
+    #[serde(default)]
+    pub pub_key_rsa: Option<String>,
+    #[serde(default)]
+    pub pub_key_ecdsa: Option<String>,
+    #[serde(default)]
+    pub pub_key_ed25519: Option<String>,
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub fqdn: Option<String>,
 }
 
 /// The members of `phone-home` upstream's `bssTypes.PhoneHome` declares;

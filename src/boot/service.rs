@@ -1156,12 +1156,25 @@ pub fn bootparameters(model: &Model, f: &ParamFilter) -> Value {
 pub struct LegacyParamsIn {
     pub hosts: Vec<String>,
     pub macs: Vec<String>,
+    #[schemars(with = "Vec<String>")]
     pub nids: Vec<Value>,
     pub kernel: String,
     pub initrd: String,
     pub params: String,
+    /// Free-form: kept as written (an object, or `null` for none).
     #[serde(rename = "cloud-init")]
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub cloud_init: Option<Value>,
+}
+
+/// The `cloud-init` member of a `/boot-service/bootparameters` write: any
+/// object, kept as written; anything else would be served back to BSS
+/// clients that decode an object.
+fn legacy_cloud_init(v: &Value) -> Result<Value, DomainError> {
+    match v {
+        Value::Object(_) | Value::Null => Ok(v.clone()),
+        _ => Err(invalid("cloud-init must be an object")),
+    }
 }
 
 impl LegacyParamsIn {
@@ -1232,7 +1245,7 @@ pub fn bootparameters_post(txn: &mut Txn<'_>, b: &LegacyParamsIn) -> Result<Valu
         .cloned()
         .ok_or_else(|| not_found(Kind::BootConfiguration, &uid))?;
     if let Some(c) = &b.cloud_init {
-        cfg.cloud_init = c.clone();
+        cfg.cloud_init = legacy_cloud_init(c)?;
     }
     let out = wrapped(vec![bootparameters_item(&cfg)]);
     txn.put_boot_config(cfg);
@@ -1262,7 +1275,7 @@ pub fn bootparameters_put(txn: &mut Txn<'_>, b: &LegacyParamsIn) -> Result<Value
     });
     set_config_spec(txn.model(), &mut cfg, &spec)?;
     if let Some(c) = &b.cloud_init {
-        cfg.cloud_init = c.clone();
+        cfg.cloud_init = legacy_cloud_init(c)?;
     }
     cfg.meta.updated_at = stamp(txn.now());
     let out = wrapped(vec![bootparameters_item(&cfg)]);

@@ -62,7 +62,7 @@ pub struct CollectRequest {
     pub targets: Vec<String>,
     pub port: Option<u16>,
     pub include_leases: bool,
-    /// magellan's `--bmc-id-map` document.
+    /// Free-form: magellan's `--bmc-id-map` document.
     pub bmc_id_map: Option<Value>,
     /// Credentials for this run, used where no per-BMC ones are stored.
     pub username: Option<String>,

@@ -34,14 +34,39 @@ pub fn document() -> Value {
         // Upstream routes answered with 501 take and return nothing.
         let placeholder = (r.summary == NOT_IMPLEMENTED).then(super::schema::status);
         let ops = io.get(key.as_str()).or(placeholder.as_ref());
-        let params: Vec<Value> = r
+        let specs: Vec<(&str, Value)> = ops
+            .iter()
+            .flat_map(|o| o.query.iter())
+            .map(|spec| super::schema::param(spec))
+            .collect();
+        let segments: Vec<&str> = r
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .chain(ops.iter().flat_map(|o| o.query.iter()).map(|name| {
-                json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}})
-            }))
+            .collect();
+        let params: Vec<Value> = segments
+            .iter()
+            .map(|name| {
+                let schema = specs
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_else(|| match *name {
+                        // Every `{xname}` is one: typed so clients and
+                        // generators know the form.
+                        "xname" => super::schema::param("xname:xname").1,
+                        _ => json!({"type": "string"}),
+                    });
+                json!({"name": name, "in": "path", "required": true, "schema": schema})
+            })
+            .chain(
+                specs
+                    .iter()
+                    .filter(|(n, _)| !segments.contains(n))
+                    .map(|(name, schema)| {
+                        json!({"name": name, "in": "query", "required": false, "schema": schema})
+                    }),
+            )
             .collect();
         let listeners = match r.listeners {
             Listeners::Api => json!(["api"]),
@@ -56,7 +81,19 @@ pub fn document() -> Value {
         if let Some(reply) = ops.and_then(|o| o.reply.as_ref()) {
             success["content"] = content(reply);
         }
+        if let Some(also) = ops.and_then(|o| o.also.as_ref())
+            && let (Some(all), Value::Object(more)) =
+                (success["content"].as_object_mut(), content(also))
+        {
+            all.extend(more);
+        }
         responses.insert("2XX".into(), success);
+        if ops.is_some_and(|o| o.or_empty) {
+            responses.insert(
+                "204".into(),
+                json!({"description": "nothing was created (an empty list)"}),
+            );
+        }
         if r.access == Access::Token {
             responses.insert(
                 "401".into(),

@@ -18,21 +18,36 @@ use super::{DomainError, xname};
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct ComponentIn {
+    #[schemars(rename = "ID")]
     pub id: Option<String>,
     #[serde(rename = "type")]
+    #[schemars(rename = "Type")]
     pub kind: Option<String>,
+    #[schemars(rename = "State")]
     pub state: Option<String>,
+    #[schemars(rename = "Flag")]
     pub flag: Option<String>,
+    #[schemars(rename = "Enabled")]
     pub enabled: Option<bool>,
+    #[schemars(rename = "SoftwareStatus")]
     pub softwarestatus: Option<String>,
+    #[schemars(rename = "Role")]
     pub role: Option<String>,
+    #[schemars(rename = "SubRole")]
     pub subrole: Option<String>,
+    #[schemars(rename = "NID")]
     pub nid: Option<i64>,
+    #[schemars(rename = "Subtype")]
     pub subtype: Option<String>,
+    #[schemars(rename = "NetType")]
     pub nettype: Option<String>,
+    #[schemars(rename = "Arch")]
     pub arch: Option<String>,
+    #[schemars(rename = "Class")]
     pub class: Option<String>,
+    #[schemars(rename = "ReservationDisabled")]
     pub reservationdisabled: Option<bool>,
+    #[schemars(rename = "Locked")]
     pub locked: Option<bool>,
 }
 
@@ -40,7 +55,9 @@ pub struct ComponentIn {
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct ComponentArrayIn {
+    #[schemars(rename = "Components")]
     pub components: Vec<ComponentIn>,
+    #[schemars(rename = "Force")]
     pub force: bool,
 }
 
@@ -48,7 +65,9 @@ pub struct ComponentArrayIn {
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct ComponentPutIn {
+    #[schemars(rename = "Component")]
     pub component: Option<ComponentIn>,
+    #[schemars(rename = "Force")]
     pub force: bool,
 }
 
@@ -410,14 +429,23 @@ pub fn delete(txn: &mut Txn<'_>, id: &str) -> Option<Arc<Component>> {
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct PatchIn {
+    #[schemars(rename = "State")]
     pub state: Option<String>,
+    #[schemars(rename = "Flag")]
     pub flag: Option<String>,
+    #[schemars(rename = "Force")]
     pub force: bool,
+    #[schemars(rename = "Enabled")]
     pub enabled: Option<bool>,
+    #[schemars(rename = "SoftwareStatus")]
     pub softwarestatus: Option<String>,
+    #[schemars(rename = "Role")]
     pub role: Option<String>,
+    #[schemars(rename = "SubRole")]
     pub subrole: Option<String>,
+    #[schemars(rename = "NID")]
     pub nid: Option<i64>,
+    #[schemars(rename = "ComponentIDs")]
     pub componentids: Vec<String>,
 }
 
@@ -568,6 +596,7 @@ pub fn patch_bulk(txn: &mut Txn<'_>, kind: PatchKind, p: &PatchIn) -> Result<(),
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct BulkNidIn {
+    #[schemars(rename = "Components")]
     pub components: Vec<ComponentIn>,
 }
 

@@ -26,6 +26,7 @@ pub struct GroupIn {
     pub name: Option<String>,
     pub description: Option<String>,
     pub tags: Option<Vec<String>>,
+    #[schemars(rename = "exclusiveGroup")]
     pub exclusivegroup: Option<String>,
     pub members: Option<MembersIn>,
 }
@@ -336,15 +337,20 @@ pub fn remove_partition_member(
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct NodeMapIn {
+    #[schemars(rename = "ID")]
     pub id: Option<String>,
+    #[schemars(rename = "NID")]
     pub nid: Option<i64>,
+    #[schemars(rename = "Role")]
     pub role: Option<String>,
+    #[schemars(rename = "SubRole")]
     pub subrole: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct NodeMapArrayIn {
+    #[schemars(rename = "NodeMaps")]
     pub nodemaps: Vec<NodeMapIn>,
 }
 

@@ -66,7 +66,9 @@ fn type_of(component: &str) -> String {
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct IpIn {
+    #[schemars(rename = "IPAddress")]
     pub ipaddress: Option<String>,
+    #[schemars(rename = "Network")]
     pub network: Option<String>,
 }
 
@@ -101,11 +103,16 @@ fn mappings(list: &[IpIn]) -> Result<Vec<IpAddressMapping>, DomainError> {
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct InterfaceIn {
+    #[schemars(rename = "Description")]
     pub description: Option<String>,
+    #[schemars(rename = "MACAddress")]
     pub macaddress: Option<String>,
+    #[schemars(rename = "ComponentID")]
     pub componentid: Option<String>,
+    #[schemars(rename = "IPAddresses")]
     pub ipaddresses: Vec<IpIn>,
     /// SMD v1's single address, still accepted.
+    #[schemars(rename = "IPAddress")]
     pub ipaddress: Option<String>,
 }
 
@@ -113,8 +120,11 @@ pub struct InterfaceIn {
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct InterfacePatchIn {
+    #[schemars(rename = "Description")]
     pub description: Option<String>,
+    #[schemars(rename = "ComponentID")]
     pub componentid: Option<String>,
+    #[schemars(rename = "IPAddresses")]
     pub ipaddresses: Option<Vec<IpIn>>,
 }
 
@@ -122,6 +132,7 @@ pub struct InterfacePatchIn {
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct IpPatchIn {
+    #[schemars(rename = "Network")]
     pub network: Option<String>,
 }
 

@@ -166,8 +166,9 @@ pub struct RedfishEndpoint {
     pub template_id: String,
     #[serde(rename = "DiscoveryInfo", default)]
     pub discovery_info: DiscoveryInfo,
-    /// Inventory details a V2 payload carried beyond the standard fields
-    /// (manufacturer, model, serial, firmware, ...), kept for operators.
+    /// Free-form: inventory details a V2 payload carried beyond the
+    /// standard fields (manufacturer, model, serial, firmware, ...), kept
+    /// for operators.
     #[serde(
         rename = "Details",
         default,

@@ -158,6 +158,31 @@ const PATTERNS: &[(HmsType, &[Segment])] = &[
     ),
 ];
 
+/// A regular expression every normalised xname of a known form matches
+/// (lower case, numbers without leading zeros beyond their width): the
+/// same table as the parser, for documents that describe xnames.
+pub fn pattern() -> String {
+    fn num(n: Num) -> String {
+        match n {
+            Num::Any => "[0-9]{1,4}".into(),
+            Num::Positive => "[1-9][0-9]{0,3}".into(),
+            Num::Range(a, b) if b <= 9 => format!("[{a}-{b}]"),
+            // The only wider range is a cabinet's, 0 to 9999.
+            Num::Range(_, b) => format!("[0-9]{{1,{}}}", b.to_string().len()),
+        }
+    }
+    let mut forms: Vec<String> = PATTERNS
+        .iter()
+        .map(|(_, segs)| {
+            segs.iter()
+                .map(|(l, n)| format!("{l}{}", num(*n)))
+                .collect()
+        })
+        .collect();
+    forms.push("p[0-9]{1,4}\\.[0-9]{1,4}".into());
+    format!("^({})$", forms.join("|"))
+}
+
 /// One normalised letters-plus-number pair.
 struct Token {
     letters: String,
@@ -308,6 +333,31 @@ pub fn is_descendant_or_self(child: &str, ancestor: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_form_of_the_pattern_parses_at_its_bounds() {
+        let bound = |n: Num, high: bool| match (n, high) {
+            (Num::Any, false) => 0,
+            (Num::Any, true) | (Num::Positive, true) => 9999,
+            (Num::Positive, false) => 1,
+            (Num::Range(a, _), false) => a,
+            (Num::Range(_, b), true) => b,
+        };
+        for (kind, segs) in PATTERNS {
+            for high in [false, true] {
+                let x: String = segs
+                    .iter()
+                    .map(|(l, n)| format!("{l}{}", bound(*n, high)))
+                    .collect();
+                assert_eq!(parse(&x).map(|(_, k)| k), Ok(*kind), "{x}");
+            }
+        }
+        assert!(
+            pattern().starts_with("^(s[0-0]|p[0-9]{1,4}|"),
+            "{}",
+            pattern()
+        );
+    }
     use super::*;
     use proptest::prelude::*;
 

@@ -23,10 +23,14 @@ pub const MAX_FIELD_BYTES: usize = 16 * 1024;
 /// A group body (`admin/groups`), §5.3.
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
+#[schemars(rename = "CloudInitGroupIn")]
 pub struct GroupIn {
     pub name: Option<String>,
     pub description: Option<String>,
+    /// Free-form: the group's meta-data (a mapping), the operator's own
+    /// keys.
     #[serde(rename = "meta-data")]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
     pub meta_data: Option<Value>,
     pub file: Option<FileIn>,
 }
