@@ -37,6 +37,8 @@ pub struct App {
     pub tftp_addr: Option<SocketAddr>,
     /// The interfaces DHCP serves (none when off).
     pub dhcp_interfaces: Vec<String>,
+    /// Where DNS is bound, UDP and TCP alike (none when off).
+    pub dns_addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     /// Held while the appliance exists: one server per state directory.
@@ -197,6 +199,7 @@ impl App {
         }
         let dhcp_interfaces = start_dhcp(&state, &tasks, &shutdown)?;
         let tftp_addr = start_tftp(&state, &dhcp_interfaces, &tasks, &shutdown)?;
+        let dns_addrs = start_dns(&state, &tasks, &shutdown)?;
         log_node_bases(&state, &dhcp_interfaces);
         for problem in crate::boot::check::problems(
             &state.config,
@@ -230,6 +233,7 @@ impl App {
             node_addrs,
             tftp_addr,
             dhcp_interfaces,
+            dns_addrs,
             shutdown,
             tasks,
             _state_lock: state_lock,
@@ -270,8 +274,13 @@ fn start_dhcp(
     if !cfg.dhcp.enabled {
         return Ok(Vec::new());
     }
-    let settings = Settings::from_config(&cfg.dhcp, state.node_base.clone(), &cfg.cluster_name)
+    let mut settings = Settings::from_config(&cfg.dhcp, state.node_base.clone(), &cfg.cluster_name)
         .map_err(|e| anyhow::anyhow!(e))?;
+    if cfg.dns.enabled {
+        settings.dns_domain = crate::dns::settings::Settings::from_config(cfg)
+            .ok()
+            .map(|d| d.domain);
+    }
     if settings.subnets.is_empty() {
         tracing::warn!("dhcp is enabled but no subnet is configured: serving nothing");
         return Ok(Vec::new());
@@ -314,6 +323,68 @@ fn start_dhcp(
         }
     });
     Ok(names)
+}
+
+/// Binds DNS on every address of the interfaces it serves and starts its
+/// thread. Enabled with no interface to serve, start-up fails: nodes told
+/// to use this resolver would get no answers.
+fn start_dns(
+    state: &AppState,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Vec<SocketAddr>> {
+    use crate::dns::{server, settings::Settings};
+    let cfg = &state.config;
+    if !cfg.dns.enabled {
+        return Ok(Vec::new());
+    }
+    let settings = Settings::from_config(cfg).map_err(|e| anyhow::anyhow!(e))?;
+    let addrs = server::interface_addresses();
+    let names = server::choose_interfaces(&settings, &addrs);
+    if names.is_empty() {
+        anyhow::bail!(
+            "dns: no interface has an address in a DHCP subnet or dns.networks; name one in dns.interfaces"
+        );
+    }
+    let bound = server::bind(&names, &addrs, settings.port)
+        .with_context(|| format!("cannot listen for dns on port {}", settings.port))?;
+    let mut allowed = settings.networks.clone();
+    for n in &names {
+        for net in addrs.get(n).into_iter().flatten() {
+            allowed.push(crate::dns::settings::Net::new(net.addr, net.prefix));
+        }
+    }
+    let mut out = Vec::new();
+    for b in &bound {
+        let a = b.local_addr()?;
+        tracing::info!("listening for dns on {} ({a}, udp and tcp)", b.interface);
+        out.push(a);
+    }
+    let (store, metrics) = (state.store.clone(), state.metrics.clone());
+    let stop = shutdown.child_token();
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("dns".into())
+        .spawn(move || {
+            let r = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|rt| {
+                    rt.block_on(server::serve(
+                        bound, settings, allowed, store, metrics, stop,
+                    ))
+                });
+            let _ = done.send(r);
+        })
+        .context("cannot start the dns thread")?;
+    tasks.spawn(async move {
+        match finished.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "dns server stopped"),
+            Err(_) => tracing::error!("dns server thread ended abnormally"),
+            Ok(Ok(())) => {}
+        }
+    });
+    Ok(out)
 }
 
 /// Starts TFTP where [`Config::tftp_mode`] says: on `tftp.listen`, or on

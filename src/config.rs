@@ -29,6 +29,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub boot: BootServiceConfig,
     pub dhcp: DhcpConfig,
+    pub dns: DnsConfig,
     pub tftp: TftpConfig,
     pub redfish: RedfishConfig,
     pub discovery: DiscoveryConfig,
@@ -47,6 +48,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             boot: BootServiceConfig::default(),
             dhcp: DhcpConfig::default(),
+            dns: DnsConfig::default(),
             tftp: TftpConfig::default(),
             redfish: RedfishConfig::default(),
             discovery: DiscoveryConfig::default(),
@@ -275,6 +277,75 @@ pub struct DhcpSubnet {
     /// Overrides `dhcp.pool_lease_secs` here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool_lease_secs: Option<u32>,
+}
+
+/// The authoritative DNS server for the inventory (`[dns]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Off until configured: port 53 usually belongs to a site resolver.
+    pub enabled: bool,
+    /// Interfaces served, by name. Empty: every interface with an address
+    /// inside a DHCP subnet or one of `networks`, and no other.
+    pub interfaces: Vec<String>,
+    /// UDP and TCP port (53; another port only for tests).
+    pub port: u16,
+    /// The cluster zone: nodes are `<host name>.<domain>` and
+    /// `<xname>.<domain>`.
+    pub domain: String,
+    /// Names of the head node, answered with the address of the interface
+    /// a query arrived on. Each must lie inside `domain`.
+    pub head_names: Vec<String>,
+    /// TTL of every answer from the inventory, and the negative TTL.
+    pub ttl_secs: u32,
+    /// More networks served besides the DHCP subnets (IPv4 or IPv6 CIDRs):
+    /// their reverse names are answered here and their clients may recurse.
+    pub networks: Vec<String>,
+    /// Resolvers other names are forwarded to (`ip` or `ip:port`). Empty:
+    /// other names are refused.
+    pub upstreams: Vec<String>,
+    /// Time an upstream gets per attempt, milliseconds.
+    pub upstream_timeout_ms: u64,
+    /// Forwarded answers cached, in records.
+    pub cache_size: u64,
+    /// Response-rate limit per client address over UDP (answers per
+    /// second, with a burst of as many); 0 turns it off. TCP is not limited.
+    pub rrl_per_sec: u32,
+    /// Of the answers over the limit, every `rrl_slip`-th goes out truncated
+    /// (so a real client retries over TCP) and the rest are dropped; 0: drop all.
+    pub rrl_slip: u32,
+    /// Extra static records inside `domain`.
+    pub records: Vec<DnsRecord>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            enabled: false,
+            interfaces: Vec::new(),
+            port: 53,
+            domain: "cluster".into(),
+            head_names: vec!["openchami.cluster".into()],
+            ttl_secs: 60,
+            networks: Vec::new(),
+            upstreams: Vec::new(),
+            upstream_timeout_ms: 2000,
+            cache_size: 4096,
+            rrl_per_sec: 100,
+            rrl_slip: 2,
+            records: Vec::new(),
+        }
+    }
+}
+
+/// A static record (`[[dns.records]]`): `type` is A, AAAA, CNAME or TXT.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -549,6 +620,7 @@ impl Config {
             return Err("http.max_connections, max_connections_per_peer, header_read_timeout_secs and idle_timeout_secs must be positive".into());
         }
         crate::dhcp::settings::Settings::check(&self.dhcp)?;
+        crate::dns::settings::Settings::from_config(self)?;
         let adv = &self.node.advertise;
         if !(adv.is_empty() || adv.starts_with("http://") || adv.starts_with("https://")) {
             return Err(format!(

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod dhcp;
 pub mod discover;
+pub mod dns;
 pub mod http;
 pub mod inventory;
 pub mod lab;

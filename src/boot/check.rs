@@ -85,7 +85,7 @@ pub fn problems(c: &Config, facts: &Facts) -> Vec<String> {
     {
         // A name resolves only where DHCP hands out a DNS server.
         let name_with_dns = !why.contains("is not an address")
-            && c.dhcp.subnets.iter().all(|s| !s.dns.is_empty())
+            && (c.dns.enabled || c.dhcp.subnets.iter().all(|s| !s.dns.is_empty()))
             && serves;
         if !name_with_dns {
             out.push(format!("node.advertise = {:?}: {why}", c.node.advertise));
@@ -222,6 +222,15 @@ mod tests {
                 |c| {
                     c.node.advertise = "http://head:27778".into();
                     c.dhcp.subnets[0].dns = vec![Ipv4Addr::new(172, 16, 0, 254)];
+                },
+                &host(),
+                "",
+            ),
+            (
+                "advertised head name with our dns",
+                |c| {
+                    c.node.advertise = "http://openchami.cluster:27778".into();
+                    c.dns.enabled = true;
                 },
                 &host(),
                 "",

@@ -41,6 +41,7 @@ mod client;
 mod commands;
 mod dhcp;
 mod discover;
+mod dns;
 mod lab;
 mod metadata;
 mod output;
@@ -119,6 +120,9 @@ pub enum Command {
     /// DHCP leases
     #[command(subcommand)]
     Dhcp(dhcp::DhcpCmd),
+    /// What the DNS server answers: lookups and the whole zone
+    #[command(subcommand)]
+    Dns(dns::DnsCmd),
     /// Load a cluster description (ochami static-discovery format)
     Import(ImportArgs),
     /// A lab of virtual nodes on this machine, booted by the appliance (root)

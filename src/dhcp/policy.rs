@@ -320,6 +320,15 @@ fn fill(
         .unwrap_or_else(|| subnet.routers.clone());
     r.dns = subnet.dns.clone();
     r.domain = subnet.domain.clone();
+    if let Some(domain) = &ctx.settings.dns_domain {
+        // Our DNS serves the interface this reply leaves by.
+        if r.dns.is_empty() {
+            r.dns = vec![r.server_id];
+        }
+        if r.domain.is_empty() {
+            r.domain = domain.clone();
+        }
+    }
     r.hostname = known.and_then(|k| k.hostname.clone());
     set_boot_file(r, ctx, q);
 }

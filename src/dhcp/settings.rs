@@ -106,6 +106,9 @@ pub struct Settings {
     pub node_base: NodeBase,
     /// The configured cluster name (last fallback of the host name rule).
     pub cluster_name: String,
+    /// The cluster domain when this appliance serves DNS: subnets that name
+    /// no DNS server get ours (option 6), and no domain, this one (15).
+    pub dns_domain: Option<String>,
 }
 
 /// Group whose members get no answer at all (per-node disable).
@@ -188,6 +191,7 @@ impl Settings {
             rules,
             node_base,
             cluster_name: cluster_name.to_string(),
+            dns_domain: None,
         })
     }
 

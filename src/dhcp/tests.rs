@@ -372,6 +372,29 @@ fn relays_select_their_subnet_and_known_only_is_silent() {
 }
 
 #[test]
+fn our_dns_is_the_default_dns_server_and_domain() {
+    let snap = inventory(|_| {});
+    let l = Leases::default();
+    // Subnet 0 names its own server and domain; subnet 1 names neither.
+    for (dns_on, giaddr, want_dns, want_domain) in [
+        (false, Ipv4Addr::UNSPECIFIED, vec![SERVER], "cluster"),
+        (false, RELAY, vec![], ""),
+        (true, Ipv4Addr::UNSPECIFIED, vec![SERVER], "cluster"),
+        (true, RELAY, vec![SERVER], "hpc.example"),
+    ] {
+        let mut s = settings(|_| {});
+        if dns_on {
+            s.dns_domain = Some("hpc.example".into());
+        }
+        let mut d = q(Kind::Discover, unknown(1));
+        d.giaddr = giaddr;
+        let r = ask(&snap, &s, &l, 0, &d).reply.unwrap();
+        assert_eq!(r.dns, want_dns, "dns on: {dns_on}, giaddr {giaddr}");
+        assert_eq!(r.domain, want_domain, "dns on: {dns_on}, giaddr {giaddr}");
+    }
+}
+
+#[test]
 fn pool_exhaustion_is_silence_and_release_frees() {
     let snap = inventory(|_| {});
     let s = settings(|_| {});

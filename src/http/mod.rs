@@ -15,6 +15,7 @@ pub mod common;
 pub mod deadline;
 pub mod dhcp;
 pub mod discover;
+pub mod dns;
 pub mod json;
 pub mod metadata_service;
 pub mod oauth;

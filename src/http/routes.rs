@@ -103,6 +103,7 @@ pub fn table() -> Vec<Route> {
     t.extend(super::cloud_init::routes());
     t.extend(super::metadata_service::routes());
     t.extend(super::dhcp::routes());
+    t.extend(super::dns::routes());
     t.extend(super::power::routes());
     t.extend(super::discover::routes());
     t
@@ -338,6 +339,8 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "PATCH /metadata-service/profiles/{uid}" => inout(json::<ProfileSpec>(), json::<ProfileResource>()),
         "DELETE /metadata-service/profiles/{uid}" => out(json::<ResourceDeleted>()),
         "GET /dhcp/v1/leases" => out(json::<Vec<super::dhcp::LeaseView>>()),
+        "GET /dns/v1/lookup" => out(json::<super::dns::LookupView>()).query(&["name", "type"]),
+        "GET /dns/v1/zone" => out(json::<super::dns::ZoneView>()),
         "POST /power-control/v1/transitions" => inout(json::<TransitionRequest>(), json::<TransitionCreated>()),
         "GET /power-control/v1/transitions" => out(json::<TransitionArray>()),
         "POST /transitions" => inout(json::<TransitionRequest>(), json::<TransitionCreated>()),
