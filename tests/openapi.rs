@@ -132,6 +132,9 @@ const STATUS_ONLY: &[&str] = &[
     "GET /power-cap/{id}",
     "GET /hsm/v2/Inventory/RedfishEndpoints/Query/{xname}",
     "POST /metadata-service/phone-home/{id}",
+    "GET /remote-console/liveness",
+    "GET /remote-console/readiness",
+    "GET /remote-console/consoles/{xname}",
 ];
 
 /// Operations whose body is opaque to the document: iPXE scripts,

@@ -105,6 +105,7 @@ pub fn table() -> Vec<Route> {
     t.extend(super::dhcp::routes());
     t.extend(super::power::routes());
     t.extend(super::discover::routes());
+    t.extend(super::console::routes());
     t
 }
 
@@ -360,6 +361,11 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "GET /discovery/v1/credentials" => out(json::<AnyObject>()),
         "PUT /discovery/v1/credentials/{key}" => inout(json::<AnyObject>(), json::<AnyObject>()),
         "DELETE /discovery/v1/credentials/{key}" => out(json::<AnyObject>()),
+        "GET /remote-console/liveness" => status(),
+        "GET /remote-console/readiness" => status(),
+        "GET /remote-console/health" => out(json::<super::console::ConsoleHealth>()),
+        "GET /remote-console/consoles" => out(json::<super::console::ConsoleList>()),
+        "GET /remote-console/consoles/{xname}" => status().query(&["mode", "follow", "lines"]),
     }
 }
 
@@ -415,8 +421,12 @@ async fn require_token(
 }
 
 fn bearer(req: &Request) -> Option<String> {
-    if let Some(v) = req
-        .headers()
+    bearer_in(req.headers())
+}
+
+/// The bearer token of a request's headers (or its `jwt` cookie).
+pub(super) fn bearer_in(headers: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
@@ -428,7 +438,7 @@ fn bearer(req: &Request) -> Option<String> {
         }
         return None;
     }
-    req.headers()
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())

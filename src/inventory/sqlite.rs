@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_dhcp_leases.sql"),
     include_str!("migrations/0005_power.sql"),
     include_str!("migrations/0006_boot_service.sql"),
+    include_str!("migrations/0009_consoles.sql"),
 ];
 
 pub struct Db {

@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::DomainError;
 use super::model::{
     BmcCredential, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
-    ClusterDefaults, Component, ComponentEndpoint, EthernetInterface, Group, InstanceInfo, Lease,
-    NodeMap, Partition, PhoneHome, PowerTransition, RedfishEndpoint,
+    ClusterDefaults, Component, ComponentEndpoint, ConsoleHostKey, EthernetInterface, Group,
+    InstanceInfo, Lease, NodeMap, Partition, PhoneHome, PowerTransition, RedfishEndpoint,
 };
 use super::sqlite::Db;
 
@@ -51,6 +51,7 @@ pub enum Table {
     PowerTransitions,
     BmcCredentials,
     BootResources,
+    ConsoleHostKeys,
 }
 
 impl Table {
@@ -72,6 +73,7 @@ impl Table {
             Table::PowerTransitions => "power_transitions",
             Table::BmcCredentials => "bmc_credentials",
             Table::BootResources => "boot_resources",
+            Table::ConsoleHostKeys => "console_host_keys",
         }
     }
 }
@@ -179,6 +181,8 @@ pub struct Model {
     pub power_transitions: OrdMap<String, PowerTransition>,
     /// BMC credentials by key (`default`, xname, IP or MAC).
     pub bmc_credentials: OrdMap<String, BmcCredential>,
+    /// Pinned console SSH host keys by BMC xname.
+    pub console_host_keys: OrdMap<String, ConsoleHostKey>,
 }
 
 impl Model {
@@ -689,6 +693,17 @@ impl<'a> Txn<'a> {
         self.record::<BmcCredential>(Table::BmcCredentials, key, None);
         Some(old)
     }
+
+    pub fn put_console_host_key(&mut self, k: ConsoleHostKey) {
+        self.record(Table::ConsoleHostKeys, &k.bmc, Some(&k));
+        self.model.console_host_keys.insert(k.bmc.clone(), k);
+    }
+
+    pub fn delete_console_host_key(&mut self, bmc: &str) -> Option<ConsoleHostKey> {
+        let old = self.model.console_host_keys.remove(bmc)?;
+        self.record::<ConsoleHostKey>(Table::ConsoleHostKeys, bmc, None);
+        Some(old)
+    }
 }
 
 /// The stored document of a row, if the row exists. Serialising our own
@@ -718,6 +733,7 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
         Table::PowerTransitions => ser(m.power_transitions.get(key)),
         Table::BmcCredentials => ser(m.bmc_credentials.get(key)),
         Table::BootResources => ser(m.boot_resources.get(key)),
+        Table::ConsoleHostKeys => ser(m.console_host_keys.get(key)),
     }
 }
 
@@ -949,6 +965,9 @@ fn load_model(db: &Db) -> Result<Model, StoreError> {
     }
     for r in load_table::<BootResource>(db, Table::BootResources)? {
         txn.put_boot_resource(r);
+    }
+    for k in load_table::<ConsoleHostKey>(db, Table::ConsoleHostKeys)? {
+        txn.put_console_host_key(k);
     }
     Ok(model)
 }
