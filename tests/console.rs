@@ -472,12 +472,35 @@ async fn scenario(bmc: &mut FakeBmc, port: u16) {
         .expect("send");
     read_until(&mut w, "echo: after restart").await;
 
-    // A changed host key is refused and named.
+    // A changed host key is refused and named, until the pin is forgotten.
     bmc.start("key_b");
     wait_state(&h, "waiting", "host key").await;
-    // Wrong credentials are refused and named.
-    bmc.start("key_a");
+    assert_eq!(ws(&h, &viewer, "").await.err().map(|e| e.0), Some(403));
+    let forgot =
+        tokio::task::block_in_place(|| cli(&h, &token, &["console", NODE, "--forget-host-key"]));
+    assert!(forgot.contains(&pin.fingerprint), "{forgot}");
+    wait_state(&h, "connected", "").await;
+    let keys = h.api.get_json("/remote-console/hostkeys").await;
+    let new_pin = keys["hostkeys"][0]["fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        new_pin.starts_with("SHA256:") && new_pin != pin.fingerprint,
+        "{keys}"
+    );
+    let listed = tokio::task::block_in_place(|| cli(&h, &token, &["console", "hostkeys"]));
+    assert!(listed.contains(&new_pin), "{listed}");
+    assert_eq!(
+        h.api
+            .delete("/remote-console/hostkeys/x9c0s0b0")
+            .await
+            .status,
+        404
+    );
+    // Wrong credentials are refused and named (at the next connection).
     set_password(&h, "not-the-password").await;
+    bmc.start("key_b");
     wait_state(&h, "waiting", "refused user").await;
     set_password(&h, PASSWORD).await;
     wait_state(&h, "connected", "").await;

@@ -14,8 +14,13 @@ use super::output::{Format, render};
 
 #[derive(Args, Debug)]
 pub struct ConsoleArgs {
-    /// A node's xname, or `list` for every console and its state
+    /// A node's xname, `list` for every console and its state, or
+    /// `hostkeys` for the pinned BMC host keys
     pub target: String,
+    /// Forget the pinned host key of this node's BMC (or of this BMC), after
+    /// replacing or re-keying it; the next connection pins the new key
+    #[arg(long, conflicts_with_all = ["tail", "follow", "lines"])]
+    pub forget_host_key: bool,
     /// Print the node's console log instead of attaching
     #[arg(long)]
     pub tail: bool,
@@ -37,6 +42,13 @@ const COLUMNS: &[(&str, &str)] = &[
     ("ERROR", "/error"),
 ];
 
+const KEY_COLUMNS: &[(&str, &str)] = &[
+    ("BMC", "/bmc"),
+    ("FINGERPRINT", "/fingerprint"),
+    ("ADDRESS", "/address"),
+    ("PINNED", "/pinned_at"),
+];
+
 /// Leaves an interactive console (Ctrl-]).
 const ESCAPE: u8 = 0x1d;
 
@@ -48,8 +60,32 @@ pub async fn run(client: &Client, format: Format, a: ConsoleArgs) -> anyhow::Res
         let rows = found["consoles"].as_array().cloned().unwrap_or_default();
         return Ok(render(format, COLUMNS, &rows, &found));
     }
+    if a.target == "hostkeys" {
+        let found = client.get("/remote-console/hostkeys").await?;
+        let rows = found["hostkeys"].as_array().cloned().unwrap_or_default();
+        return Ok(render(format, KEY_COLUMNS, &rows, &found));
+    }
     let node = crate::inventory::xname::normalize(&a.target)
-        .map_err(|_| anyhow::anyhow!("{:?} is not an xname (or `list`)", a.target))?;
+        .map_err(|_| anyhow::anyhow!("{:?} is not an xname (or `list`, `hostkeys`)", a.target))?;
+    if a.forget_host_key {
+        let bmc = match crate::inventory::xname::type_of(&node) {
+            Some(crate::inventory::enums::HmsType::Node) => {
+                crate::inventory::xname::parent(&node).unwrap_or(node)
+            }
+            _ => node,
+        };
+        let old = client
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/remote-console/hostkeys/{bmc}"),
+                None,
+            )
+            .await?;
+        return Ok(format!(
+            "forgot host key {} of {bmc}\n",
+            old["fingerprint"].as_str().unwrap_or("?")
+        ));
+    }
     if a.tail {
         let lines = a.lines.unwrap_or(0);
         let path = format!(

@@ -456,6 +456,37 @@ impl Consoles {
         hubs.iter().map(|h| h.info()).collect()
     }
 
+    /// Every pinned host key.
+    pub fn host_keys(&self) -> Vec<ConsoleHostKey> {
+        self.store
+            .snapshot()
+            .console_host_keys
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets a BMC's pinned host key (the BMC was replaced or re-keyed):
+    /// the next connection pins what it is shown. `NotFound` when none.
+    pub async fn forget_host_key(
+        &self,
+        bmc: &str,
+    ) -> Result<ConsoleHostKey, crate::inventory::WriteError> {
+        let bmc = bmc.to_string();
+        let old = self
+            .store
+            .write(move |t| {
+                t.delete_console_host_key(&bmc).ok_or_else(|| {
+                    crate::inventory::DomainError::NotFound(format!(
+                        "no console host key is pinned for {bmc}"
+                    ))
+                })
+            })
+            .await?;
+        tracing::info!(bmc = %old.bmc, fingerprint = %old.fingerprint, "console host key pin deleted");
+        Ok(old)
+    }
+
     pub fn last_change(&self) -> chrono::DateTime<chrono::Utc> {
         *lock(&self.changed)
     }

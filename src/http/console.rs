@@ -72,6 +72,24 @@ pub fn routes() -> Vec<Route> {
             "WebSocket: interactive console (writers), or ?mode=tail&follow=&lines= for the log",
             attach,
         ),
+        route(
+            Method::GET,
+            "/remote-console/hostkeys",
+            rc,
+            Token,
+            Api,
+            "BMC console host keys pinned on first use",
+            host_keys,
+        ),
+        route(
+            Method::DELETE,
+            "/remote-console/hostkeys/{bmc}",
+            rc,
+            Token,
+            Api,
+            "Forget a BMC's pinned host key (replaced or re-keyed BMC)",
+            forget_host_key,
+        ),
     ]
 }
 
@@ -108,6 +126,26 @@ pub struct ConsoleEntry {
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ConsoleList {
     pub consoles: Vec<ConsoleEntry>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct HostKeyList {
+    pub hostkeys: Vec<crate::inventory::model::ConsoleHostKey>,
+}
+
+async fn host_keys(State(st): State<AppState>) -> Json<HostKeyList> {
+    Json(HostKeyList {
+        hostkeys: st.consoles.host_keys(),
+    })
+}
+
+async fn forget_host_key(
+    State(st): State<AppState>,
+    Path(bmc): Path<String>,
+) -> Result<Json<crate::inventory::model::ConsoleHostKey>, ApiError> {
+    let bmc = crate::inventory::xname::normalize(&bmc)
+        .map_err(|_| ApiError::bad_request(format!("{bmc:?} is not a BMC xname")))?;
+    Ok(Json(st.consoles.forget_host_key(&bmc).await?))
 }
 
 async fn no_content() -> StatusCode {

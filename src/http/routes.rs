@@ -366,6 +366,8 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "GET /remote-console/health" => out(json::<super::console::ConsoleHealth>()),
         "GET /remote-console/consoles" => out(json::<super::console::ConsoleList>()),
         "GET /remote-console/consoles/{xname}" => status().query(&["mode", "follow", "lines"]),
+        "GET /remote-console/hostkeys" => out(json::<super::console::HostKeyList>()),
+        "DELETE /remote-console/hostkeys/{bmc}" => out(json::<ConsoleHostKey>()),
     }
 }
 
