@@ -68,6 +68,8 @@ pub struct Hub {
     writer: AtomicBool,
     viewers: AtomicUsize,
     stop: Mutex<CancellationToken>,
+    /// Cuts a reconnection wait short (an operator fixed the cause).
+    wake: tokio::sync::Notify,
 }
 
 /// A log tail: the bytes (`None`: no log yet) and, when following, the
@@ -132,6 +134,7 @@ impl Hub {
             writer: AtomicBool::new(false),
             viewers: AtomicUsize::new(0),
             stop: Mutex::new(CancellationToken::new()),
+            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -381,6 +384,7 @@ impl Consoles {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
+                _ = hub.wake.notified() => {}
             }
         }
         hub.update(|s| {
@@ -484,6 +488,10 @@ impl Consoles {
             })
             .await?;
         tracing::info!(bmc = %old.bmc, fingerprint = %old.fingerprint, "console host key pin deleted");
+        let hubs = self.hubs.read().unwrap_or_else(|e| e.into_inner());
+        for hub in hubs.values().filter(|h| h.target().bmc == old.bmc) {
+            hub.wake.notify_one();
+        }
         Ok(old)
     }
 
