@@ -411,6 +411,9 @@ pub struct ConsoleConfig {
     /// Run this on the BMC instead of a shell (a vendor's console command,
     /// such as `console -f` or `SMASH: start /system1/sol1`); empty = shell.
     pub command: String,
+    /// Ask the BMC for a terminal (what console programs expect); off only
+    /// for consoles that are plain streams.
+    pub pty: bool,
     /// A log file is rotated when it reaches this size.
     pub log_max_bytes: u64,
     /// Rotated files kept per node (`console.<xname>.1` is the newest).
@@ -430,6 +433,7 @@ impl Default for ConsoleConfig {
             enabled: true,
             ssh_port: 22,
             command: String::new(),
+            pty: true,
             log_max_bytes: 4 << 20,
             log_keep: 3,
             backoff_min_secs: 1,

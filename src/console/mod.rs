@@ -401,7 +401,7 @@ impl Consoles {
             .credentials(&snap, &t.bmc)
             .ok_or_else(|| Failure::Credentials(format!("no credentials for BMC {}", t.bmc)))?;
         let pinned = snap.console_host_keys.get(&t.bmc).map(|k| k.key.clone());
-        let link = ssh::connect(t, &creds, pinned.as_deref(), timeout).await?;
+        let link = ssh::connect(t, &creds, pinned.as_deref(), timeout, self.config.pty).await?;
         if pinned.is_none() {
             let pin = ConsoleHostKey {
                 bmc: t.bmc.clone(),

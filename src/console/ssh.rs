@@ -81,6 +81,7 @@ pub async fn connect(
     creds: &Credentials,
     pinned: Option<&str>,
     timeout: Duration,
+    pty: bool,
 ) -> Result<Link, Failure> {
     let config = Arc::new(client::Config {
         inactivity_timeout: None,
@@ -145,7 +146,9 @@ pub async fn connect(
     }
     let start = async {
         let ch = handle.channel_open_session().await?;
-        ch.request_pty(false, "vt100", 80, 24, 0, 0, &[]).await?;
+        if pty {
+            ch.request_pty(false, "vt100", 80, 24, 0, 0, &[]).await?;
+        }
         if t.command.is_empty() {
             ch.request_shell(true).await?;
         } else {
