@@ -107,6 +107,20 @@ impl App {
             .start()
             .await
             .context("cannot end power transitions left running")?;
+        let consoles = crate::console::Consoles::new(
+            store.clone(),
+            secrets.clone(),
+            config.console.clone(),
+            &state_dir,
+            tasks.clone(),
+            shutdown.clone(),
+        );
+        consoles.start().with_context(|| {
+            format!(
+                "cannot create the console log directory under {}",
+                state_dir.display()
+            )
+        })?;
         let trusted =
             Arc::new(crate::http::auth::Trusted::load(&config.auth.trusted_issuers).await);
         let state = AppState(Arc::new(Shared {
@@ -118,6 +132,7 @@ impl App {
             secrets,
             discovery,
             power,
+            consoles,
             issuer,
             node_base,
             metrics: Arc::new(Metrics::default()),

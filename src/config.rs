@@ -34,6 +34,7 @@ pub struct Config {
     pub redfish: RedfishConfig,
     pub discovery: DiscoveryConfig,
     pub power: PowerConfig,
+    pub console: ConsoleConfig,
 }
 
 impl Default for Config {
@@ -53,6 +54,7 @@ impl Default for Config {
             redfish: RedfishConfig::default(),
             discovery: DiscoveryConfig::default(),
             power: PowerConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -472,6 +474,51 @@ impl Default for PowerConfig {
     }
 }
 
+/// Serial consoles: one SSH session per BMC, logged under the state
+/// directory (`consoles/console.<xname>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Keep a console session open to every enrolled node's BMC.
+    pub enabled: bool,
+    /// The BMC's console SSH port (OpenBMC's host console: 2200).
+    pub ssh_port: u16,
+    /// Run this on the BMC instead of a shell (a vendor's console command,
+    /// such as `console -f` or `SMASH: start /system1/sol1`); empty = shell.
+    pub command: String,
+    /// Ask the BMC for a terminal (what console programs expect); off only
+    /// for consoles that are plain streams.
+    pub pty: bool,
+    /// A log file is rotated when it reaches this size.
+    pub log_max_bytes: u64,
+    /// Rotated files kept per node (`console.<xname>.1` is the newest).
+    pub log_keep: u32,
+    /// First and longest wait between reconnection attempts.
+    pub backoff_min_secs: u64,
+    pub backoff_max_secs: u64,
+    /// How often the inventory is checked for added or removed consoles.
+    pub refresh_secs: u64,
+    /// TCP connect and SSH handshake deadline.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: true,
+            ssh_port: 22,
+            command: String::new(),
+            pty: true,
+            log_max_bytes: 4 << 20,
+            log_keep: 3,
+            backoff_min_secs: 1,
+            backoff_max_secs: 300,
+            refresh_secs: 10,
+            connect_timeout_secs: 10,
+        }
+    }
+}
+
 /// Where TFTP is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TftpMode {
@@ -572,6 +619,21 @@ impl Config {
         }
         if self.auth.refresh_ttl_secs == 0 {
             return Err("auth.refresh_ttl_secs must be positive".into());
+        }
+        let c = &self.console;
+        if c.log_max_bytes < 4096 {
+            return Err("console.log_max_bytes must be at least 4096".into());
+        }
+        if c.backoff_min_secs == 0 || c.backoff_max_secs < c.backoff_min_secs {
+            return Err(
+                "console.backoff_min_secs must be positive and at most console.backoff_max_secs"
+                    .into(),
+            );
+        }
+        if c.refresh_secs == 0 || c.connect_timeout_secs == 0 {
+            return Err(
+                "console.refresh_secs and console.connect_timeout_secs must be positive".into(),
+            );
         }
         if self.cluster_name.trim().is_empty() {
             return Err("cluster_name must not be empty".into());

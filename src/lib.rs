@@ -9,6 +9,7 @@ pub mod boot;
 pub mod ca;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod dhcp;
 pub mod discover;
 pub mod dns;

@@ -71,6 +71,10 @@ const ANONYMOUS: &[(&str, &str)] = &[
     ("GET", "/liveness"),
     ("GET", "/readiness"),
     ("GET", "/health"),
+    // remote-console (v2 contract §5.1): probes and health; consoles need a token.
+    ("GET", "/remote-console/liveness"),
+    ("GET", "/remote-console/readiness"),
+    ("GET", "/remote-console/health"),
 ];
 
 /// Does the document path `path` (with `{name}` parameters) fall under the

@@ -135,6 +135,9 @@ const STATUS_ONLY: &[&str] = &[
     "GET /hsm/v2/Inventory/RedfishEndpoints/Query/{xname}",
     "POST /metadata-service/phone-home/{id}",
     "PATCH /hsm/v2/State/Components/{xname}/{field}",
+    "GET /remote-console/liveness",
+    "GET /remote-console/readiness",
+    "GET /remote-console/consoles/{xname}",
 ];
 
 /// Operations whose body is opaque to the document: iPXE scripts,

@@ -162,6 +162,47 @@ impl Client {
         ))
     }
 
+    /// Opens a WebSocket at `path` (with its query) over HTTP/1.1.
+    pub async fn websocket(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<tokio_tungstenite::WebSocketStream<reqwest::Upgraded>> {
+        use base64::Engine as _;
+        use reqwest::header::{CONNECTION, UPGRADE};
+        let url = format!("{}{}", self.base, path);
+        let key = base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes());
+        let mut req = self
+            .http
+            .get(&url)
+            .version(reqwest::Version::HTTP_11)
+            .header(CONNECTION, "Upgrade")
+            .header(UPGRADE, "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", key);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = resp.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            let bytes = resp.bytes().await.context("reading the response")?;
+            let v = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+            Self::result(&Method::GET, path, status, v)?;
+            bail!(
+                "GET {path}: {} without a WebSocket upgrade",
+                status.as_u16()
+            );
+        }
+        let upgraded = resp.upgrade().await.context("WebSocket upgrade")?;
+        Ok(tokio_tungstenite::WebSocketStream::from_raw_socket(
+            upgraded,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await)
+    }
+
     /// GET of a document that is not JSON (YAML, cloud-config): its text.
     pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
         let url = format!("{}{}", self.base, path);

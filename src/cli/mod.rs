@@ -39,6 +39,7 @@ macro_rules! println {
 mod boot;
 mod client;
 mod commands;
+mod console;
 mod dhcp;
 mod discover;
 mod dns;
@@ -123,6 +124,9 @@ pub enum Command {
     /// What the DNS server answers: lookups and the whole zone
     #[command(subcommand)]
     Dns(dns::DnsCmd),
+    /// Serial consoles: `console list`, `console <xname>` (interactive, Ctrl-] leaves),
+    /// `console <xname> --tail [--follow] [--lines N]`
+    Console(console::ConsoleArgs),
     /// Load a cluster description (ochami static-discovery format)
     Import(ImportArgs),
     /// A lab of virtual nodes on this machine, booted by the appliance (root)

@@ -12,6 +12,7 @@ pub mod boot;
 pub mod boot_service;
 pub mod cloud_init;
 pub mod common;
+pub mod console;
 pub mod deadline;
 pub mod dhcp;
 pub mod discover;

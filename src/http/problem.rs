@@ -116,7 +116,7 @@ struct Problem<'a> {
 
 /// Path prefixes of the OpenCHAMI v0.2 services, whose errors also carry
 /// the `error` member their clients print.
-const V2_PREFIXES: &[&str] = &["/boot-service/", "/metadata-service/"];
+const V2_PREFIXES: &[&str] = &["/boot-service/", "/metadata-service/", "/remote-console/"];
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 

@@ -106,6 +106,7 @@ pub fn table() -> Vec<Route> {
     t.extend(super::dns::routes());
     t.extend(super::power::routes());
     t.extend(super::discover::routes());
+    t.extend(super::console::routes());
     t
 }
 
@@ -375,6 +376,13 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "GET /discovery/v1/credentials" => out(json::<Credentials>()),
         "PUT /discovery/v1/credentials/{key}" => inout(json::<CredentialIn>(), json::<CredentialOut>()),
         "DELETE /discovery/v1/credentials/{key}" => out(json::<Message>()),
+        "GET /remote-console/liveness" => status(),
+        "GET /remote-console/readiness" => status(),
+        "GET /remote-console/health" => out(json::<super::console::ConsoleHealth>()),
+        "GET /remote-console/consoles" => out(json::<super::console::ConsoleList>()),
+        "GET /remote-console/consoles/{xname}" => status().query(&["mode", "follow", "lines"]),
+        "GET /remote-console/hostkeys" => out(json::<super::console::HostKeyList>()),
+        "DELETE /remote-console/hostkeys/{bmc}" => out(json::<ConsoleHostKey>()),
     }
 }
 
@@ -430,8 +438,12 @@ async fn require_token(
 }
 
 fn bearer(req: &Request) -> Option<String> {
-    if let Some(v) = req
-        .headers()
+    bearer_in(req.headers())
+}
+
+/// The bearer token of a request's headers (or its `jwt` cookie).
+pub(super) fn bearer_in(headers: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
@@ -443,7 +455,7 @@ fn bearer(req: &Request) -> Option<String> {
         }
         return None;
     }
-    req.headers()
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -772,6 +772,22 @@ pub struct BmcCredential {
     pub password: String,
 }
 
+/// A BMC console's SSH host key, pinned the first time the appliance
+/// connected: a later connection presenting another key is refused until an
+/// operator deletes the pin (the BMC was replaced or re-keyed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ConsoleHostKey {
+    /// The BMC's xname.
+    pub bmc: String,
+    /// The key in OpenSSH's one-line form (`ssh-ed25519 AAAA…`).
+    pub key: String,
+    /// `SHA256:…`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    /// Where the BMC was reached when the key was pinned.
+    pub address: String,
+    pub pinned_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// One node's part of a power transition (PCS task).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PowerTask {

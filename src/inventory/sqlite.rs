@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_boot_service.sql"),
     include_str!("migrations/0007_metadata_v2.sql"),
     include_str!("migrations/0008_tokens.sql"),
+    include_str!("migrations/0009_consoles.sql"),
 ];
 
 pub struct Db {

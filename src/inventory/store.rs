@@ -27,8 +27,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::DomainError;
 use super::model::{
     BmcCredential, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
-    ClusterDefaults, Component, ComponentEndpoint, EthernetInterface, Group, InstanceInfo, Lease,
-    MetadataRecord, NodeMap, Partition, PhoneHome, PowerTransition, RedfishEndpoint,
+    ClusterDefaults, Component, ComponentEndpoint, ConsoleHostKey, EthernetInterface, Group,
+    InstanceInfo, Lease, MetadataRecord, NodeMap, Partition, PhoneHome, PowerTransition,
+    RedfishEndpoint,
 };
 use super::sqlite::Db;
 use super::tokens::{RefreshFamily, UsedBootstrap};
@@ -55,6 +56,7 @@ pub enum Table {
     UsedBootstrap,
     RefreshFamilies,
     MetadataResources,
+    ConsoleHostKeys,
 }
 
 impl Table {
@@ -79,6 +81,7 @@ impl Table {
             Table::UsedBootstrap => "oauth_used_bootstrap",
             Table::RefreshFamilies => "oauth_refresh_families",
             Table::MetadataResources => "metadata_resources",
+            Table::ConsoleHostKeys => "console_host_keys",
         }
     }
 }
@@ -192,6 +195,8 @@ pub struct Model {
     pub used_bootstrap: OrdMap<String, UsedBootstrap>,
     /// Refresh-token families by id.
     pub refresh_families: OrdMap<String, RefreshFamily>,
+    /// Pinned console SSH host keys by BMC xname.
+    pub console_host_keys: OrdMap<String, ConsoleHostKey>,
 }
 
 impl Model {
@@ -735,6 +740,17 @@ impl<'a> Txn<'a> {
         self.record::<RefreshFamily>(Table::RefreshFamilies, id, None);
         Some(old)
     }
+
+    pub fn put_console_host_key(&mut self, k: ConsoleHostKey) {
+        self.record(Table::ConsoleHostKeys, &k.bmc, Some(&k));
+        self.model.console_host_keys.insert(k.bmc.clone(), k);
+    }
+
+    pub fn delete_console_host_key(&mut self, bmc: &str) -> Option<ConsoleHostKey> {
+        let old = self.model.console_host_keys.remove(bmc)?;
+        self.record::<ConsoleHostKey>(Table::ConsoleHostKeys, bmc, None);
+        Some(old)
+    }
 }
 
 /// The stored document of a row, if the row exists. Serialising our own
@@ -767,6 +783,7 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
         Table::UsedBootstrap => ser(m.used_bootstrap.get(key)),
         Table::RefreshFamilies => ser(m.refresh_families.get(key)),
         Table::MetadataResources => ser(m.metadata_resources.get(key)),
+        Table::ConsoleHostKeys => ser(m.console_host_keys.get(key)),
     }
 }
 
@@ -1007,6 +1024,9 @@ fn load_model(db: &Db) -> Result<Model, StoreError> {
     }
     for r in load_table::<MetadataRecord>(db, Table::MetadataResources)? {
         txn.put_metadata_record(r);
+    }
+    for k in load_table::<ConsoleHostKey>(db, Table::ConsoleHostKeys)? {
+        txn.put_console_host_key(k);
     }
     Ok(model)
 }

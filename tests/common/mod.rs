@@ -209,6 +209,9 @@ pub fn test_config(dir: &Path) -> Config {
     c.api.listen = "127.0.0.1:0".parse().expect("addr");
     c.node.listen = "127.0.0.1:0".parse().expect("addr");
     c.http.shutdown_grace_secs = 5;
+    // Test inventories name BMCs that do not exist; tests/console.rs turns
+    // consoles on against its own SSH server.
+    c.console.enabled = false;
     c
 }
 

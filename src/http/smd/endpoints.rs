@@ -529,7 +529,16 @@ pub(super) mod tests {
                 &Default::default(),
             )
             .unwrap();
+            let consoles = crate::console::Consoles::new(
+                store.clone(),
+                secrets.clone(),
+                config.console.clone(),
+                dir.path(),
+                Default::default(),
+                Default::default(),
+            );
             let state = AppState(Arc::new(Shared {
+                consoles,
                 store,
                 root_pem: String::new(),
                 root_fingerprint: String::new(),

@@ -1,0 +1,501 @@
+//! Serial consoles: for every node whose BMC serves one (see `targets`), a
+//! session kept open while the node is in the inventory, its output written
+//! to a rotating per-node log (`log`) and fanned out to any number of
+//! viewers; at most one viewer writes. Sessions reconnect with back-off
+//! (`session`); the SSH backend (`ssh`) is an adapter behind them.
+//!
+//! Each node has a `Hub`. Appending to the log and publishing to viewers
+//! happen under one lock, and a viewer that wants the log's tail and then
+//! live output reads the tail and subscribes under the same lock, so it
+//! sees every byte once.
+
+pub mod log;
+pub mod session;
+pub mod ssh;
+pub mod targets;
+pub mod view;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ca::secret::SecretBox;
+use crate::config::ConsoleConfig;
+use crate::discover::{credentials, targets as addr};
+use crate::inventory::model::ConsoleHostKey;
+use crate::inventory::{Snapshot, Store};
+use crate::redfish::Credentials;
+use session::{Failure, Phase, Session};
+use targets::Target;
+
+/// What viewers receive.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Output(Bytes),
+    /// The session dropped; the appliance is reconnecting.
+    Reconnecting,
+    /// The node left the inventory (or the appliance is stopping).
+    Gone,
+}
+
+/// Chunks a slow viewer may fall behind before it misses output.
+const FANOUT: usize = 1024;
+/// Keystrokes queued for a session.
+const INPUT_QUEUE: usize = 256;
+
+struct HubState {
+    log: log::ConsoleLog,
+    session: Session,
+    /// Throttles log-write error lines to one per failure streak.
+    log_failing: bool,
+}
+
+/// One node's console.
+pub struct Hub {
+    target: Mutex<Target>,
+    state: Mutex<HubState>,
+    events: broadcast::Sender<Event>,
+    input: mpsc::Sender<Bytes>,
+    input_rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    writer: AtomicBool,
+    viewers: AtomicUsize,
+    stop: Mutex<CancellationToken>,
+    /// Cuts a reconnection wait short (an operator fixed the cause).
+    wake: tokio::sync::Notify,
+}
+
+/// A log tail: the bytes (`None`: no log yet) and, when following, the
+/// output that comes after them.
+pub struct Tail {
+    pub data: Option<Vec<u8>>,
+    pub live: Option<broadcast::Receiver<Event>>,
+}
+
+/// A row of `GET /consoles`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsoleInfo {
+    pub target: Target,
+    pub phase: Phase,
+    pub error: Option<String>,
+    pub viewers: usize,
+    pub writer: bool,
+}
+
+/// A viewer's hold on the write side; released on drop.
+pub struct WriteLease(Arc<Hub>);
+
+impl Drop for WriteLease {
+    fn drop(&mut self) {
+        self.0.writer.store(false, Ordering::Release);
+    }
+}
+
+impl WriteLease {
+    /// Sends keystrokes; they are dropped while the session is down.
+    pub fn send(&self, data: Bytes) {
+        let _ = self.0.input.try_send(data);
+    }
+}
+
+/// Counts a viewer while it is attached.
+pub struct ViewerGuard(Arc<Hub>);
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        self.0.viewers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Hub {
+    fn new(target: Target, cfg: &ConsoleConfig, dir: &std::path::Path) -> Arc<Hub> {
+        let (events, _) = broadcast::channel(FANOUT);
+        let (input, rx) = mpsc::channel(INPUT_QUEUE);
+        Arc::new(Hub {
+            state: Mutex::new(HubState {
+                log: log::ConsoleLog::new(dir, &target.node, cfg.log_max_bytes, cfg.log_keep),
+                session: Session::new(
+                    Duration::from_secs(cfg.backoff_min_secs),
+                    Duration::from_secs(cfg.backoff_max_secs),
+                ),
+                log_failing: false,
+            }),
+            target: Mutex::new(target),
+            events,
+            input,
+            input_rx: Mutex::new(Some(rx)),
+            writer: AtomicBool::new(false),
+            viewers: AtomicUsize::new(0),
+            stop: Mutex::new(CancellationToken::new()),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    pub fn target(&self) -> Target {
+        lock(&self.target).clone()
+    }
+
+    fn output(&self, data: Bytes) {
+        let mut st = lock(&self.state);
+        match st.log.append(&data) {
+            Ok(()) => st.log_failing = false,
+            Err(e) => {
+                if !st.log_failing {
+                    tracing::error!(path = %st.log.path().display(), error = %e, "cannot write console log");
+                }
+                st.log_failing = true;
+            }
+        }
+        let _ = self.events.send(Event::Output(data));
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Session) -> Duration) -> Duration {
+        f(&mut lock(&self.state).session)
+    }
+
+    pub fn info(&self) -> ConsoleInfo {
+        let st = lock(&self.state);
+        ConsoleInfo {
+            target: self.target(),
+            phase: st.session.phase,
+            error: st
+                .session
+                .last_error
+                .as_ref()
+                .map(|f| f.message().to_string()),
+            viewers: self.viewers.load(Ordering::Acquire),
+            writer: self.writer.load(Ordering::Acquire),
+        }
+    }
+
+    /// Attaches a viewer.
+    pub fn view(self: &Arc<Self>) -> ViewerGuard {
+        self.viewers.fetch_add(1, Ordering::AcqRel);
+        ViewerGuard(self.clone())
+    }
+
+    /// Takes the write side; `None` while another viewer holds it.
+    pub fn take_writer(self: &Arc<Self>) -> Option<WriteLease> {
+        self.writer
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| WriteLease(self.clone()))
+    }
+
+    /// Live output from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        let _st = lock(&self.state);
+        self.events.subscribe()
+    }
+
+    /// The log's tail (`lines` > 0: that many lines; else the whole current
+    /// file), and, when `follow`, a subscription starting right after it.
+    pub fn tail(&self, lines: i64, follow: bool) -> std::io::Result<Tail> {
+        let st = lock(&self.state);
+        let path = st.log.path();
+        let data = if lines > 0 {
+            log::read_last_lines(path, usize::try_from(lines).unwrap_or(usize::MAX))?
+        } else {
+            log::read_all(path)?
+        };
+        let live = follow.then(|| self.events.subscribe());
+        Ok(Tail { data, live })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The console service.
+pub struct Consoles {
+    store: Store,
+    secrets: Arc<SecretBox>,
+    config: ConsoleConfig,
+    dir: PathBuf,
+    hubs: RwLock<BTreeMap<String, Arc<Hub>>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    /// When the set of consoles last changed (`/health`'s `hardwareupdate`).
+    changed: Mutex<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Consoles {
+    pub fn new(
+        store: Store,
+        secrets: Arc<SecretBox>,
+        config: ConsoleConfig,
+        state_dir: &std::path::Path,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Arc<Consoles> {
+        Arc::new(Consoles {
+            store,
+            secrets,
+            config,
+            dir: state_dir.join("consoles"),
+            hubs: RwLock::new(BTreeMap::new()),
+            tasks,
+            shutdown,
+            changed: Mutex::new(chrono::Utc::now()),
+        })
+    }
+
+    /// Starts watching the inventory (when consoles are enabled).
+    pub fn start(self: &Arc<Self>) -> std::io::Result<()> {
+        if !self.config.enabled {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let me = self.clone();
+        self.tasks.spawn(async move { me.watch().await });
+        Ok(())
+    }
+
+    async fn watch(self: Arc<Self>) {
+        let every = Duration::from_secs(self.config.refresh_secs);
+        loop {
+            self.reconcile();
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+        let hubs = std::mem::take(&mut *self.hubs.write().unwrap_or_else(|e| e.into_inner()));
+        for hub in hubs.values() {
+            lock(&hub.stop).cancel();
+            let _ = hub.events.send(Event::Gone);
+        }
+    }
+
+    /// Starts sessions for new consoles, restarts moved ones, stops the
+    /// ones whose node or BMC left.
+    fn reconcile(self: &Arc<Self>) {
+        let snap = self.store.snapshot();
+        let want = targets::targets(&snap, self.config.ssh_port, &self.config.command);
+        let mut hubs = self.hubs.write().unwrap_or_else(|e| e.into_inner());
+        let mut changed = false;
+        hubs.retain(|node, hub| {
+            let keep = want.contains_key(node);
+            if !keep {
+                tracing::info!(node = %node, "console removed: node or BMC left the inventory");
+                lock(&hub.stop).cancel();
+                let _ = hub.events.send(Event::Gone);
+                changed = true;
+            }
+            keep
+        });
+        for (node, t) in want {
+            match hubs.get(&node) {
+                Some(hub) if hub.target() == t => {}
+                Some(hub) => {
+                    tracing::info!(node = %node, host = %t.host, port = t.port, "console moved; reconnecting");
+                    *lock(&hub.target) = t;
+                    let fresh = self.shutdown.child_token();
+                    std::mem::replace(&mut *lock(&hub.stop), fresh).cancel();
+                    self.spawn_session(hub.clone());
+                    changed = true;
+                }
+                None => {
+                    let hub = Hub::new(t, &self.config, &self.dir);
+                    *lock(&hub.stop) = self.shutdown.child_token();
+                    hubs.insert(node, hub.clone());
+                    self.spawn_session(hub);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            *lock(&self.changed) = chrono::Utc::now();
+        }
+    }
+
+    fn spawn_session(self: &Arc<Self>, hub: Arc<Hub>) {
+        let me = self.clone();
+        let stop = lock(&hub.stop).clone();
+        self.tasks
+            .spawn(async move { me.run_session(hub, stop).await });
+    }
+
+    /// One console's life: connect, pump, back off, until stopped.
+    async fn run_session(self: Arc<Self>, hub: Arc<Hub>, stop: CancellationToken) {
+        // The keystroke queue belongs to whichever session task runs; a
+        // restarted task waits for its predecessor to hand it back.
+        let mut input = loop {
+            if let Some(rx) = lock(&hub.input_rx).take() {
+                break rx;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        };
+        let timeout = Duration::from_secs(self.config.connect_timeout_secs);
+        loop {
+            hub.update(|s| {
+                s.connecting();
+                Duration::ZERO
+            });
+            let t = hub.target();
+            let outcome = tokio::select! {
+                _ = stop.cancelled() => break,
+                r = self.connect(&t, timeout) => r,
+            };
+            let failure = match outcome {
+                Err(f) => f,
+                Ok(mut link) => {
+                    hub.update(|s| {
+                        s.connected();
+                        Duration::ZERO
+                    });
+                    tracing::info!(node = %t.node, bmc = %t.bmc, "console connected");
+                    while input.try_recv().is_ok() {}
+                    let end = loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => break None,
+                            out = link.recv() => match out {
+                                Some(data) => hub.output(data),
+                                None => break Some(Failure::Transport("the console closed".into())),
+                            },
+                            Some(keys) = input.recv() => {
+                                if let Err(f) = link.send(keys).await {
+                                    break Some(f);
+                                }
+                            }
+                        }
+                    };
+                    link.close().await;
+                    match end {
+                        Some(f) => f,
+                        None => break,
+                    }
+                }
+            };
+            let wait = hub.update(|s| s.failed(failure.clone()));
+            tracing::warn!(node = %t.node, bmc = %t.bmc, error = failure.message(), retry_in = ?wait, "console session down");
+            let _ = hub.events.send(Event::Reconnecting);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+                _ = hub.wake.notified() => {}
+            }
+        }
+        hub.update(|s| {
+            s.stopped();
+            Duration::ZERO
+        });
+        *lock(&hub.input_rx) = Some(input);
+    }
+
+    /// One attempt: credentials, pin, SSH; pins the key on first use.
+    async fn connect(&self, t: &Target, timeout: Duration) -> Result<ssh::Link, Failure> {
+        let snap = self.store.snapshot();
+        let creds = self
+            .credentials(&snap, &t.bmc)
+            .ok_or_else(|| Failure::Credentials(format!("no credentials for BMC {}", t.bmc)))?;
+        let pinned = snap.console_host_keys.get(&t.bmc).map(|k| k.key.clone());
+        let link = ssh::connect(t, &creds, pinned.as_deref(), timeout, self.config.pty).await?;
+        if pinned.is_none() {
+            let pin = ConsoleHostKey {
+                bmc: t.bmc.clone(),
+                key: link.key.openssh.clone(),
+                fingerprint: link.key.fingerprint.clone(),
+                address: format!("{}:{}", t.host, t.port),
+                pinned_at: chrono::Utc::now(),
+            };
+            tracing::info!(bmc = %t.bmc, fingerprint = %pin.fingerprint, "pinned console host key on first use");
+            let r = self
+                .store
+                .write(move |txn| {
+                    // A pin written meanwhile wins; this connection goes on.
+                    if txn.model().console_host_keys.get(&pin.bmc).is_none() {
+                        txn.put_console_host_key(pin);
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = r {
+                link.close().await;
+                return Err(Failure::Transport(format!(
+                    "cannot store the host key pin: {e}"
+                )));
+            }
+        }
+        Ok(link)
+    }
+
+    fn credentials(&self, snap: &Snapshot, bmc: &str) -> Option<Credentials> {
+        let ep = snap.redfish_endpoint(bmc)?;
+        let mut names = vec![ep.id.clone(), ep.address().to_string()];
+        names.extend(addr::ip_of(ep.address()).map(|i| i.to_string()));
+        if !ep.mac_addr.is_empty() {
+            names.push(ep.mac_addr.clone());
+        }
+        credentials::resolve(snap, &self.secrets, &names, Some(ep), None)
+    }
+
+    pub fn get(&self, node: &str) -> Option<Arc<Hub>> {
+        self.hubs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .cloned()
+    }
+
+    pub fn list(&self) -> Vec<ConsoleInfo> {
+        let hubs: Vec<Arc<Hub>> = self
+            .hubs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        hubs.iter().map(|h| h.info()).collect()
+    }
+
+    /// Every pinned host key.
+    pub fn host_keys(&self) -> Vec<ConsoleHostKey> {
+        self.store
+            .snapshot()
+            .console_host_keys
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets a BMC's pinned host key (the BMC was replaced or re-keyed):
+    /// the next connection pins what it is shown. `NotFound` when none.
+    pub async fn forget_host_key(
+        &self,
+        bmc: &str,
+    ) -> Result<ConsoleHostKey, crate::inventory::WriteError> {
+        let bmc = bmc.to_string();
+        let old = self
+            .store
+            .write(move |t| {
+                t.delete_console_host_key(&bmc).ok_or_else(|| {
+                    crate::inventory::DomainError::NotFound(format!(
+                        "no console host key is pinned for {bmc}"
+                    ))
+                })
+            })
+            .await?;
+        tracing::info!(bmc = %old.bmc, fingerprint = %old.fingerprint, "console host key pin deleted");
+        let hubs = self.hubs.read().unwrap_or_else(|e| e.into_inner());
+        for hub in hubs.values().filter(|h| h.target().bmc == old.bmc) {
+            hub.wake.notify_one();
+        }
+        Ok(old)
+    }
+
+    pub fn last_change(&self) -> chrono::DateTime<chrono::Utc> {
+        *lock(&self.changed)
+    }
+}
