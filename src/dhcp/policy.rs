@@ -184,7 +184,7 @@ fn identify(ctx: &Context<'_>, subnet: &Subnet, m: &Mac) -> Client {
     }
     let hostname = verdict.hostname.or_else(|| {
         Some(if comp.is_node() {
-            node_hostname(model, comp, &ctx.settings.cluster_name)
+            document::node_hostname(model, comp, &ctx.settings.cluster_name)
         } else {
             comp.id.clone()
         })
@@ -195,29 +195,6 @@ fn identify(ctx: &Context<'_>, subnet: &Subnet, m: &Mac) -> Client {
         routers: verdict.routers,
         mask: verdict.netmask,
     })
-}
-
-/// The node's cloud-init `hostname` (§5.3), computed by the same code.
-fn node_hostname(
-    model: &Model,
-    comp: &crate::inventory::model::Component,
-    cluster: &str,
-) -> String {
-    let facts = document::Facts {
-        xname: &comp.id,
-        nid: comp.nid,
-        role: None,
-        sub_role: None,
-        local_ipv4: None,
-        groups: Vec::new(),
-        defaults: &model.cloud_init_defaults,
-        info: model.instance_info.get(&comp.id),
-        settings: document::Settings {
-            cluster_name: cluster,
-            node_base: "",
-        },
-    };
-    facts.hostname()
 }
 
 /// Is `ip` free for `m` from the pool at `now`: in the pool, not an

@@ -225,25 +225,6 @@ fn in_apex(host: &str, apex: &str) -> Option<String> {
     Some(format!("{first}.{apex}"))
 }
 
-/// The cloud-init host name of a node (DHCP option 12's fallback).
-fn node_hostname(model: &Model, comp: &Component, cluster: &str) -> String {
-    document::Facts {
-        xname: &comp.id,
-        nid: comp.nid,
-        role: None,
-        sub_role: None,
-        local_ipv4: None,
-        groups: Vec::new(),
-        defaults: &model.cloud_init_defaults,
-        info: model.instance_info.get(&comp.id),
-        settings: document::Settings {
-            cluster_name: cluster,
-            node_base: "",
-        },
-    }
-    .hostname()
-}
-
 /// The reverse name of `ip` (`4.3.2.1.in-addr.arpa`, nibbles for IPv6).
 pub fn reverse_name(ip: IpAddr) -> String {
     match ip {
@@ -352,7 +333,7 @@ impl Zone {
             };
             let host = rule.or_else(|| {
                 comp.is_node()
-                    .then(|| node_hostname(model, comp, &s.cluster_name))
+                    .then(|| document::node_hostname(model, comp, &s.cluster_name))
             });
             let xname = in_apex(&comp.id, &apex);
             let host = host

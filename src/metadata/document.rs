@@ -355,6 +355,28 @@ pub fn group_file(group: Option<&CloudInitGroup>) -> Vec<u8> {
     }
 }
 
+/// A node's cloud-init `hostname` from the inventory alone (its InstanceInfo
+/// override, else the cluster's short name and NID). DHCP option 12 and the
+/// DNS zone name nodes by this one rule, so a node is called the same
+/// everywhere.
+pub fn node_hostname(model: &Model, comp: &Component, cluster: &str) -> String {
+    Facts {
+        xname: &comp.id,
+        nid: comp.nid,
+        role: None,
+        sub_role: None,
+        local_ipv4: None,
+        groups: Vec::new(),
+        defaults: &model.cloud_init_defaults,
+        info: model.instance_info.get(&comp.id),
+        settings: Settings {
+            cluster_name: cluster,
+            node_base: "",
+        },
+    }
+    .hostname()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
