@@ -9,6 +9,9 @@
 //! and `curl`; `.ci/run` installs them. Without them the tests fail when `CI`
 //! is set, and are skipped with a message otherwise.
 
+mod common;
+
+use common::host::run;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -24,65 +27,16 @@ const CLIENT: &str = "10.66.0.2";
 const RELAY: &str = "10.77.1.1";
 const API: &str = "https://127.0.0.1:18443";
 
-/// Ends the test early (outside CI) or fails it (in CI) when the machine
-/// cannot run it.
 fn prerequisites() -> bool {
-    let mut missing = Vec::new();
-    // SAFETY-free root check: only root may create namespaces.
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        missing.push("root (network namespaces)".to_string());
-    }
-    for (bin, pkg) in [
-        ("ip", "iproute2"),
-        ("dhclient", "isc-dhcp-client"),
-        ("busybox", "busybox"),
-        ("curl", "curl"),
-    ] {
-        if which(bin).is_none() {
-            missing.push(format!("`{bin}` (apt-get install {pkg})"));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("DHCP client tests need {}", missing.join(", "));
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}; .ci/run installs them");
-    }
-    eprintln!("skipped: {msg}");
-    false
-}
-
-fn which(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::host::prerequisites(
+        "DHCP client tests need",
+        &[
+            ("ip", "iproute2"),
+            ("dhclient", "isc-dhcp-client"),
+            ("busybox", "busybox"),
+            ("curl", "curl"),
+        ],
+    )
 }
 
 /// Two namespaces joined by a veth pair, removed on drop with every

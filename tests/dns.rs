@@ -12,6 +12,9 @@
 //! installs them. Without them the test fails when `CI` is set, and is
 //! skipped with a message otherwise.
 
+mod common;
+
+use common::host::run;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -30,63 +33,17 @@ const UPSTREAM: &str = "10.88.0.2";
 const API: &str = "https://127.0.0.1:18453";
 
 fn prerequisites() -> bool {
-    let mut missing = Vec::new();
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        missing.push("root (network namespaces)".to_string());
-    }
-    for (bin, pkg) in [
-        ("ip", "iproute2"),
-        ("dig", "dnsutils"),
-        ("unbound", "unbound"),
-        ("curl", "curl"),
-        ("jq", "jq"),
-        ("getent", "libc-bin"),
-    ] {
-        if which(bin).is_none() {
-            missing.push(format!("`{bin}` (apt-get install {pkg})"));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("DNS tests need {}", missing.join(", "));
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}; .ci/run installs them");
-    }
-    eprintln!("skipped: {msg}");
-    false
-}
-
-fn which(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::host::prerequisites(
+        "DNS tests need",
+        &[
+            ("ip", "iproute2"),
+            ("dig", "dnsutils"),
+            ("unbound", "unbound"),
+            ("curl", "curl"),
+            ("jq", "jq"),
+            ("getent", "libc-bin"),
+        ],
+    )
 }
 
 struct Lab {

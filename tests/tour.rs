@@ -13,7 +13,9 @@
 //! Needs root, `ip` (iproute2), `bash` and `curl`; without them the test
 //! fails when `CI` is set and is skipped with a message otherwise.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,42 +23,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_openchami");
 /// The whole tour, appliance start-up included, on a busy machine.
 const BOUND: Duration = Duration::from_secs(300);
 
-fn which(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
-
 fn prerequisites() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    let mut missing: Vec<String> = Vec::new();
-    if !root {
-        missing.push("root (a network namespace)".into());
-    }
-    for (bin, pkg) in [("ip", "iproute2"), ("bash", "bash"), ("curl", "curl")] {
-        if which(bin).is_none() {
-            missing.push(format!("`{bin}` (apt-get install {pkg})"));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("the tour test needs {}", missing.join(", "));
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}; .ci/run installs them");
-    }
-    eprintln!("skipped: {msg}");
-    false
+    common::host::prerequisites(
+        "the tour test needs",
+        &[("ip", "iproute2"), ("bash", "bash"), ("curl", "curl")],
+    )
 }
 
 /// The `sh` blocks of the section headed `## Five-minute tour`, in order

@@ -5,6 +5,8 @@
 //! every helper.
 #![allow(dead_code)]
 
+pub mod host;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
