@@ -86,6 +86,7 @@ pub fn v2(id: &str, addr: &str, user: &str, mac_addr: &str, c: &Crawl) -> Value 
             {
                 o.insert("actions".into(), json!(r.allowed));
             }
+            o.insert("serial_console".into(), s.serial_console.clone());
             o.insert("ethernet_interfaces".into(), json!(nics(&s.nics)));
             o.insert(
                 "links".into(),

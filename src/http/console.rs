@@ -166,7 +166,7 @@ async fn list(State(st): State<AppState>) -> Json<ConsoleList> {
         .into_iter()
         .map(|c| ConsoleEntry {
             id: c.target.node,
-            connection_type: "ssh".into(),
+            connection_type: c.target.backend.as_str().into(),
             connection_host: c.target.host,
             connection_port: c.target.port,
             console_entry_command: c.target.command,
