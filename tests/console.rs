@@ -850,6 +850,120 @@ async fn ipmi_scenario(sim: &mut IpmiSim, serial: &SerialPort) {
     set_ipmi_password(&h, PASSWORD).await;
     wait_state(&h, "connected", "").await;
 
+    // The CLI, interactive on a terminal: raw mode, a line typed and its
+    // echo read, Ctrl-] leaves with exit 0 and the terminal restored.
     drop(w);
+    let token = admin.clone();
+    let (status, screen) = tokio::task::block_in_place(|| cli_on_terminal(&h, &token));
+    assert!(
+        status.success(),
+        "{status:?}; the terminal showed {screen:?}"
+    );
     h.stop().await;
+}
+
+/// Reads the terminal until it shows `what` (bounded; kills the CLI and
+/// fails when it does not).
+fn await_screen(master: &mut std::fs::File, screen: &mut String, what: &str, child: &mut Child) {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut buf = [0u8; 4096];
+    while !screen.contains(what) {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the terminal never showed {what:?}: {screen:?}");
+        }
+        match master.read(&mut buf) {
+            Ok(n) if n > 0 => screen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Runs `openchami console <node>` on a pseudo-terminal as an operator
+/// would: waits until it has the terminal in raw mode, types a line, reads
+/// the echo, then presses Ctrl-]. Returns its exit status and the screen.
+fn cli_on_terminal(h: &Harness, token: &str) -> (std::process::ExitStatus, String) {
+    use rustix::termios::{LocalModes, tcgetattr};
+    use std::io::{Read, Write};
+    let flags = rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY;
+    let master = rustix::pty::openpt(flags).expect("openpt");
+    rustix::pty::grantpt(&master).expect("grantpt");
+    rustix::pty::unlockpt(&master).expect("unlockpt");
+    let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags)
+        .or_else(|_| {
+            let name = rustix::pty::ptsname(&master, Vec::new())?;
+            rustix::fs::open(
+                name.as_c_str(),
+                rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY,
+                rustix::fs::Mode::empty(),
+            )
+        })
+        .expect("terminal");
+    rustix::io::ioctl_fionbio(&master, true).expect("non-blocking");
+    let mut master = std::fs::File::from(master);
+    let io = || Stdio::from(slave.try_clone().expect("dup"));
+    let ca = h.state_dir().join("ca").join("root.crt");
+    let mut child = Command::new("timeout")
+        .arg("30")
+        .arg(BIN)
+        .arg("--url")
+        .arg(h.api_base())
+        .arg("--cacert")
+        .arg(&ca)
+        .arg("--token")
+        .arg(token)
+        .args(["console", NODE])
+        .stdin(io())
+        .stdout(io())
+        .stderr(io())
+        .spawn()
+        .expect("run the CLI");
+    let mut screen = String::new();
+    await_screen(&mut master, &mut screen, "[connected to", &mut child);
+    let deadline = std::time::Instant::now() + WAIT;
+    while tcgetattr(&slave)
+        .map(|t| {
+            t.local_modes
+                .intersects(LocalModes::ICANON | LocalModes::ECHO)
+        })
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CLI never put the terminal in raw mode"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    master.write_all(b"typed at the terminal\r").expect("type");
+    await_screen(
+        &mut master,
+        &mut screen,
+        "echo: typed at the terminal",
+        &mut child,
+    );
+    master.write_all(&[0x1d]).expect("Ctrl-]");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the CLI did not leave on Ctrl-]: {screen:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = master.read(&mut buf) {
+        screen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let restored = tcgetattr(&slave).expect("termios");
+    assert!(
+        restored.local_modes.contains(LocalModes::ICANON),
+        "the terminal was left in raw mode"
+    );
+    (status, screen)
 }
