@@ -18,7 +18,9 @@
 //! channel on loopback, its SOL wired to a TCP echo port of this process)
 //! through `ipmitool`: interactive round trip (ipmitool's escape typed as
 //! text), tail, reconnection after the simulator restarts, wrong
-//! credentials. Missing tools skip it outside CI and fail it in CI.
+//! credentials, and `openchami console <xname>` on a pseudo-terminal (raw
+//! mode, a line echoed, Ctrl-] leaves with exit 0). Missing tools skip it
+//! outside CI and fail it in CI.
 
 mod common;
 

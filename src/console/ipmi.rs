@@ -374,16 +374,41 @@ mod tests {
         }
     }
 
-    #[test]
-    fn classifies_ipmitool_errors() {
-        let t = Target {
+    fn target() -> Target {
+        Target {
             node: "x1c0s0b0n0".into(),
             bmc: "x1c0s0b0".into(),
             host: "10.0.0.1".into(),
             port: 623,
             command: String::new(),
             backend: super::super::targets::Backend::Ipmi,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_ipmitool_is_named() {
+        let creds = Credentials {
+            username: "admin".into(),
+            password: "secret".into(),
         };
+        let Err(f) = connect(
+            &target(),
+            &creds,
+            Duration::from_secs(5),
+            "/nonexistent/ipmitool",
+            3,
+        )
+        .await
+        else {
+            panic!("a session without ipmitool");
+        };
+        assert!(matches!(f, Failure::Transport(_)), "{f:?}");
+        assert!(f.message().contains("not installed"), "{f:?}");
+    }
+
+    #[test]
+    fn classifies_ipmitool_errors() {
+        let t = target();
         let table = [
             (
                 "Loading IANA PEN Registry...\r\n> RAKP 2 HMAC is invalid\r\nError: Unable to establish IPMI v2 / RMCP+ session\r\n",
