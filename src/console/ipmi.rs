@@ -15,6 +15,10 @@
 //! `~.` at the start of a line does not end the session. A session ends
 //! politely (`~.`, which deactivates the SOL payload) and the child is
 //! killed if it does not leave.
+//!
+//! A BMC that restarts under an idle session is noticed by ipmitool's own
+//! keepalive (about a minute and a half), or at the next keystroke within
+//! seconds; either way the session ends and the usual back-off reconnects.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Stdio;
