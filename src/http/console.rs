@@ -105,6 +105,7 @@ pub struct ConsoleHealth {
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ConsoleEntry {
     pub id: String,
+    /// `ssh` or `ipmi` (serial-over-LAN).
     #[serde(rename = "connectionType")]
     pub connection_type: String,
     #[serde(rename = "connectionHost")]
