@@ -797,6 +797,17 @@ async fn ipmi_scenario(sim: &mut IpmiSim, serial: &SerialPort) {
         "{row}"
     );
 
+    let token = admin.clone();
+    let listed = tokio::task::block_in_place(|| cli(&h, &token, &["console", "list"]));
+    let row = listed
+        .lines()
+        .find(|l| l.contains(NODE))
+        .unwrap_or_default();
+    assert!(
+        row.contains("ipmi") && row.contains("connected"),
+        "{listed}"
+    );
+
     // Interactive round trip through ipmitool, ipmi_sim and the serial port.
     let mut w = ws(&h, &admin, "").await.expect("interactive");
     w.send(Message::Text("hello sol\r".into()))
@@ -855,7 +866,6 @@ async fn ipmi_scenario(sim: &mut IpmiSim, serial: &SerialPort) {
     // The CLI, interactive on a terminal: raw mode, a line typed and its
     // echo read, Ctrl-] leaves with exit 0 and the terminal restored.
     drop(w);
-    let token = admin.clone();
     let (status, screen) = tokio::task::block_in_place(|| cli_on_terminal(&h, &token));
     assert!(
         status.success(),
