@@ -47,6 +47,7 @@ mod lab;
 mod metadata;
 mod output;
 mod power;
+mod powercap;
 mod progress;
 mod serve;
 mod sim;

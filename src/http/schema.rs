@@ -1020,6 +1020,39 @@ pub struct TaskCounts {
     pub unsupported: i64,
 }
 
+/// `POST power-cap/snapshot` and `PATCH power-cap` reply.
+#[derive(JsonSchema)]
+pub struct PowerCapTaskCreated {
+    #[serde(rename = "taskID")]
+    pub task_id: String,
+}
+
+/// A power-capping task; `components` only when read by ID.
+#[derive(JsonSchema)]
+pub struct PowerCapTask {
+    #[serde(rename = "taskID")]
+    pub task_id: String,
+    /// `snapshot` or `patch`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(rename = "taskCreateTime")]
+    pub create_time: String,
+    #[serde(rename = "automaticExpirationTime")]
+    pub expiration_time: String,
+    /// `new`, `in-progress`, `completed`.
+    #[serde(rename = "taskStatus")]
+    pub status: String,
+    #[serde(rename = "taskCounts")]
+    pub task_counts: TaskCounts,
+    pub components: Option<Vec<crate::power::cap::CapComponent>>,
+}
+
+/// `GET power-cap`.
+#[derive(JsonSchema)]
+pub struct PowerCapTaskArray {
+    pub tasks: Vec<PowerCapTask>,
+}
+
 /// `POST transitions` reply.
 #[derive(JsonSchema)]
 pub struct TransitionCreated {

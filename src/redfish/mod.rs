@@ -20,6 +20,7 @@ mod client;
 pub mod crawl;
 mod error;
 pub mod json;
+pub mod powercap;
 pub mod sim;
 
 pub use client::{
