@@ -106,6 +106,7 @@ pub fn table() -> Vec<Route> {
     t.extend(super::dns::routes());
     t.extend(super::power::routes());
     t.extend(super::discover::routes());
+    t.extend(super::firmware::routes());
     t.extend(super::console::routes());
     t
 }
@@ -376,6 +377,11 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "GET /discovery/v1/credentials" => out(json::<Credentials>()),
         "PUT /discovery/v1/credentials/{key}" => inout(json::<CredentialIn>(), json::<CredentialOut>()),
         "DELETE /discovery/v1/credentials/{key}" => out(json::<Message>()),
+        "GET /firmware/v1/inventory" => out(json::<FirmwareInventories>()),
+        "GET /firmware/v1/inventory/{xname}" => out(json::<crate::inventory::model::BmcFirmware>()),
+        "POST /firmware/v1/updates" => inout(json::<crate::firmware::UpdateRequest>(), json::<crate::firmware::UpdateJob>()),
+        "GET /firmware/v1/updates" => out(json::<FirmwareJobs>()),
+        "GET /firmware/v1/updates/{id}" => out(json::<crate::firmware::UpdateJob>()),
         "GET /remote-console/liveness" => status(),
         "GET /remote-console/readiness" => status(),
         "GET /remote-console/health" => out(json::<super::console::ConsoleHealth>()),

@@ -1005,6 +1005,20 @@ pub struct InstanceInfoSpec {
     pub default_profile: String,
 }
 
+// ---- Firmware (/firmware/v1) --------------------------------------------
+
+/// `GET /firmware/v1/inventory`.
+#[derive(JsonSchema)]
+pub struct FirmwareInventories {
+    pub bmcs: Vec<crate::inventory::model::BmcFirmware>,
+}
+
+/// `GET /firmware/v1/updates`.
+#[derive(JsonSchema)]
+pub struct FirmwareJobs {
+    pub jobs: Vec<crate::firmware::UpdateJob>,
+}
+
 // ---- PCS (/power-control/v1) -------------------------------------------
 
 /// PCS's counts of a transition's tasks by status.

@@ -49,6 +49,11 @@ fn target_of(snap: &Snapshot, xname: &str) -> Target {
 }
 
 impl Power {
+    /// The Redfish transport, for other services that talk to the same BMCs.
+    pub fn redfish_transport(&self) -> crate::redfish::Transport {
+        self.transport.clone()
+    }
+
     /// `POST power-cap/snapshot`.
     pub fn cap_snapshot(self: &Arc<Self>, req: SnapshotRequest) -> Result<String, DomainError> {
         if req.xnames.is_empty() {

@@ -19,6 +19,7 @@
 mod client;
 pub mod crawl;
 mod error;
+pub mod firmware;
 pub mod json;
 pub mod powercap;
 pub mod sim;
