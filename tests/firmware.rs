@@ -236,3 +236,65 @@ async fn an_update_that_outlasts_its_timeout_is_reported_timed_out() {
     assert_eq!(s.bmc_version(0), "sim-1.0");
     assert_eq!(s.open_sessions(0), 0);
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_openchami");
+
+async fn cli(h: &Harness, args: &[&str]) -> std::process::Output {
+    let cfg = h.state_dir().join("client.toml");
+    std::fs::write(&cfg, "").expect("client config");
+    let mut c = tokio::process::Command::new(BIN);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("OPENCHAMI_") || k.ends_with("_ACCESS_TOKEN") {
+            c.env_remove(&k);
+        }
+    }
+    c.arg("--url")
+        .arg(h.api_base())
+        .arg("--cacert")
+        .arg(h.state_dir().join("ca/root.crt"))
+        .arg("--token")
+        .arg(&h.token)
+        .arg("--config")
+        .arg(&cfg)
+        .args(args)
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(120), c.output())
+        .await
+        .expect("CLI in time")
+        .expect("CLI runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_updates() {
+    let (h, s, _artifacts) = setup(|c| c.addrs.truncate(2)).await;
+    let out = cli(&h, &["firmware", "list", "-o", "json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["bmcs"].as_array().map(Vec::len), Some(2));
+    let out = cli(
+        &h,
+        &[
+            "firmware",
+            "update",
+            "--image",
+            IMAGE,
+            "--targets",
+            "x1000c0s0b0n0,x1000c0s1b0",
+            "--max-parallel",
+            "1",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["counts"], json!({"Completed": 2}), "{v}");
+    assert_eq!(s.max_concurrent_updates(), 1);
+    let out = cli(&h, &["firmware", "list", "x1000c0s1b0"]).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("bmc-2.0"),
+        "{out:?}"
+    );
+}
