@@ -107,6 +107,15 @@ impl App {
             .start()
             .await
             .context("cannot end power transitions left running")?;
+        let firmware = Arc::new(crate::firmware::Firmware::new(
+            store.clone(),
+            secrets.clone(),
+            power.redfish_transport(),
+            node_base.clone(),
+            config.boot.artifacts_dir.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
         let consoles = crate::console::Consoles::new(
             store.clone(),
             secrets.clone(),
@@ -132,6 +141,7 @@ impl App {
             secrets,
             discovery,
             power,
+            firmware,
             consoles,
             issuer,
             node_base,

@@ -13,6 +13,7 @@ pub mod console;
 pub mod dhcp;
 pub mod discover;
 pub mod dns;
+pub mod firmware;
 pub mod http;
 pub mod inventory;
 pub mod lab;

@@ -124,14 +124,6 @@ const STATUS_ONLY: &[&str] = &[
     "GET /liveness",
     "GET /power-control/v1/readiness",
     "GET /readiness",
-    "GET /power-control/v1/power-cap",
-    "PATCH /power-control/v1/power-cap",
-    "GET /power-cap",
-    "PATCH /power-cap",
-    "POST /power-control/v1/power-cap/snapshot",
-    "POST /power-cap/snapshot",
-    "GET /power-control/v1/power-cap/{id}",
-    "GET /power-cap/{id}",
     "GET /hsm/v2/Inventory/RedfishEndpoints/Query/{xname}",
     "POST /metadata-service/phone-home/{id}",
     "PATCH /hsm/v2/State/Components/{xname}/{field}",
@@ -169,15 +161,9 @@ const OPAQUE: &[&str] = &[
     "POST /metadata-service/phone-home/{id}",
 ];
 
-/// Writes that take no body: the 501 power-capping placeholders, and
-/// BSS's `POST hosts` (upstream's "refresh from HSM" trigger).
-const NO_BODY: &[&str] = &[
-    "POST /boot/v1/hosts",
-    "PATCH /power-control/v1/power-cap",
-    "PATCH /power-cap",
-    "POST /power-control/v1/power-cap/snapshot",
-    "POST /power-cap/snapshot",
-];
+/// Writes that take no body: BSS's `POST hosts` (upstream's "refresh from
+/// HSM" trigger).
+const NO_BODY: &[&str] = &["POST /boot/v1/hosts"];
 
 /// Every operation documents its success reply (or is listed as replying
 /// with a status only) and, when it is a write, its request body; opaque

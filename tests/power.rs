@@ -208,10 +208,6 @@ async fn off_escalates_to_force_off_at_the_deadline() {
         )
         .await
         .problem(400);
-    // Power capping is not built: 501 problem+json, at both prefixes.
-    for path in ["/power-cap", "/power-control/v1/power-cap/abc"] {
-        h.api.get(path).await.problem(501);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,10 +43,12 @@ mod console;
 mod dhcp;
 mod discover;
 mod dns;
+mod firmware;
 mod lab;
 mod metadata;
 mod output;
 mod power;
+mod powercap;
 mod progress;
 mod serve;
 mod sim;
@@ -124,6 +126,9 @@ pub enum Command {
     /// What the DNS server answers: lookups and the whole zone
     #[command(subcommand)]
     Dns(dns::DnsCmd),
+    /// BMC firmware: `firmware list [xname]`, `firmware update --image F --targets X|GROUP`
+    #[command(subcommand)]
+    Firmware(firmware::FirmwareCmd),
     /// Serial consoles: `console list`, `console <xname>` (interactive, Ctrl-] leaves),
     /// `console <xname> --tail [--follow] [--lines N]`
     Console(console::ConsoleArgs),

@@ -22,6 +22,9 @@ pub enum PowerCmd {
     Cycle(Transition),
     /// Power state of nodes (all nodes with a BMC when none are named)
     Status(Nodes),
+    /// Power capping: `cap show <xnames|--group g>`, `cap set <xnames> --watts N`
+    #[command(subcommand)]
+    Cap(super::powercap::CapCmd),
 }
 
 #[derive(Args, Debug)]
@@ -49,7 +52,11 @@ pub struct Transition {
     pub deadline: f64,
 }
 
-async fn resolve(client: &Client, nodes: &Nodes, required: bool) -> anyhow::Result<Vec<String>> {
+pub(super) async fn resolve(
+    client: &Client,
+    nodes: &Nodes,
+    required: bool,
+) -> anyhow::Result<Vec<String>> {
     let mut out: Vec<String> = nodes
         .xnames
         .iter()
@@ -73,6 +80,7 @@ async fn resolve(client: &Client, nodes: &Nodes, required: bool) -> anyhow::Resu
 pub async fn run(client: &Client, format: Format, cmd: PowerCmd) -> anyhow::Result<String> {
     let (op, t) = match cmd {
         PowerCmd::Status(nodes) => return status(client, format, &nodes).await,
+        PowerCmd::Cap(cmd) => return super::powercap::run(client, format, cmd).await,
         PowerCmd::On(t) => ("on", t),
         PowerCmd::Off(t) if t.force => ("force-off", t),
         PowerCmd::Off(t) => ("off", t),

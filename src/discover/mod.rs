@@ -541,6 +541,12 @@ impl Discovery {
                 _ = job.cancel.cancelled() => None,
             },
         };
+        // The firmware inventory rides along; a BMC that will not show it
+        // is collected without it.
+        let firmware = match &crawled {
+            Some(Ok(_)) => crate::firmware::read_inventory(&bmc).await,
+            _ => None,
+        };
         bmc.logout().await;
         let crawl = match crawled {
             None => return fail(report, "failed", "cancelled".into()),
@@ -583,6 +589,9 @@ impl Discovery {
         );
         match self.write(writes, &xname, &doc, &creds.password).await {
             Ok(()) => {
+                if let Some(items) = firmware {
+                    crate::firmware::store_inventory(&self.store, &xname, items).await;
+                }
                 report.status = "collected".into();
                 report
             }

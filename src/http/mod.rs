@@ -17,6 +17,7 @@ pub mod deadline;
 pub mod dhcp;
 pub mod discover;
 pub mod dns;
+pub mod firmware;
 pub mod json;
 pub mod metadata_service;
 pub mod oauth;

@@ -1,5 +1,6 @@
 //! PCS (`/power-control/v1`, and the same routes at the root, where ochami
-//! looks by default): transitions, power status and PCS's health probes.
+//! looks by default): transitions, power status, power capping and PCS's
+//! health probes.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -12,6 +13,7 @@ use super::problem::ApiError;
 use super::routes::{Access, Listeners, Route, route};
 use super::state::AppState;
 use crate::inventory::components::parse_xname;
+use crate::power::cap::{self, PatchRequest, SnapshotRequest};
 use crate::power::{TransitionRequest, transition_json};
 
 /// Every PCS route under both prefixes.
@@ -121,32 +123,56 @@ pub fn routes() -> Vec<Route> {
             }
         }
     }
-    // Power capping is not built yet: its upstream routes answer 501, not
-    // 404, so a client can tell "not here yet" from "no such thing".
-    for (method, prefixed, root) in [
-        (Method::GET, "/power-control/v1/power-cap", "/power-cap"),
-        (Method::PATCH, "/power-control/v1/power-cap", "/power-cap"),
+    // Power capping (`power::cap`, `power::caps`).
+    for (prefixed, root) in [
+        ("/power-control/v1/power-cap", "/power-cap"),
         (
-            Method::POST,
             "/power-control/v1/power-cap/snapshot",
             "/power-cap/snapshot",
         ),
-        (
-            Method::GET,
-            "/power-control/v1/power-cap/{id}",
-            "/power-cap/{id}",
-        ),
+        ("/power-control/v1/power-cap/{id}", "/power-cap/{id}"),
     ] {
         for p in [prefixed, root] {
-            out.push(route(
-                method.clone(),
-                p,
-                "pcs",
-                Token,
-                Api,
-                "Power capping: not implemented (501)",
-                power_cap_not_implemented,
-            ));
+            if p.ends_with("/snapshot") {
+                out.push(route(
+                    Method::POST,
+                    p,
+                    "pcs",
+                    Token,
+                    Api,
+                    "Snapshot the power limits of nodes (a power-capping task)",
+                    cap_snapshot,
+                ));
+            } else if p.ends_with("{id}") {
+                out.push(route(
+                    Method::GET,
+                    p,
+                    "pcs",
+                    Token,
+                    Api,
+                    "One power-capping task with its components",
+                    cap_get,
+                ));
+            } else {
+                out.push(route(
+                    Method::GET,
+                    p,
+                    "pcs",
+                    Token,
+                    Api,
+                    "List power-capping tasks (without components)",
+                    cap_list,
+                ));
+                out.push(route(
+                    Method::PATCH,
+                    p,
+                    "pcs",
+                    Token,
+                    Api,
+                    "Set power limits of nodes (a power-capping task)",
+                    cap_patch,
+                ));
+            }
         }
     }
     out
@@ -337,12 +363,43 @@ async fn health(State(st): State<AppState>) -> Response {
     .into_response()
 }
 
-async fn power_cap_not_implemented(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        format!(
-            "{} (power capping) is not implemented by this appliance",
-            uri.path()
-        ),
-    )
+fn cap_created(id: String) -> Response {
+    let mut r = axum::Json(json!({ "taskID": id })).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/power-control/v1/power-cap/{id}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+async fn cap_snapshot(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<SnapshotRequest>,
+) -> Result<Response, ApiError> {
+    Ok(cap_created(st.power.cap_snapshot(req)?))
+}
+
+async fn cap_patch(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<PatchRequest>,
+) -> Result<Response, ApiError> {
+    Ok(cap_created(st.power.cap_patch(req)?))
+}
+
+async fn cap_list(State(st): State<AppState>) -> Response {
+    let tasks: Vec<Value> = st
+        .power
+        .cap_tasks()
+        .iter()
+        .map(|t| cap::task_json(t, false))
+        .collect();
+    axum::Json(json!({ "tasks": tasks })).into_response()
+}
+
+async fn cap_get(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = transition_id(&id)?;
+    let t = st
+        .power
+        .cap_task(&id)
+        .ok_or_else(|| ApiError::not_found("TaskID does not exist"))?;
+    Ok(axum::Json(cap::task_json(&t, true)).into_response())
 }

@@ -106,6 +106,7 @@ pub fn table() -> Vec<Route> {
     t.extend(super::dns::routes());
     t.extend(super::power::routes());
     t.extend(super::discover::routes());
+    t.extend(super::firmware::routes());
     t.extend(super::console::routes());
     t
 }
@@ -360,14 +361,14 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "GET /readiness" => status(),
         "GET /power-control/v1/health" => out(json::<PcsHealth>()),
         "GET /health" => out(json::<PcsHealth>()),
-        "GET /power-control/v1/power-cap" => status(),
-        "PATCH /power-control/v1/power-cap" => status(),
-        "GET /power-cap" => status(),
-        "PATCH /power-cap" => status(),
-        "POST /power-control/v1/power-cap/snapshot" => status(),
-        "POST /power-cap/snapshot" => status(),
-        "GET /power-control/v1/power-cap/{id}" => status(),
-        "GET /power-cap/{id}" => status(),
+        "GET /power-control/v1/power-cap" => out(json::<PowerCapTaskArray>()),
+        "PATCH /power-control/v1/power-cap" => inout(json::<crate::power::cap::PatchRequest>(), json::<PowerCapTaskCreated>()),
+        "GET /power-cap" => out(json::<PowerCapTaskArray>()),
+        "PATCH /power-cap" => inout(json::<crate::power::cap::PatchRequest>(), json::<PowerCapTaskCreated>()),
+        "POST /power-control/v1/power-cap/snapshot" => inout(json::<crate::power::cap::SnapshotRequest>(), json::<PowerCapTaskCreated>()),
+        "POST /power-cap/snapshot" => inout(json::<crate::power::cap::SnapshotRequest>(), json::<PowerCapTaskCreated>()),
+        "GET /power-control/v1/power-cap/{id}" => out(json::<PowerCapTask>()).query(&["id:uuid"]),
+        "GET /power-cap/{id}" => out(json::<PowerCapTask>()).query(&["id:uuid"]),
         "POST /discovery/v1/scan" => inout(json::<crate::discover::ScanRequest>(), json::<DiscoveryJob>()),
         "POST /discovery/v1/collect" => inout(json::<crate::discover::CollectRequest>(), json::<DiscoveryJob>()),
         "GET /discovery/v1/jobs" => out(json::<DiscoveryJobs>()),
@@ -376,6 +377,11 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "GET /discovery/v1/credentials" => out(json::<Credentials>()),
         "PUT /discovery/v1/credentials/{key}" => inout(json::<CredentialIn>(), json::<CredentialOut>()),
         "DELETE /discovery/v1/credentials/{key}" => out(json::<Message>()),
+        "GET /firmware/v1/inventory" => out(json::<FirmwareInventories>()),
+        "GET /firmware/v1/inventory/{xname}" => out(json::<crate::inventory::model::BmcFirmware>()),
+        "POST /firmware/v1/updates" => inout(json::<crate::firmware::UpdateRequest>(), json::<crate::firmware::UpdateJob>()),
+        "GET /firmware/v1/updates" => out(json::<FirmwareJobs>()),
+        "GET /firmware/v1/updates/{id}" => out(json::<crate::firmware::UpdateJob>()),
         "GET /remote-console/liveness" => status(),
         "GET /remote-console/readiness" => status(),
         "GET /remote-console/health" => out(json::<super::console::ConsoleHealth>()),

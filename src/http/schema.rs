@@ -1005,6 +1005,20 @@ pub struct InstanceInfoSpec {
     pub default_profile: String,
 }
 
+// ---- Firmware (/firmware/v1) --------------------------------------------
+
+/// `GET /firmware/v1/inventory`.
+#[derive(JsonSchema)]
+pub struct FirmwareInventories {
+    pub bmcs: Vec<crate::inventory::model::BmcFirmware>,
+}
+
+/// `GET /firmware/v1/updates`.
+#[derive(JsonSchema)]
+pub struct FirmwareJobs {
+    pub jobs: Vec<crate::firmware::UpdateJob>,
+}
+
 // ---- PCS (/power-control/v1) -------------------------------------------
 
 /// PCS's counts of a transition's tasks by status.
@@ -1018,6 +1032,39 @@ pub struct TaskCounts {
     pub succeeded: i64,
     #[serde(rename = "un-supported")]
     pub unsupported: i64,
+}
+
+/// `POST power-cap/snapshot` and `PATCH power-cap` reply.
+#[derive(JsonSchema)]
+pub struct PowerCapTaskCreated {
+    #[serde(rename = "taskID")]
+    pub task_id: String,
+}
+
+/// A power-capping task; `components` only when read by ID.
+#[derive(JsonSchema)]
+pub struct PowerCapTask {
+    #[serde(rename = "taskID")]
+    pub task_id: String,
+    /// `snapshot` or `patch`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(rename = "taskCreateTime")]
+    pub create_time: String,
+    #[serde(rename = "automaticExpirationTime")]
+    pub expiration_time: String,
+    /// `new`, `in-progress`, `completed`.
+    #[serde(rename = "taskStatus")]
+    pub status: String,
+    #[serde(rename = "taskCounts")]
+    pub task_counts: TaskCounts,
+    pub components: Option<Vec<crate::power::cap::CapComponent>>,
+}
+
+/// `GET power-cap`.
+#[derive(JsonSchema)]
+pub struct PowerCapTaskArray {
+    pub tasks: Vec<PowerCapTask>,
 }
 
 /// `POST transitions` reply.

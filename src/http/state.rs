@@ -35,6 +35,8 @@ pub struct Shared {
     pub discovery: Arc<crate::discover::Discovery>,
     /// PCS power transitions and status.
     pub power: Arc<crate::power::Power>,
+    /// Firmware inventories and update jobs.
+    pub firmware: Arc<crate::firmware::Firmware>,
     /// Serial consoles: sessions, logs, viewers.
     pub consoles: Arc<crate::console::Consoles>,
 }

@@ -788,6 +788,31 @@ pub struct ConsoleHostKey {
     pub pinned_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A BMC's firmware inventory (`UpdateService/FirmwareInventory`), as the
+/// last discovery or firmware update read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BmcFirmware {
+    /// The BMC's xname.
+    pub bmc: String,
+    pub collected: chrono::DateTime<chrono::Utc>,
+    pub items: Vec<FirmwareItem>,
+}
+
+/// One member of a FirmwareInventory, named as Redfish names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct FirmwareItem {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub updateable: bool,
+    #[serde(default)]
+    pub software_id: String,
+    /// Its Redfish path (an update's `Targets` member).
+    #[serde(rename = "@odata.id", default)]
+    pub odata_id: String,
+}
+
 /// One node's part of a power transition (PCS task).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PowerTask {

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::DomainError;
 use super::model::{
-    BmcCredential, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
+    BmcCredential, BmcFirmware, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
     ClusterDefaults, Component, ComponentEndpoint, ConsoleHostKey, EthernetInterface, Group,
     InstanceInfo, Lease, MetadataRecord, NodeMap, Partition, PhoneHome, PowerTransition,
     RedfishEndpoint,
@@ -57,6 +57,7 @@ pub enum Table {
     RefreshFamilies,
     MetadataResources,
     ConsoleHostKeys,
+    BmcFirmware,
 }
 
 impl Table {
@@ -82,6 +83,7 @@ impl Table {
             Table::RefreshFamilies => "oauth_refresh_families",
             Table::MetadataResources => "metadata_resources",
             Table::ConsoleHostKeys => "console_host_keys",
+            Table::BmcFirmware => "bmc_firmware",
         }
     }
 }
@@ -197,6 +199,8 @@ pub struct Model {
     pub refresh_families: OrdMap<String, RefreshFamily>,
     /// Pinned console SSH host keys by BMC xname.
     pub console_host_keys: OrdMap<String, ConsoleHostKey>,
+    /// Firmware inventories by BMC xname.
+    pub bmc_firmware: OrdMap<String, BmcFirmware>,
 }
 
 impl Model {
@@ -751,6 +755,11 @@ impl<'a> Txn<'a> {
         self.record::<ConsoleHostKey>(Table::ConsoleHostKeys, bmc, None);
         Some(old)
     }
+
+    pub fn put_bmc_firmware(&mut self, f: BmcFirmware) {
+        self.record(Table::BmcFirmware, &f.bmc, Some(&f));
+        self.model.bmc_firmware.insert(f.bmc.clone(), f);
+    }
 }
 
 /// The stored document of a row, if the row exists. Serialising our own
@@ -784,6 +793,7 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
         Table::RefreshFamilies => ser(m.refresh_families.get(key)),
         Table::MetadataResources => ser(m.metadata_resources.get(key)),
         Table::ConsoleHostKeys => ser(m.console_host_keys.get(key)),
+        Table::BmcFirmware => ser(m.bmc_firmware.get(key)),
     }
 }
 
@@ -1027,6 +1037,9 @@ fn load_model(db: &Db) -> Result<Model, StoreError> {
     }
     for k in load_table::<ConsoleHostKey>(db, Table::ConsoleHostKeys)? {
         txn.put_console_host_key(k);
+    }
+    for f in load_table::<BmcFirmware>(db, Table::BmcFirmware)? {
+        txn.put_bmc_firmware(f);
     }
     Ok(model)
 }

@@ -10,6 +10,8 @@
 //! Each BMC gets one session per transition or sample, shared by its nodes,
 //! and the session is deleted when that work ends, however it ends.
 
+pub mod cap;
+mod caps;
 pub mod plan;
 
 use std::collections::{BTreeMap, HashMap};
@@ -84,6 +86,8 @@ pub struct Power {
     config: PowerConfig,
     running: Mutex<HashMap<String, Running>>,
     status: Mutex<HashMap<String, NodePower>>,
+    /// Power-capping tasks (`caps.rs`).
+    caps: caps::CapTasks,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -213,6 +217,7 @@ impl Power {
             config,
             running: Mutex::new(HashMap::new()),
             status: Mutex::new(HashMap::new()),
+            caps: caps::CapTasks::default(),
             tasks,
             shutdown,
         }

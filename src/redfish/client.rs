@@ -43,7 +43,7 @@ impl Default for ClientOptions {
 /// configuration. Cheap to clone.
 #[derive(Clone)]
 pub struct Transport {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     opts: Arc<ClientOptions>,
 }
 
@@ -261,7 +261,7 @@ impl Bmc {
     /// none, settles for Basic authentication. Refused credentials are an
     /// [`ErrorKind::Auth`] error; nothing is retried then.
     pub async fn login(&self) -> Result<(), Error> {
-        let root = self.request(Method::GET, ROOT, None, false).await?;
+        let (root, _) = self.request(Method::GET, ROOT, None, false).await?;
         *self.root.lock().await = Some(root.clone());
         let sessions = {
             let from_links = json::link(get(&root, "Links").unwrap_or(&Value::Null), "Sessions");
@@ -359,11 +359,81 @@ impl Bmc {
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, Error> {
-        self.request(Method::GET, path, None, true).await
+        self.request(Method::GET, path, None, true)
+            .await
+            .map(|r| r.0)
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, Error> {
+        self.request(Method::POST, path, Some(body), true)
+            .await
+            .map(|r| r.0)
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, Error> {
+        self.request(Method::PATCH, path, Some(body), true)
+            .await
+            .map(|r| r.0)
+    }
+
+    /// A POST whose answer may name a task monitor: the body and the path
+    /// of its `Location` header.
+    pub async fn post_located(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<(Value, Option<String>), Error> {
         self.request(Method::POST, path, Some(body), true).await
+    }
+
+    /// A `multipart/form-data` POST (Redfish's `MultipartHttpPushUri`):
+    /// `UpdateParameters` as JSON and `UpdateFile` as the image. Not
+    /// retried: the image may be large and the BMC may have started.
+    pub async fn post_multipart(
+        &self,
+        path: &str,
+        parameters: &Value,
+        file_name: &str,
+        image: bytes::Bytes,
+    ) -> Result<(Value, Option<String>), Error> {
+        let what = format!("POST {path} (multipart)");
+        let boundary = format!("openchami-{:016x}", rand_suffix());
+        let mut body = Vec::with_capacity(image.len() + 512);
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"UpdateParameters\"\r\n\
+                 Content-Type: application/json\r\n\r\n{parameters}\r\n--{boundary}\r\n\
+                 Content-Disposition: form-data; name=\"UpdateFile\"; filename=\"{}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n",
+                file_name.replace(['"', '\r', '\n'], "_")
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&image);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let auth = self.auth.lock().await.clone();
+        let mut req = self.http.post(self.url(path)).header(
+            reqwest::header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        );
+        req = match auth {
+            Auth::Session { token, .. } => req.header("X-Auth-Token", token),
+            _ => req.basic_auth(&self.creds.username, Some(&self.creds.password)),
+        };
+        let _permit = self.permits.acquire().await;
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&what, &e))?;
+        let status = resp.status();
+        let location = location_of(&resp);
+        let body = read_json(resp).await;
+        if status.is_success() {
+            Ok((body, location))
+        } else {
+            Err(Error::new(&self.addr, what, status_error(status, &body)))
+        }
     }
 
     /// A request with retries for transient failures and one new session
@@ -374,7 +444,7 @@ impl Bmc {
         path: &str,
         body: Option<&Value>,
         authenticated: bool,
-    ) -> Result<Value, Error> {
+    ) -> Result<(Value, Option<String>), Error> {
         let mut relogged = false;
         let mut attempt = 0;
         loop {
@@ -404,7 +474,7 @@ impl Bmc {
         path: &str,
         body: Option<&Value>,
         authenticated: bool,
-    ) -> Result<Value, Error> {
+    ) -> Result<(Value, Option<String>), Error> {
         let what = format!("{method} {path}");
         let auth = if authenticated {
             self.auth.lock().await.clone()
@@ -431,9 +501,10 @@ impl Bmc {
             .await
             .map_err(|e| self.transport_error(&what, &e))?;
         let status = resp.status();
+        let location = location_of(&resp);
         let body = read_json(resp).await;
         if status.is_success() {
-            Ok(body)
+            Ok((body, location))
         } else {
             Err(Error::new(&self.addr, what, status_error(status, &body)))
         }
@@ -468,6 +539,27 @@ impl Drop for Bmc {
             });
         }
     }
+}
+
+/// The path of a `Location` header.
+fn location_of(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(path_of)
+        .filter(|p| !p.is_empty())
+}
+
+/// A boundary suffix that differs between calls.
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 /// The body as JSON; empty or unreadable bodies are `Null`.

@@ -20,7 +20,9 @@ mod client;
 pub mod console;
 pub mod crawl;
 mod error;
+pub mod firmware;
 pub mod json;
+pub mod powercap;
 pub mod sim;
 
 pub use client::{

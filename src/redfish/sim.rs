@@ -39,6 +39,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod update;
+pub use update::SimUpdates;
+
 /// Told of every Reset a simulated BMC accepts.
 pub trait PowerHook: Send + Sync + 'static {
     /// `reset_type` was accepted for system `system` of BMC `bmc` (indexes
@@ -73,6 +76,8 @@ pub struct SimConfig {
     pub ignore_graceful_shutdown: bool,
     /// Power state of every system at start.
     pub power_on: bool,
+    /// Power limits and firmware updates (`sim/update.rs`).
+    pub updates: SimUpdates,
 }
 
 impl SimConfig {
@@ -90,6 +95,7 @@ impl SimConfig {
             sessions: true,
             ignore_graceful_shutdown: false,
             power_on: false,
+            updates: SimUpdates::default(),
         }
     }
 
@@ -158,6 +164,7 @@ struct Shared {
     bmcs: Vec<BmcState>,
     next_session: AtomicU64,
     rng: AtomicU64,
+    updates: update::State,
 }
 
 /// Running simulated BMCs.
@@ -202,8 +209,10 @@ impl SimBmcs {
                 resets: Mutex::new(Vec::new()),
             })
             .collect();
+        let updates = update::State::new(addrs.len());
         let shared = Arc::new(Shared {
             config,
+            updates,
             hook,
             bmcs,
             next_session: AtomicU64::new(1),
@@ -494,6 +503,9 @@ async fn handle(shared: &Shared, index: usize, req: Request<Incoming>) -> Resp {
             error(StatusCode::NOT_FOUND, "no such session")
         };
     }
+    if update::serves(&path) {
+        return update::handle(shared, index, method, &path, req).await;
+    }
     if method == Method::POST {
         let body = match req.into_body().collect().await {
             Ok(b) => serde_json::from_slice::<Value>(&b.to_bytes()).unwrap_or(Value::Null),
@@ -578,10 +590,6 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
         })),
         ["EventService"] => Some(json!({
             "@odata.id": "/redfish/v1/EventService",
-            "ServiceEnabled": false,
-        })),
-        ["UpdateService"] => Some(json!({
-            "@odata.id": "/redfish/v1/UpdateService",
             "ServiceEnabled": false,
         })),
         ["SessionService"] => Some(json!({
@@ -696,6 +704,12 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
             "SerialNumber": format!("CH{index:06}"),
             "SKU": "SIM-SKU",
             "AssetTag": format!("asset-{index}"),
+            "Power": link("/redfish/v1/Chassis/1/Power"),
+            "Controls": if shared.config.updates.legacy_power_only.contains(&index) {
+                Value::Null
+            } else {
+                link("/redfish/v1/Chassis/1/Controls")
+            },
             "Links": {"ComputerSystems": (0..systems)
                 .map(|k| link(&format!("/redfish/v1/Systems/{k}")))
                 .collect::<Vec<_>>()},

@@ -537,8 +537,21 @@ pub(super) mod tests {
                 Default::default(),
                 Default::default(),
             );
+            let firmware = Arc::new(crate::firmware::Firmware::new(
+                store.clone(),
+                secrets.clone(),
+                power.redfish_transport(),
+                crate::boot::base::NodeBase::new(
+                    "http://127.0.0.1:27778",
+                    ([0, 0, 0, 0], 1).into(),
+                ),
+                config.boot.artifacts_dir.clone(),
+                Default::default(),
+                Default::default(),
+            ));
             let state = AppState(Arc::new(Shared {
                 consoles,
+                firmware,
                 store,
                 root_pem: String::new(),
                 root_fingerprint: String::new(),
