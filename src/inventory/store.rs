@@ -25,6 +25,7 @@ use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 
 use super::DomainError;
+use super::backend::{Backend, Feed};
 use super::model::{
     BmcCredential, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
     ClusterDefaults, Component, ComponentEndpoint, ConsoleHostKey, EthernetInterface, Group,
@@ -60,6 +61,34 @@ pub enum Table {
 }
 
 impl Table {
+    /// Every table, in the order a model is loaded.
+    pub const ALL: [Table; 20] = [
+        Table::Components,
+        Table::EthernetInterfaces,
+        Table::RedfishEndpoints,
+        Table::ComponentEndpoints,
+        Table::Groups,
+        Table::Partitions,
+        Table::NodeMaps,
+        Table::BootConfigs,
+        Table::CloudInitDefaults,
+        Table::CloudInitGroups,
+        Table::InstanceInfo,
+        Table::PhoneHome,
+        Table::Leases,
+        Table::PowerTransitions,
+        Table::BmcCredentials,
+        Table::BootResources,
+        Table::UsedBootstrap,
+        Table::RefreshFamilies,
+        Table::MetadataResources,
+        Table::ConsoleHostKeys,
+    ];
+
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Table::Components => "components",
@@ -801,10 +830,14 @@ struct Pending {
 enum Request {
     Write(Job),
     Ping(oneshot::Sender<Result<(), StoreError>>),
+    /// Another writer may have committed: read the change feed.
+    CatchUp,
 }
 
 struct Inner {
     current: ArcSwap<Snapshot>,
+    /// The backend's name (`sqlite`, `postgres`).
+    kind: &'static str,
     /// Becomes true when the writer thread has ended, for whatever reason.
     stopped: tokio::sync::watch::Sender<bool>,
     /// Told the row count of each committed batch (see `observe_commits`).
@@ -826,30 +859,42 @@ const GROUP_COMMIT_MAX: usize = 256;
 impl Store {
     /// Opens the database at `path`, loads the model and starts the writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Self::start(Db::open(path)?)
+        Self::open_backend(Box::new(Db::open(path)?))
     }
 
     /// A store that lives only in memory, for tests and benchmarks.
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        Self::start(Db::open_in_memory()?)
+        Self::open_backend(Box::new(Db::open_in_memory()?))
     }
 
-    fn start(db: Db) -> Result<Store, StoreError> {
-        let model = load_model(&db)?;
+    /// Loads the model from `db` and starts the writer (and, on a shared
+    /// backend, following the other writers).
+    pub fn open_backend(mut db: Box<dyn Backend>) -> Result<Store, StoreError> {
+        let (generation, model) = load_model(&mut *db)?;
         let inner = Arc::new(Inner {
-            current: ArcSwap::from_pointee(Snapshot {
-                generation: 0,
-                model,
-            }),
+            current: ArcSwap::from_pointee(Snapshot { generation, model }),
+            kind: db.kind(),
             commit_observer: std::sync::OnceLock::new(),
             stopped: tokio::sync::watch::Sender::new(false),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        // Weak: a follower must not keep the writer alive once every
+        // handle is gone.
+        let wake = tx.downgrade();
+        db.follow(Box::new(move || match wake.upgrade() {
+            Some(tx) => {
+                // A full queue means the writer is busy, and every commit
+                // catches up first anyway.
+                let _ = tx.try_send(Request::CatchUp);
+                true
+            }
+            None => false,
+        }));
         let writer_inner = inner.clone();
         std::thread::Builder::new()
             .name("inventory-writer".into())
             .spawn(move || {
-                // A panic outside a write closure (in SQLite, a commit
+                // A panic outside a write closure (in the backend, a commit
                 // observer, logging) leaves memory and disk possibly apart:
                 // the writer ends rather than go on, and says so.
                 let inner = writer_inner.clone();
@@ -868,6 +913,11 @@ impl Store {
             inner,
             requests: tx,
         })
+    }
+
+    /// The backend's name: `sqlite` or `postgres`.
+    pub fn backend_kind(&self) -> &'static str {
+        self.inner.kind
     }
 
     /// Has `f` called, on the writer thread, with the number of rows of
@@ -954,84 +1004,104 @@ impl Store {
     }
 }
 
-fn load_table<T: DeserializeOwned>(db: &Db, table: Table) -> Result<Vec<T>, StoreError> {
-    db.load(table)?
-        .into_iter()
-        .map(|(id, doc)| {
-            serde_json::from_str(&doc)
-                .map_err(|e| StoreError::Corrupt(table.name(), id, e.to_string()))
-        })
-        .collect()
+fn parse<T: DeserializeOwned>(table: Table, key: &str, doc: &str) -> Result<T, StoreError> {
+    serde_json::from_str(doc)
+        .map_err(|e| StoreError::Corrupt(table.name(), key.into(), e.to_string()))
 }
 
-fn load_model(db: &Db) -> Result<Model, StoreError> {
+/// Puts a stored row into the model (`doc: None` deletes it), as loading
+/// and following another writer's commits do.
+fn apply_row(
+    txn: &mut Txn<'_>,
+    table: Table,
+    key: &str,
+    doc: Option<&str>,
+) -> Result<(), StoreError> {
+    let Some(doc) = doc else {
+        match table {
+            Table::Components => drop(txn.delete_component(key)),
+            Table::EthernetInterfaces => drop(txn.delete_interface(key)),
+            Table::RedfishEndpoints => drop(txn.delete_redfish_endpoint(key)),
+            Table::ComponentEndpoints => drop(txn.delete_component_endpoint(key)),
+            Table::Groups => drop(txn.delete_group(key)),
+            Table::Partitions => drop(txn.delete_partition(key)),
+            Table::NodeMaps => drop(txn.delete_node_map(key)),
+            Table::BootConfigs => drop(txn.delete_boot_config(key)),
+            Table::CloudInitDefaults => txn.put_cloud_init_defaults(ClusterDefaults::default()),
+            Table::CloudInitGroups => drop(txn.delete_cloud_init_group(key)),
+            Table::InstanceInfo => drop(txn.delete_instance_info(key)),
+            Table::PhoneHome => drop(txn.model.phone_home.remove(key)),
+            Table::Leases => {
+                if let Ok(ip) = key.parse() {
+                    txn.delete_lease(ip);
+                }
+            }
+            Table::PowerTransitions => drop(txn.delete_power_transition(key)),
+            Table::BmcCredentials => drop(txn.delete_bmc_credential(key)),
+            Table::BootResources => drop(txn.delete_boot_resource(key)),
+            Table::UsedBootstrap => drop(txn.delete_used_bootstrap(key)),
+            Table::RefreshFamilies => drop(txn.delete_refresh_family(key)),
+            Table::MetadataResources => drop(txn.delete_metadata_record(key)),
+            Table::ConsoleHostKeys => drop(txn.delete_console_host_key(key)),
+        }
+        return Ok(());
+    };
+    match table {
+        Table::Components => txn.put_component(parse::<Component>(table, key, doc)?),
+        Table::EthernetInterfaces => {
+            txn.put_interface(parse::<EthernetInterface>(table, key, doc)?)
+        }
+        Table::RedfishEndpoints => {
+            txn.put_redfish_endpoint(parse::<RedfishEndpoint>(table, key, doc)?)
+        }
+        Table::ComponentEndpoints => {
+            txn.put_component_endpoint(parse::<ComponentEndpoint>(table, key, doc)?)
+        }
+        Table::Groups => txn.put_group(parse(table, key, doc)?),
+        Table::Partitions => txn.put_partition(parse(table, key, doc)?),
+        Table::NodeMaps => txn.put_node_map(parse(table, key, doc)?),
+        Table::BootConfigs => txn.put_boot_config(parse(table, key, doc)?),
+        Table::CloudInitDefaults => txn.put_cloud_init_defaults(parse(table, key, doc)?),
+        Table::CloudInitGroups => txn.put_cloud_init_group(parse(table, key, doc)?),
+        Table::InstanceInfo => txn.put_instance_info(parse(table, key, doc)?),
+        Table::PhoneHome => txn.put_phone_home(parse(table, key, doc)?),
+        Table::Leases => txn.put_lease(parse(table, key, doc)?),
+        Table::PowerTransitions => txn.put_power_transition(parse(table, key, doc)?),
+        Table::BmcCredentials => txn.put_bmc_credential(parse(table, key, doc)?),
+        Table::BootResources => txn.put_boot_resource(parse(table, key, doc)?),
+        Table::UsedBootstrap => txn.put_used_bootstrap(parse(table, key, doc)?),
+        Table::RefreshFamilies => txn.put_refresh_family(parse(table, key, doc)?),
+        Table::MetadataResources => txn.put_metadata_record(parse(table, key, doc)?),
+        Table::ConsoleHostKeys => txn.put_console_host_key(parse(table, key, doc)?),
+    }
+    Ok(())
+}
+
+/// The whole model from the backend, and the generation it stands at.
+fn load_model(db: &mut dyn Backend) -> Result<(u64, Model), StoreError> {
     let mut model = Model::default();
     let mut txn = Txn::new(&mut model, chrono::Utc::now());
     txn.recording = false;
-    for c in load_table::<Component>(db, Table::Components)? {
-        txn.put_component(c);
-    }
-    for i in load_table::<EthernetInterface>(db, Table::EthernetInterfaces)? {
-        txn.put_interface(i);
-    }
-    for e in load_table::<RedfishEndpoint>(db, Table::RedfishEndpoints)? {
-        txn.put_redfish_endpoint(e);
-    }
-    for e in load_table::<ComponentEndpoint>(db, Table::ComponentEndpoints)? {
-        txn.put_component_endpoint(e);
-    }
-    for g in load_table::<Group>(db, Table::Groups)? {
-        txn.put_group(g);
-    }
-    for p in load_table::<Partition>(db, Table::Partitions)? {
-        txn.put_partition(p);
-    }
-    for m in load_table::<NodeMap>(db, Table::NodeMaps)? {
-        txn.put_node_map(m);
-    }
-    for b in load_table::<BootConfig>(db, Table::BootConfigs)? {
-        txn.put_boot_config(b);
-    }
-    for d in load_table::<ClusterDefaults>(db, Table::CloudInitDefaults)? {
-        txn.put_cloud_init_defaults(d);
-    }
-    for g in load_table::<CloudInitGroup>(db, Table::CloudInitGroups)? {
-        txn.put_cloud_init_group(g);
-    }
-    for i in load_table::<InstanceInfo>(db, Table::InstanceInfo)? {
-        txn.put_instance_info(i);
-    }
-    for p in load_table::<PhoneHome>(db, Table::PhoneHome)? {
-        txn.put_phone_home(p);
-    }
-    for l in load_table::<Lease>(db, Table::Leases)? {
-        txn.put_lease(l);
-    }
-    for t in load_table::<PowerTransition>(db, Table::PowerTransitions)? {
-        txn.put_power_transition(t);
-    }
-    for c in load_table::<BmcCredential>(db, Table::BmcCredentials)? {
-        txn.put_bmc_credential(c);
-    }
-    for r in load_table::<BootResource>(db, Table::BootResources)? {
-        txn.put_boot_resource(r);
-    }
-    for u in load_table::<UsedBootstrap>(db, Table::UsedBootstrap)? {
-        txn.put_used_bootstrap(u);
-    }
-    for f in load_table::<RefreshFamily>(db, Table::RefreshFamilies)? {
-        txn.put_refresh_family(f);
-    }
-    for r in load_table::<MetadataRecord>(db, Table::MetadataResources)? {
-        txn.put_metadata_record(r);
-    }
-    for k in load_table::<ConsoleHostKey>(db, Table::ConsoleHostKeys)? {
-        txn.put_console_host_key(k);
-    }
-    Ok(model)
+    let generation = db.load(&mut |table, rows| {
+        for (key, doc) in rows {
+            apply_row(&mut txn, table, &key, Some(&doc))?;
+        }
+        Ok(())
+    })?;
+    Ok((generation, model))
 }
 
-fn writer_loop(mut db: Db, inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
+/// Applies what other writers committed to `model`, unrecorded.
+fn apply_feed(model: &mut Model, rows: &[Change]) -> Result<(), StoreError> {
+    let mut txn = Txn::new(model, chrono::Utc::now());
+    txn.recording = false;
+    for c in rows {
+        apply_row(&mut txn, c.table, &c.key, c.doc.as_deref())?;
+    }
+    Ok(())
+}
+
+fn writer_loop(mut db: Box<dyn Backend>, inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT_MAX {
@@ -1040,49 +1110,125 @@ fn writer_loop(mut db: Db, inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        let current = inner.current.load_full();
-        let mut model = current.model.clone();
-        let now = chrono::Utc::now();
-        let mut changes = Vec::new();
-        let mut replies = Vec::new();
+        let mut jobs = Vec::new();
+        let mut catch_up = false;
         for req in batch {
             match req {
                 Request::Ping(tx) => {
                     let _ = tx.send(db.ping());
                 }
-                Request::Write(job) => {
-                    let pending = job(&mut model, now);
-                    changes.extend(pending.changes);
-                    replies.push(pending.reply);
-                }
+                Request::CatchUp => catch_up = true,
+                Request::Write(job) => jobs.push(job),
             }
         }
-        let result = if changes.is_empty() {
-            Ok(())
-        } else {
-            match db.apply(&changes) {
-                Ok(()) => {
-                    inner.current.store(Arc::new(Snapshot {
-                        generation: current.generation + 1,
-                        model,
-                    }));
-                    // The old model's replaced nodes go now, not after the
-                    // replies, so what the observer triggers sees them gone.
-                    drop(current);
-                    if let Some(observe) = inner.commit_observer.get() {
-                        observe(changes.len());
+        if jobs.is_empty() {
+            if catch_up {
+                let generation = inner.current.load().generation;
+                if let Err(e) = db
+                    .changes_since(generation)
+                    .and_then(|f| follow(&mut *db, &inner, f))
+                {
+                    tracing::warn!(error = %e, "could not catch up with the shared store");
+                }
+            }
+            continue;
+        }
+        commit_batch(&mut *db, &inner, jobs);
+    }
+}
+
+/// Publishes what another writer committed (or everything, reloaded).
+fn follow(db: &mut dyn Backend, inner: &Inner, feed: Feed) -> Result<(), StoreError> {
+    let (generation, model, rows) = match feed {
+        Feed::UpToDate => return Ok(()),
+        Feed::Changes { generation, rows } => {
+            let mut model = inner.current.load().model.clone();
+            apply_feed(&mut model, &rows)?;
+            (generation, model, rows.len())
+        }
+        Feed::Reload => {
+            let (generation, model) = load_model(db)?;
+            tracing::info!(generation, "reloaded the model from the shared store");
+            let rows = model_rows(&model);
+            (generation, model, rows)
+        }
+    };
+    inner
+        .current
+        .store(Arc::new(Snapshot { generation, model }));
+    if let Some(observe) = inner.commit_observer.get() {
+        observe(rows);
+    }
+    Ok(())
+}
+
+/// Rough row count of a model, for the commit observer after a reload.
+fn model_rows(m: &Model) -> usize {
+    m.components.len() + m.interfaces.len() + m.groups.len() + m.boot_configs.len() + m.leases.len()
+}
+
+/// Runs a batch of writes against the latest generation and commits them.
+fn commit_batch(db: &mut dyn Backend, inner: &Inner, jobs: Vec<Job>) {
+    let now = chrono::Utc::now();
+    // Under the backend's lock from here to the commit: catch up first, so
+    // every rule is checked against what every writer has committed.
+    let begun = db
+        .begin(inner.current.load().generation)
+        .and_then(|feed| match feed {
+            Feed::Reload => {
+                db.abort();
+                follow(db, inner, Feed::Reload)?;
+                match db.begin(inner.current.load().generation)? {
+                    Feed::Reload => {
+                        db.abort();
+                        Err(StoreError::Schema(
+                            "the change log moved while reloading".into(),
+                        ))
                     }
-                    Ok(())
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "inventory write failed; nothing was changed");
-                    Err(e)
+                    feed => follow(db, inner, feed).inspect_err(|_| db.abort()),
                 }
             }
-        };
-        for reply in replies {
-            reply(result.clone());
+            feed => follow(db, inner, feed).inspect_err(|_| db.abort()),
+        });
+    let current = inner.current.load_full();
+    let mut model = current.model.clone();
+    let mut changes = Vec::new();
+    let mut replies = Vec::new();
+    for job in jobs {
+        let pending = job(&mut model, now);
+        changes.extend(pending.changes);
+        replies.push(pending.reply);
+    }
+    let result = match begun {
+        Err(e) => {
+            tracing::error!(error = %e, "inventory write failed; nothing was changed");
+            Err(e)
         }
+        Ok(()) if changes.is_empty() => {
+            db.abort();
+            Ok(())
+        }
+        Ok(()) => match db.commit(&changes) {
+            Ok(generation) => {
+                inner
+                    .current
+                    .store(Arc::new(Snapshot { generation, model }));
+                // The old model's replaced nodes go now, not after the
+                // replies, so what the observer triggers sees them gone.
+                drop(current);
+                if let Some(observe) = inner.commit_observer.get() {
+                    observe(changes.len());
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "inventory write failed; nothing was changed");
+                Err(e)
+            }
+        },
+    };
+    for reply in replies {
+        reply(result.clone());
     }
 }
 
