@@ -14,6 +14,7 @@ pub mod interfaces;
 pub mod mac;
 pub mod model;
 pub mod nodes;
+pub mod postgres;
 pub mod sqlite;
 pub mod store;
 pub mod tokens;

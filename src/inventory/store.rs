@@ -1233,8 +1233,62 @@ fn commit_batch(db: &mut dyn Backend, inner: &Inner, jobs: Vec<Job>) {
 }
 
 #[cfg(test)]
+#[path = "../../tests/common/postgres.rs"]
+mod pg_cluster;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where a store keeps its rows; every store test runs on each.
+    enum Place {
+        Sqlite(tempfile::TempDir),
+        Postgres(String),
+    }
+
+    impl Place {
+        fn name(&self) -> &'static str {
+            match self {
+                Place::Sqlite(_) => "sqlite",
+                Place::Postgres(_) => "postgres",
+            }
+        }
+
+        /// A store on this place (again, after a reopen).
+        async fn open(&self) -> Store {
+            let place = match self {
+                Place::Sqlite(dir) => Ok(dir.path().join("inv.db")),
+                Place::Postgres(url) => Err(url.clone()),
+            };
+            tokio::task::spawn_blocking(move || match place {
+                Ok(path) => Store::open(&path),
+                Err(url) => {
+                    Store::open_backend(Box::new(super::super::postgres::Pg::connect(&url, None)?))
+                }
+            })
+            .await
+            .unwrap()
+            .unwrap()
+        }
+    }
+
+    /// A fresh place of each kind.
+    fn places() -> Vec<Place> {
+        vec![
+            Place::Sqlite(tempfile::tempdir().unwrap()),
+            Place::Postgres(super::pg_cluster::shared().database()),
+        ]
+    }
+
+    /// A fresh store of each kind, with its place (kept while it is used).
+    async fn stores() -> Vec<(Place, Store)> {
+        let mut out = Vec::new();
+        for p in places() {
+            let store = p.open().await;
+            out.push((p, store));
+        }
+        out
+    }
 
     fn node(id: &str, nid: i64) -> Component {
         let mut c = Component::new(id.into(), "Node".into());
@@ -1244,78 +1298,110 @@ mod tests {
 
     #[tokio::test]
     async fn write_publishes_a_new_snapshot() {
-        let store = Store::open_in_memory().unwrap();
-        let before = store.snapshot();
-        store
-            .write(|t| {
-                t.put_component(node("x0c0s0b0n0", 1));
-                Ok(())
-            })
-            .await
-            .unwrap();
-        let after = store.snapshot();
-        assert_eq!(before.components.len(), 0, "old snapshots never change");
-        assert_eq!(after.generation, before.generation + 1);
-        assert_eq!(after.component_by_nid(1).unwrap().id, "x0c0s0b0n0");
-    }
-
-    #[tokio::test]
-    async fn failed_write_changes_nothing() {
-        let store = Store::open_in_memory().unwrap();
-        let r = store
-            .write(|t| {
-                t.put_component(node("x0c0s0b0n0", 1));
-                Err::<(), _>(DomainError::Conflict("no".into()))
-            })
-            .await;
-        assert!(matches!(r, Err(WriteError::Domain(_))));
-        let s = store.snapshot();
-        assert_eq!(s.generation, 0);
-        assert!(s.components.is_empty());
-    }
-
-    #[tokio::test]
-    async fn concurrent_writes_each_see_the_previous() {
-        let store = Store::open_in_memory().unwrap();
-        let mut handles = Vec::new();
-        for i in 0..200 {
-            let s = store.clone();
-            handles.push(tokio::spawn(async move {
-                s.write(move |t| {
-                    let next = t.model().components.len() as i64 + 1;
-                    t.put_component(node(&format!("x0c0s{i}b0n0"), next));
-                    Ok(())
-                })
-                .await
-            }));
-        }
-        for h in handles {
-            h.await.unwrap().unwrap();
-        }
-        let s = store.snapshot();
-        assert_eq!(s.components.len(), 200);
-        assert_eq!(s.nids.len(), 200, "every write saw the ones before it");
-    }
-
-    #[tokio::test]
-    async fn data_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("inv.db");
-        {
-            let store = Store::open(&path).unwrap();
+        for (place, store) in stores().await {
+            let before = store.snapshot();
             store
                 .write(|t| {
-                    t.put_component(node("x0c0s0b0n0", 7));
+                    t.put_component(node("x0c0s0b0n0", 1));
                     Ok(())
                 })
                 .await
                 .unwrap();
+            let after = store.snapshot();
+            let name = place.name();
+            assert_eq!(
+                before.components.len(),
+                0,
+                "{name}: old snapshots never change"
+            );
+            assert_eq!(after.generation, before.generation + 1, "{name}");
+            assert_eq!(
+                after.component_by_nid(1).unwrap().id,
+                "x0c0s0b0n0",
+                "{name}"
+            );
         }
-        let store = Store::open(&path).unwrap();
-        assert_eq!(
-            store.snapshot().component_by_nid(7).unwrap().id,
-            "x0c0s0b0n0"
-        );
+    }
+
+    #[tokio::test]
+    async fn failed_write_changes_nothing() {
+        for (place, store) in stores().await {
+            let r = store
+                .write(|t| {
+                    t.put_component(node("x0c0s0b0n0", 1));
+                    Err::<(), _>(DomainError::Conflict("no".into()))
+                })
+                .await;
+            assert!(matches!(r, Err(WriteError::Domain(_))), "{}", place.name());
+            let s = store.snapshot();
+            assert_eq!(s.generation, 0, "{}", place.name());
+            assert!(s.components.is_empty(), "{}", place.name());
+            drop(store);
+            let s = place.open().await.snapshot();
+            assert!(s.components.is_empty(), "{}: nothing stored", place.name());
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_each_see_the_previous() {
+        for (place, store) in stores().await {
+            let mut handles = Vec::new();
+            for i in 0..200 {
+                let s = store.clone();
+                handles.push(tokio::spawn(async move {
+                    s.write(move |t| {
+                        let next = t.model().components.len() as i64 + 1;
+                        t.put_component(node(&format!("x0c0s{i}b0n0"), next));
+                        Ok(())
+                    })
+                    .await
+                }));
+            }
+            for h in handles {
+                h.await.unwrap().unwrap();
+            }
+            let s = store.snapshot();
+            assert_eq!(s.components.len(), 200, "{}", place.name());
+            assert_eq!(
+                s.nids.len(),
+                200,
+                "{}: every write saw the ones before it",
+                place.name()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopen() {
+        for place in places() {
+            {
+                let store = place.open().await;
+                store
+                    .write(|t| {
+                        t.put_component(node("x0c0s0b0n0", 7));
+                        t.put_component(node("x0c0s1b0n0", 8));
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+                store
+                    .write(|t| {
+                        t.delete_component("x0c0s1b0n0");
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+            }
+            let store = place.open().await;
+            let s = store.snapshot();
+            assert_eq!(
+                s.component_by_nid(7).unwrap().id,
+                "x0c0s0b0n0",
+                "{}",
+                place.name()
+            );
+            assert!(s.component_by_nid(8).is_none(), "{}", place.name());
+        }
     }
 
     #[test]
@@ -1331,7 +1417,12 @@ mod tests {
 
     #[tokio::test]
     async fn group_membership_index_follows_writes() {
-        let store = Store::open_in_memory().unwrap();
+        for (_place, store) in stores().await {
+            group_membership_index_follows_writes_on(store).await;
+        }
+    }
+
+    async fn group_membership_index_follows_writes_on(store: Store) {
         let group = |label: &str, ids: &[&str]| Group {
             label: label.into(),
             description: String::new(),
@@ -1375,7 +1466,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_writer_that_dies_says_so() {
-        let store = Store::open_in_memory().unwrap();
+        for (_place, store) in stores().await {
+            a_writer_that_dies_says_so_on(store).await;
+        }
+    }
+
+    async fn a_writer_that_dies_says_so_on(store: Store) {
         assert!(!store.writer_is_stopped());
         store.observe_commits(|_| panic!("observer failed"));
         let r = store
@@ -1397,9 +1493,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_write_is_contained() {
-        let store = Store::open_in_memory().unwrap();
-        let r: Result<(), _> = store.write(|_| panic!("boom")).await;
-        assert!(matches!(r, Err(WriteError::Store(StoreError::Panicked))));
-        store.ping().await.unwrap();
+        for (place, store) in stores().await {
+            let r: Result<(), _> = store.write(|_| panic!("boom")).await;
+            assert!(
+                matches!(r, Err(WriteError::Store(StoreError::Panicked))),
+                "{}",
+                place.name()
+            );
+            store.ping().await.unwrap();
+        }
     }
 }
