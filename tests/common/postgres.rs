@@ -12,7 +12,7 @@
 //!
 //! Also compiled into the library's unit tests (by `#[path]`), so it uses
 //! only the standard library and the crate's own dependencies.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
