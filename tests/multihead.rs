@@ -212,3 +212,51 @@ async fn acknowledged_writes_survive_a_database_restart() {
     }
     drop(cluster);
 }
+
+/// `openchami store migrate` copies a stopped SQLite appliance into an
+/// empty database, which a head then serves; a second copy is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_state_migrates_into_postgres() {
+    let mut old = Harness::start().await;
+    for i in 0..3 {
+        old.api
+            .post(COMPONENTS, &node(&format!("x4000c0s{i}b0n0"), 400 + i))
+            .await
+            .status(204);
+    }
+    old.stop().await;
+    let url = postgres::shared().database();
+    let migrate = |url: String, dir: std::path::PathBuf| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_openchami"))
+            .arg("--state-dir")
+            .arg(dir)
+            .args(["store", "migrate", "--to", &url])
+            .output()
+            .expect("run openchami")
+    };
+    let (u, d) = (url.clone(), old.state_dir());
+    let out = tokio::task::spawn_blocking(move || migrate(u, d))
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("components") && said.contains(" 3"), "{said}");
+    let (u, d) = (url.clone(), old.state_dir());
+    let again = tokio::task::spawn_blocking(move || migrate(u, d))
+        .await
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    let new = head(&url).await;
+    for i in 0..3 {
+        let v = new
+            .api
+            .get_json(&format!("{COMPONENTS}/x4000c0s{i}b0n0"))
+            .await;
+        assert_eq!(v["NID"], 400 + i);
+    }
+}

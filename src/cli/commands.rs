@@ -28,6 +28,7 @@ pub fn run(global: &Global, command: Command) -> anyhow::Result<()> {
             bootstrap,
         }) => token_issue(&config, ttl.as_deref(), &sub, &roles, &scopes, bootstrap),
         Command::Ca(cmd) => ca(&config, cmd),
+        Command::Store(cmd) => super::store::run(&config, cmd),
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -57,6 +58,7 @@ pub async fn dispatch(client: &Client, format: Format, command: Command) -> anyh
         Command::Serve(_)
         | Command::SimBmc(_)
         | Command::Ca(_)
+        | Command::Store(_)
         | Command::Completions { .. }
         | Command::Lab(_)
         | Command::Generate(_) => Err(anyhow!("not a client command")),

@@ -50,6 +50,7 @@ mod power;
 mod progress;
 mod serve;
 mod sim;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,6 +107,9 @@ pub enum Command {
     /// The appliance certificate authority
     #[command(subcommand)]
     Ca(CaCmd),
+    /// The inventory store: copy a SQLite state into PostgreSQL (appliance stopped)
+    #[command(subcommand)]
+    Store(store::StoreCmd),
     /// Nodes in the inventory
     #[command(subcommand)]
     Node(NodeCmd),

@@ -99,6 +99,65 @@ pub fn last_per_row(changes: &[Change]) -> Vec<&Change> {
         .collect()
 }
 
+/// Rows per table, in [`Table::ALL`] order.
+pub type Counts = Vec<(Table, usize)>;
+
+/// Rows per table and the generation of what `db` holds.
+pub fn count(db: &mut dyn Backend) -> Result<(u64, Counts), StoreError> {
+    let mut counts = Vec::new();
+    let generation = db.load(&mut |table, rows| {
+        counts.push((table, rows.len()));
+        Ok(())
+    })?;
+    Ok((generation, counts))
+}
+
+/// Copies every row of `from` into `to`, which must be empty, as one
+/// commit, then checks that `to` holds as many rows of each table.
+pub fn copy_all(from: &mut dyn Backend, to: &mut dyn Backend) -> Result<Counts, StoreError> {
+    let (generation, there) = count(to)?;
+    if generation != 0 || there.iter().any(|(_, n)| *n > 0) {
+        return Err(StoreError::Schema(format!(
+            "the target {} store is not empty (generation {generation}); copy only into a new database",
+            to.kind()
+        )));
+    }
+    let mut rows = Vec::new();
+    let mut counts = Vec::new();
+    from.load(&mut |table, docs| {
+        counts.push((table, docs.len()));
+        rows.extend(docs.into_iter().map(|(key, doc)| Change {
+            table,
+            key,
+            doc: Some(doc),
+        }));
+        Ok(())
+    })?;
+    match to.begin(0)? {
+        Feed::UpToDate => {}
+        _ => {
+            to.abort();
+            return Err(StoreError::Schema(
+                "another writer committed to the target while copying".into(),
+            ));
+        }
+    }
+    if !rows.is_empty() {
+        to.commit(&rows)?;
+    } else {
+        to.abort();
+    }
+    let (_, copied) = count(to)?;
+    if copied != counts {
+        return Err(StoreError::Schema(format!(
+            "the copy does not match: {} rows read, {} found in the target",
+            counts.iter().map(|(_, n)| n).sum::<usize>(),
+            copied.iter().map(|(_, n)| n).sum::<usize>()
+        )));
+    }
+    Ok(counts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
