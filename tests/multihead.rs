@@ -260,3 +260,29 @@ async fn a_sqlite_state_migrates_into_postgres() {
         assert_eq!(v["NID"], 400 + i);
     }
 }
+
+/// `GET /store/v1/status` names the backend; on a shared store a head
+/// that has caught up shows no lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_status_shows_backend_and_lag() {
+    let (a, b) = two_heads(postgres::shared()).await;
+    a.api
+        .post(COMPONENTS, &node("x5000c0s0b0n0", 500))
+        .await
+        .status(204);
+    let want = a.generation();
+    let v = eventually(&b, "/store/v1/status", |s, v| {
+        s == 200 && v["generation"] == want
+    })
+    .await;
+    assert_eq!(v["backend"], "postgres");
+    assert_eq!(v["latest_generation"], want);
+    assert_eq!(v["lag"], 0);
+    let single = Harness::start().await;
+    let v = single.api.get_json("/store/v1/status").await;
+    assert_eq!(
+        (v["backend"].as_str(), v["lag"].as_u64()),
+        (Some("sqlite"), Some(0))
+    );
+    assert!(v.get("latest_generation").is_none(), "{v}");
+}

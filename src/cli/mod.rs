@@ -107,7 +107,7 @@ pub enum Command {
     /// The appliance certificate authority
     #[command(subcommand)]
     Ca(CaCmd),
-    /// The inventory store: copy a SQLite state into PostgreSQL (appliance stopped)
+    /// The inventory store: status; copy a SQLite state into PostgreSQL (appliance stopped)
     #[command(subcommand)]
     Store(store::StoreCmd),
     /// Nodes in the inventory

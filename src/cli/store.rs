@@ -1,6 +1,7 @@
-//! `openchami store`: moving the inventory between backends.
+//! `openchami store`: the inventory store's status, and moving it between
+//! backends.
 //!
-//! `migrate` works on the state directory of a stopped appliance, like `ca`
+//! `status` asks the running appliance (`GET /store/v1/status`). `migrate` works on the state directory of a stopped appliance, like `ca`
 //! and `token issue`, not through the API: it reads the SQLite file
 //! directly, and the state-directory lock makes sure no appliance is
 //! writing it meanwhile (a copy taken under a running server could miss
@@ -9,6 +10,8 @@
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
+use super::client::Client;
+use super::output::{Format, render};
 use crate::config::Config;
 use crate::inventory::backend::copy_all;
 use crate::inventory::postgres::Pg;
@@ -16,6 +19,8 @@ use crate::inventory::sqlite::Db;
 
 #[derive(Subcommand, Debug)]
 pub enum StoreCmd {
+    /// Backend, generation served and lag behind the shared database
+    Status,
     /// Copy the SQLite inventory of a stopped appliance into an empty
     /// PostgreSQL database and check the row counts
     Migrate {
@@ -25,8 +30,23 @@ pub enum StoreCmd {
     },
 }
 
+const COLUMNS: &[(&str, &str)] = &[
+    ("BACKEND", "/backend"),
+    ("GENERATION", "/generation"),
+    ("LATEST", "/latest_generation"),
+    ("LAG", "/lag"),
+];
+
+/// `store status`, through the API.
+pub async fn status(client: &Client, format: Format) -> anyhow::Result<String> {
+    let v = client.get("/store/v1/status").await?;
+    Ok(render(format, COLUMNS, std::slice::from_ref(&v), &v))
+}
+
+/// `store migrate`, on the state directory.
 pub fn run(config: &Config, cmd: StoreCmd) -> anyhow::Result<()> {
     match cmd {
+        StoreCmd::Status => bail!("store status is a client command"),
         StoreCmd::Migrate { to } => {
             if !to.starts_with("postgres://") && !to.starts_with("postgresql://") {
                 bail!("--to must be a postgres:// URL");

@@ -56,6 +56,12 @@ pub trait Backend: Send + 'static {
     /// A cheap round trip, for readiness checks.
     fn ping(&mut self) -> Result<(), StoreError>;
 
+    /// The latest generation any writer committed, where other writers
+    /// exist (`None` where this writer is the only one).
+    fn latest(&mut self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Arranges for `wake` to be called whenever another writer may have
     /// committed. A backend with one writer never calls it.
     fn follow(&mut self, _wake: Wake) {}

@@ -151,18 +151,6 @@ impl Pg {
         })
     }
 
-    /// The latest committed generation, as the database has it.
-    pub fn latest_generation(&self) -> Result<u64, StoreError> {
-        self.rt.block_on(async {
-            let client = self.client().await?;
-            let row = client
-                .query_one("SELECT generation FROM store_generation", &[])
-                .await
-                .map_err(pg)?;
-            Ok(row.get::<_, i64>(0) as u64)
-        })
-    }
-
     async fn feed_after(client: &Object, generation: u64, latest: i64) -> Result<Feed, StoreError> {
         let since = generation as i64;
         if latest == since {
@@ -360,6 +348,17 @@ impl Backend for Pg {
             let client = self.client().await?;
             client.simple_query("SELECT 1").await.map_err(pg)?;
             Ok(())
+        })
+    }
+
+    fn latest(&mut self) -> Result<Option<u64>, StoreError> {
+        self.rt.block_on(async {
+            let client = self.client().await?;
+            let row = client
+                .query_one("SELECT generation FROM store_generation", &[])
+                .await
+                .map_err(pg)?;
+            Ok(Some(row.get::<_, i64>(0) as u64))
         })
     }
 

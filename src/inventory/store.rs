@@ -832,6 +832,8 @@ enum Request {
     Ping(oneshot::Sender<Result<(), StoreError>>),
     /// Another writer may have committed: read the change feed.
     CatchUp,
+    /// The latest generation any writer committed, if others exist.
+    Latest(oneshot::Sender<Result<Option<u64>, StoreError>>),
 }
 
 struct Inner {
@@ -993,6 +995,18 @@ impl Store {
         *self.inner.stopped.borrow()
     }
 
+    /// The latest generation committed by any writer sharing the backend
+    /// (`None` when this store is its only writer): the snapshot's
+    /// generation trails it by the head's lag.
+    pub async fn latest_generation(&self) -> Result<Option<u64>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Latest(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Round trip through the writer and SQLite: is the store usable?
     pub async fn ping(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
@@ -1118,6 +1132,9 @@ fn writer_loop(mut db: Box<dyn Backend>, inner: Arc<Inner>, mut rx: mpsc::Receiv
                     let _ = tx.send(db.ping());
                 }
                 Request::CatchUp => catch_up = true,
+                Request::Latest(tx) => {
+                    let _ = tx.send(db.latest());
+                }
                 Request::Write(job) => jobs.push(job),
             }
         }
