@@ -6,7 +6,7 @@
 //! cancellation token; stopping is cancelling that token and waiting.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,17 @@ impl App {
         // The store, the CA and the key files are independent and each waits
         // on a few fsyncs on first start: open them side by side.
         let db_path = state_dir.join(DB_FILE);
-        let store_task = tokio::task::spawn_blocking(move || Store::open(&db_path));
+        let store_config = config.store.clone();
+        let store_task = tokio::task::spawn_blocking(move || {
+            if store_config.url.is_empty() {
+                return Store::open(&db_path);
+            }
+            let ca = (!store_config.ca_file.is_empty()).then(|| Path::new(&store_config.ca_file));
+            Store::open_backend(Box::new(crate::inventory::postgres::Pg::connect(
+                &store_config.url,
+                ca,
+            )?))
+        });
         let dir = state_dir.clone();
         let tokens_task = tokio::task::spawn_blocking(move || TokenKeys::load_or_create(&dir));
         let dir = state_dir.clone();

@@ -35,6 +35,7 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     pub power: PowerConfig,
     pub console: ConsoleConfig,
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -55,6 +56,7 @@ impl Default for Config {
             discovery: DiscoveryConfig::default(),
             power: PowerConfig::default(),
             console: ConsoleConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -474,6 +476,19 @@ impl Default for PowerConfig {
     }
 }
 
+/// Where the inventory is kept: SQLite in the state directory (one head
+/// node), or a PostgreSQL database shared by several heads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://user:password@host/db?sslmode=require` (libpq's URL
+    /// form); empty = SQLite in `state_dir`.
+    pub url: String,
+    /// PEM certificates trusted for the database's TLS certificate; empty =
+    /// the system's. Unused over a Unix socket.
+    pub ca_file: String,
+}
+
 /// Serial consoles: one session per BMC (SSH, or IPMI serial-over-LAN
 /// through `ipmitool`), logged under the state directory
 /// (`consoles/console.<xname>`).
@@ -610,6 +625,13 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if !self.store.url.is_empty()
+            && !["postgres://", "postgresql://"]
+                .iter()
+                .any(|p| self.store.url.starts_with(p))
+        {
+            return Err("store.url must be a postgres:// URL (or empty for SQLite)".into());
+        }
         for (i, t) in self.auth.trusted_issuers.iter().enumerate() {
             let what = format!("auth.trusted_issuers[{i}]");
             if t.issuer.trim().is_empty() || t.audience.trim().is_empty() {

@@ -25,16 +25,6 @@ pub mod power;
 pub mod redfish;
 pub mod statedir;
 
-/// The innermost cause of an error: what an HTTP client's error chain ends
-/// in ("connection refused", "certificate not valid"), which is the part an
-/// operator can act on. The CLI's REST client and the Redfish client both
-/// report it.
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    let mut last = e.to_string();
-    while let Some(next) = cur.source() {
-        last = next.to_string();
-        cur = next;
-    }
-    last
-}
+/// The innermost cause of an error (kept in the Redfish client, a leaf
+/// module, which reports it too).
+pub use redfish::root_cause;

@@ -28,6 +28,9 @@ pub fn run(global: &Global, command: Command) -> anyhow::Result<()> {
             bootstrap,
         }) => token_issue(&config, ttl.as_deref(), &sub, &roles, &scopes, bootstrap),
         Command::Ca(cmd) => ca(&config, cmd),
+        Command::Store(cmd @ super::store::StoreCmd::Migrate { .. }) => {
+            super::store::run(&config, cmd)
+        }
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -55,9 +58,13 @@ pub async fn dispatch(client: &Client, format: Format, command: Command) -> anyh
         Command::Discover(cmd) => super::discover::run(client, format, cmd).await,
         Command::Power(cmd) => super::power::run(client, format, cmd).await,
         Command::Token(cmd) => token_grant(client, cmd).await,
+        Command::Store(super::store::StoreCmd::Status) => {
+            super::store::status(client, format).await
+        }
         Command::Serve(_)
         | Command::SimBmc(_)
         | Command::Ca(_)
+        | Command::Store(super::store::StoreCmd::Migrate { .. })
         | Command::Completions { .. }
         | Command::Lab(_)
         | Command::Generate(_) => Err(anyhow!("not a client command")),

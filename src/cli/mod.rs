@@ -52,6 +52,7 @@ mod powercap;
 mod progress;
 mod serve;
 mod sim;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +109,9 @@ pub enum Command {
     /// The appliance certificate authority
     #[command(subcommand)]
     Ca(CaCmd),
+    /// The inventory store: status; copy a SQLite state into PostgreSQL (appliance stopped)
+    #[command(subcommand)]
+    Store(store::StoreCmd),
     /// Nodes in the inventory
     #[command(subcommand)]
     Node(NodeCmd),

@@ -30,6 +30,7 @@ pub mod schema;
 pub mod server;
 pub mod smd;
 pub mod state;
+pub mod store;
 
 pub use routes::{Listener, router};
 pub use server::{Limits, Shed, serve};

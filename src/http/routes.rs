@@ -108,6 +108,7 @@ pub fn table() -> Vec<Route> {
     t.extend(super::discover::routes());
     t.extend(super::firmware::routes());
     t.extend(super::console::routes());
+    t.extend(super::store::routes());
     t
 }
 
@@ -343,6 +344,7 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "GET /dhcp/v1/leases" => out(json::<Vec<super::dhcp::LeaseView>>()),
         "GET /dns/v1/lookup" => out(json::<super::dns::LookupView>()).query(&["name", "type"]),
         "GET /dns/v1/zone" => out(json::<super::dns::ZoneView>()),
+        "GET /store/v1/status" => out(json::<super::store::StoreStatus>()),
         "POST /power-control/v1/transitions" => inout(json::<TransitionRequest>(), json::<TransitionCreated>()),
         "GET /power-control/v1/transitions" => out(json::<TransitionArray>()),
         "POST /transitions" => inout(json::<TransitionRequest>(), json::<TransitionCreated>()),

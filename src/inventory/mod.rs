@@ -3,6 +3,7 @@
 //! A leaf of the crate: it imports nothing else from it, so every other
 //! module can depend on it and it can be tested on its own.
 
+pub mod backend;
 pub mod components;
 pub mod endpoints;
 pub mod enums;
@@ -13,6 +14,7 @@ pub mod interfaces;
 pub mod mac;
 pub mod model;
 pub mod nodes;
+pub mod postgres;
 pub mod sqlite;
 pub mod store;
 pub mod tokens;

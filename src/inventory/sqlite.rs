@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 
+use super::backend::{Backend, Feed, LoadSink};
 use super::store::{Change, StoreError, Table};
 
 /// Embedded migrations; entry `i` moves the schema from version `i` to `i + 1`.
@@ -28,6 +29,9 @@ const MIGRATIONS: &[&str] = &[
 
 pub struct Db {
     conn: Connection,
+    /// Commits since open: SQLite has one writer, so the generation only
+    /// has to be local.
+    generation: u64,
 }
 
 /// How long the start-up integrity check may take. `quick_check` reads
@@ -82,7 +86,10 @@ impl Db {
         conn.pragma_update(None, "cache_size", -512).map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sql)?;
-        let mut db = Db { conn };
+        let mut db = Db {
+            conn,
+            generation: 0,
+        };
         db.migrate()?;
         Ok(db)
     }
@@ -166,6 +173,39 @@ impl Db {
             })
             .map(|_| ())
             .map_err(sql)
+    }
+}
+
+impl Backend for Db {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn load(&mut self, sink: LoadSink<'_>) -> Result<u64, StoreError> {
+        for table in Table::ALL {
+            sink(table, Db::load(self, table)?)?;
+        }
+        Ok(self.generation)
+    }
+
+    fn begin(&mut self, _generation: u64) -> Result<Feed, StoreError> {
+        Ok(Feed::UpToDate)
+    }
+
+    fn commit(&mut self, changes: &[Change]) -> Result<u64, StoreError> {
+        self.apply(changes)?;
+        self.generation += 1;
+        Ok(self.generation)
+    }
+
+    fn abort(&mut self) {}
+
+    fn changes_since(&mut self, _generation: u64) -> Result<Feed, StoreError> {
+        Ok(Feed::UpToDate)
+    }
+
+    fn ping(&mut self) -> Result<(), StoreError> {
+        Db::ping(self)
     }
 }
 

@@ -25,6 +25,7 @@ use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 
 use super::DomainError;
+use super::backend::{Backend, Feed};
 use super::model::{
     BmcCredential, BmcFirmware, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
     ClusterDefaults, Component, ComponentEndpoint, ConsoleHostKey, EthernetInterface, Group,
@@ -61,6 +62,35 @@ pub enum Table {
 }
 
 impl Table {
+    /// Every table, in the order a model is loaded.
+    pub const ALL: [Table; 21] = [
+        Table::Components,
+        Table::EthernetInterfaces,
+        Table::RedfishEndpoints,
+        Table::ComponentEndpoints,
+        Table::Groups,
+        Table::Partitions,
+        Table::NodeMaps,
+        Table::BootConfigs,
+        Table::CloudInitDefaults,
+        Table::CloudInitGroups,
+        Table::InstanceInfo,
+        Table::PhoneHome,
+        Table::Leases,
+        Table::PowerTransitions,
+        Table::BmcCredentials,
+        Table::BootResources,
+        Table::UsedBootstrap,
+        Table::RefreshFamilies,
+        Table::MetadataResources,
+        Table::ConsoleHostKeys,
+        Table::BmcFirmware,
+    ];
+
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Table::Components => "components",
@@ -811,10 +841,16 @@ struct Pending {
 enum Request {
     Write(Job),
     Ping(oneshot::Sender<Result<(), StoreError>>),
+    /// Another writer may have committed: read the change feed.
+    CatchUp,
+    /// The latest generation any writer committed, if others exist.
+    Latest(oneshot::Sender<Result<Option<u64>, StoreError>>),
 }
 
 struct Inner {
     current: ArcSwap<Snapshot>,
+    /// The backend's name (`sqlite`, `postgres`).
+    kind: &'static str,
     /// Becomes true when the writer thread has ended, for whatever reason.
     stopped: tokio::sync::watch::Sender<bool>,
     /// Told the row count of each committed batch (see `observe_commits`).
@@ -836,30 +872,42 @@ const GROUP_COMMIT_MAX: usize = 256;
 impl Store {
     /// Opens the database at `path`, loads the model and starts the writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Self::start(Db::open(path)?)
+        Self::open_backend(Box::new(Db::open(path)?))
     }
 
     /// A store that lives only in memory, for tests and benchmarks.
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        Self::start(Db::open_in_memory()?)
+        Self::open_backend(Box::new(Db::open_in_memory()?))
     }
 
-    fn start(db: Db) -> Result<Store, StoreError> {
-        let model = load_model(&db)?;
+    /// Loads the model from `db` and starts the writer (and, on a shared
+    /// backend, following the other writers).
+    pub fn open_backend(mut db: Box<dyn Backend>) -> Result<Store, StoreError> {
+        let (generation, model) = load_model(&mut *db)?;
         let inner = Arc::new(Inner {
-            current: ArcSwap::from_pointee(Snapshot {
-                generation: 0,
-                model,
-            }),
+            current: ArcSwap::from_pointee(Snapshot { generation, model }),
+            kind: db.kind(),
             commit_observer: std::sync::OnceLock::new(),
             stopped: tokio::sync::watch::Sender::new(false),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        // Weak: a follower must not keep the writer alive once every
+        // handle is gone.
+        let wake = tx.downgrade();
+        db.follow(Box::new(move || match wake.upgrade() {
+            Some(tx) => {
+                // A full queue means the writer is busy, and every commit
+                // catches up first anyway.
+                let _ = tx.try_send(Request::CatchUp);
+                true
+            }
+            None => false,
+        }));
         let writer_inner = inner.clone();
         std::thread::Builder::new()
             .name("inventory-writer".into())
             .spawn(move || {
-                // A panic outside a write closure (in SQLite, a commit
+                // A panic outside a write closure (in the backend, a commit
                 // observer, logging) leaves memory and disk possibly apart:
                 // the writer ends rather than go on, and says so.
                 let inner = writer_inner.clone();
@@ -878,6 +926,11 @@ impl Store {
             inner,
             requests: tx,
         })
+    }
+
+    /// The backend's name: `sqlite` or `postgres`.
+    pub fn backend_kind(&self) -> &'static str {
+        self.inner.kind
     }
 
     /// Has `f` called, on the writer thread, with the number of rows of
@@ -953,6 +1006,18 @@ impl Store {
         *self.inner.stopped.borrow()
     }
 
+    /// The latest generation committed by any writer sharing the backend
+    /// (`None` when this store is its only writer): the snapshot's
+    /// generation trails it by the head's lag.
+    pub async fn latest_generation(&self) -> Result<Option<u64>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Latest(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Round trip through the writer and SQLite: is the store usable?
     pub async fn ping(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
@@ -964,87 +1029,106 @@ impl Store {
     }
 }
 
-fn load_table<T: DeserializeOwned>(db: &Db, table: Table) -> Result<Vec<T>, StoreError> {
-    db.load(table)?
-        .into_iter()
-        .map(|(id, doc)| {
-            serde_json::from_str(&doc)
-                .map_err(|e| StoreError::Corrupt(table.name(), id, e.to_string()))
-        })
-        .collect()
+fn parse<T: DeserializeOwned>(table: Table, key: &str, doc: &str) -> Result<T, StoreError> {
+    serde_json::from_str(doc)
+        .map_err(|e| StoreError::Corrupt(table.name(), key.into(), e.to_string()))
 }
 
-fn load_model(db: &Db) -> Result<Model, StoreError> {
+/// Puts a stored row into the model (`doc: None` deletes it), as loading
+/// and following another writer's commits do.
+fn apply_row(
+    txn: &mut Txn<'_>,
+    table: Table,
+    key: &str,
+    doc: Option<&str>,
+) -> Result<(), StoreError> {
+    let Some(doc) = doc else {
+        match table {
+            Table::Components => drop(txn.delete_component(key)),
+            Table::EthernetInterfaces => drop(txn.delete_interface(key)),
+            Table::RedfishEndpoints => drop(txn.delete_redfish_endpoint(key)),
+            Table::ComponentEndpoints => drop(txn.delete_component_endpoint(key)),
+            Table::Groups => drop(txn.delete_group(key)),
+            Table::Partitions => drop(txn.delete_partition(key)),
+            Table::NodeMaps => drop(txn.delete_node_map(key)),
+            Table::BootConfigs => drop(txn.delete_boot_config(key)),
+            Table::CloudInitDefaults => txn.put_cloud_init_defaults(ClusterDefaults::default()),
+            Table::CloudInitGroups => drop(txn.delete_cloud_init_group(key)),
+            Table::InstanceInfo => drop(txn.delete_instance_info(key)),
+            Table::PhoneHome => drop(txn.model.phone_home.remove(key)),
+            Table::Leases => {
+                if let Ok(ip) = key.parse() {
+                    txn.delete_lease(ip);
+                }
+            }
+            Table::PowerTransitions => drop(txn.delete_power_transition(key)),
+            Table::BmcCredentials => drop(txn.delete_bmc_credential(key)),
+            Table::BootResources => drop(txn.delete_boot_resource(key)),
+            Table::UsedBootstrap => drop(txn.delete_used_bootstrap(key)),
+            Table::RefreshFamilies => drop(txn.delete_refresh_family(key)),
+            Table::MetadataResources => drop(txn.delete_metadata_record(key)),
+            Table::ConsoleHostKeys => drop(txn.delete_console_host_key(key)),
+            Table::BmcFirmware => drop(txn.model.bmc_firmware.remove(key)),
+        }
+        return Ok(());
+    };
+    match table {
+        Table::Components => txn.put_component(parse::<Component>(table, key, doc)?),
+        Table::EthernetInterfaces => {
+            txn.put_interface(parse::<EthernetInterface>(table, key, doc)?)
+        }
+        Table::RedfishEndpoints => {
+            txn.put_redfish_endpoint(parse::<RedfishEndpoint>(table, key, doc)?)
+        }
+        Table::ComponentEndpoints => {
+            txn.put_component_endpoint(parse::<ComponentEndpoint>(table, key, doc)?)
+        }
+        Table::Groups => txn.put_group(parse(table, key, doc)?),
+        Table::Partitions => txn.put_partition(parse(table, key, doc)?),
+        Table::NodeMaps => txn.put_node_map(parse(table, key, doc)?),
+        Table::BootConfigs => txn.put_boot_config(parse(table, key, doc)?),
+        Table::CloudInitDefaults => txn.put_cloud_init_defaults(parse(table, key, doc)?),
+        Table::CloudInitGroups => txn.put_cloud_init_group(parse(table, key, doc)?),
+        Table::InstanceInfo => txn.put_instance_info(parse(table, key, doc)?),
+        Table::PhoneHome => txn.put_phone_home(parse(table, key, doc)?),
+        Table::Leases => txn.put_lease(parse(table, key, doc)?),
+        Table::PowerTransitions => txn.put_power_transition(parse(table, key, doc)?),
+        Table::BmcCredentials => txn.put_bmc_credential(parse(table, key, doc)?),
+        Table::BootResources => txn.put_boot_resource(parse(table, key, doc)?),
+        Table::UsedBootstrap => txn.put_used_bootstrap(parse(table, key, doc)?),
+        Table::RefreshFamilies => txn.put_refresh_family(parse(table, key, doc)?),
+        Table::MetadataResources => txn.put_metadata_record(parse(table, key, doc)?),
+        Table::ConsoleHostKeys => txn.put_console_host_key(parse(table, key, doc)?),
+        Table::BmcFirmware => txn.put_bmc_firmware(parse(table, key, doc)?),
+    }
+    Ok(())
+}
+
+/// The whole model from the backend, and the generation it stands at.
+fn load_model(db: &mut dyn Backend) -> Result<(u64, Model), StoreError> {
     let mut model = Model::default();
     let mut txn = Txn::new(&mut model, chrono::Utc::now());
     txn.recording = false;
-    for c in load_table::<Component>(db, Table::Components)? {
-        txn.put_component(c);
-    }
-    for i in load_table::<EthernetInterface>(db, Table::EthernetInterfaces)? {
-        txn.put_interface(i);
-    }
-    for e in load_table::<RedfishEndpoint>(db, Table::RedfishEndpoints)? {
-        txn.put_redfish_endpoint(e);
-    }
-    for e in load_table::<ComponentEndpoint>(db, Table::ComponentEndpoints)? {
-        txn.put_component_endpoint(e);
-    }
-    for g in load_table::<Group>(db, Table::Groups)? {
-        txn.put_group(g);
-    }
-    for p in load_table::<Partition>(db, Table::Partitions)? {
-        txn.put_partition(p);
-    }
-    for m in load_table::<NodeMap>(db, Table::NodeMaps)? {
-        txn.put_node_map(m);
-    }
-    for b in load_table::<BootConfig>(db, Table::BootConfigs)? {
-        txn.put_boot_config(b);
-    }
-    for d in load_table::<ClusterDefaults>(db, Table::CloudInitDefaults)? {
-        txn.put_cloud_init_defaults(d);
-    }
-    for g in load_table::<CloudInitGroup>(db, Table::CloudInitGroups)? {
-        txn.put_cloud_init_group(g);
-    }
-    for i in load_table::<InstanceInfo>(db, Table::InstanceInfo)? {
-        txn.put_instance_info(i);
-    }
-    for p in load_table::<PhoneHome>(db, Table::PhoneHome)? {
-        txn.put_phone_home(p);
-    }
-    for l in load_table::<Lease>(db, Table::Leases)? {
-        txn.put_lease(l);
-    }
-    for t in load_table::<PowerTransition>(db, Table::PowerTransitions)? {
-        txn.put_power_transition(t);
-    }
-    for c in load_table::<BmcCredential>(db, Table::BmcCredentials)? {
-        txn.put_bmc_credential(c);
-    }
-    for r in load_table::<BootResource>(db, Table::BootResources)? {
-        txn.put_boot_resource(r);
-    }
-    for u in load_table::<UsedBootstrap>(db, Table::UsedBootstrap)? {
-        txn.put_used_bootstrap(u);
-    }
-    for f in load_table::<RefreshFamily>(db, Table::RefreshFamilies)? {
-        txn.put_refresh_family(f);
-    }
-    for r in load_table::<MetadataRecord>(db, Table::MetadataResources)? {
-        txn.put_metadata_record(r);
-    }
-    for k in load_table::<ConsoleHostKey>(db, Table::ConsoleHostKeys)? {
-        txn.put_console_host_key(k);
-    }
-    for f in load_table::<BmcFirmware>(db, Table::BmcFirmware)? {
-        txn.put_bmc_firmware(f);
-    }
-    Ok(model)
+    let generation = db.load(&mut |table, rows| {
+        for (key, doc) in rows {
+            apply_row(&mut txn, table, &key, Some(&doc))?;
+        }
+        Ok(())
+    })?;
+    Ok((generation, model))
 }
 
-fn writer_loop(mut db: Db, inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
+/// Applies what other writers committed to `model`, unrecorded.
+fn apply_feed(model: &mut Model, rows: &[Change]) -> Result<(), StoreError> {
+    let mut txn = Txn::new(model, chrono::Utc::now());
+    txn.recording = false;
+    for c in rows {
+        apply_row(&mut txn, c.table, &c.key, c.doc.as_deref())?;
+    }
+    Ok(())
+}
+
+fn writer_loop(mut db: Box<dyn Backend>, inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT_MAX {
@@ -1053,55 +1137,188 @@ fn writer_loop(mut db: Db, inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        let current = inner.current.load_full();
-        let mut model = current.model.clone();
-        let now = chrono::Utc::now();
-        let mut changes = Vec::new();
-        let mut replies = Vec::new();
+        let mut jobs = Vec::new();
+        let mut catch_up = false;
         for req in batch {
             match req {
                 Request::Ping(tx) => {
                     let _ = tx.send(db.ping());
                 }
-                Request::Write(job) => {
-                    let pending = job(&mut model, now);
-                    changes.extend(pending.changes);
-                    replies.push(pending.reply);
+                Request::CatchUp => catch_up = true,
+                Request::Latest(tx) => {
+                    let _ = tx.send(db.latest());
                 }
+                Request::Write(job) => jobs.push(job),
             }
         }
-        let result = if changes.is_empty() {
-            Ok(())
-        } else {
-            match db.apply(&changes) {
-                Ok(()) => {
-                    inner.current.store(Arc::new(Snapshot {
-                        generation: current.generation + 1,
-                        model,
-                    }));
-                    // The old model's replaced nodes go now, not after the
-                    // replies, so what the observer triggers sees them gone.
-                    drop(current);
-                    if let Some(observe) = inner.commit_observer.get() {
-                        observe(changes.len());
+        if jobs.is_empty() {
+            if catch_up {
+                let generation = inner.current.load().generation;
+                if let Err(e) = db
+                    .changes_since(generation)
+                    .and_then(|f| follow(&mut *db, &inner, f))
+                {
+                    tracing::warn!(error = %e, "could not catch up with the shared store");
+                }
+            }
+            continue;
+        }
+        commit_batch(&mut *db, &inner, jobs);
+    }
+}
+
+/// Publishes what another writer committed (or everything, reloaded).
+fn follow(db: &mut dyn Backend, inner: &Inner, feed: Feed) -> Result<(), StoreError> {
+    let (generation, model, rows) = match feed {
+        Feed::UpToDate => return Ok(()),
+        Feed::Changes { generation, rows } => {
+            let mut model = inner.current.load().model.clone();
+            apply_feed(&mut model, &rows)?;
+            (generation, model, rows.len())
+        }
+        Feed::Reload => {
+            let (generation, model) = load_model(db)?;
+            tracing::info!(generation, "reloaded the model from the shared store");
+            let rows = model_rows(&model);
+            (generation, model, rows)
+        }
+    };
+    inner
+        .current
+        .store(Arc::new(Snapshot { generation, model }));
+    if let Some(observe) = inner.commit_observer.get() {
+        observe(rows);
+    }
+    Ok(())
+}
+
+/// Rough row count of a model, for the commit observer after a reload.
+fn model_rows(m: &Model) -> usize {
+    m.components.len() + m.interfaces.len() + m.groups.len() + m.boot_configs.len() + m.leases.len()
+}
+
+/// Runs a batch of writes against the latest generation and commits them.
+fn commit_batch(db: &mut dyn Backend, inner: &Inner, jobs: Vec<Job>) {
+    let now = chrono::Utc::now();
+    // Under the backend's lock from here to the commit: catch up first, so
+    // every rule is checked against what every writer has committed.
+    let begun = db
+        .begin(inner.current.load().generation)
+        .and_then(|feed| match feed {
+            Feed::Reload => {
+                db.abort();
+                follow(db, inner, Feed::Reload)?;
+                match db.begin(inner.current.load().generation)? {
+                    Feed::Reload => {
+                        db.abort();
+                        Err(StoreError::Schema(
+                            "the change log moved while reloading".into(),
+                        ))
                     }
-                    Ok(())
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "inventory write failed; nothing was changed");
-                    Err(e)
+                    feed => follow(db, inner, feed).inspect_err(|_| db.abort()),
                 }
             }
-        };
-        for reply in replies {
-            reply(result.clone());
+            feed => follow(db, inner, feed).inspect_err(|_| db.abort()),
+        });
+    let current = inner.current.load_full();
+    let mut model = current.model.clone();
+    let mut changes = Vec::new();
+    let mut replies = Vec::new();
+    for job in jobs {
+        let pending = job(&mut model, now);
+        changes.extend(pending.changes);
+        replies.push(pending.reply);
+    }
+    let result = match begun {
+        Err(e) => {
+            tracing::error!(error = %e, "inventory write failed; nothing was changed");
+            Err(e)
         }
+        Ok(()) if changes.is_empty() => {
+            db.abort();
+            Ok(())
+        }
+        Ok(()) => match db.commit(&changes) {
+            Ok(generation) => {
+                inner
+                    .current
+                    .store(Arc::new(Snapshot { generation, model }));
+                // The old model's replaced nodes go now, not after the
+                // replies, so what the observer triggers sees them gone.
+                drop(current);
+                if let Some(observe) = inner.commit_observer.get() {
+                    observe(changes.len());
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "inventory write failed; nothing was changed");
+                Err(e)
+            }
+        },
+    };
+    for reply in replies {
+        reply(result.clone());
     }
 }
 
 #[cfg(test)]
+#[path = "../../tests/common/postgres.rs"]
+mod pg_cluster;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where a store keeps its rows; every store test runs on each.
+    enum Place {
+        Sqlite(tempfile::TempDir),
+        Postgres(String),
+    }
+
+    impl Place {
+        fn name(&self) -> &'static str {
+            match self {
+                Place::Sqlite(_) => "sqlite",
+                Place::Postgres(_) => "postgres",
+            }
+        }
+
+        /// A store on this place (again, after a reopen).
+        async fn open(&self) -> Store {
+            let place = match self {
+                Place::Sqlite(dir) => Ok(dir.path().join("inv.db")),
+                Place::Postgres(url) => Err(url.clone()),
+            };
+            tokio::task::spawn_blocking(move || match place {
+                Ok(path) => Store::open(&path),
+                Err(url) => {
+                    Store::open_backend(Box::new(super::super::postgres::Pg::connect(&url, None)?))
+                }
+            })
+            .await
+            .unwrap()
+            .unwrap()
+        }
+    }
+
+    /// A fresh place of each kind.
+    fn places() -> Vec<Place> {
+        vec![
+            Place::Sqlite(tempfile::tempdir().unwrap()),
+            Place::Postgres(super::pg_cluster::shared().database()),
+        ]
+    }
+
+    /// A fresh store of each kind, with its place (kept while it is used).
+    async fn stores() -> Vec<(Place, Store)> {
+        let mut out = Vec::new();
+        for p in places() {
+            let store = p.open().await;
+            out.push((p, store));
+        }
+        out
+    }
 
     fn node(id: &str, nid: i64) -> Component {
         let mut c = Component::new(id.into(), "Node".into());
@@ -1111,78 +1328,110 @@ mod tests {
 
     #[tokio::test]
     async fn write_publishes_a_new_snapshot() {
-        let store = Store::open_in_memory().unwrap();
-        let before = store.snapshot();
-        store
-            .write(|t| {
-                t.put_component(node("x0c0s0b0n0", 1));
-                Ok(())
-            })
-            .await
-            .unwrap();
-        let after = store.snapshot();
-        assert_eq!(before.components.len(), 0, "old snapshots never change");
-        assert_eq!(after.generation, before.generation + 1);
-        assert_eq!(after.component_by_nid(1).unwrap().id, "x0c0s0b0n0");
-    }
-
-    #[tokio::test]
-    async fn failed_write_changes_nothing() {
-        let store = Store::open_in_memory().unwrap();
-        let r = store
-            .write(|t| {
-                t.put_component(node("x0c0s0b0n0", 1));
-                Err::<(), _>(DomainError::Conflict("no".into()))
-            })
-            .await;
-        assert!(matches!(r, Err(WriteError::Domain(_))));
-        let s = store.snapshot();
-        assert_eq!(s.generation, 0);
-        assert!(s.components.is_empty());
-    }
-
-    #[tokio::test]
-    async fn concurrent_writes_each_see_the_previous() {
-        let store = Store::open_in_memory().unwrap();
-        let mut handles = Vec::new();
-        for i in 0..200 {
-            let s = store.clone();
-            handles.push(tokio::spawn(async move {
-                s.write(move |t| {
-                    let next = t.model().components.len() as i64 + 1;
-                    t.put_component(node(&format!("x0c0s{i}b0n0"), next));
-                    Ok(())
-                })
-                .await
-            }));
-        }
-        for h in handles {
-            h.await.unwrap().unwrap();
-        }
-        let s = store.snapshot();
-        assert_eq!(s.components.len(), 200);
-        assert_eq!(s.nids.len(), 200, "every write saw the ones before it");
-    }
-
-    #[tokio::test]
-    async fn data_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("inv.db");
-        {
-            let store = Store::open(&path).unwrap();
+        for (place, store) in stores().await {
+            let before = store.snapshot();
             store
                 .write(|t| {
-                    t.put_component(node("x0c0s0b0n0", 7));
+                    t.put_component(node("x0c0s0b0n0", 1));
                     Ok(())
                 })
                 .await
                 .unwrap();
+            let after = store.snapshot();
+            let name = place.name();
+            assert_eq!(
+                before.components.len(),
+                0,
+                "{name}: old snapshots never change"
+            );
+            assert_eq!(after.generation, before.generation + 1, "{name}");
+            assert_eq!(
+                after.component_by_nid(1).unwrap().id,
+                "x0c0s0b0n0",
+                "{name}"
+            );
         }
-        let store = Store::open(&path).unwrap();
-        assert_eq!(
-            store.snapshot().component_by_nid(7).unwrap().id,
-            "x0c0s0b0n0"
-        );
+    }
+
+    #[tokio::test]
+    async fn failed_write_changes_nothing() {
+        for (place, store) in stores().await {
+            let r = store
+                .write(|t| {
+                    t.put_component(node("x0c0s0b0n0", 1));
+                    Err::<(), _>(DomainError::Conflict("no".into()))
+                })
+                .await;
+            assert!(matches!(r, Err(WriteError::Domain(_))), "{}", place.name());
+            let s = store.snapshot();
+            assert_eq!(s.generation, 0, "{}", place.name());
+            assert!(s.components.is_empty(), "{}", place.name());
+            drop(store);
+            let s = place.open().await.snapshot();
+            assert!(s.components.is_empty(), "{}: nothing stored", place.name());
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_each_see_the_previous() {
+        for (place, store) in stores().await {
+            let mut handles = Vec::new();
+            for i in 0..200 {
+                let s = store.clone();
+                handles.push(tokio::spawn(async move {
+                    s.write(move |t| {
+                        let next = t.model().components.len() as i64 + 1;
+                        t.put_component(node(&format!("x0c0s{i}b0n0"), next));
+                        Ok(())
+                    })
+                    .await
+                }));
+            }
+            for h in handles {
+                h.await.unwrap().unwrap();
+            }
+            let s = store.snapshot();
+            assert_eq!(s.components.len(), 200, "{}", place.name());
+            assert_eq!(
+                s.nids.len(),
+                200,
+                "{}: every write saw the ones before it",
+                place.name()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopen() {
+        for place in places() {
+            {
+                let store = place.open().await;
+                store
+                    .write(|t| {
+                        t.put_component(node("x0c0s0b0n0", 7));
+                        t.put_component(node("x0c0s1b0n0", 8));
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+                store
+                    .write(|t| {
+                        t.delete_component("x0c0s1b0n0");
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+            }
+            let store = place.open().await;
+            let s = store.snapshot();
+            assert_eq!(
+                s.component_by_nid(7).unwrap().id,
+                "x0c0s0b0n0",
+                "{}",
+                place.name()
+            );
+            assert!(s.component_by_nid(8).is_none(), "{}", place.name());
+        }
     }
 
     #[test]
@@ -1198,7 +1447,12 @@ mod tests {
 
     #[tokio::test]
     async fn group_membership_index_follows_writes() {
-        let store = Store::open_in_memory().unwrap();
+        for (_place, store) in stores().await {
+            group_membership_index_follows_writes_on(store).await;
+        }
+    }
+
+    async fn group_membership_index_follows_writes_on(store: Store) {
         let group = |label: &str, ids: &[&str]| Group {
             label: label.into(),
             description: String::new(),
@@ -1242,7 +1496,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_writer_that_dies_says_so() {
-        let store = Store::open_in_memory().unwrap();
+        for (_place, store) in stores().await {
+            a_writer_that_dies_says_so_on(store).await;
+        }
+    }
+
+    async fn a_writer_that_dies_says_so_on(store: Store) {
         assert!(!store.writer_is_stopped());
         store.observe_commits(|_| panic!("observer failed"));
         let r = store
@@ -1264,9 +1523,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_write_is_contained() {
-        let store = Store::open_in_memory().unwrap();
-        let r: Result<(), _> = store.write(|_| panic!("boom")).await;
-        assert!(matches!(r, Err(WriteError::Store(StoreError::Panicked))));
-        store.ping().await.unwrap();
+        for (place, store) in stores().await {
+            let r: Result<(), _> = store.write(|_| panic!("boom")).await;
+            assert!(
+                matches!(r, Err(WriteError::Store(StoreError::Panicked))),
+                "{}",
+                place.name()
+            );
+            store.ping().await.unwrap();
+        }
     }
 }

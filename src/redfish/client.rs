@@ -514,7 +514,7 @@ impl Bmc {
         let kind = if e.is_timeout() {
             ErrorKind::Timeout(self.opts.request_timeout.as_secs())
         } else {
-            ErrorKind::Connect(crate::root_cause(e))
+            ErrorKind::Connect(super::root_cause(e))
         };
         Error::new(&self.addr, what, kind)
     }
@@ -646,7 +646,7 @@ pub async fn probe(transport: &Transport, addr: SocketAddr) -> Result<RootInfo, 
         .timeout(transport.opts.request_timeout.min(Duration::from_secs(10)))
         .send()
         .await
-        .map_err(|e| ProbeError::NotRedfish(crate::root_cause(&e)))?;
+        .map_err(|e| ProbeError::NotRedfish(super::root_cause(&e)))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(ProbeError::NotRedfish(format!(

@@ -33,3 +33,17 @@ pub use crawl::{
     system_state,
 };
 pub use error::{Error, ErrorKind};
+
+/// The innermost cause of an error: what an HTTP client's error chain ends
+/// in ("connection refused", "certificate not valid"), which is the part an
+/// operator can act on. The CLI's REST client and the Redfish client both
+/// report it.
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    let mut last = e.to_string();
+    while let Some(next) = cur.source() {
+        last = next.to_string();
+        cur = next;
+    }
+    last
+}

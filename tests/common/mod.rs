@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod host;
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,79 @@
+//! `openchami store`: the inventory store's status, and moving it between
+//! backends.
+//!
+//! `status` asks the running appliance (`GET /store/v1/status`). `migrate` works on the state directory of a stopped appliance, like `ca`
+//! and `token issue`, not through the API: it reads the SQLite file
+//! directly, and the state-directory lock makes sure no appliance is
+//! writing it meanwhile (a copy taken under a running server could miss
+//! writes acknowledged after it was read).
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+use super::client::Client;
+use super::output::{Format, render};
+use crate::config::Config;
+use crate::inventory::backend::copy_all;
+use crate::inventory::postgres::Pg;
+use crate::inventory::sqlite::Db;
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCmd {
+    /// Backend, generation served and lag behind the shared database
+    Status,
+    /// Copy the SQLite inventory of a stopped appliance into an empty
+    /// PostgreSQL database and check the row counts
+    Migrate {
+        /// postgres://user:password@host/db (libpq's URL form)
+        #[arg(long)]
+        to: String,
+    },
+}
+
+const COLUMNS: &[(&str, &str)] = &[
+    ("BACKEND", "/backend"),
+    ("GENERATION", "/generation"),
+    ("LATEST", "/latest_generation"),
+    ("LAG", "/lag"),
+];
+
+/// `store status`, through the API.
+pub async fn status(client: &Client, format: Format) -> anyhow::Result<String> {
+    let v = client.get("/store/v1/status").await?;
+    Ok(render(format, COLUMNS, std::slice::from_ref(&v), &v))
+}
+
+/// `store migrate`, on the state directory.
+pub fn run(config: &Config, cmd: StoreCmd) -> anyhow::Result<()> {
+    match cmd {
+        StoreCmd::Status => bail!("store status is a client command"),
+        StoreCmd::Migrate { to } => {
+            if !to.starts_with("postgres://") && !to.starts_with("postgresql://") {
+                bail!("--to must be a postgres:// URL");
+            }
+            let dir = &config.state_dir;
+            let _lock = crate::statedir::lock(dir)
+                .context("stop the appliance first: the state directory is in use")?;
+            let path = dir.join(crate::app::DB_FILE);
+            if !path.exists() {
+                bail!("no inventory at {}", path.display());
+            }
+            let mut from = Db::open(&path)?;
+            let ca = (!config.store.ca_file.is_empty())
+                .then(|| std::path::Path::new(&config.store.ca_file));
+            let mut target = Pg::connect(&to, ca)?;
+            let counts = copy_all(&mut from, &mut target)?;
+            for (table, n) in &counts {
+                if *n > 0 {
+                    println!("{:<24} {n}", table.name());
+                }
+            }
+            println!(
+                "copied {} rows from {}; set [store] url to use the database",
+                counts.iter().map(|(_, n)| n).sum::<usize>(),
+                path.display()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The leaf modules (`inventory`, `ca`, `redfish`) import nothing else
+//! from the crate, so every other module can depend on them and each can
+//! be tested on its own. Read from the sources: a `crate::` path in a leaf
+//! must name the leaf itself.
+
+use std::path::{Path, PathBuf};
+
+const LEAVES: &[&str] = &["inventory", "ca", "redfish"];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir)
+        .expect("read the source directory")
+        .flatten()
+    {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// `crate::<module>` paths outside comments that leave `leaf`, as
+/// `file:line: text`.
+fn escapes(leaf: &str, file: &Path, text: &str) -> Vec<String> {
+    let own = format!("crate::{leaf}");
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            let path = &rest[at..];
+            let named = path.starts_with(&own)
+                && !path[own.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_');
+            if !named {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+            rest = &path["crate::".len()..];
+        }
+    }
+    found
+}
+
+#[test]
+fn leaf_modules_import_nothing_else_from_the_crate() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    for leaf in LEAVES {
+        let mut files = Vec::new();
+        rust_files(&src.join(leaf), &mut files);
+        assert!(!files.is_empty(), "src/{leaf} has sources");
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("read a source file");
+            found.extend(escapes(leaf, &f, &text));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "leaf modules reach out:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_scan_finds_what_it_should() {
+    // (leaf, source line, escapes)
+    let cases: &[(&str, &str, bool)] = &[
+        ("inventory", "use crate::inventory::Store;", false),
+        ("inventory", "use crate::http::AppState;", true),
+        ("inventory", "use crate::inventory_extra::X;", true),
+        ("ca", "let x = crate::config::Config::default();", true),
+        ("ca", "// see crate::config", false),
+        ("redfish", "use crate::redfish::client;", false),
+    ];
+    for (leaf, line, want) in cases {
+        let got = !escapes(leaf, Path::new("f.rs"), line).is_empty();
+        assert_eq!(got, *want, "{leaf}: {line}");
+    }
+}
