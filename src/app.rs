@@ -133,6 +133,7 @@ impl App {
             discovery,
             power,
             consoles,
+            ui: http::ui_session::UiState::new(shutdown.child_token()),
             issuer,
             node_base,
             metrics: Arc::new(Metrics::default()),

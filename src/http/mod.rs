@@ -29,6 +29,8 @@ pub mod schema;
 pub mod server;
 pub mod smd;
 pub mod state;
+pub mod ui;
+pub mod ui_session;
 
 pub use routes::{Listener, router};
 pub use server::{Limits, Shed, serve};

@@ -37,6 +37,8 @@ pub struct Shared {
     pub power: Arc<crate::power::Power>,
     /// Serial consoles: sessions, logs, viewers.
     pub consoles: Arc<crate::console::Consoles>,
+    /// The status page's sessions and event streams.
+    pub ui: super::ui_session::UiState,
 }
 
 /// Cheap to clone; handlers take it as `State<AppState>`.

@@ -807,6 +807,9 @@ struct Inner {
     current: ArcSwap<Snapshot>,
     /// Becomes true when the writer thread has ended, for whatever reason.
     stopped: tokio::sync::watch::Sender<bool>,
+    /// The generation of the latest published snapshot, for readers that
+    /// follow changes (the status page's event stream) without polling.
+    published: tokio::sync::watch::Sender<u64>,
     /// Told the row count of each committed batch (see `observe_commits`).
     commit_observer: std::sync::OnceLock<fn(usize)>,
 }
@@ -843,6 +846,7 @@ impl Store {
             }),
             commit_observer: std::sync::OnceLock::new(),
             stopped: tokio::sync::watch::Sender::new(false),
+            published: tokio::sync::watch::Sender::new(0),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer_inner = inner.clone();
@@ -929,6 +933,12 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Follows the published generation: the receiver wakes after each
+    /// commit (several commits in between wake it once).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.published.subscribe()
     }
 
     /// Resolves once the writer thread has ended (it only does while
@@ -1062,10 +1072,11 @@ fn writer_loop(mut db: Db, inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
         } else {
             match db.apply(&changes) {
                 Ok(()) => {
-                    inner.current.store(Arc::new(Snapshot {
-                        generation: current.generation + 1,
-                        model,
-                    }));
+                    let generation = current.generation + 1;
+                    inner
+                        .current
+                        .store(Arc::new(Snapshot { generation, model }));
+                    inner.published.send_replace(generation);
                     // The old model's replaced nodes go now, not after the
                     // replies, so what the observer triggers sees them gone.
                     drop(current);
