@@ -370,6 +370,16 @@ async fn status_page_in_a_browser() {
     };
     assert_eq!(v.as_u64(), Some(want as u64));
     d.shot("cluster-filtered").await;
+    // Arrow keys move between tiles.
+    let first = d.c().find(Locator::Css("a.tile")).await.expect("a tile");
+    first.send_keys("\u{E014}").await.expect("ArrowRight");
+    let moved = d
+        .js("const a = document.activeElement; return a.classList.contains('tile') && a !== document.querySelector('a.tile') ? a.dataset.xname : null;")
+        .await;
+    assert!(
+        moved.is_string(),
+        "the focus moved to the next tile: {moved}"
+    );
     filter(&d, HOME_NODE).await;
     d.until(
         "one tile",
@@ -428,6 +438,14 @@ async fn status_page_in_a_browser() {
     )
     .await;
     d.shot("node").await;
+    // The printable node report, as the browser prints it (print CSS).
+    let pdf = d
+        .c()
+        .print(fantoccini::wd::PrintConfiguration::default())
+        .await
+        .expect("print");
+    assert!(pdf.starts_with(b"%PDF"), "a PDF");
+    std::fs::write(screenshot_dir().join("node-report.pdf"), pdf).expect("write PDF");
 
     // Power on the simulated node from its page, through the confirmation.
     assert!(!sims.power(0, 0), "the simulated node starts off");

@@ -81,6 +81,7 @@ export class Grid {
     this.drawn = new Map();
     this.frame = 0;
     scroller.addEventListener('scroll', () => this.schedule(), { passive: true });
+    this.inner.addEventListener('keydown', (ev) => this.arrow(ev));
     this.resize = new ResizeObserver(() => this.layout());
     this.resize.observe(scroller);
   }
@@ -172,6 +173,36 @@ export class Grid {
     this.inner.dataset.drawnRows = String(this.drawn.size);
   }
 
+  // Arrow keys move the focus between tiles: left/right along the rows,
+  // up/down to the same place in the row above or below.
+  arrow(ev) {
+    const t = ev.target;
+    if (!(t instanceof HTMLElement) || !t.classList.contains('tile')) return;
+    const row = t.parentElement;
+    let next = null;
+    if (ev.key === 'ArrowRight' || ev.key === 'ArrowLeft') {
+      const forward = ev.key === 'ArrowRight';
+      const tiles = [...this.inner.querySelectorAll('a.tile')];
+      tiles.sort((a, b) => this.y(a) - this.y(b) || (a.compareDocumentPosition(b) & 4 ? -1 : 1));
+      next = tiles[tiles.indexOf(t) + (forward ? 1 : -1)];
+    } else if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') {
+      const i = [...row.children].indexOf(t);
+      const rows = [...this.inner.querySelectorAll('.trow')].sort((a, b) => this.y(a) - this.y(b));
+      const at = rows.indexOf(row) + (ev.key === 'ArrowDown' ? 1 : -1);
+      const other = rows[at];
+      if (other) next = other.children[Math.min(i, other.children.length - 1)];
+    } else {
+      return;
+    }
+    ev.preventDefault();
+    if (next) next.focus();
+  }
+
+  y(el) {
+    const row = el.classList.contains('trow') ? el : el.parentElement;
+    return Number(row.dataset.y || 0);
+  }
+
   row(r) {
     let el;
     if (r.head) {
@@ -181,6 +212,7 @@ export class Grid {
       el = h('div', { class: 'trow', role: 'presentation' }, ...r.tiles.map((n) => this.tile(n)));
     }
     el.style.transform = `translateY(${r.y}px)`;
+    el.dataset.y = String(r.y);
     return el;
   }
 
