@@ -474,8 +474,9 @@ impl Default for PowerConfig {
     }
 }
 
-/// Serial consoles: one SSH session per BMC, logged under the state
-/// directory (`consoles/console.<xname>`).
+/// Serial consoles: one session per BMC (SSH, or IPMI serial-over-LAN
+/// through `ipmitool`), logged under the state directory
+/// (`consoles/console.<xname>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleConfig {
@@ -498,8 +499,19 @@ pub struct ConsoleConfig {
     pub backoff_max_secs: u64,
     /// How often the inventory is checked for added or removed consoles.
     pub refresh_secs: u64,
-    /// TCP connect and SSH handshake deadline.
+    /// TCP connect and SSH handshake deadline (for IPMI: until the SOL
+    /// payload is active).
     pub connect_timeout_secs: u64,
+    /// The IPMI serial-over-LAN client run for IPMI consoles (a path, or a
+    /// name looked up on `PATH`).
+    pub ipmitool: String,
+    /// The RMCP+ cipher suite IPMI consoles ask for (3: HMAC-SHA1 and
+    /// AES-CBC-128, which every IPMI 2.0 BMC has; 17: HMAC-SHA256).
+    pub ipmi_cipher_suite: u8,
+    /// Per-BMC choices, by BMC xname (`[console.bmcs.x1000c0s0b0]`:
+    /// `backend = "ssh" | "ipmi"`, `port`, `command`), over what discovery
+    /// found.
+    pub bmcs: std::collections::BTreeMap<String, crate::console::targets::Override>,
 }
 
 impl Default for ConsoleConfig {
@@ -515,6 +527,9 @@ impl Default for ConsoleConfig {
             backoff_max_secs: 300,
             refresh_secs: 10,
             connect_timeout_secs: 10,
+            ipmitool: "ipmitool".into(),
+            ipmi_cipher_suite: 3,
+            bmcs: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -634,6 +649,16 @@ impl Config {
             return Err(
                 "console.refresh_secs and console.connect_timeout_secs must be positive".into(),
             );
+        }
+        if let Some(k) = c
+            .bmcs
+            .keys()
+            .find(|k| crate::inventory::xname::normalize(k).is_err())
+        {
+            return Err(format!("console.bmcs: {k:?} is not a BMC xname"));
+        }
+        if c.ipmitool.trim().is_empty() {
+            return Err("console.ipmitool must name a program".into());
         }
         if self.cluster_name.trim().is_empty() {
             return Err("cluster_name must not be empty".into());

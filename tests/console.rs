@@ -13,6 +13,14 @@
 //! Needs root and /usr/sbin/sshd (Debian openssh-server); without either it
 //! is skipped, saying why. Bounded: every wait has a deadline, the whole
 //! test 60 s.
+//!
+//! IPMI serial-over-LAN runs against OpenIPMI's `ipmi_sim` (one LAN
+//! channel on loopback, its SOL wired to a TCP echo port of this process)
+//! through `ipmitool`: interactive round trip (ipmitool's escape typed as
+//! text), tail, reconnection after the simulator restarts, wrong
+//! credentials, and `openchami console <xname>` on a pseudo-terminal (raw
+//! mode, a line echoed, Ctrl-] leaves with exit 0). Missing tools skip it
+//! outside CI and fail it in CI.
 
 mod common;
 
@@ -557,4 +565,417 @@ async fn scenario(bmc: &mut FakeBmc, port: u16) {
     assert_eq!(console_row(&h).await, Value::Null);
     assert_eq!(ws(&h, &admin, "").await.err().map(|e| e.0), Some(404));
     h.stop().await;
+}
+
+// --- IPMI serial-over-LAN against OpenIPMI's BMC simulator ---------------
+
+const IPMI_USER: &str = "admin";
+
+/// The serial port behind the simulated BMC: a TCP server ipmi_sim's `sol`
+/// line connects to, echoing each line it is sent. Threads of the test
+/// process; every connection a restarted simulator makes is served.
+struct SerialPort {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SerialPort {
+    fn start() -> SerialPort {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("serial port listener");
+        let port = listener.local_addr().expect("address").port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = connections.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut conn = conn;
+                    let mut line = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    // Terminals end lines with CR; ipmi_sim passes bytes as typed.
+                    while let Ok(n @ 1..) = conn.read(&mut buf) {
+                        for &b in &buf[..n] {
+                            if b != b'\r' && b != b'\n' {
+                                line.push(b);
+                                continue;
+                            }
+                            if line.is_empty() {
+                                continue;
+                            }
+                            let mut msg = b"echo: ".to_vec();
+                            msg.append(&mut line);
+                            msg.extend_from_slice(b"\r\n");
+                            if conn.write_all(&msg).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        SerialPort { port, connections }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// OpenIPMI's `ipmi_sim` as a BMC with one LAN channel on loopback and its
+/// SOL wired to a [`SerialPort`]; killed on drop.
+struct IpmiSim {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl IpmiSim {
+    fn new(dir: &Path, serial: u16) -> IpmiSim {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("free UDP port")
+            .port();
+        std::fs::write(
+            dir.join("lan.conf"),
+            format!(
+                "name \"openchami-test\"\nset_working_mc 0x20\n\
+                 startlan 1\n  addr 127.0.0.1 {port}\n  priv_limit admin\n\
+                 allowed_auths_callback md5\n  allowed_auths_user md5\n\
+                 allowed_auths_operator md5\n  allowed_auths_admin md5\n\
+                 guid a123456789abcdefa123456789abcdef\nendlan\n\
+                 sol \"tcp:127.0.0.1:{serial}\" 115200\n\
+                 user 2 true \"{IPMI_USER}\" \"{PASSWORD}\" admin 10 md5\n"
+            ),
+        )
+        .expect("lan.conf");
+        std::fs::write(
+            dir.join("bmc.emu"),
+            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n",
+        )
+        .expect("bmc.emu");
+        std::fs::create_dir_all(dir.join("state")).expect("state dir");
+        IpmiSim {
+            dir: dir.to_path_buf(),
+            port,
+            child: None,
+        }
+    }
+
+    /// (Re)starts the simulator and waits until it has its UDP port and
+    /// has connected its serial port.
+    fn start(&mut self, serial: &SerialPort) {
+        self.stop();
+        let before = serial.connections();
+        let child = Command::new("timeout")
+            .arg("90")
+            .arg(common::host::which("ipmi_sim").expect("ipmi_sim"))
+            .arg("-c")
+            .arg(self.dir.join("lan.conf"))
+            .arg("-f")
+            .arg(self.dir.join("bmc.emu"))
+            .arg("-s")
+            .arg(self.dir.join("state"))
+            .arg("-n")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.dir.join("ipmi_sim.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
+            .spawn()
+            .expect("start ipmi_sim");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::UdpSocket::bind(("127.0.0.1", self.port)).is_ok()
+            || serial.connections() == before
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ipmi_sim did not start: {}",
+                std::fs::read_to_string(self.dir.join("ipmi_sim.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // timeout hands SIGTERM on to ipmi_sim.
+            if let Some(pid) = rustix::process::Pid::from_raw(c.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let _ = c.wait();
+            let deadline = std::time::Instant::now() + WAIT;
+            while std::net::UdpSocket::bind(("127.0.0.1", self.port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "ipmi_sim did not stop"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+impl Drop for IpmiSim {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmi_console_end_to_end() {
+    if !common::host::prerequisites(
+        "IPMI console tests need",
+        &[("ipmi_sim", "openipmi"), ("ipmitool", "ipmitool")],
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let serial = SerialPort::start();
+    let mut sim = IpmiSim::new(tmp.path(), serial.port);
+    sim.start(&serial);
+    let r = tokio::time::timeout(Duration::from_secs(60), ipmi_scenario(&mut sim, &serial)).await;
+    assert!(r.is_ok(), "the IPMI console scenario took longer than 60 s");
+}
+
+async fn set_ipmi_password(h: &Harness, password: &str) {
+    let r = h
+        .api
+        .put(
+            "/discovery/v1/credentials/default",
+            &json!({"username": IPMI_USER, "password": password}),
+        )
+        .await;
+    assert!(r.status < 300, "credentials: {} {}", r.status, r.text());
+}
+
+async fn ipmi_scenario(sim: &mut IpmiSim, serial: &SerialPort) {
+    let port = sim.port;
+    let mut h = Harness::start_with(|c| {
+        c.console.enabled = true;
+        c.console.refresh_secs = 1;
+        c.console.backoff_min_secs = 1;
+        c.console.backoff_max_secs = 1;
+        // The BMC is chosen to speak IPMI here; discovery would say so on hardware.
+        c.console.bmcs.insert(
+            BMC.into(),
+            openchami::console::targets::Override {
+                backend: Some(openchami::console::targets::Backend::Ipmi),
+                port: Some(port),
+                command: None,
+            },
+        );
+    })
+    .await;
+    let admin = h.token.clone();
+    set_ipmi_password(&h, PASSWORD).await;
+    let r = h
+        .api
+        .post(
+            "/hsm/v2/State/Components",
+            &json!({"Components": [{"ID": NODE, "Type": "Node", "State": "On", "Enabled": true}]}),
+        )
+        .await;
+    assert!(r.status < 300, "component: {} {}", r.status, r.text());
+    let r = h
+        .api
+        .post("/hsm/v2/Inventory/RedfishEndpoints", &json!({"ID": BMC, "IPAddress": "127.0.0.1", "Enabled": true, "RediscoverOnUpdate": false}))
+        .await;
+    assert!(r.status < 300, "endpoint: {} {}", r.status, r.text());
+
+    let row = wait_state(&h, "connected", "").await;
+    assert_eq!(
+        (
+            row["connectionType"].as_str(),
+            row["connectionPort"].as_u64()
+        ),
+        (Some("ipmi"), Some(u64::from(port))),
+        "{row}"
+    );
+
+    let token = admin.clone();
+    let listed = tokio::task::block_in_place(|| cli(&h, &token, &["console", "list"]));
+    let row = listed
+        .lines()
+        .find(|l| l.contains(NODE))
+        .unwrap_or_default();
+    assert!(
+        row.contains("ipmi") && row.contains("connected"),
+        "{listed}"
+    );
+
+    // Interactive round trip through ipmitool, ipmi_sim and the serial port.
+    let mut w = ws(&h, &admin, "").await.expect("interactive");
+    w.send(Message::Text("hello sol\r".into()))
+        .await
+        .expect("send");
+    read_until(&mut w, "echo: hello sol").await;
+    // ipmitool's escape at the start of a line reaches the console as typed.
+    w.send(Message::Text("~.still here\r".into()))
+        .await
+        .expect("send");
+    read_until(&mut w, "echo: ~.still here").await;
+
+    // Tail: the last line of the log.
+    let viewer = h.token_with("watcher", Duration::from_secs(600), &["viewer"]);
+    let mut t = ws(&h, &viewer, "?mode=tail&lines=1").await.expect("tail");
+    let (frames, code, _) = read_to_close(&mut t).await;
+    assert_eq!(code, 1000);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(frames[0].contains("echo: ~.still here"), "{frames:?}");
+
+    // The BMC restarts: ipmitool notices at the next keystroke, the session
+    // comes back, and typing works again.
+    sim.start(serial);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = String::new();
+    while !seen.contains(&format!("[Reconnecting to {NODE}...]")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reconnection after the BMC restarted; saw {seen:?}"
+        );
+        w.send(Message::Text("anyone\r".into()))
+            .await
+            .expect("send");
+        if let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(1), w.next()).await {
+            match m {
+                Message::Text(t) => seen.push_str(&t),
+                Message::Binary(b) => seen.push_str(&String::from_utf8_lossy(&b)),
+                _ => {}
+            }
+        }
+    }
+    wait_state(&h, "connected", "").await;
+    w.send(Message::Text("after restart\r".into()))
+        .await
+        .expect("send");
+    read_until(&mut w, "echo: after restart").await;
+
+    // Wrong credentials are refused and named, then fixed.
+    set_ipmi_password(&h, "not-the-password").await;
+    sim.start(serial);
+    w.send(Message::Text("knock\r".into())).await.expect("send");
+    wait_state(&h, "waiting", "refused user").await;
+    set_ipmi_password(&h, PASSWORD).await;
+    wait_state(&h, "connected", "").await;
+
+    // The CLI, interactive on a terminal: raw mode, a line typed and its
+    // echo read, Ctrl-] leaves with exit 0 and the terminal restored.
+    drop(w);
+    let (status, screen) = tokio::task::block_in_place(|| cli_on_terminal(&h, &token));
+    assert!(
+        status.success(),
+        "{status:?}; the terminal showed {screen:?}"
+    );
+    h.stop().await;
+}
+
+/// Reads the terminal until it shows `what` (bounded; kills the CLI and
+/// fails when it does not).
+fn await_screen(master: &mut std::fs::File, screen: &mut String, what: &str, child: &mut Child) {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut buf = [0u8; 4096];
+    while !screen.contains(what) {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the terminal never showed {what:?}: {screen:?}");
+        }
+        match master.read(&mut buf) {
+            Ok(n) if n > 0 => screen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Runs `openchami console <node>` on a pseudo-terminal as an operator
+/// would: waits until it has the terminal in raw mode, types a line, reads
+/// the echo, then presses Ctrl-]. Returns its exit status and the screen.
+fn cli_on_terminal(h: &Harness, token: &str) -> (std::process::ExitStatus, String) {
+    use rustix::termios::{LocalModes, tcgetattr};
+    use std::io::{Read, Write};
+    let flags = rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY;
+    let master = rustix::pty::openpt(flags).expect("openpt");
+    rustix::pty::grantpt(&master).expect("grantpt");
+    rustix::pty::unlockpt(&master).expect("unlockpt");
+    let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags)
+        .or_else(|_| {
+            let name = rustix::pty::ptsname(&master, Vec::new())?;
+            rustix::fs::open(
+                name.as_c_str(),
+                rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY,
+                rustix::fs::Mode::empty(),
+            )
+        })
+        .expect("terminal");
+    rustix::io::ioctl_fionbio(&master, true).expect("non-blocking");
+    let mut master = std::fs::File::from(master);
+    let io = || Stdio::from(slave.try_clone().expect("dup"));
+    let ca = h.state_dir().join("ca").join("root.crt");
+    let mut child = Command::new("timeout")
+        .arg("30")
+        .arg(BIN)
+        .arg("--url")
+        .arg(h.api_base())
+        .arg("--cacert")
+        .arg(&ca)
+        .arg("--token")
+        .arg(token)
+        .args(["console", NODE])
+        .stdin(io())
+        .stdout(io())
+        .stderr(io())
+        .spawn()
+        .expect("run the CLI");
+    let mut screen = String::new();
+    await_screen(&mut master, &mut screen, "[connected to", &mut child);
+    let deadline = std::time::Instant::now() + WAIT;
+    while tcgetattr(&slave)
+        .map(|t| {
+            t.local_modes
+                .intersects(LocalModes::ICANON | LocalModes::ECHO)
+        })
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CLI never put the terminal in raw mode"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    master.write_all(b"typed at the terminal\r").expect("type");
+    await_screen(
+        &mut master,
+        &mut screen,
+        "echo: typed at the terminal",
+        &mut child,
+    );
+    master.write_all(&[0x1d]).expect("Ctrl-]");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the CLI did not leave on Ctrl-]: {screen:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = master.read(&mut buf) {
+        screen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let restored = tcgetattr(&slave).expect("termios");
+    assert!(
+        restored.local_modes.contains(LocalModes::ICANON),
+        "the terminal was left in raw mode"
+    );
+    (status, screen)
 }

@@ -35,6 +35,7 @@ pub struct ConsoleArgs {
 const COLUMNS: &[(&str, &str)] = &[
     ("XNAME", "/id"),
     ("BMC", "/bmc"),
+    ("TYPE", "/connectionType"),
     ("HOST", "/connectionHost"),
     ("PORT", "/connectionPort"),
     ("STATE", "/state"),

@@ -2,13 +2,17 @@
 //! session kept open while the node is in the inventory, its output written
 //! to a rotating per-node log (`log`) and fanned out to any number of
 //! viewers; at most one viewer writes. Sessions reconnect with back-off
-//! (`session`); the SSH backend (`ssh`) is an adapter behind them.
+//! (`session`); the backends are adapters behind them, chosen per BMC
+//! (`targets`): SSH (`ssh`) and IPMI serial-over-LAN (`ipmi`), both seen
+//! by the session task as a [`Link`] that yields output, takes keystrokes
+//! and closes.
 //!
 //! Each node has a `Hub`. Appending to the log and publishing to viewers
 //! happen under one lock, and a viewer that wants the log's tail and then
 //! live output reads the tail and subscribes under the same lock, so it
 //! sees every byte once.
 
+pub mod ipmi;
 pub mod log;
 pub mod session;
 pub mod ssh;
@@ -34,7 +38,38 @@ use crate::inventory::model::ConsoleHostKey;
 use crate::inventory::{Snapshot, Store};
 use crate::redfish::Credentials;
 use session::{Failure, Phase, Session};
-use targets::Target;
+use targets::{Backend, Target};
+
+/// An open console, whatever the protocol.
+pub enum Link {
+    Ssh(ssh::Link),
+    Ipmi(ipmi::Link),
+}
+
+impl Link {
+    /// The next output; `None` when the console closed.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        match self {
+            Link::Ssh(l) => l.recv().await,
+            Link::Ipmi(l) => l.recv().await,
+        }
+    }
+
+    pub async fn send(&mut self, data: Bytes) -> Result<(), Failure> {
+        match self {
+            Link::Ssh(l) => l.send(data).await,
+            Link::Ipmi(l) => l.send(data).await,
+        }
+    }
+
+    /// Ends the session politely (a BMC counts open sessions).
+    pub async fn close(self) {
+        match self {
+            Link::Ssh(l) => l.close().await,
+            Link::Ipmi(l) => l.close().await,
+        }
+    }
+}
 
 /// What viewers receive.
 #[derive(Debug, Clone)]
@@ -220,6 +255,8 @@ pub struct Consoles {
     secrets: Arc<SecretBox>,
     config: ConsoleConfig,
     dir: PathBuf,
+    /// `config.bmcs` by normalised xname.
+    overrides: BTreeMap<String, targets::Override>,
     hubs: RwLock<BTreeMap<String, Arc<Hub>>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -236,9 +273,18 @@ impl Consoles {
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Consoles> {
+        let overrides = config
+            .bmcs
+            .iter()
+            .map(|(k, v)| {
+                let k = crate::inventory::xname::normalize(k).unwrap_or_else(|_| k.clone());
+                (k, v.clone())
+            })
+            .collect();
         Arc::new(Consoles {
             store,
             secrets,
+            overrides,
             config,
             dir: state_dir.join("consoles"),
             hubs: RwLock::new(BTreeMap::new()),
@@ -279,7 +325,14 @@ impl Consoles {
     /// ones whose node or BMC left.
     fn reconcile(self: &Arc<Self>) {
         let snap = self.store.snapshot();
-        let want = targets::targets(&snap, self.config.ssh_port, &self.config.command);
+        let want = targets::targets(
+            &snap,
+            targets::Defaults {
+                ssh_port: self.config.ssh_port,
+                command: &self.config.command,
+                overrides: &self.overrides,
+            },
+        );
         let mut hubs = self.hubs.write().unwrap_or_else(|e| e.into_inner());
         let mut changed = false;
         hubs.retain(|node, hub| {
@@ -296,7 +349,7 @@ impl Consoles {
             match hubs.get(&node) {
                 Some(hub) if hub.target() == t => {}
                 Some(hub) => {
-                    tracing::info!(node = %node, host = %t.host, port = t.port, "console moved; reconnecting");
+                    tracing::info!(node = %node, host = %t.host, port = t.port, backend = t.backend.as_str(), "console moved; reconnecting");
                     *lock(&hub.target) = t;
                     let fresh = self.shutdown.child_token();
                     std::mem::replace(&mut *lock(&hub.stop), fresh).cancel();
@@ -355,7 +408,7 @@ impl Consoles {
                         s.connected();
                         Duration::ZERO
                     });
-                    tracing::info!(node = %t.node, bmc = %t.bmc, "console connected");
+                    tracing::info!(node = %t.node, bmc = %t.bmc, backend = t.backend.as_str(), "console connected");
                     while input.try_recv().is_ok() {}
                     let end = loop {
                         tokio::select! {
@@ -394,14 +447,39 @@ impl Consoles {
         *lock(&hub.input_rx) = Some(input);
     }
 
-    /// One attempt: credentials, pin, SSH; pins the key on first use.
-    async fn connect(&self, t: &Target, timeout: Duration) -> Result<ssh::Link, Failure> {
+    /// One attempt: credentials, then the target's backend.
+    async fn connect(&self, t: &Target, timeout: Duration) -> Result<Link, Failure> {
         let snap = self.store.snapshot();
         let creds = self
             .credentials(&snap, &t.bmc)
             .ok_or_else(|| Failure::Credentials(format!("no credentials for BMC {}", t.bmc)))?;
+        match t.backend {
+            Backend::Ssh => self
+                .connect_ssh(&snap, t, &creds, timeout)
+                .await
+                .map(Link::Ssh),
+            Backend::Ipmi => ipmi::connect(
+                t,
+                &creds,
+                timeout,
+                &self.config.ipmitool,
+                self.config.ipmi_cipher_suite,
+            )
+            .await
+            .map(Link::Ipmi),
+        }
+    }
+
+    /// SSH, checked against the pinned host key; pins the key on first use.
+    async fn connect_ssh(
+        &self,
+        snap: &Snapshot,
+        t: &Target,
+        creds: &Credentials,
+        timeout: Duration,
+    ) -> Result<ssh::Link, Failure> {
         let pinned = snap.console_host_keys.get(&t.bmc).map(|k| k.key.clone());
-        let link = ssh::connect(t, &creds, pinned.as_deref(), timeout, self.config.pty).await?;
+        let link = ssh::connect(t, creds, pinned.as_deref(), timeout, self.config.pty).await?;
         if pinned.is_none() {
             let pin = ConsoleHostKey {
                 bmc: t.bmc.clone(),

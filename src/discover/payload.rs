@@ -86,6 +86,7 @@ pub fn v2(id: &str, addr: &str, user: &str, mac_addr: &str, c: &Crawl) -> Value 
             {
                 o.insert("actions".into(), json!(r.allowed));
             }
+            o.insert("serial_console".into(), s.serial_console.clone());
             o.insert("ethernet_interfaces".into(), json!(nics(&s.nics)));
             o.insert(
                 "links".into(),
@@ -158,6 +159,7 @@ mod tests {
                         ..Default::default()
                     },
                 ],
+                serial_console: serde_json::json!({"IPMI": {"ServiceEnabled": true, "Port": 623}}),
                 ..Default::default()
             }],
             managers: vec![ManagerInfo {
@@ -203,5 +205,10 @@ mod tests {
         assert_eq!(inv.services[0].redfish_type, "AccountService");
         assert_eq!(inv.services[0].odata_id, "/redfish/v1/AccountService");
         assert_eq!(inv.services[0].info["ServiceEnabled"], true);
+        // The consoles on offer are kept on the endpoint for console::targets.
+        assert_eq!(
+            inv.details["Systems"][0]["serial_console"]["IPMI"]["Port"],
+            623
+        );
     }
 }

@@ -105,6 +105,7 @@ pub struct ConsoleHealth {
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ConsoleEntry {
     pub id: String,
+    /// `ssh` or `ipmi` (serial-over-LAN).
     #[serde(rename = "connectionType")]
     pub connection_type: String,
     #[serde(rename = "connectionHost")]
@@ -166,7 +167,7 @@ async fn list(State(st): State<AppState>) -> Json<ConsoleList> {
         .into_iter()
         .map(|c| ConsoleEntry {
             id: c.target.node,
-            connection_type: "ssh".into(),
+            connection_type: c.target.backend.as_str().into(),
             connection_host: c.target.host,
             connection_port: c.target.port,
             console_entry_command: c.target.command,

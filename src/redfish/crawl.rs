@@ -82,6 +82,9 @@ pub struct SystemInfo {
     pub chassis: Vec<String>,
     pub managers: Vec<String>,
     pub nics: Vec<Nic>,
+    /// The system's `SerialConsole` block as the BMC wrote it (see
+    /// `redfish::console`).
+    pub serial_console: Value,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -308,6 +311,7 @@ async fn system(bmc: &Bmc, path: &str) -> Result<Option<SystemInfo>, Error> {
         chassis: json::list(at(&v, &["Links", "Chassis"])),
         managers: json::list(at(&v, &["Links", "ManagedBy"])),
         nics,
+        serial_console: get(&v, "SerialConsole").cloned().unwrap_or(Value::Null),
     }))
 }
 

@@ -17,6 +17,7 @@
 //! is dropped.
 
 mod client;
+pub mod console;
 pub mod crawl;
 mod error;
 pub mod json;
