@@ -153,6 +153,7 @@ impl App {
             power,
             firmware,
             consoles,
+            ui: http::ui_session::UiState::new(shutdown.child_token()),
             issuer,
             node_base,
             metrics: Arc::new(Metrics::default()),

@@ -75,6 +75,12 @@ const ANONYMOUS: &[(&str, &str)] = &[
     ("GET", "/remote-console/liveness"),
     ("GET", "/remote-console/readiness"),
     ("GET", "/remote-console/health"),
+    // The status page's HTML, scripts and style sheet (no data), and its
+    // sign-in, where the token in the body is the credential. Its data
+    // routes (/ui/api/*) need a token or its session.
+    ("GET", "/ui"),
+    ("GET", "/ui/static/*"),
+    ("POST", "/ui/api/session"),
 ];
 
 /// Does the document path `path` (with `{name}` parameters) fall under the

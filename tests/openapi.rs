@@ -130,11 +130,13 @@ const STATUS_ONLY: &[&str] = &[
     "GET /remote-console/liveness",
     "GET /remote-console/readiness",
     "GET /remote-console/consoles/{xname}",
+    "DELETE /ui/api/session",
 ];
 
 /// Operations whose body is opaque to the document: iPXE scripts,
-/// cloud-init YAML, PEM certificates, Prometheus text, boot artifacts and
-/// the form-encoded phone-home. Each is a `type: string`. (A form body
+/// cloud-init YAML, PEM certificates, Prometheus text, boot artifacts,
+/// the form-encoded phone-home, and the status page's files, event stream
+/// and console text. Each is a `type: string`. (A form body
 /// documented field by field, like `/oauth/token`'s, is typed.)
 const OPAQUE: &[&str] = &[
     "GET /healthz",
@@ -159,6 +161,10 @@ const OPAQUE: &[&str] = &[
     "GET /metadata-service/network-config",
     "GET /metadata-service/{group}",
     "POST /metadata-service/phone-home/{id}",
+    "GET /ui",
+    "GET /ui/static/{file}",
+    "GET /ui/api/events",
+    "GET /ui/api/nodes/{xname}/console",
 ];
 
 /// Writes that take no body: BSS's `POST hosts` (upstream's "refresh from

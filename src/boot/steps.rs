@@ -213,7 +213,7 @@ struct Inner {
 
 /// The record; shared by every adapter (`Arc` in the app state).
 #[derive(Default)]
-pub struct BootSteps(Mutex<Inner>);
+pub struct BootSteps(Mutex<Inner>, tokio::sync::watch::Sender<u64>);
 
 impl BootSteps {
     /// Records that `caller` reached `step` at `at_ms`.
@@ -347,6 +347,37 @@ impl BootSteps {
             rec.last_seen_ms = at_ms;
             rec.last_step = Some(step);
         }
+        drop(guard);
+        self.1.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Counts the updates: the receiver wakes after each (many in between
+    /// wake it once), for readers that follow boots without polling.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.1.subscribe()
+    }
+
+    /// The record of one node by xname, without scanning the others.
+    pub fn of(&self, xname: &str) -> Option<NodeSteps> {
+        self.0.lock().ok()?.by_key.get(xname).cloned()
+    }
+
+    /// The furthest step in boot order each recorded node reached in its
+    /// current boot, and when it was last seen, by xname (unknown callers
+    /// left out).
+    pub fn last_steps(&self) -> HashMap<String, (Step, i64)> {
+        let Ok(inner) = self.0.lock() else {
+            return HashMap::new();
+        };
+        inner
+            .by_key
+            .values()
+            .filter(|r| !r.name.is_empty())
+            .filter_map(|r| {
+                let furthest = *r.steps.keys().next_back()?;
+                Some((r.name.clone(), (furthest, r.last_seen_ms)))
+            })
+            .collect()
     }
 
     /// Every record (or the one named `name`: xname, MAC or address), in key

@@ -37,10 +37,14 @@ pub struct LeaseView {
 }
 
 async fn leases(State(st): State<AppState>) -> Json<Vec<LeaseView>> {
+    Json(lease_views(&st))
+}
+
+/// Every stored lease, classified.
+pub fn lease_views(st: &AppState) -> Vec<LeaseView> {
     let snap = st.store.snapshot();
     let now = chrono::Utc::now();
-    let out = snap
-        .leases
+    snap.leases
         .values()
         .map(|l| {
             let iface = mac::id_of(&l.mac)
@@ -60,6 +64,5 @@ async fn leases(State(st): State<AppState>) -> Json<Vec<LeaseView>> {
                 expired: l.expires.is_some_and(|e| e <= now),
             }
         })
-        .collect();
-    Json(out)
+        .collect()
 }

@@ -31,6 +31,8 @@ pub mod server;
 pub mod smd;
 pub mod state;
 pub mod store;
+pub mod ui;
+pub mod ui_session;
 
 pub use routes::{Listener, router};
 pub use server::{Limits, Shed, serve};

@@ -75,6 +75,7 @@ pub fn document() -> Value {
         let security = match r.access {
             Access::Anonymous => json!([]),
             Access::Token => json!([{"bearer": []}]),
+            Access::Session => json!([{"bearer": []}, {"session": []}]),
         };
         let mut responses = Map::new();
         let mut success = json!({"description": "success"});
@@ -94,7 +95,7 @@ pub fn document() -> Value {
                 json!({"description": "nothing was created (an empty list)"}),
             );
         }
-        if r.access == Access::Token {
+        if r.access != Access::Anonymous {
             responses.insert(
                 "401".into(),
                 json!({"$ref": "#/components/responses/Problem"}),
@@ -138,7 +139,10 @@ pub fn document() -> Value {
         },
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "session": {"type": "apiKey", "in": "cookie", "name": super::ui_session::COOKIE, "description": "The status page's session (POST /ui/api/session); state-changing requests also need its X-CSRF-Token header. Accepted by /ui/api routes only."}
+            },
             "responses": {"Problem": {"description": "RFC 7807 problem", "content": {"application/problem+json": {"schema": {
                 "type": "object",
                 "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "error": {"type": "string"}},

@@ -27,6 +27,10 @@ pub enum Access {
     Anonymous,
     /// Needs a valid bearer token.
     Token,
+    /// The status page's routes (`/ui/api`): a bearer token, or the page's
+    /// session cookie with its CSRF token on state-changing requests. No
+    /// other route accepts that cookie (see `ui_session`).
+    Session,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +113,7 @@ pub fn table() -> Vec<Route> {
     t.extend(super::firmware::routes());
     t.extend(super::console::routes());
     t.extend(super::store::routes());
+    t.extend(super::ui::routes());
     t
 }
 
@@ -391,6 +396,18 @@ pub fn io() -> Vec<(&'static str, Io)> {
         "GET /remote-console/consoles/{xname}" => status().query(&["mode", "follow", "lines"]),
         "GET /remote-console/hostkeys" => out(json::<super::console::HostKeyList>()),
         "DELETE /remote-console/hostkeys/{bmc}" => out(json::<ConsoleHostKey>()),
+        "GET /ui" => out(opaque("text/html")),
+        "GET /ui/static/{file}" => out(opaque("text/javascript")).or(opaque("text/css")),
+        "POST /ui/api/session" => inout(json::<super::ui_session::SignIn>(), json::<super::ui_session::SessionInfo>()),
+        "GET /ui/api/session" => out(json::<super::ui_session::SessionInfo>()),
+        "DELETE /ui/api/session" => status(),
+        "GET /ui/api/cluster" => out(json::<super::ui::ClusterView>()),
+        "GET /ui/api/events" => out(opaque("text/event-stream")),
+        "GET /ui/api/nodes/{xname}" => out(json::<super::ui::NodeView>()),
+        "GET /ui/api/nodes/{xname}/console" => out(text()).query(&["lines:integer"]),
+        "GET /ui/api/discovery" => out(json::<DiscoveryJobs>()),
+        "GET /ui/api/dhcp" => out(json::<super::ui::DhcpView>()),
+        "POST /ui/api/power" => inout(json::<super::ui::PowerIn>(), json::<TransitionCreated>()),
     }
 }
 
@@ -502,6 +519,12 @@ pub fn router(state: AppState, listener: Listener) -> Router {
         if route.access == Access::Token && !anonymous_metrics {
             handler =
                 handler.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        }
+        if route.access == Access::Session {
+            handler = handler.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                super::ui_session::require_session,
+            ));
         }
         r = r.route(route.path, handler);
     }

@@ -39,6 +39,8 @@ pub struct Shared {
     pub firmware: Arc<crate::firmware::Firmware>,
     /// Serial consoles: sessions, logs, viewers.
     pub consoles: Arc<crate::console::Consoles>,
+    /// The status page's sessions and event streams.
+    pub ui: super::ui_session::UiState,
 }
 
 /// Cheap to clone; handlers take it as `State<AppState>`.

@@ -853,6 +853,9 @@ struct Inner {
     kind: &'static str,
     /// Becomes true when the writer thread has ended, for whatever reason.
     stopped: tokio::sync::watch::Sender<bool>,
+    /// The generation of the latest published snapshot, for readers that
+    /// follow changes (the status page's event stream) without polling.
+    published: tokio::sync::watch::Sender<u64>,
     /// Told the row count of each committed batch (see `observe_commits`).
     commit_observer: std::sync::OnceLock<fn(usize)>,
 }
@@ -889,6 +892,7 @@ impl Store {
             kind: db.kind(),
             commit_observer: std::sync::OnceLock::new(),
             stopped: tokio::sync::watch::Sender::new(false),
+            published: tokio::sync::watch::Sender::new(generation),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         // Weak: a follower must not keep the writer alive once every
@@ -992,6 +996,12 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Follows the published generation: the receiver wakes after each
+    /// commit (several commits in between wake it once).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.published.subscribe()
     }
 
     /// Resolves once the writer thread has ended (it only does while
@@ -1186,6 +1196,7 @@ fn follow(db: &mut dyn Backend, inner: &Inner, feed: Feed) -> Result<(), StoreEr
     inner
         .current
         .store(Arc::new(Snapshot { generation, model }));
+    inner.published.send_replace(generation);
     if let Some(observe) = inner.commit_observer.get() {
         observe(rows);
     }
@@ -1243,6 +1254,7 @@ fn commit_batch(db: &mut dyn Backend, inner: &Inner, jobs: Vec<Job>) {
                 inner
                     .current
                     .store(Arc::new(Snapshot { generation, model }));
+                inner.published.send_replace(generation);
                 // The old model's replaced nodes go now, not after the
                 // replies, so what the observer triggers sees them gone.
                 drop(current);

@@ -552,6 +552,7 @@ pub(super) mod tests {
             let state = AppState(Arc::new(Shared {
                 consoles,
                 firmware,
+                ui: Default::default(),
                 store,
                 root_pem: String::new(),
                 root_fingerprint: String::new(),
