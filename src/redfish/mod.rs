@@ -21,6 +21,7 @@ pub mod crawl;
 mod error;
 pub mod json;
 pub mod sim;
+pub mod simssh;
 
 pub use client::{
     Bmc, ClientOptions, Credentials, ProbeError, RootInfo, Transport, base_url, probe,
