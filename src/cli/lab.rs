@@ -829,6 +829,9 @@ fn status(global: &Global, dir: &Path) -> anyhow::Result<()> {
             "ago": rec["last_seen_ms"].as_i64().map(|t| format!("{:.1}s", (now_ms - t) as f64 / 1000.0)),
             "steps": step_summary(&rec),
             "console": console,
+            // The appliance's pointer for a boot that has not phoned home.
+            "console_log": rec["console"]["log"],
+            "console_tail": rec["console"]["tail"],
             "record": rec,
         }));
     }
@@ -843,6 +846,7 @@ fn status(global: &Global, dir: &Path) -> anyhow::Result<()> {
                 ("AGO", "/ago"),
                 ("STEPS (s after the first)", "/steps"),
                 ("CONSOLE", "/console"),
+                ("CONSOLE LOG", "/console_log"),
             ],
             &rows,
         ),
