@@ -98,6 +98,10 @@ done
 curl -sf -o /dev/null "http://127.0.0.1:$NODE_PORT/healthz" || die "openchami did not start: $(tail -5 "$tmp/server.log")"
 token=$("$OPENCHAMI_BIN" --config "$tmp/config.toml" token issue --ttl 1h)
 
+# A listener and a connection per console in the load program.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[[ $(ulimit -n) == unlimited || $(ulimit -n) -ge $((CONSOLES * 2 + 64)) ]] ||
+  die "the descriptor limit $(ulimit -n) is too low for $CONSOLES consoles"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs, shared with whatever else runs)"
 "$LOAD_BIN" --api "https://127.0.0.1:$API_PORT" --ca "$tmp/state/ca/root.crt" --token "$token" \
   --pid "$server_pid" --state-dir "$tmp/state" --consoles "$CONSOLES" --first "$FIRST" \
