@@ -233,6 +233,49 @@ async fn ws(h: &Harness, token: &str, query: &str) -> Result<Ws, (u16, String)> 
     .await)
 }
 
+async fn boot_steps_point_to_the_console(h: &Harness, log_path: &Path) {
+    use openchami::boot::steps::{Caller, Step};
+    let steps = &h.app().state.boot_steps;
+    let now = chrono::Utc::now().timestamp_millis();
+    let caller = |name: &str| Caller {
+        name: Some(name.into()),
+        mac: None,
+        ip: None,
+    };
+    let other = "x1000c0s9b0n0";
+    steps.record(&caller(NODE), Step::Dhcp, "DISCOVER", now);
+    steps.record(&caller(NODE), Step::Kernel, "/artifacts/vmlinuz", now + 1);
+    steps.record(&caller(other), Step::Kernel, "/artifacts/vmlinuz", now);
+    let recs = h.api.get_json("/boot/v1/boot-steps").await;
+    let rec = |name: &str| {
+        recs.as_array()
+            .and_then(|a| a.iter().find(|r| r["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no record of {name}: {recs}"))
+    };
+    let mine = rec(NODE);
+    assert_eq!(
+        mine["console"]["tail"],
+        format!("/remote-console/consoles/{NODE}?mode=tail&lines=100"),
+        "{mine}"
+    );
+    assert_eq!(
+        mine["console"]["log"],
+        log_path.display().to_string(),
+        "{mine}"
+    );
+    assert!(
+        rec(other).get("console").is_none(),
+        "no console, no pointer: {recs}"
+    );
+    steps.record(&caller(NODE), Step::PhoneHome, "/phone-home", now + 2);
+    let done = h
+        .api
+        .get_json(&format!("/boot/v1/boot-steps?name={NODE}"))
+        .await;
+    assert!(done[0].get("console").is_none(), "phoned home: {done}");
+}
+
 /// Reads frames until their text (binary or text frames) contains
 /// `needle`; returns everything read.
 async fn read_until(w: &mut Ws, needle: &str) -> String {
@@ -416,6 +459,10 @@ async fn scenario(bmc: &mut FakeBmc, port: u16) {
         .cloned()
         .expect("host key pinned");
     assert!(pin.fingerprint.starts_with("SHA256:"), "{pin:?}");
+
+    // Boot-step records of a boot that stopped point to the console log,
+    // only for a node with a console and only until it phones home.
+    boot_steps_point_to_the_console(&h, &log_path).await;
 
     // Interactive round trip; one writer at a time; read-only tokens only watch.
     let mut w = ws(&h, &admin, "").await.expect("interactive");

@@ -9,7 +9,12 @@
 //! phone-home. Each node prints its xname (from the boot script's command
 //! line) and its hostname (from the meta-data) on its serial console; the test
 //! reads both consoles, the appliance's phone-home records and boot-step
-//! records, and then checks that `lab down` leaves no namespace, tap or
+//! records. Each VM's serial port is also its virtual BMC's SSH console
+//! (Redfish `SerialConsole.SSH`), which the appliance's console service
+//! keeps open and logs: the marker is read back through
+//! `/remote-console/consoles/{xname}?mode=tail` with a WebSocket client of
+//! the test's own, through `openchami console --tail` and `lab console`.
+//! Then the test checks that `lab down` leaves no namespace, tap or
 //! process behind. Any missing step fails with both serial logs, the
 //! appliance log and `lab status` in the message.
 //!
@@ -21,7 +26,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde_json::Value;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_openchami");
 /// Whole boot of both nodes under TCG on a busy 2-core machine: normally
@@ -217,6 +227,88 @@ fn strip_terminal_codes(s: &str) -> String {
     out
 }
 
+/// The whole console log of `xname`, read through the appliance's
+/// `/remote-console` WebSocket in tail mode (the server closes when done).
+async fn ws_tail(env: &[(String, String)], token: &str, xname: &str) -> Result<String, String> {
+    let var = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let pem = std::fs::read_to_string(var("OPENCHAMI_CACERT")).map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(common::tls_config(&pem))
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .get(format!(
+            "{}/remote-console/consoles/{xname}?mode=tail",
+            var("OPENCHAMI_URL")
+        ))
+        .version(reqwest::Version::HTTP_11)
+        .bearer_auth(token)
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.status() != 101 {
+        let st = resp.status();
+        return Err(format!("{st}: {}", resp.text().await.unwrap_or_default()));
+    }
+    let up = resp.upgrade().await.map_err(|e| e.to_string())?;
+    let mut ws = WebSocketStream::from_raw_socket(
+        up,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    let mut seen = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(m) = ws.next().await {
+            match m.map_err(|e| e.to_string())? {
+                Message::Text(t) => seen.push_str(&t),
+                Message::Binary(b) => seen.push_str(&String::from_utf8_lossy(&b)),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        Ok::<_, String>(())
+    })
+    .await;
+    match read {
+        Ok(r) => r.map(|()| seen),
+        Err(_) => Err(format!("tail did not end within 20 s; read {seen:?}")),
+    }
+}
+
+/// Retries `read` until its text holds `needle` (the appliance's console
+/// log trails the serial file by a moment), for at most 30 s.
+fn eventually(
+    what: &str,
+    needle: &str,
+    mut read: impl FnMut() -> Result<String, String>,
+) -> String {
+    let t = Instant::now();
+    loop {
+        let got = read();
+        if let Ok(text) = &got
+            && strip_terminal_codes(text).contains(needle)
+        {
+            return strip_terminal_codes(text);
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            return format!("{what} never showed {needle:?}; last read: {got:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// `KEY=value` of a marker line.
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
@@ -348,6 +440,47 @@ fn bios_and_uefi_nodes_boot_through_the_appliance_and_leave_nothing_behind() {
             lab.report(&xnames)
         );
     }
+
+    // The consoles through the appliance: the BMC's SSH console, the
+    // console log, the WebSocket API and the CLI, as on hardware.
+    let token = openchami(
+        &["token", "issue", "--ttl", "30m"],
+        &env,
+        Duration::from_secs(30),
+    );
+    assert!(token.status.success(), "{}", text(&token));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for (x, _, _) in &nodes {
+        let marker = &markers[x];
+        let ws = eventually("the WebSocket tail", marker, || {
+            rt.block_on(ws_tail(&env, &token, x))
+        });
+        assert!(ws.contains(marker), "{x}: {ws}{}", lab.report(&xnames));
+        let cli = eventually("openchami console --tail", marker, || {
+            let o = openchami(&["console", x, "--tail"], &env, Duration::from_secs(30));
+            if o.status.success() {
+                Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+            } else {
+                Err(text(&o))
+            }
+        });
+        assert!(cli.contains(marker), "{x}: {cli}{}", lab.report(&xnames));
+    }
+    let x = nodes[0].0;
+    let lab_console = openchami(
+        &["lab", "console", x, "--no-follow", "--dir", &lab.dir_arg()],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(
+        strip_terminal_codes(&text(&lab_console)).contains(&markers[x]),
+        "lab console {x}: {}",
+        text(&lab_console)
+    );
 
     // The appliance's own records: phone-home with the node's hostname, and
     // every step of the chain in the boot-step records.

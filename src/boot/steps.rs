@@ -106,9 +106,43 @@ pub struct NodeSteps {
     pub last_step: Option<Step>,
     pub last_seen_ms: i64,
     pub steps: BTreeMap<Step, Seen>,
+    /// Where to read the node's serial console, for a boot that has not
+    /// phoned home (stopped, or still on its way) of a node that has a
+    /// console; filled in by the API from the console service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleLog>,
     /// `ip` as an address, to see whether it changed without formatting.
     #[serde(skip)]
     pub last_ip: Option<IpAddr>,
+}
+
+/// A pointer to a node's console log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct ConsoleLog {
+    /// The API path that prints the log's end (a WebSocket, as
+    /// `openchami console <xname> --tail --lines 100` reads it).
+    pub tail: String,
+    /// The log file on the appliance's host.
+    pub log: String,
+}
+
+impl NodeSteps {
+    /// Whether the boot is worth a look at the console: a known node whose
+    /// boot has not reached phone-home, the last step.
+    pub fn wants_console(&self) -> bool {
+        !self.name.is_empty() && self.last_step != Some(Step::PhoneHome)
+    }
+
+    /// Points the record at `log`, the node's console log, when it wants it.
+    pub fn point_to_console(&mut self, log: Option<&std::path::Path>) {
+        self.console = match log {
+            Some(p) if self.wants_console() => Some(ConsoleLog {
+                tail: format!("/remote-console/consoles/{}?mode=tail&lines=100", self.name),
+                log: p.display().to_string(),
+            }),
+            _ => None,
+        };
+    }
 }
 
 /// Who a caller is, as far as the inventory tells.
@@ -304,6 +338,7 @@ impl BootSteps {
                     last_step: None,
                     last_seen_ms: at_ms,
                     steps: BTreeMap::new(),
+                    console: None,
                     last_ip: None,
                 },
             );
@@ -404,6 +439,62 @@ mod tests {
     use crate::inventory::Store;
     use crate::inventory::model::{BootConfig, Component, EthernetInterface};
     use crate::inventory::model::{IpAddressMapping, Lease};
+
+    #[test]
+    fn a_boot_that_did_not_phone_home_points_to_the_console() {
+        let rec = |name: &str, last: Option<Step>| NodeSteps {
+            name: name.into(),
+            mac: String::new(),
+            ip: String::new(),
+            boot_started_ms: 0,
+            last_step: last,
+            last_seen_ms: 0,
+            steps: BTreeMap::new(),
+            console: None,
+            last_ip: None,
+        };
+        let log = std::path::Path::new("/var/lib/openchami/consoles/console.x1c0s0b0n0");
+        // (case, xname, last step, console log, pointer?)
+        let table = [
+            (
+                "stopped at the kernel",
+                "x1c0s0b0n0",
+                Some(Step::Kernel),
+                Some(log),
+                true,
+            ),
+            (
+                "stopped at DHCP",
+                "x1c0s0b0n0",
+                Some(Step::Dhcp),
+                Some(log),
+                true,
+            ),
+            (
+                "phoned home",
+                "x1c0s0b0n0",
+                Some(Step::PhoneHome),
+                Some(log),
+                false,
+            ),
+            ("no console", "x1c0s0b0n0", Some(Step::Kernel), None, false),
+            ("unknown caller", "", Some(Step::Dhcp), Some(log), false),
+        ];
+        for (case, name, last, l, want) in table {
+            let mut r = rec(name, last);
+            r.point_to_console(l);
+            assert_eq!(r.console.is_some(), want, "{case}");
+            let v = serde_json::to_value(&r).unwrap();
+            assert_eq!(v.get("console").is_some(), want, "{case}: {v}");
+            if let Some(c) = r.console {
+                assert_eq!(
+                    c.tail,
+                    "/remote-console/consoles/x1c0s0b0n0?mode=tail&lines=100"
+                );
+                assert_eq!(c.log, log.display().to_string());
+            }
+        }
+    }
 
     async fn model() -> Store {
         let store = Store::open_in_memory().unwrap();

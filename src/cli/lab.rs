@@ -6,7 +6,7 @@
 //! nodes then boot through the appliance alone. `status` reads the
 //! appliance's boot-step records, the same ones a real cluster has.
 
-use std::io::{Read as _, Seek as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -21,7 +21,9 @@ use super::output::{Format, table};
 use super::{Global, NodeAddArgs};
 use crate::config::Config;
 use crate::lab::plan::{self, Firmware, FirmwareMix, Lab};
-use crate::lab::supervise::{API_PORT, BMC_PORT, BMC_USER, NODE_PORT, OVMF_CODE, OVMF_VARS};
+use crate::lab::supervise::{
+    API_PORT, BMC_PORT, BMC_SSH_PORT, BMC_USER, NODE_PORT, OVMF_CODE, OVMF_VARS,
+};
 use crate::lab::{self, SupervisorInfo, image, net};
 
 /// Where labs live unless `--dir` says otherwise.
@@ -33,12 +35,16 @@ pub enum LabCmd {
     Up(UpArgs),
     /// Nodes, power and the last boot step each reached
     Status(DirArg),
-    /// Print a node's serial console (and follow it)
+    /// Print a node's serial console (and follow it) from the appliance's
+    /// console log, as `openchami console <xname> --tail --follow` does
     Console {
         xname: String,
         /// Print what is there and exit
         #[arg(long)]
         no_follow: bool,
+        /// Attach to the console and type (Ctrl-] leaves)
+        #[arg(long, conflicts_with = "no_follow")]
+        interactive: bool,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -107,8 +113,18 @@ pub fn run(global: &Global, cmd: LabCmd) -> anyhow::Result<()> {
         LabCmd::Console {
             xname,
             no_follow,
+            interactive,
             dir,
-        } => console(&dir.dir, &xname, !no_follow),
+        } => {
+            let mode = if interactive {
+                ConsoleMode::Interactive
+            } else if no_follow {
+                ConsoleMode::Print
+            } else {
+                ConsoleMode::Follow
+            };
+            console(global, &dir.dir, &xname, mode)
+        }
         LabCmd::Down(d) => {
             need_root("lab down")?;
             down(&d.dir)
@@ -218,7 +234,14 @@ interfaces = ["{br}"]
 [[dhcp.subnets]]
 cidr = "{net}/{prefix}"
 pool = "{lo}-{hi}"
+
+# The virtual BMCs' SSH consoles: found soon after discovery, retried soon.
+[console]
+ssh_port = {ssh}
+refresh_secs = 2
+backoff_max_secs = 10
 "#,
+        ssh = BMC_SSH_PORT,
         br = plan::BRIDGE,
         net = plan::addr(0),
         prefix = plan::PREFIX,
@@ -806,6 +829,9 @@ fn status(global: &Global, dir: &Path) -> anyhow::Result<()> {
             "ago": rec["last_seen_ms"].as_i64().map(|t| format!("{:.1}s", (now_ms - t) as f64 / 1000.0)),
             "steps": step_summary(&rec),
             "console": console,
+            // The appliance's pointer for a boot that has not phoned home.
+            "console_log": rec["console"]["log"],
+            "console_tail": rec["console"]["tail"],
             "record": rec,
         }));
     }
@@ -820,6 +846,7 @@ fn status(global: &Global, dir: &Path) -> anyhow::Result<()> {
                 ("AGO", "/ago"),
                 ("STEPS (s after the first)", "/steps"),
                 ("CONSOLE", "/console"),
+                ("CONSOLE LOG", "/console_log"),
             ],
             &rows,
         ),
@@ -858,53 +885,58 @@ fn kept_consoles(dir: &Path) -> Vec<String> {
     v
 }
 
-fn console(dir: &Path, xname: &str, follow: bool) -> anyhow::Result<()> {
+/// How `lab console` shows a console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConsoleMode {
+    Print,
+    Follow,
+    Interactive,
+}
+
+/// A running lab's console goes through the appliance (the BMC's SSH
+/// console, the console log, `/remote-console`), as on hardware; after
+/// `down` the serial file the lab kept is shown.
+fn console(global: &Global, dir: &Path, xname: &str, mode: ConsoleMode) -> anyhow::Result<()> {
     let dir = absolute(dir)?;
-    // After `down` the lab file is gone but the consoles stay: show them.
-    let path = match Lab::load(&dir) {
-        Ok(lab) if lab.nodes.iter().any(|n| n.xname == xname) => lab.serial_log(xname),
-        Ok(_) => bail!("{xname} is not a node of the lab in {}", dir.display()),
-        Err(_) => {
-            let kept = kept_consoles(&dir);
-            if !kept.iter().any(|k| k == xname) {
-                bail!(
-                    "no lab in {} and no kept console of {xname} (kept: {})",
-                    dir.display(),
-                    if kept.is_empty() {
-                        "none".to_string()
-                    } else {
-                        kept.join(", ")
-                    }
-                );
-            }
-            dir.join("nodes").join(xname).join("serial.log")
+    let running = SupervisorInfo::load(&dir).is_some_and(|i| lab::alive(i.pid));
+    match Lab::load(&dir) {
+        Ok(lab) if !lab.nodes.iter().any(|n| n.xname == xname) => {
+            bail!("{xname} is not a node of the lab in {}", dir.display())
         }
-    };
-    let mut pos = 0u64;
-    loop {
-        if let Ok(mut f) = std::fs::File::open(&path) {
-            let len = f.metadata()?.len();
-            if len < pos {
-                pos = 0;
-            }
-            if len > pos {
-                f.seek(std::io::SeekFrom::Start(pos))?;
-                let mut buf = Vec::new();
-                f.take(len - pos).read_to_end(&mut buf)?;
-                pos = len;
-                super::write_stdout(&buf);
-            }
-        } else if !follow {
-            bail!("{xname} has no console output yet");
+        Ok(_) if running => {
+            let (client, _) = lab_client(global, &dir)?;
+            let args = super::console::ConsoleArgs {
+                target: xname.to_string(),
+                forget_host_key: false,
+                tail: mode != ConsoleMode::Interactive,
+                follow: mode == ConsoleMode::Follow,
+                lines: None,
+            };
+            let out = runtime()?.block_on(super::console::run(&client, global.output, args))?;
+            super::write_stdout(out.as_bytes());
+            Ok(())
         }
-        if !follow {
-            return Ok(());
-        }
-        if SupervisorInfo::load(&dir).is_none_or(|i| !lab::alive(i.pid)) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        _ => kept_console(&dir, xname),
     }
+}
+
+/// The serial file a lab that is down kept.
+fn kept_console(dir: &Path, xname: &str) -> anyhow::Result<()> {
+    let kept = kept_consoles(dir);
+    if !kept.iter().any(|k| k == xname) {
+        bail!(
+            "no running lab in {} and no kept console of {xname} (kept: {})",
+            dir.display(),
+            if kept.is_empty() {
+                "none".to_string()
+            } else {
+                kept.join(", ")
+            }
+        );
+    }
+    let text = std::fs::read(dir.join("nodes").join(xname).join("serial.log"))?;
+    super::write_stdout(&text);
+    Ok(())
 }
 
 fn env_lines(dir: &Path) -> anyhow::Result<String> {
@@ -992,8 +1024,8 @@ mod tests {
         std::fs::create_dir_all(&node).unwrap();
         std::fs::write(node.join("serial.log"), "booted\n").unwrap();
         assert_eq!(kept_consoles(dir.path()), vec!["x1000c0s0b0n0"]);
-        console(dir.path(), "x1000c0s0b0n0", false).unwrap();
-        let e = console(dir.path(), "x1000c0s9b0n0", false).unwrap_err();
+        kept_console(dir.path(), "x1000c0s0b0n0").unwrap();
+        let e = kept_console(dir.path(), "x1000c0s9b0n0").unwrap_err();
         assert!(e.to_string().contains("kept: x1000c0s0b0n0"), "{e}");
     }
 

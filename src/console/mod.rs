@@ -573,6 +573,13 @@ impl Consoles {
         Ok(old)
     }
 
+    /// The log file of `node`'s console, when it has one.
+    pub fn log_path(&self, node: &str) -> Option<PathBuf> {
+        let hubs = self.hubs.read().unwrap_or_else(|e| e.into_inner());
+        let hub = hubs.get(node)?;
+        Some(lock(&hub.state).log.path().to_path_buf())
+    }
+
     pub fn last_change(&self) -> chrono::DateTime<chrono::Utc> {
         *lock(&self.changed)
     }

@@ -498,7 +498,12 @@ async fn dumpstate(State(st): State<AppState>) -> Response {
 }
 
 async fn boot_steps(State(st): State<AppState>, q: QueryPairs) -> Response {
-    axum::Json(st.boot_steps.query(q.first("name"))).into_response()
+    let mut recs = st.boot_steps.query(q.first("name"));
+    for r in recs.iter_mut().filter(|r| r.wants_console()) {
+        let log = st.consoles.log_path(&r.name);
+        r.point_to_console(log.as_deref());
+    }
+    axum::Json(recs).into_response()
 }
 
 async fn history(State(st): State<AppState>, q: QueryPairs) -> Response {

@@ -68,6 +68,12 @@ impl Lab {
         self.node_dir(xname).join("serial.log")
     }
 
+    /// The VM's serial port (qemu's chardev socket; the BMC's SSH console
+    /// is its one client).
+    pub fn serial_socket(&self, xname: &str) -> PathBuf {
+        self.node_dir(xname).join("serial.sock")
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
     }

@@ -27,6 +27,7 @@ use tokio::process::{Child, Command};
 use super::plan::{self, Firmware, Lab, LabNode};
 use super::{APPLIANCE_CONFIG, APPLIANCE_LOG, CONTROL_SOCKET, SUPERVISOR_FILE, SupervisorInfo};
 use crate::redfish::sim::{PowerHook, SimBmcs, SimConfig};
+use crate::redfish::simssh::{self, ConsoleFeed, SshConsoles, SshSimConfig};
 
 /// API port of the appliance inside the lab.
 pub const API_PORT: u16 = 8443;
@@ -34,6 +35,10 @@ pub const NODE_PORT: u16 = 27778;
 /// The virtual BMCs: Redfish over HTTPS, as real ones.
 pub const BMC_PORT: u16 = 443;
 pub const BMC_USER: &str = "admin";
+/// The virtual BMCs' serial console over SSH (Redfish `SerialConsole.SSH`):
+/// port 22 of the BMC's address, where the appliance's console service
+/// looks by default.
+pub const BMC_SSH_PORT: u16 = 22;
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
@@ -94,6 +99,7 @@ async fn supervise(lab: Lab, fwd: std::net::TcpListener) -> anyhow::Result<()> {
     }
     let power = Arc::new(Power::new(lab.clone()));
     let bmcs = start_bmcs(&lab, power.clone()).await?;
+    let consoles = start_consoles(&lab, &power).await?;
     let control = UnixListener::bind(lab.dir.join(CONTROL_SOCKET))?;
     let info = SupervisorInfo {
         pid: std::process::id(),
@@ -127,6 +133,7 @@ async fn supervise(lab: Lab, fwd: std::net::TcpListener) -> anyhow::Result<()> {
     };
     tracing::info!(reason = ?end, "tearing the lab down");
     bmcs.shutdown().await;
+    consoles.shutdown().await;
     power.all_off().await;
     stop(&mut appliance, Duration::from_secs(10)).await;
     match end {
@@ -221,13 +228,26 @@ async fn serve_control(conn: tokio::net::UnixStream, power: Arc<Power>) {
 pub struct Power {
     lab: Lab,
     running: Mutex<HashMap<String, u32>>,
+    /// Each node's serial port as its BMC's SSH console serves it.
+    feeds: HashMap<String, ConsoleFeed>,
+    /// Keystrokes typed on each console, taken by its serial bridge.
+    keys: Mutex<HashMap<String, tokio::sync::mpsc::Receiver<bytes::Bytes>>>,
 }
 
 impl Power {
     pub fn new(lab: Lab) -> Power {
+        let mut feeds = HashMap::new();
+        let mut keys = HashMap::new();
+        for n in &lab.nodes {
+            let (f, k) = ConsoleFeed::new();
+            feeds.insert(n.xname.clone(), f);
+            keys.insert(n.xname.clone(), k);
+        }
         Power {
             lab,
             running: Mutex::new(HashMap::new()),
+            feeds,
+            keys: Mutex::new(keys),
         }
     }
 
@@ -277,18 +297,23 @@ impl Power {
                 .with_context(|| format!("cannot copy {OVMF_VARS} (install ovmf)"))?;
         }
         let serial = self.lab.serial_log(xname);
+        let socket = self.lab.serial_socket(xname);
+        let _ = std::fs::remove_file(&socket);
         let log = log_file(&dir.join("qemu.log"))?;
         {
             use std::io::Write as _;
-            let mut s = log_file(&serial)?;
-            let _ = writeln!(
-                s,
-                "\r\n=== openchami lab: power on {} at {} ===\r",
+            let banner = format!(
+                "\r\n=== openchami lab: power on {} at {} ===\r\n",
                 xname,
                 chrono::Utc::now().to_rfc3339()
             );
+            let mut s = log_file(&serial)?;
+            let _ = s.write_all(banner.as_bytes());
+            if let Some(f) = self.feeds.get(xname) {
+                let _ = f.output.send(bytes::Bytes::from(banner));
+            }
         }
-        let args = qemu_args(&self.lab, &node, &dir, &serial);
+        let args = qemu_args(&self.lab, &node, &dir, &serial, &socket);
         let mut child = Command::new("timeout")
             .args(["-k", "5"])
             .arg(self.lab.node_timeout_secs.to_string())
@@ -401,6 +426,7 @@ impl PowerHook for LabHook {
 /// its Reset wired to the node's qemu.
 async fn start_bmcs(lab: &Lab, power: Arc<Power>) -> anyhow::Result<SimBmcs> {
     let mut cfg = SimConfig::loopback(0);
+    cfg.ssh_console_port = Some(BMC_SSH_PORT);
     cfg.addrs = lab
         .nodes
         .iter()
@@ -414,10 +440,83 @@ async fn start_bmcs(lab: &Lab, power: Arc<Power>) -> anyhow::Result<SimBmcs> {
         .context("cannot start the virtual BMCs")
 }
 
+/// Each BMC's SSH console on its address, port 22 (host key made now,
+/// the BMC's credentials), and a bridge per node between its console and
+/// its VM's serial socket, reconnecting as the VM comes and goes.
+async fn start_consoles(lab: &Lab, power: &Arc<Power>) -> anyhow::Result<SshConsoles> {
+    let cfg = SshSimConfig {
+        addrs: lab
+            .nodes
+            .iter()
+            .map(|n| std::net::SocketAddr::from((n.bmc_ip, BMC_SSH_PORT)))
+            .collect(),
+        username: BMC_USER.into(),
+        password: lab.bmc_password.clone(),
+        host_key: simssh::host_key()?,
+    };
+    let feeds: Vec<ConsoleFeed> = lab
+        .nodes
+        .iter()
+        .filter_map(|n| power.feeds.get(&n.xname).cloned())
+        .collect();
+    let consoles = SshConsoles::start(cfg, feeds)
+        .await
+        .context("cannot start the virtual BMCs' SSH consoles")?;
+    let mut keys = power.keys.lock().unwrap_or_else(|p| p.into_inner());
+    for n in &lab.nodes {
+        if let (Some(feed), Some(k)) = (power.feeds.get(&n.xname), keys.remove(&n.xname)) {
+            tokio::spawn(serial_bridge(lab.serial_socket(&n.xname), feed.clone(), k));
+        }
+    }
+    Ok(consoles)
+}
+
+/// Copies a VM's serial output to its console feed and keystrokes back,
+/// for each VM that comes up on the socket; keystrokes while no VM runs
+/// are dropped, as a real serial line drops them.
+async fn serial_bridge(
+    socket: PathBuf,
+    feed: ConsoleFeed,
+    mut keys: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok(conn) = tokio::net::UnixStream::connect(&socket).await else {
+            while keys.try_recv().is_ok() {}
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let (mut r, mut w) = conn.into_split();
+        loop {
+            tokio::select! {
+                n = r.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let _ = feed.output.send(bytes::Bytes::copy_from_slice(&buf[..n]));
+                    }
+                },
+                Some(k) = keys.recv() => {
+                    if w.write_all(&k).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The qemu command line of a node: no disks, PXE from a virtio NIC on its
-/// tap, serial console appended to its log, and no reboot (a node that
-/// powers off stays off, as the BMC then reports).
-pub fn qemu_args(lab: &Lab, node: &LabNode, dir: &Path, serial: &Path) -> Vec<String> {
+/// tap, serial port on a socket (its BMC's console connects there) and
+/// appended to its log, and no reboot (a node that powers off stays off, as
+/// the BMC then reports).
+pub fn qemu_args(
+    lab: &Lab,
+    node: &LabNode,
+    dir: &Path,
+    serial: &Path,
+    socket: &Path,
+) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |s: &str| a.push(s.to_string());
     push("-name");
@@ -434,7 +533,11 @@ pub fn qemu_args(lab: &Lab, node: &LabNode, dir: &Path, serial: &Path) -> Vec<St
     push("none");
     push("-no-reboot");
     push("-chardev");
-    push(&format!("file,id=ser0,path={},append=on", serial.display()));
+    push(&format!(
+        "socket,id=ser0,path={},server=on,wait=off,logfile={},logappend=on",
+        socket.display(),
+        serial.display()
+    ));
     push("-serial");
     push("chardev:ser0");
     push("-netdev");
@@ -485,6 +588,7 @@ mod tests {
             &ns[0],
             Path::new("/lab/n0"),
             Path::new("/lab/n0/serial.log"),
+            Path::new("/lab/n0/serial.sock"),
         )
         .join(" ");
         assert!(bios.contains("-accel tcg"));
@@ -497,11 +601,14 @@ mod tests {
             &ns[1],
             Path::new("/lab/n1"),
             Path::new("/lab/n1/serial.log"),
+            Path::new("/lab/n1/serial.sock"),
         )
         .join(" ");
         assert!(uefi.contains(OVMF_CODE));
         assert!(uefi.contains("file=/lab/n1/ovmf_vars.fd"));
         assert!(uefi.contains("romfile="));
-        assert!(uefi.contains("path=/lab/n1/serial.log,append=on"));
+        assert!(uefi.contains(
+            "socket,id=ser0,path=/lab/n1/serial.sock,server=on,wait=off,logfile=/lab/n1/serial.log,logappend=on"
+        ));
     }
 }

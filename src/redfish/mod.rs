@@ -24,6 +24,7 @@ pub mod firmware;
 pub mod json;
 pub mod powercap;
 pub mod sim;
+pub mod simssh;
 
 pub use client::{
     Bmc, ClientOptions, Credentials, ProbeError, RootInfo, Transport, base_url, probe,

@@ -78,6 +78,9 @@ pub struct SimConfig {
     pub power_on: bool,
     /// Power limits and firmware updates (`sim/update.rs`).
     pub updates: SimUpdates,
+    /// The port of the host serial console the BMC serves over SSH
+    /// (`simssh`), advertised as Redfish's `SerialConsole`; `None`: none.
+    pub ssh_console_port: Option<u16>,
 }
 
 impl SimConfig {
@@ -96,6 +99,7 @@ impl SimConfig {
             ignore_graceful_shutdown: false,
             power_on: false,
             updates: SimUpdates::default(),
+            ssh_console_port: None,
         }
     }
 
@@ -574,6 +578,35 @@ async fn login(shared: &Shared, bmc: &BmcState, req: Request<Incoming>) -> Resp 
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
+/// ComputerSystem `SerialConsole` (Redfish's HostSerialConsole): the host
+/// console over SSH on `port` when there is one.
+fn host_serial_console(port: Option<u16>) -> Value {
+    match port {
+        Some(p) => json!({
+            "MaxConcurrentSessions": 1,
+            "SSH": {"ServiceEnabled": true, "Port": p, "SharedWithManagerCLI": false},
+            "IPMI": {"ServiceEnabled": false},
+        }),
+        None => json!({
+            "MaxConcurrentSessions": 0,
+            "SSH": {"ServiceEnabled": false},
+            "IPMI": {"ServiceEnabled": false},
+        }),
+    }
+}
+
+/// Manager `SerialConsole` (Redfish's CommandShell shape).
+fn manager_serial_console(port: Option<u16>) -> Value {
+    match port {
+        Some(_) => {
+            json!({"ServiceEnabled": true, "MaxConcurrentSessions": 1, "ConnectTypesSupported": ["SSH"]})
+        }
+        None => {
+            json!({"ServiceEnabled": false, "MaxConcurrentSessions": 0, "ConnectTypesSupported": []})
+        }
+    }
+}
+
 fn system_index(shared: &Shared, id: &str) -> Option<usize> {
     let k: usize = id.parse().ok()?;
     (k < shared.config.systems_per_bmc.max(1)).then_some(k)
@@ -629,6 +662,7 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
                 "ProcessorSummary": {"Count": 2, "Model": "Sim CPU"},
                 "MemorySummary": {"TotalSystemMemoryGiB": 64},
                 "EthernetInterfaces": link(&format!("{path}/EthernetInterfaces")),
+                "SerialConsole": host_serial_console(shared.config.ssh_console_port),
                 "Links": {
                     "Chassis": [link("/redfish/v1/Chassis/1")],
                     "ManagedBy": [link("/redfish/v1/Managers/BMC")],
@@ -666,7 +700,7 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
             "Model": "SimBMC",
             "UUID": format!("5ee1b3c0-0000-4000-8001-{index:012x}"),
             "EthernetInterfaces": link("/redfish/v1/Managers/BMC/EthernetInterfaces"),
-            "SerialConsole": {"ServiceEnabled": true, "ConnectTypesSupported": ["IPMI"]},
+            "SerialConsole": manager_serial_console(shared.config.ssh_console_port),
             "CommandShell": {"ServiceEnabled": false},
             "Actions": {"#Manager.Reset": {
                 "target": "/redfish/v1/Managers/BMC/Actions/Manager.Reset",
