@@ -43,6 +43,7 @@ mod console;
 mod dhcp;
 mod discover;
 mod dns;
+mod hw;
 mod lab;
 mod metadata;
 mod output;
@@ -124,6 +125,9 @@ pub enum Command {
     /// What the DNS server answers: lookups and the whole zone
     #[command(subcommand)]
     Dns(dns::DnsCmd),
+    /// Hardware inventory: FRUs at and under an xname, and their history
+    #[command(subcommand)]
+    Hw(hw::HwCmd),
     /// Serial consoles: `console list`, `console <xname>` (interactive, Ctrl-] leaves),
     /// `console <xname> --tail [--follow] [--lines N]`
     Console(console::ConsoleArgs),

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_metadata_v2.sql"),
     include_str!("migrations/0008_tokens.sql"),
     include_str!("migrations/0009_consoles.sql"),
+    include_str!("migrations/0010_hardware_inventory.sql"),
 ];
 
 pub struct Db {

@@ -25,6 +25,7 @@ use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 
 use super::DomainError;
+use super::hwinv::{HwFru, HwHist, HwLoc};
 use super::model::{
     BmcCredential, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
     ClusterDefaults, Component, ComponentEndpoint, ConsoleHostKey, EthernetInterface, Group,
@@ -57,6 +58,9 @@ pub enum Table {
     RefreshFamilies,
     MetadataResources,
     ConsoleHostKeys,
+    HwLocations,
+    HwFrus,
+    HwHistory,
 }
 
 impl Table {
@@ -82,6 +86,9 @@ impl Table {
             Table::RefreshFamilies => "oauth_refresh_families",
             Table::MetadataResources => "metadata_resources",
             Table::ConsoleHostKeys => "console_host_keys",
+            Table::HwLocations => "hw_locations",
+            Table::HwFrus => "hw_frus",
+            Table::HwHistory => "hw_history",
         }
     }
 }
@@ -197,6 +204,12 @@ pub struct Model {
     pub refresh_families: OrdMap<String, RefreshFamily>,
     /// Pinned console SSH host keys by BMC xname.
     pub console_host_keys: OrdMap<String, ConsoleHostKey>,
+    /// Hardware inventory locations by xname.
+    pub hw_locs: OrdMap<String, Arc<HwLoc>>,
+    /// Hardware inventory FRUs by FRU ID.
+    pub hw_frus: OrdMap<String, Arc<HwFru>>,
+    /// Hardware inventory history events in order.
+    pub hw_history: OrdMap<u64, HwHist>,
 }
 
 impl Model {
@@ -751,6 +764,41 @@ impl<'a> Txn<'a> {
         self.record::<ConsoleHostKey>(Table::ConsoleHostKeys, bmc, None);
         Some(old)
     }
+
+    pub fn put_hw_loc(&mut self, l: impl Into<Arc<HwLoc>>) {
+        let l = l.into();
+        self.record(Table::HwLocations, &l.id, Some(&l));
+        self.model.hw_locs.insert(l.id.clone(), l);
+    }
+
+    pub fn delete_hw_loc(&mut self, id: &str) -> Option<Arc<HwLoc>> {
+        let old = self.model.hw_locs.remove(id)?;
+        self.record::<HwLoc>(Table::HwLocations, id, None);
+        Some(old)
+    }
+
+    pub fn put_hw_fru(&mut self, f: impl Into<Arc<HwFru>>) {
+        let f = f.into();
+        self.record(Table::HwFrus, &f.fru_id, Some(&f));
+        self.model.hw_frus.insert(f.fru_id.clone(), f);
+    }
+
+    pub fn delete_hw_fru(&mut self, id: &str) -> Option<Arc<HwFru>> {
+        let old = self.model.hw_frus.remove(id)?;
+        self.record::<HwFru>(Table::HwFrus, id, None);
+        Some(old)
+    }
+
+    pub fn put_hw_hist(&mut self, h: HwHist) {
+        self.record(Table::HwHistory, &hist_key(h.seq), Some(&h));
+        self.model.hw_history.insert(h.seq, h);
+    }
+
+    pub fn delete_hw_hist(&mut self, seq: u64) -> Option<HwHist> {
+        let old = self.model.hw_history.remove(&seq)?;
+        self.record::<HwHist>(Table::HwHistory, &hist_key(seq), None);
+        Some(old)
+    }
 }
 
 /// The stored document of a row, if the row exists. Serialising our own
@@ -784,7 +832,18 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
         Table::RefreshFamilies => ser(m.refresh_families.get(key)),
         Table::MetadataResources => ser(m.metadata_resources.get(key)),
         Table::ConsoleHostKeys => ser(m.console_host_keys.get(key)),
+        Table::HwLocations => ser(m.hw_locs.get(key)),
+        Table::HwFrus => ser(m.hw_frus.get(key)),
+        Table::HwHistory => key
+            .parse::<u64>()
+            .ok()
+            .and_then(|k| ser(m.hw_history.get(&k))),
     }
+}
+
+/// A history event's row key: zero-padded, so rows load in event order.
+fn hist_key(seq: u64) -> String {
+    format!("{seq:020}")
 }
 
 /// The key of the single cluster-defaults row.
@@ -1027,6 +1086,15 @@ fn load_model(db: &Db) -> Result<Model, StoreError> {
     }
     for k in load_table::<ConsoleHostKey>(db, Table::ConsoleHostKeys)? {
         txn.put_console_host_key(k);
+    }
+    for l in load_table::<HwLoc>(db, Table::HwLocations)? {
+        txn.put_hw_loc(l);
+    }
+    for f in load_table::<HwFru>(db, Table::HwFrus)? {
+        txn.put_hw_fru(f);
+    }
+    for h in load_table::<HwHist>(db, Table::HwHistory)? {
+        txn.put_hw_hist(h);
     }
     Ok(model)
 }

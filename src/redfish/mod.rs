@@ -19,8 +19,10 @@
 mod client;
 pub mod crawl;
 mod error;
+pub mod hardware;
 pub mod json;
 pub mod sim;
+pub mod sim_hardware;
 
 pub use client::{
     Bmc, ClientOptions, Credentials, ProbeError, RootInfo, Transport, base_url, probe,

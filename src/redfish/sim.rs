@@ -73,6 +73,9 @@ pub struct SimConfig {
     pub ignore_graceful_shutdown: bool,
     /// Power state of every system at start.
     pub power_on: bool,
+    /// Field-replaceable units per System (`sim_hardware`); `None` serves
+    /// only Systems, Managers, Chassis and NICs.
+    pub hardware: Option<super::sim_hardware::HardwareConfig>,
 }
 
 impl SimConfig {
@@ -90,6 +93,7 @@ impl SimConfig {
             sessions: true,
             ignore_graceful_shutdown: false,
             power_on: false,
+            hardware: None,
         }
     }
 
@@ -158,6 +162,7 @@ struct Shared {
     bmcs: Vec<BmcState>,
     next_session: AtomicU64,
     rng: AtomicU64,
+    hardware: super::sim_hardware::State,
 }
 
 /// Running simulated BMCs.
@@ -208,6 +213,7 @@ impl SimBmcs {
             bmcs,
             next_session: AtomicU64::new(1),
             rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+            hardware: Default::default(),
         });
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -280,6 +286,12 @@ impl SimBmcs {
             .get(bmc)
             .and_then(|b| b.resets.lock().ok().map(|r| r.clone()))
             .unwrap_or_default()
+    }
+
+    /// The field-replaceable units: swap them between slots, withhold a
+    /// collection (see `sim_hardware`).
+    pub fn hardware(&self) -> &super::sim_hardware::State {
+        &self.shared.hardware
     }
 
     /// Stops every listener and closes open connections.
@@ -606,7 +618,7 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
         ["Systems", id] => {
             let k = system_index(shared, id)?;
             let on = shared.power(index, k);
-            Some(json!({
+            let mut v = json!({
                 "@odata.id": path,
                 "@odata.type": "#ComputerSystem.v1_13_0.ComputerSystem",
                 "Id": id,
@@ -629,7 +641,11 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
                     "target": format!("{path}/Actions/ComputerSystem.Reset"),
                     "ResetType@Redfish.AllowableValues": ALLOWED,
                 }},
-            }))
+            });
+            if shared.config.hardware.is_some() {
+                super::sim_hardware::system_links(path, &mut v);
+            }
+            Some(v)
         }
         ["Systems", id, "EthernetInterfaces"] => {
             system_index(shared, id)?;
@@ -687,7 +703,8 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
             "/redfish/v1/Chassis",
             vec!["/redfish/v1/Chassis/1".into()],
         )),
-        ["Chassis", "1"] => Some(json!({
+        ["Chassis", "1"] => {
+            let mut v = json!({
             "@odata.id": path,
             "Id": "1",
             "ChassisType": "RackMount",
@@ -699,8 +716,17 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
             "Links": {"ComputerSystems": (0..systems)
                 .map(|k| link(&format!("/redfish/v1/Systems/{k}")))
                 .collect::<Vec<_>>()},
-        })),
-        _ => None,
+            });
+            if shared.config.hardware.is_some() {
+                super::sim_hardware::chassis_links(path, &mut v);
+            }
+            Some(v)
+        }
+        _ => shared.config.hardware.as_ref().and_then(|h| {
+            super::sim_hardware::resource(h, &shared.hardware, index, path, &parts, |id| {
+                system_index(shared, id)
+            })
+        }),
     }
 }
 
