@@ -220,7 +220,52 @@ async fn discovery_fills_the_hardware_inventory_and_records_moves() {
         .map(|c| c["History"].as_array().unwrap().len())
         .sum();
     assert_eq!(n, 60 + 8);
+
+    // The CLI: a node's FRUs as a table, a FRU's history as JSON.
+    let out = cli(&h, &["hw", "show", n0]).await;
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&format!("{n0}d3")) && table.contains("Hynix"),
+        "{table}"
+    );
+    assert_eq!(table.matches(" Memory ").count(), 16, "{table}");
+    let out = cli(&h, &["-o", "json", "hw", "history", &dimm_fru]).await;
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["History"].as_array().map(Vec::len), Some(3), "{v}");
+    let out = cli(&h, &["hw", "history", &format!("{n1}d3")]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Detected"));
     s.shutdown().await;
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_openchami");
+
+async fn cli(h: &Harness, args: &[&str]) -> std::process::Output {
+    let cfg = h.state_dir().join("client.toml");
+    std::fs::write(&cfg, "").expect("client config");
+    let mut c = tokio::process::Command::new(BIN);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("OPENCHAMI_") || k.ends_with("_ACCESS_TOKEN") {
+            c.env_remove(&k);
+        }
+    }
+    c.arg("--url")
+        .arg(h.api_base())
+        .arg("--cacert")
+        .arg(h.state_dir().join("ca/root.crt"))
+        .arg("--token")
+        .arg(&h.token)
+        .arg("--config")
+        .arg(&cfg)
+        .args(args)
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(60), c.output())
+        .await
+        .expect("CLI in time")
+        .expect("CLI runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
