@@ -436,7 +436,7 @@ pub fn collect(t: &mut Txn<'_>, source: &str, locs: &[LocIn]) -> Collected {
             out.removed += 1;
         }
         if !fru.is_empty() {
-            let known = t.model().hw_history.values().any(|h| h.fru_id == fru);
+            let known = t.model().hw_hist_frus.contains_key(&fru);
             if known {
                 event(t, &l.id, &fru, DETECTED);
                 out.moved += 1;

@@ -210,6 +210,8 @@ pub struct Model {
     pub hw_frus: OrdMap<String, Arc<HwFru>>,
     /// Hardware inventory history events in order.
     pub hw_history: OrdMap<u64, HwHist>,
+    /// FRU ID → how many history events name it (is a FRU known?).
+    pub hw_hist_frus: OrdMap<String, usize>,
 }
 
 impl Model {
@@ -791,11 +793,24 @@ impl<'a> Txn<'a> {
 
     pub fn put_hw_hist(&mut self, h: HwHist) {
         self.record(Table::HwHistory, &hist_key(h.seq), Some(&h));
-        self.model.hw_history.insert(h.seq, h);
+        *self.model.hw_hist_frus.entry(h.fru_id.clone()).or_default() += 1;
+        if let Some(old) = self.model.hw_history.insert(h.seq, h) {
+            self.unindex_hist(&old);
+        }
+    }
+
+    fn unindex_hist(&mut self, h: &HwHist) {
+        if let Some(n) = self.model.hw_hist_frus.get_mut(&h.fru_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.model.hw_hist_frus.remove(&h.fru_id);
+            }
+        }
     }
 
     pub fn delete_hw_hist(&mut self, seq: u64) -> Option<HwHist> {
         let old = self.model.hw_history.remove(&seq)?;
+        self.unindex_hist(&old);
         self.record::<HwHist>(Table::HwHistory, &hist_key(seq), None);
         Some(old)
     }
