@@ -2,8 +2,8 @@
 //!
 //! Naming follows upstream's xname rules under each node: processors
 //! `p<k>`, accelerators `a<k>`, memory `d<k>`, drives `g<storage>k<k>`,
-//! numbered in the BMC's member order; the node's enclosure is `e0` of its
-//! slot, with power supplies `e0t<k>`. PCIe devices and storage controllers
+//! numbered in the BMC's member order; the node's enclosure is `e<b>` of its
+//! slot for BMC `b<b>`, with power supplies `e<b>t<k>`. PCIe devices and storage controllers
 //! have no xname of their own upstream and ride in the node's location
 //! details (`PCIeDevices`, `StorageControllers`).
 
@@ -121,7 +121,10 @@ impl Found {
             && xname::type_of(&slot) == Some(HmsType::ComputeModule)
             && let Some((loc, fru)) = &self.enclosure
         {
-            let enc = format!("{slot}e0");
+            // One enclosure per BMC: BMCs sharing a slot (`b0`, `b1`) each
+            // report their own chassis, so `b<k>` gets `e<k>`.
+            let k = bmc.rsplit('b').next().unwrap_or("0");
+            let enc = format!("{slot}e{k}");
             out.extend(LocIn::new(
                 &enc,
                 loc.clone(),
