@@ -514,6 +514,48 @@ pub fn delete_history(t: &mut Txn<'_>, doomed: impl Fn(&HwHist) -> bool) -> usiz
     seqs.len()
 }
 
+/// A location with its FRU in upstream's shape, serialised straight from
+/// the snapshot (a list of 30,000 copies no record).
+pub struct LocView<'a>(pub &'a Model, pub &'a HwLoc);
+
+/// A FRU in upstream's shape, serialised from the snapshot.
+pub struct FruView<'a>(pub &'a HwFru);
+
+impl Serialize for LocView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (m, l) = (self.0, self.1);
+        let p = HmsType::parse(&l.kind).and_then(prefix).unwrap_or("");
+        let fru = m.hw_frus.get(&l.fru_id);
+        let mut o = s.serialize_map(Some(6 + usize::from(fru.is_some())))?;
+        o.serialize_entry("ID", &l.id)?;
+        o.serialize_entry("Type", &l.kind)?;
+        o.serialize_entry("Ordinal", &l.ordinal)?;
+        o.serialize_entry("Status", &l.status)?;
+        o.serialize_entry("HWInventoryByLocationType", &format!("HWInvByLoc{p}"))?;
+        o.serialize_entry(&format!("{p}LocationInfo"), &l.location_info)?;
+        if let Some(f) = fru {
+            o.serialize_entry("PopulatedFRU", &FruView(f))?;
+        }
+        o.end()
+    }
+}
+
+impl Serialize for FruView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let f = self.0;
+        let p = HmsType::parse(&f.kind).and_then(prefix).unwrap_or("");
+        let mut o = s.serialize_map(Some(5))?;
+        o.serialize_entry("FRUID", &f.fru_id)?;
+        o.serialize_entry("Type", &f.kind)?;
+        o.serialize_entry("Subtype", &f.subtype)?;
+        o.serialize_entry("HWInventoryByFRUType", &format!("HWInvByFRU{p}"))?;
+        o.serialize_entry(&format!("{p}FRUInfo"), &f.fru_info)?;
+        o.end()
+    }
+}
+
 /// A location with its FRU, in upstream's shape.
 pub fn loc_json(m: &Model, l: &HwLoc) -> Value {
     let kind = HmsType::parse(&l.kind);

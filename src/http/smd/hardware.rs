@@ -191,12 +191,12 @@ fn pairs(q: &QueryPairs) -> impl Fn(&str) -> Vec<String> + '_ {
 async fn list(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let f = Filter::from_query(pairs(&q))?;
     let snap = st.store.snapshot();
-    let out: Vec<Value> = snap
+    let out: Vec<hwinv::LocView> = snap
         .hw_locs
         .values()
         .map(Arc::as_ref)
         .filter(|l| f.matches_loc(&snap, l))
-        .map(|l| hwinv::loc_json(&snap, l))
+        .map(|l| hwinv::LocView(&snap, l))
         .collect();
     Ok(axum::Json(out).into_response())
 }
@@ -244,11 +244,11 @@ async fn query(
 async fn fru_list(State(st): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let f = Filter::from_query(pairs(&q))?;
     let snap = st.store.snapshot();
-    let out: Vec<Value> = snap
+    let out: Vec<hwinv::FruView> = snap
         .hw_frus
         .values()
         .filter(|x| f.matches_fru(x))
-        .map(|x| hwinv::fru_json(x))
+        .map(|x| hwinv::FruView(x))
         .collect();
     Ok(axum::Json(out).into_response())
 }
