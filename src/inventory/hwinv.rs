@@ -1024,6 +1024,30 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_hardware_inventory_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inv.db");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .write(|t| {
+                    collect(t, "x1c0s0b0", &[dimm("x1c0s0b0n0", 0, "A0")]);
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let s = store.snapshot();
+        let fru = "Memory.Hynix.HMA84GR7AFR4N.A0";
+        assert_eq!(s.hw_locs["x1c0s0b0n0d0"].fru_id, fru);
+        assert_eq!(s.hw_locs["x1c0s0b0n0d0"].source, "x1c0s0b0");
+        assert!(s.hw_frus.contains_key(fru));
+        assert_eq!(s.hw_history.len(), 1);
+        assert_eq!(s.hw_hist_frus.get(fru), Some(&1));
+    }
+
     #[test]
     fn post_bodies_are_checked_as_upstream() {
         let ok = json!({"Hardware": [{"ID": "x9999c7t9", "CMMRectifierLocationInfo": {"Name": "R9"},
