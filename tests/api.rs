@@ -2076,7 +2076,7 @@ async fn smd_answers_as_upstream() {
     // Routes not built here answer 501 whatever the method.
     for path in [
         "/hsm/v2/Inventory/Discover",
-        "/hsm/v2/Inventory/Hardware/x1000c0s0b0n0",
+        "/hsm/v2/sysinfo/powermaps/x1000c0s0b0n0",
         "/hsm/v2/locks/lock",
         "/hsm/v2/locks/service/reservations/renew",
     ] {

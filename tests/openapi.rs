@@ -91,10 +91,6 @@ fn document_is_well_formed() {
 /// with a bare status.
 const STATUS_ONLY: &[&str] = &[
     "GET /hsm/v2/service/liveness",
-    "GET /hsm/v2/Inventory/Hardware",
-    "GET /hsm/v2/Inventory/Hardware/{xname}",
-    "GET /hsm/v2/Inventory/HardwareByFRU",
-    "GET /hsm/v2/Inventory/HardwareByFRU/{fruid}",
     "GET /hsm/v2/Inventory/Discover",
     "GET /hsm/v2/Inventory/DiscoveryStatus",
     "GET /hsm/v2/Subscriptions/SCN",

@@ -141,8 +141,14 @@ impl Emulator {
              SUSHY_EMULATOR_FAKE_DRIVER = True\n\
              SUSHY_EMULATOR_STATE_DIR = '{d}/state'\n\
              SUSHY_EMULATOR_FEATURE_SET = 'full'\n\
-             SUSHY_EMULATOR_FAKE_SYSTEMS = [{}]\n",
+             SUSHY_EMULATOR_FAKE_SYSTEMS = [{}]\n\
+             SUSHY_EMULATOR_STORAGE = {{'{s0}': [{{'Id': '1', 'Name': 'Local Storage Controller', \
+               'StorageControllers': [{{'MemberId': '0', 'Name': 'Contoso Integrated RAID', 'SpeedGbps': 12}}], \
+               'Drives': ['32ADF365C6C1B7BD']}}]}}\n\
+             SUSHY_EMULATOR_DRIVES = {{('{s0}', '1'): [{{'Id': '32ADF365C6C1B7BD', 'Name': 'Drive Sample', \
+               'CapacityBytes': 899527000000, 'Protocol': 'SAS'}}]}}\n",
             systems.join(", "),
+            s0 = SYSTEMS[0].0,
             d = d.display()
         );
         std::fs::write(d.join("emu.conf"), conf).expect("write config");
@@ -427,6 +433,60 @@ async fn collect_writes_components_nids_macs_and_endpoints() {
     assert_eq!(snap.redfish_endpoints.len(), 1);
     assert_eq!(snap.components[&format!("{BMC}n1")].nid, Some(2));
     assert_eq!(snap.interfaces.len(), 2);
+}
+
+/// What sushy-tools serves of a System's units (Storage and Drives from
+/// its static storage driver, for the first System only) lands in the
+/// hardware inventory; what it links but does not serve (Memory: 404; the
+/// second System's Storage: 500) is reported, not fatal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulators_units_fill_the_hardware_inventory() {
+    let Some((_emu, h, done)) = collected_emulator().await else {
+        return;
+    };
+    let notes = done["bmcs"][0]["notes"].to_string();
+    assert!(notes.contains("/Memory: HTTP 404"), "{done}");
+    assert!(
+        notes.contains(&format!("{}/Storage: HTTP 500", SYSTEMS[1].0)),
+        "{done}"
+    );
+    // Two nodes, the drive, the enclosure chassis.
+    assert_eq!(done["bmcs"][0]["fru_locations"], 4, "{done}");
+    let nodes = h.api.get_json("/hsm/v2/Inventory/Hardware?type=Node").await;
+    let mut uuids: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["PopulatedFRU"]["NodeFRUInfo"]["UUID"].as_str().unwrap())
+        .collect();
+    uuids.sort();
+    assert_eq!(uuids, vec![SYSTEMS[0].0, SYSTEMS[1].0]);
+    let drives = h
+        .api
+        .get_json("/hsm/v2/Inventory/Hardware?type=Drive")
+        .await;
+    assert_eq!(drives.as_array().unwrap().len(), 1, "{drives}");
+    let d = &drives[0];
+    assert_eq!(d["ID"], format!("{BMC}n0g0k0"));
+    assert_eq!(d["DriveLocationInfo"]["Id"], "32ADF365C6C1B7BD");
+    assert_eq!(d["PopulatedFRU"]["FRUID"], "Drive.Contoso.C1231111.1234570");
+    assert_eq!(
+        d["PopulatedFRU"]["DriveFRUInfo"]["CapacityBytes"],
+        899527000000_u64
+    );
+    let node = h
+        .api
+        .get_json(&format!("/hsm/v2/Inventory/Hardware/{BMC}n0"))
+        .await;
+    assert_eq!(
+        node["NodeLocationInfo"]["StorageControllers"][0]["Manufacturer"],
+        "Contoso"
+    );
+    let hist = h
+        .api
+        .get_json("/hsm/v2/Inventory/HardwareByFRU/History/Drive.Contoso.C1231111.1234570")
+        .await;
+    assert_eq!(hist["History"][0]["EventType"], "Added");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,7 +110,7 @@ api_call PUT /discovery/v1/credentials/default '{"username": "root", "password":
 # routes the contract answers with 501 (not_a_server_error counts any 5xx),
 # and the status page's event stream, which never ends (tests/ui.rs
 # follows it in a browser).
-not_implemented='^/(hsm/v2/(Inventory/(Hardware|HardwareByFRU|Discover|DiscoveryStatus)|Subscriptions/SCN|locks|sysinfo/powermaps)|ui/api/events)'
+not_implemented='^/(hsm/v2/(Inventory/(Discover|DiscoveryStatus)|Subscriptions/SCN|locks|sysinfo/powermaps)|ui/api/events)'
 
 # Run from the scratch directory: schemathesis keeps its replay cache in
 # the working directory.

@@ -54,6 +54,7 @@ pub async fn dispatch(client: &Client, format: Format, command: Command) -> anyh
         Command::Dhcp(cmd) => super::dhcp::run(client, format, cmd).await,
         Command::Dns(cmd) => super::dns::run(client, format, cmd).await,
         Command::Firmware(cmd) => super::firmware::run(client, format, cmd).await,
+        Command::Hw(cmd) => super::hw::run(client, format, cmd).await,
         Command::Console(args) => super::console::run(client, format, args).await,
         Command::Discover(cmd) => super::discover::run(client, format, cmd).await,
         Command::Power(cmd) => super::power::run(client, format, cmd).await,

@@ -44,6 +44,7 @@ mod dhcp;
 mod discover;
 mod dns;
 mod firmware;
+mod hw;
 mod lab;
 mod metadata;
 mod output;
@@ -133,6 +134,9 @@ pub enum Command {
     /// BMC firmware: `firmware list [xname]`, `firmware update --image F --targets X|GROUP`
     #[command(subcommand)]
     Firmware(firmware::FirmwareCmd),
+    /// Hardware inventory: FRUs at and under an xname, and their history
+    #[command(subcommand)]
+    Hw(hw::HwCmd),
     /// Serial consoles: `console list`, `console <xname>` (interactive, Ctrl-] leaves),
     /// `console <xname> --tail [--follow] [--lines N]`
     Console(console::ConsoleArgs),

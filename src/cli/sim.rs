@@ -44,6 +44,10 @@ pub struct SimArgs {
     /// Systems start powered on
     #[arg(long)]
     pub power_on: bool,
+    /// Serve full hardware trees: 2 CPUs, 16 DIMMs, 4 GPUs, 4 drives, PCIe
+    /// devices and 2 power supplies per System
+    #[arg(long)]
+    pub hardware: bool,
 }
 
 pub fn run(args: &SimArgs) -> ExitCode {
@@ -61,6 +65,9 @@ pub fn run(args: &SimArgs) -> ExitCode {
     cfg.tls = !args.no_tls;
     cfg.sessions = !args.no_sessions;
     cfg.power_on = args.power_on;
+    if args.hardware {
+        cfg.hardware = Some(Default::default());
+    }
     let rt = match super::serve::runtime() {
         Ok(r) => r,
         Err(code) => return code,
@@ -103,6 +110,8 @@ pub fn run(args: &SimArgs) -> ExitCode {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
+        let requests: u64 = (0..sims.addrs().len()).map(|k| sims.requests(k)).sum();
+        println!("requests answered: {requests}");
         sims.shutdown().await;
         ExitCode::SUCCESS
     })

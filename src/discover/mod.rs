@@ -16,6 +16,7 @@
 //! copies every part of the inventory it touches.
 
 pub mod credentials;
+pub mod hardware;
 pub mod naming;
 pub mod payload;
 pub mod targets;
@@ -83,6 +84,13 @@ pub struct BmcReport {
     pub redfish_version: String,
     pub systems: usize,
     pub macs: usize,
+    /// Hardware inventory locations (nodes, processors, accelerators,
+    /// memory, drives, enclosure, power supplies) written for this BMC.
+    pub fru_locations: usize,
+    /// What the BMC did not let the crawl read (a collection missing or
+    /// answering an error): collected without it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
@@ -561,6 +569,8 @@ impl Discovery {
             .map(|s| s.nics.len())
             .chain(crawl.managers.iter().map(|m| m.nics.len()))
             .sum();
+        report.notes = hardware::Found::notes(&crawl);
+        let found = Arc::new(hardware::Found::from_crawl(&crawl));
 
         let ip = t.ip.map(|i| i.to_string()).unwrap_or_default();
         let mac = payload::bmc_mac(&crawl, &ip).or_else(|| t.lease_mac.clone());
@@ -587,12 +597,16 @@ impl Discovery {
             mac.as_deref().unwrap_or(""),
             &crawl,
         );
-        match self.write(writes, &xname, &doc, &creds.password).await {
-            Ok(()) => {
+        match self
+            .write(writes, &xname, &doc, &creds.password, found)
+            .await
+        {
+            Ok(n) => {
                 if let Some(items) = firmware {
                     crate::firmware::store_inventory(&self.store, &xname, items).await;
                 }
                 report.status = "collected".into();
+                report.fru_locations = n;
                 report
             }
             Err(e) => fail(report, "failed", format!("inventory refused it: {e}")),
@@ -609,7 +623,8 @@ impl Discovery {
         xname: &str,
         doc: &Value,
         password: &str,
-    ) -> Result<(), WriteError> {
+        hardware: Arc<hardware::Found>,
+    ) -> Result<usize, WriteError> {
         let mut e = endpoints::decode(doc)?;
         let sealed = self.secrets.seal(password).map_err(|err| {
             DomainError::Invalid(format!("the BMC password cannot be sealed: {err}"))
@@ -620,6 +635,7 @@ impl Discovery {
             .send(Write {
                 id: xname.to_string(),
                 endpoint: e,
+                hardware,
                 reply,
             })
             .map_err(|_| StoreError::Closed)?;
@@ -631,7 +647,9 @@ impl Discovery {
 struct Write {
     id: String,
     endpoint: EndpointIn,
-    reply: oneshot::Sender<Result<(), WriteError>>,
+    hardware: Arc<hardware::Found>,
+    /// Answered with the number of hardware locations written.
+    reply: oneshot::Sender<Result<usize, WriteError>>,
 }
 
 /// Crawled BMCs written per store write, at most.
@@ -658,9 +676,10 @@ async fn write_groups(store: &Store, mut queue: mpsc::UnboundedReceiver<Write>) 
 /// with its error and the rest are written again without it, so each BMC
 /// ends exactly as if it had been written alone, in queue order.
 async fn write_group(store: &Store, group: Vec<Write>) {
-    let (mut items, mut replies): (Vec<(String, EndpointIn)>, Vec<_>) = group
+    type Item = (String, EndpointIn, Arc<hardware::Found>);
+    let (mut items, mut replies): (Vec<Item>, Vec<_>) = group
         .into_iter()
-        .map(|w| ((w.id, w.endpoint), w.reply))
+        .map(|w| ((w.id, w.endpoint, w.hardware), w.reply))
         .unzip();
     while !items.is_empty() {
         let shared = Arc::new(std::mem::take(&mut items));
@@ -668,18 +687,20 @@ async fn write_group(store: &Store, group: Vec<Write>) {
         let (group, at) = (shared.clone(), failed_at.clone());
         let r = store
             .write(move |t| {
-                for (k, (id, e)) in group.iter().enumerate() {
-                    apply(t, id, e).inspect_err(|_| at.store(k, Ordering::Relaxed))?;
+                let mut written = Vec::with_capacity(group.len());
+                for (k, (id, e, hw)) in group.iter().enumerate() {
+                    let n = apply(t, id, e, hw).inspect_err(|_| at.store(k, Ordering::Relaxed))?;
+                    written.push(n);
                 }
-                Ok(())
+                Ok(written)
             })
             .await;
         items = Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
         let k = failed_at.load(Ordering::Relaxed);
         match r {
-            Ok(()) => {
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Ok(()));
+            Ok(written) => {
+                for (reply, n) in replies.drain(..).zip(written) {
+                    let _ = reply.send(Ok(n));
                 }
                 return;
             }
@@ -690,8 +711,8 @@ async fn write_group(store: &Store, group: Vec<Write>) {
             // Not one BMC's fault (storage, or a failure no BMC claimed):
             // each BMC is written alone and gets its own answer.
             Err(_) => {
-                for ((id, e), reply) in items.drain(..).zip(replies.drain(..)) {
-                    let r = store.write(move |t| apply(t, &id, &e)).await;
+                for ((id, e, hw), reply) in items.drain(..).zip(replies.drain(..)) {
+                    let r = store.write(move |t| apply(t, &id, &e, &hw)).await;
                     let _ = reply.send(r);
                 }
                 return;
@@ -700,13 +721,20 @@ async fn write_group(store: &Store, group: Vec<Write>) {
     }
 }
 
-/// `PUT` for a known BMC, `POST` for a new one.
-fn apply(t: &mut Txn<'_>, id: &str, e: &EndpointIn) -> Result<(), DomainError> {
+/// `PUT` for a known BMC, `POST` for a new one, then its hardware
+/// inventory; returns the number of hardware locations.
+fn apply(
+    t: &mut Txn<'_>,
+    id: &str,
+    e: &EndpointIn,
+    hw: &hardware::Found,
+) -> Result<usize, DomainError> {
     if t.model().redfish_endpoints.contains_key(id) {
-        endpoints::put(t, id, e).map(|_| ())
+        endpoints::put(t, id, e)?;
     } else {
-        endpoints::post(t, std::slice::from_ref(e)).map(|_| ())
+        endpoints::post(t, std::slice::from_ref(e))?;
     }
+    Ok(hw.apply(t, id).locations)
 }
 
 #[cfg(test)]
@@ -716,7 +744,7 @@ mod tests {
 
     /// The V2 write of BMC `k` (xname `x1c0s{k}b0`), whose node has MAC
     /// `02:00:00:00:00:0k`.
-    fn crawled(k: usize) -> (Write, oneshot::Receiver<Result<(), WriteError>>) {
+    fn crawled(k: usize) -> (Write, oneshot::Receiver<Result<usize, WriteError>>) {
         let crawl = redfish::Crawl {
             redfish_version: "1.6.0".into(),
             systems: vec![SystemInfo {
@@ -752,6 +780,7 @@ mod tests {
             Write {
                 id,
                 endpoint,
+                hardware: Arc::new(hardware::Found::from_crawl(&crawl)),
                 reply,
             },
             answer,

@@ -446,6 +446,109 @@ pub type Values = BTreeMap<String, Vec<String>>;
 /// first.
 pub type NodeInterfaces = Vec<EthernetInterface>;
 
+/// One hardware inventory location and the FRU in it. Besides the members
+/// below it carries exactly one `<Type>LocationInfo` object (for example
+/// `ProcessorLocationInfo`, `MemoryLocationInfo`, `NodeLocationInfo`): the
+/// location's details as the BMC reported them.
+#[derive(JsonSchema)]
+pub struct HwInvByLoc {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(rename = "Ordinal")]
+    pub ordinal: i64,
+    /// `Populated` or `Empty`.
+    #[serde(rename = "Status")]
+    pub status: String,
+    /// `HWInvByLoc<Type>`: names the `<Type>LocationInfo` member.
+    #[serde(rename = "HWInventoryByLocationType")]
+    pub location_type: String,
+    #[serde(rename = "PopulatedFRU")]
+    pub populated_fru: Option<HwInvByFru>,
+    /// `<Type>LocationInfo` and, with `Query/{xname}`'s nesting, the node's
+    /// `Processors`, `Memory`, `NodeAccels`, `Drives` arrays.
+    #[serde(flatten)]
+    pub info: AnyObject,
+}
+
+/// One field-replaceable unit. Besides the members below it carries exactly
+/// one `<Type>FRUInfo` object (Manufacturer, Model, PartNumber,
+/// SerialNumber and the type's other durable properties).
+#[derive(JsonSchema)]
+pub struct HwInvByFru {
+    /// `<Type>.<Manufacturer>.<PartNumber>.<SerialNumber>`, or
+    /// `FRUIDfor<xname>` for a unit that cannot be told apart.
+    #[serde(rename = "FRUID")]
+    pub fru_id: String,
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(rename = "Subtype")]
+    pub subtype: String,
+    /// `HWInvByFRU<Type>`: names the `<Type>FRUInfo` member.
+    #[serde(rename = "HWInventoryByFRUType")]
+    pub fru_type: String,
+    #[serde(flatten)]
+    pub info: AnyObject,
+}
+
+/// `POST /Inventory/Hardware`: locations with their `<Type>LocationInfo`
+/// and a `PopulatedFRU` with its `<Type>FRUInfo`. Type, Ordinal, Status,
+/// the discriminators and FRUID are derived from the ID and FRU info.
+#[derive(JsonSchema)]
+pub struct HwInvIn {
+    #[serde(rename = "Hardware")]
+    pub hardware: Vec<HwInvByLoc>,
+}
+
+/// `GET /Inventory/Hardware/Query/{xname}`: the locations found, one array
+/// per type (`Nodes`, `Processors`, `Memory`, `NodeAccels`, `Drives`,
+/// `NodeEnclosures`, `NodeEnclosurePowerSupplies`, `Chassis`, ...). With
+/// `NestNodesOnly` a node's subcomponents sit in arrays of the same names
+/// inside its entry.
+#[derive(JsonSchema)]
+pub struct SystemHwInventory {
+    #[serde(rename = "XName")]
+    pub xname: String,
+    /// `NestNodesOnly` or `FullyFlat`.
+    #[serde(rename = "Format")]
+    pub format: String,
+    #[serde(flatten)]
+    pub arrays: std::collections::BTreeMap<String, Vec<HwInvByLoc>>,
+}
+
+/// One hardware history event.
+#[derive(JsonSchema)]
+pub struct HwInvHist {
+    /// The location.
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "FRUID")]
+    pub fru_id: String,
+    #[serde(rename = "Timestamp")]
+    pub timestamp: String,
+    /// `Added`, `Removed`, `Scanned` or `Detected`.
+    #[serde(rename = "EventType")]
+    pub event_type: String,
+}
+
+/// The events of one location or FRU (`ID`), oldest first.
+#[derive(JsonSchema)]
+pub struct HwInvHistArray {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "History")]
+    pub history: Vec<HwInvHist>,
+}
+
+/// History grouped by location (`Hardware/History`) or FRU
+/// (`HardwareByFRU/History`).
+#[derive(JsonSchema)]
+pub struct HwInvHistResp {
+    #[serde(rename = "Components")]
+    pub components: Vec<HwInvHistArray>,
+}
+
 // ---- BSS (/boot/v1) ----------------------------------------------------
 
 /// A boot configuration as BSS shows it (`GET bootparameters`). Empty

@@ -8,6 +8,7 @@ pub mod components;
 pub mod endpoints;
 pub mod enums;
 pub mod groups;
+pub mod hwinv;
 pub mod identity;
 pub mod import;
 pub mod interfaces;

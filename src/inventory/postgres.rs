@@ -29,6 +29,7 @@ use super::store::{Change, StoreError, Table};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_store.sql"),
     include_str!("migrations/postgres/0002_firmware.sql"),
+    include_str!("migrations/postgres/0003_hardware_inventory.sql"),
 ];
 
 /// The notification channel commits announce their generation on.

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_tokens.sql"),
     include_str!("migrations/0009_consoles.sql"),
     include_str!("migrations/0010_firmware.sql"),
+    include_str!("migrations/0011_hardware_inventory.sql"),
 ];
 
 pub struct Db {

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::DomainError;
 use super::backend::{Backend, Feed};
+use super::hwinv::{HwFru, HwHist, HwLoc};
 use super::model::{
     BmcCredential, BmcFirmware, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
     ClusterDefaults, Component, ComponentEndpoint, ConsoleHostKey, EthernetInterface, Group,
@@ -59,11 +60,14 @@ pub enum Table {
     MetadataResources,
     ConsoleHostKeys,
     BmcFirmware,
+    HwLocations,
+    HwFrus,
+    HwHistory,
 }
 
 impl Table {
     /// Every table, in the order a model is loaded.
-    pub const ALL: [Table; 21] = [
+    pub const ALL: [Table; 24] = [
         Table::Components,
         Table::EthernetInterfaces,
         Table::RedfishEndpoints,
@@ -85,6 +89,9 @@ impl Table {
         Table::MetadataResources,
         Table::ConsoleHostKeys,
         Table::BmcFirmware,
+        Table::HwLocations,
+        Table::HwFrus,
+        Table::HwHistory,
     ];
 
     pub fn from_name(name: &str) -> Option<Table> {
@@ -114,6 +121,9 @@ impl Table {
             Table::MetadataResources => "metadata_resources",
             Table::ConsoleHostKeys => "console_host_keys",
             Table::BmcFirmware => "bmc_firmware",
+            Table::HwLocations => "hw_locations",
+            Table::HwFrus => "hw_frus",
+            Table::HwHistory => "hw_history",
         }
     }
 }
@@ -231,6 +241,14 @@ pub struct Model {
     pub console_host_keys: OrdMap<String, ConsoleHostKey>,
     /// Firmware inventories by BMC xname.
     pub bmc_firmware: OrdMap<String, BmcFirmware>,
+    /// Hardware inventory locations by xname.
+    pub hw_locs: OrdMap<String, Arc<HwLoc>>,
+    /// Hardware inventory FRUs by FRU ID.
+    pub hw_frus: OrdMap<String, Arc<HwFru>>,
+    /// Hardware inventory history events in order.
+    pub hw_history: OrdMap<u64, HwHist>,
+    /// FRU ID → how many history events name it (is a FRU known?).
+    pub hw_hist_frus: OrdMap<String, usize>,
 }
 
 impl Model {
@@ -790,6 +808,54 @@ impl<'a> Txn<'a> {
         self.record(Table::BmcFirmware, &f.bmc, Some(&f));
         self.model.bmc_firmware.insert(f.bmc.clone(), f);
     }
+
+    pub fn put_hw_loc(&mut self, l: impl Into<Arc<HwLoc>>) {
+        let l = l.into();
+        self.record(Table::HwLocations, &l.id, Some(&l));
+        self.model.hw_locs.insert(l.id.clone(), l);
+    }
+
+    pub fn delete_hw_loc(&mut self, id: &str) -> Option<Arc<HwLoc>> {
+        let old = self.model.hw_locs.remove(id)?;
+        self.record::<HwLoc>(Table::HwLocations, id, None);
+        Some(old)
+    }
+
+    pub fn put_hw_fru(&mut self, f: impl Into<Arc<HwFru>>) {
+        let f = f.into();
+        self.record(Table::HwFrus, &f.fru_id, Some(&f));
+        self.model.hw_frus.insert(f.fru_id.clone(), f);
+    }
+
+    pub fn delete_hw_fru(&mut self, id: &str) -> Option<Arc<HwFru>> {
+        let old = self.model.hw_frus.remove(id)?;
+        self.record::<HwFru>(Table::HwFrus, id, None);
+        Some(old)
+    }
+
+    pub fn put_hw_hist(&mut self, h: HwHist) {
+        self.record(Table::HwHistory, &hist_key(h.seq), Some(&h));
+        *self.model.hw_hist_frus.entry(h.fru_id.clone()).or_default() += 1;
+        if let Some(old) = self.model.hw_history.insert(h.seq, h) {
+            self.unindex_hist(&old);
+        }
+    }
+
+    fn unindex_hist(&mut self, h: &HwHist) {
+        if let Some(n) = self.model.hw_hist_frus.get_mut(&h.fru_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.model.hw_hist_frus.remove(&h.fru_id);
+            }
+        }
+    }
+
+    pub fn delete_hw_hist(&mut self, seq: u64) -> Option<HwHist> {
+        let old = self.model.hw_history.remove(&seq)?;
+        self.unindex_hist(&old);
+        self.record::<HwHist>(Table::HwHistory, &hist_key(seq), None);
+        Some(old)
+    }
 }
 
 /// The stored document of a row, if the row exists. Serialising our own
@@ -824,7 +890,18 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
         Table::MetadataResources => ser(m.metadata_resources.get(key)),
         Table::ConsoleHostKeys => ser(m.console_host_keys.get(key)),
         Table::BmcFirmware => ser(m.bmc_firmware.get(key)),
+        Table::HwLocations => ser(m.hw_locs.get(key)),
+        Table::HwFrus => ser(m.hw_frus.get(key)),
+        Table::HwHistory => key
+            .parse::<u64>()
+            .ok()
+            .and_then(|k| ser(m.hw_history.get(&k))),
     }
+}
+
+/// A history event's row key: zero-padded, so rows load in event order.
+fn hist_key(seq: u64) -> String {
+    format!("{seq:020}")
 }
 
 /// The key of the single cluster-defaults row.
@@ -1079,6 +1156,13 @@ fn apply_row(
             Table::MetadataResources => drop(txn.delete_metadata_record(key)),
             Table::ConsoleHostKeys => drop(txn.delete_console_host_key(key)),
             Table::BmcFirmware => drop(txn.model.bmc_firmware.remove(key)),
+            Table::HwLocations => drop(txn.delete_hw_loc(key)),
+            Table::HwFrus => drop(txn.delete_hw_fru(key)),
+            Table::HwHistory => {
+                if let Ok(seq) = key.parse() {
+                    txn.delete_hw_hist(seq);
+                }
+            }
         }
         return Ok(());
     };
@@ -1110,6 +1194,9 @@ fn apply_row(
         Table::MetadataResources => txn.put_metadata_record(parse(table, key, doc)?),
         Table::ConsoleHostKeys => txn.put_console_host_key(parse(table, key, doc)?),
         Table::BmcFirmware => txn.put_bmc_firmware(parse(table, key, doc)?),
+        Table::HwLocations => txn.put_hw_loc(parse::<HwLoc>(table, key, doc)?),
+        Table::HwFrus => txn.put_hw_fru(parse::<HwFru>(table, key, doc)?),
+        Table::HwHistory => txn.put_hw_hist(parse(table, key, doc)?),
     }
     Ok(())
 }

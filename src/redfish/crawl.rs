@@ -1,16 +1,19 @@
 //! Reading a BMC's inventory: Systems (and Systems linked from Chassis),
-//! Chassis, Managers and their Ethernet interfaces, and which of the
+//! Chassis, Managers and their Ethernet interfaces, each System's and
+//! Chassis' field-replaceable units (`hardware`), and which of the
 //! services SMD records (AccountService, SessionService, ...) it offers.
 //!
 //! A crawl is all or nothing: any request that fails (after its retries)
 //! fails the crawl, so a BMC that stops answering half-way never yields half
-//! an inventory. Only `404` on a member is read as "not there".
+//! an inventory. Only `404` on a member is read as "not there"; the
+//! hardware units are read more leniently (see `hardware`).
 
 use futures_util::future::try_join_all;
 use serde_json::Value;
 
 use super::client::{Bmc, ROOT};
 use super::error::{Error, ErrorKind};
+use super::hardware::{self, ChassisHardware, SystemHardware};
 use super::json::{self, at, clean, get, link, members, number, str_of, strings};
 
 /// Everything a crawl learnt about one BMC.
@@ -85,6 +88,8 @@ pub struct SystemInfo {
     /// The system's `SerialConsole` block as the BMC wrote it (see
     /// `redfish::console`).
     pub serial_console: Value,
+    /// Processors, Memory, Drives, PCIe devices (see `hardware`).
+    pub hardware: SystemHardware,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -110,7 +115,11 @@ pub struct ChassisInfo {
     pub serial: String,
     pub sku: String,
     pub asset_tag: String,
+    pub part_number: String,
+    pub name: String,
     pub systems: Vec<String>,
+    /// Power supplies (see `hardware`).
+    pub hardware: ChassisHardware,
 }
 
 /// A GET where `404` means "absent".
@@ -155,7 +164,12 @@ pub async fn crawl(bmc: &Bmc) -> Result<Crawl, Error> {
     let manager_paths = member_paths(&managers);
     let (chassis, fetched, managers) = futures_util::try_join!(
         try_join_all(chassis_paths.into_iter().map(|p| async move {
-            Ok::<_, Error>(get_opt(bmc, &p).await?.map(|v| chassis_info(&p, &v)))
+            let Some(v) = get_opt(bmc, &p).await? else {
+                return Ok::<_, Error>(None);
+            };
+            let mut info = chassis_info(&p, &v);
+            info.hardware = hardware::chassis(bmc, &v).await?;
+            Ok(Some(info))
         })),
         try_join_all(listed.iter().map(|p| system(bmc, p))),
         try_join_all(manager_paths.iter().map(|p| manager(bmc, p))),
@@ -219,7 +233,10 @@ fn chassis_info(path: &str, v: &Value) -> ChassisInfo {
         serial: str_of(v, "SerialNumber").into(),
         sku: str_of(v, "SKU").into(),
         asset_tag: str_of(v, "AssetTag").into(),
+        part_number: str_of(v, "PartNumber").into(),
+        name: str_of(v, "Name").into(),
         systems: json::list(at(v, &["Links", "ComputerSystems"])),
+        hardware: ChassisHardware::default(),
     }
 }
 
@@ -288,8 +305,11 @@ async fn system(bmc: &Bmc, path: &str) -> Result<Option<SystemInfo>, Error> {
     let Some(v) = get_opt(bmc, path).await? else {
         return Ok(None);
     };
-    let (reset, nics) =
-        futures_util::try_join!(reset_info(bmc, &v, "#ComputerSystem.Reset"), nics(bmc, &v))?;
+    let (reset, nics, hardware) = futures_util::try_join!(
+        reset_info(bmc, &v, "#ComputerSystem.Reset"),
+        nics(bmc, &v),
+        hardware::system(bmc, &v)
+    )?;
     Ok(Some(SystemInfo {
         path: clean(path),
         uuid: str_of(&v, "UUID").into(),
@@ -312,6 +332,7 @@ async fn system(bmc: &Bmc, path: &str) -> Result<Option<SystemInfo>, Error> {
         managers: json::list(at(&v, &["Links", "ManagedBy"])),
         nics,
         serial_console: get(&v, "SerialConsole").cloned().unwrap_or(Value::Null),
+        hardware,
     }))
 }
 

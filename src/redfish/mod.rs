@@ -21,10 +21,12 @@ pub mod console;
 pub mod crawl;
 mod error;
 pub mod firmware;
+pub mod hardware;
 pub mod json;
 pub mod powercap;
 pub mod sim;
 pub mod simssh;
+pub mod sim_hardware;
 
 pub use client::{
     Bmc, ClientOptions, Credentials, ProbeError, RootInfo, Transport, base_url, probe,

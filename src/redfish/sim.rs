@@ -81,6 +81,9 @@ pub struct SimConfig {
     /// The port of the host serial console the BMC serves over SSH
     /// (`simssh`), advertised as Redfish's `SerialConsole`; `None`: none.
     pub ssh_console_port: Option<u16>,
+    /// Field-replaceable units per System (`sim_hardware`); `None` serves
+    /// only Systems, Managers, Chassis and NICs.
+    pub hardware: Option<super::sim_hardware::HardwareConfig>,
 }
 
 impl SimConfig {
@@ -100,6 +103,7 @@ impl SimConfig {
             power_on: false,
             updates: SimUpdates::default(),
             ssh_console_port: None,
+            hardware: None,
         }
     }
 
@@ -169,6 +173,7 @@ struct Shared {
     next_session: AtomicU64,
     rng: AtomicU64,
     updates: update::State,
+    hardware: super::sim_hardware::State,
 }
 
 /// Running simulated BMCs.
@@ -221,6 +226,7 @@ impl SimBmcs {
             bmcs,
             next_session: AtomicU64::new(1),
             rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+            hardware: Default::default(),
         });
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -293,6 +299,12 @@ impl SimBmcs {
             .get(bmc)
             .and_then(|b| b.resets.lock().ok().map(|r| r.clone()))
             .unwrap_or_default()
+    }
+
+    /// The field-replaceable units: swap them between slots, withhold a
+    /// collection (see `sim_hardware`).
+    pub fn hardware(&self) -> &super::sim_hardware::State {
+        &self.shared.hardware
     }
 
     /// Stops every listener and closes open connections.
@@ -647,7 +659,7 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
         ["Systems", id] => {
             let k = system_index(shared, id)?;
             let on = shared.power(index, k);
-            Some(json!({
+            let mut v = json!({
                 "@odata.id": path,
                 "@odata.type": "#ComputerSystem.v1_13_0.ComputerSystem",
                 "Id": id,
@@ -671,7 +683,11 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
                     "target": format!("{path}/Actions/ComputerSystem.Reset"),
                     "ResetType@Redfish.AllowableValues": ALLOWED,
                 }},
-            }))
+            });
+            if shared.config.hardware.is_some() {
+                super::sim_hardware::system_links(path, &mut v);
+            }
+            Some(v)
         }
         ["Systems", id, "EthernetInterfaces"] => {
             system_index(shared, id)?;
@@ -729,7 +745,8 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
             "/redfish/v1/Chassis",
             vec!["/redfish/v1/Chassis/1".into()],
         )),
-        ["Chassis", "1"] => Some(json!({
+        ["Chassis", "1"] => {
+            let mut v = json!({
             "@odata.id": path,
             "Id": "1",
             "ChassisType": "RackMount",
@@ -747,8 +764,17 @@ fn resource(shared: &Shared, index: usize, bmc: &BmcState, path: &str) -> Option
             "Links": {"ComputerSystems": (0..systems)
                 .map(|k| link(&format!("/redfish/v1/Systems/{k}")))
                 .collect::<Vec<_>>()},
-        })),
-        _ => None,
+            });
+            if shared.config.hardware.is_some() {
+                super::sim_hardware::chassis_links(path, &mut v);
+            }
+            Some(v)
+        }
+        _ => shared.config.hardware.as_ref().and_then(|h| {
+            super::sim_hardware::resource(h, &shared.hardware, index, path, &parts, |id| {
+                system_index(shared, id)
+            })
+        }),
     }
 }
 

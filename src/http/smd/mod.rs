@@ -3,6 +3,7 @@
 mod components;
 mod endpoints;
 mod groups;
+mod hardware;
 mod import;
 mod interfaces;
 mod nodes;
@@ -59,15 +60,6 @@ pub fn routes() -> Vec<Route> {
     // 405, for every method, so a client can tell "not here yet" from "no
     // such thing".
     for path in [
-        "/hsm/v2/Inventory/Hardware",
-        "/hsm/v2/Inventory/Hardware/{xname}",
-        "/hsm/v2/Inventory/Hardware/Query/{xname}",
-        "/hsm/v2/Inventory/Hardware/History",
-        "/hsm/v2/Inventory/Hardware/History/{xname}",
-        "/hsm/v2/Inventory/HardwareByFRU",
-        "/hsm/v2/Inventory/HardwareByFRU/{fruid}",
-        "/hsm/v2/Inventory/HardwareByFRU/History",
-        "/hsm/v2/Inventory/HardwareByFRU/History/{fruid}",
         "/hsm/v2/Inventory/Discover",
         "/hsm/v2/Inventory/DiscoveryStatus",
         "/hsm/v2/Inventory/DiscoveryStatus/{id}",
@@ -110,6 +102,7 @@ pub fn routes() -> Vec<Route> {
     t.extend(interfaces::routes());
     t.extend(endpoints::routes());
     t.extend(groups::routes());
+    t.extend(hardware::routes());
     t.extend(import::routes());
     t.extend(nodes::routes());
     t
