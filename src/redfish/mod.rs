@@ -25,8 +25,8 @@ pub mod hardware;
 pub mod json;
 pub mod powercap;
 pub mod sim;
-pub mod simssh;
 pub mod sim_hardware;
+pub mod simssh;
 
 pub use client::{
     Bmc, ClientOptions, Credentials, ProbeError, RootInfo, Transport, base_url, probe,
