@@ -338,7 +338,11 @@ fn start_dhcp(
     }
     // A thread with a runtime of its own: the packet loop never waits
     // behind HTTP work, and a packet costs no wake-up of another worker.
-    let st = state.clone();
+    let st = server::Shared {
+        store: state.store.clone(),
+        metrics: state.metrics.clone(),
+        boot_steps: state.boot_steps.clone(),
+    };
     let stop = shutdown.child_token();
     let (done, finished) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()

@@ -62,6 +62,31 @@ fn leaf_modules_import_nothing_else_from_the_crate() {
     );
 }
 
+/// Protocol servers take what they use (store, metrics, boot steps), never
+/// the HTTP side's state: the DHCP packet loop must not depend on it.
+#[test]
+fn dhcp_does_not_reach_into_http() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src.join("dhcp"), &mut files);
+    assert!(!files.is_empty(), "src/dhcp has sources");
+    let found: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).expect("read a source file");
+            escapes("dhcp", f, &text)
+                .into_iter()
+                .filter(|l| l.contains("crate::http"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "dhcp reaches into http:\n{}",
+        found.join("\n")
+    );
+}
+
 #[test]
 fn the_scan_finds_what_it_should() {
     // (leaf, source line, escapes)

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use super::leases::{Change, Leases};
 use super::policy::ReplyKind;
 use super::settings::Settings;
-use crate::http::AppState;
+use crate::boot::steps::BootSteps;
 use crate::inventory::model::Lease;
 use crate::inventory::{Store, mac};
 use crate::logging::{self, Access};
@@ -191,11 +191,22 @@ fn lease_record(ip: Ipv4Addr, m: &[u8; 6], expires: i64) -> Lease {
     }
 }
 
+/// What the DHCP server shares with the rest of the appliance: the
+/// inventory and its leases, the metrics registry, and the boot-step record
+/// a boot client's DISCOVER feeds. Named here rather than taken from the
+/// HTTP side's state, so the packet loop depends on nothing it does not use.
+#[derive(Clone)]
+pub struct Shared {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub boot_steps: Arc<BootSteps>,
+}
+
 /// Serves on `bound` until `stop` is cancelled.
 pub async fn serve(
     bound: Vec<Bound>,
     settings: Settings,
-    state: AppState,
+    state: Shared,
     stop: CancellationToken,
 ) -> io::Result<()> {
     let names: Vec<String> = bound.iter().map(|b| b.interface.clone()).collect();
@@ -359,7 +370,7 @@ pub async fn serve(
 /// Notes the request in the boot-step records ("where did node X stop?"):
 /// a boot client's DISCOVER (PXE firmware or iPXE, whichever the PXE ROM
 /// is) may start a new boot (the rule is in `boot::steps`).
-fn boot_step(state: &AppState, snap: &crate::inventory::Snapshot, h: &super::Handled) {
+fn boot_step(state: &Shared, snap: &crate::inventory::Snapshot, h: &super::Handled) {
     let q = &h.query;
     let boot_discover =
         q.kind == super::policy::Kind::Discover && (q.ipxe || q.pxe || q.arch.is_some());
