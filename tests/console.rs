@@ -506,6 +506,35 @@ async fn scenario(bmc: &mut FakeBmc, port: u16) {
     assert_eq!(frames.len(), 1, "{frames:?}");
     assert!(frames[0].contains("echo: hello console"), "{frames:?}");
 
+    // The status page's node view reads the same log (`/ui/api` takes a
+    // bearer token as well as the page's session cookie).
+    for (query, status, says) in [
+        ("?lines=1", 200, "echo: hello console"),
+        ("", 200, "console ready"),
+        ("?lines=0", 400, "lines must be"),
+        ("?lines=x", 400, "lines must be"),
+    ] {
+        let r = h
+            .api
+            .get(&format!("/ui/api/nodes/{NODE}/console{query}"))
+            .await
+            .status(status);
+        assert!(r.text().contains(says), "{query}: {}", r.text());
+        if status == 200 {
+            assert_eq!(r.header("cache-control"), Some("no-store"), "{query}");
+        }
+    }
+    let lines = h
+        .api
+        .get(&format!("/ui/api/nodes/{NODE}/console?lines=1"))
+        .await
+        .text();
+    assert_eq!(lines.lines().count(), 1, "{lines}");
+    h.api
+        .get("/ui/api/nodes/x1000c0s9b0n0/console")
+        .await
+        .status(404);
+
     // Many followers see what the writer causes.
     let mut followers = Vec::new();
     for _ in 0..8 {

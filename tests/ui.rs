@@ -706,3 +706,49 @@ async fn session_cookie_is_only_for_the_status_page() {
     // The event stream wants to be asked for as one.
     assert_eq!(h.api.get("/ui/api/events").await.status, 406);
 }
+
+/// The DHCP page's pool use: unexpired pool leases inside each configured
+/// pool, whether or not the DHCP server runs on this head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dhcp_page_counts_pool_use() {
+    let h = Harness::start_with(|c| {
+        c.dhcp.subnets = vec![openchami::config::DhcpSubnet {
+            cidr: "10.9.0.0/24".into(),
+            pool: "10.9.0.100-10.9.0.199".into(),
+            ..Default::default()
+        }];
+    })
+    .await;
+    let hour = chrono::Duration::hours(1);
+    let now = chrono::Utc::now();
+    // (address, expires): two live pool leases, one expired, one outside the pool.
+    let leases = [
+        ("10.9.0.100", Some(now + hour)),
+        ("10.9.0.150", None),
+        ("10.9.0.151", Some(now - hour)),
+        ("10.9.0.20", Some(now + hour)),
+    ];
+    h.app()
+        .state
+        .store
+        .write(move |txn| {
+            for (n, (ip, expires)) in leases.into_iter().enumerate() {
+                txn.put_lease(openchami::inventory::model::Lease {
+                    ip: ip.parse().unwrap(),
+                    mac: format!("02:00:00:00:09:{n:02x}"),
+                    expires,
+                });
+            }
+            Ok(())
+        })
+        .await
+        .expect("leases written");
+    let v = h.api.get_json("/ui/api/dhcp").await;
+    assert_eq!(v["enabled"], false, "{v}");
+    assert_eq!(
+        v["pools"],
+        json!([{"subnet": "10.9.0.0/24", "pool": "10.9.0.100-10.9.0.199", "size": 100, "used": 2}]),
+        "{v}"
+    );
+    assert_eq!(v["leases"].as_array().map(Vec::len), Some(4), "{v}");
+}
