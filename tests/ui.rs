@@ -752,3 +752,54 @@ async fn dhcp_page_counts_pool_use() {
     );
     assert_eq!(v["leases"].as_array().map(Vec::len), Some(4), "{v}");
 }
+
+/// The event stream also follows discovery runs: a scan that finds nothing
+/// writes nothing to the store, yet the discovery page hears of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_follow_discovery_progress() {
+    let h = Harness::start().await;
+    let mut stream = h
+        .api
+        .request(reqwest::Method::GET, "/ui/api/events")
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("event stream");
+    assert_eq!(stream.status(), 200);
+    // The data of the next "changed" event.
+    async fn next_changed(r: &mut reqwest::Response, buf: &mut String) -> Value {
+        loop {
+            if let Some(at) = buf.find("event: changed\ndata: ") {
+                let rest = &buf[at + "event: changed\ndata: ".len()..];
+                if let Some(end) = rest.find('\n') {
+                    let v: Value = serde_json::from_str(&rest[..end]).expect("event data");
+                    let cut = at + "event: changed\ndata: ".len() + end;
+                    buf.drain(..cut);
+                    return v;
+                }
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(20), r.chunk())
+                .await
+                .expect("an event within 20 s")
+                .expect("stream readable")
+                .expect("stream open");
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    let mut buf = String::new();
+    let first = next_changed(&mut stream, &mut buf).await;
+    // A closed loopback port: the scan ends with nothing found.
+    h.api
+        .post(
+            "/discovery/v1/scan",
+            &json!({"targets": ["127.0.0.1"], "port": 9}),
+        )
+        .await
+        .status(202);
+    let next = next_changed(&mut stream, &mut buf).await;
+    assert_eq!(next["generation"], first["generation"], "{first} {next}");
+    assert!(
+        next["discovery"].as_u64() > first["discovery"].as_u64(),
+        "{first} {next}"
+    );
+}

@@ -128,6 +128,8 @@ pub struct Job {
     started: String,
     cancel: CancellationToken,
     progress: Mutex<Progress>,
+    /// Shared with `Discovery::subscribe`: bumped on every progress change.
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Job {
@@ -135,6 +137,7 @@ impl Job {
         if let Ok(mut p) = self.progress.lock() {
             f(&mut p);
         }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The job as the API shows it.
@@ -215,6 +218,9 @@ pub struct Discovery {
     last_scan: Mutex<Vec<Target>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Counts progress changes of every job, for readers that follow runs
+    /// (the status page's event stream) without polling.
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Discovery {
@@ -232,6 +238,7 @@ impl Discovery {
             transport,
             config,
             jobs: Mutex::new(Vec::new()),
+            changed: Arc::new(tokio::sync::watch::Sender::new(0)),
             last_scan: Mutex::new(Vec::new()),
             tasks,
             shutdown,
@@ -240,6 +247,12 @@ impl Discovery {
 
     pub fn job(&self, id: &str) -> Option<Arc<Job>> {
         self.jobs.lock().ok()?.iter().find(|j| j.id == id).cloned()
+    }
+
+    /// Wakes after a job starts or its progress changes (several changes in
+    /// between wake it once).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     pub fn jobs(&self) -> Vec<Arc<Job>> {
@@ -256,6 +269,7 @@ impl Discovery {
                 phase: "scan".into(),
                 ..Default::default()
             }),
+            changed: self.changed.clone(),
         });
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.push(job.clone());
@@ -268,6 +282,7 @@ impl Discovery {
                 }
             }
         }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
         job
     }
 

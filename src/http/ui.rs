@@ -329,11 +329,13 @@ impl Drop for StreamSlot {
 struct Changed {
     generation: u64,
     steps: u64,
+    discovery: u64,
 }
 
 struct Follow {
     store: tokio::sync::watch::Receiver<u64>,
     steps: tokio::sync::watch::Receiver<u64>,
+    discovery: tokio::sync::watch::Receiver<u64>,
     first: bool,
     slot: StreamSlot,
 }
@@ -357,6 +359,7 @@ async fn events(State(st): State<AppState>, headers: HeaderMap) -> Result<Respon
     let follow = Follow {
         store: st.store.subscribe(),
         steps: st.boot_steps.subscribe(),
+        discovery: st.discovery.subscribe(),
         first: true,
         slot: StreamSlot(st.clone()),
     };
@@ -367,6 +370,7 @@ async fn events(State(st): State<AppState>, headers: HeaderMap) -> Result<Respon
                 _ = stop.cancelled() => return None,
                 r = f.store.changed() => r.ok()?,
                 r = f.steps.changed() => r.ok()?,
+                r = f.discovery.changed() => r.ok()?,
             }
             // Whatever else changes meanwhile rides on this message.
             tokio::select! {
@@ -378,6 +382,7 @@ async fn events(State(st): State<AppState>, headers: HeaderMap) -> Result<Respon
         let msg = Changed {
             generation: *f.store.borrow_and_update(),
             steps: *f.steps.borrow_and_update(),
+            discovery: *f.discovery.borrow_and_update(),
         };
         let ev = Event::default()
             .event("changed")
