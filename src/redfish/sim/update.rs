@@ -254,7 +254,33 @@ pub(super) async fn handle(
                 return error(StatusCode::INTERNAL_SERVER_ERROR, "state lost");
             };
             settle(&mut fw, now);
-            match get(cfg, &fw, path, controls, simple, now) {
+            let mut found = get(cfg, &fw, path, controls, simple, now);
+            // With FRU trees on, the legacy Power resource also lists the
+            // power supplies (and is absent when that collection is withheld).
+            if path == "/redfish/v1/Chassis/1/Power"
+                && let Some(h) = &shared.config.hardware
+            {
+                let parts = ["Chassis", "1", "Power"];
+                found = match (
+                    found,
+                    super::super::sim_hardware::resource(
+                        h,
+                        &shared.hardware,
+                        index,
+                        path,
+                        &parts,
+                        |_| None,
+                    ),
+                ) {
+                    (Some(mut v), Some(hw)) => {
+                        v["PowerSupplies"] = hw["PowerSupplies"].clone();
+                        v["@odata.type"] = hw["@odata.type"].clone();
+                        Some(v)
+                    }
+                    _ => None,
+                };
+            }
+            match found {
                 Some(v) => reply(StatusCode::OK, Some(v)),
                 None => error(StatusCode::NOT_FOUND, "resource not found"),
             }
