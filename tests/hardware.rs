@@ -240,32 +240,8 @@ async fn discovery_fills_the_hardware_inventory_and_records_moves() {
     s.shutdown().await;
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_openchami");
-
 async fn cli(h: &Harness, args: &[&str]) -> std::process::Output {
-    let cfg = h.state_dir().join("client.toml");
-    std::fs::write(&cfg, "").expect("client config");
-    let mut c = tokio::process::Command::new(BIN);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("OPENCHAMI_") || k.ends_with("_ACCESS_TOKEN") {
-            c.env_remove(&k);
-        }
-    }
-    c.arg("--url")
-        .arg(h.api_base())
-        .arg("--cacert")
-        .arg(h.state_dir().join("ca/root.crt"))
-        .arg("--token")
-        .arg(&h.token)
-        .arg("--config")
-        .arg(&cfg)
-        .args(args)
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(60), c.output())
-        .await
-        .expect("CLI in time")
-        .expect("CLI runs")
+    h.cli(args, Duration::from_secs(60)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,6 +130,37 @@ impl Harness {
         format!("https://{}", self.api_addr())
     }
 
+    /// The binary's CLI pointed at this appliance (URL, CA, token, an empty
+    /// client config), with the caller's `OPENCHAMI_*` and `*_ACCESS_TOKEN`
+    /// variables removed so the host's settings cannot leak in.
+    pub fn cli_command(&self, args: &[&str]) -> tokio::process::Command {
+        let cfg = self.state_dir().join("client.toml");
+        std::fs::write(&cfg, "").expect("client config");
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_openchami"));
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().to_string();
+            if k.starts_with("OPENCHAMI_") || k.ends_with("_ACCESS_TOKEN") {
+                c.env_remove(&k);
+            }
+        }
+        c.arg("--url")
+            .arg(self.api_base())
+            .arg("--cacert")
+            .arg(self.state_dir().join("ca/root.crt"))
+            .arg("--token")
+            .arg(&self.token)
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Runs `cli_command(args)` to its end within `limit`.
+    pub async fn cli(&self, args: &[&str], limit: Duration) -> std::process::Output {
+        output_within(self.cli_command(args), limit).await
+    }
+
     /// The root certificate clients trust, PEM.
     pub fn root_pem(&self) -> String {
         self.app().state.root_pem.clone()
@@ -522,4 +553,15 @@ pub fn four_nodes() -> Value {
         ],
         "Force": true
     })
+}
+
+/// A command's output, failing the test if it runs past `limit`.
+pub async fn output_within(
+    mut c: tokio::process::Command,
+    limit: Duration,
+) -> std::process::Output {
+    tokio::time::timeout(limit, c.output())
+        .await
+        .expect("CLI in time")
+        .expect("CLI runs")
 }
