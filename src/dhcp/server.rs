@@ -544,7 +544,7 @@ fn transient(e: &io::Error) -> bool {
 mod tests {
     use super::*;
     use crate::boot::base::NodeBase;
-    use crate::config::{DhcpConfig, DhcpSubnet};
+    use crate::dhcp::settings::{DhcpConfig, DhcpSubnet};
 
     #[test]
     fn only_interfaces_in_a_subnet_or_named() {

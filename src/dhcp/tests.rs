@@ -11,9 +11,9 @@ use proptest::prelude::*;
 use super::leases::{Change, Leases, Mac, State};
 use super::policy::{Context, Kind, Outcome, Query, ReplyKind, decide};
 use super::settings::Settings;
+use super::settings::{DhcpConfig, DhcpSubnet};
 use super::{commit, handle};
 use crate::boot::base::NodeBase;
-use crate::config::{DhcpConfig, DhcpSubnet};
 use crate::inventory::model::{Component, EthernetInterface, Group, IpAddressMapping, Members};
 use crate::inventory::{Snapshot, Store, mac};
 
