@@ -175,6 +175,10 @@ pub struct Settings {
     /// The cluster domain when this appliance serves DNS: subnets that name
     /// no DNS server get ours (option 6), and no domain, this one (15).
     pub dns_domain: Option<String>,
+    /// Several head nodes answer from one shared store (see `records`):
+    /// pool searches start at a point derived from the MAC, and every pool
+    /// ACK is committed (no lease caching). Set by the server, not the file.
+    pub several_heads: bool,
 }
 
 /// Group whose members get no answer at all (per-node disable).
@@ -258,6 +262,7 @@ impl Settings {
             node_base,
             cluster_name: cluster_name.to_string(),
             dns_domain: None,
+            several_heads: false,
         })
     }
 

@@ -558,9 +558,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
-    fn policy_invariants(ops in prop::collection::vec(op(), 1..120)) {
+    fn policy_invariants(ops in prop::collection::vec(op(), 1..120), several_heads in any::<bool>()) {
         let snap = inventory(|_| {});
-        let s = settings(|_| {});
+        let mut s = settings(|_| {});
+        s.several_heads = several_heads;
         let mut l = Leases::default();
         let mut now = 1_000i64;
         let mut offered: Vec<Option<Ipv4Addr>> = vec![None; MACS];
