@@ -139,6 +139,8 @@ struct Counters {
     silent: u64,
     send_failed: u64,
     unpersisted: u64,
+    /// ACKs withheld: another head bound the address first.
+    refused: u64,
 }
 
 impl Counters {
@@ -161,6 +163,7 @@ impl Counters {
             (self.silent, "policy"),
             (self.send_failed, "send_failed"),
             (self.unpersisted, "not_persisted"),
+            (self.refused, "refused_by_store"),
         ] {
             if n > 0 {
                 m.add(DROPS, DROPS_HELP, &[("reason", label)], n);
@@ -337,6 +340,7 @@ impl Server {
                 records::sync(&mut self.leases, &snap, ip);
             }
         }
+        self.counters.refused += done.refused.len() as u64;
         if !done.refused.is_empty() {
             tracing::info!(
                 refused = done.refused.len(),
