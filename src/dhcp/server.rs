@@ -23,6 +23,11 @@
 //! batch has committed is marked durable; until half its lease has passed
 //! the policy answers renewals with it as it stands (see `policy::cached`),
 //! so steady-state renewals cost no write at all.
+//!
+//! Several heads on one shared store serve the same pool: the batch's write
+//! refuses a pool binding another head committed first (its ACK is then
+//! withheld and the request decided again, now a NAK), and the table
+//! follows the lease records every generation brings (see `records`).
 
 use std::collections::HashMap;
 use std::io;
