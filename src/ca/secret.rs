@@ -21,7 +21,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use super::CaError;
 use super::files::{self, PRIVATE};
 
-const SECRET_KEY: &str = "secret.key";
+pub(crate) const SECRET_KEY: &str = "secret.key";
 const KEY_LEN: usize = 32;
 const PREFIX: &str = "v1:";
 
@@ -44,21 +44,30 @@ impl SecretBox {
     /// unreadable.
     pub fn load_or_create(state_dir: &Path) -> Result<SecretBox, CaError> {
         let dir = files::ca_dir(state_dir)?;
-        let path = dir.join(SECRET_KEY);
+        Self::load_file(&dir.join(SECRET_KEY), true)?
+            .ok_or_else(|| CaError::bad_file(dir.join(SECRET_KEY), "missing"))
+    }
+
+    /// Loads a 32-byte key file at `path` (refused when others may read
+    /// it), creating it with mode 0600 when `create` is set; `None` when
+    /// it does not exist and may not be created. The key-encryption key of
+    /// a shared store is such a file, outside `ca/`.
+    pub fn load_file(path: &Path, create: bool) -> Result<Option<SecretBox>, CaError> {
         let rng = SystemRandom::new();
-        let bytes = match files::read_secret(&path)? {
+        let bytes = match files::read_secret(path)? {
             Some(bytes) => bytes,
+            None if !create => return Ok(None),
             None => {
                 let mut bytes = vec![0u8; KEY_LEN];
                 rng.fill(&mut bytes).map_err(|_| CaError::Random)?;
-                files::write_atomic(&path, &bytes, PRIVATE)?;
-                tracing::info!(path = %path.display(), "created secret sealing key");
+                files::write_atomic(path, &bytes, PRIVATE)?;
+                tracing::info!(path = %path.display(), "created a sealing key");
                 bytes
             }
         };
         if bytes.len() != KEY_LEN {
             return Err(CaError::bad_file(
-                &path,
+                path,
                 format!(
                     "expected {KEY_LEN} bytes, found {}; restore the original key file, \
                      secrets sealed with it cannot be read otherwise",
@@ -67,11 +76,11 @@ impl SecretBox {
             ));
         }
         let key = UnboundKey::new(&AES_256_GCM, &bytes)
-            .map_err(|_| CaError::bad_file(&path, "unusable as an AES-256 key"))?;
-        Ok(SecretBox {
+            .map_err(|_| CaError::bad_file(path, "unusable as an AES-256 key"))?;
+        Ok(Some(SecretBox {
             key: LessSafeKey::new(key),
             rng,
-        })
+        }))
     }
 
     /// `"v1:" + base64(nonce || ciphertext || tag)` with a fresh random
@@ -81,16 +90,7 @@ impl SecretBox {
         if plaintext.is_empty() {
             return Ok(String::new());
         }
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce).map_err(|_| CaError::Random)?;
-        let mut buf = plaintext.as_bytes().to_vec();
-        self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf)
-            .map_err(|_| CaError::Seal)?;
-        let mut out = Vec::with_capacity(NONCE_LEN + buf.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&buf);
-        Ok(format!("{PREFIX}{}", STANDARD.encode(out)))
+        self.seal_bytes(b"", plaintext.as_bytes())
     }
 
     /// Reverses [`SecretBox::seal`]. Anything not produced by `seal` with
@@ -99,6 +99,32 @@ impl SecretBox {
         if sealed.is_empty() {
             return Ok(String::new());
         }
+        let plain = self.open_bytes(b"", sealed)?;
+        String::from_utf8(plain).map_err(|_| CaError::Unseal("not UTF-8"))
+    }
+
+    /// Seals `plaintext` bound to `purpose` (authenticated, not encrypted):
+    /// a value opens only under the purpose it was sealed for, so one
+    /// sealed value cannot be passed off as another.
+    pub fn seal_bytes(&self, purpose: &[u8], plaintext: &[u8]) -> Result<String, CaError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill(&mut nonce).map_err(|_| CaError::Random)?;
+        let mut buf = plaintext.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(purpose),
+                &mut buf,
+            )
+            .map_err(|_| CaError::Seal)?;
+        let mut out = Vec::with_capacity(NONCE_LEN + buf.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&buf);
+        Ok(format!("{PREFIX}{}", STANDARD.encode(out)))
+    }
+
+    /// Reverses [`SecretBox::seal_bytes`] for the same `purpose`.
+    pub fn open_bytes(&self, purpose: &[u8], sealed: &str) -> Result<Vec<u8>, CaError> {
         let body = sealed
             .strip_prefix(PREFIX)
             .ok_or(CaError::Unseal("unknown format (expected \"v1:\" prefix)"))?;
@@ -114,11 +140,11 @@ impl SecretBox {
         let mut buf = ciphertext.to_vec();
         let plain = self
             .key
-            .open_in_place(nonce, Aad::empty(), &mut buf)
+            .open_in_place(nonce, Aad::from(purpose), &mut buf)
             .map_err(|_| {
                 CaError::Unseal("authentication failed (tampered, or sealed with another key)")
             })?;
-        String::from_utf8(plain.to_vec()).map_err(|_| CaError::Unseal("not UTF-8"))
+        Ok(plain.to_vec())
     }
 }
 
