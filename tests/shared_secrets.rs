@@ -87,6 +87,22 @@ async fn a_token_issued_on_one_head_writes_on_the_other() {
     );
 }
 
+/// Heads started together on an empty database agree on one KEK and one
+/// set of keys, whichever uploads first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_started_together_share_one_set_of_keys() {
+    for _ in 0..3 {
+        let url = postgres::shared().database();
+        let (a, b, c) = tokio::join!(head(&url), head(&url), head(&url));
+        for h in [&b, &c] {
+            assert_eq!(h.app().state.tokens.kids(), a.app().state.tokens.kids());
+            assert_eq!(h.root_pem(), a.root_pem());
+            let r = h.api_with(Some(&a.token)).get(COMPONENTS).await;
+            assert_eq!(r.status, 200, "{r:?}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bmc_password_sealed_on_one_head_opens_on_the_other() {
     let url = postgres::shared().database();

@@ -60,9 +60,15 @@ impl SecretBox {
             None => {
                 let mut bytes = vec![0u8; KEY_LEN];
                 rng.fill(&mut bytes).map_err(|_| CaError::Random)?;
-                files::write_atomic(path, &bytes, PRIVATE)?;
-                tracing::info!(path = %path.display(), "created a sealing key");
-                bytes
+                // Never replaces a key another process created meanwhile:
+                // then that one is used.
+                if files::write_new(path, &bytes, PRIVATE)? {
+                    tracing::info!(path = %path.display(), "created a sealing key");
+                    bytes
+                } else {
+                    files::read_secret(path)?
+                        .ok_or_else(|| CaError::bad_file(path, "vanished while being created"))?
+                }
             }
         };
         if bytes.len() != KEY_LEN {
@@ -230,6 +236,42 @@ mod tests {
         ] {
             assert!(s.open(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_value_opens_only_for_its_purpose() {
+        let (_d, s) = sb();
+        let sealed = s.seal_bytes(b"token", b"key bytes").unwrap();
+        // (purpose given to open, opens)
+        for (purpose, opens) in [
+            (&b"token"[..], true),
+            (b"ca", false),
+            (b"", false),
+            (b"token ", false),
+        ] {
+            let r = s.open_bytes(purpose, &sealed);
+            assert_eq!(r.is_ok(), opens, "{:?}", String::from_utf8_lossy(purpose));
+            if opens {
+                assert_eq!(r.unwrap(), b"key bytes");
+            }
+        }
+        // The plain form is the empty purpose.
+        let plain = s.seal("pw").unwrap();
+        assert_eq!(s.open_bytes(b"", &plain).unwrap(), b"pw");
+        assert!(s.open_bytes(b"token", &plain).is_err());
+    }
+
+    #[test]
+    fn a_key_file_elsewhere_is_created_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kek.key");
+        assert!(SecretBox::load_file(&p, false).unwrap().is_none());
+        assert!(!p.exists());
+        let a = SecretBox::load_file(&p, true).unwrap().unwrap();
+        let b = SecretBox::load_file(&p, false).unwrap().unwrap();
+        assert_eq!(b.open(&a.seal("pw").unwrap()).unwrap(), "pw");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(SecretBox::load_file(&p, false).is_err());
     }
 
     #[test]
