@@ -137,46 +137,56 @@ pub async fn follow(st: AppState, kek: Arc<SecretBox>, stop: CancellationToken) 
     }
 }
 
-/// Replaces the token signing key with a new one, keeping the old public
-/// key for the tokens it signed. On a shared store the new bundle goes to
-/// the database, so every head takes it; a rotation that raced another
-/// head's is done again on top of it. Returns the new key's id.
+/// Replaces the token signing key of a running appliance with a new one,
+/// keeping the old public key for the tokens it signed; on a shared store
+/// for every head ([`rotate_shared`]). Returns the new key's id.
 pub async fn rotate_token_key(st: &AppState) -> anyhow::Result<String> {
     let dir = st.config.state_dir.clone();
-    if st.config.store.url.is_empty() {
-        let d = dir.clone();
-        let keys = tokio::task::spawn_blocking(move || {
-            let keys = TokenKeys::load_or_create(&d)?;
-            keys.rotate(&d)?;
-            Ok::<_, CaError>(keys)
-        })
-        .await??;
-        st.tokens.replace(keys);
-        return Ok(st.tokens.current_kid());
+    let shared = !st.config.store.url.is_empty();
+    if shared {
+        rotate_shared(&st.store, &st.config).await?;
     }
-    let kek_path = st.config.store.kek_path(&dir);
+    let keys = tokio::task::spawn_blocking(move || {
+        let keys = TokenKeys::load_or_create(&dir)?;
+        if !shared {
+            keys.rotate(&dir)?;
+        }
+        Ok::<_, CaError>(keys)
+    })
+    .await??;
+    st.tokens.replace(keys);
+    Ok(st.tokens.current_kid())
+}
+
+/// Rotates the shared store's token key: the new bundle goes to the
+/// database (a compare-and-set on its row, done again on top of another
+/// head's rotation that won the race), so every head takes it through the
+/// change feed, and into `<state>/ca/`. Returns the new key's id.
+pub async fn rotate_shared(store: &Store, config: &Config) -> anyhow::Result<String> {
+    let dir = config.state_dir.clone();
+    let kek_path = config.store.kek_path(&dir);
     for _ in 0..3 {
-        let expected = st
-            .store
+        let expected = store
             .snapshot()
             .shared_secrets
             .get(Purpose::Token.name())
             .map(|s| s.sealed.clone());
         let (d, p, e) = (dir.clone(), kek_path.clone(), expected.clone());
-        let sealed = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let (sealed, kid) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let kek = load_kek(&p, false)?;
             // Start from what the store holds, not from a stale copy.
             if let Some(e) = &e {
                 install(&d, Purpose::Token, &kek, e, &p)?;
             }
-            TokenKeys::load_or_create(&d)?.rotate(&d)?;
-            bundle::seal_local(&d, Purpose::Token, &kek)?
-                .context("the token key vanished while rotating")
+            let keys = TokenKeys::load_or_create(&d)?;
+            keys.rotate(&d)?;
+            let sealed = bundle::seal_local(&d, Purpose::Token, &kek)?
+                .context("the token key vanished while rotating")?;
+            Ok((sealed, keys.current_kid()))
         })
         .await??;
         let now = chrono::Utc::now();
-        let written = st
-            .store
+        let written = store
             .write(move |t| {
                 let current = t
                     .model()
@@ -197,13 +207,7 @@ pub async fn rotate_token_key(st: &AppState) -> anyhow::Result<String> {
             })
             .await;
         match written {
-            Ok(()) => {
-                let d = dir.clone();
-                let keys =
-                    tokio::task::spawn_blocking(move || TokenKeys::load_or_create(&d)).await??;
-                st.tokens.replace(keys);
-                return Ok(st.tokens.current_kid());
-            }
+            Ok(()) => return Ok(kid),
             Err(crate::inventory::WriteError::Domain(DomainError::Conflict(_))) => continue,
             Err(e) => return Err(e).context("cannot store the rotated token key"),
         }

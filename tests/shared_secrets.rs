@@ -241,6 +241,44 @@ async fn a_rotated_token_key_reaches_the_other_head() {
             .await;
         assert_eq!(r.status, 204, "{id}: {r:?}");
     }
+
+    // `openchami token rotate` on b's state directory, while both run:
+    // a takes the key through the database.
+    let cfg = b.state_dir().join("rotate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\nurl = \"{url}\"\nkek_file = \"{}\"\n",
+            postgres::kek_for(&url).display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_openchami"))
+        .env_remove("OPENCHAMI_CONFIG")
+        .env_remove("OPENCHAMI_STATE_DIR")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(b.state_dir())
+        .args(["token", "rotate"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let third = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(third.len(), 16, "{third}");
+    eventually("a takes the key rotated from the command line", || {
+        let kids = a.app().state.tokens.kids();
+        let third = third.clone();
+        async move { (kids.first() == Some(&third)).then_some(()) }
+    })
+    .await;
+    assert_eq!(a.app().state.tokens.kids().len(), 3);
+    let from_a = a.token_with("a", Duration::from_secs(60), &[]);
+    accepted(&b, &from_a, "x1000c0s4b0n0", 5).await;
 }
 
 /// `store migrate` carries the keys along: a token and a sealed BMC
@@ -316,4 +354,42 @@ async fn tokens_from_before_store_migrate_are_served_after() {
         let c = s.bmc_credentials.get("default").unwrap();
         assert_eq!(h.app().state.secrets.open(&c.password).unwrap(), "s3cret");
     }
+}
+
+/// With SQLite, `token rotate` works on a stopped appliance's state
+/// directory only; the restarted appliance signs with the new key and
+/// still accepts the old one's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_head_rotates_its_token_key_when_stopped() {
+    let mut h = Harness::start().await;
+    let before = h.token.clone();
+    let rotate = |dir: std::path::PathBuf| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_openchami"))
+            .env_remove("OPENCHAMI_CONFIG")
+            .env_remove("OPENCHAMI_STATE_DIR")
+            .arg("--config")
+            .arg("/dev/null")
+            .arg("--state-dir")
+            .arg(dir)
+            .args(["token", "rotate"])
+            .output()
+            .expect("run openchami")
+    };
+    let running = rotate(h.state_dir());
+    assert!(!running.status.success());
+    assert!(String::from_utf8_lossy(&running.stderr).contains("stop the appliance first"));
+    h.stop().await;
+    let stopped = rotate(h.state_dir());
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    let kid = String::from_utf8_lossy(&stopped.stdout).trim().to_string();
+    h.restart().await;
+    let tokens = &h.app().state.tokens;
+    assert_eq!(tokens.current_kid(), kid);
+    assert_eq!(tokens.kids().len(), 2);
+    let r = h.api_with(Some(&before)).get(COMPONENTS).await;
+    assert_eq!(r.status, 200, "{r:?}");
 }
