@@ -113,12 +113,15 @@ pub async fn follow(st: AppState, kek: Arc<SecretBox>, stop: CancellationToken) 
             _ = stop.cancelled() => return,
             r = rx.changed() => if r.is_err() { return },
         }
-        let now = st.store.snapshot().shared_secrets.get(token).cloned();
-        if now == seen {
+        // Every commit wakes this; only a changed token row costs more
+        // than a look-up.
+        let snap = st.store.snapshot();
+        let now = snap.shared_secrets.get(token);
+        if now == seen.as_ref() {
             continue;
         }
-        seen = now.clone();
-        let Some(s) = now else { continue };
+        seen = now.cloned();
+        let Some(s) = seen.clone() else { continue };
         let (dir, k) = (st.config.state_dir.clone(), kek.clone());
         let kek_path = st.config.store.kek_path(&dir);
         let loaded = tokio::task::spawn_blocking(move || {
