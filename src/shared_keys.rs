@@ -86,7 +86,15 @@ pub async fn sync(store: &Store, config: &Config) -> anyhow::Result<Option<Arc<S
             let Some(s) = held.get(purpose.name()) else {
                 bail!("the shared store lost the {} keys", purpose.name());
             };
+            // A head that served alone before had clients pin its own root.
+            let own_root = purpose == Purpose::Ca && dir.join("ca").join("root.crt").exists();
             if install(&dir, purpose, &k, &s.sealed, &kek_path)? {
+                if own_root {
+                    tracing::warn!(
+                        "this head's own root CA was replaced by the shared store's: clients that \
+                         trusted the old root must trust the new one (`openchami ca show`)"
+                    );
+                }
                 tracing::info!(
                     purpose = purpose.name(),
                     "installed the shared store's keys in {}",
