@@ -427,6 +427,22 @@ pub struct StoreConfig {
     /// PEM certificates trusted for the database's TLS certificate; empty =
     /// the system's. Unused over a Unix socket.
     pub ca_file: String,
+    /// The key-encryption key the heads of a shared store seal the root CA,
+    /// token keys and BMC-credential sealing key with in the database: the
+    /// same file (32 bytes, mode 0600) on every head; empty =
+    /// `<state_dir>/kek.key`. Unused with SQLite.
+    pub kek_file: String,
+}
+
+impl StoreConfig {
+    /// Where the key-encryption key is.
+    pub fn kek_path(&self, state_dir: &std::path::Path) -> std::path::PathBuf {
+        if self.kek_file.is_empty() {
+            state_dir.join("kek.key")
+        } else {
+            std::path::PathBuf::from(&self.kek_file)
+        }
+    }
 }
 
 /// Serial consoles: one session per BMC (SSH, or IPMI serial-over-LAN

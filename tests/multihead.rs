@@ -251,7 +251,13 @@ async fn a_sqlite_state_migrates_into_postgres() {
         .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
-    let new = head(&url).await;
+    // The keys were sealed with the old state directory's new KEK.
+    let kek = old.state_dir().join("kek.key").display().to_string();
+    let new = Harness::start_with(move |c| {
+        c.store.url = url;
+        c.store.kek_file = kek;
+    })
+    .await;
     for i in 0..3 {
         let v = new
             .api

@@ -31,7 +31,7 @@ use super::model::{
     BmcCredential, BmcFirmware, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
     ClusterDefaults, Component, ComponentEndpoint, ConsoleHostKey, EthernetInterface, Group,
     InstanceInfo, Lease, MetadataRecord, NodeMap, Partition, PhoneHome, PowerTransition,
-    RedfishEndpoint,
+    RedfishEndpoint, SharedSecret,
 };
 use super::sqlite::Db;
 use super::tokens::{RefreshFamily, UsedBootstrap};
@@ -63,11 +63,12 @@ pub enum Table {
     HwLocations,
     HwFrus,
     HwHistory,
+    SharedSecrets,
 }
 
 impl Table {
     /// Every table, in the order a model is loaded.
-    pub const ALL: [Table; 24] = [
+    pub const ALL: [Table; 25] = [
         Table::Components,
         Table::EthernetInterfaces,
         Table::RedfishEndpoints,
@@ -92,6 +93,7 @@ impl Table {
         Table::HwLocations,
         Table::HwFrus,
         Table::HwHistory,
+        Table::SharedSecrets,
     ];
 
     pub fn from_name(name: &str) -> Option<Table> {
@@ -124,6 +126,7 @@ impl Table {
             Table::HwLocations => "hw_locations",
             Table::HwFrus => "hw_frus",
             Table::HwHistory => "hw_history",
+            Table::SharedSecrets => "shared_secrets",
         }
     }
 }
@@ -249,6 +252,8 @@ pub struct Model {
     pub hw_history: OrdMap<u64, HwHist>,
     /// FRU ID → how many history events name it (is a FRU known?).
     pub hw_hist_frus: OrdMap<String, usize>,
+    /// Sealed key bundles shared by the heads of a shared store, by purpose.
+    pub shared_secrets: OrdMap<String, SharedSecret>,
 }
 
 impl Model {
@@ -850,6 +855,11 @@ impl<'a> Txn<'a> {
         }
     }
 
+    pub fn put_shared_secret(&mut self, s: SharedSecret) {
+        self.record(Table::SharedSecrets, &s.purpose, Some(&s));
+        self.model.shared_secrets.insert(s.purpose.clone(), s);
+    }
+
     pub fn delete_hw_hist(&mut self, seq: u64) -> Option<HwHist> {
         let old = self.model.hw_history.remove(&seq)?;
         self.unindex_hist(&old);
@@ -896,6 +906,7 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
             .parse::<u64>()
             .ok()
             .and_then(|k| ser(m.hw_history.get(&k))),
+        Table::SharedSecrets => ser(m.shared_secrets.get(key)),
     }
 }
 
@@ -1163,6 +1174,11 @@ fn apply_row(
                     txn.delete_hw_hist(seq);
                 }
             }
+            Table::SharedSecrets => {
+                if txn.model.shared_secrets.remove(key).is_some() {
+                    txn.record::<SharedSecret>(Table::SharedSecrets, key, None);
+                }
+            }
         }
         return Ok(());
     };
@@ -1197,6 +1213,7 @@ fn apply_row(
         Table::HwLocations => txn.put_hw_loc(parse::<HwLoc>(table, key, doc)?),
         Table::HwFrus => txn.put_hw_fru(parse::<HwFru>(table, key, doc)?),
         Table::HwHistory => txn.put_hw_hist(parse(table, key, doc)?),
+        Table::SharedSecrets => txn.put_shared_secret(parse(table, key, doc)?),
     }
     Ok(())
 }
