@@ -425,6 +425,48 @@ async fn collect_writes_components_nids_macs_and_endpoints() {
     );
     assert_eq!(ce["RedfishEndpointID"], BMC);
 
+    // The emulator's Enclosure chassis is the node enclosure upstream's
+    // discovery records next to the BMC and the nodes.
+    let enc = format!("{}e1", &BMC[..BMC.len() - 2]);
+    let ces = h.api.get_json("/hsm/v2/Inventory/ComponentEndpoints").await;
+    let mut ids: Vec<&str> = ces["ComponentEndpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["ID"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut want = vec![
+        BMC.to_string(),
+        format!("{BMC}n0"),
+        format!("{BMC}n1"),
+        enc.clone(),
+    ];
+    want.sort();
+    assert_eq!(ids, want, "{ces}");
+    let ce = h
+        .api
+        .get_json(&format!("/hsm/v2/Inventory/ComponentEndpoints/{enc}"))
+        .await;
+    assert_eq!(ce["Type"], "NodeEnclosure", "{ce}");
+    assert_eq!(ce["RedfishType"], "Chassis");
+    assert_eq!(ce["RedfishSubtype"], "Enclosure");
+    assert_eq!(ce["ComponentEndpointType"], "ComponentEndpointChassis");
+    assert_eq!(ce["RedfishEndpointID"], BMC);
+    let odata = ce["OdataID"].as_str().unwrap().to_string();
+    assert!(odata.starts_with("/redfish/v1/Chassis/"), "{ce}");
+    assert_eq!(ce["RedfishURL"], format!("{}{odata}", emu.addr()));
+    assert!(ce["RedfishChassisInfo"]["Name"].is_string(), "{ce}");
+    let comp = h
+        .api
+        .get_json(&format!("/hsm/v2/State/Components/{enc}"))
+        .await;
+    assert_eq!(
+        (&comp["Type"], &comp["State"], &comp["Flag"]),
+        (&json!("NodeEnclosure"), &json!("On"), &json!("OK")),
+        "{comp}"
+    );
+
     // Re-running changes nothing that matters: same xnames and NIDs.
     let again = collect(&h, &[emu.addr()]).await;
     assert_eq!(again["collected"], 1, "{again}");
@@ -433,6 +475,12 @@ async fn collect_writes_components_nids_macs_and_endpoints() {
     assert_eq!(snap.redfish_endpoints.len(), 1);
     assert_eq!(snap.components[&format!("{BMC}n1")].nid, Some(2));
     assert_eq!(snap.interfaces.len(), 2);
+    assert_eq!(snap.component_endpoints.len(), 4);
+    let ce_again = h
+        .api
+        .get_json(&format!("/hsm/v2/Inventory/ComponentEndpoints/{enc}"))
+        .await;
+    assert_eq!(ce_again, ce, "the enclosure is rewritten as it was");
 }
 
 /// What sushy-tools serves of a System's units (Storage and Drives from
