@@ -35,6 +35,10 @@ pub struct SimUpdates {
     pub fail: Vec<usize>,
     /// BMCs without `SimpleUpdate`: only multipart push.
     pub multipart_only: Vec<usize>,
+    /// BMCs that take an update but give no task to follow: `204` with a
+    /// `Location` that answers `404`, as sushy-tools' emulator points at a
+    /// task that is not the update's. The update still runs and lands.
+    pub no_task: Vec<usize>,
     /// BMCs whose chassis has no `Controls`: only the legacy `Power`.
     pub legacy_power_only: Vec<usize>,
     /// The range both power limit views advertise, in watts.
@@ -48,6 +52,7 @@ impl Default for SimUpdates {
             duration: Duration::from_secs(2),
             fail: Vec::new(),
             multipart_only: Vec::new(),
+            no_task: Vec::new(),
             legacy_power_only: Vec::new(),
             limit_min: 350,
             limit_max: 850,
@@ -447,6 +452,16 @@ fn start(
     };
     let body = task_json(&task, now);
     fw.tasks.push(task);
+    if cfg.no_task.contains(&index) {
+        return Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header(
+                "location",
+                format!("/redfish/v1/TaskService/Tasks/gone-{id}"),
+            )
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap_or_else(|_| reply(StatusCode::NO_CONTENT, None));
+    }
     let location = format!("/redfish/v1/TaskService/Tasks/{id}");
     Response::builder()
         .status(StatusCode::ACCEPTED)
