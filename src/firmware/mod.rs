@@ -12,14 +12,17 @@
 //! timeout passes. Each BMC ends `Completed`, `Exception` (with the BMC's
 //! message), `TimedOut` or `Failed` (never started: no credentials, no
 //! UpdateService, refused). A BMC that completed has its inventory re-read.
+//! The update request is sent once, never retried: a BMC that answered
+//! badly may have begun flashing.
 //!
 //! Not every BMC that accepts an update hands back a task that can be
 //! followed: some answer `204` without one, some name a task monitor that
-//! answers `404` (sushy-tools' emulator points at a fixed sample task;
-//! Redfish lets a service drop a monitor once its task ended). An accepted
-//! request proves only that the BMC took it, so the result is not
-//! guessed: the BMC's FirmwareInventory, read just before the update, is
-//! read again every second, and the update counts as `Completed` when a
+//! answers `404` (Redfish lets a service drop a monitor once its task
+//! ended). (sushy-tools' emulator names a fixed sample task that always
+//! reads `Completed`; its update is done before it answers, so that holds.)
+//! An accepted request proves only that the BMC took it, so the result is
+//! not guessed: the BMC's FirmwareInventory, read just before the update,
+//! is read again every second, and the update counts as `Completed` when a
 //! watched member's `Version` changes (the members the update targeted,
 //! else the updateable ones), with a message saying so; `TimedOut` when
 //! nothing changed by the timeout; and `Accepted` at once when the BMC has
