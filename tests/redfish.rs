@@ -457,6 +457,7 @@ async fn collect_writes_components_nids_macs_and_endpoints() {
     assert!(odata.starts_with("/redfish/v1/Chassis/"), "{ce}");
     assert_eq!(ce["RedfishURL"], format!("{}{odata}", emu.addr()));
     assert!(ce["RedfishChassisInfo"]["Name"].is_string(), "{ce}");
+    assert!(ce.get("UUID").is_none(), "upstream leaves it unset: {ce}");
     let comp = h
         .api
         .get_json(&format!("/hsm/v2/State/Components/{enc}"))

@@ -111,7 +111,6 @@ pub fn v2(id: &str, addr: &str, user: &str, mac_addr: &str, c: &Crawl) -> Value 
         .map(|ch| {
             let mut o = Map::new();
             o.insert("uri".into(), json!(format!("{base}{}", ch.path)));
-            o.insert("uuid".into(), json!(ch.uuid));
             o.insert("name".into(), json!(ch.name));
             o.insert("chassis_type".into(), json!(ch.chassis_type));
             o.insert("manufacturer".into(), json!(ch.manufacturer));

@@ -27,7 +27,6 @@ use super::{endpoints::reduce_uri, xname};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChassisIn {
     pub path: String,
-    pub uuid: String,
     pub name: String,
     pub chassis_type: String,
     pub manufacturer: String,
@@ -72,7 +71,6 @@ pub fn decode(list: Option<&Value>) -> Vec<ChassisIn> {
                 (target, allowed)
             });
             Some(ChassisIn {
-                uuid: text(o, "uuid"),
                 name: text(o, "name"),
                 chassis_type: text(o, "chassis_type"),
                 manufacturer: text(o, "manufacturer"),
@@ -226,7 +224,8 @@ pub fn endpoint(ep: &RedfishEndpoint, id: &str, t: HmsType, c: &ChassisIn) -> Co
         fqdn: String::new(),
         redfish_type: "Chassis".into(),
         redfish_subtype: c.chassis_type.clone(),
-        uuid: c.uuid.clone(),
+        // Upstream leaves a Chassis' UUID unset.
+        uuid: String::new(),
         odata_id: c.path.clone(),
         redfish_endpoint_id: ep.id.clone(),
         redfish_endpoint_fqdn: ep.fqdn.clone(),

@@ -1411,7 +1411,7 @@ mod tests {
             {"uri": "https://172.16.0.101:443/redfish/v1/Chassis/Card", "chassis_type": "Card"},
             {"uri": "https://172.16.0.101:443/redfish/v1/Chassis/Other", "chassis_type": "RackMount"},
             {"uri": "https://172.16.0.101:443/redfish/v1/Chassis/Enc", "chassis_type": "Enclosure",
-             "name": "Enclosure 1", "uuid": "c-1", "power_state": "On", "state": "Enabled",
+             "name": "Enclosure 1", "power_state": "On", "state": "Enabled",
              "health": "OK", "reset": {"target": "/redfish/v1/Chassis/Enc/Actions/Chassis.Reset",
              "allowed": ["On", "ForceOff"]}},
             {"no": "uri"}
@@ -1423,7 +1423,7 @@ mod tests {
         assert_eq!(
             got,
             json!({"ID": "x1000c0s0e0", "Type": "NodeEnclosure", "Domain": "", "FQDN": "",
-                "RedfishType": "Chassis", "RedfishSubtype": "Enclosure", "UUID": "c-1",
+                "RedfishType": "Chassis", "RedfishSubtype": "Enclosure",
                 "OdataID": "/redfish/v1/Chassis/Enc", "RedfishEndpointID": "x1000c0s0b0",
                 "RedfishEndpointFQDN": "172.16.0.101",
                 "RedfishURL": "172.16.0.101/redfish/v1/Chassis/Enc", "Enabled": true,

@@ -117,7 +117,6 @@ pub struct ChassisInfo {
     pub asset_tag: String,
     pub part_number: String,
     pub name: String,
-    pub uuid: String,
     pub power_state: String,
     /// `Status.State` and `Status.Health` as the BMC wrote them.
     pub state: String,
@@ -244,7 +243,6 @@ fn chassis_info(path: &str, v: &Value) -> ChassisInfo {
         asset_tag: str_of(v, "AssetTag").into(),
         part_number: str_of(v, "PartNumber").into(),
         name: str_of(v, "Name").into(),
-        uuid: str_of(v, "UUID").into(),
         power_state: str_of(v, "PowerState").into(),
         state: at(v, &["Status", "State"])
             .and_then(Value::as_str)
