@@ -237,6 +237,60 @@ async fn an_update_that_outlasts_its_timeout_is_reported_timed_out() {
     assert_eq!(s.open_sessions(0), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_without_a_task_to_follow_is_judged_by_the_version() {
+    // BMC 0 names a task that answers 404; BMC 1 does too and has no
+    // FirmwareInventory to judge by.
+    let (h, s, _artifacts) = setup(|c| {
+        c.addrs.truncate(2);
+        c.updates.no_task = vec![0, 1];
+        c.updates.no_inventory = vec![1];
+    })
+    .await;
+    let r = h
+        .api
+        .post(
+            "/firmware/v1/updates",
+            &json!({"image": IMAGE, "targets": ["x1000c0s0b0", "x1000c0s1b0"],
+                    "timeoutSecs": 60}),
+        )
+        .await
+        .status(202);
+    let j = wait_update(&h, r.json()["id"].as_str().expect("id")).await;
+    let bmc = |x: &str| {
+        j["bmcs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|b| b["xname"] == x))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {x} in {j}"))
+    };
+    let b = bmc("x1000c0s0b0");
+    assert_eq!(b["status"], "Completed", "{j}");
+    assert_eq!(
+        b["message"],
+        "no task to follow; BMC Firmware is now bmc-2.0 (was sim-1.0)"
+    );
+    assert!(
+        b["task"].as_str().unwrap_or("").contains("/gone-"),
+        "the monitor the BMC named is kept: {b}"
+    );
+    let b = bmc("x1000c0s1b0");
+    assert_eq!(b["status"], "Accepted", "{j}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no task to follow and no FirmwareInventory"),
+        "{b}"
+    );
+    assert_eq!(s.bmc_version(0), "bmc-2.0");
+    let inv = h.api.get_json("/firmware/v1/inventory/x1000c0s0b0").await;
+    assert_eq!(bmc_version(&inv), "bmc-2.0");
+    for k in 0..2 {
+        assert_eq!(s.open_sessions(k), 0, "BMC {k}");
+    }
+}
+
 async fn cli(h: &Harness, args: &[&str]) -> std::process::Output {
     h.cli(args, Duration::from_secs(120)).await
 }

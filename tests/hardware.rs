@@ -83,6 +83,32 @@ async fn discovery_fills_the_hardware_inventory_and_records_moves() {
         want
     );
 
+    // The enclosure location and the enclosure's ComponentEndpoint name
+    // the same Chassis with the same xname.
+    let enc = h
+        .api
+        .get_json("/hsm/v2/Inventory/Hardware/x1000c0s0e0")
+        .await;
+    assert_eq!(enc["Type"], "NodeEnclosure", "{enc}");
+    let ce = h
+        .api
+        .get_json("/hsm/v2/Inventory/ComponentEndpoints/x1000c0s0e0")
+        .await;
+    assert_eq!(
+        (&ce["Type"], &ce["RedfishType"], &ce["RedfishSubtype"]),
+        (
+            &json!("NodeEnclosure"),
+            &json!("Chassis"),
+            &json!("RackMount")
+        ),
+        "{ce}"
+    );
+    assert_eq!(ce["OdataID"], "/redfish/v1/Chassis/1");
+    assert_eq!(
+        enc["NodeEnclosureLocationInfo"]["Id"], "1",
+        "the same Chassis: {enc}"
+    );
+
     let n0 = "x1000c0s0b0n0";
     let dimm = h
         .api

@@ -425,6 +425,49 @@ async fn collect_writes_components_nids_macs_and_endpoints() {
     );
     assert_eq!(ce["RedfishEndpointID"], BMC);
 
+    // The emulator's Enclosure chassis is the node enclosure upstream's
+    // discovery records next to the BMC and the nodes.
+    let enc = format!("{}e1", &BMC[..BMC.len() - 2]);
+    let ces = h.api.get_json("/hsm/v2/Inventory/ComponentEndpoints").await;
+    let mut ids: Vec<&str> = ces["ComponentEndpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["ID"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut want = vec![
+        BMC.to_string(),
+        format!("{BMC}n0"),
+        format!("{BMC}n1"),
+        enc.clone(),
+    ];
+    want.sort();
+    assert_eq!(ids, want, "{ces}");
+    let ce = h
+        .api
+        .get_json(&format!("/hsm/v2/Inventory/ComponentEndpoints/{enc}"))
+        .await;
+    assert_eq!(ce["Type"], "NodeEnclosure", "{ce}");
+    assert_eq!(ce["RedfishType"], "Chassis");
+    assert_eq!(ce["RedfishSubtype"], "Enclosure");
+    assert_eq!(ce["ComponentEndpointType"], "ComponentEndpointChassis");
+    assert_eq!(ce["RedfishEndpointID"], BMC);
+    let odata = ce["OdataID"].as_str().unwrap().to_string();
+    assert!(odata.starts_with("/redfish/v1/Chassis/"), "{ce}");
+    assert_eq!(ce["RedfishURL"], format!("{}{odata}", emu.addr()));
+    assert!(ce["RedfishChassisInfo"]["Name"].is_string(), "{ce}");
+    assert!(ce.get("UUID").is_none(), "upstream leaves it unset: {ce}");
+    let comp = h
+        .api
+        .get_json(&format!("/hsm/v2/State/Components/{enc}"))
+        .await;
+    assert_eq!(
+        (&comp["Type"], &comp["State"], &comp["Flag"]),
+        (&json!("NodeEnclosure"), &json!("On"), &json!("OK")),
+        "{comp}"
+    );
+
     // Re-running changes nothing that matters: same xnames and NIDs.
     let again = collect(&h, &[emu.addr()]).await;
     assert_eq!(again["collected"], 1, "{again}");
@@ -433,6 +476,12 @@ async fn collect_writes_components_nids_macs_and_endpoints() {
     assert_eq!(snap.redfish_endpoints.len(), 1);
     assert_eq!(snap.components[&format!("{BMC}n1")].nid, Some(2));
     assert_eq!(snap.interfaces.len(), 2);
+    assert_eq!(snap.component_endpoints.len(), 4);
+    let ce_again = h
+        .api
+        .get_json(&format!("/hsm/v2/Inventory/ComponentEndpoints/{enc}"))
+        .await;
+    assert_eq!(ce_again, ce, "the enclosure is rewritten as it was");
 }
 
 /// What sushy-tools serves of a System's units (Storage and Drives from
@@ -709,4 +758,82 @@ async fn a_bmc_that_stops_answering_fails_and_leaves_nothing() {
     assert!(snap.components.is_empty(), "no partial inventory");
     assert!(snap.interfaces.is_empty(), "no partial inventory");
     assert!(snap.component_endpoints.is_empty(), "no partial inventory");
+}
+
+/// sushy-tools' UpdateService: `SimpleUpdate` wants `Targets`, refuses
+/// Manager targets, and for a System bumps its BiosVersion, which its fake
+/// driver cannot do (it keeps no firmware versions: HTTP 500). Each of its
+/// answers reaches the BMC's result as it gave it; it serves no
+/// FirmwareInventory, so discovery records none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firmware_updates_report_what_the_emulator_answers() {
+    let Some(bin) = emulator_or_skip() else {
+        return;
+    };
+    let emu = Emulator::start(&bin).await;
+    let artifacts = tempfile::tempdir().expect("tempdir");
+    std::fs::write(artifacts.path().join("bios-1.1.bin"), b"image").expect("image");
+    let dir = artifacts.path().to_path_buf();
+    let h = Harness::start_with(move |c| {
+        c.power.sample_interval_secs = 0;
+        c.boot.artifacts_dir = dir;
+    })
+    .await;
+    set_default_credentials(&h, PASSWORD).await;
+    let done = collect(&h, &[emu.addr()]).await;
+    assert_eq!(done["collected"], 1, "{done}");
+    assert!(
+        !h.app()
+            .state
+            .store
+            .snapshot()
+            .bmc_firmware
+            .contains_key(BMC),
+        "no FirmwareInventory to record"
+    );
+
+    let system = format!("/redfish/v1/Systems/{}", SYSTEMS[0].0);
+    let table = [
+        (json!([]), "Missing ImageURI and/or Targets"),
+        (
+            json!(["/redfish/v1/Managers/BMC"]),
+            "Manager is not currently a supported Target",
+        ),
+        (json!([system]), "Failed fetching BIOS information"),
+    ];
+    for (components, message) in table {
+        let r = h
+            .api
+            .post(
+                "/firmware/v1/updates",
+                &json!({"image": "bios-1.1.bin", "targets": [BMC], "components": components,
+                        "timeoutSecs": 30}),
+            )
+            .await
+            .status(202);
+        let path = format!("/firmware/v1/updates/{}", r.json()["id"].as_str().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let j = loop {
+            let j = h.api.get_json(&path).await;
+            if j["state"] == "completed" {
+                break j;
+            }
+            assert!(Instant::now() < deadline, "update never ended: {j}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let b = &j["bmcs"][0];
+        assert_eq!(b["status"], "Failed", "{components}: {j}");
+        assert_eq!(b["method"], "SimpleUpdate", "{j}");
+        assert!(
+            b["message"].as_str().unwrap_or("").contains(message),
+            "{components}: {j}"
+        );
+    }
+    // A refused update is not sent again: the BMC may have begun it.
+    let posts = emu
+        .log()
+        .lines()
+        .filter(|l| l.contains("POST /redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate"))
+        .count();
+    assert_eq!(posts, 3, "{}", emu.log());
 }

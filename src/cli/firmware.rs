@@ -108,7 +108,9 @@ async fn update(client: &Client, format: Format, u: Update) -> anyhow::Result<St
         let v = client.get(&path).await?;
         let c = &v["counts"];
         let n = |k: &str| c[k].as_u64().unwrap_or(0);
-        pb.set_position(n("Completed") + n("Exception") + n("TimedOut") + n("Failed"));
+        pb.set_position(
+            n("Completed") + n("Accepted") + n("Exception") + n("TimedOut") + n("Failed"),
+        );
         pb.set_message(format!("{} updating", n("Updating")));
         if v["state"] == "completed" {
             break v;
@@ -129,11 +131,19 @@ async fn update(client: &Client, format: Format, u: Update) -> anyhow::Result<St
         &rows,
         &done,
     );
-    let bad = rows.iter().filter(|r| r["status"] != "Completed").count();
-    if bad > 0 {
+    let count = |pred: &dyn Fn(&Value) -> bool| rows.iter().filter(|r| pred(&r["status"])).count();
+    let accepted = count(&|s| s == "Accepted");
+    let bad = count(&|s| s != "Completed" && s != "Accepted");
+    if bad + accepted > 0 {
+        let mut message = format!("{bad} of {} BMCs were not updated", rows.len());
+        if accepted > 0 {
+            message.push_str(&format!(
+                "; {accepted} accepted the update with nothing to confirm it by"
+            ));
+        }
         return Err(Partial {
             output: out,
-            message: format!("{bad} of {} BMCs were not updated", rows.len()),
+            message,
         }
         .into());
     }

@@ -11,9 +11,9 @@ use serde_json::{Map, Value, json};
 
 use crate::inventory::enums::HmsType;
 use crate::inventory::hwinv::{self, FruIn, LocIn};
-use crate::inventory::{Txn, xname};
+use crate::inventory::{Txn, enclosures, xname};
 use crate::redfish::hardware::{Part, PartKind};
-use crate::redfish::{Crawl, SystemInfo};
+use crate::redfish::{ChassisInfo, Crawl, SystemInfo};
 
 /// What a crawl found, kept until its BMC is written.
 #[derive(Debug, Clone, Default)]
@@ -32,11 +32,25 @@ impl Found {
             .iter()
             .map(|s| (s.path.clone(), s.clone()))
             .collect();
-        let first_chassis = c
+        // The Chassis the enclosure's ComponentEndpoint describes (see
+        // `inventory::enclosures`), else the first System's, else the first.
+        let linked = c
             .systems
             .first()
             .and_then(|s| s.chassis.first())
-            .and_then(|p| c.chassis.iter().find(|ch| &ch.path == p))
+            .and_then(|p| c.chassis.iter().find(|ch| &ch.path == p));
+        let qualifies = |ch: &&ChassisInfo| {
+            enclosures::hms_type(
+                HmsType::NodeBMC,
+                &ch.chassis_type,
+                &ch.manufacturer,
+                c.systems.len(),
+            ) == Some(HmsType::NodeEnclosure)
+        };
+        let first_chassis = linked
+            .filter(qualifies)
+            .or_else(|| c.chassis.iter().find(qualifies))
+            .or(linked)
             .or(c.chassis.first());
         let enclosure = first_chassis.map(|ch| {
             let mut loc = Map::new();

@@ -103,6 +103,29 @@ pub fn v2(id: &str, addr: &str, user: &str, mac_addr: &str, c: &Crawl) -> Value 
                    "info": sv.info})
         })
         .collect();
+    // Not part of magellan's payload: the Chassis upstream's own discovery
+    // turns into enclosure ComponentEndpoints (`inventory::enclosures`).
+    let chassis: Vec<Value> = c
+        .chassis
+        .iter()
+        .map(|ch| {
+            let mut o = Map::new();
+            o.insert("uri".into(), json!(format!("{base}{}", ch.path)));
+            o.insert("name".into(), json!(ch.name));
+            o.insert("chassis_type".into(), json!(ch.chassis_type));
+            o.insert("manufacturer".into(), json!(ch.manufacturer));
+            o.insert("power_state".into(), json!(ch.power_state));
+            o.insert("state".into(), json!(ch.state));
+            o.insert("health".into(), json!(ch.health));
+            if let Some(r) = &ch.reset {
+                o.insert(
+                    "reset".into(),
+                    json!({"target": r.target, "allowed": r.allowed}),
+                );
+            }
+            Value::Object(o)
+        })
+        .collect();
     json!({
         "ID": id,
         "Type": "",
@@ -115,6 +138,7 @@ pub fn v2(id: &str, addr: &str, user: &str, mac_addr: &str, c: &Crawl) -> Value 
         "Managers": managers,
         "Systems": systems,
         "Services": services,
+        "Chassis": chassis,
     })
 }
 

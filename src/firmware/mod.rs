@@ -12,6 +12,22 @@
 //! timeout passes. Each BMC ends `Completed`, `Exception` (with the BMC's
 //! message), `TimedOut` or `Failed` (never started: no credentials, no
 //! UpdateService, refused). A BMC that completed has its inventory re-read.
+//! The update request is sent once, never retried: a BMC that answered
+//! badly may have begun flashing.
+//!
+//! Not every BMC that accepts an update hands back a task that can be
+//! followed: some answer `204` without one, some name a task monitor that
+//! answers `404` (Redfish lets a service drop a monitor once its task
+//! ended). (sushy-tools' emulator names a fixed sample task that always
+//! reads `Completed`; its update is done before it answers, so that holds.)
+//! An accepted request proves only that the BMC took it, so the result is
+//! not guessed: the BMC's FirmwareInventory, read just before the update,
+//! is read again every second, and the update counts as `Completed` when a
+//! watched member's `Version` changes (the members the update targeted,
+//! else the updateable ones), with a message saying so; `TimedOut` when
+//! nothing changed by the timeout; and `Accepted` at once when the BMC has
+//! no FirmwareInventory either, leaving the operator to confirm the version
+//! on the BMC.
 //!
 //! Jobs live in memory (the BMCs hold the outcome; the inventory the new
 //! versions), like discovery jobs.
@@ -75,7 +91,8 @@ pub struct UpdateRequest {
 #[serde(rename_all = "camelCase")]
 pub struct BmcUpdate {
     pub xname: String,
-    /// `Pending`, `Updating`, `Completed`, `Exception`, `TimedOut`, `Failed`.
+    /// `Pending`, `Updating`, `Completed`, `Accepted` (taken, with nothing
+    /// to confirm it by), `Exception`, `TimedOut`, `Failed`.
     pub status: String,
     /// `SimpleUpdate` or `MultipartHttpPush`, once started.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -406,6 +423,15 @@ impl Firmware {
                     .map_or_else(|| c.clone(), |i| i.odata_id.clone())
             })
             .collect();
+        // What the BMC runs now, to tell an update landed where it gives
+        // no task to follow.
+        let before = match redfish::firmware::inventory(bmc).await {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::debug!(bmc = xname, error = %e, "no firmware inventory before the update");
+                Vec::new()
+            }
+        };
         let started = match plan::delivery(svc.simple_update, svc.multipart) {
             None => {
                 return (
@@ -447,11 +473,16 @@ impl Firmware {
                 redfish::firmware::multipart_update(bmc, &uri, name, bytes, &targets).await
             }
         };
-        let monitor = match started {
+        let mut follow = match started {
             Ok(m) => m,
             Err(e) => return (plan::FAILED, e.to_string()),
         };
-        self.set_bmc(id, xname, |b| b.task = monitor.clone());
+        match &follow {
+            Some(m) => self.set_bmc(id, xname, |b| b.task = m.clone()),
+            None => self.set_bmc(id, xname, |b| {
+                b.message = "accepted; the BMC gives no task to follow".into();
+            }),
+        }
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
         loop {
@@ -461,28 +492,64 @@ impl Firmware {
                 }
                 _ = tokio::time::sleep(POLL) => {}
             }
-            match redfish::firmware::task_progress(bmc, &monitor).await {
-                Ok(p) => {
-                    if let Some(m) = p.messages.last() {
-                        last = m.clone();
+            match follow.clone() {
+                Some(monitor) => match redfish::firmware::task_progress(bmc, &monitor).await {
+                    Ok(p) => {
+                        if let Some(m) = p.messages.last() {
+                            last = m.clone();
+                        }
+                        let (pct, msg) = (p.percent, last.clone());
+                        self.set_bmc(id, xname, |b| {
+                            b.percent_complete = pct.or(b.percent_complete);
+                            b.message = msg;
+                        });
+                        if let Some(done) = plan::outcome(&p.state) {
+                            return (done, last);
+                        }
                     }
-                    let (pct, msg) = (p.percent, last.clone());
-                    self.set_bmc(id, xname, |b| {
-                        b.percent_complete = pct.or(b.percent_complete);
-                        b.message = msg;
-                    });
-                    if let Some(done) = plan::outcome(&p.state) {
-                        return (done, last);
+                    Err(e) if e.is_auth() => return (plan::FAILED, e.to_string()),
+                    Err(e) if matches!(e.kind, redfish::ErrorKind::Status(404 | 410, _)) => {
+                        // Never there, or dropped: Redfish lets a service
+                        // delete a task monitor once the task has ended.
+                        tracing::info!(bmc = xname, task = %monitor, "task monitor gone");
+                        follow = None;
+                        self.set_bmc(id, xname, |b| {
+                            b.message =
+                                format!("accepted; the BMC's task {monitor} is gone (HTTP 404)");
+                        });
+                        continue;
                     }
+                    Err(e) => tracing::debug!(bmc = xname, error = %e, "task monitor read failed"),
+                },
+                None if before.is_empty() => {
+                    return (
+                        plan::ACCEPTED,
+                        "accepted; the BMC gives no task to follow and no FirmwareInventory \
+                         to check: confirm the version on the BMC"
+                            .into(),
+                    );
                 }
-                Err(e) if e.is_auth() => return (plan::FAILED, e.to_string()),
-                Err(e) => tracing::debug!(bmc = xname, error = %e, "task monitor read failed"),
+                None => match redfish::firmware::inventory(bmc).await {
+                    Ok(now) => {
+                        if let Some(msg) = plan::version_change(&before, &now, &targets) {
+                            return (plan::COMPLETED, msg);
+                        }
+                    }
+                    Err(e) if e.is_auth() => return (plan::FAILED, e.to_string()),
+                    Err(e) => tracing::debug!(bmc = xname, error = %e, "inventory read failed"),
+                },
             }
             if Instant::now() >= deadline {
-                return (
-                    plan::TIMED_OUT,
-                    format!("no end after {} s; last: {last}", timeout.as_secs()),
-                );
+                let msg = if follow.is_some() {
+                    format!("no end after {} s; last: {last}", timeout.as_secs())
+                } else {
+                    format!(
+                        "accepted, but the BMC gives no task to follow and no firmware \
+                         version changed in {} s",
+                        timeout.as_secs()
+                    )
+                };
+                return (plan::TIMED_OUT, msg);
             }
         }
     }

@@ -5,11 +5,15 @@
 use crate::inventory::Snapshot;
 use crate::inventory::components::parse_xname;
 use crate::inventory::enums::HmsType;
+use crate::redfish::firmware::Firmware;
 
 /// A BMC's result, once it has one.
 pub const PENDING: &str = "Pending";
 pub const UPDATING: &str = "Updating";
 pub const COMPLETED: &str = "Completed";
+/// The BMC took the update but offers nothing to follow it by: no task
+/// and no FirmwareInventory.
+pub const ACCEPTED: &str = "Accepted";
 pub const EXCEPTION: &str = "Exception";
 pub const TIMED_OUT: &str = "TimedOut";
 pub const FAILED: &str = "Failed";
@@ -84,6 +88,35 @@ pub fn outcome(state: &str) -> Option<&'static str> {
     }
 }
 
+/// With no task to follow, what shows an update landed: a watched
+/// FirmwareInventory member whose Version differs from before the update.
+/// Watched are the members the update targeted (by path or Id), else the
+/// updateable ones, else all.
+pub fn version_change(before: &[Firmware], now: &[Firmware], targets: &[String]) -> Option<String> {
+    let named = |f: &Firmware| targets.iter().any(|t| *t == f.path || *t == f.id);
+    let watched: Vec<&Firmware> = if before.iter().any(named) {
+        before.iter().filter(|f| named(f)).collect()
+    } else if before.iter().any(|f| f.updateable) {
+        before.iter().filter(|f| f.updateable).collect()
+    } else {
+        before.iter().collect()
+    };
+    watched.into_iter().find_map(|old| {
+        let new = now.iter().find(|n| n.path == old.path)?;
+        (new.version != old.version).then(|| {
+            let name = if old.name.is_empty() {
+                &old.id
+            } else {
+                &old.name
+            };
+            format!(
+                "no task to follow; {name} is now {} (was {})",
+                new.version, old.version
+            )
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +149,61 @@ mod tests {
             Some(Delivery::Multipart("/m".into()))
         );
         assert_eq!(delivery(None, None), None);
+    }
+
+    #[test]
+    fn version_changes_of_the_watched_members() {
+        let fw = |id: &str, version: &str, updateable: bool| Firmware {
+            path: format!("/redfish/v1/UpdateService/FirmwareInventory/{id}"),
+            id: id.into(),
+            name: format!("{id} Firmware"),
+            version: version.into(),
+            updateable,
+            ..Default::default()
+        };
+        let before = [
+            fw("BMC", "1.0", true),
+            fw("BIOS", "2.0", true),
+            fw("NIC", "3", false),
+        ];
+        let bios_done = [
+            fw("BMC", "1.0", true),
+            fw("BIOS", "2.1", true),
+            fw("NIC", "3", false),
+        ];
+        let nic_changed = [
+            fw("BMC", "1.0", true),
+            fw("BIOS", "2.0", true),
+            fw("NIC", "4", false),
+        ];
+        let none: [String; 0] = [];
+        let bmc = ["BMC".to_string()];
+        let bios_path = ["/redfish/v1/UpdateService/FirmwareInventory/BIOS".to_string()];
+        for (now, targets, want) in [
+            (
+                &bios_done,
+                &none[..],
+                Some("BIOS Firmware is now 2.1 (was 2.0)"),
+            ),
+            (
+                &bios_done,
+                &bios_path[..],
+                Some("BIOS Firmware is now 2.1 (was 2.0)"),
+            ),
+            // Only the member the update was for counts.
+            (&bios_done, &bmc[..], None),
+            // A member that cannot be updated is not watched.
+            (&nic_changed, &none[..], None),
+            (&before, &none[..], None),
+        ] {
+            let got = version_change(&before, now, targets);
+            assert_eq!(
+                got.as_deref()
+                    .map(|m| m.trim_start_matches("no task to follow; ")),
+                want,
+                "{targets:?}"
+            );
+        }
+        assert_eq!(version_change(&[], &bios_done, &none), None);
     }
 }

@@ -30,7 +30,7 @@ use super::model::{
     RedfishResourceInfo, ResetAction, ServiceEndpoint,
 };
 use super::store::{Model, Txn};
-use super::{DomainError, mac, xname};
+use super::{DomainError, enclosures, mac, xname};
 
 /// Where RedfishEndpoints live, for `URI` replies.
 pub const BASE: &str = "/hsm/v2/Inventory/RedfishEndpoints";
@@ -74,6 +74,9 @@ pub struct Inventory {
     /// The BMC's Redfish services (`Services`: `type`, `uri`, `uuid`), as
     /// the appliance's own discovery sends them; magellan sends none.
     pub services: Vec<ServiceEndpoint>,
+    /// The BMC's Chassis (`Chassis`), as the appliance's own discovery
+    /// sends them; magellan sends none (see `enclosures`).
+    pub chassis: Vec<enclosures::ChassisIn>,
 }
 
 /// One V2 System or Manager.
@@ -279,6 +282,7 @@ fn inventory(obj: &Map<String, Value>) -> Result<Inventory, DomainError> {
     if !kept.is_empty() {
         inv.details.insert("Systems".into(), Value::Array(kept));
     }
+    inv.chassis = enclosures::decode(get(obj, "Chassis"));
     // Leniently: a service entry without a type or a path is skipped.
     for o in list("Services") {
         let text = |k: &str| get(o, k).and_then(Value::as_str).unwrap_or("").trim();
@@ -933,6 +937,7 @@ fn manager_endpoint(ep: &RedfishEndpoint, m: &ResourceIn) -> ComponentEndpoint {
         enabled: true,
         component_endpoint_type: "ComponentEndpointManager".into(),
         redfish_system_info: None,
+        redfish_chassis_info: None,
         redfish_manager_info: Some(RedfishResourceInfo {
             name: m.name.clone(),
             actions: manager_reset.map(|r| Actions {
@@ -976,6 +981,7 @@ fn system_endpoint(ep: &RedfishEndpoint, node: &str, s: &ResourceIn) -> Componen
                 .unwrap_or_default(),
         }),
         redfish_manager_info: None,
+        redfish_chassis_info: None,
     }
 }
 
@@ -998,6 +1004,11 @@ fn apply_inventory(
     for (node, _) in &nodes {
         comps.push(present(txn.model(), node, HmsType::Node, "On"));
     }
+    let linked = inv.systems.first().and_then(|s| s.chassis.as_deref());
+    let chassis = enclosures::tracked(&ep.id, bmc_kind, &inv.chassis, nodes.len(), linked);
+    for (id, t, c) in &chassis {
+        comps.push(enclosures::component(txn.model().component(id), id, *t, c));
+    }
     components::put_all(txn, comps)?;
 
     for ce in component_endpoints_of(txn.model(), &ep.id) {
@@ -1008,6 +1019,9 @@ fn apply_inventory(
     }
     for (node, s) in &nodes {
         txn.put_component_endpoint(system_endpoint(ep, node, s));
+    }
+    for (id, t, c) in &chassis {
+        txn.put_component_endpoint(enclosures::endpoint(ep, id, *t, c));
     }
 
     // Several BMCs reached on different ports of one address (port
@@ -1385,6 +1399,69 @@ mod tests {
                 .filter(|c| c.redfish_endpoint_id == "x1000c0s0b0")
                 .count(),
             2
+        );
+    }
+
+    #[tokio::test]
+    async fn chassis_become_the_node_enclosure_once() {
+        let store = Store::open_in_memory().unwrap();
+        let mut v = v2();
+        v["Systems"][0]["links"] = json!({"chassis": ["/redfish/v1/Chassis/Enc"]});
+        v["Chassis"] = json!([
+            {"uri": "https://172.16.0.101:443/redfish/v1/Chassis/Card", "chassis_type": "Card"},
+            {"uri": "https://172.16.0.101:443/redfish/v1/Chassis/Other", "chassis_type": "RackMount"},
+            {"uri": "https://172.16.0.101:443/redfish/v1/Chassis/Enc", "chassis_type": "Enclosure",
+             "name": "Enclosure 1", "power_state": "On", "state": "Enabled",
+             "health": "OK", "reset": {"target": "/redfish/v1/Chassis/Enc/Actions/Chassis.Reset",
+             "allowed": ["On", "ForceOff"]}},
+            {"no": "uri"}
+        ]);
+        post_v(&store, v.clone()).await.unwrap();
+        let first = store.snapshot();
+        let ce = &first.component_endpoints["x1000c0s0e0"];
+        let got = serde_json::to_value(ce).unwrap();
+        assert_eq!(
+            got,
+            json!({"ID": "x1000c0s0e0", "Type": "NodeEnclosure", "Domain": "", "FQDN": "",
+                "RedfishType": "Chassis", "RedfishSubtype": "Enclosure",
+                "OdataID": "/redfish/v1/Chassis/Enc", "RedfishEndpointID": "x1000c0s0b0",
+                "RedfishEndpointFQDN": "172.16.0.101",
+                "RedfishURL": "172.16.0.101/redfish/v1/Chassis/Enc", "Enabled": true,
+                "ComponentEndpointType": "ComponentEndpointChassis",
+                "RedfishChassisInfo": {"Name": "Enclosure 1", "Actions": {"#Chassis.Reset": {
+                    "target": "/redfish/v1/Chassis/Enc/Actions/Chassis.Reset",
+                    "ResetType@Redfish.AllowableValues": ["On", "ForceOff"]}}}})
+        );
+        let c = &first.components["x1000c0s0e0"];
+        assert_eq!(
+            (c.kind.as_str(), c.state.as_str(), c.flag.as_str()),
+            ("NodeEnclosure", "On", "OK")
+        );
+        assert_eq!(
+            first
+                .component_endpoints
+                .values()
+                .filter(|c| c.redfish_endpoint_id == "x1000c0s0b0")
+                .count(),
+            3,
+            "BMC, node and one enclosure"
+        );
+        // Re-discovery changes nothing.
+        put_v(&store, "x1000c0s0b0", v.clone()).await.unwrap();
+        let again = store.snapshot();
+        assert_eq!(again.component_endpoints, first.component_endpoints);
+        assert_eq!(
+            again.components["x1000c0s0e0"],
+            first.components["x1000c0s0e0"]
+        );
+        // Without Chassis (magellan's payload) there is no enclosure.
+        v["Chassis"] = json!([]);
+        put_v(&store, "x1000c0s0b0", v).await.unwrap();
+        assert!(
+            !store
+                .snapshot()
+                .component_endpoints
+                .contains_key("x1000c0s0e0")
         );
     }
 

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod components;
+pub mod enclosures;
 pub mod endpoints;
 pub mod enums;
 pub mod groups;

@@ -228,7 +228,8 @@ impl RedfishEndpoint {
     }
 }
 
-/// The `#ComputerSystem.Reset` / `#Manager.Reset` action of an endpoint.
+/// The `#ComputerSystem.Reset` / `#Manager.Reset` / `#Chassis.Reset` action
+/// of an endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResetAction {
     #[serde(rename = "target")]
@@ -256,6 +257,12 @@ pub struct Actions {
         skip_serializing_if = "Option::is_none"
     )]
     pub manager_reset: Option<ResetAction>,
+    #[serde(
+        rename = "#Chassis.Reset",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub chassis_reset: Option<ResetAction>,
 }
 
 /// A NIC as the Redfish crawl saw it.
@@ -341,6 +348,12 @@ pub struct ComponentEndpoint {
         skip_serializing_if = "Option::is_none"
     )]
     pub redfish_manager_info: Option<RedfishResourceInfo>,
+    #[serde(
+        rename = "RedfishChassisInfo",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub redfish_chassis_info: Option<RedfishResourceInfo>,
 }
 
 /// Group or partition membership list.

@@ -377,13 +377,15 @@ impl Bmc {
     }
 
     /// A POST whose answer may name a task monitor: the body and the path
-    /// of its `Location` header.
-    pub async fn post_located(
+    /// of its `Location` header. Sent once: it starts an action the BMC may
+    /// have begun before it failed to answer (a firmware update), which a
+    /// retry could start a second time.
+    pub async fn post_located_once(
         &self,
         path: &str,
         body: &Value,
     ) -> Result<(Value, Option<String>), Error> {
-        self.request(Method::POST, path, Some(body), true).await
+        self.once(Method::POST, path, Some(body), true).await
     }
 
     /// A `multipart/form-data` POST (Redfish's `MultipartHttpPushUri`):

@@ -117,6 +117,11 @@ pub struct ChassisInfo {
     pub asset_tag: String,
     pub part_number: String,
     pub name: String,
+    pub power_state: String,
+    /// `Status.State` and `Status.Health` as the BMC wrote them.
+    pub state: String,
+    pub health: String,
+    pub reset: Option<ResetInfo>,
     pub systems: Vec<String>,
     /// Power supplies (see `hardware`).
     pub hardware: ChassisHardware,
@@ -168,7 +173,10 @@ pub async fn crawl(bmc: &Bmc) -> Result<Crawl, Error> {
                 return Ok::<_, Error>(None);
             };
             let mut info = chassis_info(&p, &v);
-            info.hardware = hardware::chassis(bmc, &v).await?;
+            (info.hardware, info.reset) = futures_util::try_join!(
+                hardware::chassis(bmc, &v),
+                reset_info(bmc, &v, "#Chassis.Reset")
+            )?;
             Ok(Some(info))
         })),
         try_join_all(listed.iter().map(|p| system(bmc, p))),
@@ -235,6 +243,16 @@ fn chassis_info(path: &str, v: &Value) -> ChassisInfo {
         asset_tag: str_of(v, "AssetTag").into(),
         part_number: str_of(v, "PartNumber").into(),
         name: str_of(v, "Name").into(),
+        power_state: str_of(v, "PowerState").into(),
+        state: at(v, &["Status", "State"])
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into(),
+        health: at(v, &["Status", "Health"])
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into(),
+        reset: None,
         systems: json::list(at(v, &["Links", "ComputerSystems"])),
         hardware: ChassisHardware::default(),
     }

@@ -97,28 +97,23 @@ pub async fn update_service(bmc: &Bmc) -> Result<UpdateService, Error> {
     })
 }
 
-fn monitor(bmc: &Bmc, what: &str, body: &Value, location: Option<String>) -> Result<String, Error> {
-    if let Some(l) = location {
-        return Ok(l);
+/// The task monitor the BMC named (`Location`, else a Task body), if any.
+fn monitor(body: &Value, location: Option<String>) -> Option<String> {
+    if let Some(l) = location.filter(|l| !l.trim().is_empty()) {
+        return Some(clean(&l));
     }
     let id = str_of(body, "@odata.id");
-    if !id.is_empty() && get(body, "TaskState").is_some() {
-        return Ok(clean(id));
-    }
-    Err(Error::new(
-        bmc.addr(),
-        what.to_string(),
-        ErrorKind::Decode("the BMC accepted the update but named no task to follow".into()),
-    ))
+    (!id.is_empty() && get(body, "TaskState").is_some()).then(|| clean(id))
 }
 
-/// `SimpleUpdate`; returns the task monitor's path.
+/// `SimpleUpdate`; returns the task monitor's path, `None` when the BMC
+/// accepted the update without naming one.
 pub async fn simple_update(
     bmc: &Bmc,
     target: &str,
     image_uri: &str,
     targets: &[String],
-) -> Result<String, Error> {
+) -> Result<Option<String>, Error> {
     let mut body = json!({"ImageURI": image_uri});
     if image_uri.starts_with("http://") {
         body["TransferProtocol"] = json!("HTTP");
@@ -126,21 +121,21 @@ pub async fn simple_update(
     if !targets.is_empty() {
         body["Targets"] = json!(targets);
     }
-    let (v, location) = bmc.post_located(target, &body).await?;
-    monitor(bmc, &format!("POST {target}"), &v, location)
+    let (v, location) = bmc.post_located_once(target, &body).await?;
+    Ok(monitor(&v, location))
 }
 
-/// A multipart push; returns the task monitor's path.
+/// A multipart push; returns the task monitor's path, if the BMC named one.
 pub async fn multipart_update(
     bmc: &Bmc,
     uri: &str,
     file_name: &str,
     image: bytes::Bytes,
     targets: &[String],
-) -> Result<String, Error> {
+) -> Result<Option<String>, Error> {
     let params = json!({"Targets": targets, "@Redfish.OperationApplyTime": "Immediate"});
     let (v, location) = bmc.post_multipart(uri, &params, file_name, image).await?;
-    monitor(bmc, &format!("POST {uri}"), &v, location)
+    Ok(monitor(&v, location))
 }
 
 /// Reads a task monitor (or Task).

@@ -35,6 +35,12 @@ pub struct SimUpdates {
     pub fail: Vec<usize>,
     /// BMCs without `SimpleUpdate`: only multipart push.
     pub multipart_only: Vec<usize>,
+    /// BMCs that take an update but give no task to follow: `204` with a
+    /// `Location` that answers `404`, as a BMC that drops a task's monitor
+    /// does. The update still runs and lands.
+    pub no_task: Vec<usize>,
+    /// BMCs whose UpdateService has no FirmwareInventory.
+    pub no_inventory: Vec<usize>,
     /// BMCs whose chassis has no `Controls`: only the legacy `Power`.
     pub legacy_power_only: Vec<usize>,
     /// The range both power limit views advertise, in watts.
@@ -48,6 +54,8 @@ impl Default for SimUpdates {
             duration: Duration::from_secs(2),
             fail: Vec::new(),
             multipart_only: Vec::new(),
+            no_task: Vec::new(),
+            no_inventory: Vec::new(),
             legacy_power_only: Vec::new(),
             limit_min: 350,
             limit_max: 850,
@@ -255,6 +263,15 @@ pub(super) async fn handle(
             };
             settle(&mut fw, now);
             let mut found = get(cfg, &fw, path, controls, simple, now);
+            if cfg.no_inventory.contains(&index) {
+                if path.starts_with("/redfish/v1/UpdateService/FirmwareInventory") {
+                    found = None;
+                } else if let Some(Value::Object(svc)) = found.as_mut()
+                    && path == "/redfish/v1/UpdateService"
+                {
+                    svc.remove("FirmwareInventory");
+                }
+            }
             // With FRU trees on, the legacy Power resource also lists the
             // power supplies (and is absent when that collection is withheld).
             if path == "/redfish/v1/Chassis/1/Power"
@@ -447,6 +464,16 @@ fn start(
     };
     let body = task_json(&task, now);
     fw.tasks.push(task);
+    if cfg.no_task.contains(&index) {
+        return Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header(
+                "location",
+                format!("/redfish/v1/TaskService/Tasks/gone-{id}"),
+            )
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap_or_else(|_| reply(StatusCode::NO_CONTENT, None));
+    }
     let location = format!("/redfish/v1/TaskService/Tasks/{id}");
     Response::builder()
         .status(StatusCode::ACCEPTED)
