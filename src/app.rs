@@ -103,6 +103,8 @@ impl App {
         let secrets = secrets_task.await.context("secret key task failed")??;
         let store = store_task.await.context("store start-up task failed")??;
         store.observe_commits(crate::mem::large_write_committed);
+        let head = crate::statedir::head_id(&state_dir)?;
+        store.set_lease_holder(&head, Duration::from_secs(config.store.lease_ttl_secs));
 
         let node_base = crate::boot::base::NodeBase::new(
             &config.node.advertise,

@@ -1,7 +1,8 @@
 //! Several head nodes on one PostgreSQL database: what one head commits
 //! every other serves, every rule holds across heads, and a head that
 //! missed notifications, or a database that restarted, loses nothing that
-//! was acknowledged.
+//! was acknowledged. Once-only work (power transitions, the sampler) is
+//! leased to one head and taken over by another when that head stops.
 
 mod common;
 
@@ -285,4 +286,190 @@ async fn store_status_shows_backend_and_lag() {
         (Some("sqlite"), Some(0))
     );
     assert!(v.get("latest_generation").is_none(), "{v}");
+}
+
+/// A head for power work on `url`: short leases, quick polling.
+async fn power_head(url: &str, sample_secs: u64, share_secrets_of: Option<&Harness>) -> Harness {
+    let url = url.to_string();
+    let key = share_secrets_of.map(|h| h.state_dir().join("ca/secret.key"));
+    Harness::start_with(move |c| {
+        c.store.url = url;
+        c.store.lease_ttl_secs = 3;
+        c.power.poll_interval_secs = 1;
+        c.power.escalation_secs = 5;
+        c.power.sample_interval_secs = sample_secs;
+        // The BMC credentials are sealed with the first head's key; until
+        // the heads share their secrets through the store, the key file is
+        // copied as an operator would.
+        if let Some(key) = key {
+            use std::os::unix::fs::PermissionsExt;
+            let ca = c.state_dir.join("ca");
+            std::fs::create_dir_all(&ca).expect("test setup");
+            std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o700))
+                .expect("test setup");
+            std::fs::copy(&key, ca.join("secret.key")).expect("test setup");
+            std::fs::set_permissions(
+                ca.join("secret.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .expect("test setup");
+        }
+    })
+    .await
+}
+
+/// The leases `h` reports, as (name, holder).
+async fn leases(h: &Harness) -> Vec<(String, String)> {
+    let v = h.api.get_json("/store/v1/status").await;
+    v["leases"]
+        .as_array()
+        .expect("test setup")
+        .iter()
+        .filter(|l| l["expires_in_ms"].as_i64().expect("test setup") > 0)
+        .map(|l| {
+            (
+                l["name"].as_str().expect("test setup").to_string(),
+                l["holder"].as_str().expect("test setup").to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn head_id(h: &Harness) -> String {
+    h.api.get_json("/store/v1/status").await["head"]
+        .as_str()
+        .expect("test setup")
+        .to_string()
+}
+
+/// A transition started on head A, whose head stops half-way, is finished
+/// by head B against the same BMCs: B claims its lease and drives the
+/// tasks A had not ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_transition_is_finished_by_another_head() {
+    use openchami::redfish::sim::{SimBmcs, SimConfig};
+    let mut sc = SimConfig::loopback(2);
+    // The OS ignores the graceful shutdown: the transition waits for its
+    // deadline and then forces the power off.
+    sc.ignore_graceful_shutdown = true;
+    sc.power_on = true;
+    let sims = SimBmcs::start(sc, None).await.unwrap();
+    let url = postgres::shared().database();
+    let mut a = power_head(&url, 0, None).await;
+    let b = power_head(&url, 0, Some(&a)).await;
+    let (head_a, head_b) = (head_id(&a).await, head_id(&b).await);
+    assert_ne!(head_a, head_b);
+
+    let targets: Vec<String> = sims.addrs().iter().map(|a| a.to_string()).collect();
+    let map: serde_json::Map<String, Value> = targets
+        .iter()
+        .enumerate()
+        .map(|(k, a)| (a.clone(), json!(format!("x1000c0s{k}b0"))))
+        .collect();
+    a.api
+        .put(
+            "/discovery/v1/credentials/default",
+            &json!({"username": "admin", "password": "password"}),
+        )
+        .await
+        .ok();
+    let job = a
+        .api
+        .post(
+            "/discovery/v1/collect",
+            &json!({"targets": targets, "bmc_id_map": {"map_key": "bmc-ip-addr", "id_map": map}}),
+        )
+        .await
+        .status(202)
+        .json();
+    assert_eq!(a.wait_job(&job, TIMEOUT).await["collected"], 2);
+
+    let t = a
+        .api
+        .post(
+            "/transitions",
+            &json!({"operation": "off", "taskDeadlineMinutes": 0.1,
+                    "location": [{"xname": "x1000c0s0b0n0"}, {"xname": "x1000c0s1b0n0"}]}),
+        )
+        .await
+        .ok()
+        .json();
+    let id = t["transitionID"].as_str().unwrap().to_string();
+    let lease = format!("power-transition/{id}");
+    // A drives it: the BMCs were asked to shut down, and the lease is A's.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while sims.resets(0).is_empty() || sims.resets(1).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never reset the BMCs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(leases(&b).await.contains(&(lease.clone(), head_a.clone())));
+    a.stop().await;
+    // B takes it over and finishes it: the deadline passes, the power is
+    // forced off and confirmed.
+    let done = b.wait_transition(&id, TIMEOUT).await;
+    assert_eq!(done["transitionStatus"], "completed", "{done}");
+    assert_eq!(done["taskCounts"]["succeeded"], 2, "{done}");
+    for k in 0..2 {
+        assert!(!sims.power(k, 0), "BMC {k} is off");
+        assert!(
+            sims.resets(k).iter().any(|r| r == "ForceOff"),
+            "BMC {k}: {:?}",
+            sims.resets(k)
+        );
+    }
+    // Done and released.
+    assert!(!leases(&b).await.iter().any(|(n, _)| *n == lease));
+    // A restarted head finds nothing left to do.
+    a.restart().await;
+    let again = a
+        .api
+        .get_json(&format!("/power-control/v1/transitions/{id}"))
+        .await;
+    assert_eq!(again["transitionStatus"], "completed");
+}
+
+/// Only one head samples power states: the sampler's lease has one holder,
+/// the same seen from both heads, and the other head takes it over when
+/// that head stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_head_samples_and_another_takes_over() {
+    let url = postgres::shared().database();
+    let mut a = power_head(&url, 1, None).await;
+    let mut b = power_head(&url, 1, None).await;
+    let sampler = |l: Vec<(String, String)>| -> Vec<String> {
+        l.into_iter()
+            .filter(|(n, _)| n == "power-sampler")
+            .map(|(_, h)| h)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let holder = loop {
+        let held = sampler(leases(&a).await);
+        if held.len() == 1 {
+            break held[0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "nobody samples");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(sampler(leases(&b).await), vec![holder.clone()]);
+    let other = if holder == head_id(&a).await {
+        a.stop().await;
+        &b
+    } else {
+        b.stop().await;
+        &a
+    };
+    let successor = head_id(other).await;
+    assert_ne!(successor, holder);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while sampler(leases(other).await) != vec![successor.clone()] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody took the sampler over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

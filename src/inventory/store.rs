@@ -935,6 +935,9 @@ struct Inner {
     published: tokio::sync::watch::Sender<u64>,
     /// Told the row count of each committed batch (see `observe_commits`).
     commit_observer: std::sync::OnceLock<fn(usize)>,
+    /// Where work leases are kept, and as whom this head claims them.
+    lease_db: Arc<dyn super::leases::LeaseDb>,
+    lease_as: std::sync::OnceLock<(String, std::time::Duration)>,
 }
 
 /// Handle to the inventory store; cheap to clone.
@@ -964,7 +967,10 @@ impl Store {
     /// backend, following the other writers).
     pub fn open_backend(mut db: Box<dyn Backend>) -> Result<Store, StoreError> {
         let (generation, model) = load_model(&mut *db)?;
+        let lease_db = db.leases();
         let inner = Arc::new(Inner {
+            lease_db,
+            lease_as: std::sync::OnceLock::new(),
             current: ArcSwap::from_pointee(Snapshot { generation, model }),
             kind: db.kind(),
             commit_observer: std::sync::OnceLock::new(),
@@ -1012,6 +1018,24 @@ impl Store {
     /// The backend's name: `sqlite` or `postgres`.
     pub fn backend_kind(&self) -> &'static str {
         self.inner.kind
+    }
+
+    /// Names the head that claims work leases through this store, and their
+    /// time to live. Once; later calls are ignored.
+    pub fn set_lease_holder(&self, head: &str, ttl: std::time::Duration) {
+        let _ = self.inner.lease_as.set((head.to_string(), ttl));
+    }
+
+    /// Work leases, claimed as the head named by `set_lease_holder`
+    /// (`local` until then).
+    pub fn leases(&self) -> super::leases::Leases {
+        let (head, ttl) = self
+            .inner
+            .lease_as
+            .get()
+            .cloned()
+            .unwrap_or_else(|| ("local".into(), super::leases::DEFAULT_TTL));
+        super::leases::Leases::new(self.inner.lease_db.clone(), &head, ttl)
     }
 
     /// Has `f` called, on the writer thread, with the number of rows of
@@ -1363,7 +1387,7 @@ fn commit_batch(db: &mut dyn Backend, inner: &Inner, jobs: Vec<Job>) {
 
 #[cfg(test)]
 #[path = "../../tests/common/postgres.rs"]
-mod pg_cluster;
+pub(crate) mod pg_cluster;
 
 #[cfg(test)]
 mod tests {
