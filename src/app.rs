@@ -119,6 +119,7 @@ impl App {
             .start()
             .await
             .context("cannot end power transitions left running")?;
+        tasks.spawn(discovery.clone().take_over());
         let firmware = Arc::new(crate::firmware::Firmware::new(
             store.clone(),
             secrets.clone(),

@@ -473,3 +473,66 @@ async fn one_head_samples_and_another_takes_over() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A discovery job whose head stops half-way is run again, under the same
+/// ID, by another head, which writes the BMCs it finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_job_is_run_again_by_another_head() {
+    use openchami::redfish::sim::{SimBmcs, SimConfig};
+    let mut sc = SimConfig::loopback(2);
+    // Slow enough that the first head is still crawling when it stops.
+    sc.latency = Duration::from_millis(300);
+    let sims = SimBmcs::start(sc, None).await.expect("simulated BMCs");
+    let url = postgres::shared().database();
+    let mut a = power_head(&url, 0, None).await;
+    let b = power_head(&url, 0, Some(&a)).await;
+    a.api
+        .put(
+            "/discovery/v1/credentials/default",
+            &json!({"username": "admin", "password": "password"}),
+        )
+        .await
+        .ok();
+    let targets: Vec<String> = sims.addrs().iter().map(|a| a.to_string()).collect();
+    let map: serde_json::Map<String, Value> = targets
+        .iter()
+        .enumerate()
+        .map(|(k, a)| (a.clone(), json!(format!("x1000c0s{k}b0"))))
+        .collect();
+    let job = a
+        .api
+        .post(
+            "/discovery/v1/collect",
+            &json!({"targets": targets, "bmc_id_map": {"map_key": "bmc-ip-addr", "id_map": map}}),
+        )
+        .await
+        .status(202)
+        .json();
+    let id = job["id"].as_str().expect("id").to_string();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while sims.sessions_created(0) == 0 && sims.sessions_created(1) == 0 {
+        assert!(std::time::Instant::now() < deadline, "A never logged in");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.stop().await;
+    // B runs it again under the same ID and collects both BMCs.
+    let path = format!("/discovery/v1/jobs/{id}");
+    let done = eventually(&b, &path, |s, v| s == 200 && v["status"] == "done").await;
+    assert_eq!(done["collected"], 2, "{done}");
+    for k in 0..2 {
+        eventually(
+            &b,
+            &format!("/hsm/v2/Inventory/RedfishEndpoints/x1000c0s{k}b0"),
+            |s, _| s == 200,
+        )
+        .await;
+    }
+    // Ended: its record and its lease are gone.
+    assert!(b.app().state.store.snapshot().discovery_jobs.is_empty());
+    assert!(
+        !leases(&b)
+            .await
+            .iter()
+            .any(|(n, _)| n.starts_with("discovery/"))
+    );
+}

@@ -31,7 +31,7 @@ use super::model::{
     BmcCredential, BmcFirmware, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
     ClusterDefaults, Component, ComponentEndpoint, ConsoleHostKey, EthernetInterface, Group,
     InstanceInfo, Lease, MetadataRecord, NodeMap, Partition, PhoneHome, PowerTransition,
-    RedfishEndpoint,
+    RedfishEndpoint, StoredDiscoveryJob,
 };
 use super::sqlite::Db;
 use super::tokens::{RefreshFamily, UsedBootstrap};
@@ -63,11 +63,12 @@ pub enum Table {
     HwLocations,
     HwFrus,
     HwHistory,
+    DiscoveryJobs,
 }
 
 impl Table {
     /// Every table, in the order a model is loaded.
-    pub const ALL: [Table; 24] = [
+    pub const ALL: [Table; 25] = [
         Table::Components,
         Table::EthernetInterfaces,
         Table::RedfishEndpoints,
@@ -92,6 +93,7 @@ impl Table {
         Table::HwLocations,
         Table::HwFrus,
         Table::HwHistory,
+        Table::DiscoveryJobs,
     ];
 
     pub fn from_name(name: &str) -> Option<Table> {
@@ -124,6 +126,7 @@ impl Table {
             Table::HwLocations => "hw_locations",
             Table::HwFrus => "hw_frus",
             Table::HwHistory => "hw_history",
+            Table::DiscoveryJobs => "discovery_jobs",
         }
     }
 }
@@ -247,6 +250,8 @@ pub struct Model {
     pub hw_frus: OrdMap<String, Arc<HwFru>>,
     /// Hardware inventory history events in order.
     pub hw_history: OrdMap<u64, HwHist>,
+    /// Discovery jobs running where several heads share the store, by id.
+    pub discovery_jobs: OrdMap<String, StoredDiscoveryJob>,
     /// FRU ID → how many history events name it (is a FRU known?).
     pub hw_hist_frus: OrdMap<String, usize>,
 }
@@ -809,6 +814,17 @@ impl<'a> Txn<'a> {
         self.model.bmc_firmware.insert(f.bmc.clone(), f);
     }
 
+    pub fn put_discovery_job(&mut self, j: StoredDiscoveryJob) {
+        self.record(Table::DiscoveryJobs, &j.id, Some(&j));
+        self.model.discovery_jobs.insert(j.id.clone(), j);
+    }
+
+    pub fn delete_discovery_job(&mut self, id: &str) -> Option<StoredDiscoveryJob> {
+        let old = self.model.discovery_jobs.remove(id)?;
+        self.record::<StoredDiscoveryJob>(Table::DiscoveryJobs, id, None);
+        Some(old)
+    }
+
     pub fn put_hw_loc(&mut self, l: impl Into<Arc<HwLoc>>) {
         let l = l.into();
         self.record(Table::HwLocations, &l.id, Some(&l));
@@ -896,6 +912,7 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
             .parse::<u64>()
             .ok()
             .and_then(|k| ser(m.hw_history.get(&k))),
+        Table::DiscoveryJobs => ser(m.discovery_jobs.get(key)),
     }
 }
 
@@ -1187,6 +1204,7 @@ fn apply_row(
                     txn.delete_hw_hist(seq);
                 }
             }
+            Table::DiscoveryJobs => drop(txn.delete_discovery_job(key)),
         }
         return Ok(());
     };
@@ -1221,6 +1239,7 @@ fn apply_row(
         Table::HwLocations => txn.put_hw_loc(parse::<HwLoc>(table, key, doc)?),
         Table::HwFrus => txn.put_hw_fru(parse::<HwFru>(table, key, doc)?),
         Table::HwHistory => txn.put_hw_hist(parse(table, key, doc)?),
+        Table::DiscoveryJobs => txn.put_discovery_job(parse(table, key, doc)?),
     }
     Ok(())
 }

@@ -7,3 +7,6 @@ CREATE TABLE work_leases (
     holder  TEXT NOT NULL,
     expires TIMESTAMPTZ NOT NULL
 );
+-- What a discovery job needs to run again on another head (model.rs
+-- StoredDiscoveryJob): a model table like the others, written when a job starts.
+CREATE TABLE discovery_jobs (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
