@@ -290,6 +290,18 @@ async fn store_status_shows_backend_and_lag() {
 
 /// A head for power work on `url`: short leases, quick polling.
 async fn power_head(url: &str, sample_secs: u64, share_secrets_of: Option<&Harness>) -> Harness {
+    head_with(url, share_secrets_of, move |c| {
+        c.power.sample_interval_secs = sample_secs
+    })
+    .await
+}
+
+/// A head on `url` with short leases and quick polling, changed by `f`.
+async fn head_with(
+    url: &str,
+    share_secrets_of: Option<&Harness>,
+    f: impl FnOnce(&mut openchami::config::Config) + Send + 'static,
+) -> Harness {
     let url = url.to_string();
     let key = share_secrets_of.map(|h| h.state_dir().join("ca/secret.key"));
     Harness::start_with(move |c| {
@@ -297,7 +309,7 @@ async fn power_head(url: &str, sample_secs: u64, share_secrets_of: Option<&Harne
         c.store.lease_ttl_secs = 3;
         c.power.poll_interval_secs = 1;
         c.power.escalation_secs = 5;
-        c.power.sample_interval_secs = sample_secs;
+        f(c);
         // The BMC credentials are sealed with the first head's key; until
         // the heads share their secrets through the store, the key file is
         // copied as an operator would.
@@ -535,4 +547,112 @@ async fn a_discovery_job_is_run_again_by_another_head() {
             .iter()
             .any(|(n, _)| n.starts_with("discovery/"))
     );
+}
+
+/// A BMC's console session is opened by one head only; the other lists it
+/// as held elsewhere, naming that head, and takes the session over when
+/// that head stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_head_holds_a_console_and_another_takes_it_over() {
+    use openchami::redfish::sim::{SimBmcs, SimConfig};
+    use openchami::redfish::simssh::{ConsoleFeed, SshConsoles, SshSimConfig, host_key};
+    // The console is reached at the BMC's IP, so the BMC answers on 443 of
+    // a loopback address of its own (per test process).
+    let pid = std::process::id();
+    let ip = std::net::Ipv4Addr::new(127, 100 + (pid % 100) as u8, (pid / 100 % 250) as u8, 1);
+    let (feed, _keys) = ConsoleFeed::new();
+    let ssh = SshConsoles::start(
+        SshSimConfig {
+            addrs: vec![std::net::SocketAddr::from((ip, 0))],
+            username: "admin".into(),
+            password: "password".into(),
+            host_key: host_key().expect("host key"),
+        },
+        vec![feed.clone()],
+    )
+    .await
+    .expect("ssh console");
+    let mut sc = SimConfig::consecutive(ip, 443, 1);
+    sc.ssh_console_port = Some(ssh.addrs()[0].port());
+    let sims = SimBmcs::start(sc, None).await.expect("simulated BMCs");
+    let url = postgres::shared().database();
+    let consoles = |c: &mut openchami::config::Config| {
+        c.power.sample_interval_secs = 0;
+        c.console.enabled = true;
+        c.console.refresh_secs = 1;
+    };
+    let mut a = head_with(&url, None, consoles).await;
+    let mut b = head_with(&url, Some(&a), consoles).await;
+    a.api
+        .put(
+            "/discovery/v1/credentials/default",
+            &json!({"username": "admin", "password": "password"}),
+        )
+        .await
+        .ok();
+    let target = ip.to_string();
+    let job = a
+        .api
+        .post(
+            "/discovery/v1/collect",
+            &json!({"targets": [target.clone()], "bmc_id_map": {"map_key": "bmc-ip-addr",
+                    "id_map": {target: "x1000c0s0b0"}}}),
+        )
+        .await
+        .status(202)
+        .json();
+    assert_eq!(a.wait_job(&job, TIMEOUT).await["collected"], 1);
+
+    // (state, heldBy) of the node's console as `h` lists it.
+    async fn console(h: &Harness) -> (String, String) {
+        let v = h.api.get_json("/remote-console/consoles").await;
+        let c = v["consoles"]
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["id"] == "x1000c0s0b0n0"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        (
+            c["state"].as_str().unwrap_or("").to_string(),
+            c["heldBy"].as_str().unwrap_or("").to_string(),
+        )
+    }
+    let (id_a, id_b) = (head_id(&a).await, head_id(&b).await);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let holder_is_a = loop {
+        let (on_a, on_b) = (console(&a).await, console(&b).await);
+        if on_a.0 == "connected" && on_b == ("elsewhere".to_string(), id_a.clone()) {
+            break true;
+        }
+        if on_b.0 == "connected" && on_a == ("elsewhere".to_string(), id_b.clone()) {
+            break false;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no single holder: {on_a:?} {on_b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // One SSH session to the BMC, whichever head holds it.
+    for _ in 0..10 {
+        assert_eq!(feed.output.receiver_count(), 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let other = if holder_is_a {
+        a.stop().await;
+        &b
+    } else {
+        b.stop().await;
+        &a
+    };
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while console(other).await.0 != "connected" || feed.output.receiver_count() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the console was not taken over: {:?}",
+            console(other).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(sims);
+    ssh.shutdown().await;
 }
