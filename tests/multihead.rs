@@ -656,3 +656,196 @@ async fn one_head_holds_a_console_and_another_takes_it_over() {
     drop(sims);
     ssh.shutdown().await;
 }
+
+/// A separate `openchami serve` on `url`, killed (SIGKILL) on drop.
+struct ServeProcess {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    api: std::net::SocketAddr,
+}
+
+impl ServeProcess {
+    /// Starts one with its state directory holding `secret_key` (the
+    /// sealing key the heads share) and short leases.
+    fn start(url: &str, secret_key: &std::path::Path) -> ServeProcess {
+        use std::io::BufRead;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("openchami-head-")
+            .tempdir()
+            .expect("temp dir");
+        let state = dir.path().join("state");
+        let ca = state.join("ca");
+        std::fs::create_dir_all(&ca).expect("state dir");
+        for (p, mode) in [(&state, 0o700), (&ca, 0o700)] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("mode");
+        }
+        std::fs::copy(secret_key, ca.join("secret.key")).expect("copy the sealing key");
+        std::fs::set_permissions(
+            ca.join("secret.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("mode");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[node]\nlisten = \"127.0.0.1:0\"\n\
+                 [console]\nenabled = false\n\
+                 [power]\npoll_interval_secs = 1\nescalation_secs = 5\nsample_interval_secs = 0\n\
+                 [store]\nurl = {url:?}\nlease_ttl_secs = 3\n",
+                state.display().to_string()
+            ),
+        )
+        .expect("config");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_openchami"))
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn openchami serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        // Drained for the life of the process: it never blocks on a pipe.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let marker = "listening for api (https) on ";
+        let mut server = ServeProcess {
+            child,
+            dir,
+            api: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        loop {
+            let line = rx
+                .recv_timeout(TIMEOUT)
+                .expect("openchami serve reports its API address");
+            if let Some(at) = line.find(marker)
+                && let Some(a) = line[at + marker.len()..].split_whitespace().next()
+            {
+                server.api = a.parse().expect("an address");
+                return server;
+            }
+        }
+    }
+
+    /// An API client with a token the process's own key signed.
+    fn api(&self) -> common::Http {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_openchami"))
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .args(["token", "issue", "--ttl", "1h"])
+            .output()
+            .expect("run token issue");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let pem = std::fs::read_to_string(self.dir.path().join("state/ca/root.crt"))
+            .expect("root certificate");
+        common::Http::https(&format!("https://{}", self.api), &pem, Some(token))
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The strongest form: a separate `openchami serve` is killed with SIGKILL
+/// in the middle of a power transition. It releases nothing; its lease
+/// expires and the other head finishes the transition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_head_s_power_transition_is_finished_by_another() {
+    use openchami::redfish::sim::{SimBmcs, SimConfig};
+    let mut sc = SimConfig::loopback(2);
+    sc.ignore_graceful_shutdown = true;
+    sc.power_on = true;
+    let sims = SimBmcs::start(sc, None).await.expect("simulated BMCs");
+    let url = postgres::shared().database();
+    let b = power_head(&url, 0, None).await;
+    let key = b.state_dir().join("ca/secret.key");
+    let u = url.clone();
+    let a = tokio::task::spawn_blocking(move || ServeProcess::start(&u, &key))
+        .await
+        .expect("started");
+    let a = tokio::task::spawn_blocking(move || {
+        let api = a.api();
+        (a, api)
+    });
+    let (a, a_api) = a.await.expect("a client");
+    b.api
+        .put(
+            "/discovery/v1/credentials/default",
+            &json!({"username": "admin", "password": "password"}),
+        )
+        .await
+        .ok();
+    let targets: Vec<String> = sims.addrs().iter().map(|a| a.to_string()).collect();
+    let map: serde_json::Map<String, Value> = targets
+        .iter()
+        .enumerate()
+        .map(|(k, a)| (a.clone(), json!(format!("x1000c0s{k}b0"))))
+        .collect();
+    let job = b
+        .api
+        .post(
+            "/discovery/v1/collect",
+            &json!({"targets": targets, "bmc_id_map": {"map_key": "bmc-ip-addr", "id_map": map}}),
+        )
+        .await
+        .status(202)
+        .json();
+    assert_eq!(b.wait_job(&job, TIMEOUT).await["collected"], 2);
+    // A serves what B collected, and starts the transition.
+    eventually_on(&a_api, "/hsm/v2/State/Components/x1000c0s1b0n0").await;
+    let t = a_api
+        .post(
+            "/transitions",
+            &json!({"operation": "off", "taskDeadlineMinutes": 0.1,
+                    "location": [{"xname": "x1000c0s0b0n0"}, {"xname": "x1000c0s1b0n0"}]}),
+        )
+        .await
+        .ok()
+        .json();
+    let id = t["transitionID"].as_str().expect("id").to_string();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while sims.resets(0).is_empty() || sims.resets(1).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never reset the BMCs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(a);
+    let done = b.wait_transition(&id, TIMEOUT).await;
+    assert_eq!(done["transitionStatus"], "completed", "{done}");
+    assert_eq!(done["taskCounts"]["succeeded"], 2, "{done}");
+    for k in 0..2 {
+        assert!(!sims.power(k, 0), "BMC {k} is off");
+    }
+}
+
+/// Polls `path` through `api` until it answers 200.
+async fn eventually_on(api: &common::Http, path: &str) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while api.get(path).await.status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
