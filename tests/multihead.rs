@@ -849,3 +849,60 @@ async fn eventually_on(api: &common::Http, path: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// An abort asked of a head that does not drive the transition reaches
+/// the head that does, through the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_on_another_head_stops_the_transition() {
+    use openchami::redfish::sim::{SimBmcs, SimConfig};
+    let mut sc = SimConfig::loopback(1);
+    sc.ignore_graceful_shutdown = true;
+    sc.power_on = true;
+    let sims = SimBmcs::start(sc, None).await.expect("simulated BMCs");
+    let url = postgres::shared().database();
+    let a = power_head(&url, 0, None).await;
+    let b = power_head(&url, 0, Some(&a)).await;
+    a.api
+        .put(
+            "/discovery/v1/credentials/default",
+            &json!({"username": "admin", "password": "password"}),
+        )
+        .await
+        .ok();
+    let target = sims.addrs()[0].to_string();
+    let job = a
+        .api
+        .post(
+            "/discovery/v1/collect",
+            &json!({"targets": [target.clone()], "bmc_id_map": {"map_key": "bmc-ip-addr",
+                    "id_map": {target: "x1000c0s0b0"}}}),
+        )
+        .await
+        .status(202)
+        .json();
+    assert_eq!(a.wait_job(&job, TIMEOUT).await["collected"], 1);
+    // soft-off without a deadline on an OS that ignores it: never ends by
+    // itself.
+    let t = a
+        .api
+        .post(
+            "/transitions",
+            &json!({"operation": "soft-off", "taskDeadlineMinutes": -1,
+                    "location": [{"xname": "x1000c0s0b0n0"}]}),
+        )
+        .await
+        .ok()
+        .json();
+    let id = t["transitionID"].as_str().expect("id").to_string();
+    let path = format!("/power-control/v1/transitions/{id}");
+    eventually(&b, &path, |s, v| {
+        s == 200 && v["transitionStatus"] == "in-progress"
+    })
+    .await;
+    b.api.delete(&path).await.status(202);
+    let done = a.wait_transition(&id, TIMEOUT).await;
+    assert_eq!(done["transitionStatus"], "aborted", "{done}");
+    eventually(&b, &path, |_, v| v["transitionStatus"] == "aborted").await;
+    // Ended: it can no longer be aborted, on either head.
+    assert_eq!(b.api.delete(&path).await.status, 400);
+}
