@@ -467,6 +467,17 @@ async fn one_head_samples_and_another_takes_over() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(sampler(leases(&b).await), vec![holder.clone()]);
+    // `openchami store status` shows it too: this head, then the leases.
+    let out = a.cli(&["store", "status"], TIMEOUT).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let head_a = head_id(&a).await;
+    assert!(text.contains(&head_a), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("power-sampler") && l.contains(&holder)),
+        "{text}"
+    );
     let other = if holder == head_id(&a).await {
         a.stop().await;
         &b
