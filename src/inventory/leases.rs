@@ -22,7 +22,7 @@
 //! for every head each time. So they are rows of their own beside the
 //! model, reached through a small pool of their own (`postgres.rs`). With
 //! one head (SQLite) that head holds every lease: [`Local`] grants in
-//! memory and nothing is stored.
+//! memory, nothing is stored and nothing is fenced.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -193,13 +193,24 @@ impl Leases {
             stop: CancellationToken::new(),
             released: false,
         };
-        tokio::spawn(renew(
-            self.clone(),
-            name.to_string(),
-            started + self.ttl,
-            held.lost.clone(),
-            held.stop.clone(),
-        ));
+        if self.shared() {
+            tokio::spawn(renew(
+                self.clone(),
+                name.to_string(),
+                started + self.ttl,
+                held.lost.clone(),
+                held.stop.clone(),
+            ));
+        } else {
+            // The only head: nobody can take the work over, so nothing is
+            // fenced (a busy runtime must not stop work); the expiry only
+            // keeps the status honest.
+            tokio::spawn(keep_local(
+                self.clone(),
+                name.to_string(),
+                held.stop.clone(),
+            ));
+        }
         Ok(Some(held))
     }
 
@@ -255,6 +266,17 @@ impl Drop for Held {
                 let _ = tokio::time::timeout(l.renew_every(), l.db.release(&name, &l.holder)).await;
             });
         }
+    }
+}
+
+/// Renews a lease of the only head until `stop`, never fencing.
+async fn keep_local(leases: Leases, name: String, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(leases.renew_every()) => {}
+        }
+        let _ = leases.db.renew(&name, &leases.holder, leases.ttl).await;
     }
 }
 
