@@ -11,7 +11,8 @@
 # connection the server closes is reopened at the next round (3 s;
 # RECONNECT_MS=10 reopens at once: a connect flood). Everything runs on
 # 127.0.0.1 (and 127.2.0.0/16 for the attacker) with a temporary state
-# directory.
+# directory. KEEPALIVE=1 sends the boot script requests on persistent
+# connections instead of one connection per request.
 #
 # PIN=1 (the default) runs the server on CPU SERVER_CPU (0) and the load
 # generator and the attacker on CPU CLIENT_CPU (1), in both phases, each of

@@ -2,8 +2,11 @@
 //!
 //! One run, two phases of `--duration` seconds each, the same load in both:
 //!
-//! - boot script requests on the node listener, one TCP connection per
-//!   request as iPXE makes them, from `--workers` tasks on 127.0.0.1;
+//! - boot script requests on the node listener from `--workers` tasks on
+//!   127.0.0.1, one TCP connection per request, or with `KEEPALIVE=1` on
+//!   persistent connections (iPXE pools its connections; the client then
+//!   spends far less CPU per request, so on a two-core machine the server,
+//!   not the client's core, sets the rate);
 //! - an operator on the API: `GET /hsm/v2/State/Components` every 20 ms on
 //!   a keep-alive HTTPS connection, each latency kept for the p99.
 //!
@@ -182,15 +185,34 @@ async fn run_phase(a: &Arc<Args>, with_flood: bool) -> Phase {
     for _ in 0..a.workers {
         let (a, done, errors) = (a.clone(), done.clone(), errors.clone());
         workers.push(tokio::spawn(async move {
+            let keepalive = keepalive();
             let req = format!(
-                "GET /boot/v1/bootscript?mac={} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
-                a.mac
+                "GET /boot/v1/bootscript?mac={} HTTP/1.1\r\nHost: bench\r\nConnection: {}\r\n\r\n",
+                a.mac,
+                if keepalive { "keep-alive" } else { "close" }
             );
+            let mut conn: Option<Conn> = None;
             while started.elapsed() < a.duration {
-                match tokio::time::timeout(Duration::from_secs(5), one_request(a.node, &req)).await
-                {
+                let one = async {
+                    if !keepalive {
+                        return one_request(a.node, &req).await;
+                    }
+                    if conn.is_none() {
+                        conn = Some(Conn::open(a.node).await?);
+                    }
+                    let c = conn.as_mut().expect("opened above");
+                    let r = c.request(req.as_bytes()).await;
+                    if !matches!(r, Ok(true)) {
+                        conn = None;
+                    }
+                    r
+                };
+                match tokio::time::timeout(Duration::from_secs(5), one).await {
                     Ok(Ok(true)) => done.fetch_add(1, Ordering::Relaxed),
-                    _ => errors.fetch_add(1, Ordering::Relaxed),
+                    _ => {
+                        conn = None;
+                        errors.fetch_add(1, Ordering::Relaxed)
+                    }
                 };
             }
         }));
@@ -254,6 +276,61 @@ async fn one_request(node: SocketAddr, req: &str) -> std::io::Result<bool> {
     let mut buf = Vec::with_capacity(2048);
     s.read_to_end(&mut buf).await?;
     Ok(buf.starts_with(b"HTTP/1.1 200"))
+}
+
+/// `KEEPALIVE=1`: boot script requests on persistent connections, as
+/// iPXE's connection pool reuses one for a node's script, kernel and initrd.
+fn keepalive() -> bool {
+    std::env::var("KEEPALIVE").is_ok_and(|v| v == "1")
+}
+
+/// A persistent HTTP/1.1 connection reading responses by Content-Length.
+struct Conn {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(node: SocketAddr) -> std::io::Result<Conn> {
+        let s = TcpStream::connect(node).await?;
+        s.set_nodelay(true)?;
+        Ok(Conn {
+            s,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Sends `req` and reads one response; true for a complete 200 that
+    /// leaves the connection open.
+    async fn request(&mut self, req: &[u8]) -> std::io::Result<bool> {
+        self.s.write_all(req).await?;
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let closes = head.contains("connection: close");
+                while self.buf.len() < end + 4 + len {
+                    let n = self.s.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Ok(false);
+                    }
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                return Ok(head.starts_with("http/1.1 200") && !closes);
+            }
+            let n = self.s.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
 }
 
 /// GET the component list every 20 ms; the latencies (ms) and errors.
@@ -456,11 +533,16 @@ async fn sample(pid: u32, measuring: Arc<AtomicBool>) -> (u64, u64) {
 fn print(a: &Args, base: &Phase, flood: &Phase) {
     let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { f64::NAN };
     println!(
-        "slowloris: {} connections from {} address(es) on the node listener, {} s per phase, {} boot script workers",
+        "slowloris: {} connections from {} address(es) on the node listener, {} s per phase, {} boot script workers ({})",
         a.flood,
         a.flood_addrs,
         a.duration.as_secs(),
-        a.workers
+        a.workers,
+        if keepalive() {
+            "persistent connections"
+        } else {
+            "a connection per request"
+        }
     );
     println!(
         "{:<34} {:>12} {:>12} {:>8}",

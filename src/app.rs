@@ -60,7 +60,7 @@ impl App {
         // on a few fsyncs on first start: open them side by side.
         let db_path = state_dir.join(DB_FILE);
         let store_config = config.store.clone();
-        let store_task = tokio::task::spawn_blocking(move || {
+        let mut store_task = Some(tokio::task::spawn_blocking(move || {
             if store_config.url.is_empty() {
                 return Store::open(&db_path);
             }
@@ -69,7 +69,16 @@ impl App {
                 &store_config.url,
                 ca,
             )?))
-        });
+        }));
+        // A shared store holds the keys every head uses: they must be in
+        // `ca/` before anything below reads it.
+        let mut opened = None;
+        let mut kek = None;
+        if let Some(task) = store_task.take_if(|_| !config.store.url.is_empty()) {
+            let store = task.await.context("store start-up task failed")??;
+            kek = crate::shared_keys::sync(&store, &config).await?;
+            opened = Some(store);
+        }
         let dir = state_dir.clone();
         let tokens_task = tokio::task::spawn_blocking(move || TokenKeys::load_or_create(&dir));
         let dir = state_dir.clone();
@@ -101,7 +110,11 @@ impl App {
             .context("CA start-up task failed")??;
         let tokens = tokens_task.await.context("token key task failed")??;
         let secrets = secrets_task.await.context("secret key task failed")??;
-        let store = store_task.await.context("store start-up task failed")??;
+        let store = match (opened, store_task) {
+            (Some(store), _) => store,
+            (None, Some(task)) => task.await.context("store start-up task failed")??,
+            (None, None) => anyhow::bail!("the store was not opened"),
+        };
         store.observe_commits(crate::mem::large_write_committed);
         let head = crate::statedir::head_id(&state_dir)?;
         store.set_lease_holder(&head, Duration::from_secs(config.store.lease_ttl_secs));
@@ -166,6 +179,14 @@ impl App {
             started,
             config,
         }));
+
+        if let Some(kek) = kek {
+            tasks.spawn(crate::shared_keys::follow(
+                state.clone(),
+                kek,
+                shutdown.child_token(),
+            ));
+        }
 
         let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
         let fd_limit = raise_open_file_limit();

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// The `[dhcp]` section is owned by the DHCP service, with its checks.
+pub use crate::dhcp::settings::{DhcpConfig, DhcpSubnet};
+
 /// The file read when present and no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/openchami/config.toml";
 /// Where state lives when neither the file nor `--state-dir` says otherwise.
@@ -220,69 +223,6 @@ pub struct BootServiceConfig {
     pub ipv6_ra_interfaces: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DhcpConfig {
-    /// Off until subnets are configured: a stray DHCP server takes down a
-    /// site network.
-    pub enabled: bool,
-    /// Interfaces served, by name (e.g. a lab bridge). Empty: every interface
-    /// with an IPv4 address inside a configured subnet, and no other.
-    pub interfaces: Vec<String>,
-    /// UDP port (67; another port only for tests behind a relay).
-    pub port: u16,
-    /// Answer only MACs in the inventory; unknown ones get silence.
-    pub known_only: bool,
-    /// proxyDHCP: boot options only (no addresses), for sites that keep
-    /// their own DHCP server; also answers on UDP 4011.
-    pub proxy: bool,
-    /// Lease of an inventory (reserved) address, in seconds.
-    pub lease_secs: u32,
-    /// Lease of a pool address given to an unknown MAC, in seconds.
-    pub pool_lease_secs: u32,
-    /// `siaddr`/option 66 for boot files; empty: our address facing the client.
-    pub next_server: String,
-    /// coresmd `rule=` lines, evaluated in order (e.g. `type:Node,hostname:nid{04d}`).
-    pub rules: Vec<String>,
-    pub subnets: Vec<DhcpSubnet>,
-}
-
-impl Default for DhcpConfig {
-    fn default() -> Self {
-        DhcpConfig {
-            enabled: false,
-            interfaces: Vec::new(),
-            port: 67,
-            known_only: false,
-            proxy: false,
-            lease_secs: 3600,
-            pool_lease_secs: 300,
-            next_server: String::new(),
-            rules: Vec::new(),
-            subnets: Vec::new(),
-        }
-    }
-}
-
-/// One IPv4 subnet served directly or through relays (`[[dhcp.subnets]]`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DhcpSubnet {
-    /// e.g. `172.16.0.0/24`.
-    pub cidr: String,
-    /// Addresses for unknown MACs, `first-last`; empty: no pool.
-    pub pool: String,
-    pub routers: Vec<std::net::Ipv4Addr>,
-    pub dns: Vec<std::net::Ipv4Addr>,
-    pub domain: String,
-    /// Overrides `dhcp.lease_secs` here.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lease_secs: Option<u32>,
-    /// Overrides `dhcp.pool_lease_secs` here.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pool_lease_secs: Option<u32>,
-}
-
 /// The authoritative DNS server for the inventory (`[dns]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -491,6 +431,11 @@ pub struct StoreConfig {
     /// power sampler, a discovery job, a console) lives without renewal:
     /// how long work waits after its head dies before another takes it.
     pub lease_ttl_secs: u64,
+    /// The key-encryption key the heads of a shared store seal the root CA,
+    /// token keys and BMC-credential sealing key with in the database: the
+    /// same file (32 bytes, mode 0600) on every head; empty =
+    /// `<state_dir>/kek.key`. Unused with SQLite.
+    pub kek_file: String,
 }
 
 impl Default for StoreConfig {
@@ -499,6 +444,18 @@ impl Default for StoreConfig {
             url: String::new(),
             ca_file: String::new(),
             lease_ttl_secs: 15,
+            kek_file: String::new(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Where the key-encryption key is.
+    pub fn kek_path(&self, state_dir: &std::path::Path) -> std::path::PathBuf {
+        if self.kek_file.is_empty() {
+            state_dir.join("kek.key")
+        } else {
+            std::path::PathBuf::from(&self.kek_file)
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod power;
 pub mod redfish;
+pub mod shared_keys;
 pub mod statedir;
 
 /// The innermost cause of an error (kept in the Redfish client, a leaf

@@ -1,7 +1,8 @@
 //! The leaf modules (`inventory`, `ca`, `redfish`) import nothing else
 //! from the crate, so every other module can depend on them and each can
 //! be tested on its own. Read from the sources: a `crate::` path in a leaf
-//! must name the leaf itself.
+//! must name the leaf itself. `config` and `dhcp::settings` must not import
+//! each other.
 
 use std::path::{Path, PathBuf};
 
@@ -87,6 +88,35 @@ fn dhcp_does_not_reach_into_http() {
     );
 }
 
+/// Does `text` name `crate::<module>` (the module itself or anything in
+/// it) outside comments? `module` is a path such as `dhcp::settings`.
+fn names(text: &str, module: &str) -> bool {
+    let path = format!("crate::{module}");
+    text.lines().any(|line| {
+        let code = line.split("//").next().unwrap_or("");
+        code.match_indices(&path).any(|(at, _)| {
+            !code[at + path.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+        })
+    })
+}
+
+/// `config` and `dhcp::settings` must not import each other: the `[dhcp]`
+/// section's shape and checks live on one side, and the other only uses
+/// them. A cycle here is how a config change ends up rebuilding, and
+/// breaking, the DHCP server and the other way round.
+#[test]
+fn config_and_dhcp_settings_do_not_import_each_other() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let read = |p: &str| std::fs::read_to_string(src.join(p)).expect("read a source file");
+    let (config, settings) = (read("config.rs"), read("dhcp/settings.rs"));
+    let config_uses_settings = names(&config, "dhcp::settings") || names(&config, "dhcp");
+    let settings_uses_config = names(&settings, "config");
+    assert!(
+        !(config_uses_settings && settings_uses_config),
+        "src/config.rs and src/dhcp/settings.rs import each other"
+    );
+}
+
 #[test]
 fn the_scan_finds_what_it_should() {
     // (leaf, source line, escapes)
@@ -101,5 +131,22 @@ fn the_scan_finds_what_it_should() {
     for (leaf, line, want) in cases {
         let got = !escapes(leaf, Path::new("f.rs"), line).is_empty();
         assert_eq!(got, *want, "{leaf}: {line}");
+    }
+    // (module, source line, named)
+    let cases: &[(&str, &str, bool)] = &[
+        ("config", "use crate::config::DhcpConfig;", true),
+        ("config", "let c = crate::config::Config::default();", true),
+        ("config", "use crate::configure::X;", false),
+        ("config", "// see crate::config", false),
+        (
+            "dhcp::settings",
+            "pub use crate::dhcp::settings::{DhcpConfig};",
+            true,
+        ),
+        ("dhcp::settings", "use crate::dhcp::settingsx::Y;", false),
+        ("dhcp", "crate::dhcp::server::serve()", true),
+    ];
+    for (module, line, want) in cases {
+        assert_eq!(names(line, module), *want, "{module}: {line}");
     }
 }

@@ -252,7 +252,13 @@ async fn a_sqlite_state_migrates_into_postgres() {
         .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
-    let new = head(&url).await;
+    // The keys were sealed with the old state directory's new KEK.
+    let kek = old.state_dir().join("kek.key").display().to_string();
+    let new = Harness::start_with(move |c| {
+        c.store.url = url;
+        c.store.kek_file = kek;
+    })
+    .await;
     for i in 0..3 {
         let v = new
             .api
@@ -289,43 +295,24 @@ async fn store_status_shows_backend_and_lag() {
 }
 
 /// A head for power work on `url`: short leases, quick polling.
-async fn power_head(url: &str, sample_secs: u64, share_secrets_of: Option<&Harness>) -> Harness {
-    head_with(url, share_secrets_of, move |c| {
-        c.power.sample_interval_secs = sample_secs
-    })
-    .await
+async fn power_head(url: &str, sample_secs: u64) -> Harness {
+    head_with(url, move |c| c.power.sample_interval_secs = sample_secs).await
 }
 
 /// A head on `url` with short leases and quick polling, changed by `f`.
+/// The heads of one database share its keys (the harness gives them one
+/// key-encryption key), so each can use the BMC credentials another stored.
 async fn head_with(
     url: &str,
-    share_secrets_of: Option<&Harness>,
     f: impl FnOnce(&mut openchami::config::Config) + Send + 'static,
 ) -> Harness {
     let url = url.to_string();
-    let key = share_secrets_of.map(|h| h.state_dir().join("ca/secret.key"));
     Harness::start_with(move |c| {
         c.store.url = url;
         c.store.lease_ttl_secs = 3;
         c.power.poll_interval_secs = 1;
         c.power.escalation_secs = 5;
         f(c);
-        // The BMC credentials are sealed with the first head's key; until
-        // the heads share their secrets through the store, the key file is
-        // copied as an operator would.
-        if let Some(key) = key {
-            use std::os::unix::fs::PermissionsExt;
-            let ca = c.state_dir.join("ca");
-            std::fs::create_dir_all(&ca).expect("test setup");
-            std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o700))
-                .expect("test setup");
-            std::fs::copy(&key, ca.join("secret.key")).expect("test setup");
-            std::fs::set_permissions(
-                ca.join("secret.key"),
-                std::fs::Permissions::from_mode(0o600),
-            )
-            .expect("test setup");
-        }
     })
     .await
 }
@@ -367,8 +354,8 @@ async fn a_power_transition_is_finished_by_another_head() {
     sc.power_on = true;
     let sims = SimBmcs::start(sc, None).await.unwrap();
     let url = postgres::shared().database();
-    let mut a = power_head(&url, 0, None).await;
-    let b = power_head(&url, 0, Some(&a)).await;
+    let mut a = power_head(&url, 0).await;
+    let b = power_head(&url, 0).await;
     let (head_a, head_b) = (head_id(&a).await, head_id(&b).await);
     assert_ne!(head_a, head_b);
 
@@ -449,8 +436,8 @@ async fn a_power_transition_is_finished_by_another_head() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_head_samples_and_another_takes_over() {
     let url = postgres::shared().database();
-    let mut a = power_head(&url, 1, None).await;
-    let mut b = power_head(&url, 1, None).await;
+    let mut a = power_head(&url, 1).await;
+    let mut b = power_head(&url, 1).await;
     let sampler = |l: Vec<(String, String)>| -> Vec<String> {
         l.into_iter()
             .filter(|(n, _)| n == "power-sampler")
@@ -507,8 +494,8 @@ async fn a_discovery_job_is_run_again_by_another_head() {
     sc.latency = Duration::from_millis(300);
     let sims = SimBmcs::start(sc, None).await.expect("simulated BMCs");
     let url = postgres::shared().database();
-    let mut a = power_head(&url, 0, None).await;
-    let b = power_head(&url, 0, Some(&a)).await;
+    let mut a = power_head(&url, 0).await;
+    let b = power_head(&url, 0).await;
     a.api
         .put(
             "/discovery/v1/credentials/default",
@@ -592,8 +579,8 @@ async fn one_head_holds_a_console_and_another_takes_it_over() {
         c.console.enabled = true;
         c.console.refresh_secs = 1;
     };
-    let mut a = head_with(&url, None, consoles).await;
-    let mut b = head_with(&url, Some(&a), consoles).await;
+    let mut a = head_with(&url, consoles).await;
+    let mut b = head_with(&url, consoles).await;
     a.api
         .put(
             "/discovery/v1/credentials/default",
@@ -676,9 +663,8 @@ struct ServeProcess {
 }
 
 impl ServeProcess {
-    /// Starts one with its state directory holding `secret_key` (the
-    /// sealing key the heads share) and short leases.
-    fn start(url: &str, secret_key: &std::path::Path) -> ServeProcess {
+    /// Starts one with the database's key-encryption key and short leases.
+    fn start(url: &str) -> ServeProcess {
         use std::io::BufRead;
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::Builder::new()
@@ -686,17 +672,9 @@ impl ServeProcess {
             .tempdir()
             .expect("temp dir");
         let state = dir.path().join("state");
-        let ca = state.join("ca");
-        std::fs::create_dir_all(&ca).expect("state dir");
-        for (p, mode) in [(&state, 0o700), (&ca, 0o700)] {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("mode");
-        }
-        std::fs::copy(secret_key, ca.join("secret.key")).expect("copy the sealing key");
-        std::fs::set_permissions(
-            ca.join("secret.key"),
-            std::fs::Permissions::from_mode(0o600),
-        )
-        .expect("mode");
+        std::fs::create_dir_all(&state).expect("state dir");
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("mode");
+        let kek = postgres::kek_for(url);
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
@@ -704,8 +682,9 @@ impl ServeProcess {
                 "state_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[node]\nlisten = \"127.0.0.1:0\"\n\
                  [console]\nenabled = false\n\
                  [power]\npoll_interval_secs = 1\nescalation_secs = 5\nsample_interval_secs = 0\n\
-                 [store]\nurl = {url:?}\nlease_ttl_secs = 3\n",
-                state.display().to_string()
+                 [store]\nurl = {url:?}\nlease_ttl_secs = 3\nkek_file = {:?}\n",
+                state.display().to_string(),
+                kek.display().to_string()
             ),
         )
         .expect("config");
@@ -786,10 +765,9 @@ async fn a_killed_head_s_power_transition_is_finished_by_another() {
     sc.power_on = true;
     let sims = SimBmcs::start(sc, None).await.expect("simulated BMCs");
     let url = postgres::shared().database();
-    let b = power_head(&url, 0, None).await;
-    let key = b.state_dir().join("ca/secret.key");
+    let b = power_head(&url, 0).await;
     let u = url.clone();
-    let a = tokio::task::spawn_blocking(move || ServeProcess::start(&u, &key))
+    let a = tokio::task::spawn_blocking(move || ServeProcess::start(&u))
         .await
         .expect("started");
     let a = tokio::task::spawn_blocking(move || {
@@ -871,8 +849,8 @@ async fn an_abort_on_another_head_stops_the_transition() {
     sc.power_on = true;
     let sims = SimBmcs::start(sc, None).await.expect("simulated BMCs");
     let url = postgres::shared().database();
-    let a = power_head(&url, 0, None).await;
-    let b = power_head(&url, 0, Some(&a)).await;
+    let a = power_head(&url, 0).await;
+    let b = power_head(&url, 0).await;
     a.api
         .put(
             "/discovery/v1/credentials/default",

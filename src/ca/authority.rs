@@ -32,8 +32,8 @@ use sha2::{Digest, Sha256};
 use super::CaError;
 use super::files::{self, PRIVATE, PUBLIC, pem_encode};
 
-const ROOT_CERT: &str = "root.crt";
-const ROOT_KEY: &str = "root.key";
+pub(crate) const ROOT_CERT: &str = "root.crt";
+pub(crate) const ROOT_KEY: &str = "root.key";
 const LEAF_CERT: &str = "server.crt";
 const LEAF_KEY: &str = "server.key";
 
@@ -141,6 +141,14 @@ impl Authority {
             leaf_key: leaf.key,
             leaf_not_after: leaf.not_after,
         })
+    }
+
+    /// Makes sure `<dir>/ca/` holds a usable root, creating one if none
+    /// exists, without issuing a server certificate: for sharing the root
+    /// before any listener needs one.
+    pub fn ensure_root(state_dir: &Path) -> Result<(), CaError> {
+        let dir = files::ca_dir(state_dir)?;
+        load_or_create_root(&dir, SystemTime::now()).map(drop)
     }
 
     /// The root certificate in PEM form, for clients to add to their trust

@@ -102,6 +102,45 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()
     Ok(())
 }
 
+/// Creates `path` with `contents` and `mode` unless it exists, whole or
+/// not at all; returns false (writing nothing) when it exists already.
+/// Processes creating the same file at once agree on one content: the
+/// file appears by `link(2)`, which never replaces.
+pub(crate) fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<bool, CaError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Unique to this call, even among threads of one process.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{n}.new", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| CaError::io("create", &tmp, e))?;
+        file.write_all(contents)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| CaError::io("write", &tmp, e))?;
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(CaError::io("link into place", path, e)),
+        }
+    })();
+    let _ = fs::remove_file(&tmp);
+    if let Ok(true) = result
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    result
+}
+
 /// PEM armour with the customary 64-column lines.
 pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
@@ -166,6 +205,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn write_new_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        assert!(write_new(&p, b"one", PRIVATE).unwrap());
+        assert!(!write_new(&p, b"two", PRIVATE).unwrap());
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

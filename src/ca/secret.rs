@@ -21,7 +21,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use super::CaError;
 use super::files::{self, PRIVATE};
 
-const SECRET_KEY: &str = "secret.key";
+pub(crate) const SECRET_KEY: &str = "secret.key";
 const KEY_LEN: usize = 32;
 const PREFIX: &str = "v1:";
 
@@ -44,21 +44,36 @@ impl SecretBox {
     /// unreadable.
     pub fn load_or_create(state_dir: &Path) -> Result<SecretBox, CaError> {
         let dir = files::ca_dir(state_dir)?;
-        let path = dir.join(SECRET_KEY);
+        Self::load_file(&dir.join(SECRET_KEY), true)?
+            .ok_or_else(|| CaError::bad_file(dir.join(SECRET_KEY), "missing"))
+    }
+
+    /// Loads a 32-byte key file at `path` (refused when others may read
+    /// it), creating it with mode 0600 when `create` is set; `None` when
+    /// it does not exist and may not be created. The key-encryption key of
+    /// a shared store is such a file, outside `ca/`.
+    pub fn load_file(path: &Path, create: bool) -> Result<Option<SecretBox>, CaError> {
         let rng = SystemRandom::new();
-        let bytes = match files::read_secret(&path)? {
+        let bytes = match files::read_secret(path)? {
             Some(bytes) => bytes,
+            None if !create => return Ok(None),
             None => {
                 let mut bytes = vec![0u8; KEY_LEN];
                 rng.fill(&mut bytes).map_err(|_| CaError::Random)?;
-                files::write_atomic(&path, &bytes, PRIVATE)?;
-                tracing::info!(path = %path.display(), "created secret sealing key");
-                bytes
+                // Never replaces a key another process created meanwhile:
+                // then that one is used.
+                if files::write_new(path, &bytes, PRIVATE)? {
+                    tracing::info!(path = %path.display(), "created a sealing key");
+                    bytes
+                } else {
+                    files::read_secret(path)?
+                        .ok_or_else(|| CaError::bad_file(path, "vanished while being created"))?
+                }
             }
         };
         if bytes.len() != KEY_LEN {
             return Err(CaError::bad_file(
-                &path,
+                path,
                 format!(
                     "expected {KEY_LEN} bytes, found {}; restore the original key file, \
                      secrets sealed with it cannot be read otherwise",
@@ -67,11 +82,11 @@ impl SecretBox {
             ));
         }
         let key = UnboundKey::new(&AES_256_GCM, &bytes)
-            .map_err(|_| CaError::bad_file(&path, "unusable as an AES-256 key"))?;
-        Ok(SecretBox {
+            .map_err(|_| CaError::bad_file(path, "unusable as an AES-256 key"))?;
+        Ok(Some(SecretBox {
             key: LessSafeKey::new(key),
             rng,
-        })
+        }))
     }
 
     /// `"v1:" + base64(nonce || ciphertext || tag)` with a fresh random
@@ -81,16 +96,7 @@ impl SecretBox {
         if plaintext.is_empty() {
             return Ok(String::new());
         }
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce).map_err(|_| CaError::Random)?;
-        let mut buf = plaintext.as_bytes().to_vec();
-        self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf)
-            .map_err(|_| CaError::Seal)?;
-        let mut out = Vec::with_capacity(NONCE_LEN + buf.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&buf);
-        Ok(format!("{PREFIX}{}", STANDARD.encode(out)))
+        self.seal_bytes(b"", plaintext.as_bytes())
     }
 
     /// Reverses [`SecretBox::seal`]. Anything not produced by `seal` with
@@ -99,6 +105,32 @@ impl SecretBox {
         if sealed.is_empty() {
             return Ok(String::new());
         }
+        let plain = self.open_bytes(b"", sealed)?;
+        String::from_utf8(plain).map_err(|_| CaError::Unseal("not UTF-8"))
+    }
+
+    /// Seals `plaintext` bound to `purpose` (authenticated, not encrypted):
+    /// a value opens only under the purpose it was sealed for, so one
+    /// sealed value cannot be passed off as another.
+    pub fn seal_bytes(&self, purpose: &[u8], plaintext: &[u8]) -> Result<String, CaError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill(&mut nonce).map_err(|_| CaError::Random)?;
+        let mut buf = plaintext.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(purpose),
+                &mut buf,
+            )
+            .map_err(|_| CaError::Seal)?;
+        let mut out = Vec::with_capacity(NONCE_LEN + buf.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&buf);
+        Ok(format!("{PREFIX}{}", STANDARD.encode(out)))
+    }
+
+    /// Reverses [`SecretBox::seal_bytes`] for the same `purpose`.
+    pub fn open_bytes(&self, purpose: &[u8], sealed: &str) -> Result<Vec<u8>, CaError> {
         let body = sealed
             .strip_prefix(PREFIX)
             .ok_or(CaError::Unseal("unknown format (expected \"v1:\" prefix)"))?;
@@ -114,11 +146,11 @@ impl SecretBox {
         let mut buf = ciphertext.to_vec();
         let plain = self
             .key
-            .open_in_place(nonce, Aad::empty(), &mut buf)
+            .open_in_place(nonce, Aad::from(purpose), &mut buf)
             .map_err(|_| {
                 CaError::Unseal("authentication failed (tampered, or sealed with another key)")
             })?;
-        String::from_utf8(plain.to_vec()).map_err(|_| CaError::Unseal("not UTF-8"))
+        Ok(plain.to_vec())
     }
 }
 
@@ -204,6 +236,42 @@ mod tests {
         ] {
             assert!(s.open(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_value_opens_only_for_its_purpose() {
+        let (_d, s) = sb();
+        let sealed = s.seal_bytes(b"token", b"key bytes").unwrap();
+        // (purpose given to open, opens)
+        for (purpose, opens) in [
+            (&b"token"[..], true),
+            (b"ca", false),
+            (b"", false),
+            (b"token ", false),
+        ] {
+            let r = s.open_bytes(purpose, &sealed);
+            assert_eq!(r.is_ok(), opens, "{:?}", String::from_utf8_lossy(purpose));
+            if opens {
+                assert_eq!(r.unwrap(), b"key bytes");
+            }
+        }
+        // The plain form is the empty purpose.
+        let plain = s.seal("pw").unwrap();
+        assert_eq!(s.open_bytes(b"", &plain).unwrap(), b"pw");
+        assert!(s.open_bytes(b"token", &plain).is_err());
+    }
+
+    #[test]
+    fn a_key_file_elsewhere_is_created_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kek.key");
+        assert!(SecretBox::load_file(&p, false).unwrap().is_none());
+        assert!(!p.exists());
+        let a = SecretBox::load_file(&p, true).unwrap().unwrap();
+        let b = SecretBox::load_file(&p, false).unwrap().unwrap();
+        assert_eq!(b.open(&a.seal("pw").unwrap()).unwrap(), "pw");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(SecretBox::load_file(&p, false).is_err());
     }
 
     #[test]

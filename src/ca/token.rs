@@ -14,6 +14,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
@@ -26,11 +27,11 @@ use sha2::{Digest, Sha256};
 use super::CaError;
 use super::files::{self, PRIVATE, PUBLIC, pem_encode};
 
-const TOKEN_KEY: &str = "token.key";
+pub(crate) const TOKEN_KEY: &str = "token.key";
 /// Public halves of signing keys that were rotated out, kept so tokens they
 /// signed stay valid until they expire. Delete the file once that has
 /// happened to stop accepting them.
-const RETIRED_KEYS: &str = "token.retired";
+pub(crate) const RETIRED_KEYS: &str = "token.retired";
 
 /// Allowed clock difference between the issuer and the verifier.
 const LEEWAY: i64 = 60;
@@ -131,6 +132,7 @@ pub enum TokenError {
 }
 
 /// A public key tokens may be signed with.
+#[derive(Clone)]
 struct VerifyingKey {
     kid: String,
     /// Uncompressed point, 0x04 || x || y.
@@ -179,7 +181,15 @@ fn kid_for(point: &[u8]) -> String {
 }
 
 /// The token signing key and every public key whose tokens are accepted.
+///
+/// The set can be replaced while requests use it ([`TokenKeys::replace`]):
+/// on a shared store another head may rotate the key, and this one must
+/// take the new set without a restart.
 pub struct TokenKeys {
+    set: ArcSwap<KeySet>,
+}
+
+struct KeySet {
     signing: EncodingKey,
     /// The current key first, then retired ones.
     verifying: Vec<VerifyingKey>,
@@ -188,10 +198,7 @@ pub struct TokenKeys {
 impl fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenKeys")
-            .field(
-                "kids",
-                &self.verifying.iter().map(|k| &k.kid).collect::<Vec<_>>(),
-            )
+            .field("kids", &self.kids())
             .finish_non_exhaustive()
     }
 }
@@ -226,15 +233,32 @@ impl TokenKeys {
             }
         }
         Ok(TokenKeys {
-            signing: EncodingKey::from_ec_der(&key.serialize_der()),
-            verifying,
+            set: ArcSwap::from_pointee(KeySet {
+                signing: EncodingKey::from_ec_der(&key.serialize_der()),
+                verifying,
+            }),
         })
+    }
+
+    /// Serves `other`'s keys from now on (signing and verifying alike).
+    pub fn replace(&self, other: TokenKeys) {
+        self.set.store(other.set.load_full());
+    }
+
+    /// Every accepted key id, the current one first.
+    pub fn kids(&self) -> Vec<String> {
+        self.set
+            .load()
+            .verifying
+            .iter()
+            .map(|k| k.kid.clone())
+            .collect()
     }
 
     /// Replaces the signing key with a new one. The old public key is kept
     /// (in memory and in `token.retired`) so tokens it signed remain valid
     /// until they expire.
-    pub fn rotate(&mut self, state_dir: &Path) -> Result<(), CaError> {
+    pub fn rotate(&self, state_dir: &Path) -> Result<(), CaError> {
         let dir = files::ca_dir(state_dir)?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let new = VerifyingKey::from_point(key.public_key_raw())
@@ -242,7 +266,8 @@ impl TokenKeys {
 
         // Record the outgoing key as retired before replacing it, so a crash
         // in between never loses a key whose tokens are still in use.
-        let retired: String = self.verifying.iter().map(VerifyingKey::spki_pem).collect();
+        let old = self.set.load_full();
+        let retired: String = old.verifying.iter().map(VerifyingKey::spki_pem).collect();
         files::write_atomic(&dir.join(RETIRED_KEYS), retired.as_bytes(), PUBLIC)?;
         files::write_atomic(
             &dir.join(TOKEN_KEY),
@@ -251,14 +276,18 @@ impl TokenKeys {
         )?;
 
         tracing::info!(kid = %new.kid, "rotated token signing key");
-        self.signing = EncodingKey::from_ec_der(&key.serialize_der());
-        self.verifying.insert(0, new);
+        let mut verifying = vec![new];
+        verifying.extend(old.verifying.iter().cloned());
+        self.set.store(std::sync::Arc::new(KeySet {
+            signing: EncodingKey::from_ec_der(&key.serialize_der()),
+            verifying,
+        }));
         Ok(())
     }
 
     /// The key id new tokens are signed with.
-    pub fn current_kid(&self) -> &str {
-        self.verifying.first().map_or("", |k| k.kid.as_str())
+    pub fn current_kid(&self) -> String {
+        current_kid(&self.set.load())
     }
 
     /// Signs a token for `sub`, valid from `now` for `ttl`.
@@ -297,8 +326,9 @@ impl TokenKeys {
             return Err(CaError::Token("subject must not be empty".into()));
         }
         let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.current_kid().to_owned());
-        jsonwebtoken::encode(&header, claims, &self.signing)
+        let set = self.set.load();
+        header.kid = Some(current_kid(&set));
+        jsonwebtoken::encode(&header, claims, &set.signing)
             .map_err(|e| CaError::Token(e.to_string()))
     }
 
@@ -328,10 +358,11 @@ impl TokenKeys {
         if header.alg != Algorithm::ES256 {
             return Err(TokenError::BadSignature);
         }
+        let set = self.set.load();
         let key = header
             .kid
             .as_deref()
-            .and_then(|kid| self.verifying.iter().find(|k| k.kid == kid))
+            .and_then(|kid| set.verifying.iter().find(|k| k.kid == kid))
             .ok_or(TokenError::UnknownKey)?;
 
         let signed_len = header_b64.len() + 1 + payload_b64.len();
@@ -376,7 +407,7 @@ impl TokenKeys {
     /// publishing at a well-known URL.
     pub fn jwks(&self) -> serde_json::Value {
         serde_json::json!({
-            "keys": self.verifying.iter().map(VerifyingKey::jwk).collect::<Vec<_>>(),
+            "keys": self.set.load().verifying.iter().map(VerifyingKey::jwk).collect::<Vec<_>>(),
         })
     }
 }
@@ -535,6 +566,12 @@ impl ExternalKeys {
     }
 }
 
+fn current_kid(set: &KeySet) -> String {
+    set.verifying
+        .first()
+        .map_or(String::new(), |k| k.kid.clone())
+}
+
 fn parse_signing_key(path: &Path, pem: &[u8]) -> Result<KeyPair, CaError> {
     let key = std::str::from_utf8(pem)
         .ok()
@@ -599,8 +636,12 @@ mod tests {
         claims: &serde_json::Value,
     ) -> String {
         let message = format!("{}.{}", b64(header), b64(claims));
-        let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &keys.signing, Algorithm::ES256)
-            .unwrap();
+        let sig = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &keys.set.load().signing,
+            Algorithm::ES256,
+        )
+        .unwrap();
         format!("{message}.{sig}")
     }
 
@@ -666,7 +707,7 @@ mod tests {
         assert_eq!(k.verify(&t, ISS, AUD, NOW), Err(TokenError::UnknownKey));
 
         // Same kid as ours but signed by the other key.
-        let (h, c) = claims_json(k.current_kid());
+        let (h, c) = claims_json(&k.current_kid());
         let forged = sign_raw(&other, &h, &c);
         assert_eq!(
             k.verify(&forged, ISS, AUD, NOW),
@@ -729,7 +770,7 @@ mod tests {
             Err(TokenError::WrongAudience)
         );
 
-        let (h, mut c) = claims_json(k.current_kid());
+        let (h, mut c) = claims_json(&k.current_kid());
         c["sub"] = "".into();
         assert_eq!(
             k.verify(&sign_raw(&k, &h, &c), ISS, AUD, NOW),
@@ -746,7 +787,7 @@ mod tests {
     #[test]
     fn audience_may_be_string_or_array() {
         let (_d, k) = keys();
-        let (h, mut c) = claims_json(k.current_kid());
+        let (h, mut c) = claims_json(&k.current_kid());
         assert!(k.verify(&sign_raw(&k, &h, &c), ISS, AUD, NOW).is_ok());
         c["aud"] = serde_json::json!(["x", AUD]);
         assert_eq!(
@@ -771,7 +812,7 @@ mod tests {
     fn scope_and_audience_forms() {
         use serde_json::json;
         let (_d, k) = keys();
-        let (h, base) = claims_json(k.current_kid());
+        let (h, base) = claims_json(&k.current_kid());
         // (aud, scope, accepted scopes or None when malformed)
         let cases: Vec<(serde_json::Value, serde_json::Value, Option<Vec<&str>>)> = vec![
             (json!(AUD), json!("read write"), Some(vec!["read", "write"])),
@@ -809,7 +850,7 @@ mod tests {
     #[test]
     fn other_algorithms_are_rejected() {
         let (_d, k) = keys();
-        let (_, c) = claims_json(k.current_kid());
+        let (_, c) = claims_json(&k.current_kid());
         let kid = k.current_kid();
 
         let none = format!(
@@ -824,7 +865,7 @@ mod tests {
         // HS256 keyed with the public point, the classic key-confusion attack.
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(kid.to_owned());
-        let secret = EncodingKey::from_secret(&k.verifying[0].point);
+        let secret = EncodingKey::from_secret(&k.set.load().verifying[0].point);
         let claims: Claims = serde_json::from_value(c.clone()).unwrap();
         let hs = jsonwebtoken::encode(&header, &claims, &secret).unwrap();
         assert_eq!(k.verify(&hs, ISS, AUD, NOW), Err(TokenError::BadSignature));
@@ -861,9 +902,11 @@ mod tests {
             assert!(k.verify(bad, ISS, AUD, NOW).is_err(), "{bad:?} accepted");
         }
         // Valid header and signature over a payload that is not JSON claims.
-        let (h, _) = claims_json(k.current_kid());
+        let (h, _) = claims_json(&k.current_kid());
         let msg = format!("{}.{}", b64(&h), URL_SAFE_NO_PAD.encode(b"not json"));
-        let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), &k.signing, Algorithm::ES256).unwrap();
+        let sig =
+            jsonwebtoken::crypto::sign(msg.as_bytes(), &k.set.load().signing, Algorithm::ES256)
+                .unwrap();
         assert_eq!(
             k.verify(&format!("{msg}.{sig}"), ISS, AUD, NOW),
             Err(TokenError::Malformed)
@@ -898,7 +941,7 @@ mod tests {
     #[test]
     fn rotation_keeps_old_tokens_valid() {
         let dir = tempfile::tempdir().unwrap();
-        let mut k = TokenKeys::load_or_create(dir.path()).unwrap();
+        let k = TokenKeys::load_or_create(dir.path()).unwrap();
         let old_kid = k.current_kid().to_owned();
         let old = k.issue("alice", ISS, AUD, HOUR, &[], NOW).unwrap();
         k.rotate(dir.path()).unwrap();

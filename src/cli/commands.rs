@@ -27,6 +27,7 @@ pub fn run(global: &Global, command: Command) -> anyhow::Result<()> {
             scopes,
             bootstrap,
         }) => token_issue(&config, ttl.as_deref(), &sub, &roles, &scopes, bootstrap),
+        Command::Token(TokenCmd::Rotate) => token_rotate(&config),
         Command::Ca(cmd) => ca(&config, cmd),
         Command::Store(cmd @ super::store::StoreCmd::Migrate { .. }) => {
             super::store::run(&config, cmd)
@@ -132,6 +133,32 @@ fn token_issue(
     Ok(())
 }
 
+/// `token rotate`: on SQLite, in the state directory of a stopped
+/// appliance (one that runs would keep signing with the old key); on a
+/// shared store, through the database, which every running head follows.
+fn token_rotate(config: &Config) -> anyhow::Result<()> {
+    let dir = &config.state_dir;
+    let kid = if config.store.url.is_empty() {
+        let _lock = crate::statedir::lock(dir)
+            .context("stop the appliance first: the state directory is in use")?;
+        let keys = TokenKeys::load_or_create(dir)?;
+        keys.rotate(dir)?;
+        keys.current_kid()
+    } else {
+        let ca =
+            (!config.store.ca_file.is_empty()).then(|| std::path::Path::new(&config.store.ca_file));
+        let store = crate::inventory::Store::open_backend(Box::new(
+            crate::inventory::postgres::Pg::connect(&config.store.url, ca)?,
+        ))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(crate::shared_keys::rotate_shared(&store, config))?
+    };
+    println!("{kid}");
+    Ok(())
+}
+
 /// A token argument, or standard input for `-`.
 fn token_arg(arg: &str) -> anyhow::Result<String> {
     let t = if arg == "-" {
@@ -164,7 +191,9 @@ async fn token_grant(client: &Client, cmd: TokenCmd) -> anyhow::Result<String> {
             ("grant_type", REFRESH.to_string()),
             ("refresh_token", token_arg(&refresh_token)?),
         ],
-        TokenCmd::Issue { .. } => bail!("token issue needs no appliance"),
+        TokenCmd::Issue { .. } | TokenCmd::Rotate => {
+            bail!("needs the state directory, not the API")
+        }
     };
     let (status, v) = client.post_form("/oauth/token", &form).await?;
     if !status.is_success() {

@@ -198,6 +198,10 @@ pub enum TokenCmd {
         #[arg(long)]
         bootstrap: bool,
     },
+    /// Replace the token signing key (needs the state dir); tokens signed by the old key stay valid
+    /// until they expire. With SQLite the appliance must be stopped; on a shared PostgreSQL store
+    /// every running head takes the new key. Prints the new key id
+    Rotate,
     /// Exchange a one-time bootstrap token at the appliance's POST /oauth/token; prints the JSON reply
     /// (access_token, refresh_token, expires_in, ...)
     Exchange {

@@ -12,10 +12,13 @@ use clap::Subcommand;
 
 use super::client::Client;
 use super::output::{Format, render};
+use crate::ca::bundle::Purpose;
 use crate::config::Config;
-use crate::inventory::backend::copy_all;
+use crate::inventory::backend::{Backend, Feed, copy_all};
+use crate::inventory::model::SharedSecret;
 use crate::inventory::postgres::Pg;
 use crate::inventory::sqlite::Db;
+use crate::inventory::store::{Change, Table};
 
 #[derive(Subcommand, Debug)]
 pub enum StoreCmd {
@@ -97,11 +100,53 @@ pub fn run(config: &Config, cmd: StoreCmd) -> anyhow::Result<()> {
                 }
             }
             println!(
-                "copied {} rows from {}; set [store] url to use the database",
+                "copied {} rows from {}",
                 counts.iter().map(|(_, n)| n).sum::<usize>(),
                 path.display()
+            );
+            let kek = upload_keys(config, &mut target)?;
+            println!(
+                "uploaded the root CA, token keys and sealing key, sealed with {}: copy that file \
+                 (mode 0600) to every head, then set [store] url to use the database",
+                kek.display()
             );
             Ok(())
         }
     }
+}
+
+/// Seals this state directory's keys with the KEK (created unless it
+/// exists) and commits them to `target`, so every head started on the
+/// database shares them. Returns where the KEK is.
+fn upload_keys(config: &Config, target: &mut dyn Backend) -> anyhow::Result<std::path::PathBuf> {
+    let dir = &config.state_dir;
+    let kek_path = config.store.kek_path(dir);
+    let kek = crate::shared_keys::load_kek(&kek_path, true)?;
+    let now = chrono::Utc::now();
+    let rows = crate::shared_keys::seal_own(dir, &kek, &Purpose::ALL)?
+        .into_iter()
+        .map(|(purpose, sealed)| {
+            let doc = serde_json::to_string(&SharedSecret {
+                purpose: purpose.name().to_string(),
+                sealed,
+                updated_at: now,
+            })?;
+            Ok(Change {
+                table: Table::SharedSecrets,
+                key: purpose.name().to_string(),
+                doc: Some(doc),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let latest = target.latest()?.unwrap_or(0);
+    match target.begin(latest)? {
+        Feed::UpToDate => {
+            target.commit(&rows)?;
+        }
+        _ => {
+            target.abort();
+            bail!("another writer committed to the target while copying");
+        }
+    }
+    Ok(kek_path)
 }

@@ -11,6 +11,7 @@
 pub mod leases;
 pub mod packet;
 pub mod policy;
+pub mod records;
 pub mod rules;
 pub mod server;
 pub mod settings;

@@ -217,6 +217,10 @@ fn pool_free_for(ctx: &Context<'_>, subnet: &Subnet, ip: Ipv4Addr, m: &Mac) -> b
 /// longer than the stored record says, and a client renewing early costs
 /// no disk write. Kea's `cache-threshold` does the same.
 fn cached(ctx: &Context<'_>, ip: Ipv4Addr, m: &Mac, lease_secs: u32) -> Option<u32> {
+    if ctx.settings.several_heads {
+        // Another head may have changed the binding: commit it again.
+        return None;
+    }
     let b = ctx.leases.live(ip, ctx.now)?;
     let left = b.expires - ctx.now;
     let reusable = b.state == State::Bound && b.durable && b.pool && b.mac == *m;
@@ -225,7 +229,8 @@ fn cached(ctx: &Context<'_>, ip: Ipv4Addr, m: &Mac, lease_secs: u32) -> Option<u
 }
 
 /// The pool address to offer `m`: the one it holds or held, else the one
-/// it asks for, else the next free one after the cursor.
+/// it asks for, else the next free one after the cursor (with several
+/// heads, after a point derived from the MAC, the same on every head).
 fn pick(
     ctx: &Context<'_>,
     subnet: &Subnet,
@@ -245,7 +250,11 @@ fn pick(
     }
     let (a, b) = (u32::from(first), u32::from(last));
     let size = b - a + 1;
-    let start = ctx.leases.cursor(first) % size;
+    let start = if ctx.settings.several_heads {
+        super::records::pool_start(m, size)
+    } else {
+        ctx.leases.cursor(first) % size
+    };
     (0..size)
         .map(|i| Ipv4Addr::from(a + (start + i) % size))
         .find(|ip| pool_free_for(ctx, subnet, *ip, m))

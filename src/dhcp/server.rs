@@ -23,6 +23,11 @@
 //! batch has committed is marked durable; until half its lease has passed
 //! the policy answers renewals with it as it stands (see `policy::cached`),
 //! so steady-state renewals cost no write at all.
+//!
+//! Several heads on one shared store serve the same pool: the batch's write
+//! refuses a pool binding another head committed first (its ACK is then
+//! withheld and the request decided again, now a NAK), and the table
+//! follows the lease records every generation brings (see `records`).
 
 use std::collections::HashMap;
 use std::io;
@@ -36,8 +41,9 @@ use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::leases::{Change, Leases};
+use super::leases::{Change, Leases, Mac, State};
 use super::policy::ReplyKind;
+use super::records::{self, Intent};
 use super::settings::Settings;
 use crate::boot::steps::BootSteps;
 use crate::inventory::model::Lease;
@@ -138,6 +144,8 @@ struct Counters {
     silent: u64,
     send_failed: u64,
     unpersisted: u64,
+    /// ACKs withheld: another head bound the address first.
+    refused: u64,
 }
 
 impl Counters {
@@ -160,6 +168,7 @@ impl Counters {
             (self.silent, "policy"),
             (self.send_failed, "send_failed"),
             (self.unpersisted, "not_persisted"),
+            (self.refused, "refused_by_store"),
         ] {
             if n > 0 {
                 m.add(DROPS, DROPS_HELP, &[("reason", label)], n);
@@ -169,12 +178,24 @@ impl Counters {
     }
 }
 
+/// A reply that waits for its pool binding to commit.
+struct Waiting {
+    sock: usize,
+    bytes: Vec<u8>,
+    dest: SocketAddrV4,
+    /// The binding it announces.
+    binding: (Ipv4Addr, Mac),
+    /// With several heads: the request and its sender, decided again if
+    /// the binding is refused.
+    request: Option<(Vec<u8>, SocketAddr)>,
+}
+
 /// Lease records to write and replies that wait for them.
 #[derive(Default)]
 struct Batch {
-    /// Address → record to store, or `None` to delete.
-    records: HashMap<Ipv4Addr, Option<Lease>>,
-    replies: Vec<(usize, Vec<u8>, SocketAddrV4)>,
+    /// Address → what to do with its record (the last decision wins).
+    records: HashMap<Ipv4Addr, Intent>,
+    replies: Vec<Waiting>,
 }
 
 impl Batch {
@@ -202,10 +223,148 @@ pub struct Shared {
     pub boot_steps: Arc<BootSteps>,
 }
 
+/// The packet loop's state: what one task owns.
+struct Server {
+    settings: Settings,
+    state: Shared,
+    socks: Vec<Arc<UdpSocket>>,
+    pxe_port: Vec<bool>,
+    /// The served interfaces' addresses, by socket.
+    local: Vec<Vec<Ipv4Addr>>,
+    leases: Leases,
+    batch: Batch,
+    counters: Counters,
+    handle_time: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Server {
+    /// Decides one packet from socket `i` and sends (or queues) the reply.
+    fn step(
+        &mut self,
+        snap: &crate::inventory::Snapshot,
+        i: usize,
+        bytes: &[u8],
+        peer: SocketAddr,
+        now: i64,
+    ) {
+        let started = std::time::Instant::now();
+        let handled = super::handle(
+            bytes,
+            snap,
+            &self.settings,
+            &self.leases,
+            &self.local[i],
+            now,
+        );
+        self.handle_time.observe(started.elapsed().as_secs_f64());
+        let h = match handled {
+            Err(why) => {
+                self.counters.malformed += 1;
+                tracing::debug!(%peer, why, "dhcp: dropped a packet");
+                return;
+            }
+            Ok(h) => h,
+        };
+        boot_step(&self.state, snap, &h);
+        let mut waits_for = None;
+        for c in &h.outcome.changes {
+            record(&mut self.batch, snap, &self.leases, c, now);
+            if let Change::Bind {
+                ip,
+                mac: m,
+                pool: true,
+                ..
+            } = *c
+            {
+                waits_for = Some((ip, m));
+            }
+            super::commit(&mut self.leases, &self.settings, std::slice::from_ref(c));
+        }
+        let (Some((bytes_out, dest)), Some(kind)) = (h.reply, h.kind) else {
+            self.counters.silent += 1;
+            if logging::access_allowed(Access::Dhcp) {
+                tracing::info!(
+                    %peer,
+                    mac = %mac::to_colon(&h.query.mac),
+                    query = ?h.query.kind,
+                    reason = h.outcome.reason,
+                    "dhcp exchange: no reply"
+                );
+            }
+            return;
+        };
+        let dest = match peer {
+            SocketAddr::V4(p) if self.pxe_port[i] => p,
+            _ => dest,
+        };
+        match kind {
+            ReplyKind::Offer => self.counters.offers += 1,
+            ReplyKind::Ack => self.counters.acks += 1,
+            ReplyKind::Nak => self.counters.naks += 1,
+        }
+        if logging::access_allowed(Access::Dhcp) {
+            tracing::info!(
+                %peer,
+                mac = %mac::to_colon(&h.query.mac),
+                query = ?h.query.kind,
+                reply = ?kind,
+                yiaddr = ?h.outcome.reply.as_ref().map(|r| r.yiaddr),
+                %dest,
+                reason = h.outcome.reason,
+                "dhcp exchange"
+            );
+        }
+        match waits_for {
+            Some(binding) => self.batch.replies.push(Waiting {
+                sock: i,
+                bytes: bytes_out,
+                dest,
+                binding,
+                request: self.settings.several_heads.then(|| (bytes.to_vec(), peer)),
+            }),
+            None => {
+                if self.socks[i].try_send_to(&bytes_out, dest.into()).is_err() {
+                    self.counters.send_failed += 1;
+                }
+            }
+        }
+    }
+
+    /// Takes a committed (or failed) batch back: the table learns what is
+    /// now stored for every address written, and requests whose binding
+    /// was refused are decided again against it.
+    fn flushed(&mut self, done: Flushed) {
+        self.counters.unpersisted += done.withheld;
+        self.counters.send_failed += done.send_failed;
+        let snap = self.state.store.snapshot();
+        for ip in done.written {
+            // A newer decision waits in the batch and will be synced after
+            // it; a refused address is synced now, the store has spoken.
+            let refused = done.refused.iter().any(|w| w.binding.0 == ip);
+            if refused || !self.batch.records.contains_key(&ip) {
+                records::sync(&mut self.leases, &snap, ip);
+            }
+        }
+        self.counters.refused += done.refused.len() as u64;
+        if !done.refused.is_empty() {
+            tracing::info!(
+                refused = done.refused.len(),
+                "dhcp: pool bindings refused (another head bound the address first)"
+            );
+        }
+        let now = chrono::Utc::now().timestamp();
+        for w in done.refused {
+            if let Some((bytes, peer)) = w.request {
+                self.step(&snap, w.sock, &bytes, peer, now);
+            }
+        }
+    }
+}
+
 /// Serves on `bound` until `stop` is cancelled.
 pub async fn serve(
     bound: Vec<Bound>,
-    settings: Settings,
+    mut settings: Settings,
     state: Shared,
     stop: CancellationToken,
 ) -> io::Result<()> {
@@ -216,16 +375,20 @@ pub async fn serve(
         .map(|b| UdpSocket::from_std(b.socket).map(Arc::new))
         .collect::<io::Result<_>>()?;
     let store = state.store.clone();
+    // Other writers on the store are other heads serving the same pool.
+    settings.several_heads = matches!(store.latest_generation().await, Ok(Some(_)));
+    let several = settings.several_heads;
+    let mut generations = store.subscribe();
     let snap = store.snapshot();
-    let mut leases = Leases::load(snap.leases.values(), |ip, m| {
-        !snap.interfaces.get(&mac::to_id(m)).is_some_and(|i| {
-            i.ip_addresses
-                .iter()
-                .any(|a| a.ip_address == ip.to_string())
-        })
-    });
+    let leases = Leases::load(snap.leases.values(), |ip, m| records::is_pool(&snap, ip, m));
+    // The records the table last followed.
+    let mut seen = snap.leases.clone();
     drop(snap);
-    tracing::info!(leases = leases.len(), "dhcp: lease table loaded");
+    tracing::info!(
+        leases = leases.len(),
+        several_heads = several,
+        "dhcp: lease table loaded"
+    );
     let addrs_of = |names: &[String]| -> Vec<Vec<Ipv4Addr>> {
         let all = interface_addresses();
         names
@@ -233,16 +396,26 @@ pub async fn serve(
             .map(|n| all.get(n).cloned().unwrap_or_default())
             .collect()
     };
-    let mut local = addrs_of(&names);
-    let mut counters = Counters::default();
     // A handle, not `Metrics::observe`: this runs for every packet.
     let handle_time = state.metrics.histogram(
         "openchami_dhcp_decision_duration_seconds",
         "Time to decode a DHCP packet, decide and encode the reply.",
         &[],
     );
-    let mut batch = Batch::default();
+    let mut srv = Server {
+        settings,
+        state,
+        socks,
+        pxe_port,
+        local: addrs_of(&names),
+        leases,
+        batch: Batch::default(),
+        counters: Counters::default(),
+        handle_time,
+    };
     let mut flushing: Option<tokio::task::JoinHandle<Flushed>> = None;
+    // Addresses in the batch being written (followed once it has committed).
+    let mut inflight: std::collections::HashSet<Ipv4Addr> = Default::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 4096];
@@ -253,15 +426,22 @@ pub async fn serve(
             _ = stop.cancelled() => break,
             Some(r) = OptionFuture::from(flushing.as_mut()), if flushing.is_some() => {
                 flushing = None;
+                inflight.clear();
                 if let Ok(done) = r {
-                    counters.unpersisted += done.withheld;
-                    counters.send_failed += done.send_failed;
-                    for (ip, m, expires) in done.committed {
-                        leases.mark_durable(ip, &m, expires);
-                    }
+                    srv.flushed(done);
                 }
             }
-            r = recv_any(&socks, &mut buf, &mut next) => {
+            changed = generations.changed(), if several => {
+                if changed.is_ok() {
+                    let snap = store.snapshot();
+                    let batch = &srv.batch;
+                    records::follow(&mut srv.leases, &seen, &snap, |ip| {
+                        batch.records.contains_key(&ip) || inflight.contains(&ip)
+                    });
+                    seen = snap.leases.clone();
+                }
+            }
+            r = recv_any(&srv.socks, &mut buf, &mut next) => {
                 let (n, peer, i) = match r {
                     Ok(x) => x,
                     Err(e) if transient(&e) => continue,
@@ -269,71 +449,10 @@ pub async fn serve(
                 };
                 let now = chrono::Utc::now().timestamp();
                 let snap = store.snapshot();
-                let mut step = |len: usize, peer: SocketAddr, buf: &[u8]| {
-                    let started = std::time::Instant::now();
-                    let handled = super::handle(&buf[..len], &snap, &settings, &leases, &local[i], now);
-                    handle_time.observe(started.elapsed().as_secs_f64());
-                    match handled {
-                        Err(why) => {
-                            counters.malformed += 1;
-                            tracing::debug!(%peer, why, "dhcp: dropped a packet");
-                        }
-                        Ok(h) => {
-                            boot_step(&state, &snap, &h);
-                            super::commit(&mut leases, &settings, &h.outcome.changes);
-                            let wait = h.outcome.changes.iter().any(Change::must_persist);
-                            for c in &h.outcome.changes {
-                                record(&mut batch, &snap, c, now);
-                            }
-                            match (h.reply, h.kind) {
-                                (Some((bytes, dest)), Some(kind)) => {
-                                    let dest = match peer {
-                                        SocketAddr::V4(p) if pxe_port[i] => p,
-                                        _ => dest,
-                                    };
-                                    match kind {
-                                        ReplyKind::Offer => counters.offers += 1,
-                                        ReplyKind::Ack => counters.acks += 1,
-                                        ReplyKind::Nak => counters.naks += 1,
-                                    }
-                                    if logging::access_allowed(Access::Dhcp) {
-                                        tracing::info!(
-                                            %peer,
-                                            mac = %mac::to_colon(&h.query.mac),
-                                            query = ?h.query.kind,
-                                            reply = ?kind,
-                                            yiaddr = ?h.outcome.reply.as_ref().map(|r| r.yiaddr),
-                                            %dest,
-                                            reason = h.outcome.reason,
-                                            "dhcp exchange"
-                                        );
-                                    }
-                                    if wait {
-                                        batch.replies.push((i, bytes, dest));
-                                    } else if socks[i].try_send_to(&bytes, dest.into()).is_err() {
-                                        counters.send_failed += 1;
-                                    }
-                                }
-                                _ => {
-                                    counters.silent += 1;
-                                    if logging::access_allowed(Access::Dhcp) {
-                                        tracing::info!(
-                                            %peer,
-                                            mac = %mac::to_colon(&h.query.mac),
-                                            query = ?h.query.kind,
-                                            reason = h.outcome.reason,
-                                            "dhcp exchange: no reply"
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                    }
-                };
-                step(n, peer, &buf);
+                srv.step(&snap, i, &buf[..n], peer, now);
                 for _ in 1..BURST {
-                    match socks[i].try_recv_from(&mut buf) {
-                        Ok((n, peer)) => step(n, peer, &buf),
+                    match srv.socks[i].try_recv_from(&mut buf) {
+                        Ok((n, peer)) => srv.step(&snap, i, &buf[..n], peer, now),
                         Err(_) => break,
                     }
                 }
@@ -341,29 +460,41 @@ pub async fn serve(
             _ = tick.tick() => {
                 let now = chrono::Utc::now().timestamp();
                 let snap = store.snapshot();
-                let expired = leases.expired(now);
-                for ip in expired {
-                    leases.apply(&Change::Free { ip });
-                    if snap.leases.contains_key(&IpAddr::V4(ip)) {
-                        batch.records.insert(ip, None);
+                for ip in srv.leases.expired(now) {
+                    if let Some(b) = srv.leases.get(ip)
+                        && snap.leases.contains_key(&IpAddr::V4(ip))
+                    {
+                        srv.batch.records.insert(
+                            ip,
+                            Intent::Delete { mac: b.mac, ended_by: Some(now) },
+                        );
                     }
+                    srv.leases.apply(&Change::Free { ip });
                 }
-                local = addrs_of(&names);
-                counters.publish(&state.metrics);
+                srv.local = addrs_of(&names);
+                srv.counters.publish(&srv.state.metrics);
             }
         }
-        if flushing.is_none() && !batch.is_empty() {
-            let b = std::mem::take(&mut batch);
-            flushing = Some(tokio::spawn(flush(b, store.clone(), socks.clone())));
+        if flushing.is_none() && !srv.batch.is_empty() {
+            let b = std::mem::take(&mut srv.batch);
+            if several {
+                inflight.extend(b.records.keys().copied());
+            }
+            flushing = Some(tokio::spawn(flush(
+                b,
+                store.clone(),
+                srv.socks.clone(),
+                several,
+            )));
         }
     }
     if let Some(h) = flushing {
         let _ = h.await;
     }
-    if !batch.is_empty() {
-        let _ = flush(batch, store, socks).await;
+    if !srv.batch.is_empty() {
+        let _ = flush(srv.batch, store, srv.socks.clone(), several).await;
     }
-    counters.publish(&state.metrics);
+    srv.counters.publish(&srv.state.metrics);
     Ok(())
 }
 
@@ -410,8 +541,15 @@ impl std::fmt::Display for StepDetail<'_> {
     }
 }
 
-/// Adds what `c` means for the stored lease records to the batch.
-fn record(batch: &mut Batch, snap: &crate::inventory::Snapshot, c: &Change, now: i64) {
+/// Adds what `c` means for the stored lease records to the batch; `leases`
+/// is the table before `c` applies.
+fn record(
+    batch: &mut Batch,
+    snap: &crate::inventory::Snapshot,
+    leases: &Leases,
+    c: &Change,
+    now: i64,
+) {
     match *c {
         Change::Hold { .. } => {}
         Change::Bind {
@@ -430,13 +568,40 @@ fn record(batch: &mut Batch, snap: &crate::inventory::Snapshot, c: &Change, now:
                 if fresh && !batch.records.contains_key(&ip) {
                     return;
                 }
+            } else if let Some(prev) = leases.pool_address_of(&m)
+                && prev != ip
+            {
+                // The MAC moves: its old record goes with it.
+                batch.records.insert(
+                    prev,
+                    Intent::Delete {
+                        mac: m,
+                        ended_by: None,
+                    },
+                );
             }
-            batch
-                .records
-                .insert(ip, Some(lease_record(ip, &m, expires)));
+            batch.records.insert(
+                ip,
+                Intent::Put {
+                    lease: lease_record(ip, &m, expires),
+                    pool,
+                },
+            );
         }
         Change::Free { ip } | Change::Decline { ip, .. } => {
-            batch.records.insert(ip, None);
+            let Some(b) = leases.get(ip) else {
+                return;
+            };
+            // An offer was never stored: only an ended record of the same
+            // MAC may go (another head may have bound it meanwhile).
+            let ended_by = (b.state != State::Bound).then_some(now);
+            batch.records.insert(
+                ip,
+                Intent::Delete {
+                    mac: b.mac,
+                    ended_by,
+                },
+            );
         }
     }
 }
@@ -447,56 +612,47 @@ struct Flushed {
     /// Replies not sent because the write failed.
     withheld: u64,
     send_failed: u64,
-    /// Bindings now on disk.
-    committed: Vec<(Ipv4Addr, [u8; 6], i64)>,
+    /// Addresses whose records were written (or left as they were).
+    written: Vec<Ipv4Addr>,
+    /// Replies not sent because their binding was refused.
+    refused: Vec<Waiting>,
 }
 
 /// Writes the batch in one store write, then sends the replies that
-/// waited for it.
-async fn flush(batch: Batch, store: Store, socks: Vec<Arc<UdpSocket>>) -> Flushed {
+/// waited for it, except those whose binding the store refused.
+async fn flush(batch: Batch, store: Store, socks: Vec<Arc<UdpSocket>>, several: bool) -> Flushed {
     let Batch { records, replies } = batch;
-    let committed: Vec<(Ipv4Addr, [u8; 6], i64)> = records
-        .iter()
-        .filter_map(|(ip, rec)| {
-            let l = rec.as_ref()?;
-            Some((*ip, mac::parse(&l.mac).ok()?, l.expires?.timestamp()))
-        })
-        .collect();
+    let written: Vec<Ipv4Addr> = records.keys().copied().collect();
     let r = if records.is_empty() {
-        Ok(())
+        Ok(Vec::new())
     } else {
         store
-            .write(move |t| {
-                for (ip, rec) in records {
-                    match rec {
-                        Some(l) => t.put_lease(l),
-                        None => {
-                            t.delete_lease(IpAddr::V4(ip));
-                        }
-                    }
-                }
-                Ok(())
-            })
+            .write(move |t| Ok(records::write(t, records, several)))
             .await
     };
     match r {
-        Ok(()) => {
+        Ok(refused) => {
             let mut send_failed = 0;
-            for (i, bytes, dest) in replies {
-                if socks[i].try_send_to(&bytes, dest.into()).is_err() {
+            let mut not_sent = Vec::new();
+            for w in replies {
+                if refused.contains(&w.binding) {
+                    not_sent.push(w);
+                } else if socks[w.sock].try_send_to(&w.bytes, w.dest.into()).is_err() {
                     send_failed += 1;
                 }
             }
             Flushed {
                 withheld: 0,
                 send_failed,
-                committed,
+                written,
+                refused: not_sent,
             }
         }
         Err(e) => {
             tracing::error!(error = %e, withheld = replies.len(), "dhcp: cannot persist leases; their ACKs are not sent");
             Flushed {
                 withheld: replies.len() as u64,
+                written,
                 ..Flushed::default()
             }
         }
@@ -544,7 +700,7 @@ fn transient(e: &io::Error) -> bool {
 mod tests {
     use super::*;
     use crate::boot::base::NodeBase;
-    use crate::config::{DhcpConfig, DhcpSubnet};
+    use crate::dhcp::settings::{DhcpConfig, DhcpSubnet};
 
     #[test]
     fn only_interfaces_in_a_subnet_or_named() {

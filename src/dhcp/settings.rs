@@ -1,14 +1,80 @@
-//! The `[dhcp]` section, checked once and turned into typed values.
+//! The `[dhcp]` section: as written in the file ([`DhcpConfig`], which
+//! `config` embeds), checked once and turned into typed values.
 //!
-//! Config load calls [`Settings::check`] so `serve --check-config` refuses a
+//! The section's shape lives here, with its checks, so `config` depends on
+//! the DHCP service and never the other way round. Config load calls [`Settings::check`] so `serve --check-config` refuses a
 //! bad subnet, pool or rule by name before anything binds port 67; the
 //! server then works on the typed form and never re-parses a string.
 
 use std::net::Ipv4Addr;
 
+use serde::{Deserialize, Serialize};
+
 use super::rules::{self, Rule};
 use crate::boot::base::NodeBase;
-use crate::config::DhcpConfig;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DhcpConfig {
+    /// Off until subnets are configured: a stray DHCP server takes down a
+    /// site network.
+    pub enabled: bool,
+    /// Interfaces served, by name (e.g. a lab bridge). Empty: every interface
+    /// with an IPv4 address inside a configured subnet, and no other.
+    pub interfaces: Vec<String>,
+    /// UDP port (67; another port only for tests behind a relay).
+    pub port: u16,
+    /// Answer only MACs in the inventory; unknown ones get silence.
+    pub known_only: bool,
+    /// proxyDHCP: boot options only (no addresses), for sites that keep
+    /// their own DHCP server; also answers on UDP 4011.
+    pub proxy: bool,
+    /// Lease of an inventory (reserved) address, in seconds.
+    pub lease_secs: u32,
+    /// Lease of a pool address given to an unknown MAC, in seconds.
+    pub pool_lease_secs: u32,
+    /// `siaddr`/option 66 for boot files; empty: our address facing the client.
+    pub next_server: String,
+    /// coresmd `rule=` lines, evaluated in order (e.g. `type:Node,hostname:nid{04d}`).
+    pub rules: Vec<String>,
+    pub subnets: Vec<DhcpSubnet>,
+}
+
+impl Default for DhcpConfig {
+    fn default() -> Self {
+        DhcpConfig {
+            enabled: false,
+            interfaces: Vec::new(),
+            port: 67,
+            known_only: false,
+            proxy: false,
+            lease_secs: 3600,
+            pool_lease_secs: 300,
+            next_server: String::new(),
+            rules: Vec::new(),
+            subnets: Vec::new(),
+        }
+    }
+}
+
+/// One IPv4 subnet served directly or through relays (`[[dhcp.subnets]]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DhcpSubnet {
+    /// e.g. `172.16.0.0/24`.
+    pub cidr: String,
+    /// Addresses for unknown MACs, `first-last`; empty: no pool.
+    pub pool: String,
+    pub routers: Vec<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: String,
+    /// Overrides `dhcp.lease_secs` here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u32>,
+    /// Overrides `dhcp.pool_lease_secs` here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_lease_secs: Option<u32>,
+}
 
 /// An IPv4 network: address with host bits cleared, and prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +175,10 @@ pub struct Settings {
     /// The cluster domain when this appliance serves DNS: subnets that name
     /// no DNS server get ours (option 6), and no domain, this one (15).
     pub dns_domain: Option<String>,
+    /// Several head nodes answer from one shared store (see `records`):
+    /// pool searches start at a point derived from the MAC, and every pool
+    /// ACK is committed (no lease caching). Set by the server, not the file.
+    pub several_heads: bool,
 }
 
 /// Group whose members get no answer at all (per-node disable).
@@ -192,6 +262,7 @@ impl Settings {
             node_base,
             cluster_name: cluster_name.to_string(),
             dns_domain: None,
+            several_heads: false,
         })
     }
 
@@ -232,7 +303,6 @@ fn parse_pool(p: &str, cidr: &Cidr) -> Result<(Ipv4Addr, Ipv4Addr), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DhcpSubnet;
 
     fn base(advertise: &str) -> NodeBase {
         NodeBase::new(advertise, ([0, 0, 0, 0], 27778).into())

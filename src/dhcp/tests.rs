@@ -11,9 +11,9 @@ use proptest::prelude::*;
 use super::leases::{Change, Leases, Mac, State};
 use super::policy::{Context, Kind, Outcome, Query, ReplyKind, decide};
 use super::settings::Settings;
+use super::settings::{DhcpConfig, DhcpSubnet};
 use super::{commit, handle};
 use crate::boot::base::NodeBase;
-use crate::config::{DhcpConfig, DhcpSubnet};
 use crate::inventory::model::{Component, EthernetInterface, Group, IpAddressMapping, Members};
 use crate::inventory::{Snapshot, Store, mac};
 
@@ -558,9 +558,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
-    fn policy_invariants(ops in prop::collection::vec(op(), 1..120)) {
+    fn policy_invariants(ops in prop::collection::vec(op(), 1..120), several_heads in any::<bool>()) {
         let snap = inventory(|_| {});
-        let s = settings(|_| {});
+        let mut s = settings(|_| {});
+        s.several_heads = several_heads;
         let mut l = Leases::default();
         let mut now = 1_000i64;
         let mut offered: Vec<Option<Ipv4Addr>> = vec![None; MACS];

@@ -809,6 +809,18 @@ pub struct StoredDiscoveryJob {
     pub password_sealed: Option<String>,
 }
 
+/// One of the key bundles head nodes sharing a store have in common (the
+/// root CA, the token keys, the BMC-credential sealing key), sealed with a
+/// key-encryption key that only the heads hold. Opaque to the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedSecret {
+    /// `ca`, `token` or `sealing`.
+    pub purpose: String,
+    /// The sealed bundle (`v1:` + base64).
+    pub sealed: String,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// A BMC's firmware inventory (`UpdateService/FirmwareInventory`), as the
 /// last discovery or firmware update read it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

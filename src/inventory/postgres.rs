@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0002_firmware.sql"),
     include_str!("migrations/postgres/0003_hardware_inventory.sql"),
     include_str!("migrations/postgres/0004_work_leases.sql"),
+    include_str!("migrations/postgres/0005_shared_secrets.sql"),
 ];
 
 /// The notification channel commits announce their generation on.

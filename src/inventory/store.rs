@@ -31,7 +31,7 @@ use super::model::{
     BmcCredential, BmcFirmware, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
     ClusterDefaults, Component, ComponentEndpoint, ConsoleHostKey, EthernetInterface, Group,
     InstanceInfo, Lease, MetadataRecord, NodeMap, Partition, PhoneHome, PowerTransition,
-    RedfishEndpoint, StoredDiscoveryJob,
+    RedfishEndpoint, SharedSecret, StoredDiscoveryJob,
 };
 use super::sqlite::Db;
 use super::tokens::{RefreshFamily, UsedBootstrap};
@@ -64,11 +64,12 @@ pub enum Table {
     HwFrus,
     HwHistory,
     DiscoveryJobs,
+    SharedSecrets,
 }
 
 impl Table {
     /// Every table, in the order a model is loaded.
-    pub const ALL: [Table; 25] = [
+    pub const ALL: [Table; 26] = [
         Table::Components,
         Table::EthernetInterfaces,
         Table::RedfishEndpoints,
@@ -94,6 +95,7 @@ impl Table {
         Table::HwFrus,
         Table::HwHistory,
         Table::DiscoveryJobs,
+        Table::SharedSecrets,
     ];
 
     pub fn from_name(name: &str) -> Option<Table> {
@@ -127,6 +129,7 @@ impl Table {
             Table::HwFrus => "hw_frus",
             Table::HwHistory => "hw_history",
             Table::DiscoveryJobs => "discovery_jobs",
+            Table::SharedSecrets => "shared_secrets",
         }
     }
 }
@@ -254,6 +257,8 @@ pub struct Model {
     pub discovery_jobs: OrdMap<String, StoredDiscoveryJob>,
     /// FRU ID → how many history events name it (is a FRU known?).
     pub hw_hist_frus: OrdMap<String, usize>,
+    /// Sealed key bundles shared by the heads of a shared store, by purpose.
+    pub shared_secrets: OrdMap<String, SharedSecret>,
 }
 
 impl Model {
@@ -866,6 +871,11 @@ impl<'a> Txn<'a> {
         }
     }
 
+    pub fn put_shared_secret(&mut self, s: SharedSecret) {
+        self.record(Table::SharedSecrets, &s.purpose, Some(&s));
+        self.model.shared_secrets.insert(s.purpose.clone(), s);
+    }
+
     pub fn delete_hw_hist(&mut self, seq: u64) -> Option<HwHist> {
         let old = self.model.hw_history.remove(&seq)?;
         self.unindex_hist(&old);
@@ -913,6 +923,7 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
             .ok()
             .and_then(|k| ser(m.hw_history.get(&k))),
         Table::DiscoveryJobs => ser(m.discovery_jobs.get(key)),
+        Table::SharedSecrets => ser(m.shared_secrets.get(key)),
     }
 }
 
@@ -1205,6 +1216,11 @@ fn apply_row(
                 }
             }
             Table::DiscoveryJobs => drop(txn.delete_discovery_job(key)),
+            Table::SharedSecrets => {
+                if txn.model.shared_secrets.remove(key).is_some() {
+                    txn.record::<SharedSecret>(Table::SharedSecrets, key, None);
+                }
+            }
         }
         return Ok(());
     };
@@ -1240,6 +1256,7 @@ fn apply_row(
         Table::HwFrus => txn.put_hw_fru(parse::<HwFru>(table, key, doc)?),
         Table::HwHistory => txn.put_hw_hist(parse(table, key, doc)?),
         Table::DiscoveryJobs => txn.put_discovery_job(parse(table, key, doc)?),
+        Table::SharedSecrets => txn.put_shared_secret(parse(table, key, doc)?),
     }
     Ok(())
 }

@@ -96,6 +96,11 @@ impl Harness {
             .expect("temp dir");
         let mut config = test_config(dir.path());
         f(&mut config);
+        // Heads of one test database share its key-encryption key, as an
+        // operator copies it to every head.
+        if !config.store.url.is_empty() && config.store.kek_file.is_empty() {
+            config.store.kek_file = postgres::kek_for(&config.store.url).display().to_string();
+        }
         let app = start_app(config.clone()).await;
         let (api, anon, node, token) = clients(&app);
         Harness {

@@ -170,6 +170,11 @@ impl Cluster {
         self.url(&name)
     }
 
+    /// Where the heads of database `name` keep their key-encryption key.
+    pub fn kek(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("kek-{name}.key"))
+    }
+
     /// Runs `sql` in the `postgres` database, on a thread of its own (the
     /// caller may be inside a runtime already).
     pub fn sql(&self, sql: &str) {
@@ -259,4 +264,13 @@ fn is_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
         })
         .unwrap_or(false)
+}
+
+/// The key-encryption key file for the test database `url` names: in its
+/// cluster's directory (removed with the cluster), one per database.
+pub fn kek_for(url: &str) -> PathBuf {
+    let rest = url.split_once('@').map_or(url, |(_, r)| r);
+    let (host, db) = rest.split_once('/').unwrap_or((rest, "postgres"));
+    let db = db.split('?').next().unwrap_or(db);
+    PathBuf::from(host.replace("%2F", "/")).join(format!("kek-{db}.key"))
 }

@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# Several heads on PostgreSQL versus one head on SQLite, in one run.
+#
+#   bash bench/multihead.sh
+#   N=2000 DURATION=10 OPENCHAMI_BIN=target/release/openchami bash bench/multihead.sh
+#
+# Starts a throwaway PostgreSQL cluster (initdb in a temporary directory,
+# Unix socket only, default durability settings: fsync and synchronous
+# commit on) and four appliances on loopback, each with a state directory
+# of its own:
+#
+#   sqlite    one head on its embedded SQLite store
+#   pg        one head on PostgreSQL (database `one`)
+#   pg2a/b    two heads sharing PostgreSQL (database `two`)
+#
+# and measures, each store set-up after the other:
+#
+#   writes       component PATCHes per second (`PATCH /hsm/v2/State/Components/
+#                {x}/SoftwareStatus`, each a real change, random node) from
+#                CONNECTIONS (64) wrk connections over HTTPS for DURATION s; on
+#                two heads half the connections go to each head. With the CPU
+#                seconds the heads and the database server used per 1,000
+#                writes.
+#   propagation  on two heads: a PATCH acknowledged by head a, then head b
+#                polled (keep-alive, no pause) until it serves the new value;
+#                p50/p99/max over PROPAGATION (500) writes, one at a time.
+#   bootscript   boot script requests per second on the node listener (wrk,
+#                keep-alive, random MAC of the N nodes) and the heads' CPU
+#                seconds per 1,000 requests; on two heads both are loaded.
+#
+# Placement: heads and the database on CPU SERVER_CPU (0), wrk and the
+# probes on CLIENT_CPU (1). On a two-core machine compare CPU per request,
+# not totals (target: reads on PostgreSQL ≤ 1.2× the SQLite head's CPU per
+# request). Needs root (PostgreSQL runs as `postgres` or `nobody`), wrk,
+# python3 and PostgreSQL's server programs (Debian: postgresql).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${N:-2000}
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+PROPAGATION=${PROPAGATION:-500}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+
+die() {
+  echo "multihead.sh: $*" >&2
+  exit 1
+}
+for c in wrk python3 curl taskset runuser; do
+  command -v "$c" >/dev/null 2>&1 || die "missing $c"
+done
+PGBIN=$(dirname "$(readlink -f "$(command -v initdb 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")")
+[[ -x $PGBIN/initdb ]] || die "PostgreSQL's initdb not found (Debian: apt-get install postgresql)"
+if [[ -z ${OPENCHAMI_BIN:-} ]]; then
+  nice -n 10 cargo build --release --quiet --bin openchami
+  OPENCHAMI_BIN=target/release/openchami
+fi
+BIN=$(readlink -f "$OPENCHAMI_BIN")
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/openchami-bench-multihead.XXXXXX")
+chmod 755 "$tmp"
+PGUSER_OS=postgres
+id -u postgres >/dev/null 2>&1 || PGUSER_OS=nobody
+pids=()
+cleanup() {
+  local rc=$?
+  set +e
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
+  [[ -d $tmp/pg/data ]] && runuser -u "$PGUSER_OS" -- "$PGBIN/pg_ctl" -D "$tmp/pg/data" -m immediate -w stop >/dev/null 2>&1
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- PostgreSQL
+mkdir -p "$tmp/pg"
+chown "$PGUSER_OS" "$tmp/pg"
+runuser -u "$PGUSER_OS" -- "$PGBIN/initdb" -D "$tmp/pg/data" -U openchami --auth=trust -E UTF8 >"$tmp/pg/initdb.log" 2>&1 ||
+  die "initdb failed: $(tail -3 "$tmp/pg/initdb.log")"
+runuser -u "$PGUSER_OS" -- taskset -c "$SERVER_CPU" "$PGBIN/pg_ctl" -D "$tmp/pg/data" -l "$tmp/pg/log" -w \
+  -o "-k $tmp/pg -c listen_addresses= -c max_connections=200" start >/dev/null || die "PostgreSQL did not start"
+PG_PID=$(head -1 "$tmp/pg/data/postmaster.pid")
+pghost=$(python3 -c 'import sys,urllib.parse;print(urllib.parse.quote(sys.argv[1],safe=""))' "$tmp/pg")
+for db in one two; do
+  runuser -u "$PGUSER_OS" -- "$PGBIN/psql" -h "$tmp/pg" -U openchami -d postgres -qc "CREATE DATABASE $db" >/dev/null
+done
+
+# ---- heads
+free_port() {
+  local p
+  for _ in $(seq 1 100); do
+    p=$((20000 + RANDOM % 30000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+  die "no free port"
+}
+declare -A API NODE PID
+start_head() { # name [store url]
+  local name=$1 url=${2:-} dir=$tmp/$1
+  mkdir -p "$dir"
+  API[$name]=$(free_port)
+  NODE[$name]=$(free_port)
+  {
+    echo "state_dir = \"$dir/state\""
+    echo "[api]"
+    echo "listen = \"127.0.0.1:${API[$name]}\""
+    echo "[node]"
+    echo "listen = \"127.0.0.1:${NODE[$name]}\""
+    echo "advertise = \"http://127.0.0.1:${NODE[$name]}\""
+    if [[ -n $url ]]; then
+      echo "[store]"
+      echo "url = \"$url\""
+    fi
+  } >"$dir/config.toml"
+  taskset -c "$SERVER_CPU" "$BIN" --config "$dir/config.toml" serve >"$dir/log" 2>&1 &
+  PID[$name]=$!
+  pids+=("${PID[$name]}")
+  for _ in $(seq 1 200); do
+    curl -sf -o /dev/null "http://127.0.0.1:${NODE[$name]}/healthz" && return
+    sleep 0.05
+  done
+  die "$name did not start: $(tail -5 "$dir/log")"
+}
+cli() { # name args...
+  local name=$1
+  shift
+  "$BIN" --config "$tmp/$name/config.toml" "$@"
+}
+start_head sqlite
+start_head pg "postgres://openchami@$pghost/one"
+start_head pg2a "postgres://openchami@$pghost/two"
+start_head pg2b "postgres://openchami@$pghost/two"
+
+python3 bench/gen_cluster.py "$N" >"$tmp/cluster.yaml"
+grep -o 'xname: x[0-9a-z]*' "$tmp/cluster.yaml" | cut -d' ' -f2 >"$tmp/xnames"
+grep -o 'mac_addr: [0-9a-f:]*' "$tmp/cluster.yaml" | cut -d' ' -f2 >"$tmp/macs"
+for h in sqlite pg pg2a; do
+  cli "$h" import -f "$tmp/cluster.yaml" >/dev/null
+  cli "$h" boot params set --tag Default --kernel "http://127.0.0.1/vmlinuz" \
+    --initrd "http://127.0.0.1/initrd.img" --params "console=ttyS0" >/dev/null
+done
+declare -A TOKEN CAFILE
+for h in sqlite pg pg2a pg2b; do
+  TOKEN[$h]=$(cli "$h" token issue --ttl 1h)
+  CAFILE[$h]=$tmp/$h/ca.pem
+  curl -sfk "https://127.0.0.1:${API[$h]}/ca/root.pem" -o "${CAFILE[$h]}" ||
+    cp "$tmp/$h/state/ca/root.crt" "${CAFILE[$h]}"
+done
+# The second head serves what the first imported.
+for _ in $(seq 1 100); do
+  [[ $(curl -s "http://127.0.0.1:${NODE[pg2b]}/boot/v1/bootscript?mac=$(head -1 "$tmp/macs")" | head -c 6) == "#!ipxe" ]] && break
+  sleep 0.1
+done
+
+# ---- wrk scripts
+lua_list() { # file -> lua table literal
+  printf '{'
+  sed 's/.*/"&",/' "$1" | tr -d '\n'
+  printf '}'
+}
+cat >"$tmp/patch.lua" <<EOF
+local xs = $(lua_list "$tmp/xnames")
+local n = 0
+wrk.method = "PATCH"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
+function setup(thread) thread:set("id", math.random(1, 1000000)) end
+request = function()
+  n = n + 1
+  local x = xs[math.random(#xs)]
+  return wrk.format(nil, "/hsm/v2/State/Components/" .. x .. "/SoftwareStatus", nil,
+    '{"SoftwareStatus":"s' .. id .. '-' .. n .. '"}')
+end
+EOF
+cat >"$tmp/script.lua" <<EOF
+local ms = $(lua_list "$tmp/macs")
+request = function()
+  return wrk.format("GET", "/boot/v1/bootscript?mac=" .. ms[math.random(#ms)])
+end
+EOF
+
+# CPU seconds (user + system) of a process, and for the database server of
+# the postmaster, the children it reaped and those alive.
+cpu_of() {
+  python3 - "$@" <<'EOF'
+import os, sys
+hz = os.sysconf("SC_CLK_TCK")
+def fields(p):
+    s = open(f"/proc/{p}/stat").read()
+    return s[s.rindex(")") + 2:].split()
+total = 0
+for p in sys.argv[1:]:
+    f = fields(p)
+    total += int(f[11]) + int(f[12])
+    if p == os.environ.get("PG_PID"):
+        total += int(f[13]) + int(f[14])
+        for c in os.listdir("/proc"):
+            if c.isdigit():
+                try:
+                    g = fields(c)
+                except OSError:
+                    continue
+                if g[1] == p:
+                    total += int(g[11]) + int(g[12])
+print(total / hz)
+EOF
+}
+export PG_PID
+
+declare -A RESULT
+phase() { # kind setup
+  local kind=$1 setup=$2 heads lua path url c
+  case $setup in
+  sqlite) heads=(sqlite) ;;
+  pg) heads=(pg) ;;
+  pg2) heads=(pg2a pg2b) ;;
+  esac
+  local procs=()
+  for h in "${heads[@]}"; do procs+=("${PID[$h]}"); done
+  [[ $setup != sqlite ]] && procs+=("$PG_PID")
+  c=$((CONNECTIONS / ${#heads[@]}))
+  local before total=0 bad=0
+  before=$(cpu_of "${procs[@]}")
+  local outs=() jobs=()
+  for h in "${heads[@]}"; do
+    if [[ $kind == writes ]]; then
+      url="https://127.0.0.1:${API[$h]}"
+      lua=$tmp/patch.lua
+    else
+      url="http://127.0.0.1:${NODE[$h]}"
+      lua=$tmp/script.lua
+    fi
+    (
+      TOKEN=${TOKEN[$h]} taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${DURATION}s" -s "$lua" "$url" >"$tmp/wrk.$h.out" 2>&1 || true
+    ) &
+    jobs+=($!)
+    outs+=("$tmp/wrk.$h.out")
+  done
+  wait "${jobs[@]}"
+  local after
+  after=$(cpu_of "${procs[@]}")
+  read -r total bad < <(python3 - "${outs[@]}" <<'EOF'
+import re, sys
+total = bad = 0
+for f in sys.argv[1:]:
+    t = open(f).read()
+    m = re.search(r"(\d+) requests in", t)
+    total += int(m.group(1)) if m else 0
+    bad += sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", t))
+    e = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+    if e: bad += sum(int(x) for x in e.groups())
+print(total, bad)
+EOF
+  )
+  local cpu
+  cpu=$(python3 -c "print(f'{$after - $before:.2f}')")
+  RESULT[$kind.$setup.rate]=$(python3 -c "print(f'{$total / $DURATION:.0f}')")
+  RESULT[$kind.$setup.cpu]=$(python3 -c "print(f'{($after - $before) / max($total, 1) * 1000:.3f}')")
+  RESULT[$kind.$setup.bad]=$bad
+  RESULT[$kind.$setup.cpus]=$cpu
+}
+
+echo "multihead: $N nodes, ${DURATION} s per phase, $CONNECTIONS connections; heads and PostgreSQL on CPU $SERVER_CPU, clients on CPU $CLIENT_CPU"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+for setup in sqlite pg pg2; do
+  phase writes "$setup"
+  phase bootscript "$setup"
+done
+
+# ---- propagation between the two heads
+taskset -c "$CLIENT_CPU" python3 - "$PROPAGATION" "${API[pg2a]}" "${API[pg2b]}" "${CAFILE[pg2a]}" "${CAFILE[pg2b]}" \
+  "${TOKEN[pg2a]}" "${TOKEN[pg2b]}" "$tmp/xnames" >"$tmp/prop.out" <<'EOF'
+import http.client, json, ssl, sys, time
+n, pa, pb, ca_a, ca_b, token, token_b, xfile = sys.argv[1:9]
+xs = open(xfile).read().split()
+def conn(port, ca):
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.check_hostname = False
+    return http.client.HTTPSConnection("127.0.0.1", int(port), context=ctx)
+a, b = conn(pa, ca_a), conn(pb, ca_b)
+h = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+lat = []
+for i in range(int(n)):
+    x = xs[i % len(xs)]
+    v = f"p{i}-{time.time_ns()}"
+    a.request("PATCH", f"/hsm/v2/State/Components/{x}/SoftwareStatus", json.dumps({"SoftwareStatus": v}), h)
+    r = a.getresponse(); r.read()
+    if r.status >= 300:
+        sys.exit(f"PATCH {x}: {r.status}")
+    t0 = time.monotonic()
+    while True:
+        b.request("GET", f"/hsm/v2/State/Components/{x}", headers={"Authorization": f"Bearer {token_b}"})
+        r = b.getresponse(); body = r.read()
+        if r.status == 200 and json.loads(body).get("SoftwareStatus") == v:
+            break
+        if time.monotonic() - t0 > 10:
+            sys.exit(f"{x} not seen on the second head after 10 s: {r.status} {body[:300]!r}, wanted {v}")
+    lat.append((time.monotonic() - t0) * 1000)
+lat.sort()
+q = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))]
+print(f"{q(0.5):.1f} {q(0.99):.1f} {lat[-1]:.1f}")
+EOF
+read -r p50 p99 pmax <"$tmp/prop.out"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+printf '\n%-40s %12s %12s %12s %10s %10s\n' "" "SQLite" "PostgreSQL" "2 heads PG" "PG/SQLite" "2h/SQLite"
+row() { # label kind field
+  local s=${RESULT[$2.sqlite.$3]} p=${RESULT[$2.pg.$3]} d=${RESULT[$2.pg2.$3]}
+  printf '%-40s %12s %12s %12s %10s %10s\n' "$1" "$s" "$p" "$d" \
+    "$(python3 -c "print(f'{$p / $s:.2f}' if $s else '-')")" "$(python3 -c "print(f'{$d / $s:.2f}' if $s else '-')")"
+}
+row "component PATCH/s ($CONNECTIONS conns)" writes rate
+row "  CPU s per 1,000 (heads + database)" writes cpu
+row "  errors" writes bad
+row "bootscript req/s ($CONNECTIONS conns)" bootscript rate
+row "  CPU s per 1,000 (heads + database)" bootscript cpu
+row "  errors" bootscript bad
+echo
+echo "propagation head a -> head b over $PROPAGATION writes: p50 $p50 ms, p99 $p99 ms, max $pmax ms (target p99 < 200 ms)"
+cpu_read=$(python3 -c "print(f'{${RESULT[bootscript.pg2.cpu]} / ${RESULT[bootscript.sqlite.cpu]}:.2f}')")
+echo "target: reads on two PostgreSQL heads <= 1.2x the SQLite head's CPU per request: ${cpu_read}x"
