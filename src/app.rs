@@ -116,6 +116,8 @@ impl App {
             (None, None) => anyhow::bail!("the store was not opened"),
         };
         store.observe_commits(crate::mem::large_write_committed);
+        let head = crate::statedir::head_id(&state_dir)?;
+        store.set_lease_holder(&head, Duration::from_secs(config.store.lease_ttl_secs));
 
         let node_base = crate::boot::base::NodeBase::new(
             &config.node.advertise,
@@ -130,6 +132,7 @@ impl App {
             .start()
             .await
             .context("cannot end power transitions left running")?;
+        tasks.spawn(discovery.clone().take_over());
         let firmware = Arc::new(crate::firmware::Firmware::new(
             store.clone(),
             secrets.clone(),

@@ -418,7 +418,7 @@ impl Default for PowerConfig {
 
 /// Where the inventory is kept: SQLite in the state directory (one head
 /// node), or a PostgreSQL database shared by several heads.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `postgres://user:password@host/db?sslmode=require` (libpq's URL
@@ -427,11 +427,26 @@ pub struct StoreConfig {
     /// PEM certificates trusted for the database's TLS certificate; empty =
     /// the system's. Unused over a Unix socket.
     pub ca_file: String,
+    /// Seconds a head's lease on once-only work (a power transition, the
+    /// power sampler, a discovery job, a console) lives without renewal:
+    /// how long work waits after its head dies before another takes it.
+    pub lease_ttl_secs: u64,
     /// The key-encryption key the heads of a shared store seal the root CA,
     /// token keys and BMC-credential sealing key with in the database: the
     /// same file (32 bytes, mode 0600) on every head; empty =
     /// `<state_dir>/kek.key`. Unused with SQLite.
     pub kek_file: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: String::new(),
+            ca_file: String::new(),
+            lease_ttl_secs: 15,
+            kek_file: String::new(),
+        }
+    }
 }
 
 impl StoreConfig {
@@ -587,6 +602,9 @@ impl Config {
                 .any(|p| self.store.url.starts_with(p))
         {
             return Err("store.url must be a postgres:// URL (or empty for SQLite)".into());
+        }
+        if self.store.lease_ttl_secs == 0 {
+            return Err("store.lease_ttl_secs must be at least 1".into());
         }
         for (i, t) in self.auth.trusted_issuers.iter().enumerate() {
             let what = format!("auth.trusted_issuers[{i}]");

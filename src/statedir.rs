@@ -81,6 +81,35 @@ pub fn check_writable(dir: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// The file holding this head's ID (see [`head_id`]).
+pub const HEAD_ID_FILE: &str = "head-id";
+
+/// This head's ID among heads sharing a store: the host name and a random
+/// suffix, made on first start and kept in the state directory, so a
+/// restarted head is the same head (and takes its own leases back at once)
+/// while two heads on one host, or two hosts of one name, are not.
+pub fn head_id(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join(HEAD_ID_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "head".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let id = format!("{host}-{}", &suffix[..8]);
+    let tmp = dir.join(format!("{HEAD_ID_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{id}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! Several head nodes on one PostgreSQL database: what one head commits
 //! every other serves, every rule holds across heads, and a head that
 //! missed notifications, or a database that restarted, loses nothing that
-//! was acknowledged.
+//! was acknowledged. Once-only work (power transitions, the sampler) is
+//! leased to one head and taken over by another when that head stops.
 
 mod common;
 
@@ -291,4 +292,606 @@ async fn store_status_shows_backend_and_lag() {
         (Some("sqlite"), Some(0))
     );
     assert!(v.get("latest_generation").is_none(), "{v}");
+}
+
+/// A head for power work on `url`: short leases, quick polling.
+async fn power_head(url: &str, sample_secs: u64) -> Harness {
+    head_with(url, move |c| c.power.sample_interval_secs = sample_secs).await
+}
+
+/// A head on `url` with short leases and quick polling, changed by `f`.
+/// The heads of one database share its keys (the harness gives them one
+/// key-encryption key), so each can use the BMC credentials another stored.
+async fn head_with(
+    url: &str,
+    f: impl FnOnce(&mut openchami::config::Config) + Send + 'static,
+) -> Harness {
+    let url = url.to_string();
+    Harness::start_with(move |c| {
+        c.store.url = url;
+        c.store.lease_ttl_secs = 3;
+        c.power.poll_interval_secs = 1;
+        c.power.escalation_secs = 5;
+        f(c);
+    })
+    .await
+}
+
+/// The leases `h` reports, as (name, holder).
+async fn leases(h: &Harness) -> Vec<(String, String)> {
+    let v = h.api.get_json("/store/v1/status").await;
+    v["leases"]
+        .as_array()
+        .expect("test setup")
+        .iter()
+        .filter(|l| l["expires_in_ms"].as_i64().expect("test setup") > 0)
+        .map(|l| {
+            (
+                l["name"].as_str().expect("test setup").to_string(),
+                l["holder"].as_str().expect("test setup").to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn head_id(h: &Harness) -> String {
+    h.api.get_json("/store/v1/status").await["head"]
+        .as_str()
+        .expect("test setup")
+        .to_string()
+}
+
+/// A transition started on head A, whose head stops half-way, is finished
+/// by head B against the same BMCs: B claims its lease and drives the
+/// tasks A had not ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_transition_is_finished_by_another_head() {
+    use openchami::redfish::sim::{SimBmcs, SimConfig};
+    let mut sc = SimConfig::loopback(2);
+    // The OS ignores the graceful shutdown: the transition waits for its
+    // deadline and then forces the power off.
+    sc.ignore_graceful_shutdown = true;
+    sc.power_on = true;
+    let sims = SimBmcs::start(sc, None).await.unwrap();
+    let url = postgres::shared().database();
+    let mut a = power_head(&url, 0).await;
+    let b = power_head(&url, 0).await;
+    let (head_a, head_b) = (head_id(&a).await, head_id(&b).await);
+    assert_ne!(head_a, head_b);
+
+    let targets: Vec<String> = sims.addrs().iter().map(|a| a.to_string()).collect();
+    let map: serde_json::Map<String, Value> = targets
+        .iter()
+        .enumerate()
+        .map(|(k, a)| (a.clone(), json!(format!("x1000c0s{k}b0"))))
+        .collect();
+    a.api
+        .put(
+            "/discovery/v1/credentials/default",
+            &json!({"username": "admin", "password": "password"}),
+        )
+        .await
+        .ok();
+    let job = a
+        .api
+        .post(
+            "/discovery/v1/collect",
+            &json!({"targets": targets, "bmc_id_map": {"map_key": "bmc-ip-addr", "id_map": map}}),
+        )
+        .await
+        .status(202)
+        .json();
+    assert_eq!(a.wait_job(&job, TIMEOUT).await["collected"], 2);
+
+    let t = a
+        .api
+        .post(
+            "/transitions",
+            &json!({"operation": "off", "taskDeadlineMinutes": 0.1,
+                    "location": [{"xname": "x1000c0s0b0n0"}, {"xname": "x1000c0s1b0n0"}]}),
+        )
+        .await
+        .ok()
+        .json();
+    let id = t["transitionID"].as_str().unwrap().to_string();
+    let lease = format!("power-transition/{id}");
+    // A drives it: the BMCs were asked to shut down, and the lease is A's.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while sims.resets(0).is_empty() || sims.resets(1).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never reset the BMCs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(leases(&b).await.contains(&(lease.clone(), head_a.clone())));
+    a.stop().await;
+    // B takes it over and finishes it: the deadline passes, the power is
+    // forced off and confirmed.
+    let done = b.wait_transition(&id, TIMEOUT).await;
+    assert_eq!(done["transitionStatus"], "completed", "{done}");
+    assert_eq!(done["taskCounts"]["succeeded"], 2, "{done}");
+    for k in 0..2 {
+        assert!(!sims.power(k, 0), "BMC {k} is off");
+        assert!(
+            sims.resets(k).iter().any(|r| r == "ForceOff"),
+            "BMC {k}: {:?}",
+            sims.resets(k)
+        );
+    }
+    // Done and released.
+    assert!(!leases(&b).await.iter().any(|(n, _)| *n == lease));
+    // A restarted head finds nothing left to do.
+    a.restart().await;
+    let again = a
+        .api
+        .get_json(&format!("/power-control/v1/transitions/{id}"))
+        .await;
+    assert_eq!(again["transitionStatus"], "completed");
+}
+
+/// Only one head samples power states: the sampler's lease has one holder,
+/// the same seen from both heads, and the other head takes it over when
+/// that head stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_head_samples_and_another_takes_over() {
+    let url = postgres::shared().database();
+    let mut a = power_head(&url, 1).await;
+    let mut b = power_head(&url, 1).await;
+    let sampler = |l: Vec<(String, String)>| -> Vec<String> {
+        l.into_iter()
+            .filter(|(n, _)| n == "power-sampler")
+            .map(|(_, h)| h)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let holder = loop {
+        let held = sampler(leases(&a).await);
+        if held.len() == 1 {
+            break held[0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "nobody samples");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(sampler(leases(&b).await), vec![holder.clone()]);
+    // `openchami store status` shows it too: this head, then the leases.
+    let out = a.cli(&["store", "status"], TIMEOUT).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let head_a = head_id(&a).await;
+    assert!(text.contains(&head_a), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("power-sampler") && l.contains(&holder)),
+        "{text}"
+    );
+    let other = if holder == head_id(&a).await {
+        a.stop().await;
+        &b
+    } else {
+        b.stop().await;
+        &a
+    };
+    let successor = head_id(other).await;
+    assert_ne!(successor, holder);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while sampler(leases(other).await) != vec![successor.clone()] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody took the sampler over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A discovery job whose head stops half-way is run again, under the same
+/// ID, by another head, which writes the BMCs it finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_job_is_run_again_by_another_head() {
+    use openchami::redfish::sim::{SimBmcs, SimConfig};
+    let mut sc = SimConfig::loopback(2);
+    // Slow enough that the first head is still crawling when it stops.
+    sc.latency = Duration::from_millis(300);
+    let sims = SimBmcs::start(sc, None).await.expect("simulated BMCs");
+    let url = postgres::shared().database();
+    let mut a = power_head(&url, 0).await;
+    let b = power_head(&url, 0).await;
+    a.api
+        .put(
+            "/discovery/v1/credentials/default",
+            &json!({"username": "admin", "password": "password"}),
+        )
+        .await
+        .ok();
+    let targets: Vec<String> = sims.addrs().iter().map(|a| a.to_string()).collect();
+    let map: serde_json::Map<String, Value> = targets
+        .iter()
+        .enumerate()
+        .map(|(k, a)| (a.clone(), json!(format!("x1000c0s{k}b0"))))
+        .collect();
+    let job = a
+        .api
+        .post(
+            "/discovery/v1/collect",
+            &json!({"targets": targets, "bmc_id_map": {"map_key": "bmc-ip-addr", "id_map": map}}),
+        )
+        .await
+        .status(202)
+        .json();
+    let id = job["id"].as_str().expect("id").to_string();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while sims.sessions_created(0) == 0 && sims.sessions_created(1) == 0 {
+        assert!(std::time::Instant::now() < deadline, "A never logged in");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.stop().await;
+    // B runs it again under the same ID and collects both BMCs.
+    let path = format!("/discovery/v1/jobs/{id}");
+    let done = eventually(&b, &path, |s, v| s == 200 && v["status"] == "done").await;
+    assert_eq!(done["collected"], 2, "{done}");
+    for k in 0..2 {
+        eventually(
+            &b,
+            &format!("/hsm/v2/Inventory/RedfishEndpoints/x1000c0s{k}b0"),
+            |s, _| s == 200,
+        )
+        .await;
+    }
+    // Ended: its record and its lease are gone.
+    assert!(b.app().state.store.snapshot().discovery_jobs.is_empty());
+    assert!(
+        !leases(&b)
+            .await
+            .iter()
+            .any(|(n, _)| n.starts_with("discovery/"))
+    );
+}
+
+/// A BMC's console session is opened by one head only; the other lists it
+/// as held elsewhere, naming that head, and takes the session over when
+/// that head stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_head_holds_a_console_and_another_takes_it_over() {
+    use openchami::redfish::sim::{SimBmcs, SimConfig};
+    use openchami::redfish::simssh::{ConsoleFeed, SshConsoles, SshSimConfig, host_key};
+    // The console is reached at the BMC's IP, so the BMC answers on 443 of
+    // a loopback address of its own (per test process).
+    let pid = std::process::id();
+    let ip = std::net::Ipv4Addr::new(127, 100 + (pid % 100) as u8, (pid / 100 % 250) as u8, 1);
+    let (feed, _keys) = ConsoleFeed::new();
+    let ssh = SshConsoles::start(
+        SshSimConfig {
+            addrs: vec![std::net::SocketAddr::from((ip, 0))],
+            username: "admin".into(),
+            password: "password".into(),
+            host_key: host_key().expect("host key"),
+        },
+        vec![feed.clone()],
+    )
+    .await
+    .expect("ssh console");
+    let mut sc = SimConfig::consecutive(ip, 443, 1);
+    sc.ssh_console_port = Some(ssh.addrs()[0].port());
+    let sims = SimBmcs::start(sc, None).await.expect("simulated BMCs");
+    let url = postgres::shared().database();
+    let consoles = |c: &mut openchami::config::Config| {
+        c.power.sample_interval_secs = 0;
+        c.console.enabled = true;
+        c.console.refresh_secs = 1;
+    };
+    let mut a = head_with(&url, consoles).await;
+    let mut b = head_with(&url, consoles).await;
+    a.api
+        .put(
+            "/discovery/v1/credentials/default",
+            &json!({"username": "admin", "password": "password"}),
+        )
+        .await
+        .ok();
+    let target = ip.to_string();
+    let job = a
+        .api
+        .post(
+            "/discovery/v1/collect",
+            &json!({"targets": [target.clone()], "bmc_id_map": {"map_key": "bmc-ip-addr",
+                    "id_map": {target: "x1000c0s0b0"}}}),
+        )
+        .await
+        .status(202)
+        .json();
+    assert_eq!(a.wait_job(&job, TIMEOUT).await["collected"], 1);
+
+    // (state, heldBy) of the node's console as `h` lists it.
+    async fn console(h: &Harness) -> (String, String) {
+        let v = h.api.get_json("/remote-console/consoles").await;
+        let c = v["consoles"]
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["id"] == "x1000c0s0b0n0"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        (
+            c["state"].as_str().unwrap_or("").to_string(),
+            c["heldBy"].as_str().unwrap_or("").to_string(),
+        )
+    }
+    let (id_a, id_b) = (head_id(&a).await, head_id(&b).await);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let holder_is_a = loop {
+        let (on_a, on_b) = (console(&a).await, console(&b).await);
+        if on_a.0 == "connected" && on_b == ("elsewhere".to_string(), id_a.clone()) {
+            break true;
+        }
+        if on_b.0 == "connected" && on_a == ("elsewhere".to_string(), id_b.clone()) {
+            break false;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no single holder: {on_a:?} {on_b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // One SSH session to the BMC, whichever head holds it.
+    for _ in 0..10 {
+        assert_eq!(feed.output.receiver_count(), 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let other = if holder_is_a {
+        a.stop().await;
+        &b
+    } else {
+        b.stop().await;
+        &a
+    };
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while console(other).await.0 != "connected" || feed.output.receiver_count() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the console was not taken over: {:?}",
+            console(other).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(sims);
+    ssh.shutdown().await;
+}
+
+/// A separate `openchami serve` on `url`, killed (SIGKILL) on drop.
+struct ServeProcess {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    api: std::net::SocketAddr,
+}
+
+impl ServeProcess {
+    /// Starts one with the database's key-encryption key and short leases.
+    fn start(url: &str) -> ServeProcess {
+        use std::io::BufRead;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("openchami-head-")
+            .tempdir()
+            .expect("temp dir");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).expect("state dir");
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("mode");
+        let kek = postgres::kek_for(url);
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n[node]\nlisten = \"127.0.0.1:0\"\n\
+                 [console]\nenabled = false\n\
+                 [power]\npoll_interval_secs = 1\nescalation_secs = 5\nsample_interval_secs = 0\n\
+                 [store]\nurl = {url:?}\nlease_ttl_secs = 3\nkek_file = {:?}\n",
+                state.display().to_string(),
+                kek.display().to_string()
+            ),
+        )
+        .expect("config");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_openchami"))
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn openchami serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        // Drained for the life of the process: it never blocks on a pipe.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let marker = "listening for api (https) on ";
+        let mut server = ServeProcess {
+            child,
+            dir,
+            api: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        loop {
+            let line = rx
+                .recv_timeout(TIMEOUT)
+                .expect("openchami serve reports its API address");
+            if let Some(at) = line.find(marker)
+                && let Some(a) = line[at + marker.len()..].split_whitespace().next()
+            {
+                server.api = a.parse().expect("an address");
+                return server;
+            }
+        }
+    }
+
+    /// An API client with a token the process's own key signed.
+    fn api(&self) -> common::Http {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_openchami"))
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .args(["token", "issue", "--ttl", "1h"])
+            .output()
+            .expect("run token issue");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let pem = std::fs::read_to_string(self.dir.path().join("state/ca/root.crt"))
+            .expect("root certificate");
+        common::Http::https(&format!("https://{}", self.api), &pem, Some(token))
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The strongest form: a separate `openchami serve` is killed with SIGKILL
+/// in the middle of a power transition. It releases nothing; its lease
+/// expires and the other head finishes the transition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_head_s_power_transition_is_finished_by_another() {
+    use openchami::redfish::sim::{SimBmcs, SimConfig};
+    let mut sc = SimConfig::loopback(2);
+    sc.ignore_graceful_shutdown = true;
+    sc.power_on = true;
+    let sims = SimBmcs::start(sc, None).await.expect("simulated BMCs");
+    let url = postgres::shared().database();
+    let b = power_head(&url, 0).await;
+    let u = url.clone();
+    let a = tokio::task::spawn_blocking(move || ServeProcess::start(&u))
+        .await
+        .expect("started");
+    let a = tokio::task::spawn_blocking(move || {
+        let api = a.api();
+        (a, api)
+    });
+    let (a, a_api) = a.await.expect("a client");
+    b.api
+        .put(
+            "/discovery/v1/credentials/default",
+            &json!({"username": "admin", "password": "password"}),
+        )
+        .await
+        .ok();
+    let targets: Vec<String> = sims.addrs().iter().map(|a| a.to_string()).collect();
+    let map: serde_json::Map<String, Value> = targets
+        .iter()
+        .enumerate()
+        .map(|(k, a)| (a.clone(), json!(format!("x1000c0s{k}b0"))))
+        .collect();
+    let job = b
+        .api
+        .post(
+            "/discovery/v1/collect",
+            &json!({"targets": targets, "bmc_id_map": {"map_key": "bmc-ip-addr", "id_map": map}}),
+        )
+        .await
+        .status(202)
+        .json();
+    assert_eq!(b.wait_job(&job, TIMEOUT).await["collected"], 2);
+    // A serves what B collected, and starts the transition.
+    eventually_on(&a_api, "/hsm/v2/State/Components/x1000c0s1b0n0").await;
+    let t = a_api
+        .post(
+            "/transitions",
+            &json!({"operation": "off", "taskDeadlineMinutes": 0.1,
+                    "location": [{"xname": "x1000c0s0b0n0"}, {"xname": "x1000c0s1b0n0"}]}),
+        )
+        .await
+        .ok()
+        .json();
+    let id = t["transitionID"].as_str().expect("id").to_string();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while sims.resets(0).is_empty() || sims.resets(1).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never reset the BMCs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(a);
+    let done = b.wait_transition(&id, TIMEOUT).await;
+    assert_eq!(done["transitionStatus"], "completed", "{done}");
+    assert_eq!(done["taskCounts"]["succeeded"], 2, "{done}");
+    for k in 0..2 {
+        assert!(!sims.power(k, 0), "BMC {k} is off");
+    }
+}
+
+/// Polls `path` through `api` until it answers 200.
+async fn eventually_on(api: &common::Http, path: &str) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while api.get(path).await.status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An abort asked of a head that does not drive the transition reaches
+/// the head that does, through the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_on_another_head_stops_the_transition() {
+    use openchami::redfish::sim::{SimBmcs, SimConfig};
+    let mut sc = SimConfig::loopback(1);
+    sc.ignore_graceful_shutdown = true;
+    sc.power_on = true;
+    let sims = SimBmcs::start(sc, None).await.expect("simulated BMCs");
+    let url = postgres::shared().database();
+    let a = power_head(&url, 0).await;
+    let b = power_head(&url, 0).await;
+    a.api
+        .put(
+            "/discovery/v1/credentials/default",
+            &json!({"username": "admin", "password": "password"}),
+        )
+        .await
+        .ok();
+    let target = sims.addrs()[0].to_string();
+    let job = a
+        .api
+        .post(
+            "/discovery/v1/collect",
+            &json!({"targets": [target.clone()], "bmc_id_map": {"map_key": "bmc-ip-addr",
+                    "id_map": {target: "x1000c0s0b0"}}}),
+        )
+        .await
+        .status(202)
+        .json();
+    assert_eq!(a.wait_job(&job, TIMEOUT).await["collected"], 1);
+    // soft-off without a deadline on an OS that ignores it: never ends by
+    // itself.
+    let t = a
+        .api
+        .post(
+            "/transitions",
+            &json!({"operation": "soft-off", "taskDeadlineMinutes": -1,
+                    "location": [{"xname": "x1000c0s0b0n0"}]}),
+        )
+        .await
+        .ok()
+        .json();
+    let id = t["transitionID"].as_str().expect("id").to_string();
+    let path = format!("/power-control/v1/transitions/{id}");
+    eventually(&b, &path, |s, v| {
+        s == 200 && v["transitionStatus"] == "in-progress"
+    })
+    .await;
+    b.api.delete(&path).await.status(202);
+    let done = a.wait_transition(&id, TIMEOUT).await;
+    assert_eq!(done["transitionStatus"], "aborted", "{done}");
+    eventually(&b, &path, |_, v| v["transitionStatus"] == "aborted").await;
+    // Ended: it can no longer be aborted, on either head.
+    assert_eq!(b.api.delete(&path).await.status, 400);
 }

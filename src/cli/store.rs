@@ -22,7 +22,8 @@ use crate::inventory::store::{Change, Table};
 
 #[derive(Subcommand, Debug)]
 pub enum StoreCmd {
-    /// Backend, generation served and lag behind the shared database
+    /// Backend, generation served, lag behind the shared database, and
+    /// which head holds each piece of once-only work
     Status,
     /// Copy the SQLite inventory of a stopped appliance into an empty
     /// PostgreSQL database and check the row counts
@@ -38,12 +39,39 @@ const COLUMNS: &[(&str, &str)] = &[
     ("GENERATION", "/generation"),
     ("LATEST", "/latest_generation"),
     ("LAG", "/lag"),
+    ("HEAD", "/head"),
+];
+
+const LEASE_COLUMNS: &[(&str, &str)] = &[
+    ("LEASE", "/name"),
+    ("HOLDER", "/holder"),
+    ("EXPIRES IN", "/expires_in"),
 ];
 
 /// `store status`, through the API.
 pub async fn status(client: &Client, format: Format) -> anyhow::Result<String> {
     let v = client.get("/store/v1/status").await?;
-    Ok(render(format, COLUMNS, std::slice::from_ref(&v), &v))
+    let mut out = render(format, COLUMNS, std::slice::from_ref(&v), &v);
+    if format == Format::Table {
+        let leases: Vec<serde_json::Value> = v["leases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                let ms = l["expires_in_ms"].as_i64().unwrap_or(0);
+                let left = if ms < 0 {
+                    "expired".to_string()
+                } else {
+                    format!("{:.1}s", ms as f64 / 1000.0)
+                };
+                serde_json::json!({"name": l["name"], "holder": l["holder"], "expires_in": left})
+            })
+            .collect();
+        if !leases.is_empty() {
+            out.push_str(&super::output::table(LEASE_COLUMNS, &leases));
+        }
+    }
+    Ok(out)
 }
 
 /// `store migrate`, on the state directory.

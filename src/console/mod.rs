@@ -7,6 +7,13 @@
 //! by the session task as a [`Link`] that yields output, takes keystrokes
 //! and closes.
 //!
+//! Where several heads share the store, a BMC's console session is opened
+//! by one head only, the holder of its lease (`console/<bmc>`); the others
+//! list the console as `elsewhere`, naming the head that holds it, and keep
+//! trying to claim it, so one of them takes the session over when that head
+//! is gone. Logs and viewers are per head: a viewer attaches to the head
+//! that holds the session.
+//!
 //! Each node has a `Hub`. Appending to the log and publishing to viewers
 //! happen under one lock, and a viewer that wants the log's tail and then
 //! live output reads the tail and subscribes under the same lock, so it
@@ -34,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use crate::ca::secret::SecretBox;
 use crate::config::ConsoleConfig;
 use crate::discover::{credentials, targets as addr};
+use crate::inventory::leases::Held;
 use crate::inventory::model::ConsoleHostKey;
 use crate::inventory::{Snapshot, Store};
 use crate::redfish::Credentials;
@@ -105,6 +113,8 @@ pub struct Hub {
     stop: Mutex<CancellationToken>,
     /// Cuts a reconnection wait short (an operator fixed the cause).
     wake: tokio::sync::Notify,
+    /// The head holding the session, when it is another one.
+    holder: Mutex<Option<String>>,
 }
 
 /// A log tail: the bytes (`None`: no log yet) and, when following, the
@@ -122,6 +132,8 @@ pub struct ConsoleInfo {
     pub error: Option<String>,
     pub viewers: usize,
     pub writer: bool,
+    /// The head that holds the session, when it is another one.
+    pub holder: Option<String>,
 }
 
 /// A viewer's hold on the write side; released on drop.
@@ -170,6 +182,7 @@ impl Hub {
             viewers: AtomicUsize::new(0),
             stop: Mutex::new(CancellationToken::new()),
             wake: tokio::sync::Notify::new(),
+            holder: Mutex::new(None),
         })
     }
 
@@ -207,6 +220,9 @@ impl Hub {
                 .map(|f| f.message().to_string()),
             viewers: self.viewers.load(Ordering::Acquire),
             writer: self.writer.load(Ordering::Acquire),
+            holder: (st.session.phase == Phase::Elsewhere)
+                .then(|| lock(&self.holder).clone())
+                .flatten(),
         }
     }
 
@@ -247,6 +263,11 @@ impl Hub {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The lease of the head that holds a BMC's console session.
+fn lease_name(bmc: &str) -> String {
+    format!("console/{bmc}")
 }
 
 /// The console service.
@@ -309,6 +330,7 @@ impl Consoles {
         let every = Duration::from_secs(self.config.refresh_secs);
         loop {
             self.reconcile();
+            self.note_holders().await;
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = tokio::time::sleep(every) => {}
@@ -318,6 +340,54 @@ impl Consoles {
         for hub in hubs.values() {
             lock(&hub.stop).cancel();
             let _ = hub.events.send(Event::Gone);
+        }
+    }
+
+    /// Shared store: which head holds each console this head does not.
+    async fn note_holders(&self) {
+        let leases = self.store.leases();
+        if !leases.shared() {
+            return;
+        }
+        let Ok(rows) = leases.list().await else {
+            return;
+        };
+        let hubs: Vec<Arc<Hub>> = self
+            .hubs
+            .read()
+            .map(|h| h.values().cloned().collect())
+            .unwrap_or_default();
+        for hub in hubs {
+            let name = lease_name(&hub.target().bmc);
+            *lock(&hub.holder) = rows
+                .iter()
+                .find(|r| r.name == name && r.holder != leases.holder())
+                .map(|r| r.holder.clone());
+        }
+    }
+
+    /// Shared store: waits until this head holds the console's lease;
+    /// `None` once stopped.
+    async fn claim(&self, hub: &Hub, stop: &CancellationToken) -> Option<Held> {
+        let leases = self.store.leases();
+        loop {
+            match leases.claim(&lease_name(&hub.target().bmc)).await {
+                Ok(Some(h)) => {
+                    *lock(&hub.holder) = None;
+                    return Some(h);
+                }
+                Ok(None) => {
+                    hub.update(|s| {
+                        s.phase = Phase::Elsewhere;
+                        Duration::ZERO
+                    });
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot claim a console's lease"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(leases.renew_every()) => {}
+            }
         }
     }
 
@@ -391,6 +461,53 @@ impl Consoles {
             }
         };
         let timeout = Duration::from_secs(self.config.connect_timeout_secs);
+        let shared = self.store.leases().shared();
+        while !stop.is_cancelled() {
+            // On a shared store the session runs while this head holds the
+            // console's lease; losing it stops the session, and this head
+            // goes back to waiting for it.
+            let held = if shared {
+                match self.claim(&hub, &stop).await {
+                    Some(h) => Some(h),
+                    None => break,
+                }
+            } else {
+                None
+            };
+            let halt = stop.child_token();
+            if let Some(h) = &held {
+                let (lost, halt) = (h.lost(), halt.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = lost.cancelled() => halt.cancel(),
+                        _ = halt.cancelled() => {}
+                    }
+                });
+            }
+            self.pump(&hub, &halt, &mut input, timeout).await;
+            halt.cancel();
+            if let Some(h) = held {
+                h.release().await;
+            }
+            if !shared {
+                break;
+            }
+        }
+        hub.update(|s| {
+            s.stopped();
+            Duration::ZERO
+        });
+        *lock(&hub.input_rx) = Some(input);
+    }
+
+    /// Connects, pumps and reconnects with back-off until `stop`.
+    async fn pump(
+        &self,
+        hub: &Arc<Hub>,
+        stop: &CancellationToken,
+        input: &mut mpsc::Receiver<Bytes>,
+        timeout: Duration,
+    ) {
         loop {
             hub.update(|s| {
                 s.connecting();
@@ -440,11 +557,6 @@ impl Consoles {
                 _ = hub.wake.notified() => {}
             }
         }
-        hub.update(|s| {
-            s.stopped();
-            Duration::ZERO
-        });
-        *lock(&hub.input_rx) = Some(input);
     }
 
     /// One attempt: credentials, then the target's backend.

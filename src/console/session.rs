@@ -40,6 +40,8 @@ pub enum Phase {
     /// Waiting to reconnect after a failure.
     Waiting,
     Stopped,
+    /// Another head sharing the store holds this BMC's console session.
+    Elsewhere,
 }
 
 /// One console's session state.

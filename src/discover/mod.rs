@@ -10,6 +10,14 @@
 //! BMC that fails half-way leaves nothing behind. Re-running is idempotent:
 //! known BMCs keep their xnames and are re-applied with PUT.
 //!
+//! Where several heads share the store, a job is leased to the head running
+//! it (`discovery/<id>`) and its request is stored (`StoredDiscoveryJob`, the
+//! run's password sealed) until it ends; when that head stops or dies,
+//! another head claims the lease and runs the job again under the same ID
+//! (a collect of the last scan's BMCs names them as targets, so it scans
+//! them again first). Progress stays with the head running the job. On one
+//! head jobs live in memory only, as before.
+//!
 //! At scale the work is CPU, not waiting: a BMC is crawled as soon as the
 //! scan finds it (the scan's waves overlap the crawls), and BMCs that finish
 //! together share one store write (see [`write_groups`]), because a write
@@ -36,6 +44,8 @@ use tracing::Instrument;
 use crate::ca::secret::SecretBox;
 use crate::config::DiscoveryConfig;
 use crate::inventory::endpoints::EndpointIn;
+use crate::inventory::leases::Held;
+use crate::inventory::model::StoredDiscoveryJob;
 use crate::inventory::{DomainError, Store, StoreError, Txn, WriteError, endpoints};
 use crate::redfish::{self, Bmc, Credentials, Transport};
 
@@ -127,6 +137,8 @@ pub struct Job {
     pub kind: &'static str,
     started: String,
     cancel: CancellationToken,
+    /// Cancelled by the operator, not by a shutdown or a lost lease.
+    by_operator: std::sync::atomic::AtomicBool,
     progress: Mutex<Progress>,
     /// Shared with `Discovery::subscribe`: bumped on every progress change.
     changed: Arc<tokio::sync::watch::Sender<u64>>,
@@ -194,6 +206,7 @@ impl Job {
     }
 
     pub fn cancel(&self) {
+        self.by_operator.store(true, Ordering::Relaxed);
         self.cancel.cancel();
     }
 }
@@ -259,12 +272,18 @@ impl Discovery {
         self.jobs.lock().map(|j| j.clone()).unwrap_or_default()
     }
 
-    fn new_job(&self, kind: &'static str) -> Arc<Job> {
+    fn new_job(&self, kind: &'static str, id: Option<String>) -> Arc<Job> {
+        let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if let Ok(mut jobs) = self.jobs.lock() {
+            // An earlier run of a job taken back over.
+            jobs.retain(|j| j.id != id);
+        }
         let job = Arc::new(Job {
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
             kind,
             started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             cancel: self.shutdown.child_token(),
+            by_operator: std::sync::atomic::AtomicBool::new(false),
             progress: Mutex::new(Progress {
                 phase: "scan".into(),
                 ..Default::default()
@@ -315,31 +334,195 @@ impl Discovery {
 
     /// Starts a scan job.
     pub fn start_scan(self: &Arc<Self>, req: ScanRequest) -> Result<Arc<Job>, DomainError> {
+        self.start_scan_as(req, None, None)
+    }
+
+    /// Starts a scan job, under `id` and `held` when taken over.
+    fn start_scan_as(
+        self: &Arc<Self>,
+        req: ScanRequest,
+        id: Option<String>,
+        held: Option<Held>,
+    ) -> Result<Arc<Job>, DomainError> {
         if req.targets.is_empty() && !req.include_leases {
             return Err(DomainError::Invalid(
                 "give scan targets (CIDR, address or address:port) or include_leases".into(),
             ));
         }
         let addrs = self.scan_addresses(&req.targets, req.port, req.include_leases)?;
-        let job = self.new_job("scan");
+        let job = self.new_job("scan", id);
+        let record = StoredDiscoveryJob {
+            id: job.id.clone(),
+            kind: "scan".into(),
+            started: job.started.clone(),
+            targets: req.targets.clone(),
+            port: req.port,
+            include_leases: req.include_leases,
+            bmc_id_map: None,
+            username: None,
+            password_sealed: None,
+        };
         let (me, j) = (self.clone(), job.clone());
         let span = tracing::info_span!("discovery", job = %job.id, kind = job.kind);
         self.tasks.spawn(
             async move {
+                let held = me.hold(&j, record, held).await;
                 tracing::info!(addresses = addrs.len(), "discovery job started");
                 let found = me.scan(&j, addrs, |_| {}).await;
                 if let Ok(mut last) = me.last_scan.lock() {
                     *last = found;
                 }
                 me.finish(&j);
+                me.let_go(&j, held).await;
             }
             .instrument(span),
         );
         Ok(job)
     }
 
+    /// Shared store: claims the job's lease (unless taken over with it)
+    /// and stores its request; a lost lease stops the job.
+    async fn hold(
+        &self,
+        job: &Arc<Job>,
+        record: StoredDiscoveryJob,
+        held: Option<Held>,
+    ) -> Option<Held> {
+        let leases = self.store.leases();
+        if !leases.shared() {
+            return None;
+        }
+        let held = match held {
+            Some(h) => h,
+            None => match leases.claim(&format!("discovery/{}", job.id)).await {
+                Ok(Some(h)) => h,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot lease the discovery job; no other head can take it over");
+                    return None;
+                }
+            },
+        };
+        if let Err(e) = self
+            .store
+            .write(move |t| {
+                t.put_discovery_job(record);
+                Ok(())
+            })
+            .await
+        {
+            tracing::warn!(error = %e, "cannot store the discovery job; no other head can take it over");
+        }
+        let (lost, cancel) = (held.lost(), job.cancel.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = lost.cancelled() => cancel.cancel(),
+                _ = cancel.cancelled() => {}
+            }
+        });
+        Some(held)
+    }
+
+    /// Ends a job's lease: its record is deleted unless the job was cut
+    /// short by a shutdown or a lost lease (then another head runs it).
+    async fn let_go(&self, job: &Job, held: Option<Held>) {
+        let Some(held) = held else {
+            return;
+        };
+        let handed_over = job.cancel.is_cancelled() && !job.by_operator.load(Ordering::Relaxed);
+        if !handed_over {
+            let id = job.id.clone();
+            if let Err(e) = self
+                .store
+                .write(move |t| {
+                    t.delete_discovery_job(&id);
+                    Ok(())
+                })
+                .await
+            {
+                tracing::warn!(error = %e, "cannot delete the ended discovery job's record");
+            }
+        } else {
+            tracing::info!("discovery job left for another head");
+        }
+        held.release().await;
+    }
+
+    /// Shared store: every renewal interval, runs again the stored jobs
+    /// whose head no longer holds their lease.
+    pub async fn take_over(self: Arc<Self>) {
+        let leases = self.store.leases();
+        if !leases.shared() {
+            return;
+        }
+        loop {
+            let stored: Vec<StoredDiscoveryJob> = self
+                .store
+                .snapshot()
+                .discovery_jobs
+                .values()
+                .filter(|r| self.job(&r.id).is_none_or(|j| !j.running()))
+                .cloned()
+                .collect();
+            for r in stored {
+                match leases.claim(&format!("discovery/{}", r.id)).await {
+                    Ok(Some(held)) => {
+                        tracing::info!(job = %r.id, "running a discovery job again whose head is gone");
+                        if let Err(e) = self.rerun(r, held) {
+                            tracing::warn!(error = %e, "cannot run a discovery job again");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, "cannot claim a discovery job"),
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(leases.renew_every()) => {}
+            }
+        }
+    }
+
+    fn rerun(self: &Arc<Self>, r: StoredDiscoveryJob, held: Held) -> Result<Arc<Job>, DomainError> {
+        if r.kind == "scan" {
+            let req = ScanRequest {
+                targets: r.targets,
+                port: r.port,
+                include_leases: r.include_leases,
+            };
+            return self.start_scan_as(req, Some(r.id), Some(held));
+        }
+        let password = r.password_sealed.as_deref().and_then(|p| match self.secrets.open(p) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(error = %e, "the job's password is sealed with another key; running with stored credentials only");
+                None
+            }
+        });
+        let username = r.username.filter(|_| password.is_some());
+        let req = CollectRequest {
+            targets: r.targets,
+            port: r.port,
+            include_leases: r.include_leases,
+            bmc_id_map: r.bmc_id_map,
+            username,
+            password,
+        };
+        self.start_collect_as(req, Some(r.id), Some(held))
+    }
+
     /// Starts a collect job.
     pub fn start_collect(self: &Arc<Self>, req: CollectRequest) -> Result<Arc<Job>, DomainError> {
+        self.start_collect_as(req, None, None)
+    }
+
+    /// Starts a collect job, under `id` and `held` when taken over.
+    fn start_collect_as(
+        self: &Arc<Self>,
+        req: CollectRequest,
+        id: Option<String>,
+        held: Option<Held>,
+    ) -> Result<Arc<Job>, DomainError> {
         let map = match &req.bmc_id_map {
             Some(v) => Some(naming::IdMap::parse(v).map_err(DomainError::Invalid)?),
             None => None,
@@ -377,11 +560,30 @@ impl Discovery {
                     .into(),
             ));
         }
-        let job = self.new_job("collect");
+        let job = self.new_job("collect", id);
+        let record = StoredDiscoveryJob {
+            id: job.id.clone(),
+            kind: "collect".into(),
+            started: job.started.clone(),
+            targets: if scan {
+                req.targets.clone()
+            } else {
+                previous.iter().map(|t| t.addr.clone()).collect()
+            },
+            port: req.port,
+            include_leases: req.include_leases,
+            bmc_id_map: req.bmc_id_map.clone(),
+            username: req.username.clone(),
+            password_sealed: req
+                .password
+                .as_deref()
+                .and_then(|p| self.secrets.seal(p).ok()),
+        };
         let (me, j) = (self.clone(), job.clone());
         let span = tracing::info_span!("discovery", job = %job.id, kind = job.kind);
         self.tasks.spawn(
             async move {
+                let held = me.hold(&j, record, held).await;
                 tracing::info!(addresses = addrs.len(), "discovery job started");
                 // A BMC is crawled as soon as the scan finds it: the scan's last
                 // wave and the first crawls overlap instead of adding up.
@@ -407,6 +609,7 @@ impl Discovery {
                 });
                 futures_util::join!(feed, me.collect(&j, targets, map, run_default));
                 me.finish(&j);
+                me.let_go(&j, held).await;
             }
             .instrument(span),
         );

@@ -115,8 +115,12 @@ pub struct ConsoleEntry {
     #[serde(rename = "consoleEntryCommand")]
     pub console_entry_command: String,
     pub bmc: String,
-    /// `connecting`, `connected`, `waiting` (to reconnect) or `stopped`.
+    /// `connecting`, `connected`, `waiting` (to reconnect), `stopped`, or
+    /// `elsewhere` (another head sharing the store holds the session).
     pub state: crate::console::session::Phase,
+    /// The head holding the session, when it is another one: attach there.
+    #[serde(rename = "heldBy", skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub viewers: usize,
@@ -176,6 +180,7 @@ async fn list(State(st): State<AppState>) -> Json<ConsoleList> {
             error: c.error,
             viewers: c.viewers,
             writer: c.writer,
+            held_by: c.holder,
         })
         .collect();
     Json(ConsoleList { consoles })

@@ -226,6 +226,7 @@ async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> Result<R
 async fn abort(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = transition_id(&id)?;
     st.power.abort(&id)?;
+    st.power.abort_elsewhere(&id).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({"abortStatus": "Accepted - abort initiated"})),

@@ -65,6 +65,12 @@ pub trait Backend: Send + 'static {
     /// Arranges for `wake` to be called whenever another writer may have
     /// committed. A backend with one writer never calls it.
     fn follow(&mut self, _wake: Wake) {}
+
+    /// Where this store's work leases are kept: in memory where this
+    /// writer is the only one (it holds them all).
+    fn leases(&self) -> std::sync::Arc<dyn super::leases::LeaseDb> {
+        std::sync::Arc::new(super::leases::Local::default())
+    }
 }
 
 /// The rows of one change-log entry, as stored: `[table, key, doc|null]`.

@@ -13,6 +13,7 @@ pub mod hwinv;
 pub mod identity;
 pub mod import;
 pub mod interfaces;
+pub mod leases;
 pub mod mac;
 pub mod model;
 pub mod nodes;

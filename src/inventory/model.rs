@@ -801,6 +801,27 @@ pub struct ConsoleHostKey {
     pub pinned_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A discovery job where several heads share the store: what another head
+/// needs to run it again when the head running it is gone (re-running is
+/// idempotent). Written when the job starts, deleted when it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredDiscoveryJob {
+    pub id: String,
+    /// `scan` or `collect`.
+    pub kind: String,
+    /// RFC 3339.
+    pub started: String,
+    /// CIDRs, addresses, `address:port` (a collect of the last scan's BMCs
+    /// names them here).
+    pub targets: Vec<String>,
+    pub port: Option<u16>,
+    pub include_leases: bool,
+    pub bmc_id_map: Option<serde_json::Value>,
+    pub username: Option<String>,
+    /// The run's password, sealed with the sealing key.
+    pub password_sealed: Option<String>,
+}
+
 /// One of the key bundles head nodes sharing a store have in common (the
 /// root CA, the token keys, the BMC-credential sealing key), sealed with a
 /// key-encryption key that only the heads hold. Opaque to the store.

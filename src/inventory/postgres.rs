@@ -23,6 +23,7 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, NoTls, Socket};
 
 use super::backend::{Backend, Feed, LoadSink, Wake, decode_rows, encode_rows, last_per_row};
+use super::leases::{LeaseDb, LeaseFuture, LeaseRow};
 use super::store::{Change, StoreError, Table};
 
 /// Embedded migrations; entry `i` moves the schema from version `i` to `i + 1`.
@@ -30,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_store.sql"),
     include_str!("migrations/postgres/0002_firmware.sql"),
     include_str!("migrations/postgres/0003_hardware_inventory.sql"),
+    include_str!("migrations/postgres/0004_work_leases.sql"),
     include_str!("migrations/postgres/0005_shared_secrets.sql"),
 ];
 
@@ -43,6 +45,8 @@ const SCHEMA_LOCK: i64 = 0x6f63_6861_6d69;
 const POLL: Duration = Duration::from_secs(1);
 /// Connections a head holds at most: the writer, a follower read, a ping.
 const POOL_SIZE: usize = 4;
+/// Connections for work leases, apart from the writer's (see leases.rs).
+const LEASE_POOL_SIZE: usize = 2;
 
 #[derive(Clone)]
 enum Tls {
@@ -81,20 +85,7 @@ impl Pg {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Open(name.clone(), e.to_string()))?;
-        let mc = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match &tls {
-            Tls::None => Manager::from_config(config.clone(), NoTls, mc),
-            Tls::Rustls(t) => Manager::from_config(config.clone(), t.clone(), mc),
-        };
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .create_timeout(Some(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| StoreError::Open(name.clone(), e.to_string()))?;
+        let pool = make_pool(&config, &tls, POOL_SIZE, &name)?;
         let pg = Pg {
             rt,
             pool,
@@ -367,6 +358,18 @@ impl Backend for Pg {
         })
     }
 
+    fn leases(&self) -> Arc<dyn LeaseDb> {
+        match make_pool(&self.config, &self.tls, LEASE_POOL_SIZE, &self.name) {
+            Ok(pool) => Arc::new(PgLeases {
+                pool,
+                name: self.name.clone(),
+            }),
+            // Not reached (building a pool connects nothing); a head that
+            // cannot lease claims nothing rather than everything.
+            Err(e) => Arc::new(NoLeases(e.to_string())),
+        }
+    }
+
     fn follow(&mut self, wake: Wake) {
         let wake: Arc<dyn Fn() -> bool + Send + Sync> = Arc::from(wake);
         let (config, tls, w) = (self.config.clone(), self.tls.clone(), wake.clone());
@@ -394,6 +397,147 @@ impl Backend for Pg {
                 }
             }
         });
+    }
+}
+
+fn make_pool(
+    config: &tokio_postgres::Config,
+    tls: &Tls,
+    size: usize,
+    name: &str,
+) -> Result<Pool, StoreError> {
+    let mc = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls {
+        Tls::None => Manager::from_config(config.clone(), NoTls, mc),
+        Tls::Rustls(t) => Manager::from_config(config.clone(), t.clone(), mc),
+    };
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(30)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .map_err(|e| StoreError::Open(name.to_string(), e.to_string()))
+}
+
+/// Work leases in `work_leases`, on a pool of their own used from the
+/// appliance's runtime: a renewal never queues behind the writer. Expiry is
+/// the database's clock, so heads need not agree on the time; a claim is
+/// one `INSERT … ON CONFLICT DO UPDATE … WHERE` (expired, or already the
+/// claimant's), which PostgreSQL evaluates against the latest committed
+/// row, so two heads claiming at once cannot both win.
+struct PgLeases {
+    pool: Pool,
+    name: String,
+}
+
+impl PgLeases {
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Sql(format!("{}: {e}", self.name)))
+    }
+}
+
+impl LeaseDb for PgLeases {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn claim<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> LeaseFuture<'a, bool> {
+        Box::pin(async move {
+            let n = self
+                .client()
+                .await?
+                .execute(
+                    "INSERT INTO work_leases AS l (name, holder, expires) \
+                     VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3)) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires \
+                     WHERE l.expires < clock_timestamp() OR l.holder = excluded.holder",
+                    &[&name, &holder, &ttl.as_secs_f64()],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn renew<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> LeaseFuture<'a, bool> {
+        Box::pin(async move {
+            let n = self
+                .client()
+                .await?
+                .execute(
+                    "UPDATE work_leases SET expires = clock_timestamp() + make_interval(secs => $3) \
+                     WHERE name = $1 AND holder = $2",
+                    &[&name, &holder, &ttl.as_secs_f64()],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn release<'a>(&'a self, name: &'a str, holder: &'a str) -> LeaseFuture<'a, ()> {
+        Box::pin(async move {
+            self.client()
+                .await?
+                .execute(
+                    "DELETE FROM work_leases WHERE name = $1 AND holder = $2",
+                    &[&name, &holder],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(())
+        })
+    }
+
+    fn list(&self) -> LeaseFuture<'_, Vec<LeaseRow>> {
+        Box::pin(async move {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT name, holder, \
+                     (extract(epoch FROM expires - clock_timestamp()) * 1000)::BIGINT \
+                     FROM work_leases ORDER BY name",
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| LeaseRow {
+                    name: r.get(0),
+                    holder: r.get(1),
+                    expires_in_ms: r.get(2),
+                })
+                .collect())
+        })
+    }
+}
+
+/// Leases that cannot be reached: nothing is ever claimed.
+struct NoLeases(String);
+
+impl LeaseDb for NoLeases {
+    fn shared(&self) -> bool {
+        true
+    }
+    fn claim<'a>(&'a self, _: &'a str, _: &'a str, _: Duration) -> LeaseFuture<'a, bool> {
+        Box::pin(async move { Err(StoreError::Sql(self.0.clone())) })
+    }
+    fn renew<'a>(&'a self, _: &'a str, _: &'a str, _: Duration) -> LeaseFuture<'a, bool> {
+        Box::pin(async move { Err(StoreError::Sql(self.0.clone())) })
+    }
+    fn release<'a>(&'a self, _: &'a str, _: &'a str) -> LeaseFuture<'a, ()> {
+        Box::pin(async move { Ok(()) })
+    }
+    fn list(&self) -> LeaseFuture<'_, Vec<LeaseRow>> {
+        Box::pin(async move { Err(StoreError::Sql(self.0.clone())) })
     }
 }
 

@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_consoles.sql"),
     include_str!("migrations/0010_firmware.sql"),
     include_str!("migrations/0011_hardware_inventory.sql"),
+    include_str!("migrations/0012_discovery_jobs.sql"),
     include_str!("migrations/0013_shared_secrets.sql"),
 ];
 

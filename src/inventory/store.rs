@@ -31,7 +31,7 @@ use super::model::{
     BmcCredential, BmcFirmware, BootConfig, BootResource, BootSelector, BootTarget, CloudInitGroup,
     ClusterDefaults, Component, ComponentEndpoint, ConsoleHostKey, EthernetInterface, Group,
     InstanceInfo, Lease, MetadataRecord, NodeMap, Partition, PhoneHome, PowerTransition,
-    RedfishEndpoint, SharedSecret,
+    RedfishEndpoint, SharedSecret, StoredDiscoveryJob,
 };
 use super::sqlite::Db;
 use super::tokens::{RefreshFamily, UsedBootstrap};
@@ -63,12 +63,13 @@ pub enum Table {
     HwLocations,
     HwFrus,
     HwHistory,
+    DiscoveryJobs,
     SharedSecrets,
 }
 
 impl Table {
     /// Every table, in the order a model is loaded.
-    pub const ALL: [Table; 25] = [
+    pub const ALL: [Table; 26] = [
         Table::Components,
         Table::EthernetInterfaces,
         Table::RedfishEndpoints,
@@ -93,6 +94,7 @@ impl Table {
         Table::HwLocations,
         Table::HwFrus,
         Table::HwHistory,
+        Table::DiscoveryJobs,
         Table::SharedSecrets,
     ];
 
@@ -126,6 +128,7 @@ impl Table {
             Table::HwLocations => "hw_locations",
             Table::HwFrus => "hw_frus",
             Table::HwHistory => "hw_history",
+            Table::DiscoveryJobs => "discovery_jobs",
             Table::SharedSecrets => "shared_secrets",
         }
     }
@@ -250,6 +253,8 @@ pub struct Model {
     pub hw_frus: OrdMap<String, Arc<HwFru>>,
     /// Hardware inventory history events in order.
     pub hw_history: OrdMap<u64, HwHist>,
+    /// Discovery jobs running where several heads share the store, by id.
+    pub discovery_jobs: OrdMap<String, StoredDiscoveryJob>,
     /// FRU ID → how many history events name it (is a FRU known?).
     pub hw_hist_frus: OrdMap<String, usize>,
     /// Sealed key bundles shared by the heads of a shared store, by purpose.
@@ -814,6 +819,17 @@ impl<'a> Txn<'a> {
         self.model.bmc_firmware.insert(f.bmc.clone(), f);
     }
 
+    pub fn put_discovery_job(&mut self, j: StoredDiscoveryJob) {
+        self.record(Table::DiscoveryJobs, &j.id, Some(&j));
+        self.model.discovery_jobs.insert(j.id.clone(), j);
+    }
+
+    pub fn delete_discovery_job(&mut self, id: &str) -> Option<StoredDiscoveryJob> {
+        let old = self.model.discovery_jobs.remove(id)?;
+        self.record::<StoredDiscoveryJob>(Table::DiscoveryJobs, id, None);
+        Some(old)
+    }
+
     pub fn put_hw_loc(&mut self, l: impl Into<Arc<HwLoc>>) {
         let l = l.into();
         self.record(Table::HwLocations, &l.id, Some(&l));
@@ -906,6 +922,7 @@ fn doc_of(m: &Model, table: Table, key: &str) -> Option<String> {
             .parse::<u64>()
             .ok()
             .and_then(|k| ser(m.hw_history.get(&k))),
+        Table::DiscoveryJobs => ser(m.discovery_jobs.get(key)),
         Table::SharedSecrets => ser(m.shared_secrets.get(key)),
     }
 }
@@ -946,6 +963,9 @@ struct Inner {
     published: tokio::sync::watch::Sender<u64>,
     /// Told the row count of each committed batch (see `observe_commits`).
     commit_observer: std::sync::OnceLock<fn(usize)>,
+    /// Where work leases are kept, and as whom this head claims them.
+    lease_db: Arc<dyn super::leases::LeaseDb>,
+    lease_as: std::sync::OnceLock<(String, std::time::Duration)>,
 }
 
 /// Handle to the inventory store; cheap to clone.
@@ -975,7 +995,10 @@ impl Store {
     /// backend, following the other writers).
     pub fn open_backend(mut db: Box<dyn Backend>) -> Result<Store, StoreError> {
         let (generation, model) = load_model(&mut *db)?;
+        let lease_db = db.leases();
         let inner = Arc::new(Inner {
+            lease_db,
+            lease_as: std::sync::OnceLock::new(),
             current: ArcSwap::from_pointee(Snapshot { generation, model }),
             kind: db.kind(),
             commit_observer: std::sync::OnceLock::new(),
@@ -1023,6 +1046,24 @@ impl Store {
     /// The backend's name: `sqlite` or `postgres`.
     pub fn backend_kind(&self) -> &'static str {
         self.inner.kind
+    }
+
+    /// Names the head that claims work leases through this store, and their
+    /// time to live. Once; later calls are ignored.
+    pub fn set_lease_holder(&self, head: &str, ttl: std::time::Duration) {
+        let _ = self.inner.lease_as.set((head.to_string(), ttl));
+    }
+
+    /// Work leases, claimed as the head named by `set_lease_holder`
+    /// (`local` until then).
+    pub fn leases(&self) -> super::leases::Leases {
+        let (head, ttl) = self
+            .inner
+            .lease_as
+            .get()
+            .cloned()
+            .unwrap_or_else(|| ("local".into(), super::leases::DEFAULT_TTL));
+        super::leases::Leases::new(self.inner.lease_db.clone(), &head, ttl)
     }
 
     /// Has `f` called, on the writer thread, with the number of rows of
@@ -1174,6 +1215,7 @@ fn apply_row(
                     txn.delete_hw_hist(seq);
                 }
             }
+            Table::DiscoveryJobs => drop(txn.delete_discovery_job(key)),
             Table::SharedSecrets => {
                 if txn.model.shared_secrets.remove(key).is_some() {
                     txn.record::<SharedSecret>(Table::SharedSecrets, key, None);
@@ -1213,6 +1255,7 @@ fn apply_row(
         Table::HwLocations => txn.put_hw_loc(parse::<HwLoc>(table, key, doc)?),
         Table::HwFrus => txn.put_hw_fru(parse::<HwFru>(table, key, doc)?),
         Table::HwHistory => txn.put_hw_hist(parse(table, key, doc)?),
+        Table::DiscoveryJobs => txn.put_discovery_job(parse(table, key, doc)?),
         Table::SharedSecrets => txn.put_shared_secret(parse(table, key, doc)?),
     }
     Ok(())
@@ -1380,7 +1423,7 @@ fn commit_batch(db: &mut dyn Backend, inner: &Inner, jobs: Vec<Job>) {
 
 #[cfg(test)]
 #[path = "../../tests/common/postgres.rs"]
-mod pg_cluster;
+pub(crate) mod pg_cluster;
 
 #[cfg(test)]
 mod tests {

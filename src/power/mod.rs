@@ -3,9 +3,21 @@
 //!
 //! A transition is persisted when it is accepted and as its tasks progress
 //! (at most once a second, so a thousand-node transition is not a thousand
-//! rewrites of a thousand-task record), and once more when it ends. The
-//! appliance is the only writer, so after a restart any transition still
-//! marked running was cut short: it is ended `aborted`.
+//! rewrites of a thousand-task record), and once more when it ends.
+//!
+//! On one head (SQLite) the appliance is the only writer, so after a restart
+//! any transition still marked running was cut short: it is ended
+//! `aborted`. Where several heads share the store, a transition is driven by
+//! the head holding its lease (`power-transition/<id>`, claimed before the
+//! record is written). A head that stops or dies leaves it running in the
+//! store; another head claims the lease once it is released or expired and
+//! continues the tasks not yet ended (each re-reads the node's power state
+//! and plans from there, so a task cut short is simply planned again; its
+//! deadline counts from the takeover). A head that cannot renew the lease
+//! stops driving its BMCs before the lease can expire, so two heads never
+//! drive one transition. An abort asked of a head that does not drive the
+//! transition is recorded in the store; the driving head sees it within a
+//! second and aborts. The sampler runs on the head holding `power-sampler`.
 //!
 //! Each BMC gets one session per transition or sample, shared by its nodes,
 //! and the session is deleted when that work ends, however it ends.
@@ -29,12 +41,26 @@ use crate::ca::secret::SecretBox;
 use crate::config::PowerConfig;
 use crate::discover::{credentials, targets};
 use crate::inventory::components::parse_xname;
+use crate::inventory::leases::Held;
 use crate::inventory::model::{
     Component, ComponentEndpoint, PowerTask, PowerTransition, RedfishEndpoint,
 };
 use crate::inventory::{DomainError, Snapshot, Store, WriteError};
 use crate::redfish::{self, Bmc, Credentials, Transport};
 use plan::{Operation, Phase};
+
+/// The lease of the head that drives a transition.
+fn lease_name(id: &str) -> String {
+    format!("power-transition/{id}")
+}
+
+/// The lease of the head that samples power states.
+const SAMPLER_LEASE: &str = "power-sampler";
+
+/// Statuses of a transition not yet ended.
+fn unfinished(status: &str) -> bool {
+    matches!(status, plan::NEW | plan::IN_PROGRESS | plan::ABORT_SIGNALED)
+}
 
 /// How long finished transitions are kept.
 const KEEP: chrono::TimeDelta = chrono::TimeDelta::hours(24);
@@ -223,8 +249,17 @@ impl Power {
         }
     }
 
-    /// Ends transitions a previous run left running, and starts the sampler.
+    /// Ends transitions a previous run left running (one head), or starts
+    /// looking for transitions whose head is gone (shared store); starts the
+    /// sampler.
     pub async fn start(self: &Arc<Self>) -> Result<(), WriteError> {
+        if self.store.leases().shared() {
+            let me = self.clone();
+            self.tasks.spawn(async move { me.take_over().await });
+            let me = self.clone();
+            self.tasks.spawn(async move { me.sampler().await });
+            return Ok(());
+        }
         self.store
             .write(|t| {
                 let stale: Vec<PowerTransition> = t
@@ -258,18 +293,78 @@ impl Power {
         Ok(())
     }
 
-    /// Every `sample_interval_secs`: read every node's power state, and
-    /// delete expired transitions.
-    async fn sampler(self: Arc<Self>) {
-        let every = self.config.sample_interval_secs;
+    /// Shared store: every renewal interval, claims the transitions left
+    /// running by a head that no longer holds their lease, and continues
+    /// them.
+    async fn take_over(self: Arc<Self>) {
+        let leases = self.store.leases();
         loop {
-            if every > 0 {
-                self.sample(None).await;
+            let snap = self.store.snapshot();
+            let orphans: Vec<PowerTransition> = snap
+                .power_transitions
+                .values()
+                .filter(|t| unfinished(&t.status))
+                .filter(|t| self.running.lock().is_ok_and(|r| !r.contains_key(&t.id)))
+                .cloned()
+                .collect();
+            drop(snap);
+            for t in orphans {
+                match leases.claim(&lease_name(&t.id)).await {
+                    Ok(Some(held)) => {
+                        tracing::info!(transition = %t.id, "taking over a power transition whose head is gone");
+                        if let Some(op) = Operation::parse(&t.operation) {
+                            self.launch(op, t, held);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, "cannot claim a power transition"),
+                }
             }
-            self.expire().await;
-            let pause = Duration::from_secs(if every > 0 { every } else { 3600 });
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(leases.renew_every()) => {}
+            }
+        }
+    }
+
+    /// Every `sample_interval_secs`: read every node's power state (on the
+    /// head holding the sampler's lease), and delete expired transitions.
+    async fn sampler(self: Arc<Self>) {
+        let every = self.config.sample_interval_secs;
+        let leases = self.store.leases();
+        let mut held: Option<Held> = None;
+        loop {
+            if held.as_ref().is_some_and(|h| h.lost().is_cancelled()) {
+                held = None;
+            }
+            if every > 0 && held.is_none() {
+                match leases.claim(SAMPLER_LEASE).await {
+                    Ok(h) => held = h,
+                    Err(e) => tracing::debug!(error = %e, "cannot claim the sampler's lease"),
+                }
+            }
+            if every > 0
+                && let Some(h) = &held
+            {
+                let lost = h.lost();
+                tokio::select! {
+                    _ = self.sample(None) => {}
+                    _ = lost.cancelled() => {}
+                }
+            }
+            self.expire().await;
+            let mut pause = Duration::from_secs(if every > 0 { every } else { 3600 });
+            if every > 0 && held.is_none() {
+                // Ready to take over soon after the sampling head is gone.
+                pause = pause.min(leases.renew_every());
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    if let Some(h) = held {
+                        h.release().await;
+                    }
+                    return;
+                }
                 _ = tokio::time::sleep(pause) => {}
             }
         }
@@ -358,14 +453,50 @@ impl Power {
                 })
                 .collect(),
         };
+        // Claimed before the record exists, so no other head takes it up.
+        let held = self
+            .store
+            .leases()
+            .claim(&lease_name(&tr.id))
+            .await?
+            .ok_or_else(|| {
+                WriteError::Store(crate::inventory::StoreError::Sql(format!(
+                    "the lease of the new transition {} is held by another head",
+                    tr.id
+                )))
+            })?;
+        // Listed as running before it is stored: this head's takeover
+        // never mistakes it for an orphan.
+        let running = self.prepare(&tr);
         let stored = tr.clone();
-        self.store
+        if let Err(e) = self
+            .store
             .write(move |t| {
                 t.put_power_transition(stored);
                 Ok(())
             })
-            .await?;
-        let cancel = self.shutdown.child_token();
+            .await
+        {
+            if let Ok(mut r) = self.running.lock() {
+                r.remove(&tr.id);
+            }
+            held.release().await;
+            return Err(e);
+        }
+        tracing::debug!(nodes = xnames.len(), "power transition accepted");
+        self.spawn_run(op, running, held);
+        Ok(tr)
+    }
+
+    /// Lists `tr` as running on this head and returns its handles.
+    fn prepare(&self, tr: &PowerTransition) -> (CancellationToken, Arc<Mutex<PowerTransition>>) {
+        // One head: a shutdown ends the transition (as aborted). Shared:
+        // a shutdown hands it over, so only an abort cancels it.
+        let cancel = if self.store.leases().shared() {
+            CancellationToken::new()
+        } else {
+            self.shutdown.child_token()
+        };
         let live = Arc::new(Mutex::new(tr.clone()));
         if let Ok(mut r) = self.running.lock() {
             r.insert(
@@ -376,19 +507,60 @@ impl Power {
                 },
             );
         }
+        (cancel, live)
+    }
+
+    /// Continues a stored transition whose lease this head now holds.
+    fn launch(self: &Arc<Self>, op: Operation, tr: PowerTransition, held: Held) {
+        let running = self.prepare(&tr);
+        if tr.status == plan::ABORT_SIGNALED {
+            running.0.cancel();
+        }
+        self.spawn_run(op, running, held);
+    }
+
+    fn spawn_run(
+        self: &Arc<Self>,
+        op: Operation,
+        (cancel, live): (CancellationToken, Arc<Mutex<PowerTransition>>),
+        held: Held,
+    ) {
+        let (id, deadline, nodes) = match live.lock() {
+            Ok(t) => (t.id.clone(), t.deadline_minutes, t.tasks.len()),
+            Err(_) => return,
+        };
+        // Driving stops when the lease is lost and, on a shared store, when
+        // this head shuts down: another head continues.
+        let stop = if self.store.leases().shared() {
+            let stop = self.shutdown.child_token();
+            let (lost, s) = (held.lost(), stop.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = lost.cancelled() => s.cancel(),
+                    _ = s.cancelled() => {}
+                }
+            });
+            stop
+        } else {
+            held.lost()
+        };
         let me = self.clone();
-        let span = tracing::info_span!("power", transition = %tr.id, operation = op.as_str());
+        let span = tracing::info_span!("power", transition = %id, operation = op.as_str());
         self.tasks.spawn(
             async move {
-                tracing::info!(nodes = xnames.len(), "power transition started");
+                tracing::info!(nodes, "power transition started");
                 let watch = live.clone();
-                me.run(op, deadline, live, cancel).await;
-                let status = watch.lock().map(|t| t.status.clone()).unwrap_or_default();
-                tracing::info!(status, "power transition ended");
+                me.run(op, deadline, live, cancel, stop.clone()).await;
+                if stop.is_cancelled() {
+                    tracing::info!("power transition handed over to another head");
+                } else {
+                    let status = watch.lock().map(|t| t.status.clone()).unwrap_or_default();
+                    tracing::info!(status, "power transition ended");
+                }
+                held.release().await;
             }
             .instrument(span),
         );
-        Ok(tr)
     }
 
     /// The transition as stored, or as it stands now if it is running.
@@ -438,10 +610,32 @@ impl Power {
         }
         match self.store.snapshot().power_transitions.get(id) {
             None => Err(DomainError::NotFound(format!("no transition {id}"))),
+            Some(t) if unfinished(&t.status) && self.store.leases().shared() => Ok(()),
             Some(_) => Err(DomainError::Invalid(format!(
                 "transition {id} is complete and cannot be aborted"
             ))),
         }
+    }
+
+    /// Shared store: an abort of a transition another head drives is
+    /// recorded in the store, where that head (or the next) sees it.
+    pub async fn abort_elsewhere(&self, id: &str) -> Result<(), WriteError> {
+        if self.transition_live(id).is_some() || !self.store.leases().shared() {
+            return Ok(());
+        }
+        let id = id.to_string();
+        self.store
+            .write(move |t| {
+                if let Some(tr) = t.model().power_transitions.get(&id)
+                    && matches!(tr.status.as_str(), plan::NEW | plan::IN_PROGRESS)
+                {
+                    let mut tr = tr.clone();
+                    tr.status = plan::ABORT_SIGNALED.into();
+                    t.put_power_transition(tr);
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn flush(&self, live: &Mutex<PowerTransition>) {
@@ -451,6 +645,17 @@ impl Power {
         if let Err(e) = self
             .store
             .write(move |t| {
+                let mut doc = doc;
+                // An abort recorded by another head is kept until this one
+                // has acted on it.
+                if t.model()
+                    .power_transitions
+                    .get(&doc.id)
+                    .is_some_and(|s| s.status == plan::ABORT_SIGNALED)
+                    && matches!(doc.status.as_str(), plan::NEW | plan::IN_PROGRESS)
+                {
+                    doc.status = plan::ABORT_SIGNALED.into();
+                }
                 t.put_power_transition(doc);
                 Ok(())
             })
@@ -466,13 +671,21 @@ impl Power {
         deadline: f64,
         live: Arc<Mutex<PowerTransition>>,
         cancel: CancellationToken,
+        stop: CancellationToken,
     ) {
+        // Tasks already ended (by a head that drove it before) stay ended.
         let (id, xnames) = match live.lock() {
             Ok(mut t) => {
-                t.status = plan::IN_PROGRESS.into();
+                if t.status != plan::ABORT_SIGNALED {
+                    t.status = plan::IN_PROGRESS.into();
+                }
                 (
                     t.id.clone(),
-                    t.tasks.iter().map(|k| k.xname.clone()).collect::<Vec<_>>(),
+                    t.tasks
+                        .iter()
+                        .filter(|k| matches!(k.status.as_str(), plan::NEW | plan::IN_PROGRESS))
+                        .map(|k| k.xname.clone())
+                        .collect::<Vec<_>>(),
                 )
             }
             Err(_) => return,
@@ -502,10 +715,11 @@ impl Power {
         let deadline_at =
             (deadline > 0.0).then(|| Instant::now() + Duration::from_secs_f64(deadline * 60.0));
 
-        // Progress reaches the store once a second while tasks run.
+        // Progress reaches the store once a second while tasks run; an
+        // abort another head recorded is picked up as often.
         let flusher = {
-            let (me, live, stop) = (self.clone(), live.clone(), CancellationToken::new());
-            let s = stop.clone();
+            let (me, live, stop) = (self.clone(), live.clone(), stop.child_token());
+            let (s, abort) = (stop.clone(), cancel.clone());
             let h = tokio::spawn(
                 async move {
                     let mut last = None;
@@ -513,6 +727,16 @@ impl Power {
                         tokio::select! {
                             _ = s.cancelled() => return,
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        let id = live.lock().map(|t| t.id.clone()).unwrap_or_default();
+                        if me
+                            .store
+                            .snapshot()
+                            .power_transitions
+                            .get(&id)
+                            .is_some_and(|t| t.status == plan::ABORT_SIGNALED)
+                        {
+                            abort.cancel();
                         }
                         let now = live.lock().ok().map(|t| t.tasks.clone());
                         if now != last {
@@ -529,7 +753,7 @@ impl Power {
         let work = futures_util::stream::iter(by_bmc.into_values()).for_each_concurrent(
             self.config.concurrency,
             |(ep, nodes)| {
-                let (me, snap, set, cancel) = (&self, &snap, &set, &cancel);
+                let (me, snap, set, cancel, stop) = (&self, &snap, &set, &cancel, &stop);
                 async move {
                     let Some(creds) = me.credentials(snap, &ep) else {
                         for n in &nodes {
@@ -561,14 +785,19 @@ impl Power {
                             },
                         );
                         let outcome = tokio::select! {
-                            r = me.run_task(&bmc, n, op, deadline, deadline_at) => r,
-                            _ = cancel.cancelled() => Outcome {
+                            biased;
+                            _ = cancel.cancelled() => Some(Outcome {
                                 status: plan::FAILED,
                                 description: "Aborted".into(),
                                 error: "Transition aborted".into(),
-                            },
+                            }),
+                            // Handed over: the next head runs the task again.
+                            _ = stop.cancelled() => None,
+                            r = me.run_task(&bmc, n, op, deadline, deadline_at) => Some(r),
                         };
-                        set(&n.xname, outcome);
+                        if let Some(outcome) = outcome {
+                            set(&n.xname, outcome);
+                        }
                     }))
                     .await;
                     bmc.logout().await;
@@ -579,6 +808,13 @@ impl Power {
 
         flusher.0.cancel();
         let _ = flusher.1.await;
+        if stop.is_cancelled() && !cancel.is_cancelled() {
+            // Left running in the store for the head that takes it over.
+            if let Ok(mut r) = self.running.lock() {
+                r.remove(&id);
+            }
+            return;
+        }
         if let Ok(mut t) = live.lock() {
             t.status = if cancel.is_cancelled() {
                 plan::ABORTED
