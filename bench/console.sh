@@ -15,6 +15,14 @@
 # management network where every BMC serves its console on one port. The
 # power sampler is off (the simulated BMCs serve no Redfish).
 # OPENCHAMI_BIN / LOAD_BIN: use these binaries instead of building.
+# Smaller runs: CONSOLES=20 DURATION=10 (the figures scale per console).
+# WRAP: a command the appliance runs under, e.g. to count its instructions
+# (repeatable on a busy machine, unlike CPU time):
+#   CONSOLES=20 DURATION=20 WRAP="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p" \
+#     bash bench/console.sh
+# (with CONNECT_TIMEOUT=120: SSH handshakes are slow under valgrind),
+# then `callgrind_control -z` once the consoles are connected and
+# `callgrind_control -d` when the window ends count the window only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +31,7 @@ RATE=${RATE:-1024}
 DURATION=${DURATION:-60}
 PORT=${PORT:-2222}
 FIRST=${FIRST:-127.3.0.1}
+CONNECT_TIMEOUT=${CONNECT_TIMEOUT:-10}
 
 die() {
   echo "console.sh: $*" >&2
@@ -88,10 +97,12 @@ sample_interval_secs = 0
 [console]
 ssh_port = $PORT
 refresh_secs = 2
+connect_timeout_secs = $CONNECT_TIMEOUT
 CONF
-"$OPENCHAMI_BIN" --config "$tmp/config.toml" serve >"$tmp/server.log" 2>&1 &
+# shellcheck disable=SC2086 # WRAP is a command line
+${WRAP:-} "$OPENCHAMI_BIN" --config "$tmp/config.toml" serve >"$tmp/server.log" 2>&1 &
 server_pid=$!
-for _ in $(seq 1 200); do
+for _ in $(seq 1 2400); do
   curl -sf -o /dev/null "http://127.0.0.1:$NODE_PORT/healthz" && break
   sleep 0.05
 done

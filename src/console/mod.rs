@@ -17,7 +17,10 @@
 //! Each node has a `Hub`. Appending to the log and publishing to viewers
 //! happen under one lock, and a viewer that wants the log's tail and then
 //! live output reads the tail and subscribes under the same lock, so it
-//! sees every byte once.
+//! sees every byte once. Viewers get output as it arrives; the log keeps it
+//! in memory and one task writes every log out each [`LOG_FLUSH`] (a session
+//! writes its own out when it ends), so a thousand consoles cost a few
+//! writes a second each rather than one per SSH packet.
 
 pub mod ipmi;
 pub mod log;
@@ -93,12 +96,28 @@ pub enum Event {
 const FANOUT: usize = 1024;
 /// Keystrokes queued for a session.
 const INPUT_QUEUE: usize = 256;
+/// How long console output may wait in memory before it is in the log file.
+pub const LOG_FLUSH: Duration = Duration::from_millis(250);
 
 struct HubState {
     log: log::ConsoleLog,
     session: Session,
     /// Throttles log-write error lines to one per failure streak.
     log_failing: bool,
+}
+
+impl HubState {
+    fn log_result(&mut self, r: std::io::Result<()>) {
+        match r {
+            Ok(()) => self.log_failing = false,
+            Err(e) => {
+                if !self.log_failing {
+                    tracing::error!(path = %self.log.path().display(), error = %e, "cannot write console log");
+                }
+                self.log_failing = true;
+            }
+        }
+    }
 }
 
 /// One node's console.
@@ -192,16 +211,18 @@ impl Hub {
 
     fn output(&self, data: Bytes) {
         let mut st = lock(&self.state);
-        match st.log.append(&data) {
-            Ok(()) => st.log_failing = false,
-            Err(e) => {
-                if !st.log_failing {
-                    tracing::error!(path = %st.log.path().display(), error = %e, "cannot write console log");
-                }
-                st.log_failing = true;
-            }
-        }
+        let r = st.log.append(&data);
+        st.log_result(r);
         let _ = self.events.send(Event::Output(data));
+    }
+
+    /// Writes the log's waiting bytes out.
+    fn flush_log(&self) {
+        let mut st = lock(&self.state);
+        if !st.log.unflushed().is_empty() {
+            let r = st.log.flush();
+            st.log_result(r);
+        }
     }
 
     fn update(&self, f: impl FnOnce(&mut Session) -> Duration) -> Duration {
@@ -250,11 +271,11 @@ impl Hub {
     /// file), and, when `follow`, a subscription starting right after it.
     pub fn tail(&self, lines: i64, follow: bool) -> std::io::Result<Tail> {
         let st = lock(&self.state);
-        let path = st.log.path();
         let data = if lines > 0 {
-            log::read_last_lines(path, usize::try_from(lines).unwrap_or(usize::MAX))?
+            st.log
+                .read_last_lines(usize::try_from(lines).unwrap_or(usize::MAX))?
         } else {
-            log::read_all(path)?
+            st.log.read_all()?
         };
         let live = follow.then(|| self.events.subscribe());
         Ok(Tail { data, live })
@@ -323,7 +344,32 @@ impl Consoles {
         std::fs::create_dir_all(&self.dir)?;
         let me = self.clone();
         self.tasks.spawn(async move { me.watch().await });
+        let me = self.clone();
+        self.tasks.spawn(async move { me.flush_logs().await });
         Ok(())
+    }
+
+    /// Writes every console's waiting log bytes out each [`LOG_FLUSH`]
+    /// (sessions write theirs when they end, so stopping loses nothing).
+    async fn flush_logs(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(LOG_FLUSH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let hubs: Vec<Arc<Hub>> = self
+                .hubs
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for hub in hubs {
+                hub.flush_log();
+            }
+        }
     }
 
     async fn watch(self: Arc<Self>) {
@@ -497,6 +543,7 @@ impl Consoles {
             s.stopped();
             Duration::ZERO
         });
+        hub.flush_log();
         *lock(&hub.input_rx) = Some(input);
     }
 
@@ -527,9 +574,12 @@ impl Consoles {
                     });
                     tracing::info!(node = %t.node, bmc = %t.bmc, backend = t.backend.as_str(), "console connected");
                     while input.try_recv().is_ok() {}
+                    // One wait for the stop, not one per packet.
+                    let stopped = stop.cancelled();
+                    tokio::pin!(stopped);
                     let end = loop {
                         tokio::select! {
-                            _ = stop.cancelled() => break None,
+                            _ = &mut stopped => break None,
                             out = link.recv() => match out {
                                 Some(data) => hub.output(data),
                                 None => break Some(Failure::Transport("the console closed".into())),
@@ -542,6 +592,7 @@ impl Consoles {
                         }
                     };
                     link.close().await;
+                    hub.flush_log();
                     match end {
                         Some(f) => f,
                         None => break,

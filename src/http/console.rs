@@ -190,6 +190,8 @@ async fn list(State(st): State<AppState>) -> Json<ConsoleList> {
 const PING: Duration = Duration::from_secs(30);
 /// Largest output frame.
 const FRAME: usize = 4096;
+/// A viewer's WebSocket read buffer.
+const VIEWER_READ_BUFFER: usize = 4096;
 
 async fn attach(
     State(st): State<AppState>,
@@ -209,7 +211,11 @@ async fn attach(
     let token = super::routes::bearer_in(&headers).unwrap_or_default();
     let caller = super::auth::verify(&st, &token, chrono::Utc::now().timestamp()).await?;
     let sub = caller.claims.sub.clone();
-    let ws = ws.map_err(|e| ApiError::bad_request(format!("expected a WebSocket upgrade: {e}")))?;
+    // A viewer sends keystrokes, not bulk: a small read buffer, as the
+    // buffer is prepared (zeroed) each time the socket is polled.
+    let ws = ws
+        .map_err(|e| ApiError::bad_request(format!("expected a WebSocket upgrade: {e}")))?
+        .read_buffer_size(VIEWER_READ_BUFFER);
     match view {
         View::Interactive => {
             if !super::auth::may_write(&caller) {
