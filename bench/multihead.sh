@@ -27,12 +27,20 @@
 #   bootscript   boot script requests per second on the node listener (wrk,
 #                keep-alive, random MAC of the N nodes) and the heads' CPU
 #                seconds per 1,000 requests; on two heads both are loaded.
+#   dhcp         last: the heads restarted in network namespaces with DHCP
+#                on, perfdhcp on the same L2; DORA/s with < 1 % unfinished
+#                for pool clients (new bindings: writes) and reserved
+#                clients (inventory MACs: reads), CPU per 1,000 exchanges at
+#                a common rate, and on two heads a check that no address
+#                went to two MACs. See bench/multihead_dhcp.sh for its knobs
+#                (DHCP=0 skips it).
 #
 # Placement: heads and the database on CPU SERVER_CPU (0), wrk and the
 # probes on CLIENT_CPU (1). On a two-core machine compare CPU per request,
 # not totals (target: reads on PostgreSQL ≤ 1.2× the SQLite head's CPU per
-# request). Needs root (PostgreSQL runs as `postgres` or `nobody`), wrk,
-# python3 and PostgreSQL's server programs (Debian: postgresql).
+# request). Needs root (PostgreSQL runs as `postgres` or `nobody`; network
+# namespaces), wrk, python3, PostgreSQL's server programs (Debian:
+# postgresql) and for the DHCP phase iproute2 and Kea's perfdhcp (kea-admin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +58,8 @@ die() {
 for c in wrk python3 curl taskset runuser; do
   command -v "$c" >/dev/null 2>&1 || die "missing $c"
 done
+. bench/multihead_dhcp.sh
+dhcp_check_tools
 PGBIN=$(dirname "$(readlink -f "$(command -v initdb 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")")
 [[ -x $PGBIN/initdb ]] || die "PostgreSQL's initdb not found (Debian: apt-get install postgresql)"
 if [[ -z ${OPENCHAMI_BIN:-} ]]; then
@@ -70,6 +80,7 @@ cleanup() {
   for p in "${pids[@]}"; do
     for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
   done
+  dhcp_cleanup
   [[ -d $tmp/pg/data ]] && runuser -u "$PGUSER_OS" -- "$PGBIN/pg_ctl" -D "$tmp/pg/data" -m immediate -w stop >/dev/null 2>&1
   rm -rf "$tmp"
   exit "$rc"
@@ -306,6 +317,7 @@ q = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))]
 print(f"{q(0.5):.1f} {q(0.99):.1f} {lat[-1]:.1f}")
 EOF
 read -r p50 p99 pmax <"$tmp/prop.out"
+dhcp_phase
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 printf '\n%-40s %12s %12s %12s %10s %10s\n' "" "SQLite" "PostgreSQL" "2 heads PG" "PG/SQLite" "2h/SQLite"
@@ -320,7 +332,9 @@ row "  errors" writes bad
 row "bootscript req/s ($CONNECTIONS conns)" bootscript rate
 row "  CPU s per 1,000 (heads + database)" bootscript cpu
 row "  errors" bootscript bad
+dhcp_rows
 echo
 echo "propagation head a -> head b over $PROPAGATION writes: p50 $p50 ms, p99 $p99 ms, max $pmax ms (target p99 < 200 ms)"
 cpu_read=$(python3 -c "print(f'{${RESULT[bootscript.pg2.cpu]} / ${RESULT[bootscript.sqlite.cpu]}:.2f}')")
 echo "target: reads on two PostgreSQL heads <= 1.2x the SQLite head's CPU per request: ${cpu_read}x"
+dhcp_summary
