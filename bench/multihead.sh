@@ -126,6 +126,7 @@ start_head() { # name [store url]
     if [[ -n $url ]]; then
       echo "[store]"
       echo "url = \"$url\""
+      echo "kek_file = \"$tmp/kek.key\""
     fi
   } >"$dir/config.toml"
   taskset -c "$SERVER_CPU" "$BIN" --config "$dir/config.toml" serve >"$dir/log" 2>&1 &

@@ -208,6 +208,7 @@ listen = "127.0.0.1:18443"
 listen = "{ip}:27778"
 [store]
 url = "{url}"
+kek_file = "{kek}"
 [dhcp]
 enabled = true
 interfaces = ["{ifname}"]
@@ -217,6 +218,8 @@ pool = "10.88.0.{p0}-10.88.0.{p1}"
 routers = ["10.88.0.1"]
 "#,
                 state = self.state_dir(k).display(),
+                // Every head of one database opens its keys with one KEK.
+                kek = self.path("kek.key").display(),
                 ip = h.ip,
                 ifname = h.ifname,
             );
