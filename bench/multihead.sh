@@ -236,8 +236,10 @@ phase() { # kind setup
   for h in "${heads[@]}"; do procs+=("${PID[$h]}"); done
   [[ $setup != sqlite ]] && procs+=("$PG_PID")
   c=$((CONNECTIONS / ${#heads[@]}))
-  local before total=0 bad=0
+  local before total=0 bad=0 hprocs=("${procs[@]}") hbefore
+  [[ $setup != sqlite ]] && unset 'hprocs[-1]'
   before=$(cpu_of "${procs[@]}")
+  hbefore=$(cpu_of "${hprocs[@]}")
   local outs=() jobs=()
   for h in "${heads[@]}"; do
     if [[ $kind == writes ]]; then
@@ -254,8 +256,9 @@ phase() { # kind setup
     outs+=("$tmp/wrk.$h.out")
   done
   wait "${jobs[@]}"
-  local after
+  local after hafter
   after=$(cpu_of "${procs[@]}")
+  hafter=$(cpu_of "${hprocs[@]}")
   read -r total bad < <(python3 - "${outs[@]}" <<'EOF'
 import re, sys
 total = bad = 0
@@ -273,6 +276,7 @@ EOF
   cpu=$(python3 -c "print(f'{$after - $before:.2f}')")
   RESULT[$kind.$setup.rate]=$(python3 -c "print(f'{$total / $DURATION:.0f}')")
   RESULT[$kind.$setup.cpu]=$(python3 -c "print(f'{($after - $before) / max($total, 1) * 1000:.3f}')")
+  RESULT[$kind.$setup.hcpu]=$(python3 -c "print(f'{($hafter - $hbefore) / max($total, 1) * 1000:.3f}')")
   RESULT[$kind.$setup.bad]=$bad
   RESULT[$kind.$setup.cpus]=$cpu
 }
@@ -333,9 +337,11 @@ row() { # label kind field
 }
 row "component PATCH/s ($CONNECTIONS conns)" writes rate
 row "  CPU s per 1,000 (heads + database)" writes cpu
+row "  CPU s per 1,000 (heads only)" writes hcpu
 row "  errors" writes bad
 row "bootscript req/s ($CONNECTIONS conns)" bootscript rate
 row "  CPU s per 1,000 (heads + database)" bootscript cpu
+row "  CPU s per 1,000 (heads only)" bootscript hcpu
 row "  errors" bootscript bad
 dhcp_rows
 echo
