@@ -481,6 +481,52 @@ impl LeaseDb for PgLeases {
         })
     }
 
+    fn claim_many<'a>(
+        &'a self,
+        names: &'a [String],
+        holder: &'a str,
+        ttl: Duration,
+    ) -> LeaseFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "INSERT INTO work_leases AS l (name, holder, expires) \
+                     SELECT n, $2, clock_timestamp() + make_interval(secs => $3) \
+                     FROM unnest($1::text[]) AS n ORDER BY n \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires \
+                     WHERE l.expires < clock_timestamp() OR l.holder = excluded.holder \
+                     RETURNING l.name",
+                    &[&names, &holder, &ttl.as_secs_f64()],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn renew_many<'a>(
+        &'a self,
+        names: &'a [String],
+        holder: &'a str,
+        ttl: Duration,
+    ) -> LeaseFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "UPDATE work_leases SET expires = clock_timestamp() + make_interval(secs => $3) \
+                     WHERE name = ANY($1) AND holder = $2 RETURNING name",
+                    &[&names, &holder, &ttl.as_secs_f64()],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        })
+    }
+
     fn release<'a>(&'a self, name: &'a str, holder: &'a str) -> LeaseFuture<'a, ()> {
         Box::pin(async move {
             self.client()
