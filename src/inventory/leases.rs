@@ -186,11 +186,17 @@ pub struct Leases {
     db: Arc<dyn LeaseDb>,
     holder: Arc<str>,
     ttl: Duration,
-    batches: Arc<[Batch; 2]>,
+    batches: Arc<Batches>,
 }
 
-/// A name asked for and where its answer goes.
-type Ask = (String, oneshot::Sender<Result<bool, StoreError>>);
+/// Claims and renewals waiting for their next statement, one queue per
+/// kind; shared by every [`Leases`] of one store, so that all of a head's
+/// work is batched together.
+#[derive(Default)]
+pub struct Batches([Batch; 2]);
+
+/// A name asked for, by whom, and where its answer goes.
+type Ask = (String, Arc<str>, oneshot::Sender<Result<bool, StoreError>>);
 
 /// Requests waiting for the next statement of one kind.
 #[derive(Default)]
@@ -206,12 +212,23 @@ enum Op {
 
 impl Leases {
     pub fn new(db: Arc<dyn LeaseDb>, holder: &str, ttl: Duration) -> Leases {
+        Leases::batched_with(db, holder, ttl, Arc::default())
+    }
+
+    /// Like [`Leases::new`], batching with every other `Leases` given the
+    /// same `batches`.
+    pub fn batched_with(
+        db: Arc<dyn LeaseDb>,
+        holder: &str,
+        ttl: Duration,
+        batches: Arc<Batches>,
+    ) -> Leases {
         Leases {
             db,
             holder: holder.into(),
             // Renewal every third of it must stay a sensible timer.
             ttl: ttl.max(Duration::from_millis(300)),
-            batches: Arc::default(),
+            batches,
         }
     }
 
@@ -226,11 +243,11 @@ impl Leases {
         }
         let (tx, rx) = oneshot::channel();
         let first = {
-            let mut q = self.batches[op as usize]
+            let mut q = self.batches.0[op as usize]
                 .queue
                 .lock()
                 .map_err(|_| StoreError::Panicked)?;
-            q.push((name.to_string(), tx));
+            q.push((name.to_string(), self.holder.clone(), tx));
             q.len() == 1
         };
         if first {
@@ -245,27 +262,34 @@ impl Leases {
     async fn flush(&self, op: Op) {
         let window = (self.renew_every() / 10).min(Duration::from_millis(100));
         tokio::time::sleep(window).await;
-        let items = match self.batches[op as usize].queue.lock() {
+        let items = match self.batches.0[op as usize].queue.lock() {
             Ok(mut q) => std::mem::take(&mut *q),
             Err(_) => return,
         };
-        let mut names: Vec<String> = items.iter().map(|(n, _)| n.clone()).collect();
-        names.sort();
-        names.dedup();
-        let r = match op {
-            Op::Claim => self.db.claim_many(&names, &self.holder, self.ttl).await,
-            Op::Renew => self.db.renew_many(&names, &self.holder, self.ttl).await,
-        };
-        match r {
-            Ok(granted) => {
-                let granted: std::collections::HashSet<String> = granted.into_iter().collect();
-                for (n, tx) in items {
-                    let _ = tx.send(Ok(granted.contains(&n)));
+        // One statement per holder (only a head starting up has two).
+        let mut by_holder: HashMap<Arc<str>, Vec<(String, oneshot::Sender<_>)>> = HashMap::new();
+        for (name, holder, tx) in items {
+            by_holder.entry(holder).or_default().push((name, tx));
+        }
+        for (holder, items) in by_holder {
+            let mut names: Vec<String> = items.iter().map(|(n, _)| n.clone()).collect();
+            names.sort();
+            names.dedup();
+            let r = match op {
+                Op::Claim => self.db.claim_many(&names, &holder, self.ttl).await,
+                Op::Renew => self.db.renew_many(&names, &holder, self.ttl).await,
+            };
+            match r {
+                Ok(granted) => {
+                    let granted: std::collections::HashSet<String> = granted.into_iter().collect();
+                    for (n, tx) in items {
+                        let _ = tx.send(Ok(granted.contains(&n)));
+                    }
                 }
-            }
-            Err(e) => {
-                for (_, tx) in items {
-                    let _ = tx.send(Err(e.clone()));
+                Err(e) => {
+                    for (_, tx) in items {
+                        let _ = tx.send(Err(e.clone()));
+                    }
                 }
             }
         }

@@ -966,6 +966,7 @@ struct Inner {
     /// Where work leases are kept, and as whom this head claims them.
     lease_db: Arc<dyn super::leases::LeaseDb>,
     lease_as: std::sync::OnceLock<(String, std::time::Duration)>,
+    lease_batches: Arc<super::leases::Batches>,
 }
 
 /// Handle to the inventory store; cheap to clone.
@@ -999,6 +1000,7 @@ impl Store {
         let inner = Arc::new(Inner {
             lease_db,
             lease_as: std::sync::OnceLock::new(),
+            lease_batches: Arc::default(),
             current: ArcSwap::from_pointee(Snapshot { generation, model }),
             kind: db.kind(),
             commit_observer: std::sync::OnceLock::new(),
@@ -1063,7 +1065,12 @@ impl Store {
             .get()
             .cloned()
             .unwrap_or_else(|| ("local".into(), super::leases::DEFAULT_TTL));
-        super::leases::Leases::new(self.inner.lease_db.clone(), &head, ttl)
+        super::leases::Leases::batched_with(
+            self.inner.lease_db.clone(),
+            &head,
+            ttl,
+            self.inner.lease_batches.clone(),
+        )
     }
 
     /// Has `f` called, on the writer thread, with the number of rows of
