@@ -362,10 +362,20 @@ fn start_dhcp(
     }
     // A thread with a runtime of its own: the packet loop never waits
     // behind HTTP work, and a packet costs no wake-up of another worker.
+    let (share_tx, share) = tokio::sync::watch::channel(Default::default());
+    let leases = state.store.leases();
+    if leases.shared() {
+        tasks.spawn(server::follow_heads(
+            leases,
+            share_tx,
+            shutdown.child_token(),
+        ));
+    }
     let st = server::Shared {
         store: state.store.clone(),
         metrics: state.metrics.clone(),
         boot_steps: state.boot_steps.clone(),
+        share,
     };
     let stop = shutdown.child_token();
     let (done, finished) = tokio::sync::oneshot::channel();

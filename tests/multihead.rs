@@ -484,19 +484,27 @@ async fn one_head_samples_and_another_takes_over() {
     }
 }
 
-/// A discovery job whose head stops half-way is run again, under the same
-/// ID, by another head, which writes the BMCs it finds.
+/// A discovery job whose head is killed (SIGKILL, a separate `openchami
+/// serve`) half-way is run again, under the same ID, by another head,
+/// which writes the BMCs it finds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_discovery_job_is_run_again_by_another_head() {
+async fn a_killed_head_s_discovery_job_is_run_again_by_another() {
     use openchami::redfish::sim::{SimBmcs, SimConfig};
     let mut sc = SimConfig::loopback(2);
-    // Slow enough that the first head is still crawling when it stops.
+    // Slow enough that the first head is still crawling when it is killed.
     sc.latency = Duration::from_millis(300);
     let sims = SimBmcs::start(sc, None).await.expect("simulated BMCs");
     let url = postgres::shared().database();
-    let mut a = power_head(&url, 0).await;
     let b = power_head(&url, 0).await;
-    a.api
+    let u = url.clone();
+    let (a, a_api) = tokio::task::spawn_blocking(move || {
+        let a = ServeProcess::start(&u);
+        let api = a.api();
+        (a, api)
+    })
+    .await
+    .expect("started");
+    b.api
         .put(
             "/discovery/v1/credentials/default",
             &json!({"username": "admin", "password": "password"}),
@@ -509,8 +517,18 @@ async fn a_discovery_job_is_run_again_by_another_head() {
         .enumerate()
         .map(|(k, a)| (a.clone(), json!(format!("x1000c0s{k}b0"))))
         .collect();
-    let job = a
-        .api
+    // A must see the credentials B stored before it crawls.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !String::from_utf8_lossy(&a_api.get("/discovery/v1/credentials").await.body)
+        .contains("default")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never saw the credentials"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let job = a_api
         .post(
             "/discovery/v1/collect",
             &json!({"targets": targets, "bmc_id_map": {"map_key": "bmc-ip-addr", "id_map": map}}),
@@ -524,7 +542,7 @@ async fn a_discovery_job_is_run_again_by_another_head() {
         assert!(std::time::Instant::now() < deadline, "A never logged in");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    a.stop().await;
+    drop(a);
     // B runs it again under the same ID and collects both BMCs.
     let path = format!("/discovery/v1/jobs/{id}");
     let done = eventually(&b, &path, |s, v| s == 200 && v["status"] == "done").await;

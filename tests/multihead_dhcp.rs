@@ -1,8 +1,12 @@
-//! Two head nodes serving one DHCP pool from one PostgreSQL database, as
-//! separate `openchami serve` processes on one L2 segment: a storm of real
-//! clients (busybox udhcpc, one per interface, all at once) never gets one
-//! address for two MACs, as the clients' ACKs and both heads' lease lists
-//! (`GET /dhcp/v1/leases`) show.
+//! Three head nodes serving one DHCP pool from one PostgreSQL database, as
+//! separate `openchami serve` processes on one L2 segment: a write on one
+//! head is read on the others; a storm of real clients (busybox udhcpc, one
+//! per interface, all at once) never gets one address for two MACs, as the
+//! clients' ACKs and every head's lease list (`GET /dhcp/v1/leases`) show;
+//! the heads split the clients (each offers to some, and a client is
+//! offered an address by one head, not all); and when one head is killed
+//! (SIGKILL) the others take its clients over: every client gets its
+//! address again.
 //!
 //! Network: a bridge in a namespace of its own; each head in its own
 //! namespace on a veth into the bridge; the clients in a third namespace,
@@ -36,7 +40,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_openchami");
 const API: &str = "https://127.0.0.1:18443";
-const HEADS: [&str; 2] = ["10.88.0.1", "10.88.0.2"];
+const HEADS: [&str; 3] = ["10.88.0.1", "10.88.0.2", "10.88.0.3"];
 const POOL: (u8, u8) = (100, 139);
 const CLIENTS: usize = 24;
 /// MAC pairs the probe sends conflicting REQUESTs for.
@@ -209,6 +213,7 @@ listen = "{ip}:27778"
 [store]
 url = "{url}"
 kek_file = "{kek}"
+lease_ttl_secs = 3
 [dhcp]
 enabled = true
 interfaces = ["{ifname}"]
@@ -265,6 +270,109 @@ routers = ["10.88.0.1"]
             .stdin(Stdio::null())
             .output()
             .expect("run the CLI")
+    }
+
+    /// Runs every client at once (each writes what its ACK said); returns
+    /// address → MAC as the clients were told, checking no address went to
+    /// two MACs and every address is in the pool.
+    fn storm(&self, wave: &str) -> BTreeMap<Ipv4Addr, String> {
+        let script = self.path(&format!("udhcpc-{wave}.sh"));
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = bound ] && env | sort > {}/{wave}-\"$interface\".env\nexit 0\n",
+                self.dir.path().display()
+            ),
+        )
+        .expect("script");
+        make_executable(&script);
+        let mut clients: Vec<Child> = (0..CLIENTS)
+            .map(|k| {
+                Command::new("ip")
+                    .args(["netns", "exec", &self.clients, "busybox", "udhcpc"])
+                    .args(["-f", "-q", "-n", "-t", "8", "-T", "1", "-A", "1", "-i"])
+                    .arg(self.client_if(k))
+                    .arg("-s")
+                    .arg(&script)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start udhcpc")
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for c in &mut clients {
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+
+        // What the clients were told.
+        let mut acked: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+        for k in 0..CLIENTS {
+            let env =
+                std::fs::read_to_string(self.path(&format!("{wave}-{}.env", self.client_if(k))))
+                    .unwrap_or_else(|_| {
+                        panic!("{wave}: client {k} got no lease:\n{}", self.logs())
+                    });
+            let ip: Ipv4Addr = env
+                .lines()
+                .find_map(|l| l.strip_prefix("ip="))
+                .expect("ip= in the client's environment")
+                .parse()
+                .expect("an address");
+            let o = ip.octets();
+            assert!(
+                o[..3] == [10, 88, 0] && (POOL.0..=POOL.1).contains(&o[3]),
+                "client {k} got {ip}, outside the pool"
+            );
+            if let Some(other) = acked.insert(ip, client_mac(k)) {
+                panic!(
+                    "{ip} was acknowledged to {other} and {}:\n{}",
+                    client_mac(k),
+                    self.logs()
+                );
+            }
+        }
+        acked
+    }
+
+    /// One API request through curl inside head `k`'s namespace, with a
+    /// token of its own: (status, body).
+    fn api(&self, k: usize, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let token = self.cli(k, &["token", "issue"]);
+        assert!(token.status.success(), "token issue on head {k}");
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &self.heads[k].ns,
+            "curl",
+            "-sk",
+            "-X",
+            method,
+        ])
+        .args(["-w", "\n%{http_code}", "-H"])
+        .arg(format!(
+            "Authorization: Bearer {}",
+            String::from_utf8_lossy(&token.stdout).trim()
+        ));
+        if let Some(b) = body {
+            c.args(["-H", "Content-Type: application/json", "--data", b]);
+        }
+        let out = c.arg(format!("{API}{path}")).output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
     /// Head `k`'s stored leases: address → MAC, pool leases only.
@@ -337,7 +445,7 @@ fn make_executable(p: &Path) {
 }
 
 #[test]
-fn a_dhcp_storm_on_two_heads_gives_no_address_to_two_macs() {
+fn three_heads_share_writes_split_clients_and_take_over_a_killed_one() {
     if !prerequisites() {
         return;
     }
@@ -346,82 +454,47 @@ fn a_dhcp_storm_on_two_heads_gives_no_address_to_two_macs() {
     let mut net = Net::new();
     net.start(&url);
 
-    // Every client at once; each writes what its ACK said.
-    let script = net.path("udhcpc.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && env | sort > {}/\"$interface\".env\nexit 0\n",
-            net.dir.path().display()
-        ),
-    )
-    .expect("script");
-    make_executable(&script);
-    let mut clients: Vec<Child> = (0..CLIENTS)
-        .map(|k| {
-            Command::new("ip")
-                .args(["netns", "exec", &net.clients, "busybox", "udhcpc"])
-                .args(["-f", "-q", "-n", "-t", "8", "-T", "1", "-A", "1", "-i"])
-                .arg(net.client_if(k))
-                .arg("-s")
-                .arg(&script)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start udhcpc")
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for c in &mut clients {
-        loop {
-            if let Ok(Some(_)) = c.try_wait() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    // A write on one head is read on the others.
+    let component = r#"{"Components":[{"ID":"x3000c0s1b0n0","State":"Ready","Role":"Compute"}]}"#;
+    let (status, _) = net.api(0, "POST", "/hsm/v2/State/Components", Some(component));
+    assert_eq!(status, 204, "write on head 0:\n{}", net.logs());
+    for k in 1..net.heads.len() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while net
+            .api(k, "GET", "/hsm/v2/State/Components/x3000c0s1b0n0", None)
+            .0
+            != 200
+        {
+            assert!(Instant::now() < deadline, "head {k} never read the write");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    // What the clients were told.
-    let mut acked: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
-    for k in 0..CLIENTS {
-        let env = std::fs::read_to_string(net.path(&format!("{}.env", net.client_if(k))))
-            .unwrap_or_else(|_| panic!("client {k} got no lease:\n{}", net.logs()));
-        let ip: Ipv4Addr = env
-            .lines()
-            .find_map(|l| l.strip_prefix("ip="))
-            .expect("ip= in the client's environment")
-            .parse()
-            .expect("an address");
-        let o = ip.octets();
+    // Each head has found the others (its share is a third).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(0..net.heads.len()).all(|k| net.log(k).contains("of: 3")) {
         assert!(
-            o[..3] == [10, 88, 0] && (POOL.0..=POOL.1).contains(&o[3]),
-            "client {k} got {ip}, outside the pool"
+            Instant::now() < deadline,
+            "the heads never split the clients:\n{}",
+            net.logs()
         );
-        if let Some(other) = acked.insert(ip, client_mac(k)) {
-            panic!(
-                "{ip} was acknowledged to {other} and {}:\n{}",
-                client_mac(k),
-                net.logs()
-            );
-        }
+        std::thread::sleep(Duration::from_millis(200));
     }
+    let acked = net.storm("first");
 
     // What each head has stored: the same, and what the clients were told.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let (a, b) = loop {
-        let (a, b) = (net.leases(0), net.leases(1));
-        if a == b || Instant::now() > deadline {
-            break (a, b);
+    let all = loop {
+        let all: Vec<_> = (0..net.heads.len()).map(|k| net.leases(k)).collect();
+        if all.iter().all(|t| *t == all[0]) || Instant::now() > deadline {
+            break all;
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!(a, b, "both heads list the same leases");
+    let a = all[0].clone();
+    for (k, t) in all.iter().enumerate() {
+        assert_eq!(*t, a, "head {k} lists the same leases as head 0");
+    }
     for (ip, mac) in &acked {
         assert_eq!(
             a.get(ip),
@@ -508,12 +581,46 @@ fn a_dhcp_storm_on_two_heads_gives_no_address_to_two_macs() {
             .map(|k| net.log(k).matches(what).count())
             .collect()
     };
+    let offers = count("reply=Offer");
     println!(
-        "{} clients bound, {} distinct addresses; ACKs logged per head {:?}, NAKs {:?}; batches with refusals: {refused}",
+        "{} clients bound, {} distinct addresses; offers per head {offers:?}, ACKs {:?}, NAKs {:?}; batches with refusals: {refused}",
         CLIENTS,
         acked.len(),
         count("reply=Ack"),
         count("reply=Nak"),
+    );
+    // The heads split the clients: every head offers to some, and a client
+    // is offered by one head (all three offering would be 3 per DISCOVER).
+    assert!(
+        offers.iter().all(|&n| n > 0),
+        "every head answers its share: offers {offers:?}"
+    );
+    let total: usize = offers.iter().sum();
+    assert!(
+        total < 2 * (CLIENTS + PAIRS),
+        "{total} offers for {CLIENTS} clients: the heads did not split them"
+    );
+
+    // Head 2 is killed; once its lease on itself has expired the others
+    // share its clients, and every client gets its address again.
+    let last = net.heads.len() - 1;
+    if let Some(mut c) = net.heads[last].process.take() {
+        c.kill().expect("SIGKILL head");
+        c.wait().expect("reap head");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(0..last).all(|k| net.log(k).contains("of: 2")) {
+        assert!(
+            Instant::now() < deadline,
+            "the other heads never took the killed head's share:\n{}",
+            net.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let again = net.storm("second");
+    assert_eq!(
+        again, acked,
+        "every client keeps its address across the takeover"
     );
 }
 

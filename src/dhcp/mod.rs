@@ -8,6 +8,7 @@
 //! target calls it), and the server around it only moves bytes, applies
 //! lease changes and persists them.
 
+pub mod balance;
 pub mod leases;
 pub mod packet;
 pub mod policy;

@@ -93,6 +93,8 @@ pub fn decode(b: &[u8]) -> Result<Request, Drop> {
         arch,
         ipxe,
         pxe,
+        secs: msg.secs(),
+        bucket: super::balance::bucket(&mac),
     };
     Ok(Request { query, msg })
 }

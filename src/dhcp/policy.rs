@@ -46,6 +46,10 @@ pub struct Query {
     pub ipxe: bool,
     /// A PXE client (option 60 starts with `PXEClient`).
     pub pxe: bool,
+    /// Seconds the client says it has been trying (`secs`).
+    pub secs: u16,
+    /// The client's RFC 3074 bucket (see `balance`).
+    pub bucket: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +100,20 @@ impl Outcome {
             reason,
         }
     }
+}
+
+/// Why a client another head answers gets nothing here.
+pub const ANOTHER_HEAD: &str = "another head's client";
+
+/// Load balancing among heads (see `balance`): only a client without an
+/// address yet, asking no server in particular, is split.
+fn answers(share: super::balance::Share, q: &Query) -> bool {
+    let splits = match q.kind {
+        Kind::Discover => true,
+        Kind::Request => q.server_id.is_none() && q.ciaddr.is_unspecified(),
+        _ => false,
+    };
+    !splits || share.answers(q.bucket, q.secs)
 }
 
 /// Everything besides the packet.
@@ -363,6 +381,9 @@ fn proxy(ctx: &Context<'_>, q: &Query, server_id: Ipv4Addr) -> Outcome {
 
 /// Decides what `q` gets.
 pub fn decide(ctx: &Context<'_>, q: &Query) -> Outcome {
+    if !answers(ctx.settings.share, q) {
+        return Outcome::silent(ANOTHER_HEAD);
+    }
     let Some((subnet, server_id)) = select(ctx.settings, q, ctx.local) else {
         return Outcome::silent("no configured subnet for the interface or relay");
     };

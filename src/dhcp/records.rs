@@ -1,8 +1,9 @@
 //! Lease records in the store, and several head nodes sharing one pool.
 //!
-//! Every head serves the whole pool; nothing is split between heads, so a
-//! head that dies takes nothing with it and needs no takeover. What keeps
-//! one address from going to two MACs is the store, not the heads' memory:
+//! Every head serves the whole pool; no addresses are split between heads,
+//! so a head that dies takes no addresses with it. (The clients are split,
+//! to save work: see `balance`.) What keeps one address from going to two
+//! MACs is the store, not the heads' memory:
 //!
 //! - A pool binding becomes durable only through [`write`], which the store
 //!   runs under its cluster-wide commit lock against the latest state every

@@ -41,6 +41,7 @@ use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use super::balance::Share;
 use super::leases::{Change, Leases, Mac, State};
 use super::policy::ReplyKind;
 use super::records::{self, Intent};
@@ -146,6 +147,8 @@ struct Counters {
     unpersisted: u64,
     /// ACKs withheld: another head bound the address first.
     refused: u64,
+    /// Clients another head answers (see `balance`).
+    elsewhere: u64,
 }
 
 impl Counters {
@@ -169,6 +172,7 @@ impl Counters {
             (self.send_failed, "send_failed"),
             (self.unpersisted, "not_persisted"),
             (self.refused, "refused_by_store"),
+            (self.elsewhere, "another_head"),
         ] {
             if n > 0 {
                 m.add(DROPS, DROPS_HELP, &[("reason", label)], n);
@@ -221,6 +225,65 @@ pub struct Shared {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub boot_steps: Arc<BootSteps>,
+    /// This head's share of the clients, as [`follow_heads`] publishes it.
+    pub share: tokio::sync::watch::Receiver<Share>,
+}
+
+/// Lease names under which each live head holds a lease on itself.
+pub const HEAD_LEASE: &str = "head/";
+
+/// Holds this head's `head/<id>` lease and publishes its share of the
+/// clients among the heads holding theirs (see `balance`), every renewal
+/// period, until `stop`. A head that cannot reach the database keeps the
+/// share it had: the store still refuses any conflicting binding.
+pub async fn follow_heads(
+    leases: crate::inventory::leases::Leases,
+    share: tokio::sync::watch::Sender<Share>,
+    stop: CancellationToken,
+) {
+    let me = leases.holder().to_string();
+    let name = format!("{HEAD_LEASE}{me}");
+    let mut held = None;
+    let mut every = tokio::time::interval(leases.renew_every());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = every.tick() => {}
+        }
+        let lost = held
+            .as_ref()
+            .is_none_or(|h: &crate::inventory::leases::Held| h.lost().is_cancelled());
+        if lost {
+            held = match leases.claim(&name).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dhcp: cannot claim this head's lease");
+                    None
+                }
+            };
+        }
+        let live = match leases.live(HEAD_LEASE).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::debug!(error = %e, "dhcp: cannot list the live heads");
+                continue;
+            }
+        };
+        let ids = live.iter().filter_map(|r| r.name.strip_prefix(HEAD_LEASE));
+        let now = Share::among(&me, ids);
+        share.send_if_modified(|s| {
+            let changed = *s != now;
+            if changed {
+                tracing::info!(from = ?*s, to = ?now, heads = live.len(), "dhcp: this head's share of the clients changed");
+                *s = now;
+            }
+            changed
+        });
+    }
+    if let Some(h) = held {
+        h.release().await;
+    }
 }
 
 /// The packet loop's state: what one task owns.
@@ -265,6 +328,11 @@ impl Server {
             }
             Ok(h) => h,
         };
+        if h.outcome.reason == super::policy::ANOTHER_HEAD {
+            // Another head's client: its boot steps and log are that head's.
+            self.counters.elsewhere += 1;
+            return;
+        }
         boot_step(&self.state, snap, &h);
         let mut waits_for = None;
         for c in &h.outcome.changes {
@@ -430,6 +498,9 @@ pub async fn serve(
                 if let Ok(done) = r {
                     srv.flushed(done);
                 }
+            }
+            Ok(()) = srv.state.share.changed() => {
+                srv.settings.share = *srv.state.share.borrow_and_update();
             }
             changed = generations.changed(), if several => {
                 if changed.is_ok() {

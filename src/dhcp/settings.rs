@@ -179,6 +179,9 @@ pub struct Settings {
     /// pool searches start at a point derived from the MAC, and every pool
     /// ACK is committed (no lease caching). Set by the server, not the file.
     pub several_heads: bool,
+    /// Which clients this head answers among several (see `balance`). Set
+    /// by the server as heads come and go, not by the file.
+    pub share: super::balance::Share,
 }
 
 /// Group whose members get no answer at all (per-node disable).
@@ -263,6 +266,7 @@ impl Settings {
             cluster_name: cluster_name.to_string(),
             dns_domain: None,
             several_heads: false,
+            share: Default::default(),
         })
     }
 

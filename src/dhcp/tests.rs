@@ -9,7 +9,7 @@ use dhcproto::{Encodable, Encoder};
 use proptest::prelude::*;
 
 use super::leases::{Change, Leases, Mac, State};
-use super::policy::{Context, Kind, Outcome, Query, ReplyKind, decide};
+use super::policy::{ANOTHER_HEAD, Context, Kind, Outcome, Query, ReplyKind, decide};
 use super::settings::Settings;
 use super::settings::{DhcpConfig, DhcpSubnet};
 use super::{commit, handle};
@@ -131,6 +131,8 @@ fn q(kind: Kind, mac: Mac) -> Query {
         arch: None,
         ipxe: false,
         pxe: false,
+        secs: 0,
+        bucket: 0,
     }
 }
 
@@ -767,4 +769,65 @@ fn ipxe_is_told_not_to_wait_for_proxy_dhcp_and_firmware_is_not() {
     assert_eq!(ipxe, Some(vec![175, 3, 176, 1, 1]));
     let firmware = reply_opts(vec![DhcpOption::ClientSystemArchitecture(0u16.into())]);
     assert_eq!(firmware, None);
+}
+
+/// Several heads: a head answers a client without an address only for its
+/// own buckets (or once the client has waited), and everything else as
+/// before (see `balance`).
+#[test]
+fn a_head_answers_its_share_of_new_clients() {
+    use super::balance::{MAX_SECS, Share};
+    let snap = inventory(|_| {});
+    let l = Leases::default();
+    // Bucket 0 is this head's of two; bucket 1 the other's.
+    let share = Share::Part { index: 0, of: 2 };
+    let base = |kind, bucket: u8| Query {
+        bucket,
+        ..q(kind, m(1))
+    };
+    let cases: &[(&str, Share, Query, bool)] = &[
+        ("own bucket", share, base(Kind::Discover, 0), true),
+        ("other bucket", share, base(Kind::Discover, 1), false),
+        ("one head", Share::All, base(Kind::Discover, 1), true),
+        (
+            "waited long enough",
+            share,
+            Query {
+                secs: MAX_SECS + 1,
+                ..base(Kind::Discover, 1)
+            },
+            true,
+        ),
+        ("init-reboot", share, base(Kind::Request, 1), false),
+        (
+            "selecting: names a server",
+            share,
+            Query {
+                server_id: Some(SERVER),
+                requested: Some(ip(11)),
+                ..base(Kind::Request, 1)
+            },
+            true,
+        ),
+        (
+            "renewing: has an address",
+            share,
+            Query {
+                ciaddr: ip(11),
+                ..base(Kind::Request, 1)
+            },
+            true,
+        ),
+    ];
+    for (what, share, query, answered) in cases {
+        let s = Settings {
+            share: *share,
+            ..settings(|_| {})
+        };
+        let o = ask(&snap, &s, &l, 0, query);
+        assert_eq!(o.reason != ANOTHER_HEAD, *answered, "{what}: {o:?}");
+        if !answered {
+            assert!(o.reply.is_none() && o.changes.is_empty(), "{what}");
+        }
+    }
 }

@@ -105,6 +105,14 @@ pub trait LeaseDb: Send + Sync + 'static {
     fn release<'a>(&'a self, name: &'a str, holder: &'a str) -> LeaseFuture<'a, ()>;
     /// Every lease, expired ones included, by name.
     fn list(&self) -> LeaseFuture<'_, Vec<LeaseRow>>;
+    /// The unexpired leases whose names start with `prefix`, by name.
+    fn live<'a>(&'a self, prefix: &'a str) -> LeaseFuture<'a, Vec<LeaseRow>> {
+        Box::pin(async move {
+            let mut rows = self.list().await?;
+            rows.retain(|r| r.name.starts_with(prefix) && r.expires_in_ms > 0);
+            Ok(rows)
+        })
+    }
 }
 
 /// The one head's leases, in memory: it holds whatever it claims.
@@ -356,6 +364,11 @@ impl Leases {
     /// Every lease, for the status.
     pub async fn list(&self) -> Result<Vec<LeaseRow>, StoreError> {
         self.db.list().await
+    }
+
+    /// The unexpired leases named `prefix…`.
+    pub async fn live(&self, prefix: &str) -> Result<Vec<LeaseRow>, StoreError> {
+        self.db.live(prefix).await
     }
 }
 

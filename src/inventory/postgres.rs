@@ -554,15 +554,34 @@ impl LeaseDb for PgLeases {
                 )
                 .await
                 .map_err(pg)?;
-            Ok(rows
-                .into_iter()
-                .map(|r| LeaseRow {
-                    name: r.get(0),
-                    holder: r.get(1),
-                    expires_in_ms: r.get(2),
-                })
-                .collect())
+            Ok(rows.iter().map(lease_row).collect())
         })
+    }
+
+    fn live<'a>(&'a self, prefix: &'a str) -> LeaseFuture<'a, Vec<LeaseRow>> {
+        Box::pin(async move {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT name, holder, \
+                     (extract(epoch FROM expires - clock_timestamp()) * 1000)::BIGINT \
+                     FROM work_leases \
+                     WHERE starts_with(name, $1) AND expires > clock_timestamp() ORDER BY name",
+                    &[&prefix],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows.iter().map(lease_row).collect())
+        })
+    }
+}
+
+fn lease_row(r: &tokio_postgres::Row) -> LeaseRow {
+    LeaseRow {
+        name: r.get(0),
+        holder: r.get(1),
+        expires_in_ms: r.get(2),
     }
 }
 
