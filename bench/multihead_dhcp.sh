@@ -6,9 +6,9 @@
 # databases): a bridge namespace, two head namespaces and a client namespace,
 # each joined to the bridge by a veth pair. One head (sqlite, pg) or both
 # (pg2a, pg2b) run; perfdhcp runs in the client namespace as a relay and
-# broadcasts, so with two heads both hear every client, both offer, and the
-# client takes the first offer (as a real client or a relay with both heads
-# as helpers would). Subnet 10.0.0.0/12 with the inventory's reservations
+# broadcasts, so with two heads both hear every client and each answers its
+# share (RFC 3074 buckets of the MAC, see src/dhcp/balance.rs), as with a
+# real client or a relay with both heads as helpers. Subnet 10.0.0.0/12 with the inventory's reservations
 # (10.1.x.y) and a pool of 10.4.0.1-10.15.255.254.
 #
 # Two client sets, each stepped through DHCP_RATES (DHCP_STEP_SECS each,
@@ -177,6 +177,24 @@ print(f"{len(heads[0])} {len(heads[1])} {two_macs} {two_addrs} {'yes' if same el
 EOF
 }
 
+# Waits until both heads hold their head/<id> lease, then a renewal period
+# more, so each has dealt the clients' buckets between them (see
+# src/dhcp/balance.rs) before anything is measured.
+dhcp_wait_split() {
+  local h=${DHCP_HEADS[0]} live=0
+  for _ in $(seq 1 100); do
+    live=$(ip netns exec "${NS_H[0]}" curl -sk -H "Authorization: Bearer $(cli "$h" token issue --ttl 10m)" \
+      "https://127.0.0.1:${API[$h]}/store/v1/status" | python3 -c '
+import json, sys
+print(sum(1 for l in json.load(sys.stdin).get("leases", [])
+          if l["name"].startswith("head/") and l["expires_in_ms"] > 0))' 2>/dev/null || echo 0)
+    ((live >= 2)) && break
+    sleep 0.2
+  done
+  ((live >= 2)) || die "the two heads never both held their head lease"
+  sleep 6
+}
+
 dhcp_phase() {
   [[ ${DHCP:-1} == 0 ]] && return
   echo "dhcp: rates $DHCP_RATES, $DHCP_STEP_SECS s per step"
@@ -191,6 +209,7 @@ dhcp_phase() {
     pg2) DHCP_HEADS=(pg2a pg2b) ;;
     esac
     for k in "${!DHCP_HEADS[@]}"; do dhcp_start_head "${DHCP_HEADS[$k]}" "$k"; done
+    [[ $setup == pg2 ]] && dhcp_wait_split
     local procs=()
     for h in "${DHCP_HEADS[@]}"; do procs+=("${PID[$h]}"); done
     [[ $setup != sqlite ]] && procs+=("$PG_PID")

@@ -359,25 +359,10 @@ async fn a_power_transition_is_finished_by_another_head() {
     let (head_a, head_b) = (head_id(&a).await, head_id(&b).await);
     assert_ne!(head_a, head_b);
 
-    let targets: Vec<String> = sims.addrs().iter().map(|a| a.to_string()).collect();
-    let map: serde_json::Map<String, Value> = targets
-        .iter()
-        .enumerate()
-        .map(|(k, a)| (a.clone(), json!(format!("x1000c0s{k}b0"))))
-        .collect();
-    a.api
-        .put(
-            "/discovery/v1/credentials/default",
-            &json!({"username": "admin", "password": "password"}),
-        )
-        .await
-        .ok();
+    put_default_credentials(&a.api).await;
     let job = a
         .api
-        .post(
-            "/discovery/v1/collect",
-            &json!({"targets": targets, "bmc_id_map": {"map_key": "bmc-ip-addr", "id_map": map}}),
-        )
+        .post("/discovery/v1/collect", &collect_body(&sims))
         .await
         .status(202)
         .json();
@@ -504,19 +489,7 @@ async fn a_killed_head_s_discovery_job_is_run_again_by_another() {
     })
     .await
     .expect("started");
-    b.api
-        .put(
-            "/discovery/v1/credentials/default",
-            &json!({"username": "admin", "password": "password"}),
-        )
-        .await
-        .ok();
-    let targets: Vec<String> = sims.addrs().iter().map(|a| a.to_string()).collect();
-    let map: serde_json::Map<String, Value> = targets
-        .iter()
-        .enumerate()
-        .map(|(k, a)| (a.clone(), json!(format!("x1000c0s{k}b0"))))
-        .collect();
+    put_default_credentials(&b.api).await;
     // A must see the credentials B stored before it crawls.
     let deadline = std::time::Instant::now() + TIMEOUT;
     while !String::from_utf8_lossy(&a_api.get("/discovery/v1/credentials").await.body)
@@ -529,10 +502,7 @@ async fn a_killed_head_s_discovery_job_is_run_again_by_another() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let job = a_api
-        .post(
-            "/discovery/v1/collect",
-            &json!({"targets": targets, "bmc_id_map": {"map_key": "bmc-ip-addr", "id_map": map}}),
-        )
+        .post("/discovery/v1/collect", &collect_body(&sims))
         .await
         .status(202)
         .json();
@@ -608,13 +578,7 @@ async fn one_head_holds_a_console_and_another_takes_it_over() {
     };
     let mut a = head_with(&url, consoles).await;
     let mut b = head_with(&url, consoles).await;
-    a.api
-        .put(
-            "/discovery/v1/credentials/default",
-            &json!({"username": "admin", "password": "password"}),
-        )
-        .await
-        .ok();
+    put_default_credentials(&a.api).await;
     let target = ip.to_string();
     let job = a
         .api
@@ -802,25 +766,10 @@ async fn a_killed_head_s_power_transition_is_finished_by_another() {
         (a, api)
     });
     let (a, a_api) = a.await.expect("a client");
-    b.api
-        .put(
-            "/discovery/v1/credentials/default",
-            &json!({"username": "admin", "password": "password"}),
-        )
-        .await
-        .ok();
-    let targets: Vec<String> = sims.addrs().iter().map(|a| a.to_string()).collect();
-    let map: serde_json::Map<String, Value> = targets
-        .iter()
-        .enumerate()
-        .map(|(k, a)| (a.clone(), json!(format!("x1000c0s{k}b0"))))
-        .collect();
+    put_default_credentials(&b.api).await;
     let job = b
         .api
-        .post(
-            "/discovery/v1/collect",
-            &json!({"targets": targets, "bmc_id_map": {"map_key": "bmc-ip-addr", "id_map": map}}),
-        )
+        .post("/discovery/v1/collect", &collect_body(&sims))
         .await
         .status(202)
         .json();
@@ -878,13 +827,7 @@ async fn an_abort_on_another_head_stops_the_transition() {
     let url = postgres::shared().database();
     let a = power_head(&url, 0).await;
     let b = power_head(&url, 0).await;
-    a.api
-        .put(
-            "/discovery/v1/credentials/default",
-            &json!({"username": "admin", "password": "password"}),
-        )
-        .await
-        .ok();
+    put_default_credentials(&a.api).await;
     let target = sims.addrs()[0].to_string();
     let job = a
         .api
@@ -921,4 +864,27 @@ async fn an_abort_on_another_head_stops_the_transition() {
     eventually(&b, &path, |_, v| v["transitionStatus"] == "aborted").await;
     // Ended: it can no longer be aborted, on either head.
     assert_eq!(b.api.delete(&path).await.status, 400);
+}
+
+/// Stores the default BMC credentials (the simulators' user) through `api`.
+async fn put_default_credentials(api: &common::Http) {
+    api.put(
+        "/discovery/v1/credentials/default",
+        &json!({"username": "admin", "password": "password"}),
+    )
+    .await
+    .ok();
+}
+
+/// A discovery request for every simulated BMC, named `x1000c0s<k>b0` in
+/// order.
+fn collect_body(sims: &openchami::redfish::sim::SimBmcs) -> Value {
+    let map: serde_json::Map<String, Value> = sims
+        .addrs()
+        .iter()
+        .enumerate()
+        .map(|(k, a)| (a.to_string(), json!(format!("x1000c0s{k}b0"))))
+        .collect();
+    json!({"targets": map.keys().collect::<Vec<_>>(),
+           "bmc_id_map": {"map_key": "bmc-ip-addr", "id_map": map}})
 }
