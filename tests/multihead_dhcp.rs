@@ -192,6 +192,16 @@ impl Net {
         std::fs::read_to_string(self.path(&format!("head{k}.log"))).unwrap_or_default()
     }
 
+    /// Waits until the logs of `heads` all contain `needle`; fails with
+    /// `what` and the logs after 30 s.
+    fn wait_for_logs(&self, heads: std::ops::Range<usize>, needle: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !heads.clone().all(|k| self.log(k).contains(needle)) {
+            assert!(Instant::now() < deadline, "{what}:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn logs(&self) -> String {
         (0..self.heads.len())
             .map(|k| format!("--- head {k}:\n{}", self.log(k)))
@@ -471,15 +481,11 @@ fn three_heads_share_writes_split_clients_and_take_over_a_killed_one() {
     }
 
     // Each head has found the others (its share is a third).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(0..net.heads.len()).all(|k| net.log(k).contains("of: 3")) {
-        assert!(
-            Instant::now() < deadline,
-            "the heads never split the clients:\n{}",
-            net.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    net.wait_for_logs(
+        0..net.heads.len(),
+        "of: 3",
+        "the heads never split the clients",
+    );
     let acked = net.storm("first");
 
     // What each head has stored: the same, and what the clients were told.
@@ -608,15 +614,11 @@ fn three_heads_share_writes_split_clients_and_take_over_a_killed_one() {
         c.kill().expect("SIGKILL head");
         c.wait().expect("reap head");
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(0..last).all(|k| net.log(k).contains("of: 2")) {
-        assert!(
-            Instant::now() < deadline,
-            "the other heads never took the killed head's share:\n{}",
-            net.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    net.wait_for_logs(
+        0..last,
+        "of: 2",
+        "the others never took the killed head's share",
+    );
     let again = net.storm("second");
     assert_eq!(
         again, acked,

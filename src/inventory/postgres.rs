@@ -542,38 +542,32 @@ impl LeaseDb for PgLeases {
     }
 
     fn list(&self) -> LeaseFuture<'_, Vec<LeaseRow>> {
-        Box::pin(async move {
-            let rows = self
-                .client()
-                .await?
-                .query(
-                    "SELECT name, holder, \
-                     (extract(epoch FROM expires - clock_timestamp()) * 1000)::BIGINT \
-                     FROM work_leases ORDER BY name",
-                    &[],
-                )
-                .await
-                .map_err(pg)?;
-            Ok(rows.iter().map(lease_row).collect())
-        })
+        Box::pin(self.leases_named("", false))
     }
 
     fn live<'a>(&'a self, prefix: &'a str) -> LeaseFuture<'a, Vec<LeaseRow>> {
-        Box::pin(async move {
-            let rows = self
-                .client()
-                .await?
-                .query(
-                    "SELECT name, holder, \
-                     (extract(epoch FROM expires - clock_timestamp()) * 1000)::BIGINT \
-                     FROM work_leases \
-                     WHERE starts_with(name, $1) AND expires > clock_timestamp() ORDER BY name",
-                    &[&prefix],
-                )
-                .await
-                .map_err(pg)?;
-            Ok(rows.iter().map(lease_row).collect())
-        })
+        Box::pin(self.leases_named(prefix, true))
+    }
+}
+
+impl PgLeases {
+    /// The leases named `prefix…` (only unexpired ones with `live`), by
+    /// name.
+    async fn leases_named(&self, prefix: &str, live: bool) -> Result<Vec<LeaseRow>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT name, holder, \
+                 (extract(epoch FROM expires - clock_timestamp()) * 1000)::BIGINT \
+                 FROM work_leases \
+                 WHERE starts_with(name, $1) AND (NOT $2 OR expires > clock_timestamp()) \
+                 ORDER BY name",
+                &[&prefix, &live],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(lease_row).collect())
     }
 }
 
