@@ -7,7 +7,7 @@
 # each joined to the bridge by a veth pair. One head (sqlite, pg) or both
 # (pg2a, pg2b) run; perfdhcp runs in the client namespace as a relay and
 # broadcasts, so with two heads both hear every client and each answers its
-# share (RFC 3074 buckets of the MAC, see src/dhcp/balance.rs), as with a
+# share (buckets of the MAC, see src/dhcp/balance.rs), as with a
 # real client or a relay with both heads as helpers. Subnet 10.0.0.0/12 with the inventory's reservations
 # (10.1.x.y) and a pool of 10.4.0.1-10.15.255.254.
 #

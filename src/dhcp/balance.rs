@@ -4,25 +4,32 @@
 //! all of them, every DISCOVER would cost every head a decision, an offer
 //! and a held address, and the client would pick among offers at random.
 //! Instead each client belongs to one live head, the way RFC 3074 splits
-//! clients between DHCP servers: the client's hardware address is hashed
-//! into one of 256 buckets with the RFC's Pearson hash, and the buckets are
-//! dealt round-robin over the live heads sorted by head ID. A head answers
-//! a DISCOVER, and a REQUEST a client makes before it has an address
-//! (INIT-REBOOT: no server identifier, no `ciaddr`), only for its own
-//! buckets. Everything else (a REQUEST naming a server, renewals, releases,
-//! INFORMs) is answered by whoever receives it, as before.
+//! clients between DHCP servers: the client's hardware address falls in one
+//! of 256 buckets, and the buckets are dealt round-robin over the live
+//! heads sorted by head ID. A head answers a DISCOVER, and a REQUEST a
+//! client makes before it has an address (INIT-REBOOT: no server
+//! identifier, no `ciaddr`), only for its own buckets. Everything else (a
+//! REQUEST naming a server, renewals, releases, INFORMs) is answered by
+//! whoever receives it, as before.
 //!
-//! Why the hardware address and not option 61 (which RFC 3074 hashes when
-//! present): a node's firmware PXE and iPXE send different client
-//! identifiers, and hashing the MAC keeps both stages of one node's boot
-//! on one head.
+//! The bucket is the XOR of the MAC's last three bytes, not RFC 3074's
+//! Pearson hash: the kernel must compute it. A DISCOVER for another head is
+//! dropped by a classic BPF filter on the socket ([`filter`]), before it is
+//! queued, copied or woken for, so a head pays next to nothing for the
+//! other heads' clients; the policy's own check catches what the filter
+//! lets through (a DISCOVER whose first option is not the message type).
+//! The last three bytes are the ones a vendor numbers its NICs with, so
+//! consecutive MACs alternate between heads. Why the hardware address and
+//! not option 61 (which RFC 3074 hashes when present): a node's firmware
+//! PXE and iPXE send different client identifiers, and the MAC keeps both
+//! stages of one node's boot on one head.
 //!
 //! Takeover: the live heads are those holding their `head/<id>` lease (see
 //! `inventory::leases`); a head that dies stops renewing, its lease
 //! expires, and the others deal its buckets among themselves within a TTL.
 //! Until then a client it owned is answered by any head once the client
-//! says (in `secs`) it has been trying for more than
-//! [`MAX_SECS`] seconds, as ISC dhcpd's `load balance max seconds` does.
+//! says (in `secs`) it has been trying for more than [`MAX_SECS`] seconds,
+//! as ISC dhcpd's `load balance max seconds` does.
 //!
 //! The split saves work; it is not what keeps one address from going to two
 //! MACs, which remains the store's refusal (see `records`). A head that
@@ -70,59 +77,121 @@ impl Share {
     }
 }
 
-/// The RFC 3074 bucket of a hardware address.
-pub fn bucket(chaddr: &[u8]) -> u8 {
-    // RFC 3074 §6: the hash starts from the key's length and mixes the key
-    // from its last byte to its first.
-    let mut h = chaddr.len() as u8;
-    for b in chaddr.iter().rev() {
-        h = MIX[usize::from(h ^ b)];
-    }
-    h
+/// The bucket of a hardware address: the XOR of its last three bytes
+/// (what [`filter`] computes in the kernel).
+pub fn bucket(chaddr: &[u8; 6]) -> u8 {
+    chaddr[3] ^ chaddr[4] ^ chaddr[5]
 }
 
-/// RFC 3074 §6's mixing table: the 256 byte values in a fixed order.
-#[rustfmt::skip]
-const MIX: [u8; 256] = [
-    251, 175, 119, 215,  81,  14,  79, 191, 103,  49, 181, 143, 186, 157,   0, 232,
-     31,  32,  55,  60, 152,  58,  17, 237, 174,  70, 160, 144, 220,  90,  57, 223,
-     59,   3,  18, 140, 111, 166, 203, 196, 134, 243, 124,  95, 222, 179, 197,  65,
-    180,  48,  36,  15, 107,  46, 233, 130, 165,  30, 123, 161, 209,  23,  97,  16,
-     40,  91, 219,  61, 100,  10, 210, 109, 250, 127,  22, 138,  29, 108, 244,  67,
-    207,   9, 178, 204,  74,  98, 126, 249, 167, 116,  34,  77, 193, 200, 121,   5,
-     20, 113,  71,  35, 128,  13, 182,  94,  25, 226, 227, 199,  75,  27,  41, 245,
-    230, 224,  43, 225, 177,  26, 155, 150, 212, 142, 218, 115, 241,  73,  88, 105,
-     39, 114,  62, 255, 192, 201, 145, 214, 168, 158, 221, 148, 154, 122,  12,  84,
-     82, 163,  44, 139, 228, 236, 205, 242, 217,  11, 187, 146, 159,  64,  86, 239,
-    195,  42, 106, 198, 118, 112, 184, 172,  87,   2, 173, 117, 176, 229, 247, 253,
-    137, 185,  99, 164, 102, 147,  45,  66, 231,  52, 141, 211, 194, 206, 246, 238,
-     56, 110,  78, 248,  63, 240, 189,  93,  92,  51,  53, 183,  19, 171,  72,  50,
-     33, 104, 101,  69,   8, 252,  83, 120,  76, 135,  85,  54, 202, 125, 188, 213,
-     96, 235, 136, 208, 162, 129, 190, 132, 156,  38,  47,   1,   7, 254,  24,   4,
-    216, 131,  89,  21,  28, 133,  37, 153, 149,  80, 170,  68,   6, 169, 234, 151,
-];
+/// One classic BPF instruction: (code, jump if true, jump if false, k).
+pub type Insn = (u16, u8, u8, u32);
+
+// Classic BPF opcodes (linux/filter.h) the filter uses.
+const LDB: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
+const LDH: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
+const TAX: u16 = 0x07; // BPF_MISC | BPF_TAX
+const XORX: u16 = 0xac; // BPF_ALU | BPF_XOR | BPF_X
+const MODK: u16 = 0x94; // BPF_ALU | BPF_MOD | BPF_K
+const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const JGT: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
+const RET: u16 = 0x06; // BPF_RET | BPF_K
+
+/// Where a UDP socket's filter sees the DHCP message: after the 8-byte UDP
+/// header.
+const AT: u32 = 8;
+
+/// The socket filter for `share`: drops a DISCOVER (message type as the
+/// first option, Ethernet, `secs` at most [`MAX_SECS`]) whose bucket is
+/// another head's, and passes everything else, except a packet too short
+/// to hold a message type, which no policy answers either. `None`: nothing
+/// to drop.
+pub fn filter(share: Share) -> Option<Vec<Insn>> {
+    let Share::Part { index, of } = share else {
+        return None;
+    };
+    const PASS: u32 = 0x0004_0000;
+    // Jump offsets count from the next instruction; "to pass" from
+    // instruction i is (len - 1) - (i + 1), filled in below.
+    let mut p: Vec<Insn> = vec![
+        (LDB, 0, 0, AT + 1),                // 0 htype
+        (JEQ, 0, 255, 1),                   // 1 Ethernet, else pass
+        (LDB, 0, 0, AT + 2),                // 2 hlen
+        (JEQ, 0, 255, 6),                   // 3
+        (LDB, 0, 0, AT + 240),              // 4 first option
+        (JEQ, 0, 255, 53),                  // 5 message type
+        (LDB, 0, 0, AT + 242),              // 6 its value
+        (JEQ, 0, 255, 1),                   // 7 DISCOVER
+        (LDH, 0, 0, AT + 8),                // 8 secs
+        (JGT, 255, 0, u32::from(MAX_SECS)), // 9 waited long: pass
+        (LDB, 0, 0, AT + 28 + 3),           // 10 chaddr[3]
+        (TAX, 0, 0, 0),                     // 11
+        (LDB, 0, 0, AT + 28 + 4),           // 12
+        (XORX, 0, 0, 0),                    // 13
+        (TAX, 0, 0, 0),                     // 14
+        (LDB, 0, 0, AT + 28 + 5),           // 15
+        (XORX, 0, 0, 0),                    // 16 bucket
+        (MODK, 0, 0, u32::from(of)),        // 17
+        (JEQ, 255, 0, u32::from(index)),    // 18 ours: pass
+        (RET, 0, 0, 0),                     // 19 drop
+        (RET, 0, 0, PASS),                  // 20 pass
+    ];
+    let last = p.len() - 1;
+    for (i, insn) in p.iter_mut().enumerate().take(last) {
+        let to_pass = (last - (i + 1)) as u8;
+        if insn.1 == 255 {
+            insn.1 = to_pass;
+        }
+        if insn.2 == 255 {
+            insn.2 = to_pass;
+        }
+    }
+    Some(p)
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_mixing_table_is_a_permutation() {
-        let mut seen = [false; 256];
-        for v in MIX {
-            assert!(!seen[usize::from(v)], "{v} twice");
-            seen[usize::from(v)] = true;
+    /// Runs a classic BPF program the way the kernel does (a load past the
+    /// end drops the packet); only the opcodes [`filter`] uses.
+    fn run(p: &[Insn], pkt: &[u8]) -> u32 {
+        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+        loop {
+            let (code, jt, jf, k) = p[pc];
+            pc += 1;
+            let at = k as usize;
+            match code {
+                LDB => match pkt.get(at) {
+                    Some(b) => a = u32::from(*b),
+                    None => return 0,
+                },
+                LDH => match pkt.get(at..at + 2) {
+                    Some(b) => a = u32::from(u16::from_be_bytes([b[0], b[1]])),
+                    None => return 0,
+                },
+                TAX => x = a,
+                XORX => a ^= x,
+                MODK => a %= k,
+                JEQ => pc += usize::from(if a == k { jt } else { jf }),
+                JGT => pc += usize::from(if a > k { jt } else { jf }),
+                RET => return k,
+                _ => panic!("opcode {code:#x}"),
+            }
         }
     }
 
-    #[test]
-    fn buckets_follow_the_rfc_hash() {
-        // Worked by hand from the table: len 1 → MIX[1 ^ k].
-        assert_eq!(bucket(&[0]), MIX[1]);
-        assert_eq!(bucket(&[1]), MIX[0]);
-        // Two bytes: start at 2, mix the last byte, then the first.
-        assert_eq!(bucket(&[5, 7]), MIX[usize::from(MIX[2 ^ 7] ^ 5)]);
-        assert_eq!(bucket(&[]), 0);
+    /// A UDP header and a DHCP message with `options` after the cookie.
+    fn packet(mac: [u8; 6], secs: u16, options: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 8 + 240];
+        p[8] = 1;
+        p[9] = 1;
+        p[10] = 6;
+        p[16..18].copy_from_slice(&secs.to_be_bytes());
+        p[36..42].copy_from_slice(&mac);
+        p[244..248].copy_from_slice(&[99, 130, 83, 99]);
+        p.extend_from_slice(options);
+        p.push(255);
+        p
     }
 
     #[test]
@@ -164,14 +233,53 @@ mod tests {
     }
 
     #[test]
-    fn macs_spread_evenly_over_two_heads() {
-        let mine = (0..10_000u32)
-            .filter(|i| {
-                let b = i.to_be_bytes();
-                let mac = [0x52, 0x54, b[0], b[1], b[2], b[3]];
-                Share::Part { index: 0, of: 2 }.answers(bucket(&mac), 0)
-            })
-            .count();
-        assert!((4_500..=5_500).contains(&mine), "{mine} of 10000");
+    fn consecutive_macs_spread_evenly() {
+        for of in 2..=3u16 {
+            let mine = (0..9_999u32)
+                .filter(|i| {
+                    let b = i.to_be_bytes();
+                    let mac = [0x52, 0x54, 0, b[1], b[2], b[3]];
+                    Share::Part { index: 0, of }.answers(bucket(&mac), 0)
+                })
+                .count();
+            let even = 9_999 / usize::from(of);
+            assert!(
+                mine.abs_diff(even) < even / 10,
+                "{mine} of 9999 for one of {of}"
+            );
+        }
+    }
+
+    /// The kernel filter drops exactly the DISCOVERs the policy would leave
+    /// to another head, and passes everything else.
+    #[test]
+    fn the_filter_agrees_with_the_share() {
+        assert_eq!(filter(Share::All), None);
+        let discover = [53, 1, 1];
+        let request = [53, 1, 3];
+        let late_type = [61, 1, 0, 53, 1, 1];
+        for of in 2..=3u16 {
+            for index in 0..of {
+                let share = Share::Part { index, of };
+                let p = filter(share).expect("a program");
+                for last in 0..=255u8 {
+                    let mac = [2, 0, 0, 7, 9, last];
+                    let mine = share.answers(bucket(&mac), 0);
+                    let cases: &[(&str, Vec<u8>, bool)] = &[
+                        ("discover", packet(mac, 0, &discover), mine),
+                        ("waited", packet(mac, MAX_SECS + 1, &discover), true),
+                        ("at the limit", packet(mac, MAX_SECS, &discover), mine),
+                        ("request", packet(mac, 0, &request), true),
+                        ("type not first", packet(mac, 0, &late_type), true),
+                    ];
+                    for (what, pkt, passes) in cases {
+                        assert_eq!(run(&p, pkt) != 0, *passes, "{what}, {share:?}, {mac:?}");
+                    }
+                    let mut not_eth = packet(mac, 0, &discover);
+                    not_eth[9] = 6;
+                    assert_ne!(run(&p, &not_eth), 0, "not Ethernet");
+                }
+            }
+        }
     }
 }

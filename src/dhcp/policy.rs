@@ -48,7 +48,7 @@ pub struct Query {
     pub pxe: bool,
     /// Seconds the client says it has been trying (`secs`).
     pub secs: u16,
-    /// The client's RFC 3074 bucket (see `balance`).
+    /// The client's bucket among the heads (see `balance`).
     pub bucket: u8,
 }
 

@@ -105,6 +105,26 @@ pub struct Bound {
 /// The proxyDHCP port PXE clients send their REQUEST to.
 pub const PXE_PORT: u16 = 4011;
 
+/// Has the kernel drop other heads' DISCOVERs on `sock` (see
+/// `balance::filter`), or nothing with the whole share.
+pub(super) fn set_filter(sock: &UdpSocket, share: Share) -> io::Result<()> {
+    let s = socket2::SockRef::from(sock);
+    match super::balance::filter(share) {
+        None => match s.detach_filter() {
+            // ENOENT: no filter was attached.
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+            _ => Ok(()),
+        },
+        Some(p) => {
+            let p: Vec<socket2::SockFilter> = p
+                .into_iter()
+                .map(|(code, jt, jf, k)| socket2::SockFilter::new(code, jt, jf, k))
+                .collect();
+            s.attach_filter(&p)
+        }
+    }
+}
+
 /// Binds `0.0.0.0:port` on each interface, and the PXE port with `proxy`.
 pub fn bind(interfaces: &[String], port: u16, proxy: bool) -> io::Result<Vec<Bound>> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -501,6 +521,12 @@ pub async fn serve(
             }
             Ok(()) = srv.state.share.changed() => {
                 srv.settings.share = *srv.state.share.borrow_and_update();
+                for s in &srv.socks {
+                    if let Err(e) = set_filter(s, srv.settings.share) {
+                        // The policy still leaves other heads' clients alone.
+                        tracing::warn!(error = %e, "dhcp: cannot set the socket filter");
+                    }
+                }
             }
             changed = generations.changed(), if several => {
                 if changed.is_ok() {

@@ -831,3 +831,91 @@ fn a_head_answers_its_share_of_new_clients() {
         }
     }
 }
+
+/// The socket filter on a real kernel socket (loopback): another head's
+/// DISCOVERs never arrive; its REQUESTs, this head's DISCOVERs and a
+/// client that has waited do; with the whole share again, everything does.
+#[test]
+fn the_kernel_drops_other_heads_discovers() {
+    use super::balance::{MAX_SECS, Share, bucket};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let share = Share::Part { index: 1, of: 2 };
+        super::server::set_filter(&rx, share).unwrap();
+        let theirs = (0..=255u8)
+            .map(|k| [2, 0, 0, 0, 0, k])
+            .find(|mac| !share.answers(bucket(mac), 0))
+            .unwrap();
+        let ours = (0..=255u8)
+            .map(|k| [2, 0, 0, 0, 0, k])
+            .find(|mac| share.answers(bucket(mac), 0))
+            .unwrap();
+        let msg = |mac: Mac, t: MessageType, secs: u16| {
+            let mut m = Message::new(
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::UNSPECIFIED,
+                &mac,
+            );
+            m.set_secs(secs);
+            m.opts_mut().insert(DhcpOption::MessageType(t));
+            let mut b = Vec::new();
+            m.encode(&mut Encoder::new(&mut b)).unwrap();
+            b
+        };
+        // (what, packet, arrives), sent in order.
+        let cases = [
+            (
+                "another head's DISCOVER",
+                msg(theirs, MessageType::Discover, 0),
+                false,
+            ),
+            (
+                "this head's DISCOVER",
+                msg(ours, MessageType::Discover, 0),
+                true,
+            ),
+            (
+                "another head's REQUEST",
+                msg(theirs, MessageType::Request, 0),
+                true,
+            ),
+            (
+                "another head's client that waited",
+                msg(theirs, MessageType::Discover, MAX_SECS + 1),
+                true,
+            ),
+        ];
+        let to = rx.local_addr().unwrap();
+        let mut buf = [0u8; 1500];
+        for (what, pkt, arrives) in &cases {
+            tx.send_to(pkt, to).unwrap();
+            // A marker after it: when the marker arrives, the packet has
+            // arrived before it or never will.
+            tx.send_to(b"marker", to).unwrap();
+            let (n, _) = rx.recv_from(&mut buf).await.unwrap();
+            if *arrives {
+                assert_eq!(&buf[..n], &pkt[..], "{what} arrives");
+                let (n, _) = rx.recv_from(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], b"marker");
+            } else {
+                assert_eq!(&buf[..n], b"marker", "{what} is dropped");
+            }
+        }
+        super::server::set_filter(&rx, Share::All).unwrap();
+        let (_, pkt, _) = &cases[0];
+        tx.send_to(pkt, to).unwrap();
+        let (n, _) = rx.recv_from(&mut buf).await.unwrap();
+        assert_eq!(
+            &buf[..n],
+            &pkt[..],
+            "with the whole share, everything arrives"
+        );
+    });
+}
