@@ -73,15 +73,7 @@ pub trait LeaseDb: Send + Sync + 'static {
         holder: &'a str,
         ttl: Duration,
     ) -> LeaseFuture<'a, Vec<String>> {
-        Box::pin(async move {
-            let mut won = Vec::new();
-            for n in names {
-                if self.claim(n, holder, ttl).await? {
-                    won.push(n.clone());
-                }
-            }
-            Ok(won)
-        })
+        Box::pin(each(names, move |n| self.claim(n, holder, ttl)))
     }
     /// [`LeaseDb::renew`] for several names in one round trip; the names
     /// renewed.
@@ -91,15 +83,7 @@ pub trait LeaseDb: Send + Sync + 'static {
         holder: &'a str,
         ttl: Duration,
     ) -> LeaseFuture<'a, Vec<String>> {
-        Box::pin(async move {
-            let mut kept = Vec::new();
-            for n in names {
-                if self.renew(n, holder, ttl).await? {
-                    kept.push(n.clone());
-                }
-            }
-            Ok(kept)
-        })
+        Box::pin(each(names, move |n| self.renew(n, holder, ttl)))
     }
     /// Gives `name` up if `holder` has it.
     fn release<'a>(&'a self, name: &'a str, holder: &'a str) -> LeaseFuture<'a, ()>;
@@ -113,6 +97,21 @@ pub trait LeaseDb: Send + Sync + 'static {
             Ok(rows)
         })
     }
+}
+
+/// The names `ask` grants, one at a time (where a store has no statement
+/// for several).
+async fn each<'a, F>(names: &'a [String], ask: F) -> Result<Vec<String>, StoreError>
+where
+    F: Fn(&'a str) -> LeaseFuture<'a, bool>,
+{
+    let mut granted = Vec::new();
+    for n in names {
+        if ask(n).await? {
+            granted.push(n.clone());
+        }
+    }
+    Ok(granted)
 }
 
 /// The one head's leases, in memory: it holds whatever it claims.
