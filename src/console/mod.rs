@@ -102,7 +102,7 @@ const FANOUT: usize = 1024;
 /// Keystrokes queued for a session.
 const INPUT_QUEUE: usize = 256;
 /// How long console output may wait in memory before it is in the log file.
-pub const LOG_FLUSH: Duration = Duration::from_millis(250);
+pub const LOG_FLUSH: Duration = Duration::from_secs(1);
 
 struct HubState {
     log: log::ConsoleLog,
