@@ -58,10 +58,15 @@ pub enum Link {
 }
 
 impl Link {
-    /// The next output; `None` when the console closed.
+    /// The next output; `None` when the console closed. SSH hands its
+    /// output to the hub itself as it arrives, so for SSH this only waits
+    /// for the end.
     pub async fn recv(&mut self) -> Option<Bytes> {
         match self {
-            Link::Ssh(l) => l.recv().await,
+            Link::Ssh(l) => {
+                l.ended().await;
+                None
+            }
             Link::Ipmi(l) => l.recv().await,
         }
     }
@@ -97,7 +102,7 @@ const FANOUT: usize = 1024;
 /// Keystrokes queued for a session.
 const INPUT_QUEUE: usize = 256;
 /// How long console output may wait in memory before it is in the log file.
-pub const LOG_FLUSH: Duration = Duration::from_millis(250);
+pub const LOG_FLUSH: Duration = Duration::from_secs(1);
 
 struct HubState {
     log: log::ConsoleLog,
@@ -209,11 +214,16 @@ impl Hub {
         lock(&self.target).clone()
     }
 
-    fn output(&self, data: Bytes) {
+    fn output(&self, data: &[u8]) {
         let mut st = lock(&self.state);
-        let r = st.log.append(&data);
+        let r = st.log.append(data);
         st.log_result(r);
-        let _ = self.events.send(Event::Output(data));
+        // Subscribing takes the same lock, so no viewer misses this.
+        if self.events.receiver_count() > 0 {
+            let _ = self
+                .events
+                .send(Event::Output(Bytes::copy_from_slice(data)));
+        }
     }
 
     /// Writes the log's waiting bytes out.
@@ -563,7 +573,7 @@ impl Consoles {
             let t = hub.target();
             let outcome = tokio::select! {
                 _ = stop.cancelled() => break,
-                r = self.connect(&t, timeout) => r,
+                r = self.connect(hub, &t, timeout) => r,
             };
             let failure = match outcome {
                 Err(f) => f,
@@ -581,7 +591,7 @@ impl Consoles {
                         tokio::select! {
                             _ = &mut stopped => break None,
                             out = link.recv() => match out {
-                                Some(data) => hub.output(data),
+                                Some(data) => hub.output(&data),
                                 None => break Some(Failure::Transport("the console closed".into())),
                             },
                             Some(keys) = input.recv() => {
@@ -611,14 +621,19 @@ impl Consoles {
     }
 
     /// One attempt: credentials, then the target's backend.
-    async fn connect(&self, t: &Target, timeout: Duration) -> Result<Link, Failure> {
+    async fn connect(
+        &self,
+        hub: &Arc<Hub>,
+        t: &Target,
+        timeout: Duration,
+    ) -> Result<Link, Failure> {
         let snap = self.store.snapshot();
         let creds = self
             .credentials(&snap, &t.bmc)
             .ok_or_else(|| Failure::Credentials(format!("no credentials for BMC {}", t.bmc)))?;
         match t.backend {
             Backend::Ssh => self
-                .connect_ssh(&snap, t, &creds, timeout)
+                .connect_ssh(&snap, hub, t, &creds, timeout)
                 .await
                 .map(Link::Ssh),
             Backend::Ipmi => ipmi::connect(
@@ -637,12 +652,15 @@ impl Consoles {
     async fn connect_ssh(
         &self,
         snap: &Snapshot,
+        hub: &Arc<Hub>,
         t: &Target,
         creds: &Credentials,
         timeout: Duration,
     ) -> Result<ssh::Link, Failure> {
         let pinned = snap.console_host_keys.get(&t.bmc).map(|k| k.key.clone());
-        let link = ssh::connect(t, creds, pinned.as_deref(), timeout, self.config.pty).await?;
+        let sink = hub.clone();
+        let out: ssh::Output = Arc::new(move |data: &[u8]| sink.output(data));
+        let link = ssh::connect(t, creds, pinned.as_deref(), timeout, self.config.pty, out).await?;
         if pinned.is_none() {
             let pin = ConsoleHostKey {
                 bmc: t.bmc.clone(),

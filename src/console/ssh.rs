@@ -4,18 +4,35 @@
 //! as a terminal would see it. Host keys are checked against the pin the
 //! caller hands in; the key seen is handed back so a first connection can
 //! be pinned.
+//!
+//! The console's output is handed to the caller's [`Output`] from russh's
+//! own session task as each packet is decrypted, not passed on through a
+//! channel to another task: with a thousand consoles of small packets, the
+//! hop and the wakeup per packet were a large part of the cost. For the
+//! same reason russh's keepalive timer (reset on every packet) is off; the
+//! link pings a BMC that has been silent for [`KEEPALIVE`] instead.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use russh::ChannelMsg;
+use russh::ChannelId;
 use russh::client::{self, Handle, Msg};
 use russh::keys::{HashAlg, PublicKey, PublicKeyOrCertificate};
+use tokio_util::sync::CancellationToken;
 
 use super::session::Failure;
 use super::targets::Target;
 use crate::redfish::Credentials;
+
+/// Where a console's output goes, called from russh's session task.
+pub type Output = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// A BMC silent this long is pinged.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+/// A ping unanswered this long ends the session.
+const KEEPALIVE_WAIT: Duration = Duration::from_secs(60);
 
 /// Bytes read from a BMC's socket at a time.
 const READ_BUFFER: usize = 8 * 1024;
@@ -58,6 +75,18 @@ fn same_key(pinned: &str, seen: &PublicKey) -> bool {
 struct Checker {
     pinned: Option<String>,
     seen: Arc<Mutex<Option<SeenKey>>>,
+    out: Output,
+    /// Set by every packet of output; the link's keepalive clears it.
+    heard: Arc<AtomicBool>,
+    /// Cancelled when the console ends: EOF, close, exit, or the session
+    /// task gone (the handler is dropped with it, however it ended).
+    ended: CancellationToken,
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.ended.cancel();
+    }
 }
 
 impl client::Handler for Checker {
@@ -79,24 +108,92 @@ impl client::Handler for Checker {
             None => true,
         })
     }
+
+    async fn data(
+        &mut self,
+        _channel: ChannelId,
+        data: &[u8],
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.heard.store(true, Ordering::Relaxed);
+        (self.out)(data);
+        Ok(())
+    }
+
+    async fn extended_data(
+        &mut self,
+        _channel: ChannelId,
+        _ext: u32,
+        data: &[u8],
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.heard.store(true, Ordering::Relaxed);
+        (self.out)(data);
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.ended.cancel();
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.ended.cancel();
+        Ok(())
+    }
+
+    async fn exit_status(
+        &mut self,
+        _channel: ChannelId,
+        _status: u32,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.ended.cancel();
+        Ok(())
+    }
+
+    async fn exit_signal(
+        &mut self,
+        _channel: ChannelId,
+        _signal: russh::Sig,
+        _core_dumped: bool,
+        _message: &str,
+        _lang: &str,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.ended.cancel();
+        Ok(())
+    }
 }
 
 /// An open console.
 pub struct Link {
     handle: Handle<Checker>,
-    read: russh::ChannelReadHalf,
     write: russh::ChannelWriteHalf<Msg>,
+    heard: Arc<AtomicBool>,
+    ended: CancellationToken,
+    keepalive: tokio::time::Interval,
     /// The host key the BMC presented.
     pub key: SeenKey,
 }
 
-/// Connects, checks the host key, logs in and starts the console.
+/// Connects, checks the host key, logs in and starts the console, whose
+/// output goes to `out` from then on.
 pub async fn connect(
     t: &Target,
     creds: &Credentials,
     pinned: Option<&str>,
     timeout: Duration,
     pty: bool,
+    out: Output,
 ) -> Result<Link, Failure> {
     let config = Arc::new(client::Config {
         preferred: russh::Preferred {
@@ -104,15 +201,19 @@ pub async fn connect(
             ..Default::default()
         },
         inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(30)),
-        keepalive_max: 3,
+        keepalive_interval: None,
         nodelay: true,
         ..Default::default()
     });
     let seen = Arc::new(Mutex::new(None));
+    let heard = Arc::new(AtomicBool::new(false));
+    let ended = CancellationToken::new();
     let checker = Checker {
         pinned: pinned.map(str::to_string),
         seen: seen.clone(),
+        out,
+        heard: heard.clone(),
+        ended: ended.clone(),
     };
     let seen_key = || seen.lock().ok().and_then(|s| s.clone());
     // Configured addresses are IP literals (no glibc resolver in the
@@ -188,26 +289,40 @@ pub async fn connect(
         .await
         .map_err(|_| Failure::Transport("SSH console start timed out".into()))?
         .map_err(|e| Failure::Transport(format!("SSH console start: {e}")))?;
-    let (read, write) = ch.split();
+    // Output reaches the handler; the channel's own queue of it is not read.
+    let (_, write) = ch.split();
+    let mut keepalive =
+        tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     Ok(Link {
         handle,
-        read,
         write,
+        heard,
+        ended,
+        keepalive,
         key,
     })
 }
 
 impl Link {
-    /// The next output from the console; `None` when it closed.
-    pub async fn recv(&mut self) -> Option<Bytes> {
+    /// Waits until the console ends (output goes to the connection's
+    /// [`Output`] meanwhile), pinging the BMC when it has been silent; a
+    /// ping left unanswered ends it too. Cancel-safe.
+    pub async fn ended(&mut self) {
         loop {
-            match self.read.wait().await? {
-                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
-                    return Some(data);
-                }
-                ChannelMsg::Eof | ChannelMsg::Close => return None,
-                ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. } => return None,
-                _ => {}
+            tokio::select! {
+                _ = self.ended.cancelled() => return,
+                _ = self.keepalive.tick() => {}
+            }
+            if self.heard.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            let ping = tokio::time::timeout(KEEPALIVE_WAIT, self.handle.send_ping());
+            tokio::select! {
+                _ = self.ended.cancelled() => return,
+                r = ping => if !matches!(r, Ok(Ok(()))) {
+                    return;
+                },
             }
         }
     }
