@@ -9,7 +9,9 @@
 # FLOOD (20000) connections from FLOOD_ADDRS (1) loopback addresses, each
 # sending a request head one line every 3 s and never finishing it; a
 # connection the server closes is reopened at the next round (3 s;
-# RECONNECT_MS=10 reopens at once: a connect flood). Everything runs on
+# RECONNECT_MS=10 reopens at once: a connect flood), one whose connect
+# gets no answer in 2 s (SYNs dropped: the address is at its share) 100 ms
+# later. Everything runs on
 # 127.0.0.1 (and 127.2.0.0/16 for the attacker) with a temporary state
 # directory. KEEPALIVE=1 sends the boot script requests on persistent
 # connections instead of one connection per request.

@@ -15,8 +15,8 @@
 //! sending the start of a request head and then one header line every few
 //! seconds, never finishing it. A connection the server closes is opened
 //! again at the next round (3 s; `RECONNECT_MS=10` makes it a connect
-//! flood), so the attacker keeps `--flood` connections in play the whole
-//! phase. The server's resident memory and open descriptors are
+//! flood), one whose connect gets no answer within 2 s 100 ms later, so
+//! the attacker keeps `--flood` connections in play the whole phase. The server's resident memory and open descriptors are
 //! sampled from /proc every 100 ms in both phases; the peaks are printed,
 //! with the CPU time the server, this generator and the attacker used
 //! (in % of one core), which tells whose core ran out.
@@ -416,9 +416,15 @@ async fn flood_main() {
     for i in first..first + count {
         let k = i % addrs;
         let from = IpAddr::V4(Ipv4Addr::new(127, 2, (k / 250) as u8, (k % 250 + 1) as u8));
+        // A port of its own on its address, below the kernel's ephemeral
+        // range (see `flood_socket`); the kernel's choice past that.
+        let port = u16::try_from(FLOOD_PORTS.start + i / addrs)
+            .ok()
+            .filter(|p| FLOOD_PORTS.contains(&usize::from(*p)))
+            .unwrap_or(0);
         tasks.push(tokio::spawn(slowloris(
             node,
-            from,
+            SocketAddr::new(from, port),
             stop.clone(),
             open.clone(),
             connects.clone(),
@@ -444,20 +450,16 @@ async fn flood_main() {
 /// One slowloris connection, opened again whenever the server closes it.
 async fn slowloris(
     node: SocketAddr,
-    from: IpAddr,
+    from: SocketAddr,
     stop: Arc<AtomicBool>,
     open: Arc<AtomicU64>,
     connects: Arc<AtomicU64>,
 ) {
     while !stop.load(Ordering::Relaxed) {
-        let Ok(sock) = TcpSocket::new_v4() else {
+        let Ok(sock) = flood_socket(from) else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        if sock.bind(SocketAddr::new(from, 0)).is_err() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
         connects.fetch_add(1, Ordering::Relaxed);
         let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(2), sock.connect(node)).await
         else {
@@ -485,6 +487,43 @@ async fn slowloris(
         // connect flood).
         tokio::time::sleep(Duration::from_millis(reconnect_ms())).await;
     }
+}
+
+/// The source ports the attacker's connections take, one each per address.
+const FLOOD_PORTS: std::ops::Range<usize> = 10_000..32_768;
+
+/// A socket bound to `from`. A connection keeps its own port from one
+/// attempt to the next (SO_REUSEADDR; 0 lets the kernel choose at
+/// connect(2), IP_BIND_ADDRESS_NO_PORT). Connects waiting on a server that
+/// drops their SYNs hold most of an address's ephemeral ports at once, and
+/// the kernel's search for a free one then took milliseconds per connect,
+/// most of the attacker's CPU, which it took from the load generator's
+/// core; a remote attacker brings its own.
+#[allow(unsafe_code)]
+fn flood_socket(from: SocketAddr) -> std::io::Result<TcpSocket> {
+    use std::os::fd::AsRawFd;
+    let sock = TcpSocket::new_v4()?;
+    if from.port() != 0 {
+        sock.set_reuseaddr(true)?;
+    } else {
+        let one: libc::c_int = 1;
+        // SAFETY: the option value is a c_int that outlives the call, and
+        // its length is given.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&raw const one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    sock.bind(from)?;
+    Ok(sock)
 }
 
 /// Pause before reopening a closed connection: `RECONNECT_MS`, else 3000.

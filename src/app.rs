@@ -218,7 +218,7 @@ impl App {
         let shed: http::Shed = Arc::new(move |listener, reason| {
             st.metrics.counter(
                 "openchami_http_connections_shed_total",
-                "HTTP connections closed by a limit (cap, per-address share, header or idle timeout), by listener and reason",
+                "HTTP connections closed by a limit (cap, per-address share, header or idle timeout), by listener and reason; reason peer_share_syn counts opening SYNs dropped in the kernel for an address at its share",
                 &[("listener", listener), ("reason", reason)],
             )
         });

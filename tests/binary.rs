@@ -899,12 +899,14 @@ fn raise_fd_limit() -> u64 {
 }
 
 /// Opens up to `n` connections to `to` from the loopback addresses
-/// `from`, each sending the start of a request head and nothing more.
-/// Bounded in time: stops at `within`.
+/// `from`, each sending the start of a request head and nothing more; a
+/// connection not up within `connect` is given up. Bounded in time: stops
+/// at `within`.
 async fn half_open(
     to: SocketAddr,
     from: &[std::net::IpAddr],
     n: usize,
+    connect: Duration,
     within: Duration,
 ) -> Vec<tokio::net::TcpStream> {
     use tokio::io::AsyncWriteExt;
@@ -921,9 +923,7 @@ async fn half_open(
         .expect("socket");
         sock.bind(SocketAddr::new(from[i % from.len()], 0))
             .expect("bind a loopback address");
-        let Ok(Ok(mut s)) =
-            tokio::time::timeout(Duration::from_millis(500), sock.connect(to)).await
-        else {
+        let Ok(Ok(mut s)) = tokio::time::timeout(connect, sock.connect(to)).await else {
             continue;
         };
         let _ = s
@@ -953,7 +953,14 @@ async fn a_flood_on_the_node_listener_leaves_the_api_usable() {
     let from: Vec<std::net::IpAddr> = (0..50)
         .map(|i| std::net::IpAddr::from([127, 0, 2, i + 1]))
         .collect();
-    let held = half_open(server.node, &from, FLOOD, Duration::from_secs(60)).await;
+    let held = half_open(
+        server.node,
+        &from,
+        FLOOD,
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(held.len() > 4096, "only {} connections opened", held.len());
 
     let within = Duration::from_secs(1);
@@ -984,9 +991,17 @@ async fn a_flood_on_the_node_listener_leaves_the_api_usable() {
     );
     drop(held);
     // From one address, a flood gets its share of the node listener and no
-    // more: other nodes are still served.
+    // more (its SYNs are dropped once it has it, so its connects time
+    // out): other nodes are still served.
     let one = [std::net::IpAddr::from([127, 0, 3, 1])];
-    let held = half_open(server.node, &one, 1000, Duration::from_secs(30)).await;
+    let held = half_open(
+        server.node,
+        &one,
+        300,
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    )
+    .await;
     let node = server.node_client();
     let r = tokio::time::timeout(within * 5, node.get("/healthz")).await;
     assert!(
@@ -994,7 +1009,9 @@ async fn a_flood_on_the_node_listener_leaves_the_api_usable() {
         "the node listener refused another address during a one-address flood"
     );
     let metrics = api.get("/metrics").await.ok().text();
-    assert!(metrics.contains("reason=\"peer_share\""), "{metrics}");
+    // Refused after accept (`peer_share`) or by the listener's filter
+    // (`peer_share_syn`), as the race between the two goes.
+    assert!(metrics.contains("reason=\"peer_share"), "{metrics}");
     drop(held);
     assert!(
         !server.log().contains("Too many open files"),

@@ -28,6 +28,7 @@ pub mod problem;
 pub mod routes;
 pub mod schema;
 pub mod server;
+mod share_filter;
 pub mod smd;
 pub mod state;
 pub mod store;

@@ -15,15 +15,18 @@
 //! A connection over a cap costs as little as the kernel lets it: the loop
 //! accepts with a plain `accept(2)`, in batches, and a refused socket is
 //! closed before it is registered with the reactor, given a task or
-//! logged; it is counted with one atomic add. It is closed with a plain
-//! `close(2)`, not a reset (SO_LINGER 0): reset, the slowloris benchmark's
-//! attacker saw its connect fail and came back at once rather than a round
-//! later, twice as many connects a second. Holding refused sockets unread for a
-//! while (a tarpit) was measured and left out too: a client that keeps N
-//! connections in play and reopens each R s after it is closed makes about
-//! (N - held) / R connects a second, so only a tarpit of most of N would
-//! help, and one of the listener's free budget made the benchmark no
-//! better (bench/README.md, "Slowloris"). A
+//! logged; it is counted with one atomic add. While an address is at its
+//! share, its new connections do not reach the process at all: a socket
+//! filter on the listener drops their SYNs (`share_filter`), and its TCP
+//! tries again later, as it would at a full listen queue. A refused
+//! connection is closed with a plain `close(2)`, not a reset (SO_LINGER 0):
+//! reset, the slowloris benchmark's attacker saw its connect fail and came
+//! back at once rather than a round later, twice as many connects a second.
+//! Holding refused sockets unread for a while (a tarpit) was measured and
+//! left out too: a client that keeps N connections in play and reopens each
+//! R s after it is closed makes about (N - held) / R connects a second, so
+//! only a tarpit of most of N would help, and one of the listener's free
+//! budget made the benchmark no better (bench/README.md, "Slowloris"). A
 //! connection must deliver a request head within `header_read_timeout`
 //! once it starts sending one, and one with no request running and no bytes
 //! moving for `idle_timeout` is closed; both are watched here, for HTTP/1
@@ -36,7 +39,7 @@
 //! whose body is still coming, and curl reports that reset as a framing
 //! error instead of the answer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -61,6 +64,8 @@ use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+use super::share_filter::ShareFilter;
 
 /// The TCP peer of a request, inserted for every request.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +95,14 @@ const DRAIN_LIMIT: usize = 1 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// Connections accepted in one go before other tasks get a turn.
 const ACCEPT_BATCH: usize = 64;
+/// An address that fell below its share is let through the listener's
+/// filter this long after (with others freed meanwhile): its client's TCP
+/// resends a dropped SYN after a second at the soonest, and a flood's
+/// address, let in, is at its share again at once, which would otherwise
+/// rebuild the filter for every connection it loses.
+const UNBLOCK_DELAY: Duration = Duration::from_millis(200);
+/// How often SYNs dropped by the filter are read into the counters.
+const DROPS_EVERY: Duration = Duration::from_secs(1);
 
 /// What one listener accepts.
 #[derive(Debug, Clone)]
@@ -116,18 +129,22 @@ enum Reason {
     AcceptFailed,
     ListenerFull,
     PeerShare,
+    /// SYNs of an address at its share, dropped by the listener's filter
+    /// (a client's resent SYNs each count).
+    PeerShareSyn,
     HeaderTimeout,
     Idle,
 }
 
 impl Reason {
-    const COUNT: usize = 5;
+    const COUNT: usize = 6;
 
     fn label(self) -> &'static str {
         match self {
             Reason::AcceptFailed => "accept_failed",
             Reason::ListenerFull => "listener_full",
             Reason::PeerShare => "peer_share",
+            Reason::PeerShareSyn => "peer_share_syn",
             Reason::HeaderTimeout => "header_timeout",
             Reason::Idle => "idle",
         }
@@ -151,9 +168,13 @@ impl Counts {
     }
 
     fn inc(&self, r: Reason) {
+        self.add(r, 1);
+    }
+
+    fn add(&self, r: Reason, n: u64) {
         self.cells[r as usize]
             .get_or_init(|| (self.shed)(self.listener, r.label()))
-            .inc();
+            .inc_by(n);
     }
 }
 
@@ -201,9 +222,32 @@ pub async fn serve(
         counts,
     };
     let open = Arc::new(Open::default());
+    // The listener's filter, where addresses have a share (see
+    // `share_filter`); gone if the kernel will not take it.
+    let mut filter = conn.limits.per_peer.map(|_| ShareFilter::default());
+    // When addresses that fell below their share are let through.
+    let mut unblock: Option<tokio::time::Instant> = None;
+    let mut read_drops = tokio::time::Instant::now();
     loop {
+        let filtering = filter.as_ref().is_some_and(ShareFilter::active);
         let mut ready = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = open.freed.notified(), if filter.is_some() && unblock.is_none() => {
+                unblock = Some(tokio::time::Instant::now() + UNBLOCK_DELAY);
+                continue;
+            }
+            _ = tokio::time::sleep_until(unblock.unwrap_or(read_drops)), if unblock.is_some() => {
+                unblock = None;
+                refilter(&mut filter, &listener, &open, &conn);
+                continue;
+            }
+            _ = tokio::time::sleep_until(read_drops), if filtering => {
+                read_drops = tokio::time::Instant::now() + DROPS_EVERY;
+                if let Some(f) = filter.as_mut() {
+                    conn.counts.add(Reason::PeerShareSyn, f.dropped(listener.get_ref()));
+                }
+                continue;
+            }
             ready = listener.readable() => match ready {
                 Ok(r) => r,
                 Err(e) => {
@@ -213,6 +257,7 @@ pub async fn serve(
                 }
             },
         };
+        let mut filled = false;
         for _ in 0..ACCEPT_BATCH {
             let (stream, peer) = match ready.try_io(|l| l.get_ref().accept()) {
                 Err(_would_block) => break,
@@ -230,12 +275,21 @@ pub async fn serve(
                 }
             };
             match open.admit(peer.ip(), &conn.limits) {
-                Ok(held) => conn.spawn(stream, peer, held),
+                Ok((held, full)) => {
+                    filled |= full;
+                    conn.spawn(stream, peer, held);
+                }
                 Err(reason) => {
                     conn.counts.inc(reason);
                     drop(stream);
                 }
             }
+        }
+        if filled && filter.is_some() {
+            // At once: until the filter has it, the address's connections
+            // are accepted and closed.
+            unblock = None;
+            refilter(&mut filter, &listener, &open, &conn);
         }
     }
     drop(listener);
@@ -331,6 +385,27 @@ impl Conn<'_> {
     }
 }
 
+/// Makes the listener's filter refuse the addresses now at their share,
+/// counting the SYNs it dropped so far; drops the filter if the kernel
+/// refuses it (connections over the share are then accepted and closed).
+fn refilter(
+    filter: &mut Option<ShareFilter>,
+    listener: &AsyncFd<std::net::TcpListener>,
+    open: &Open,
+    conn: &Conn<'_>,
+) {
+    let Some(f) = filter.as_mut() else { return };
+    match f.set(listener.get_ref(), &open.full()) {
+        Ok(dropped) => conn.counts.add(Reason::PeerShareSyn, dropped),
+        Err(e) => {
+            tracing::warn!(listener = conn.limits.name, error = %e,
+                "cannot filter the listening socket; connections over an address's share are accepted and closed");
+            let _ = socket2::SockRef::from(listener.get_ref()).detach_filter();
+            *filter = None;
+        }
+    }
+}
+
 /// The listening socket, watched by the reactor for readiness only, so
 /// that accepting does not register the accepted socket (as
 /// `tokio::net::TcpListener::accept` does) before it is admitted.
@@ -355,12 +430,18 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 
 /// The connections a listener holds, in total and per client address.
 #[derive(Default)]
-struct Open(Mutex<OpenInner>);
+struct Open {
+    inner: Mutex<OpenInner>,
+    /// Woken when an address at its share falls below it.
+    freed: Notify,
+}
 
 #[derive(Default)]
 struct OpenInner {
     total: usize,
     per_peer: HashMap<IpAddr, usize>,
+    /// The addresses at their share (exempt ones never are).
+    full: BTreeSet<IpAddr>,
 }
 
 /// One admitted connection; released when dropped.
@@ -370,36 +451,55 @@ struct Held {
 }
 
 impl Open {
-    fn admit(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Result<Held, Reason> {
-        let mut o = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection admitted, and whether its address is now at its
+    /// share; or why not.
+    fn admit(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Result<(Held, bool), Reason> {
+        let mut o = self.lock();
         if o.total >= limits.max_connections {
             return Err(Reason::ListenerFull);
         }
         let mine = o.per_peer.get(&ip).copied().unwrap_or(0);
+        let exempt = limits.exempt.contains(&ip);
         if let Some(cap) = limits.per_peer
             && mine >= cap
-            && !limits.exempt.contains(&ip)
+            && !exempt
         {
             return Err(Reason::PeerShare);
         }
         o.total += 1;
         o.per_peer.insert(ip, mine + 1);
-        Ok(Held {
+        let full = limits.per_peer == Some(mine + 1) && !exempt && o.full.insert(ip);
+        let held = Held {
             open: self.clone(),
             ip,
-        })
+        };
+        Ok((held, full))
+    }
+
+    fn full(&self) -> BTreeSet<IpAddr> {
+        self.lock().full.clone()
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let mut o = self.open.0.lock().unwrap_or_else(|p| p.into_inner());
-        o.total -= 1;
-        if let Some(n) = o.per_peer.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                o.per_peer.remove(&self.ip);
+        let freed = {
+            let mut o = self.open.lock();
+            o.total -= 1;
+            if let Some(n) = o.per_peer.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    o.per_peer.remove(&self.ip);
+                }
             }
+            o.full.remove(&self.ip)
+        };
+        if freed {
+            self.open.freed.notify_one();
         }
     }
 }
@@ -689,10 +789,21 @@ mod tests {
         task: tokio::task::JoinHandle<()>,
     }
 
-    impl Server {
-        async fn start(max_connections: usize, per_peer: usize) -> Server {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let addr = listener.local_addr().expect("local address");
+    /// A bound listener not served yet: connections to it wait in the
+    /// kernel's queue.
+    struct Bound(TcpListener);
+
+    impl Bound {
+        async fn new(addr: &str) -> Bound {
+            Bound(TcpListener::bind(addr).await.expect("bind"))
+        }
+
+        fn addr(&self) -> SocketAddr {
+            self.0.local_addr().expect("local address")
+        }
+
+        fn serve(self, max_connections: usize, per_peer: usize) -> Server {
+            let addr = self.addr();
             let app = Router::new().route("/x", axum::routing::get(|| async { "ok" }));
             let shed: Arc<Mutex<HashMap<&'static str, Counter>>> = Arc::default();
             let counters = shed.clone();
@@ -706,7 +817,7 @@ mod tests {
             };
             let stop = CancellationToken::new();
             let task = tokio::spawn(serve(
-                listener,
+                self.0,
                 None,
                 app,
                 stop.clone(),
@@ -724,9 +835,28 @@ mod tests {
                 task,
             }
         }
+    }
+
+    impl Server {
+        async fn start(max_connections: usize, per_peer: usize) -> Server {
+            Bound::new("127.0.0.1:0")
+                .await
+                .serve(max_connections, per_peer)
+        }
 
         fn shed(&self, reason: &str) -> u64 {
             self.shed.lock().unwrap().get(reason).map_or(0, |c| c.get())
+        }
+
+        /// Waits for the `reason` counter to reach `n`.
+        async fn shed_reaches(&self, reason: &str, n: u64) {
+            let reached = tokio::time::timeout(GUARD, async {
+                while self.shed(reason) < n {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            assert!(reached.is_ok(), "{reason}: {} of {n}", self.shed(reason));
         }
 
         async fn stop(self) {
@@ -738,11 +868,19 @@ mod tests {
         }
     }
 
-    async fn connect(from: [u8; 4], to: SocketAddr) -> tokio::net::TcpStream {
-        let sock = TcpSocket::new_v4().expect("socket");
-        sock.bind(SocketAddr::from((from, 0)))
+    async fn connect(from: impl Into<IpAddr>, to: SocketAddr) -> tokio::net::TcpStream {
+        let from = from.into();
+        let sock = match from {
+            IpAddr::V4(_) => TcpSocket::new_v4(),
+            IpAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .expect("socket");
+        sock.bind(SocketAddr::new(from, 0))
             .expect("bind a loopback address");
-        sock.connect(to).await.expect("connect")
+        tokio::time::timeout(GUARD, sock.connect(to))
+            .await
+            .expect("connected in time")
+            .expect("connect")
     }
 
     /// A keep-alive request on `s`, answered.
@@ -777,33 +915,75 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn over_share_connections_are_closed_and_counted_and_others_served() {
-        let server = Server::start(4, 2).await;
-        let one = [127, 0, 0, 1];
-        let mut admitted = Vec::new();
-        for _ in 0..2 {
-            let mut s = connect(one, server.addr).await;
-            get(&mut s).await;
-            admitted.push(s);
-        }
-        // Over the share, with the listener not full: closed at once,
-        // whether or not the client has sent anything.
-        for n in 1..=3 {
-            let mut s = connect(one, server.addr).await;
-            if n == 2 {
-                let _ = s.write_all(b"GET /x HTTP/1.1\r\n").await;
+    async fn an_address_at_its_share_is_refused_by_the_kernel_until_it_has_room() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("an address");
+        #[rustfmt::skip]
+        let cases = [
+            // listener, the client filling its share, another client
+            ("127.0.0.1:0", ip("127.0.0.1"), Some(ip("127.0.0.2"))),
+            ("[::1]:0", ip("::1"), None),
+            // Dual stack: IPv4 clients seen as IPv4-mapped addresses.
+            ("[::]:0", ip("127.0.0.1"), Some(ip("127.0.0.2"))),
+        ];
+        for (listen, one, other) in cases {
+            let server = Bound::new(listen).await.serve(4, 2);
+            let to = SocketAddr::new(one, server.addr.port());
+            let mut admitted = Vec::new();
+            for _ in 0..2 {
+                let mut s = connect(one, to).await;
+                get(&mut s).await;
+                admitted.push(s);
             }
-            closed(&mut s).await;
-            assert_eq!(server.shed("peer_share"), n);
+            // At its share: the next connection's SYN is dropped, counted,
+            // and nothing more happens to it while the share is full.
+            let waiting = tokio::spawn(async move { connect(one, to).await });
+            server.shed_reaches("peer_share_syn", 1).await;
+            assert!(!waiting.is_finished(), "{listen}: admitted over the share");
+            assert_eq!(server.shed("peer_share"), 0, "{listen}");
+            // Others are not affected, and the admitted ones are served.
+            if let Some(other) = other {
+                let mut s = connect(other, to).await;
+                get(&mut s).await;
+            }
+            for s in &mut admitted {
+                get(s).await;
+            }
+            // With room again, the client's TCP gets in when it resends.
+            admitted.pop();
+            let mut s = tokio::time::timeout(GUARD, waiting)
+                .await
+                .expect("admitted once there is room")
+                .expect("the connecting task");
+            get(&mut s).await;
+            assert_eq!(server.shed("peer_share"), 0, "{listen}");
+            assert_eq!(server.shed("listener_full"), 0, "{listen}");
+            drop((admitted, s));
+            server.stop().await;
         }
-        // Another address still has room, and the admitted ones are served.
-        let mut other = connect([127, 0, 0, 2], server.addr).await;
-        get(&mut other).await;
-        for s in &mut admitted {
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_share_that_reach_accept_are_closed_and_counted() {
+        // Queued before the listener is served, so the filter cannot have
+        // kept the third one out.
+        let bound = Bound::new("127.0.0.1:0").await;
+        let one = [127, 0, 0, 1];
+        let mut queued = Vec::new();
+        for _ in 0..3 {
+            queued.push(connect(one, bound.addr()).await);
+        }
+        let server = bound.serve(4, 2);
+        // Accepted in order: the first two are served, the third closed.
+        let (first, rest) = queued.split_at_mut(2);
+        for s in first {
             get(s).await;
         }
-        assert_eq!(server.shed("listener_full"), 0);
-        drop((admitted, other));
+        closed(&mut rest[0]).await;
+        assert_eq!(server.shed("peer_share"), 1);
+        // Another address still has room.
+        let mut other = connect([127, 0, 0, 2], server.addr).await;
+        get(&mut other).await;
+        drop((queued, other));
         server.stop().await;
     }
 
@@ -812,7 +992,8 @@ mod tests {
         let server = Server::start(1, 1).await;
         let mut admitted = connect([127, 0, 0, 1], server.addr).await;
         get(&mut admitted).await;
-        for from in [[127, 0, 0, 1], [127, 0, 0, 2]] {
+        // A listener full is no address's share: no filter, closed.
+        for from in [[127, 0, 0, 2], [127, 0, 0, 3]] {
             let mut s = connect(from, server.addr).await;
             closed(&mut s).await;
         }
