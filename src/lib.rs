@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod boot;
+pub mod bpf;
 pub mod ca;
 pub mod cli;
 pub mod config;

@@ -83,18 +83,10 @@ pub fn bucket(chaddr: &[u8; 6]) -> u8 {
     chaddr[3] ^ chaddr[4] ^ chaddr[5]
 }
 
-/// One classic BPF instruction: (code, jump if true, jump if false, k).
-pub type Insn = (u16, u8, u8, u32);
-
-// Classic BPF opcodes (linux/filter.h) the filter uses.
-const LDB: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
-const LDH: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
-const TAX: u16 = 0x07; // BPF_MISC | BPF_TAX
-const XORX: u16 = 0xac; // BPF_ALU | BPF_XOR | BPF_X
-const MODK: u16 = 0x94; // BPF_ALU | BPF_MOD | BPF_K
-const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-const JGT: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
-const RET: u16 = 0x06; // BPF_RET | BPF_K
+use crate::bpf::{
+    ALU_MOD_K, ALU_XOR_X, DROP, Insn, JMP_JEQ_K, JMP_JGT_K, KEEP, LD_B_ABS, LD_H_ABS, MISC_TAX,
+    RET_K,
+};
 
 /// Where a UDP socket's filter sees the DHCP message: after the 8-byte UDP
 /// header.
@@ -109,31 +101,30 @@ pub fn filter(share: Share) -> Option<Vec<Insn>> {
     let Share::Part { index, of } = share else {
         return None;
     };
-    const PASS: u32 = 0x0004_0000;
     // Jump offsets count from the next instruction; "to pass" from
     // instruction i is (len - 1) - (i + 1), filled in below.
     let mut p: Vec<Insn> = vec![
-        (LDB, 0, 0, AT + 1),                // 0 htype
-        (JEQ, 0, 255, 1),                   // 1 Ethernet, else pass
-        (LDB, 0, 0, AT + 2),                // 2 hlen
-        (JEQ, 0, 255, 6),                   // 3
-        (LDB, 0, 0, AT + 240),              // 4 first option
-        (JEQ, 0, 255, 53),                  // 5 message type
-        (LDB, 0, 0, AT + 242),              // 6 its value
-        (JEQ, 0, 255, 1),                   // 7 DISCOVER
-        (LDH, 0, 0, AT + 8),                // 8 secs
-        (JGT, 255, 0, u32::from(MAX_SECS)), // 9 waited long: pass
-        (LDB, 0, 0, AT + 28 + 3),           // 10 chaddr[3]
-        (TAX, 0, 0, 0),                     // 11
-        (LDB, 0, 0, AT + 28 + 4),           // 12
-        (XORX, 0, 0, 0),                    // 13
-        (TAX, 0, 0, 0),                     // 14
-        (LDB, 0, 0, AT + 28 + 5),           // 15
-        (XORX, 0, 0, 0),                    // 16 bucket
-        (MODK, 0, 0, u32::from(of)),        // 17
-        (JEQ, 255, 0, u32::from(index)),    // 18 ours: pass
-        (RET, 0, 0, 0),                     // 19 drop
-        (RET, 0, 0, PASS),                  // 20 pass
+        Insn(LD_B_ABS, 0, 0, AT + 1),                 // 0 htype
+        Insn(JMP_JEQ_K, 0, 255, 1),                   // 1 Ethernet, else pass
+        Insn(LD_B_ABS, 0, 0, AT + 2),                 // 2 hlen
+        Insn(JMP_JEQ_K, 0, 255, 6),                   // 3
+        Insn(LD_B_ABS, 0, 0, AT + 240),               // 4 first option
+        Insn(JMP_JEQ_K, 0, 255, 53),                  // 5 message type
+        Insn(LD_B_ABS, 0, 0, AT + 242),               // 6 its value
+        Insn(JMP_JEQ_K, 0, 255, 1),                   // 7 DISCOVER
+        Insn(LD_H_ABS, 0, 0, AT + 8),                 // 8 secs
+        Insn(JMP_JGT_K, 255, 0, u32::from(MAX_SECS)), // 9 waited long: pass
+        Insn(LD_B_ABS, 0, 0, AT + 28 + 3),            // 10 chaddr[3]
+        Insn(MISC_TAX, 0, 0, 0),                      // 11
+        Insn(LD_B_ABS, 0, 0, AT + 28 + 4),            // 12
+        Insn(ALU_XOR_X, 0, 0, 0),                     // 13
+        Insn(MISC_TAX, 0, 0, 0),                      // 14
+        Insn(LD_B_ABS, 0, 0, AT + 28 + 5),            // 15
+        Insn(ALU_XOR_X, 0, 0, 0),                     // 16 bucket
+        Insn(ALU_MOD_K, 0, 0, u32::from(of)),         // 17
+        Insn(JMP_JEQ_K, 255, 0, u32::from(index)),    // 18 ours: pass
+        Insn(RET_K, 0, 0, DROP),                      // 19 drop
+        Insn(RET_K, 0, 0, KEEP),                      // 20 pass
     ];
     let last = p.len() - 1;
     for (i, insn) in p.iter_mut().enumerate().take(last) {
@@ -151,34 +142,7 @@ pub fn filter(share: Share) -> Option<Vec<Insn>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Runs a classic BPF program the way the kernel does (a load past the
-    /// end drops the packet); only the opcodes [`filter`] uses.
-    fn run(p: &[Insn], pkt: &[u8]) -> u32 {
-        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
-        loop {
-            let (code, jt, jf, k) = p[pc];
-            pc += 1;
-            let at = k as usize;
-            match code {
-                LDB => match pkt.get(at) {
-                    Some(b) => a = u32::from(*b),
-                    None => return 0,
-                },
-                LDH => match pkt.get(at..at + 2) {
-                    Some(b) => a = u32::from(u16::from_be_bytes([b[0], b[1]])),
-                    None => return 0,
-                },
-                TAX => x = a,
-                XORX => a ^= x,
-                MODK => a %= k,
-                JEQ => pc += usize::from(if a == k { jt } else { jf }),
-                JGT => pc += usize::from(if a > k { jt } else { jf }),
-                RET => return k,
-                _ => panic!("opcode {code:#x}"),
-            }
-        }
-    }
+    use crate::bpf::run;
 
     /// A UDP header and a DHCP message with `options` after the cookie.
     fn packet(mac: [u8; 6], secs: u16, options: &[u8]) -> Vec<u8> {
@@ -273,11 +237,15 @@ mod tests {
                         ("type not first", packet(mac, 0, &late_type), true),
                     ];
                     for (what, pkt, passes) in cases {
-                        assert_eq!(run(&p, pkt) != 0, *passes, "{what}, {share:?}, {mac:?}");
+                        assert_eq!(
+                            run(&p, &[], pkt) != 0,
+                            *passes,
+                            "{what}, {share:?}, {mac:?}"
+                        );
                     }
                     let mut not_eth = packet(mac, 0, &discover);
                     not_eth[9] = 6;
-                    assert_ne!(run(&p, &not_eth), 0, "not Ethernet");
+                    assert_ne!(run(&p, &[], &not_eth), 0, "not Ethernet");
                 }
             }
         }

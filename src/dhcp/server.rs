@@ -108,21 +108,7 @@ pub const PXE_PORT: u16 = 4011;
 /// Has the kernel drop other heads' DISCOVERs on `sock` (see
 /// `balance::filter`), or nothing with the whole share.
 pub(super) fn set_filter(sock: &UdpSocket, share: Share) -> io::Result<()> {
-    let s = socket2::SockRef::from(sock);
-    match super::balance::filter(share) {
-        None => match s.detach_filter() {
-            // ENOENT: no filter was attached.
-            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
-            _ => Ok(()),
-        },
-        Some(p) => {
-            let p: Vec<socket2::SockFilter> = p
-                .into_iter()
-                .map(|(code, jt, jf, k)| socket2::SockFilter::new(code, jt, jf, k))
-                .collect();
-            s.attach_filter(&p)
-        }
-    }
+    crate::bpf::attach(sock, super::balance::filter(share).as_deref())
 }
 
 /// Binds `0.0.0.0:port` on each interface, and the PXE port with `proxy`.

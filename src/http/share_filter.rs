@@ -25,40 +25,17 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 
-use socket2::{SockFilter, SockRef};
+use crate::bpf::{
+    ALU_AND_K, ALU_RSH_K, DROP, Insn, JMP_JA, JMP_JEQ_K, KEEP, LD_B_ABS, LD_W_ABS, NET, RET_K,
+};
 
 /// Addresses the program refuses at most.
 pub const MAX_ADDRS: usize = 64;
 
-// Classic BPF opcodes (linux/bpf_common.h): class | size | mode, or
-// class | operation | source.
-/// BPF_LD | BPF_W | BPF_ABS
-const LD_W_ABS: u16 = 0x20;
-/// BPF_LD | BPF_B | BPF_ABS
-const LD_B_ABS: u16 = 0x30;
-/// BPF_ALU | BPF_AND | BPF_K
-const ALU_AND_K: u16 = 0x54;
-/// BPF_ALU | BPF_RSH | BPF_K
-const ALU_RSH_K: u16 = 0x74;
-/// BPF_JMP | BPF_JA
-const JMP_JA: u16 = 0x05;
-/// BPF_JMP | BPF_JEQ | BPF_K
-const JMP_JEQ_K: u16 = 0x15;
-/// BPF_RET | BPF_K
-const RET_K: u16 = 0x06;
-/// Offsets from here on address the network header (SKF_NET_OFF); plain
-/// ones the transport header, where a TCP socket's program starts.
-const NET: u32 = (-0x10_0000i32) as u32;
 /// The TCP header's flags byte, and its SYN and ACK bits.
 const TCP_FLAGS: u32 = 13;
 const SYN: u32 = 0x02;
 const ACK: u32 = 0x10;
-const KEEP: u32 = u32::MAX;
-const DROP: u32 = 0;
-
-/// One instruction: code, jump-if-true, jump-if-false, constant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn(pub u16, pub u8, pub u8, pub u32);
 
 /// The program dropping opening SYNs from `blocked` (IPv4-mapped IPv6
 /// addresses match the IPv4 packets a dual-stack listener gets).
@@ -128,16 +105,11 @@ impl ShareFilter {
         if want == self.blocked {
             return Ok(dropped);
         }
-        let s = SockRef::from(sock);
         if want.is_empty() {
             // Nothing to refuse: no program runs at all.
-            s.detach_filter()?;
+            crate::bpf::attach(sock, None)?;
         } else {
-            let prog: Vec<SockFilter> = program(&want)
-                .into_iter()
-                .map(|Insn(c, t, f, k)| SockFilter::new(c, t, f, k))
-                .collect();
-            s.attach_filter(&prog)?;
+            crate::bpf::attach(sock, Some(&program(&want)))?;
             if self.blocked.is_empty() {
                 self.drops = drop_count(sock).unwrap_or(0);
             }
@@ -187,37 +159,8 @@ fn drop_count(sock: &impl AsFd) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bpf::run;
     use std::net::{Ipv4Addr, Ipv6Addr};
-
-    /// Runs `prog` the way the kernel does on a TCP packet: `tcp` is the
-    /// transport header, `net` the network header.
-    fn run(prog: &[Insn], net: &[u8], tcp: &[u8]) -> u32 {
-        let load = |k: u32, n: usize| -> u32 {
-            let (buf, off) = if k >= NET {
-                (net, (k - NET) as usize)
-            } else {
-                (tcp, k as usize)
-            };
-            buf[off..off + n]
-                .iter()
-                .fold(0u32, |a, b| (a << 8) | u32::from(*b))
-        };
-        let (mut a, mut pc) = (0u32, 0usize);
-        loop {
-            let Insn(code, jt, jf, k) = prog[pc];
-            pc += 1;
-            match code {
-                LD_B_ABS => a = load(k, 1),
-                LD_W_ABS => a = load(k, 4),
-                ALU_AND_K => a &= k,
-                ALU_RSH_K => a >>= k,
-                JMP_JA => pc += k as usize,
-                JMP_JEQ_K => pc += usize::from(if a == k { jt } else { jf }),
-                RET_K => return k,
-                other => panic!("unexpected opcode {other:#x}"),
-            }
-        }
-    }
 
     fn packet(src: IpAddr, flags: u8) -> (Vec<u8>, Vec<u8>) {
         let net = match src {
