@@ -379,6 +379,25 @@ fn proxy(ctx: &Context<'_>, q: &Query, server_id: Ipv4Addr) -> Outcome {
     }
 }
 
+/// A REQUEST naming another server: the client took that server's offer,
+/// so this one's offer, if any, is freed.
+fn chose_another_server(ctx: &Context<'_>, q: &Query) -> Outcome {
+    let mut changes = Vec::new();
+    if let Some(ip) = ctx.leases.pool_address_of(&q.mac)
+        && ctx
+            .leases
+            .get(ip)
+            .is_some_and(|b| b.state == State::Offered)
+    {
+        changes.push(Change::Free { ip });
+    }
+    Outcome {
+        reply: None,
+        changes,
+        reason: "client chose another server",
+    }
+}
+
 /// Decides what `q` gets.
 pub fn decide(ctx: &Context<'_>, q: &Query) -> Outcome {
     if !answers(ctx.settings.share, q) {
@@ -387,6 +406,14 @@ pub fn decide(ctx: &Context<'_>, q: &Query) -> Outcome {
     let Some((subnet, server_id)) = select(ctx.settings, q, ctx.local) else {
         return Outcome::silent("no configured subnet for the interface or relay");
     };
+    // Before the inventory is asked: with several heads, half of all
+    // REQUESTs a head hears name another head.
+    if q.kind == Kind::Request
+        && !ctx.settings.proxy
+        && q.server_id.is_some_and(|sid| sid != server_id)
+    {
+        return chose_another_server(ctx, q);
+    }
     let client = identify(ctx, subnet, &q.mac);
     let known = match client {
         Client::Ignored => return Outcome::silent("ignored by rule or dhcp-ignore group"),
@@ -462,25 +489,6 @@ pub fn decide(ctx: &Context<'_>, q: &Query) -> Outcome {
             }
         }
         Kind::Request => {
-            if let Some(sid) = q.server_id
-                && sid != server_id
-            {
-                // The client took another server's offer.
-                let mut changes = Vec::new();
-                if let Some(ip) = ctx.leases.pool_address_of(&q.mac)
-                    && ctx
-                        .leases
-                        .get(ip)
-                        .is_some_and(|b| b.state == State::Offered)
-                {
-                    changes.push(Change::Free { ip });
-                }
-                return Outcome {
-                    reply: None,
-                    changes,
-                    reason: "client chose another server",
-                };
-            }
             let Some(target) = q
                 .requested
                 .or_else(|| (!q.ciaddr.is_unspecified()).then_some(q.ciaddr))
