@@ -387,23 +387,9 @@ routers = ["10.88.0.1"]
 
     /// Head `k`'s stored leases: address → MAC, pool leases only.
     fn leases(&self, k: usize) -> BTreeMap<Ipv4Addr, String> {
-        let token = self.cli(k, &["token", "issue"]);
-        assert!(token.status.success(), "token issue on head {k}");
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.heads[k].ns, "curl", "-sk", "-H"])
-            .arg(format!(
-                "Authorization: Bearer {}",
-                String::from_utf8_lossy(&token.stdout).trim()
-            ))
-            .arg(format!("{API}/dhcp/v1/leases"))
-            .output()
-            .expect("curl");
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "head {k}: leases are not JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        });
+        let (_, body) = self.api(k, "GET", "/dhcp/v1/leases", None);
+        let v: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("head {k}: leases are not JSON ({e}): {body}"));
         let mut macs = BTreeSet::new();
         let mut by_ip = BTreeMap::new();
         for l in v.as_array().expect("a list") {

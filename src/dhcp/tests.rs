@@ -847,26 +847,18 @@ fn the_kernel_drops_other_heads_discovers() {
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let share = Share::Part { index: 1, of: 2 };
         super::server::set_filter(&rx, share).unwrap();
-        let theirs = (0..=255u8)
-            .map(|k| [2, 0, 0, 0, 0, k])
-            .find(|mac| !share.answers(bucket(mac), 0))
-            .unwrap();
-        let ours = (0..=255u8)
-            .map(|k| [2, 0, 0, 0, 0, k])
-            .find(|mac| share.answers(bucket(mac), 0))
-            .unwrap();
+        // The first MAC of `2:0:0:0:0:k` that is this head's, or not.
+        let first = |mine: bool| -> Mac {
+            (0..=255u8)
+                .map(|k| [2, 0, 0, 0, 0, k])
+                .find(|mac| share.answers(bucket(mac), 0) == mine)
+                .unwrap()
+        };
+        let (ours, theirs) = (first(true), first(false));
         let msg = |mac: Mac, t: MessageType, secs: u16| {
-            let mut m = Message::new(
-                Ipv4Addr::UNSPECIFIED,
-                Ipv4Addr::UNSPECIFIED,
-                Ipv4Addr::UNSPECIFIED,
-                Ipv4Addr::UNSPECIFIED,
-                &mac,
-            );
-            m.set_secs(secs);
-            m.opts_mut().insert(DhcpOption::MessageType(t));
-            let mut b = Vec::new();
-            m.encode(&mut Encoder::new(&mut b)).unwrap();
+            let mut b = packet(t, mac, Vec::new());
+            // `secs`, at offset 8 of the fixed header.
+            b[8..10].copy_from_slice(&secs.to_be_bytes());
             b
         };
         // (what, packet, arrives), sent in order.
