@@ -15,9 +15,12 @@
 //! The bucket is the XOR of the MAC's last three bytes, not RFC 3074's
 //! Pearson hash: the kernel must compute it. A DISCOVER for another head is
 //! dropped by a classic BPF filter on the socket ([`filter`]), before it is
-//! queued, copied or woken for, so a head pays next to nothing for the
-//! other heads' clients; the policy's own check catches what the filter
-//! lets through (a DISCOVER whose first option is not the message type).
+//! queued, copied or woken for, and so is the REQUEST that follows it,
+//! which every head hears but which names the head that offered: half of
+//! what a second head received was these. A head then pays next to nothing
+//! for the other heads' clients; the policy's own checks catch what the
+//! filter lets through (a message type that is not the first option, a
+//! server identifier past the options the filter reads).
 //! The last three bytes are the ones a vendor numbers its NICs with, so
 //! consecutive MACs alternate between heads. Why the hardware address and
 //! not option 61 (which RFC 3074 hashes when present): a node's firmware
@@ -83,60 +86,145 @@ pub fn bucket(chaddr: &[u8; 6]) -> u8 {
     chaddr[3] ^ chaddr[4] ^ chaddr[5]
 }
 
+use std::net::Ipv4Addr;
+
 use crate::bpf::{
-    ALU_MOD_K, ALU_XOR_X, DROP, Insn, JMP_JEQ_K, JMP_JGT_K, KEEP, LD_B_ABS, LD_H_ABS, MISC_TAX,
-    RET_K,
+    ALU_ADD_K, ALU_ADD_X, ALU_MOD_K, ALU_SUB_K, ALU_XOR_X, Asm, DROP, Insn, JMP_JEQ_K, JMP_JGE_X,
+    JMP_JGT_K, JMP_JGT_X, KEEP, LD_B_ABS, LD_B_IND, LD_H_ABS, LD_LEN, LD_W_IND, LDX_IMM, MISC_TAX,
+    MISC_TXA, RET_K,
 };
 
 /// Where a UDP socket's filter sees the DHCP message: after the 8-byte UDP
 /// header.
 const AT: u32 = 8;
 
-/// The socket filter for `share`: drops a DISCOVER (message type as the
-/// first option, Ethernet, `secs` at most [`MAX_SECS`]) whose bucket is
-/// another head's, and passes everything else, except a packet too short
-/// to hold a message type, which no policy answers either. `None`: nothing
-/// to drop.
-pub fn filter(share: Share) -> Option<Vec<Insn>> {
+/// Options after the message type the filter looks through for a server
+/// identifier; a REQUEST with more before it goes to the policy.
+pub const WALK: usize = 16;
+
+/// At most this many of the socket's own addresses go into the program;
+/// with more, REQUESTs are all left to the policy.
+pub const MAX_OWN: usize = 16;
+
+/// The socket filter for `share`, on a socket whose addresses are `own`:
+///
+/// - drops a DISCOVER (message type as the first option, Ethernet, `secs`
+///   at most [`MAX_SECS`]) whose bucket is another head's;
+/// - drops a REQUEST (message type first) whose server identifier is none
+///   of `own`: the client chose another head's offer, and nothing here
+///   holds an offer for it (its DISCOVER never reached this head) unless
+///   it waited past [`MAX_SECS`], when the offer this head made is freed
+///   by its hold running out instead of at once. Empty `own` (proxyDHCP,
+///   the PXE port, or more than [`MAX_OWN`] addresses): none dropped;
+/// - passes everything else, except a packet too short to hold a message
+///   type or whose options run past its end on the way to a server
+///   identifier, which no policy answers either.
+///
+/// `None`: nothing to drop (the whole share).
+pub fn filter(share: Share, own: &[Ipv4Addr]) -> Option<Vec<Insn>> {
     let Share::Part { index, of } = share else {
         return None;
     };
-    // Jump offsets count from the next instruction; "to pass" from
-    // instruction i is (len - 1) - (i + 1), filled in below.
-    let mut p: Vec<Insn> = vec![
-        Insn(LD_B_ABS, 0, 0, AT + 1),                 // 0 htype
-        Insn(JMP_JEQ_K, 0, 255, 1),                   // 1 Ethernet, else pass
-        Insn(LD_B_ABS, 0, 0, AT + 2),                 // 2 hlen
-        Insn(JMP_JEQ_K, 0, 255, 6),                   // 3
-        Insn(LD_B_ABS, 0, 0, AT + 240),               // 4 first option
-        Insn(JMP_JEQ_K, 0, 255, 53),                  // 5 message type
-        Insn(LD_B_ABS, 0, 0, AT + 242),               // 6 its value
-        Insn(JMP_JEQ_K, 0, 255, 1),                   // 7 DISCOVER
-        Insn(LD_H_ABS, 0, 0, AT + 8),                 // 8 secs
-        Insn(JMP_JGT_K, 255, 0, u32::from(MAX_SECS)), // 9 waited long: pass
-        Insn(LD_B_ABS, 0, 0, AT + 28 + 3),            // 10 chaddr[3]
-        Insn(MISC_TAX, 0, 0, 0),                      // 11
-        Insn(LD_B_ABS, 0, 0, AT + 28 + 4),            // 12
-        Insn(ALU_XOR_X, 0, 0, 0),                     // 13
-        Insn(MISC_TAX, 0, 0, 0),                      // 14
-        Insn(LD_B_ABS, 0, 0, AT + 28 + 5),            // 15
-        Insn(ALU_XOR_X, 0, 0, 0),                     // 16 bucket
-        Insn(ALU_MOD_K, 0, 0, u32::from(of)),         // 17
-        Insn(JMP_JEQ_K, 255, 0, u32::from(index)),    // 18 ours: pass
-        Insn(RET_K, 0, 0, DROP),                      // 19 drop
-        Insn(RET_K, 0, 0, KEEP),                      // 20 pass
-    ];
-    let last = p.len() - 1;
-    for (i, insn) in p.iter_mut().enumerate().take(last) {
-        let to_pass = (last - (i + 1)) as u8;
-        if insn.1 == 255 {
-            insn.1 = to_pass;
-        }
-        if insn.2 == 255 {
-            insn.2 = to_pass;
-        }
+    let own = if own.len() > MAX_OWN { &[][..] } else { own };
+    let mut a = Asm::default();
+    // Conditional jumps reach 255 instructions: the DISCOVER part returns
+    // through its own pair, the REQUEST walk through the last.
+    let (pass0, drop0) = (a.label(), a.label());
+    let (pass, drop, request) = (a.label(), a.label(), a.label());
+    a.op(LD_B_ABS, AT + 1); // htype
+    a.jump(JMP_JEQ_K, 1, None, Some(pass0)); // Ethernet
+    a.op(LD_B_ABS, AT + 2); // hlen
+    a.jump(JMP_JEQ_K, 6, None, Some(pass0));
+    a.op(LD_B_ABS, AT + 240); // first option
+    a.jump(JMP_JEQ_K, 53, None, Some(pass0)); // message type
+    a.op(LD_B_ABS, AT + 242); // its value
+    let not_discover = a.label();
+    a.jump(JMP_JEQ_K, 1, None, Some(not_discover));
+    a.op(LD_H_ABS, AT + 8); // secs
+    a.jump(JMP_JGT_K, u32::from(MAX_SECS), Some(pass0), None);
+    a.op(LD_B_ABS, AT + 28 + 3); // chaddr[3]
+    a.op(MISC_TAX, 0);
+    a.op(LD_B_ABS, AT + 28 + 4);
+    a.op(ALU_XOR_X, 0);
+    a.op(MISC_TAX, 0);
+    a.op(LD_B_ABS, AT + 28 + 5);
+    a.op(ALU_XOR_X, 0); // bucket
+    a.op(ALU_MOD_K, u32::from(of));
+    a.jump(JMP_JEQ_K, u32::from(index), Some(pass0), Some(drop0));
+    a.bind(not_discover);
+    if own.is_empty() {
+        a.ja(pass0);
+    } else {
+        a.jump(JMP_JEQ_K, 3, Some(request), Some(pass0));
     }
-    Some(p)
+    a.bind(drop0);
+    a.op(RET_K, DROP);
+    a.bind(pass0);
+    a.op(RET_K, KEEP);
+    if !own.is_empty() {
+        a.bind(request);
+        walk_to_server_id(&mut a, own, pass, drop);
+        a.bind(drop);
+        a.op(RET_K, DROP);
+        a.bind(pass);
+        a.op(RET_K, KEEP);
+    }
+    a.finish().ok()
+}
+
+/// The REQUEST part of [`filter`]: X walks the options from the one after
+/// the message type (at 243), [`WALK`] of them unrolled (classic BPF has no
+/// backward jump); each block checks the option is inside the packet
+/// before reading it. Conditional jumps reach only 255 instructions, so
+/// each block leaves through jumps of its own.
+fn walk_to_server_id(
+    a: &mut Asm,
+    own: &[Ipv4Addr],
+    pass: crate::bpf::Label,
+    drop: crate::bpf::Label,
+) {
+    let found = a.label();
+    a.op(LDX_IMM, 243);
+    for _ in 0..WALK {
+        let (next, pad, out, hit) = (a.label(), a.label(), a.label(), a.label());
+        a.op(LD_LEN, 0);
+        a.op(ALU_SUB_K, AT);
+        a.jump(JMP_JGT_X, 0, None, Some(out)); // the code byte is inside
+        a.op(LD_B_IND, AT);
+        a.jump(JMP_JEQ_K, 54, Some(hit), None);
+        a.jump(JMP_JEQ_K, 255, Some(out), None); // end: no server identifier
+        a.jump(JMP_JEQ_K, 0, Some(pad), None);
+        a.op(LD_LEN, 0);
+        a.op(ALU_SUB_K, AT + 1);
+        a.jump(JMP_JGT_X, 0, None, Some(out)); // the length byte is inside
+        a.op(LD_B_IND, AT + 1);
+        a.op(ALU_ADD_K, 2);
+        a.op(ALU_ADD_X, 0);
+        a.op(MISC_TAX, 0);
+        a.ja(next);
+        a.bind(pad);
+        a.op(MISC_TXA, 0);
+        a.op(ALU_ADD_K, 1);
+        a.op(MISC_TAX, 0);
+        a.ja(next);
+        a.bind(out);
+        a.ja(pass);
+        a.bind(hit);
+        a.ja(found);
+        a.bind(next);
+    }
+    a.ja(pass);
+    a.bind(found);
+    a.op(LD_LEN, 0);
+    a.op(ALU_SUB_K, AT + 6);
+    a.jump(JMP_JGE_X, 0, None, Some(pass)); // code, length and 4 bytes inside
+    a.op(LD_B_IND, AT + 1);
+    a.jump(JMP_JEQ_K, 4, None, Some(pass));
+    a.op(LD_W_IND, AT + 2);
+    for ip in own {
+        a.jump(JMP_JEQ_K, u32::from(*ip), Some(pass), None);
+    }
+    a.ja(drop);
 }
 
 #[cfg(test)]
@@ -218,14 +306,14 @@ mod tests {
     /// to another head, and passes everything else.
     #[test]
     fn the_filter_agrees_with_the_share() {
-        assert_eq!(filter(Share::All), None);
+        assert_eq!(filter(Share::All, &[]), None);
         let discover = [53, 1, 1];
         let request = [53, 1, 3];
         let late_type = [61, 1, 0, 53, 1, 1];
         for of in 2..=3u16 {
             for index in 0..of {
                 let share = Share::Part { index, of };
-                let p = filter(share).expect("a program");
+                let p = filter(share, &[]).expect("a program");
                 for last in 0..=255u8 {
                     let mac = [2, 0, 0, 7, 9, last];
                     let mine = share.answers(bucket(&mac), 0);
@@ -249,5 +337,95 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// REQUESTs naming another server are dropped wherever the server
+    /// identifier sits among the options; everything the filter cannot be
+    /// sure of goes to the policy.
+    #[test]
+    fn requests_naming_another_server_are_dropped() {
+        let own = [Ipv4Addr::new(10, 1, 250, 1), Ipv4Addr::new(192, 168, 7, 1)];
+        let other = [10, 1, 250, 2];
+        let sid = |ip: [u8; 4]| [54, 4, ip[0], ip[1], ip[2], ip[3]];
+        let cat = |parts: &[&[u8]]| parts.concat();
+        let request: &[u8] = &[53, 1, 3];
+        let req_ip: &[u8] = &[50, 4, 10, 1, 0, 9];
+        let many: Vec<u8> = (0..WALK as u8).flat_map(|i| [60, 1, i]).collect();
+        let before_limit: Vec<u8> = (0..WALK as u8 - 1).flat_map(|i| [60, 1, i]).collect();
+        let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+            ("names another head", cat(&[request, &sid(other)]), false),
+            (
+                "after other options",
+                cat(&[request, req_ip, &[61, 7, 1, 2, 3, 4, 5, 6, 7], &sid(other)]),
+                false,
+            ),
+            (
+                "after padding",
+                cat(&[request, &[0, 0, 0], &sid(other)]),
+                false,
+            ),
+            (
+                "names this head",
+                cat(&[request, req_ip, &sid([10, 1, 250, 1])]),
+                true,
+            ),
+            (
+                "names its other address",
+                cat(&[request, &sid([192, 168, 7, 1])]),
+                true,
+            ),
+            (
+                "no server identifier (renewing, init-reboot)",
+                cat(&[request, req_ip]),
+                true,
+            ),
+            (
+                "identifier of the wrong length",
+                cat(&[request, &[54, 3, 10, 1, 250]]),
+                true,
+            ),
+            (
+                "last option the walk reads",
+                cat(&[request, &before_limit, &sid(other)]),
+                false,
+            ),
+            (
+                "past the options the walk reads",
+                cat(&[request, &many, &sid(other)]),
+                true,
+            ),
+            (
+                "a DISCOVER naming a server",
+                cat(&[&[53, 1, 1], &sid(other)]),
+                true,
+            ),
+            (
+                "a DECLINE naming another server",
+                cat(&[&[53, 1, 4], &sid(other)]),
+                true,
+            ),
+            ("type not first", cat(&[req_ip, request, &sid(other)]), true),
+        ];
+        let mac = [2, 0, 0, 0, 0, 0]; // bucket 0: this head's, for the DISCOVER
+        let share = Share::Part { index: 0, of: 2 };
+        let p = filter(share, &own).expect("a program");
+        let without = filter(share, &[]).expect("a program");
+        for (what, options, passes) in &cases {
+            let pkt = packet(mac, 0, options);
+            assert_eq!(run(&p, &[], &pkt) != 0, *passes, "{what}");
+            assert_ne!(run(&without, &[], &pkt), 0, "{what}, no own addresses");
+        }
+        // Options cut short by the end of the packet, however they end.
+        let full = packet(mac, 0, &cat(&[request, req_ip, &sid(other)]));
+        for cut in 8 + 243..full.len() {
+            let verdict = run(&p, &[], &full[..cut]);
+            assert!(verdict == 0 || verdict == KEEP, "cut at {cut}");
+        }
+        // Too many addresses to hold: the policy decides.
+        let lots: Vec<Ipv4Addr> = (0..=MAX_OWN as u8)
+            .map(|i| Ipv4Addr::new(10, 9, 0, i))
+            .collect();
+        let pkt = packet(mac, 0, &cat(&[request, &sid(other)]));
+        assert_ne!(run(&filter(share, &lots).unwrap(), &[], &pkt), 0);
     }
 }

@@ -105,10 +105,11 @@ pub struct Bound {
 /// The proxyDHCP port PXE clients send their REQUEST to.
 pub const PXE_PORT: u16 = 4011;
 
-/// Has the kernel drop other heads' DISCOVERs on `sock` (see
-/// `balance::filter`), or nothing with the whole share.
-pub(super) fn set_filter(sock: &UdpSocket, share: Share) -> io::Result<()> {
-    crate::bpf::attach(sock, super::balance::filter(share).as_deref())
+/// Has the kernel drop other heads' DISCOVERs on `sock`, and REQUESTs for
+/// another server when `own` (the socket's addresses) is not empty (see
+/// `balance::filter`); nothing with the whole share.
+pub(super) fn set_filter(sock: &UdpSocket, share: Share, own: &[Ipv4Addr]) -> io::Result<()> {
+    crate::bpf::attach(sock, super::balance::filter(share, own).as_deref())
 }
 
 /// Binds `0.0.0.0:port` on each interface, and the PXE port with `proxy`.
@@ -307,6 +308,24 @@ struct Server {
 }
 
 impl Server {
+    /// Gives every socket the kernel filter for the share and its
+    /// addresses. REQUESTs naming another server are left to the policy in
+    /// proxyDHCP mode (they name the site's DHCP server) and on the PXE
+    /// port.
+    fn set_filters(&self) {
+        for (i, s) in self.socks.iter().enumerate() {
+            let own: &[Ipv4Addr] = if self.settings.proxy || self.pxe_port[i] {
+                &[]
+            } else {
+                &self.local[i]
+            };
+            if let Err(e) = set_filter(s, self.settings.share, own) {
+                // The policy still leaves other heads' clients alone.
+                tracing::warn!(error = %e, "dhcp: cannot set the socket filter");
+            }
+        }
+    }
+
     /// Decides one packet from socket `i` and sends (or queues) the reply.
     fn step(
         &mut self,
@@ -507,12 +526,7 @@ pub async fn serve(
             }
             Ok(()) = srv.state.share.changed() => {
                 srv.settings.share = *srv.state.share.borrow_and_update();
-                for s in &srv.socks {
-                    if let Err(e) = set_filter(s, srv.settings.share) {
-                        // The policy still leaves other heads' clients alone.
-                        tracing::warn!(error = %e, "dhcp: cannot set the socket filter");
-                    }
-                }
+                srv.set_filters();
             }
             changed = generations.changed(), if several => {
                 if changed.is_ok() {
@@ -554,7 +568,11 @@ pub async fn serve(
                     }
                     srv.leases.apply(&Change::Free { ip });
                 }
-                srv.local = addrs_of(&names);
+                let local = addrs_of(&names);
+                if local != srv.local {
+                    srv.local = local;
+                    srv.set_filters();
+                }
                 srv.counters.publish(&srv.state.metrics);
             }
         }

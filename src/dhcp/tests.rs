@@ -833,8 +833,9 @@ fn a_head_answers_its_share_of_new_clients() {
 }
 
 /// The socket filter on a real kernel socket (loopback): another head's
-/// DISCOVERs never arrive; its REQUESTs, this head's DISCOVERs and a
-/// client that has waited do; with the whole share again, everything does.
+/// DISCOVERs and REQUESTs naming another server never arrive; REQUESTs
+/// naming this one or none, this head's DISCOVERs and a client that has
+/// waited do; with the whole share again, everything does.
 #[test]
 fn the_kernel_drops_other_heads_discovers() {
     use super::balance::{MAX_SECS, Share, bucket};
@@ -846,7 +847,7 @@ fn the_kernel_drops_other_heads_discovers() {
         let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let share = Share::Part { index: 1, of: 2 };
-        super::server::set_filter(&rx, share).unwrap();
+        super::server::set_filter(&rx, share, &[Ipv4Addr::LOCALHOST]).unwrap();
         // The first MAC of `2:0:0:0:0:k` that is this head's, or not.
         let first = |mine: bool| -> Mac {
             (0..=255u8)
@@ -855,12 +856,14 @@ fn the_kernel_drops_other_heads_discovers() {
                 .unwrap()
         };
         let (ours, theirs) = (first(true), first(false));
-        let msg = |mac: Mac, t: MessageType, secs: u16| {
-            let mut b = packet(t, mac, Vec::new());
+        let sid = |ip: [u8; 4]| vec![DhcpOption::ServerIdentifier(ip.into())];
+        let msg_with = |mac: Mac, t: MessageType, secs: u16, opts: Vec<DhcpOption>| {
+            let mut b = packet(t, mac, opts);
             // `secs`, at offset 8 of the fixed header.
             b[8..10].copy_from_slice(&secs.to_be_bytes());
             b
         };
+        let msg = |mac: Mac, t: MessageType, secs: u16| msg_with(mac, t, secs, Vec::new());
         // (what, packet, arrives), sent in order.
         let cases = [
             (
@@ -883,6 +886,16 @@ fn the_kernel_drops_other_heads_discovers() {
                 msg(theirs, MessageType::Discover, MAX_SECS + 1),
                 true,
             ),
+            (
+                "a REQUEST naming another server",
+                msg_with(ours, MessageType::Request, 0, sid([10, 1, 250, 2])),
+                false,
+            ),
+            (
+                "a REQUEST naming this server",
+                msg_with(theirs, MessageType::Request, 0, sid([127, 0, 0, 1])),
+                true,
+            ),
         ];
         let to = rx.local_addr().unwrap();
         let mut buf = [0u8; 1500];
@@ -900,7 +913,7 @@ fn the_kernel_drops_other_heads_discovers() {
                 assert_eq!(&buf[..n], b"marker", "{what} is dropped");
             }
         }
-        super::server::set_filter(&rx, Share::All).unwrap();
+        super::server::set_filter(&rx, Share::All, &[Ipv4Addr::LOCALHOST]).unwrap();
         let (_, pkt, _) = &cases[0];
         tx.send_to(pkt, to).unwrap();
         let (n, _) = rx.recv_from(&mut buf).await.unwrap();
