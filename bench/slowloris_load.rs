@@ -161,7 +161,9 @@ async fn run_phase(a: &Arc<Args>, with_flood: bool) -> Phase {
             let count = per.min(a.flood - first);
             let exe = std::env::current_exe().expect("the generator's own path");
             // ATTACKER_PREFIX: a command the attacker runs under (the
-            // benchmark's `setsid`, a scheduling group of its own).
+            // benchmark's `chrt --idle 0`, so it never delays the nodes'
+            // load on the core they share, or `setsid`, a scheduling
+            // group of its own).
             let prefix = std::env::var("ATTACKER_PREFIX").unwrap_or_default();
             let mut words = prefix.split_whitespace();
             let mut cmd = match words.next() {
@@ -765,6 +767,20 @@ fn print(a: &Args, base: &Phase, flood: &Phase) {
         "server CPU (% of a core)",
         base.server_cpu,
         flood.server_cpu,
+    );
+    // What the flood costs the server per boot script, whatever held the
+    // rate back.
+    let per_cpu_s = |p: &Phase| {
+        if p.server_cpu > 0.0 {
+            p.script_rps * 100.0 / p.server_cpu
+        } else {
+            f64::NAN
+        }
+    };
+    row(
+        "bootscripts per server CPU second",
+        per_cpu_s(base),
+        per_cpu_s(flood),
     );
     if boot_load_cmd().is_some() {
         row(
