@@ -18,9 +18,10 @@
 # handshake and teardown per request, which that core, shared with the
 # attacker, runs out of before the server's does. KEEPALIVE=0 sends
 # `Connection: close` (a connection per request). BOOT_LOAD=tasks uses the
-# load generator's own tokio workers instead (no wrk; several times wrk's
-# CPU per request, so on two cores the client's core sets the rate under
-# the flood). slowloris_load still runs the attacker and the API prober.
+# load generator's own tokio workers instead (no wrk; on loopback they cost
+# the client core about what wrk does per keep-alive request, most of it
+# the kernel's, but the rate then rests on our own client code).
+# slowloris_load still runs the attacker and the API prober.
 #
 # FLOOD (20000) connections from FLOOD_ADDRS (1) loopback addresses, each
 # sending a request head one line every 3 s and never finishing it; a

@@ -7,10 +7,9 @@
 //!   persistent connections (iPXE pools its connections; the client then
 //!   spends far less CPU per request, so on a two-core machine the server,
 //!   not the client's core, sets the rate). With `BOOT_LOAD_CMD` a shell
-//!   command runs in each phase instead (the benchmark's `wrk`, which costs
-//!   the client's core a fraction of what these tasks do, so the figure
-//!   is the server's): it gets the phase's length in `PHASE_SECONDS` and
-//!   prints `REQUESTS ERRORS SECONDS` as its last line;
+//!   command runs in each phase instead (the benchmark's `wrk`, whose rate
+//!   rests on no client code of ours): it gets the phase's length in
+//!   `PHASE_SECONDS` and prints `REQUESTS ERRORS SECONDS` as its last line;
 //! - an operator on the API: `GET /hsm/v2/State/Components` every 20 ms on
 //!   a keep-alive HTTPS connection, each latency kept for the p99.
 //!
