@@ -6,7 +6,10 @@
 //!   127.0.0.1, one TCP connection per request, or with `KEEPALIVE=1` on
 //!   persistent connections (iPXE pools its connections; the client then
 //!   spends far less CPU per request, so on a two-core machine the server,
-//!   not the client's core, sets the rate);
+//!   not the client's core, sets the rate). With `BOOT_LOAD_CMD` a shell
+//!   command runs in each phase instead (the benchmark's `wrk`, whose rate
+//!   rests on no client code of ours): it gets the phase's length in
+//!   `PHASE_SECONDS` and prints `REQUESTS ERRORS SECONDS` as its last line;
 //! - an operator on the API: `GET /hsm/v2/State/Components` every 20 ms on
 //!   a keep-alive HTTPS connection, each latency kept for the p99.
 //!
@@ -19,7 +22,10 @@
 //! the attacker keeps `--flood` connections in play the whole phase. The server's resident memory and open descriptors are
 //! sampled from /proc every 100 ms in both phases; the peaks are printed,
 //! with the CPU time the server, this generator and the attacker used
-//! (in % of one core), which tells whose core ran out.
+//! (in % of one core), and with `SERVER_CPU` and `CLIENT_CPU` set how busy
+//! each of those two cores was (from /proc/stat, softirq included: on
+//! loopback the kernel handles a packet on the sender's core, which no
+//! process is charged for), which tells whose core ran out.
 //!
 //! A minimal HTTP/1.1 client keeps the generator's own CPU use low.
 
@@ -102,6 +108,10 @@ struct Phase {
     /// CPU used over the phase, in % of one core.
     server_cpu: f64,
     load_cpu: f64,
+    /// `BOOT_LOAD_CMD` and what it ran.
+    boot_cmd_cpu: f64,
+    /// Per pinned core: its name, busy % and softirq % over the phase.
+    cores: Vec<(String, f64, f64)>,
     flood_cpu: f64,
     /// Attacker connects per second over its run.
     flood_rate: f64,
@@ -150,7 +160,9 @@ async fn run_phase(a: &Arc<Args>, with_flood: bool) -> Phase {
             let count = per.min(a.flood - first);
             let exe = std::env::current_exe().expect("the generator's own path");
             // ATTACKER_PREFIX: a command the attacker runs under (the
-            // benchmark's `setsid`, a scheduling group of its own).
+            // benchmark's `chrt --idle 0`, so it never delays the nodes'
+            // load on the core they share, or `setsid`, a scheduling
+            // group of its own).
             let prefix = std::env::var("ATTACKER_PREFIX").unwrap_or_default();
             let mut words = prefix.split_whitespace();
             let mut cmd = match words.next() {
@@ -176,13 +188,16 @@ async fn run_phase(a: &Arc<Args>, with_flood: bool) -> Phase {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     let cpu_before = (cpu_ticks(&a.pid.to_string()), cpu_ticks("self"));
+    let children_before = children_ticks();
+    let cores_before = core_ticks();
     let measuring = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn(sample(a.pid, measuring.clone()));
     let started = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let boot_cmd = boot_load_cmd().map(|cmd| tokio::spawn(run_boot_cmd(cmd, a.duration)));
     let mut workers = Vec::new();
-    for _ in 0..a.workers {
+    for _ in 0..if boot_cmd.is_some() { 0 } else { a.workers } {
         let (a, done, errors) = (a.clone(), done.clone(), errors.clone());
         workers.push(tokio::spawn(async move {
             let keepalive = keepalive();
@@ -221,10 +236,21 @@ async fn run_phase(a: &Arc<Args>, with_flood: bool) -> Phase {
     for w in workers {
         let _ = w.await;
     }
+    // The command's own count of requests over its own run time.
+    let mut script_rate = None;
+    if let Some(cmd) = boot_cmd {
+        let (requests, errs, seconds) = cmd.await.unwrap_or((0, 1, 0.0));
+        done.store(requests, Ordering::Relaxed);
+        errors.store(errs, Ordering::Relaxed);
+        script_rate = (seconds > 0.0).then(|| requests as f64 / seconds);
+    }
     let elapsed = started.elapsed().as_secs_f64();
     let pct = |before: u64, after: u64| (after.saturating_sub(before)) as f64 / elapsed;
     let server_cpu = pct(cpu_before.0, cpu_ticks(&a.pid.to_string()));
     let load_cpu = pct(cpu_before.1, cpu_ticks("self"));
+    // Before the attacker's processes are waited for.
+    let boot_cmd_cpu = pct(children_before, children_ticks());
+    let cores = core_busy(&cores_before, &core_ticks());
     let (mut lat, api_errors) = api.await.unwrap_or_default();
     measuring.store(false, Ordering::Relaxed);
     let (rss_kib, fds) = sampler.await.unwrap_or_default();
@@ -251,7 +277,7 @@ async fn run_phase(a: &Arc<Args>, with_flood: bool) -> Phase {
     // Let the server see the flood's connections go before the next phase.
     tokio::time::sleep(Duration::from_secs(2)).await;
     Phase {
-        script_rps: done.load(Ordering::Relaxed) as f64 / elapsed,
+        script_rps: script_rate.unwrap_or(done.load(Ordering::Relaxed) as f64 / elapsed),
         script_errors: errors.load(Ordering::Relaxed),
         api_p50_ms: pct(0.50),
         api_p99_ms: pct(0.99),
@@ -263,9 +289,66 @@ async fn run_phase(a: &Arc<Args>, with_flood: bool) -> Phase {
         flood_connects,
         server_cpu,
         load_cpu,
+        boot_cmd_cpu,
+        cores,
         // The attacker ran a few seconds longer than the phase.
         flood_cpu: flood_ticks as f64 / (elapsed + 6.0),
         flood_rate: flood_connects as f64 / (elapsed + 6.0),
+    }
+}
+
+/// `BOOT_LOAD_CMD`, when set and not empty.
+fn boot_load_cmd() -> Option<String> {
+    std::env::var("BOOT_LOAD_CMD")
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+}
+
+/// Runs `cmd` with `sh -c` for a phase; the requests, errors and seconds
+/// its last line reports (no answer or no such line: one error).
+async fn run_boot_cmd(cmd: String, duration: Duration) -> (u64, u64, f64) {
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .env("PHASE_SECONDS", duration.as_secs().to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    // Bounded: the command is given the phase's length, and 30 s more.
+    let out = match tokio::time::timeout(duration + Duration::from_secs(30), out).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => {
+            eprintln!("slowloris_load: BOOT_LOAD_CMD: {e}");
+            return (0, 1, 0.0);
+        }
+        Err(_) => {
+            eprintln!("slowloris_load: BOOT_LOAD_CMD did not finish in time");
+            return (0, 1, 0.0);
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last: Vec<&str> = text
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    match (
+        last.first().and_then(|v| v.parse().ok()),
+        last.get(1).and_then(|v| v.parse().ok()),
+        last.get(2).and_then(|v| v.parse().ok()),
+    ) {
+        (Some(requests), Some(errors), Some(seconds)) if out.status.success() => {
+            (requests, errors, seconds)
+        }
+        _ => {
+            eprintln!(
+                "slowloris_load: BOOT_LOAD_CMD ({}) printed {:?}, not REQUESTS ERRORS SECONDS",
+                out.status,
+                text.trim()
+            );
+            (0, 1, 0.0)
+        }
     }
 }
 
@@ -548,6 +631,67 @@ fn cpu_ticks(pid: &str) -> u64 {
     get(11) + get(12)
 }
 
+/// CPU time of this process's children that were waited for (cutime and
+/// cstime, fields 16 and 17), in clock ticks.
+fn children_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(13) + get(14)
+}
+
+/// The cores named by `SERVER_CPU` and `CLIENT_CPU` (the benchmark's
+/// pinning), each with its /proc/stat counters: busy (user, nice, system,
+/// irq, softirq), softirq alone, and all.
+fn core_ticks() -> Vec<(String, u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let mut cores = Vec::new();
+    for (role, var) in [("server", "SERVER_CPU"), ("client", "CLIENT_CPU")] {
+        let Ok(cpu) = std::env::var(var) else {
+            continue;
+        };
+        let Some(line) = stat
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(&format!("cpu{cpu}")))
+        else {
+            continue;
+        };
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let get = |i: usize| f.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal
+        let busy = get(0) + get(1) + get(2) + get(5) + get(6);
+        let all = (0..8).map(get).sum();
+        cores.push((format!("{role} core (CPU {cpu})"), busy, get(6), all));
+    }
+    cores
+}
+
+/// Busy and softirq % of each core between two `core_ticks`.
+fn core_busy(
+    before: &[(String, u64, u64, u64)],
+    after: &[(String, u64, u64, u64)],
+) -> Vec<(String, f64, f64)> {
+    before
+        .iter()
+        .zip(after)
+        .map(|((name, b0, s0, t0), (_, b1, s1, t1))| {
+            let all = t1.saturating_sub(*t0).max(1) as f64;
+            (
+                name.clone(),
+                b1.saturating_sub(*b0) as f64 * 100.0 / all,
+                s1.saturating_sub(*s0) as f64 * 100.0 / all,
+            )
+        })
+        .collect()
+}
+
 /// Peak resident memory (KiB) and open descriptors of `pid` while
 /// `measuring`.
 async fn sample(pid: u32, measuring: Arc<AtomicBool>) -> (u64, u64) {
@@ -571,17 +715,24 @@ async fn sample(pid: u32, measuring: Arc<AtomicBool>) -> (u64, u64) {
 
 fn print(a: &Args, base: &Phase, flood: &Phase) {
     let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { f64::NAN };
+    let load = match std::env::var("BOOT_LOAD_DESC") {
+        Ok(d) if boot_load_cmd().is_some() => d,
+        _ if boot_load_cmd().is_some() => "BOOT_LOAD_CMD".to_string(),
+        _ => format!(
+            "{} boot script workers ({})",
+            a.workers,
+            if keepalive() {
+                "persistent connections"
+            } else {
+                "a connection per request"
+            }
+        ),
+    };
     println!(
-        "slowloris: {} connections from {} address(es) on the node listener, {} s per phase, {} boot script workers ({})",
+        "slowloris: {} connections from {} address(es) on the node listener, {} s per phase, {load}",
         a.flood,
         a.flood_addrs,
         a.duration.as_secs(),
-        a.workers,
-        if keepalive() {
-            "persistent connections"
-        } else {
-            "a connection per request"
-        }
     );
     println!(
         "{:<34} {:>12} {:>12} {:>8}",
@@ -616,8 +767,35 @@ fn print(a: &Args, base: &Phase, flood: &Phase) {
         base.server_cpu,
         flood.server_cpu,
     );
-    row("load generator CPU (%)", base.load_cpu, flood.load_cpu);
+    // What the flood costs the server per boot script, whatever held the
+    // rate back.
+    let per_cpu_s = |p: &Phase| {
+        if p.server_cpu > 0.0 {
+            p.script_rps * 100.0 / p.server_cpu
+        } else {
+            f64::NAN
+        }
+    };
+    row(
+        "bootscripts per server CPU second",
+        per_cpu_s(base),
+        per_cpu_s(flood),
+    );
+    if boot_load_cmd().is_some() {
+        row(
+            "boot script client CPU (%)",
+            base.boot_cmd_cpu,
+            flood.boot_cmd_cpu,
+        );
+        row("API prober CPU (%)", base.load_cpu, flood.load_cpu);
+    } else {
+        row("load generator CPU (%)", base.load_cpu, flood.load_cpu);
+    }
     row("attacker CPU (%)", base.flood_cpu, flood.flood_cpu);
+    for ((name, b_busy, b_soft), (_, f_busy, f_soft)) in base.cores.iter().zip(&flood.cores) {
+        row(&format!("{name} busy (%)"), *b_busy, *f_busy);
+        row("  of which softirq (%)", *b_soft, *f_soft);
+    }
     row(
         "attacker connections open (peak)",
         base.flood_open as f64,
