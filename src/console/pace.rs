@@ -46,6 +46,20 @@ use tokio::time::{Instant, Sleep};
 /// is written, so a console printing little holds little.
 const BATCH: usize = 64 * 1024;
 
+/// Rests end on a grid of this step: spread evenly over a second, a
+/// thousand consoles' rests would end a thousand times a second, each a
+/// wake-up of the runtime; on the grid, the consoles whose rests end in the
+/// same step are read in one.
+const GRID: Duration = Duration::from_millis(100);
+
+/// The first point of the grid of `step` from `origin` at or after `t`.
+fn on_grid(t: Instant, origin: Instant, step: Duration) -> Instant {
+    let since = t.saturating_duration_since(origin).as_nanos();
+    let step = step.as_nanos().max(1);
+    let up = since.div_ceil(step) * step;
+    origin + Duration::from_nanos(u64::try_from(up).unwrap_or(u64::MAX))
+}
+
 /// Whether anyone watches a console: shared by its hub, which counts the
 /// viewers attached, and the reader of its current session, which it wakes
 /// when a viewer attaches.
@@ -118,7 +132,9 @@ impl<S> Paced<S> {
 
     /// Starts a rest now.
     fn rest(&mut self) {
-        let until = Instant::now() + self.pace;
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let origin = *ORIGIN.get_or_init(Instant::now);
+        let until = on_grid(Instant::now() + self.pace, origin, GRID);
         match &mut self.rest {
             Some(s) => s.as_mut().reset(until),
             None => self.rest = Some(Box::pin(tokio::time::sleep_until(until))),
@@ -516,6 +532,26 @@ mod tests {
         let mut all = Vec::new();
         s.p.read_to_end(&mut all).await.expect("read");
         assert_eq!(all, b"ab");
+    }
+
+    #[test]
+    fn rests_end_on_the_grid() {
+        let o = Instant::now();
+        let ms = Duration::from_millis;
+        // (time after the origin, grid step, end after the origin)
+        let cases = [
+            (ms(0), ms(100), ms(0)),
+            (ms(1), ms(100), ms(100)),
+            (ms(100), ms(100), ms(100)),
+            (ms(1001), ms(100), ms(1100)),
+            (ms(1099), ms(100), ms(1100)),
+            (ms(7), Duration::ZERO, ms(7)),
+        ];
+        for (t, step, want) in cases {
+            assert_eq!(on_grid(o + t, o, step), o + want, "{t:?} on {step:?}");
+        }
+        // Before the origin: the origin.
+        assert_eq!(on_grid(o, o + ms(5), ms(100)), o + ms(5));
     }
 
     fn ok(p: Poll<io::Result<Vec<u8>>>) -> Vec<u8> {
