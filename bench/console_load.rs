@@ -407,6 +407,12 @@ async fn run(a: Args) -> Result<(), String> {
     let generated = sent.load(Ordering::Relaxed).saturating_sub(sent0);
     let rss_end = rss_kib(pid);
     let still = connected(&c, &a).await;
+    // Which live line was slowest (1 = the first after the attach).
+    let worst = lat
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, l)| **l)
+        .map_or(0, |(i, _)| i + 1);
     lat.sort_unstable();
     let ms = |us: u64| us as f64 / 1000.0;
     println!(
@@ -427,7 +433,7 @@ async fn run(a: Args) -> Result<(), String> {
         logged as f64 / secs / 1024.0,
     );
     println!(
-        "viewer latency over {} lines: p50 {:.1} ms, p99 {:.1} ms (target < 100 ms), max {:.1} ms",
+        "viewer latency over {} lines: p50 {:.1} ms, p99 {:.1} ms (target < 100 ms), max {:.1} ms (line {worst})",
         lat.len(),
         ms(percentile(&lat, 0.50)),
         ms(percentile(&lat, 0.99)),
