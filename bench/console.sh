@@ -6,6 +6,11 @@
 # /proc/PID/stat) and RSS, the console log bytes written, and the viewer's
 # latency p99 from a line's stamp at the simulated BMC to its arrival at
 # the viewer (targets: CPU < 10 % of one core, p99 < 100 ms).
+# The viewed console is read at once while the viewer is attached; the
+# other consoles, unwatched, are read in batches a second apart
+# (src/console/pace.rs), so the latency is a watched console's, and the
+# lines the first console's socket held when the viewer attached arrive at
+# once and are counted apart (the viewer's history).
 #
 #   bash bench/console.sh
 #

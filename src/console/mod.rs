@@ -20,10 +20,14 @@
 //! sees every byte once. Viewers get output as it arrives; the log keeps it
 //! in memory and one task writes every log out each [`LOG_FLUSH`] (a session
 //! writes its own out when it ends), so a thousand consoles cost a few
-//! writes a second each rather than one per SSH packet.
+//! writes a second each rather than one per SSH packet. For the same
+//! reason an SSH console nobody watches is read in batches, a [`PACE`]
+//! apart (`pace`): its output is only wanted in the log; a viewer
+//! attaching makes it read at once again.
 
 pub mod ipmi;
 pub mod log;
+pub mod pace;
 pub mod session;
 pub mod ssh;
 pub mod targets;
@@ -31,7 +35,7 @@ pub mod view;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -103,6 +107,12 @@ const FANOUT: usize = 1024;
 const INPUT_QUEUE: usize = 256;
 /// How long console output may wait in memory before it is in the log file.
 pub const LOG_FLUSH: Duration = Duration::from_secs(1);
+/// How long an unwatched SSH console's socket is left alone once a read
+/// has drained it (see `pace`): the log flush's period, so an unwatched
+/// console costs about one read a second, and what it printed is in its
+/// log file within two of them. Short beside the link's keepalive (a
+/// silent BMC is pinged after 30 s and given 60 s to answer).
+pub const PACE: Duration = LOG_FLUSH;
 
 struct HubState {
     log: log::ConsoleLog,
@@ -133,7 +143,9 @@ pub struct Hub {
     input: mpsc::Sender<Bytes>,
     input_rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
     writer: AtomicBool,
-    viewers: AtomicUsize,
+    /// Counts the viewers; the SSH backend reads the console at once while
+    /// there are any, in batches while not.
+    watch: Arc<pace::Watch>,
     stop: Mutex<CancellationToken>,
     /// Cuts a reconnection wait short (an operator fixed the cause).
     wake: tokio::sync::Notify,
@@ -181,7 +193,7 @@ pub struct ViewerGuard(Arc<Hub>);
 
 impl Drop for ViewerGuard {
     fn drop(&mut self) {
-        self.0.viewers.fetch_sub(1, Ordering::AcqRel);
+        self.0.watch.detach();
     }
 }
 
@@ -203,7 +215,7 @@ impl Hub {
             input,
             input_rx: Mutex::new(Some(rx)),
             writer: AtomicBool::new(false),
-            viewers: AtomicUsize::new(0),
+            watch: Arc::new(pace::Watch::default()),
             stop: Mutex::new(CancellationToken::new()),
             wake: tokio::sync::Notify::new(),
             holder: Mutex::new(None),
@@ -249,7 +261,7 @@ impl Hub {
                 .last_error
                 .as_ref()
                 .map(|f| f.message().to_string()),
-            viewers: self.viewers.load(Ordering::Acquire),
+            viewers: self.watch.viewers(),
             writer: self.writer.load(Ordering::Acquire),
             holder: (st.session.phase == Phase::Elsewhere)
                 .then(|| lock(&self.holder).clone())
@@ -257,9 +269,10 @@ impl Hub {
         }
     }
 
-    /// Attaches a viewer.
+    /// Attaches a viewer; a session reading in batches reads at once from
+    /// now on.
     pub fn view(self: &Arc<Self>) -> ViewerGuard {
-        self.viewers.fetch_add(1, Ordering::AcqRel);
+        self.watch.attach();
         ViewerGuard(self.clone())
     }
 
@@ -660,7 +673,16 @@ impl Consoles {
         let pinned = snap.console_host_keys.get(&t.bmc).map(|k| k.key.clone());
         let sink = hub.clone();
         let out: ssh::Output = Arc::new(move |data: &[u8]| sink.output(data));
-        let link = ssh::connect(t, creds, pinned.as_deref(), timeout, self.config.pty, out).await?;
+        let link = ssh::connect(
+            t,
+            creds,
+            pinned.as_deref(),
+            timeout,
+            self.config.pty,
+            out,
+            hub.watch.clone(),
+        )
+        .await?;
         if pinned.is_none() {
             let pin = ConsoleHostKey {
                 bmc: t.bmc.clone(),

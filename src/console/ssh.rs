@@ -11,6 +11,12 @@
 //! hop and the wakeup per packet were a large part of the cost. For the
 //! same reason russh's keepalive timer (reset on every packet) is off; the
 //! link pings a BMC that has been silent for [`KEEPALIVE`] instead.
+//!
+//! The socket is read through [`Paced`]: at once while a viewer watches
+//! the console or the session is starting, in batches a pace apart while
+//! nobody watches (see `pace`). The ping and its answer are unaffected (a
+//! write ends a rest); output, and the session's end, may reach the hub up
+//! to a pace late, far inside [`KEEPALIVE`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +28,7 @@ use russh::client::{self, Handle, Msg};
 use russh::keys::{HashAlg, PublicKey, PublicKeyOrCertificate};
 use tokio_util::sync::CancellationToken;
 
+use super::pace::{Paced, Watch};
 use super::session::Failure;
 use super::targets::Target;
 use crate::redfish::Credentials;
@@ -33,9 +40,6 @@ pub type Output = Arc<dyn Fn(&[u8]) + Send + Sync>;
 const KEEPALIVE: Duration = Duration::from_secs(30);
 /// A ping unanswered this long ends the session.
 const KEEPALIVE_WAIT: Duration = Duration::from_secs(60);
-
-/// Bytes read from a BMC's socket at a time.
-const READ_BUFFER: usize = 8 * 1024;
 
 /// russh's ciphers, AES-GCM first: a console is many small packets, and
 /// AES-GCM runs on the CPU's AES and carry-less multiply instructions, a
@@ -194,6 +198,7 @@ pub async fn connect(
     timeout: Duration,
     pty: bool,
     out: Output,
+    watch: Arc<Watch>,
 ) -> Result<Link, Failure> {
     let config = Arc::new(client::Config {
         preferred: russh::Preferred {
@@ -221,14 +226,17 @@ pub async fn connect(
     let ip: std::net::IpAddr = t.host.parse().map_err(|_| {
         Failure::Transport(format!("BMC address {:?} is not an IP address", t.host))
     })?;
+    let mut pacing = None;
     let connecting = async {
         let tcp = tokio::net::TcpStream::connect((ip, t.port))
             .await
             .map_err(russh::Error::from)?;
         let _ = tcp.set_nodelay(true);
         // russh reads a packet's length, then its rest, each a read of the
-        // stream; buffered, a small console packet costs one system call.
-        let stream = tokio::io::BufReader::with_capacity(READ_BUFFER, tcp);
+        // stream; buffered, a small console packet costs no system call of
+        // its own, and nobody watching, a pace's packets cost one.
+        let (stream, p) = Paced::new(tcp, watch, super::PACE);
+        pacing = Some(p);
         client::connect_stream(config, stream, checker).await
     };
     let mut handle = match tokio::time::timeout(timeout, connecting).await {
@@ -291,6 +299,10 @@ pub async fn connect(
         .map_err(|e| Failure::Transport(format!("SSH console start: {e}")))?;
     // Output reaches the handler; the channel's own queue of it is not read.
     let (_, write) = ch.split();
+    // Started: from now on the console is read in batches while unwatched.
+    if let Some(p) = pacing {
+        p.start();
+    }
     let mut keepalive =
         tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
