@@ -771,28 +771,39 @@ pub struct BootConfigurationSpec {
     pub priority: i64,
 }
 
-/// A BootConfiguration spec as written, or an RFC 7386 merge patch of one
-/// (every member optional; `kernel` is required of the result).
-#[derive(JsonSchema)]
-pub struct BootConfigurationSpecIn {
-    #[serde(default)]
-    pub hosts: Vec<String>,
-    #[serde(default)]
-    pub macs: Vec<String>,
-    #[serde(default)]
-    pub nids: Vec<i64>,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    #[serde(default)]
-    pub profile: String,
-    #[serde(default)]
-    pub kernel: String,
-    #[serde(default)]
-    pub initrd: String,
-    #[serde(default)]
-    pub params: String,
-    #[serde(default)]
-    pub priority: i64,
+/// A boot-service spec as written, or an RFC 7386 merge patch of one: the
+/// schema of `T` with every member optional (what `T` requires is required
+/// of the result, not of the body). One type for every spec, so a member
+/// added to a spec is in its patch too.
+pub struct SpecIn<T>(std::marker::PhantomData<T>);
+
+impl<T: JsonSchema> JsonSchema for SpecIn<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("{}In", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let mut schema = T::json_schema(generator);
+        if let Some(o) = schema.as_object_mut() {
+            let required = o.remove("required");
+            let note = match required.as_ref().and_then(Value::as_array) {
+                Some(r) if !r.is_empty() => {
+                    let names: Vec<&str> = r.iter().filter_map(Value::as_str).collect();
+                    format!(" (`{}` required of the result)", names.join("`, `"))
+                }
+                _ => String::new(),
+            };
+            o.insert(
+                "description".into(),
+                format!(
+                    "{} as written, or an RFC 7386 merge patch of one: every member optional{note}.",
+                    T::schema_name()
+                )
+                .into(),
+            );
+        }
+        schema
+    }
 }
 
 /// A boot-service `BootConfiguration`.
@@ -818,7 +829,7 @@ pub struct BootConfigurationIn {
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     #[serde(default)]
-    pub spec: Option<BootConfigurationSpecIn>,
+    pub spec: Option<SpecIn<BootConfigurationSpec>>,
 }
 
 /// A network interface of a boot-service Node or BMC.
@@ -835,28 +846,6 @@ pub struct BootInterface {
 /// A Node's spec. Empty members are left out.
 #[derive(JsonSchema)]
 pub struct NodeSpec {
-    pub xname: String,
-    #[serde(default)]
-    pub nid: i64,
-    #[serde(rename = "bootMac", default)]
-    pub boot_mac: String,
-    #[serde(default)]
-    pub role: String,
-    #[serde(rename = "subRole", default)]
-    pub sub_role: String,
-    #[serde(default)]
-    pub hostname: String,
-    #[serde(default)]
-    pub interfaces: Vec<BootInterface>,
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
-
-/// A Node spec as written, or a merge patch of one (keys match
-/// case-insensitively; `xname` is required of the result).
-#[derive(JsonSchema)]
-pub struct NodeSpecIn {
-    #[serde(default)]
     pub xname: String,
     #[serde(default)]
     pub nid: i64,
@@ -895,7 +884,7 @@ pub struct NodeIn {
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     #[serde(default)]
-    pub spec: Option<NodeSpecIn>,
+    pub spec: Option<SpecIn<NodeSpec>>,
 }
 
 /// A BMC's spec. Empty members are left out, `interface` excepted.
@@ -903,21 +892,10 @@ pub struct NodeIn {
 pub struct BmcSpec {
     #[serde(default)]
     pub xname: String,
-    #[serde(default)]
-    pub description: String,
-    pub interface: BootInterface,
-}
-
-/// A BMC spec as written, or a merge patch of one.
-#[derive(JsonSchema)]
-pub struct BmcSpecIn {
-    #[serde(default)]
-    pub xname: String,
     /// At most 200 characters.
     #[serde(default)]
     pub description: String,
-    #[serde(default)]
-    pub interface: Option<BootInterface>,
+    pub interface: BootInterface,
 }
 
 /// A boot-service `BMC`.
@@ -941,7 +919,7 @@ pub struct BmcIn {
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     #[serde(default)]
-    pub spec: Option<BmcSpecIn>,
+    pub spec: Option<SpecIn<BmcSpec>>,
 }
 
 /// A configuration as `/boot-service/bootparameters` shows it: BSS's
