@@ -24,6 +24,8 @@
 #   propagation  on two heads: a PATCH acknowledged by head a, then head b
 #                polled (keep-alive, no pause) until it serves the new value;
 #                p50/p99/max over PROPAGATION (500) writes, one at a time.
+#   idle         each set-up's CPU over IDLE_SECS (5) with no requests, in %
+#                of a core; "net of idle" rows subtract it.
 #   bootscript   boot script requests per second on the node listener (wrk,
 #                keep-alive, random MAC of the N nodes) and the heads' CPU
 #                seconds per 1,000 requests; on two heads both are loaded.
@@ -32,7 +34,8 @@
 #                turns on one core cost more per request than one (1.1-1.35x
 #                measured here, varying from run to run) whatever they
 #                share; the control shows what the two PostgreSQL heads'
-#                sharing adds on top of that.
+#                sharing adds on top of that. The set-ups take turns in
+#                READ_ROUNDS (3) rounds; each figure is a median.
 #   dhcp         last: the heads restarted in network namespaces with DHCP
 #                on, perfdhcp on the same L2; DORA/s with < 1 % unfinished
 #                for pool clients (new bindings: writes) and reserved
@@ -54,6 +57,8 @@ N=${N:-2000}
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 PROPAGATION=${PROPAGATION:-500}
+READ_ROUNDS=${READ_ROUNDS:-3}
+IDLE_SECS=${IDLE_SECS:-5}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
@@ -234,17 +239,36 @@ EOF
 export PG_PID
 
 declare -A RESULT
-phase() { # kind setup
-  local kind=$1 setup=$2 heads lua path url c
-  case $setup in
-  sqlite) heads=(sqlite) ;;
-  pg) heads=(pg) ;;
-  pg2) heads=(pg2a pg2b) ;;
-  sq2) heads=(sq2a sq2b) ;;
+setup_heads() { # setup -> HEADS, PROCS (heads, then the database server)
+  case $1 in
+  sqlite) HEADS=(sqlite) ;;
+  pg) HEADS=(pg) ;;
+  pg2) HEADS=(pg2a pg2b) ;;
+  sq2) HEADS=(sq2a sq2b) ;;
   esac
-  local procs=()
-  for h in "${heads[@]}"; do procs+=("${PID[$h]}"); done
-  [[ $setup == pg* ]] && procs+=("$PG_PID")
+  PROCS=()
+  for h in "${HEADS[@]}"; do PROCS+=("${PID[$h]}"); done
+  [[ $1 == pg* ]] && PROCS+=("$PG_PID")
+  return 0
+}
+# What a set-up burns with no requests at all (lease renewals, the change
+# feed, timers; for PostgreSQL its own background work), in % of a core,
+# over IDLE_SECS.
+idle() { # setup
+  setup_heads "$1"
+  local before after
+  before=$(cpu_of "${PROCS[@]}")
+  sleep "$IDLE_SECS"
+  after=$(cpu_of "${PROCS[@]}")
+  RESULT[idle.$1.pct]=$(python3 -c "print(f'{($after - $before) / $IDLE_SECS * 100:.1f}')")
+}
+median() {
+  python3 -c 'import statistics, sys; v = [float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.{3 if max(v) < 100 else 0}f}")' "$@"
+}
+phase() { # kind setup [round]
+  local kind=$1 setup=$2 round=${3:-} lua path url c
+  setup_heads "$setup"
+  local heads=("${HEADS[@]}") procs=("${PROCS[@]}")
   c=$((CONNECTIONS / ${#heads[@]}))
   local before total=0 bad=0 hprocs=("${procs[@]}") hbefore
   [[ $setup == pg* ]] && unset 'hprocs[-1]'
@@ -282,22 +306,40 @@ for f in sys.argv[1:]:
 print(total, bad)
 EOF
   )
-  local cpu
-  cpu=$(python3 -c "print(f'{$after - $before:.2f}')")
-  RESULT[$kind.$setup.rate]=$(python3 -c "print(f'{$total / $DURATION:.0f}')")
-  RESULT[$kind.$setup.cpu]=$(python3 -c "print(f'{($after - $before) / max($total, 1) * 1000:.3f}')")
-  RESULT[$kind.$setup.hcpu]=$(python3 -c "print(f'{($hafter - $hbefore) / max($total, 1) * 1000:.3f}')")
-  RESULT[$kind.$setup.bad]=$bad
-  RESULT[$kind.$setup.cpus]=$cpu
+  local k=$kind.$setup${round:+.$round}
+  RESULT[$k.rate]=$(python3 -c "print(f'{$total / $DURATION:.0f}')")
+  RESULT[$k.cpu]=$(python3 -c "print(f'{($after - $before) / max($total, 1) * 1000:.3f}')")
+  RESULT[$k.hcpu]=$(python3 -c "print(f'{($hafter - $hbefore) / max($total, 1) * 1000:.3f}')")
+  # Net of what the set-up burns idle over the same time.
+  RESULT[$k.net]=$(python3 -c "print(f'{max($after - $before - ${RESULT[idle.$setup.pct]:-0} / 100 * $DURATION, 0) / max($total, 1) * 1000:.3f}')")
+  RESULT[$k.bad]=$bad
+  [[ -n $round ]] && printf '  %-10s %-6s round %s: %6s req/s, %s CPU s per 1,000 (heads + database)\n' \
+    "$kind" "$setup" "$round" "${RESULT[$k.rate]}" "${RESULT[$k.cpu]}"
+  return 0
+}
+# Boot scripts: READ_ROUNDS rounds, the set-ups taking turns in each, so a
+# change in what else the machine does falls on all of them alike; each
+# figure is the median of its rounds.
+read_phases() {
+  local setup r f vals
+  for r in $(seq 1 "$READ_ROUNDS"); do
+    for setup in "$@"; do phase bootscript "$setup" "$r"; done
+  done
+  for setup in "$@"; do
+    for f in rate cpu hcpu net bad; do
+      vals=()
+      for r in $(seq 1 "$READ_ROUNDS"); do vals+=("${RESULT[bootscript.$setup.$r.$f]}"); done
+      RESULT[bootscript.$setup.$f]=$(median "${vals[@]}")
+    done
+  done
 }
 
 echo "multihead: $N nodes, ${DURATION} s per phase, $CONNECTIONS connections; heads and PostgreSQL on CPU $SERVER_CPU, clients on CPU $CLIENT_CPU"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+for setup in sqlite pg pg2 sq2; do idle "$setup"; done
 # Reads first: after the write phase the database server vacuums and
 # checkpoints for a while, which would be counted against the reads.
-for setup in sqlite pg pg2 sq2; do
-  phase bootscript "$setup"
-done
+read_phases sqlite pg pg2 sq2
 kill "${PID[sq2a]}" "${PID[sq2b]}"
 for setup in sqlite pg pg2; do
   phase writes "$setup"
@@ -353,7 +395,9 @@ row "  errors" writes bad
 row "bootscript req/s ($CONNECTIONS conns)" bootscript rate
 row "  CPU s per 1,000 (heads + database)" bootscript cpu
 row "  CPU s per 1,000 (heads only)" bootscript hcpu
+row "  CPU s per 1,000 net of idle (heads + db)" bootscript net
 row "  errors" bootscript bad
+row "idle CPU, no requests (% of a core)" idle pct
 dhcp_rows
 echo
 echo "propagation head a -> head b over $PROPAGATION writes: p50 $p50 ms, p99 $p99 ms, max $pmax ms (target p99 < 200 ms)"
@@ -361,5 +405,9 @@ cpu_read=$(python3 -c "print(f'{${RESULT[bootscript.pg2.cpu]} / ${RESULT[bootscr
 coloc=$(python3 -c "print(f'{${RESULT[bootscript.sq2.cpu]} / ${RESULT[bootscript.sqlite.cpu]}:.2f}')")
 shared=$(python3 -c "print(f'{${RESULT[bootscript.pg2.cpu]} / ${RESULT[bootscript.sq2.cpu]}:.2f}')")
 echo "bootscript on two SQLite heads sharing nothing, same CPU: ${RESULT[bootscript.sq2.rate]} req/s, ${RESULT[bootscript.sq2.cpu]} CPU s per 1,000 = ${coloc}x one head (two processes on one core)"
-echo "target: reads on two PostgreSQL heads <= 1.2x the SQLite head's CPU per request: ${cpu_read}x (${shared}x two heads sharing nothing)"
+net_read=$(python3 -c "print(f'{${RESULT[bootscript.pg2.net]} / ${RESULT[bootscript.sqlite.net]}:.2f}')")
+rounds=$(for r in $(seq 1 "$READ_ROUNDS"); do
+  python3 -c "print(f'{${RESULT[bootscript.pg2.$r.cpu]} / ${RESULT[bootscript.sqlite.$r.cpu]}:.2f}')"
+done | paste -sd' ')
+echo "target: reads on two PostgreSQL heads <= 1.2x the SQLite head's CPU per request: ${cpu_read}x (median of $READ_ROUNDS rounds; by round: $rounds; ${shared}x two heads sharing nothing; ${net_read}x net of idle)"
 dhcp_summary

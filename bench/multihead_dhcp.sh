@@ -27,23 +27,34 @@
 # pool steps both heads' `GET /dhcp/v1/leases` are compared: no address
 # with two MACs, no MAC with two pool addresses, both heads agreeing.
 #
+# Then the reserved clients again at the common rate in DHCP_ROUNDS (3)
+# rounds, the set-ups taking turns (see dhcp_read_rounds); the table's
+# reserved CPU figures are their medians.
+#
 # Knobs: DHCP=0 skips the phase; DHCP_RATES ("500 1000 2000 4000 8000"),
-# DHCP_STEP_SECS (3), DHCP_POOL_RANGE (1000000).
+# DHCP_STEP_SECS (3), DHCP_POOL_RANGE (1000000), DHCP_ROUNDS (3; 0: none).
 
 DHCP_RATES=${DHCP_RATES:-"500 1000 2000 4000 8000"}
 DHCP_STEP_SECS=${DHCP_STEP_SECS:-3}
 DHCP_POOL_RANGE=${DHCP_POOL_RANGE:-1000000}
 DHCP_SETUPS=(sqlite pg pg2)
 DHCP_SETS=(pool reserved)
+DHCP_ROUNDS=${DHCP_ROUNDS:-3}
+declare -A DHCP_ROUND DHCP_ROUND_NET
 
 dhcp_id=$(($$ % 100000))
 NS_BR=ocmhb-br-$dhcp_id
 NS_CL=ocmhb-c-$dhcp_id
-NS_H=(ocmhb-h0-$dhcp_id ocmhb-h1-$dhcp_id)
-IF_H=(mhb${dhcp_id}h0 mhb${dhcp_id}h1)
-IP_H=(10.1.250.1 10.1.250.2)
+NS_H=(ocmhb-h0-$dhcp_id ocmhb-h1-$dhcp_id ocmhb-h2-$dhcp_id)
+IF_H=(mhb${dhcp_id}h0 mhb${dhcp_id}h1 mhb${dhcp_id}h2)
+IP_H=(10.1.250.1 10.1.250.2 10.1.250.2)
 IF_CL=mhb${dhcp_id}c
 IP_CL=10.1.250.100
+# The control's second network (see dhcp_net2): its own bridge, head
+# namespace 2 and client.
+NS_BR2=ocmhb-br2-$dhcp_id
+NS_CL2=ocmhb-c2-$dhcp_id
+IF_CL2=mhb${dhcp_id}c2
 dhcp_nets=()
 
 # Removes every namespace this file made and whatever runs in it (all of
@@ -65,24 +76,38 @@ dhcp_check_tools() {
   done
 }
 
-dhcp_net() {
-  local ns k
-  for ns in "$NS_BR" "$NS_CL" "${NS_H[@]}"; do
+# A network: a bridge namespace, then the namespaces joined to it, each by
+# a veth pair (ns:ifname:ip).
+dhcp_bridge() { # bridge-ns ns:ifname:ip...
+  local br=$1 ns ifname ip p
+  shift
+  for ns in "$br" "${@%%:*}"; do
     dhcp_nets+=("$ns")
     ip netns add "$ns"
     ip -n "$ns" link set lo up
   done
-  ip -n "$NS_BR" link add br0 type bridge
-  ip -n "$NS_BR" link set br0 up
-  dhcp_port() { # ns ifname ip
-    ip link add "$2" netns "$1" type veth peer name "$2p" netns "$NS_BR"
-    ip -n "$1" addr add "$3/12" dev "$2"
-    ip -n "$1" link set "$2" up
-    ip -n "$NS_BR" link set "$2p" master br0
-    ip -n "$NS_BR" link set "$2p" up
-  }
-  for k in 0 1; do dhcp_port "${NS_H[$k]}" "${IF_H[$k]}" "${IP_H[$k]}"; done
-  dhcp_port "$NS_CL" "$IF_CL" "$IP_CL"
+  ip -n "$br" link add br0 type bridge
+  ip -n "$br" link set br0 up
+  for p in "$@"; do
+    IFS=: read -r ns ifname ip <<<"$p"
+    ip link add "$ifname" netns "$ns" type veth peer name "${ifname}p" netns "$br"
+    ip -n "$ns" addr add "$ip/12" dev "$ifname"
+    ip -n "$ns" link set "$ifname" up
+    ip -n "$br" link set "${ifname}p" master br0
+    ip -n "$br" link set "${ifname}p" up
+  done
+}
+dhcp_net() {
+  dhcp_bridge "$NS_BR" "${NS_H[0]}:${IF_H[0]}:${IP_H[0]}" "${NS_H[1]}:${IF_H[1]}:${IP_H[1]}" "$NS_CL:$IF_CL:$IP_CL"
+}
+# A second network, sharing nothing with the first: bridge, head namespace
+# 2 and a client. The control set-up (sq2) puts one SQLite head on each
+# network and half the reserved clients on each, so it measures two heads
+# taking turns on one core without anything shared between them.
+dhcp_net2() {
+  [[ -n ${DHCP_NET2:-} ]] && return
+  DHCP_NET2=1
+  dhcp_bridge "$NS_BR2" "${NS_H[2]}:${IF_H[2]}:${IP_H[2]}" "$NS_CL2:$IF_CL2:$IP_CL"
 }
 
 # Stops a process started by multihead.sh and forgets it.
@@ -125,11 +150,11 @@ EOF
 
 # One perfdhcp run: "completed_per_second drop_pct exchanges". Bounded by
 # -p, -n and timeout.
-dhcp_perf() { # base-mac range rate seconds
+dhcp_perf() { # base-mac range rate seconds [client-ns client-if]
   local out
-  out=$(timeout -s KILL $(($4 + 20)) ip netns exec "$NS_CL" taskset -c "$CLIENT_CPU" \
-    perfdhcp -4 -l "$IF_CL" -b "mac=$1" -R "$2" -r "$3" -p "$4" -n $(($3 * $4)) -W 500000 2>&1 || true)
-  echo "$out" >"$tmp/perf-last.txt"
+  out=$(timeout -s KILL $(($4 + 20)) ip netns exec "${5:-$NS_CL}" taskset -c "$CLIENT_CPU" \
+    perfdhcp -4 -l "${6:-$IF_CL}" -b "mac=$1" -R "$2" -r "$3" -p "$4" -n $(($3 * $4)) -W 500000 2>&1 || true)
+  echo "$out" >"$tmp/perf-last.$1.txt"
   if [[ -n ${VERBOSE:-} ]]; then
     echo "$out" | grep -E 'Statistics for|sent packets|received packets|orphans' >&2 || true
   fi
@@ -203,16 +228,8 @@ dhcp_phase() {
   for h in sqlite pg pg2a pg2b; do dhcp_stop "${PID[$h]}"; done
   declare -gA DHCP_OK DHCP_CPU
   for setup in "${DHCP_SETUPS[@]}"; do
-    case $setup in
-    sqlite) DHCP_HEADS=(sqlite) ;;
-    pg) DHCP_HEADS=(pg) ;;
-    pg2) DHCP_HEADS=(pg2a pg2b) ;;
-    esac
-    for k in "${!DHCP_HEADS[@]}"; do dhcp_start_head "${DHCP_HEADS[$k]}" "$k"; done
-    [[ $setup == pg2 ]] && dhcp_wait_split
-    local procs=()
-    for h in "${DHCP_HEADS[@]}"; do procs+=("${PID[$h]}"); done
-    [[ $setup != sqlite ]] && procs+=("$PG_PID")
+    dhcp_up "$setup"
+    local procs=("${DHCP_PROCS[@]}")
     for set in reserved pool; do
       if [[ $set == reserved ]]; then
         base=02:ad:00:00:00:00
@@ -252,7 +269,7 @@ dhcp_phase() {
       done
       DHCP_LEASES=$out
     fi
-    for h in "${DHCP_HEADS[@]}"; do dhcp_stop "${PID[$h]}"; done
+    dhcp_down
   done
   # The common rate per client set: the highest every set-up completed.
   for set in "${DHCP_SETS[@]}"; do
@@ -268,7 +285,100 @@ dhcp_phase() {
       RESULT[dhcp_$set.$setup.cpu]=${DHCP_CPU[$setup.$set.$at]:-0}
     done
   done
+  dhcp_read_rounds
   dhcp_cleanup
+}
+
+# Starts a set-up's heads in their namespaces: DHCP_HEADS, DHCP_PROCS
+# (heads, then the database server).
+dhcp_up() { # setup
+  local k
+  setup_heads "$1"
+  DHCP_HEADS=("${HEADS[@]}")
+  if [[ $1 == sq2 ]]; then
+    dhcp_net2
+    dhcp_start_head sq2a 0
+    dhcp_start_head sq2b 2
+  else
+    for k in "${!DHCP_HEADS[@]}"; do dhcp_start_head "${DHCP_HEADS[$k]}" "$k"; done
+  fi
+  [[ $1 == pg2 ]] && dhcp_wait_split
+  setup_heads "$1"
+  DHCP_PROCS=("${PROCS[@]}")
+}
+# Reserved clients at `rate` for `secs`: "DORA/s drop% exchanges". For
+# the control (sq2) the inventory's MACs are split at the multiple of 256
+# nearest half of them (perfdhcp adds its random number to the base MAC
+# bytewise, without carry; N up to 65,536) and each network gets its part
+# at its share of the rate.
+dhcp_reserved() { # setup rate secs
+  if [[ $1 != sq2 ]]; then
+    dhcp_perf 02:ad:00:00:00:00 "$N" "$2" "$3"
+    return
+  fi
+  local h=$(((N + 256) / 512 * 256)) base
+  ((h > 0 && h < N)) || die "the control needs N of 512 or more"
+  base=$(printf '02:ad:00:00:%02x:00' $((h / 256)))
+  local ra=$(($2 * h / N)) rb=$(($2 - $2 * h / N))
+  dhcp_perf 02:ad:00:00:00:00 "$h" "$ra" "$3" >"$tmp/sq2.a" &
+  dhcp_perf "$base" $((N - h)) "$rb" "$3" "$NS_CL2" "$IF_CL2" >"$tmp/sq2.b"
+  wait $!
+  python3 - "$tmp/sq2.a" "$tmp/sq2.b" "$ra" "$rb" <<'EOF'
+import sys
+(ga, da, na), (gb, db, nb) = (open(f).read().split() for f in sys.argv[1:3])
+ra, rb = int(sys.argv[3]), int(sys.argv[4])
+drop = (float(da) * ra + float(db) * rb) / max(ra + rb, 1)
+print(f"{int(ga) + int(gb)} {drop:.2f} {int(na) + int(nb)}")
+EOF
+}
+dhcp_down() {
+  local h
+  for h in "${DHCP_HEADS[@]}"; do dhcp_stop "${PID[$h]}"; done
+}
+
+# Reserved clients (reads) again at the common rate, DHCP_ROUNDS rounds with
+# the set-ups taking turns in each (heads restarted per turn), as the boot
+# script rounds do: each set-up's CPU per 1,000 becomes the median of its
+# rounds, and a window of IDLE_SECS with no clients before each step gives
+# what the set-up burns idle, so the figure net of it is printed too.
+dhcp_read_rounds() {
+  ((DHCP_ROUNDS > 0)) || return 0
+  local r setup at=${RESULT[dhcp_reserved.at]} c0 c1 i0 got drop n cpu net vals nets
+  for r in $(seq 1 "$DHCP_ROUNDS"); do
+    for setup in "${DHCP_SETUPS[@]}" sq2; do
+      dhcp_up "$setup"
+      # Warm-up (the control's heads give each client its lease record here).
+      dhcp_reserved "$setup" 2000 "$([[ $setup == sq2 && $r == 1 ]] && echo 3 || echo 1)" >/dev/null
+      i0=$(cpu_of "${DHCP_PROCS[@]}")
+      sleep "$IDLE_SECS"
+      c0=$(cpu_of "${DHCP_PROCS[@]}")
+      local each0=() each1=() split="" k
+      for k in "${DHCP_PROCS[@]}"; do each0+=("$(cpu_of "$k")"); done
+      read -r got drop n < <(dhcp_reserved "$setup" "$at" "$DHCP_STEP_SECS")
+      c1=$(cpu_of "${DHCP_PROCS[@]}")
+      for k in "${!DHCP_PROCS[@]}"; do
+        split+=" $(python3 -c "print(f'{$(cpu_of "${DHCP_PROCS[$k]}") - ${each0[$k]}:.2f}')")"
+      done
+      read -r cpu net < <(python3 -c "
+idle = ($c0 - $i0) / $IDLE_SECS
+n = max($n, 1)
+print(f'{($c1 - $c0) * 1000 / n:.3f} {max($c1 - $c0 - idle * $DHCP_STEP_SECS, 0) * 1000 / n:.3f}')")
+      DHCP_ROUND[$setup.$r]=$cpu
+      DHCP_ROUND_NET[$setup.$r]=$net
+      printf '  %-6s reserved round %s at %s/s: %6s DORA/s, %6s%% unfinished, %s CPU s per 1,000 (%s net of idle; CPU s by process:%s)\n' \
+        "$setup" "$r" "$at" "$got" "$drop" "$cpu" "$net" "$split"
+      dhcp_down
+    done
+  done
+  for setup in "${DHCP_SETUPS[@]}" sq2; do
+    vals=() nets=()
+    for r in $(seq 1 "$DHCP_ROUNDS"); do
+      vals+=("${DHCP_ROUND[$setup.$r]}")
+      nets+=("${DHCP_ROUND_NET[$setup.$r]}")
+    done
+    RESULT[dhcp_reserved.$setup.cpu]=$(median "${vals[@]}")
+    RESULT[dhcp_reserved.$setup.net]=$(median "${nets[@]}")
+  done
 }
 
 # Rows for the final table.
@@ -278,6 +388,9 @@ dhcp_rows() {
   row "  CPU s/1,000 at ${RESULT[dhcp_pool.at]}/s (heads + db)" dhcp_pool cpu
   row "DHCP reserved DORA/s (< 1 % unfinished)" dhcp_reserved rate
   row "  CPU s/1,000 at ${RESULT[dhcp_reserved.at]}/s (heads + db)" dhcp_reserved cpu
+  if ((DHCP_ROUNDS > 0)); then
+    row "  the same, net of idle" dhcp_reserved net
+  fi
 }
 
 dhcp_summary() {
@@ -288,7 +401,29 @@ dhcp_summary() {
     "MACs with two pool addresses: $two_addrs; heads agree: $same"
   local cpu_read
   cpu_read=$(python3 -c "s = ${RESULT[dhcp_reserved.sqlite.cpu]}; print(f'{${RESULT[dhcp_reserved.pg2.cpu]} / s:.2f}' if s else '-')")
-  echo "target: DHCP reads on two PostgreSQL heads <= 1.2x the SQLite head's CPU per exchange: ${cpu_read}x"
+  local how="one step" rounds="" r
+  if ((DHCP_ROUNDS > 0)); then
+    rounds=$(for r in $(seq 1 "$DHCP_ROUNDS"); do
+      python3 -c "print(f'{${DHCP_ROUND[pg2.$r]} / ${DHCP_ROUND[sqlite.$r]}:.2f}')"
+    done | paste -sd' ')
+    how="median of $DHCP_ROUNDS rounds; by round: $rounds; $(python3 -c "print(f'{${RESULT[dhcp_reserved.pg2.net]} / ${RESULT[dhcp_reserved.sqlite.net]}:.2f}')")x net of idle"
+    echo "DHCP reserved on two SQLite heads sharing nothing (two networks, half the clients each), same CPU:" \
+      "${RESULT[dhcp_reserved.sq2.cpu]} CPU s per 1,000 = $(python3 -c "print(f'{${RESULT[dhcp_reserved.sq2.cpu]} / ${RESULT[dhcp_reserved.sqlite.cpu]}:.2f}')")x one head;" \
+      "two PostgreSQL heads $(python3 -c "print(f'{${RESULT[dhcp_reserved.pg2.cpu]} / ${RESULT[dhcp_reserved.sq2.cpu]}:.2f}')")x it"
+  fi
+  echo "target: DHCP reads on two PostgreSQL heads <= 1.2x the SQLite head's CPU per exchange: ${cpu_read}x ($how)"
+  # A head's CPU per exchange falls as its rate rises (more packets per
+  # wake-up), and two heads each get half the rate: compare at the same
+  # load per head too, from the steps (two heads at 2r/s against one at r/s).
+  local at2=""
+  for r in $DHCP_RATES; do
+    [[ -n ${DHCP_OK[sqlite.reserved.$r]:-} && -n ${DHCP_OK[pg2.reserved.$((2 * r))]:-} ]] && at2=$r
+  done
+  if [[ -n $at2 ]]; then
+    echo "DHCP reserved at the same load per head: two PostgreSQL heads at $((2 * at2))/s" \
+      "${DHCP_CPU[pg2.reserved.$((2 * at2))]} CPU s per 1,000, one SQLite head at ${at2}/s ${DHCP_CPU[sqlite.reserved.$at2]}:" \
+      "$(python3 -c "print(f'{${DHCP_CPU[pg2.reserved.$((2 * at2))]} / ${DHCP_CPU[sqlite.reserved.$at2]}:.2f}')")x"
+  fi
   if [[ $two_macs != 0 ]]; then
     echo "FAIL: an address went to two MACs" >&2
     return 1
