@@ -17,8 +17,9 @@
 #
 #   writes       component PATCHes per second (`PATCH /hsm/v2/State/Components/
 #                {x}/SoftwareStatus`, each a real change, random node) from
-#                CONNECTIONS (64) wrk connections over HTTPS for DURATION s; on
-#                two heads half the connections go to each head. With the CPU
+#                CONNECTIONS (64) wrk connections over HTTPS for DURATION s,
+#                from two wrk processes in every set-up (on two heads, one
+#                each), so the load has the same shape whatever serves it. With the CPU
 #                seconds the heads and the database server used per 1,000
 #                writes.
 #   propagation  on two heads: a PATCH acknowledged by head a, then head b
@@ -35,7 +36,11 @@
 #                measured here, varying from run to run) whatever they
 #                share; the control shows what the two PostgreSQL heads'
 #                sharing adds on top of that. The set-ups take turns in
-#                READ_ROUNDS (3) rounds; each figure is a median.
+#                READ_ROUNDS (3) rounds; each figure is a median. Then the
+#                same paced (READ_PACE_MS, 5: each connection waits that
+#                long between requests; 0 skips it), so every set-up serves
+#                about the same rate with room to spare, as the DHCP rows
+#                compare at a common rate.
 #   dhcp         last: the heads restarted in network namespaces with DHCP
 #                on, perfdhcp on the same L2; DORA/s with < 1 % unfinished
 #                for pool clients (new bindings: writes) and reserved
@@ -58,6 +63,7 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 PROPAGATION=${PROPAGATION:-500}
 READ_ROUNDS=${READ_ROUNDS:-3}
+READ_PACE_MS=${READ_PACE_MS:-5}
 IDLE_SECS=${IDLE_SECS:-5}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -209,6 +215,12 @@ request = function()
   return wrk.format("GET", "/boot/v1/bootscript?mac=" .. ms[math.random(#ms)])
 end
 EOF
+# The same requests, each connection waiting READ_PACE_MS between them:
+# a rate every set-up serves with room to spare.
+{
+  cat "$tmp/script.lua"
+  echo "delay = function() return $READ_PACE_MS end"
+} >"$tmp/paced.lua"
 
 # CPU seconds (user + system) of a process, and for the database server of
 # the postmaster, the children it reaped and those alive.
@@ -266,28 +278,32 @@ median() {
   python3 -c 'import statistics, sys; v = [float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.{3 if max(v) < 100 else 0}f}")' "$@"
 }
 phase() { # kind setup [round]
-  local kind=$1 setup=$2 round=${3:-} lua path url c
+  local kind=$1 setup=$2 round=${3:-} lua path url c h j
   setup_heads "$setup"
   local heads=("${HEADS[@]}") procs=("${PROCS[@]}")
-  c=$((CONNECTIONS / ${#heads[@]}))
+  c=$((CONNECTIONS / 2))
   local before total=0 bad=0 hprocs=("${procs[@]}") hbefore
   [[ $setup == pg* ]] && unset 'hprocs[-1]'
   before=$(cpu_of "${procs[@]}")
   hbefore=$(cpu_of "${hprocs[@]}")
   local outs=() jobs=()
-  for h in "${heads[@]}"; do
+  # Two wrk processes in every set-up, a head each where there are two, so
+  # the load arrives in the same pattern whatever serves it.
+  for j in 0 1; do
+    h=${heads[$((j % ${#heads[@]}))]}
     if [[ $kind == writes ]]; then
       url="https://127.0.0.1:${API[$h]}"
       lua=$tmp/patch.lua
     else
       url="http://127.0.0.1:${NODE[$h]}"
       lua=$tmp/script.lua
+      [[ $kind == paced ]] && lua=$tmp/paced.lua
     fi
     (
-      TOKEN=${TOKEN[$h]:-} taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${DURATION}s" -s "$lua" "$url" >"$tmp/wrk.$h.out" 2>&1 || true
+      TOKEN=${TOKEN[$h]:-} taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${DURATION}s" -s "$lua" "$url" >"$tmp/wrk.$j.out" 2>&1 || true
     ) &
     jobs+=($!)
-    outs+=("$tmp/wrk.$h.out")
+    outs+=("$tmp/wrk.$j.out")
   done
   wait "${jobs[@]}"
   local after hafter
@@ -321,15 +337,21 @@ EOF
 # change in what else the machine does falls on all of them alike; each
 # figure is the median of its rounds.
 read_phases() {
-  local setup r f vals
+  local setup r f vals kind
   for r in $(seq 1 "$READ_ROUNDS"); do
-    for setup in "$@"; do phase bootscript "$setup" "$r"; done
+    for setup in "$@"; do
+      phase bootscript "$setup" "$r"
+      ((READ_PACE_MS > 0)) && phase paced "$setup" "$r"
+    done
   done
-  for setup in "$@"; do
-    for f in rate cpu hcpu net bad; do
-      vals=()
-      for r in $(seq 1 "$READ_ROUNDS"); do vals+=("${RESULT[bootscript.$setup.$r.$f]}"); done
-      RESULT[bootscript.$setup.$f]=$(median "${vals[@]}")
+  for kind in bootscript paced; do
+    ((READ_PACE_MS > 0)) || [[ $kind == bootscript ]] || continue
+    for setup in "$@"; do
+      for f in rate cpu hcpu net bad; do
+        vals=()
+        for r in $(seq 1 "$READ_ROUNDS"); do vals+=("${RESULT[$kind.$setup.$r.$f]}"); done
+        RESULT[$kind.$setup.$f]=$(median "${vals[@]}")
+      done
     done
   done
 }
@@ -397,6 +419,10 @@ row "  CPU s per 1,000 (heads + database)" bootscript cpu
 row "  CPU s per 1,000 (heads only)" bootscript hcpu
 row "  CPU s per 1,000 net of idle (heads + db)" bootscript net
 row "  errors" bootscript bad
+if ((READ_PACE_MS > 0)); then
+  row "bootscript req/s, paced (${READ_PACE_MS} ms apart)" paced rate
+  row "  CPU s per 1,000 (heads + database)" paced cpu
+fi
 row "idle CPU, no requests (% of a core)" idle pct
 dhcp_rows
 echo
@@ -410,4 +436,13 @@ rounds=$(for r in $(seq 1 "$READ_ROUNDS"); do
   python3 -c "print(f'{${RESULT[bootscript.pg2.$r.cpu]} / ${RESULT[bootscript.sqlite.$r.cpu]}:.2f}')"
 done | paste -sd' ')
 echo "target: reads on two PostgreSQL heads <= 1.2x the SQLite head's CPU per request: ${cpu_read}x (median of $READ_ROUNDS rounds; by round: $rounds; ${shared}x two heads sharing nothing; ${net_read}x net of idle)"
+if ((READ_PACE_MS > 0)); then
+  rounds=$(for r in $(seq 1 "$READ_ROUNDS"); do
+    python3 -c "print(f'{${RESULT[paced.pg2.$r.cpu]} / ${RESULT[paced.sqlite.$r.cpu]}:.2f}')"
+  done | paste -sd' ')
+  echo "  paced (every set-up at about ${RESULT[paced.sqlite.rate]} req/s): two PostgreSQL heads" \
+    "$(python3 -c "print(f'{${RESULT[paced.pg2.cpu]} / ${RESULT[paced.sqlite.cpu]}:.2f}')")x the SQLite head (by round: $rounds)," \
+    "two SQLite heads sharing nothing $(python3 -c "print(f'{${RESULT[paced.sq2.cpu]} / ${RESULT[paced.sqlite.cpu]}:.2f}')")x," \
+    "two PostgreSQL heads $(python3 -c "print(f'{${RESULT[paced.pg2.cpu]} / ${RESULT[paced.sq2.cpu]}:.2f}')")x those"
+fi
 dhcp_summary

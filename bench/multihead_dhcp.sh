@@ -55,6 +55,10 @@ IP_CL=10.1.250.100
 NS_BR2=ocmhb-br2-$dhcp_id
 NS_CL2=ocmhb-c2-$dhcp_id
 IF_CL2=mhb${dhcp_id}c2
+# A second client on the first network (see dhcp_reserved).
+NS_CLB=ocmhb-cb-$dhcp_id
+IF_CLB=mhb${dhcp_id}cb
+IP_CLB=10.1.250.101
 dhcp_nets=()
 
 # Removes every namespace this file made and whatever runs in it (all of
@@ -98,7 +102,8 @@ dhcp_bridge() { # bridge-ns ns:ifname:ip...
   done
 }
 dhcp_net() {
-  dhcp_bridge "$NS_BR" "${NS_H[0]}:${IF_H[0]}:${IP_H[0]}" "${NS_H[1]}:${IF_H[1]}:${IP_H[1]}" "$NS_CL:$IF_CL:$IP_CL"
+  dhcp_bridge "$NS_BR" "${NS_H[0]}:${IF_H[0]}:${IP_H[0]}" "${NS_H[1]}:${IF_H[1]}:${IP_H[1]}" "$NS_CL:$IF_CL:$IP_CL" \
+    "$NS_CLB:$IF_CLB:$IP_CLB"
 }
 # A second network, sharing nothing with the first: bridge, head namespace
 # 2 and a client. The control set-up (sq2) puts one SQLite head on each
@@ -306,24 +311,24 @@ dhcp_up() { # setup
   setup_heads "$1"
   DHCP_PROCS=("${PROCS[@]}")
 }
-# Reserved clients at `rate` for `secs`: "DORA/s drop% exchanges". For
-# the control (sq2) the inventory's MACs are split at the multiple of 256
-# nearest half of them (perfdhcp adds its random number to the base MAC
-# bytewise, without carry; N up to 65,536) and each network gets its part
-# at its share of the rate.
+# Reserved clients at `rate` for `secs` from two perfdhcp processes, each
+# with its part of the inventory's MACs at its share of the rate:
+# "DORA/s drop% exchanges". Every set-up gets the same two clients (a
+# wake-up, not a packet, is most of a head's cost per exchange at these
+# rates, so how the packets bunch matters as much as how many there are);
+# for the control (sq2) the second one is on the second network. The MACs
+# are split at the multiple of 256 nearest half of them: perfdhcp adds its
+# random number to the base MAC bytewise, without carry (N up to 65,536).
 dhcp_reserved() { # setup rate secs
-  if [[ $1 != sq2 ]]; then
-    dhcp_perf 02:ad:00:00:00:00 "$N" "$2" "$3"
-    return
-  fi
-  local h=$(((N + 256) / 512 * 256)) base
-  ((h > 0 && h < N)) || die "the control needs N of 512 or more"
+  local h=$(((N + 256) / 512 * 256)) base ns=$NS_CLB ifname=$IF_CLB
+  ((h > 0 && h < N)) || die "the DHCP read rounds need N of 512 or more"
+  [[ $1 == sq2 ]] && ns=$NS_CL2 ifname=$IF_CL2
   base=$(printf '02:ad:00:00:%02x:00' $((h / 256)))
   local ra=$(($2 * h / N)) rb=$(($2 - $2 * h / N))
-  dhcp_perf 02:ad:00:00:00:00 "$h" "$ra" "$3" >"$tmp/sq2.a" &
-  dhcp_perf "$base" $((N - h)) "$rb" "$3" "$NS_CL2" "$IF_CL2" >"$tmp/sq2.b"
+  dhcp_perf 02:ad:00:00:00:00 "$h" "$ra" "$3" >"$tmp/reserved.a" &
+  dhcp_perf "$base" $((N - h)) "$rb" "$3" "$ns" "$ifname" >"$tmp/reserved.b"
   wait $!
-  python3 - "$tmp/sq2.a" "$tmp/sq2.b" "$ra" "$rb" <<'EOF'
+  python3 - "$tmp/reserved.a" "$tmp/reserved.b" "$ra" "$rb" <<'EOF'
 import sys
 (ga, da, na), (gb, db, nb) = (open(f).read().split() for f in sys.argv[1:3])
 ra, rb = int(sys.argv[3]), int(sys.argv[4])
