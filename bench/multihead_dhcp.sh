@@ -32,7 +32,9 @@
 # reserved CPU figures are their medians.
 #
 # Knobs: DHCP=0 skips the phase; DHCP_RATES ("500 1000 2000 4000 8000"),
-# DHCP_STEP_SECS (3), DHCP_POOL_RANGE (1000000), DHCP_ROUNDS (3; 0: none).
+# DHCP_STEP_SECS (3), DHCP_POOL_RANGE (1000000), DHCP_ROUNDS (3; 0: none),
+# DHCP_CONTROL_CLIENTS (1; 2: each control head hears two clients, as each
+# head of the pair hears both).
 
 DHCP_RATES=${DHCP_RATES:-"500 1000 2000 4000 8000"}
 DHCP_STEP_SECS=${DHCP_STEP_SECS:-3}
@@ -55,6 +57,8 @@ IP_CL=10.1.250.100
 NS_BR2=ocmhb-br2-$dhcp_id
 NS_CL2=ocmhb-c2-$dhcp_id
 IF_CL2=mhb${dhcp_id}c2
+NS_CL2B=ocmhb-c2b-$dhcp_id
+IF_CL2B=mhb${dhcp_id}c2b
 # A second client on the first network (see dhcp_reserved).
 NS_CLB=ocmhb-cb-$dhcp_id
 IF_CLB=mhb${dhcp_id}cb
@@ -112,7 +116,7 @@ dhcp_net() {
 dhcp_net2() {
   [[ -n ${DHCP_NET2:-} ]] && return
   DHCP_NET2=1
-  dhcp_bridge "$NS_BR2" "${NS_H[2]}:${IF_H[2]}:${IP_H[2]}" "$NS_CL2:$IF_CL2:$IP_CL"
+  dhcp_bridge "$NS_BR2" "${NS_H[2]}:${IF_H[2]}:${IP_H[2]}" "$NS_CL2:$IF_CL2:$IP_CL" "$NS_CL2B:$IF_CL2B:$IP_CLB"
 }
 
 # Stops a process started by multihead.sh and forgets it.
@@ -320,20 +324,38 @@ dhcp_up() { # setup
 # are split at the multiple of 256 nearest half of them: perfdhcp adds its
 # random number to the base MAC bytewise, without carry (N up to 65,536).
 dhcp_reserved() { # setup rate secs
-  local h=$(((N + 256) / 512 * 256)) base ns=$NS_CLB ifname=$IF_CLB
+  local h=$(((N + 256) / 512 * 256))
   ((h > 0 && h < N)) || die "the DHCP read rounds need N of 512 or more"
-  [[ $1 == sq2 ]] && ns=$NS_CL2 ifname=$IF_CL2
-  base=$(printf '02:ad:00:00:%02x:00' $((h / 256)))
-  local ra=$(($2 * h / N)) rb=$(($2 - $2 * h / N))
-  dhcp_perf 02:ad:00:00:00:00 "$h" "$ra" "$3" >"$tmp/reserved.a" &
-  dhcp_perf "$base" $((N - h)) "$rb" "$3" "$ns" "$ifname" >"$tmp/reserved.b"
-  wait $!
-  python3 - "$tmp/reserved.a" "$tmp/reserved.b" "$ra" "$rb" <<'EOF'
+  local parts=("0 $h $NS_CL $IF_CL" "$h $((N - h)) $NS_CLB $IF_CLB")
+  [[ $1 == sq2 ]] && parts[1]="$h $((N - h)) $NS_CL2 $IF_CL2"
+  if [[ $1 == sq2 && ${DHCP_CONTROL_CLIENTS:-1} == 2 ]]; then
+    # Each control head hears two clients, as each head of a pair does.
+    local q=$((h / 512 * 256)) q2=$(((N - h) / 512 * 256))
+    ((q > 0 && q2 > 0)) || die "DHCP_CONTROL_CLIENTS=2 needs N of 1,024 or more"
+    parts=("0 $q $NS_CL $IF_CL" "$q $((h - q)) $NS_CLB $IF_CLB"
+      "$h $q2 $NS_CL2 $IF_CL2" "$((h + q2)) $((N - h - q2)) $NS_CL2B $IF_CL2B")
+  fi
+  local p first range ns ifname rate k=0 files=() rates=() jobs=()
+  for p in "${parts[@]}"; do
+    read -r first range ns ifname <<<"$p"
+    rate=$(($2 * range / N))
+    dhcp_perf "$(printf '02:ad:00:00:%02x:00' $((first / 256)))" "$range" "$rate" "$3" "$ns" "$ifname" \
+      >"$tmp/reserved.$k" &
+    jobs+=($!)
+    files+=("$tmp/reserved.$k")
+    rates+=("$rate")
+    k=$((k + 1))
+  done
+  wait "${jobs[@]}"
+  python3 - "${#files[@]}" "${files[@]}" "${rates[@]}" <<'EOF'
 import sys
-(ga, da, na), (gb, db, nb) = (open(f).read().split() for f in sys.argv[1:3])
-ra, rb = int(sys.argv[3]), int(sys.argv[4])
-drop = (float(da) * ra + float(db) * rb) / max(ra + rb, 1)
-print(f"{int(ga) + int(gb)} {drop:.2f} {int(na) + int(nb)}")
+k = int(sys.argv[1])
+got = drop = n = 0
+rates = [int(r) for r in sys.argv[2 + k:]]
+for f, r in zip(sys.argv[2:2 + k], rates):
+    g, d, e = open(f).read().split()
+    got += int(g); n += int(e); drop += float(d) * r
+print(f"{got} {drop / max(sum(rates), 1):.2f} {n}")
 EOF
 }
 dhcp_down() {
