@@ -252,6 +252,7 @@ export PG_PID
 
 declare -A RESULT
 setup_heads() { # setup -> HEADS, PROCS (heads, then the database server)
+  local h
   case $1 in
   sqlite) HEADS=(sqlite) ;;
   pg) HEADS=(pg) ;;
@@ -276,6 +277,26 @@ idle() { # setup
 }
 median() {
   python3 -c 'import statistics, sys; v = [float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.{3 if max(v) < 100 else 0}f}")' "$@"
+}
+# RESULT[kind.setup.field] = the median of RESULT[kind.setup.<round>.field]
+# over `rounds` rounds, for each setup and field.
+medians() { # kind rounds "field..." setup...
+  local kind=$1 rounds=$2 fields=$3 setup f r vals
+  shift 3
+  for setup in "$@"; do
+    for f in $fields; do
+      vals=()
+      for r in $(seq 1 "$rounds"); do vals+=("${RESULT[$kind.$setup.$r.$f]}"); done
+      RESULT[$kind.$setup.$f]=$(median "${vals[@]}")
+    done
+  done
+}
+# The CPU per 1,000 of set-up a over set-up b, round by round.
+by_round() { # kind rounds a b
+  local r
+  for r in $(seq 1 "$2"); do
+    python3 -c "print(f'{${RESULT[$1.$3.$r.cpu]} / ${RESULT[$1.$4.$r.cpu]}:.2f}')"
+  done | paste -sd' '
 }
 phase() { # kind setup [round]
   local kind=$1 setup=$2 round=${3:-} lua path url c h j
@@ -337,23 +358,14 @@ EOF
 # change in what else the machine does falls on all of them alike; each
 # figure is the median of its rounds.
 read_phases() {
-  local setup r f vals kind
+  local setup r kind kinds=(bootscript)
+  ((READ_PACE_MS > 0)) && kinds+=(paced)
   for r in $(seq 1 "$READ_ROUNDS"); do
     for setup in "$@"; do
-      phase bootscript "$setup" "$r"
-      ((READ_PACE_MS > 0)) && phase paced "$setup" "$r"
+      for kind in "${kinds[@]}"; do phase "$kind" "$setup" "$r"; done
     done
   done
-  for kind in bootscript paced; do
-    ((READ_PACE_MS > 0)) || [[ $kind == bootscript ]] || continue
-    for setup in "$@"; do
-      for f in rate cpu hcpu net bad; do
-        vals=()
-        for r in $(seq 1 "$READ_ROUNDS"); do vals+=("${RESULT[$kind.$setup.$r.$f]}"); done
-        RESULT[$kind.$setup.$f]=$(median "${vals[@]}")
-      done
-    done
-  done
+  for kind in "${kinds[@]}"; do medians "$kind" "$READ_ROUNDS" "rate cpu hcpu net bad" "$@"; done
 }
 
 echo "multihead: $N nodes, ${DURATION} s per phase, $CONNECTIONS connections; heads and PostgreSQL on CPU $SERVER_CPU, clients on CPU $CLIENT_CPU"
@@ -432,14 +444,10 @@ coloc=$(python3 -c "print(f'{${RESULT[bootscript.sq2.cpu]} / ${RESULT[bootscript
 shared=$(python3 -c "print(f'{${RESULT[bootscript.pg2.cpu]} / ${RESULT[bootscript.sq2.cpu]}:.2f}')")
 echo "bootscript on two SQLite heads sharing nothing, same CPU: ${RESULT[bootscript.sq2.rate]} req/s, ${RESULT[bootscript.sq2.cpu]} CPU s per 1,000 = ${coloc}x one head (two processes on one core)"
 net_read=$(python3 -c "print(f'{${RESULT[bootscript.pg2.net]} / ${RESULT[bootscript.sqlite.net]}:.2f}')")
-rounds=$(for r in $(seq 1 "$READ_ROUNDS"); do
-  python3 -c "print(f'{${RESULT[bootscript.pg2.$r.cpu]} / ${RESULT[bootscript.sqlite.$r.cpu]}:.2f}')"
-done | paste -sd' ')
+rounds=$(by_round bootscript "$READ_ROUNDS" pg2 sqlite)
 echo "target: reads on two PostgreSQL heads <= 1.2x the SQLite head's CPU per request: ${cpu_read}x (median of $READ_ROUNDS rounds; by round: $rounds; ${shared}x two heads sharing nothing; ${net_read}x net of idle)"
 if ((READ_PACE_MS > 0)); then
-  rounds=$(for r in $(seq 1 "$READ_ROUNDS"); do
-    python3 -c "print(f'{${RESULT[paced.pg2.$r.cpu]} / ${RESULT[paced.sqlite.$r.cpu]}:.2f}')"
-  done | paste -sd' ')
+  rounds=$(by_round paced "$READ_ROUNDS" pg2 sqlite)
   echo "  paced (every set-up at about ${RESULT[paced.sqlite.rate]} req/s): two PostgreSQL heads" \
     "$(python3 -c "print(f'{${RESULT[paced.pg2.cpu]} / ${RESULT[paced.sqlite.cpu]}:.2f}')")x the SQLite head (by round: $rounds)," \
     "two SQLite heads sharing nothing $(python3 -c "print(f'{${RESULT[paced.sq2.cpu]} / ${RESULT[paced.sqlite.cpu]}:.2f}')")x," \

@@ -42,7 +42,6 @@ DHCP_POOL_RANGE=${DHCP_POOL_RANGE:-1000000}
 DHCP_SETUPS=(sqlite pg pg2)
 DHCP_SETS=(pool reserved)
 DHCP_ROUNDS=${DHCP_ROUNDS:-3}
-declare -A DHCP_ROUND DHCP_ROUND_NET
 
 dhcp_id=$(($$ % 100000))
 NS_BR=ocmhb-br-$dhcp_id
@@ -370,7 +369,7 @@ dhcp_down() {
 # what the set-up burns idle, so the figure net of it is printed too.
 dhcp_read_rounds() {
   ((DHCP_ROUNDS > 0)) || return 0
-  local r setup at=${RESULT[dhcp_reserved.at]} c0 c1 i0 got drop n cpu net vals nets
+  local r setup at=${RESULT[dhcp_reserved.at]} i0 got drop n k key split c0 c1
   for r in $(seq 1 "$DHCP_ROUNDS"); do
     for setup in "${DHCP_SETUPS[@]}" sq2; do
       dhcp_up "$setup"
@@ -378,34 +377,31 @@ dhcp_read_rounds() {
       dhcp_reserved "$setup" 2000 "$([[ $setup == sq2 && $r == 1 ]] && echo 3 || echo 1)" >/dev/null
       i0=$(cpu_of "${DHCP_PROCS[@]}")
       sleep "$IDLE_SECS"
-      c0=$(cpu_of "${DHCP_PROCS[@]}")
-      local each0=() each1=() split="" k
-      for k in "${DHCP_PROCS[@]}"; do each0+=("$(cpu_of "$k")"); done
+      # CPU seconds per process before and after the step; the totals
+      # are their sums.
+      c0=() c1=()
+      for k in "${DHCP_PROCS[@]}"; do c0+=("$(cpu_of "$k")"); done
       read -r got drop n < <(dhcp_reserved "$setup" "$at" "$DHCP_STEP_SECS")
-      c1=$(cpu_of "${DHCP_PROCS[@]}")
-      for k in "${!DHCP_PROCS[@]}"; do
-        split+=" $(python3 -c "print(f'{$(cpu_of "${DHCP_PROCS[$k]}") - ${each0[$k]}:.2f}')")"
-      done
-      read -r cpu net < <(python3 -c "
-idle = ($c0 - $i0) / $IDLE_SECS
-n = max($n, 1)
-print(f'{($c1 - $c0) * 1000 / n:.3f} {max($c1 - $c0 - idle * $DHCP_STEP_SECS, 0) * 1000 / n:.3f}')")
-      DHCP_ROUND[$setup.$r]=$cpu
-      DHCP_ROUND_NET[$setup.$r]=$net
-      printf '  %-6s reserved round %s at %s/s: %6s DORA/s, %6s%% unfinished, %s CPU s per 1,000 (%s net of idle; CPU s by process:%s)\n' \
-        "$setup" "$r" "$at" "$got" "$drop" "$cpu" "$net" "$split"
+      for k in "${DHCP_PROCS[@]}"; do c1+=("$(cpu_of "$k")"); done
+      key=dhcp_reserved.$setup.$r
+      read -r "RESULT[$key.cpu]" "RESULT[$key.net]" split < <(python3 - "$i0" "$IDLE_SECS" "$DHCP_STEP_SECS" "$n" \
+        "${#c0[@]}" "${c0[@]}" "${c1[@]}" <<'EOF'
+import sys
+i0, idle_secs, step_secs, n, k = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), max(int(sys.argv[4]), 1), int(sys.argv[5])
+c0 = [float(x) for x in sys.argv[6:6 + k]]
+c1 = [float(x) for x in sys.argv[6 + k:]]
+idle = (sum(c0) - i0) / idle_secs
+used = sum(c1) - sum(c0)
+print(f"{used * 1000 / n:.3f} {max(used - idle * step_secs, 0) * 1000 / n:.3f}",
+      " ".join(f"{b - a:.2f}" for a, b in zip(c0, c1)))
+EOF
+      )
+      printf '  %-6s reserved round %s at %s/s: %6s DORA/s, %6s%% unfinished, %s CPU s per 1,000 (%s net of idle; CPU s by process: %s)\n' \
+        "$setup" "$r" "$at" "$got" "$drop" "${RESULT[$key.cpu]}" "${RESULT[$key.net]}" "$split"
       dhcp_down
     done
   done
-  for setup in "${DHCP_SETUPS[@]}" sq2; do
-    vals=() nets=()
-    for r in $(seq 1 "$DHCP_ROUNDS"); do
-      vals+=("${DHCP_ROUND[$setup.$r]}")
-      nets+=("${DHCP_ROUND_NET[$setup.$r]}")
-    done
-    RESULT[dhcp_reserved.$setup.cpu]=$(median "${vals[@]}")
-    RESULT[dhcp_reserved.$setup.net]=$(median "${nets[@]}")
-  done
+  medians dhcp_reserved "$DHCP_ROUNDS" "cpu net" "${DHCP_SETUPS[@]}" sq2
 }
 
 # Rows for the final table.
@@ -430,9 +426,7 @@ dhcp_summary() {
   cpu_read=$(python3 -c "s = ${RESULT[dhcp_reserved.sqlite.cpu]}; print(f'{${RESULT[dhcp_reserved.pg2.cpu]} / s:.2f}' if s else '-')")
   local how="one step" rounds="" r
   if ((DHCP_ROUNDS > 0)); then
-    rounds=$(for r in $(seq 1 "$DHCP_ROUNDS"); do
-      python3 -c "print(f'{${DHCP_ROUND[pg2.$r]} / ${DHCP_ROUND[sqlite.$r]}:.2f}')"
-    done | paste -sd' ')
+    rounds=$(by_round dhcp_reserved "$DHCP_ROUNDS" pg2 sqlite)
     how="median of $DHCP_ROUNDS rounds; by round: $rounds; $(python3 -c "print(f'{${RESULT[dhcp_reserved.pg2.net]} / ${RESULT[dhcp_reserved.sqlite.net]}:.2f}')")x net of idle"
     echo "DHCP reserved on two SQLite heads sharing nothing (two networks, half the clients each), same CPU:" \
       "${RESULT[dhcp_reserved.sq2.cpu]} CPU s per 1,000 = $(python3 -c "print(f'{${RESULT[dhcp_reserved.sq2.cpu]} / ${RESULT[dhcp_reserved.sqlite.cpu]}:.2f}')")x one head;" \
